@@ -1,0 +1,300 @@
+"""SQL tables of the catalog (SQLAlchemy 2 declarative models).
+
+The schema is versioned by the Alembic migrations in ``migrations/``; a test checks that these
+models and the migrated database agree. Times are timezone-aware UTC; sizes are bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+#: JSON on SQLite, JSONB on PostgreSQL.
+JsonType = JSON().with_variant(JSONB(), "postgresql")
+
+# Named constraints so Alembic can alter them on every backend.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> dt.datetime:
+    """Now, in UTC, timezone-aware."""
+    return dt.datetime.now(dt.UTC)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A DateTime always stored as UTC and returned timezone-aware.
+
+    SQLite keeps no zone; without this, values read back are naive and compare wrongly.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        value = value.astimezone(dt.UTC) if value.tzinfo else value.replace(tzinfo=dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    """Declarative base with a constraint naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class User(Base):
+    """A person or service account; ``is_admin`` users may do everything."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Token(Base):
+    """A bearer token; only its sha256 is stored, so a leaked database leaks no tokens."""
+
+    __tablename__ = "tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(128), default="")
+    created: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Project(Base):
+    """A group of users sharing records; members hold a permission level on its items."""
+
+    __tablename__ = "projects"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    title: Mapped[str] = mapped_column(String(512), default="")
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ProjectMember(Base):
+    """Membership of a user in a project at a level (1 read, 2 write, 3 admin)."""
+
+    __tablename__ = "project_members"
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    level: Mapped[int] = mapped_column(Integer)
+
+
+class JsonSchemaDoc(Base):
+    """A registered JSON Schema that record metadata may name and is validated against."""
+
+    __tablename__ = "schemas"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    body: Mapped[dict[str, Any]] = mapped_column(JsonType)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Repository(Base):
+    """Where record data lives: a local directory, or a Globus collection plus a base path."""
+
+    __tablename__ = "repositories"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "local" | "globus"
+    path: Mapped[str] = mapped_column(String(1024))  # local directory, or base path on the collection
+    globus_collection: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    title: Mapped[str] = mapped_column(String(512), default="")
+    created: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Allocation(Base):
+    """A quota on a repository for one user or one project: bytes and number of records."""
+
+    __tablename__ = "allocations"
+    __table_args__ = (UniqueConstraint("repository_id", "user_id", "project_id", name="uq_allocation"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=True)
+    project_id: Mapped[int | None] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), nullable=True
+    )
+    max_bytes: Mapped[int] = mapped_column(BigInteger)
+    max_records: Mapped[int] = mapped_column(Integer)
+
+
+class Collection(Base):
+    """A folder of records; collections form a tree through ``parent_id``."""
+
+    __tablename__ = "collections"
+    __table_args__ = (UniqueConstraint("owner_id", "alias", name="uq_collection_alias"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alias: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    title: Mapped[str] = mapped_column(String(512))
+    description: Mapped[str] = mapped_column(Text, default="")
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id"), nullable=True, index=True)
+    created: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Record(Base):
+    """A data record: metadata, tags and dependencies here, bytes in repositories (replicas)."""
+
+    __tablename__ = "records"
+    __table_args__ = (
+        UniqueConstraint("owner_id", "alias", name="uq_record_alias"),
+        Index("ix_records_owner_created", "owner_id", "created"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    alias: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    title: Mapped[str] = mapped_column(String(512))
+    description: Mapped[str] = mapped_column(Text, default="")
+    md: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+    schema_id: Mapped[int | None] = mapped_column(ForeignKey("schemas.id"), nullable=True, index=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id"), nullable=True, index=True)
+    repository_id: Mapped[int | None] = mapped_column(ForeignKey("repositories.id"), nullable=True)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)  # bytes of the newest verified replica
+    created: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    updated: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+
+class RecordTag(Base):
+    """One tag of one record (a table, not a list column, so tag search uses an index)."""
+
+    __tablename__ = "record_tags"
+    record_id: Mapped[int] = mapped_column(ForeignKey("records.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+class MetadataEntry(Base):
+    """One scalar leaf of a record's metadata, indexed for ``md.*`` search expressions.
+
+    ``key`` is the dotted path (``conditions.defocus``); list elements share their list's key,
+    so ``md.elements == "Mo"`` means "contains". ``kind`` is ``n`` (number), ``s`` (string),
+    ``b`` (boolean, stored in ``num`` as 0/1) or ``z`` (null).
+    """
+
+    __tablename__ = "record_md"
+    __table_args__ = (
+        Index("ix_record_md_key_num", "key", "num"),
+        Index("ix_record_md_key_text", "key", "text"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    record_id: Mapped[int] = mapped_column(ForeignKey("records.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(256))
+    kind: Mapped[str] = mapped_column(String(1))
+    num: Mapped[float | None] = mapped_column(Float, nullable=True)
+    text: Mapped[str | None] = mapped_column(String(256), nullable=True)
+
+
+class CollectionItem(Base):
+    """A record linked into a collection; a record may be linked into several."""
+
+    __tablename__ = "collection_items"
+    collection_id: Mapped[int] = mapped_column(
+        ForeignKey("collections.id", ondelete="CASCADE"), primary_key=True
+    )
+    record_id: Mapped[int] = mapped_column(
+        ForeignKey("records.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class Dependency(Base):
+    """A typed edge ``subject --kind--> object``: der (derived from), comp (component of), ver."""
+
+    __tablename__ = "dependencies"
+    subject_id: Mapped[int] = mapped_column(ForeignKey("records.id", ondelete="CASCADE"), primary_key=True)
+    object_id: Mapped[int] = mapped_column(
+        ForeignKey("records.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+
+
+class Replica(Base):
+    """A verified copy of a record's data in one repository."""
+
+    __tablename__ = "replicas"
+    __table_args__ = (UniqueConstraint("record_id", "repository_id", name="uq_replica"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    record_id: Mapped[int] = mapped_column(ForeignKey("records.id", ondelete="CASCADE"), index=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id"), index=True)
+    path: Mapped[str] = mapped_column(String(1024))  # relative to the repository's root
+    size: Mapped[int] = mapped_column(BigInteger)
+    n_files: Mapped[int] = mapped_column(Integer)
+    verified: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ReplicaFile(Base):
+    """One file of a replica with its size (bytes) and sha256 (hex)."""
+
+    __tablename__ = "replica_files"
+    replica_id: Mapped[int] = mapped_column(ForeignKey("replicas.id", ondelete="CASCADE"), primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+
+
+class Grant(Base):
+    """A permission level given on a record, collection or project to one user (or everyone).
+
+    ``user_id`` NULL means every authenticated user. Grants on a collection reach its
+    sub-collections and every record linked into any of them.
+    """
+
+    __tablename__ = "grants"
+    __table_args__ = (
+        UniqueConstraint("target_kind", "target_id", "user_id", name="uq_grant"),
+        Index("ix_grants_user", "user_id", "target_kind"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    target_kind: Mapped[str] = mapped_column(String(1))  # "d" | "c" | "p"
+    target_id: Mapped[int] = mapped_column(Integer)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=True)
+    level: Mapped[int] = mapped_column(Integer)
+
+
+class AuditEntry(Base):
+    """One write: who, when, what action on which target, and a small JSON detail."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True, index=True)
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(128), index=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
