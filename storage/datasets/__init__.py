@@ -1,0 +1,17 @@
+"""Acquisition runs as Zarr v3 groups: crash-safe appends, plain-xarray reads."""
+
+from .dataset import FRAME_DIM, SCHEMA_VERSION, TRUTH_DIM, DatasetWriter, frame_count, open_dataset, read_truth
+from .tables import Table, commit, repair
+
+__all__ = [
+    "FRAME_DIM",
+    "SCHEMA_VERSION",
+    "TRUTH_DIM",
+    "DatasetWriter",
+    "Table",
+    "commit",
+    "frame_count",
+    "open_dataset",
+    "read_truth",
+    "repair",
+]

@@ -1,0 +1,181 @@
+"""An acquisition run as a Zarr v3 group: frames, their conditions, and ground truth.
+
+Layout (readable with plain ``xarray.open_zarr(path)``):
+
+- ``frames`` (frame, y, x) float32, one chunk per frame, with coordinates ``frame_index``,
+  ``time`` (UTC) and ``pixel_size`` (Å) along ``frame``;
+- one variable per condition along ``frame`` (numbers float64, names as strings);
+- ``source`` along ``frame``: the file or instrument each frame came from;
+- ground truth along ``truth``: ``truth_frame``, ``truth_row``, ``truth_col`` (pixels),
+  ``truth_class``, ``truth_weight``.
+
+Root attributes: ``scopeflow_schema`` (layout version), ``instrument`` (its ``state()``),
+``created``. Prediction sets and drift decisions live in subgroups (see ``predictions``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+from zarr.codecs import BloscCodec
+from zarr.storage import LocalStore
+
+from scopeflow.errors import InputError, NotFoundError, ShapeMismatchError
+from tasks.acquisition.instrument import Frame, Truth
+
+from .tables import Table, commit, open_root, repair, storage_errors
+
+SCHEMA_VERSION = 1
+# lz4 with byte shuffle: ~3x smaller Poisson-count frames at memory speed, so appends keep up.
+FRAME_CODEC = BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")
+FRAME_DIM = "frame"
+TRUTH_DIM = "truth"
+TIME_ATTRS = {"units": "nanoseconds since 1970-01-01", "calendar": "proleptic_gregorian"}
+# Instrument settings that must agree for a run to be resumed into an existing dataset.
+RESUME_KEYS = ("kind", "seed", "shape", "schedule", "base", "folder")
+
+
+class DatasetWriter:
+    """Appends batches of frames to a dataset; each ``append`` is one atomic commit."""
+
+    def __init__(self, path: Path, root: zarr.Group) -> None:
+        self.path = path
+        self.root = root
+        self.frames = Table(root, FRAME_DIM, chunk_rows={"frames": 1}, compressors={"frames": FRAME_CODEC})
+        self.truth = Table(root, TRUTH_DIM)
+
+    @classmethod
+    def open(cls, path: str | Path, instrument: dict[str, Any] | None = None) -> DatasetWriter:
+        """Open ``path`` for appending, creating it if absent and repairing an interrupted batch.
+
+        ``instrument`` (an ``Instrument.state()``) is recorded on creation; on reopening it
+        must match the recorded one, so a resumed run continues the same acquisition.
+        """
+        path = Path(path)
+        exists = (path / "zarr.json").exists()
+        if path.exists() and not exists and any(path.iterdir()):
+            raise InputError(f"{path} exists and is not a scopeflow dataset (no zarr.json)")
+        if exists:
+            repair(path)
+            root = open_root(path, create=False)
+            recorded = root.attrs.get("instrument")
+            if instrument and recorded:
+                clash = [k for k in RESUME_KEYS if k in recorded and recorded.get(k) != instrument.get(k)]
+                if clash:
+                    raise InputError(
+                        f"dataset {path} was acquired with different instrument settings ({', '.join(clash)}): "
+                        f"recorded {json.dumps({k: recorded.get(k) for k in clash})}, "
+                        f"now {json.dumps({k: instrument.get(k) for k in clash})}; choose another --dataset"
+                    )
+        else:
+            root = open_root(path, create=True)
+            with storage_errors(path):
+                root.attrs.update(
+                    {
+                        "scopeflow_schema": SCHEMA_VERSION,
+                        "instrument": json.loads(json.dumps(instrument or {}, default=str)),
+                        "created": dt.datetime.now(dt.UTC).isoformat(),
+                    }
+                )
+            commit(path)
+        return cls(path, root)
+
+    @property
+    def n_frames(self) -> int:
+        """Frames committed so far."""
+        return len(self.frames)
+
+    @property
+    def frame_shape(self) -> tuple[int, int] | None:
+        """(rows, cols) of the stored frames, or None while the dataset is empty."""
+        arr = self.frames.columns().get("frames")
+        return None if arr is None else (int(arr.shape[1]), int(arr.shape[2]))
+
+    def append(self, batch: Sequence[Frame]) -> int:
+        """Append frames (in order) and commit; returns the committed frame count."""
+        if not batch:
+            return self.n_frames
+        images = [np.asarray(f.image) for f in batch]
+        for f, img in zip(batch, images, strict=True):
+            if img.ndim != 2:
+                raise ShapeMismatchError(f"frame {f.index} ({f.source}): expected a 2-D image, got shape {img.shape}")
+        shape = self.frame_shape or images[0].shape
+        for f, img in zip(batch, images, strict=True):
+            if img.shape != shape:
+                raise ShapeMismatchError(
+                    f"frame {f.index} ({f.source}) has shape {img.shape}, the dataset {self.path} holds {shape}"
+                )
+            if not np.issubdtype(img.dtype, np.number) or np.iscomplexobj(img):
+                raise ShapeMismatchError(f"frame {f.index} ({f.source}): dtype {img.dtype} is not a real number type")
+        n0 = self.n_frames
+        columns: dict[str, np.ndarray] = {
+            "frames": np.stack(images).astype(np.float32, copy=False),
+            "frame_index": np.array([f.index for f in batch], dtype=np.int64),
+            "time": np.array([np.datetime64(f.time, "ns") for f in batch]).astype(np.int64),
+            "pixel_size": np.array([f.pixel_size for f in batch], dtype=np.float64),
+            "source": np.array([f.source for f in batch], dtype=str),
+        }
+        for key in sorted({k for f in batch for k in f.conditions}):
+            values = [f.conditions.get(key) for f in batch]
+            if all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values if v is not None):
+                columns[key] = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+            else:
+                columns[key] = np.array(["" if v is None else str(v) for v in values], dtype=str)
+        attrs = {
+            "frames": {"coordinates": "frame_index time pixel_size", "units": "counts"},
+            "time": TIME_ATTRS,
+            "pixel_size": {"units": "angstrom / pixel"},
+        }
+        with storage_errors(self.path):
+            self.frames.append(columns, dims={"frames": ("y", "x")}, attrs=attrs)
+            truths = [(n0 + i, f.truth) for i, f in enumerate(batch) if f.truth is not None]
+            if truths:
+                self.truth.append(
+                    {
+                        "truth_frame": np.concatenate([np.full(len(t.rowcol), i, np.int64) for i, t in truths]),
+                        "truth_row": np.concatenate([t.rowcol[:, 0] for _, t in truths]).astype(np.float32),
+                        "truth_col": np.concatenate([t.rowcol[:, 1] for _, t in truths]).astype(np.float32),
+                        "truth_class": np.concatenate([t.cls for _, t in truths]).astype(np.int8),
+                        "truth_weight": np.concatenate([t.weight for _, t in truths]).astype(np.float32),
+                    }
+                )
+        commit(self.path)
+        return n0 + len(batch)
+
+
+def open_dataset(path: str | Path) -> xr.Dataset:
+    """The committed frames of a dataset as an ``xarray.Dataset`` (lazy, dask-backed)."""
+    path = Path(path)
+    if not (path / "zarr.json").exists():
+        raise NotFoundError(f"no scopeflow dataset at {path} (no zarr.json)")
+    return xr.open_zarr(LocalStore(path, read_only=True), consolidated=True)
+
+
+def frame_count(path: str | Path) -> int:
+    """Frames committed in the dataset at ``path`` (0 when it holds none yet)."""
+    ds = open_dataset(path)
+    return int(ds.sizes.get(FRAME_DIM, 0))
+
+
+def read_truth(ds: xr.Dataset, frame: int) -> Truth | None:
+    """Ground truth of frame position ``frame`` (0-based in the dataset), if stored."""
+    if "truth_frame" not in ds:
+        return None
+    which = np.flatnonzero(ds["truth_frame"].values == frame)
+    return Truth(
+        rowcol=np.stack([ds["truth_row"].values[which], ds["truth_col"].values[which]], axis=1),
+        cls=ds["truth_class"].values[which],
+        weight=ds["truth_weight"].values[which],
+    )
+
+
+def load_store(path: str | Path) -> LocalStore:
+    """A read-only store on a dataset directory (for tools that speak zarr directly)."""
+    return LocalStore(Path(path), read_only=True)

@@ -1,0 +1,234 @@
+"""Appendable columns in a Zarr v3 group, committed atomically through consolidated metadata.
+
+Every batch is written in three steps: new chunks (invisible: beyond the committed shape),
+then each array's own metadata (resized), then the root's consolidated metadata, rewritten
+atomically by zarr's LocalStore (temporary file, then rename). Readers that open the
+dataset the default way (``xarray.open_zarr``, ``zarr.open_group``) read shapes from the
+consolidated metadata, so they only ever see whole batches; a writer killed at any moment
+leaves the last committed batch readable, and ``repair`` trims what lies beyond it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.core.array import AsyncArray
+from zarr.core.sync import sync
+from zarr.storage import LocalStore
+
+from scopeflow.errors import ShapeMismatchError, StorageError
+
+ROW_CHUNK = 8192  # rows per chunk of 1-D columns: few files, cheap partial rewrites
+
+
+def fill_for(dtype: np.dtype) -> Any:
+    """Value that marks a missing entry of this dtype (NaN, -1 or empty)."""
+    kind = np.dtype(dtype).kind
+    if kind in "UTO":
+        return ""
+    if kind == "f":
+        return np.nan
+    if kind in "iu":
+        return -1 if kind == "i" else 0
+    if kind == "b":
+        return False
+    raise TypeError(f"unsupported column dtype {dtype}")
+
+
+@contextmanager
+def storage_errors(path: Path | str) -> Iterator[None]:
+    """Turn the disk's refusals into a ``StorageError`` that names the path and the cause."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, StorageError):
+            raise
+        reason = {
+            errno.ENOSPC: "the disk is full",
+            errno.EACCES: "permission denied",
+            errno.EROFS: "the file system is read-only",
+            errno.EDQUOT: "the disk quota is exceeded",
+        }.get(exc.errno or 0, exc.strerror or str(exc))
+        raise StorageError(
+            f"cannot write to dataset {path}: {reason}; frames committed before this batch are intact"
+        ) from exc
+
+
+def open_root(path: Path, *, create: bool) -> zarr.Group:
+    """The root group of a dataset directory for writing (its own, unconsolidated metadata)."""
+    store = LocalStore(path)
+    if create and not (path / "zarr.json").exists():
+        with storage_errors(path):
+            root = zarr.open_group(store=store, mode="w", zarr_format=3)
+            consolidate(store)
+        return root
+    return zarr.open_group(store=store, mode="r+", use_consolidated=False)
+
+
+def consolidate(store: LocalStore) -> None:
+    """Rewrite the root's consolidated metadata (the commit point), atomically."""
+    with warnings.catch_warnings():
+        # Consolidated metadata is not (yet) in the v3 spec; zarr-python and xarray read it.
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(store)
+
+
+def commit(path: Path) -> None:
+    """Make everything written so far visible to readers, atomically."""
+    with storage_errors(path):
+        consolidate(LocalStore(path))
+
+
+def committed_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Shapes of every array as of the last commit, keyed by its path in the group."""
+    root = zarr.open_group(store=LocalStore(path, read_only=True), mode="r", use_consolidated=True)
+    return {name: tuple(arr.shape) for name, arr in root.arrays()} | {
+        f"{gname}/{name}": tuple(arr.shape)
+        for gname, group in root.groups()
+        for name, arr in _all_arrays(group)
+    }
+
+
+def _all_arrays(group: zarr.Group) -> Iterator[tuple[str, zarr.Array]]:
+    for name, arr in group.arrays():
+        yield name, arr
+    for gname, sub in group.groups():
+        for name, arr in _all_arrays(sub):
+            yield f"{gname}/{name}", arr
+
+
+def repair(path: Path) -> None:
+    """Bring every array back to its committed shape (drop a batch that never committed)."""
+    committed = committed_shapes(path)
+    root = open_root(path, create=False)
+    with storage_errors(path):
+        for name, arr in list(_all_arrays(root)):
+            if name not in committed:
+                parent, _, leaf = name.rpartition("/")
+                del (root[parent] if parent else root)[leaf]
+            elif tuple(arr.shape) != committed[name]:
+                arr.resize(committed[name])
+        for partial in path.rglob("*.partial"):
+            partial.unlink(missing_ok=True)
+    commit(path)
+
+
+class Table:
+    """Columns of one length along ``dim`` in a group; ``append`` adds rows to all of them.
+
+    Columns may have trailing dimensions (``frames`` is (frame, y, x)); a column first seen
+    after rows exist is back-filled with its missing value, so tables can grow new columns.
+    The column arrays are cached: this writer is the only one appending to its dataset.
+    """
+
+    def __init__(
+        self,
+        group: zarr.Group,
+        dim: str,
+        chunk_rows: Mapping[str, int] | None = None,
+        compressors: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.group = group
+        self.dim = dim
+        self.chunk_rows = dict(chunk_rows or {})
+        self.compressors = dict(compressors or {})
+        self._columns = {
+            name: arr
+            for name, arr in group.arrays()
+            if arr.metadata.dimension_names and arr.metadata.dimension_names[0] == dim
+        }
+
+    def columns(self) -> dict[str, zarr.Array]:
+        """The arrays of this table, by name."""
+        return dict(self._columns)
+
+    def __len__(self) -> int:
+        lengths = {arr.shape[0] for arr in self._columns.values()}
+        if len(lengths) > 1:
+            raise ShapeMismatchError(f"columns along {self.dim!r} disagree on length: {sorted(lengths)}")
+        return lengths.pop() if lengths else 0
+
+    def append(
+        self,
+        data: Mapping[str, np.ndarray],
+        *,
+        dims: Mapping[str, tuple[str, ...]] | None = None,
+        attrs: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> int:
+        """Append rows (every array in ``data`` the same length); returns the new length.
+
+        Not visible to readers until ``commit``. ``dims`` names trailing dimensions of new
+        multi-dimensional columns; ``attrs`` sets attributes of new columns.
+        """
+        data = {name: _normalise(v) for name, v in data.items()}
+        sizes = {len(v) for v in data.values()}
+        if len(sizes) != 1:
+            raise ShapeMismatchError(f"columns of one append differ in length: {sorted(sizes)}")
+        k = sizes.pop()
+        n = len(self)
+        for name, values in data.items():
+            arr = self._columns.get(name)
+            if arr is None:
+                self._columns[name] = self._create(name, values, n, (dims or {}).get(name), (attrs or {}).get(name))
+            elif arr.shape[1:] != values.shape[1:] or not _same_kind(arr.dtype, values.dtype):
+                raise ShapeMismatchError(
+                    f"{name!r}: dataset holds {arr.dtype} of shape (n, {', '.join(map(str, arr.shape[1:]))}), "
+                    f"got {values.dtype} of shape (n, {', '.join(map(str, values.shape[1:]))})"
+                )
+        writes = []
+        for name, arr in self._columns.items():
+            values = data.get(name)
+            if values is None:
+                values = np.full((k, *arr.shape[1:]), fill_for(arr.dtype), dtype=arr.dtype)
+            writes.append((arr.async_array, values))
+        if k:
+            sync(_grow_and_write(writes, n, k))
+        return n + k
+
+    def _create(
+        self,
+        name: str,
+        values: np.ndarray,
+        n: int,
+        trailing: tuple[str, ...] | None,
+        attrs: Mapping[str, Any] | None,
+    ) -> zarr.Array:
+        extra = values.shape[1:]
+        if trailing is None:
+            trailing = tuple(f"{name}_{i}" for i in range(len(extra)))
+        rows = self.chunk_rows.get(name, 1 if extra else ROW_CHUNK)
+        return self.group.create_array(
+            name,
+            shape=(n, *extra),
+            dtype=str if values.dtype.kind in "UTO" else values.dtype,
+            chunks=(rows, *extra),
+            fill_value=fill_for(values.dtype),
+            dimension_names=(self.dim, *trailing),
+            attributes=dict(attrs or {}),
+            compressors=self.compressors.get(name, "auto"),
+        )
+
+
+async def _grow_and_write(writes: list[tuple[AsyncArray, np.ndarray]], n: int, k: int) -> None:
+    # One event-loop round trip for the whole batch: every column resizes, then writes, concurrently.
+    await asyncio.gather(*(arr.resize((n + k, *arr.shape[1:])) for arr, _ in writes))
+    await asyncio.gather(*(arr.setitem(slice(n, n + k), values) for arr, values in writes))
+
+
+def _normalise(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values)
+    return values.astype(str) if values.dtype.kind in "OT" else values
+
+
+def _same_kind(stored: np.dtype, given: np.dtype) -> bool:
+    if stored.kind in "UTO" or given.kind in "UTO":
+        return stored.kind in "UTO" and given.kind in "UTO"
+    return stored == given
