@@ -157,7 +157,12 @@ class Collection(Base):
     """A folder of records; collections form a tree through ``parent_id``."""
 
     __tablename__ = "collections"
-    __table_args__ = (UniqueConstraint("owner_id", "alias", name="uq_collection_alias"),)
+    # AUTOINCREMENT: SQLite would otherwise reuse the id of a deleted last row, and an id
+    # must never come back (grants, provenance and audit lines name it).
+    __table_args__ = (
+        UniqueConstraint("owner_id", "alias", name="uq_collection_alias"),
+        {"sqlite_autoincrement": True},
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     alias: Mapped[str | None] = mapped_column(String(64), nullable=True)
     title: Mapped[str] = mapped_column(String(512))
@@ -178,6 +183,7 @@ class Record(Base):
     __table_args__ = (
         UniqueConstraint("owner_id", "alias", name="uq_record_alias"),
         Index("ix_records_owner_created", "owner_id", "created"),
+        {"sqlite_autoincrement": True},  # ids are never reused (see Collection)
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     alias: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -167,6 +167,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_collections")),
         sa.UniqueConstraint("owner_id", "alias", name="uq_collection_alias"),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("collections", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_collections_owner_id"), ["owner_id"], unique=False)
@@ -215,6 +216,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["schema_id"], ["schemas.id"], name=op.f("fk_records_schema_id_schemas")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_records")),
         sa.UniqueConstraint("owner_id", "alias", name="uq_record_alias"),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("records", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_records_created"), ["created"], unique=False)

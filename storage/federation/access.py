@@ -1,0 +1,170 @@
+"""Who may do what: permission levels, their inheritance, and the SQL filters they become.
+
+Levels: 1 read, 2 write, 3 admin (each implies the lower). A user holds a level on an item as
+the highest of: ownership (admin), a store admin account (admin), a grant on the item, a grant
+or membership on its project, and a grant on any collection that holds it, or any ancestor of
+such a collection. The same computed ``Grants`` yields both single-item checks and the WHERE
+clause of search, so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from sqlalchemy import ColumnElement, false, or_, select, true
+from sqlalchemy.orm import Session
+
+from scopeflow.errors import InputError
+from storage.federation.models import Collection, CollectionItem, Grant, Project, ProjectMember, Record
+
+
+class Level(IntEnum):
+    """Permission levels; comparisons work (``Level.WRITE >= Level.READ``)."""
+
+    NONE = 0
+    READ = 1
+    WRITE = 2
+    ADMIN = 3
+
+    @classmethod
+    def parse(cls, text: str | int) -> Level:
+        """``"read"``/``"write"``/``"admin"`` (or 1-3) to a Level; InputError otherwise."""
+        if isinstance(text, int) and 1 <= text <= 3:
+            return cls(text)
+        try:
+            level = cls[str(text).upper()]
+        except KeyError:
+            raise InputError(f"unknown permission {text!r}: use read, write or admin") from None
+        if level is cls.NONE:
+            raise InputError("permission 'none' cannot be granted; revoke instead")
+        return level
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller."""
+
+    user_id: int
+    name: str
+    is_admin: bool = False
+
+
+@dataclass
+class Grants:
+    """The levels one principal holds, computed once per request."""
+
+    principal: Principal
+    projects: dict[int, int] = field(default_factory=dict)
+    collections: dict[int, int] = field(default_factory=dict)
+
+    def record_filter(self, level: Level) -> ColumnElement[bool]:
+        """A condition on ``Record`` true for the records the principal holds ``level`` on."""
+        p = self.principal
+        if p.is_admin:
+            return true()
+        clauses: list[ColumnElement[bool]] = [Record.owner_id == p.user_id]
+        projects = [pid for pid, lvl in self.projects.items() if lvl >= level]
+        if projects:
+            clauses.append(Record.project_id.in_(projects))
+        direct = select(Grant.target_id).where(
+            Grant.target_kind == "d",
+            or_(Grant.user_id == p.user_id, Grant.user_id.is_(None)),
+            Grant.level >= int(level),
+        )
+        clauses.append(Record.id.in_(direct))
+        collections = [cid for cid, lvl in self.collections.items() if lvl >= level]
+        if collections:
+            held = select(CollectionItem.record_id).where(CollectionItem.collection_id.in_(collections))
+            clauses.append(Record.id.in_(held))
+        return or_(*clauses)
+
+    def collection_filter(self, level: Level) -> ColumnElement[bool]:
+        """A condition on ``Collection`` true for the collections held at ``level`` or above."""
+        if self.principal.is_admin:
+            return true()
+        ids = [cid for cid, lvl in self.collections.items() if lvl >= level]
+        return Collection.id.in_(ids) if ids else false()
+
+    def record_level(self, session: Session, record: Record) -> Level:
+        """The level held on one record."""
+        p = self.principal
+        if p.is_admin or record.owner_id == p.user_id:
+            return Level.ADMIN
+        best = self.projects.get(record.project_id, 0) if record.project_id else 0
+        direct = session.scalar(
+            select(Grant.level)
+            .where(
+                Grant.target_kind == "d",
+                Grant.target_id == record.id,
+                or_(Grant.user_id == p.user_id, Grant.user_id.is_(None)),
+            )
+            .order_by(Grant.level.desc())
+            .limit(1)
+        )
+        best = max(best, direct or 0)
+        if self.collections and best < Level.ADMIN:
+            holders = session.scalars(
+                select(CollectionItem.collection_id).where(CollectionItem.record_id == record.id)
+            )
+            best = max([best, *(self.collections.get(cid, 0) for cid in holders)])
+        return Level(best)
+
+    def collection_level(self, collection: Collection) -> Level:
+        """The level held on one collection."""
+        if self.principal.is_admin:
+            return Level.ADMIN
+        return Level(self.collections.get(collection.id, 0))
+
+    def project_level(self, project: Project) -> Level:
+        """The level held on one project."""
+        if self.principal.is_admin or project.owner_id == self.principal.user_id:
+            return Level.ADMIN
+        return Level(self.projects.get(project.id, 0))
+
+
+def compute_grants(session: Session, principal: Principal) -> Grants:
+    """Collect the principal's project and collection levels, inheritance applied."""
+    grants = Grants(principal)
+    if principal.is_admin:
+        return grants
+    uid = principal.user_id
+    mine_or_public = or_(Grant.user_id == uid, Grant.user_id.is_(None))
+
+    for pid, level in session.execute(
+        select(ProjectMember.project_id, ProjectMember.level).where(ProjectMember.user_id == uid)
+    ):
+        grants.projects[pid] = max(grants.projects.get(pid, 0), level)
+    for (pid,) in session.execute(select(Project.id).where(Project.owner_id == uid)):
+        grants.projects[pid] = int(Level.ADMIN)
+    for pid, level in session.execute(
+        select(Grant.target_id, Grant.level).where(Grant.target_kind == "p", mine_or_public)
+    ):
+        grants.projects[pid] = max(grants.projects.get(pid, 0), level)
+
+    own: dict[int, int] = {}
+    for cid, level in session.execute(
+        select(Grant.target_id, Grant.level).where(Grant.target_kind == "c", mine_or_public)
+    ):
+        own[cid] = max(own.get(cid, 0), level)
+    children: dict[int | None, list[int]] = {}
+    for cid, parent, owner, project in session.execute(
+        select(Collection.id, Collection.parent_id, Collection.owner_id, Collection.project_id)
+    ):
+        children.setdefault(parent, []).append(cid)
+        level = own.get(cid, 0)
+        if owner == uid:
+            level = int(Level.ADMIN)
+        if project is not None:
+            level = max(level, grants.projects.get(project, 0))
+        if level:
+            own[cid] = level
+    # Push levels down the tree: a sub-collection inherits the best level of its ancestors.
+    stack = [(cid, 0) for cid in children.get(None, [])]
+    while stack:
+        cid, inherited = stack.pop()
+        level = max(inherited, own.get(cid, 0))
+        if level:
+            grants.collections[cid] = level
+        stack.extend((child, level) for child in children.get(cid, []))
+    return grants

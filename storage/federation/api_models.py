@@ -1,0 +1,160 @@
+"""Request bodies of the HTTP API (pydantic), shared by the server and the catalog layer.
+
+Field limits here produce 422 answers that name the field; limits that need the store's
+configuration (metadata bytes) are checked in the catalog.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DependencyKind = Literal["der", "comp", "ver"]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DependencyIn(_Body):
+    """An edge from the record to ``id``: der = derived from, comp = component of, ver = version of."""
+
+    kind: DependencyKind
+    id: str = Field(min_length=1, max_length=200)
+
+
+class RecordIn(_Body):
+    """A new record."""
+
+    title: str = Field(min_length=1, max_length=512)
+    alias: str | None = Field(default=None, max_length=64)
+    description: str = Field(default="", max_length=16384)
+    tags: list[str] = Field(default_factory=list, max_length=64)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    md_schema: str | None = Field(default=None, max_length=128)
+    project: str | None = Field(default=None, max_length=128)
+    repository: str | None = Field(default=None, max_length=128)
+    collections: list[str] = Field(default_factory=list, max_length=64)
+    dependencies: list[DependencyIn] = Field(default_factory=list, max_length=256)
+
+
+class RecordPatch(_Body):
+    """Changes to a record; fields left out stay as they are."""
+
+    title: str | None = Field(default=None, min_length=1, max_length=512)
+    alias: str | None = Field(default=None, max_length=64)
+    description: str | None = Field(default=None, max_length=16384)
+    tags: list[str] | None = Field(default=None, max_length=64)
+    metadata: dict[str, Any] | None = None
+    metadata_mode: Literal["merge", "replace"] = "merge"
+    md_schema: str | None = Field(default=None, max_length=128)
+
+
+class CollectionIn(_Body):
+    """A new collection, optionally inside a parent collection."""
+
+    title: str = Field(min_length=1, max_length=512)
+    alias: str | None = Field(default=None, max_length=64)
+    description: str = Field(default="", max_length=16384)
+    parent: str | None = Field(default=None, max_length=200)
+    project: str | None = Field(default=None, max_length=128)
+
+
+class LinkIn(_Body):
+    """Records to link into (or unlink from) a collection."""
+
+    records: list[str] = Field(min_length=1, max_length=1000)
+
+
+class SearchIn(_Body):
+    """A search; every criterion given must hold. Wildcards ``*`` and ``?`` in ``id``/``alias``."""
+
+    id: str | None = Field(default=None, max_length=200)
+    alias: str | None = Field(default=None, max_length=200)
+    text: str | None = Field(default=None, max_length=500)
+    tags: list[str] = Field(default_factory=list, max_length=32)
+    owner: str | None = Field(default=None, max_length=64)
+    md_schema: str | None = Field(default=None, max_length=128)
+    project: str | None = Field(default=None, max_length=128)
+    collection: str | None = Field(default=None, max_length=200)
+    md: str | None = Field(default=None, max_length=4096)
+    created_after: dt.datetime | None = None
+    created_before: dt.datetime | None = None
+    updated_after: dt.datetime | None = None
+    updated_before: dt.datetime | None = None
+    sort: str = Field(default="-created", max_length=32)
+    offset: int = Field(default=0, ge=0, le=10_000_000)
+    limit: int = Field(default=50, ge=1, le=1000)
+
+
+class ReplicaFileIn(_Body):
+    """One file of a replica: path relative to the replica, size in bytes, sha256 hex."""
+
+    path: str = Field(min_length=1, max_length=1024)
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class ReplicaIn(_Body):
+    """A verified copy of a record's data in a repository, with its file manifest."""
+
+    repository: str = Field(min_length=1, max_length=128)
+    path: str = Field(min_length=1, max_length=1024)
+    files: list[ReplicaFileIn] = Field(max_length=1_000_000)
+
+
+class SchemaIn(_Body):
+    """A JSON Schema to register under a name."""
+
+    name: str = Field(min_length=1, max_length=128)
+    body: dict[str, Any]
+
+
+class ProjectIn(_Body):
+    """A new project."""
+
+    name: str = Field(min_length=1, max_length=128)
+    title: str = Field(default="", max_length=512)
+
+
+class MemberIn(_Body):
+    """A user's level in a project (``none`` removes the member)."""
+
+    user: str = Field(min_length=1, max_length=64)
+    level: Literal["none", "read", "write", "admin"]
+
+
+class RepositoryIn(_Body):
+    """A repository: a local directory, or a Globus collection id and a base path on it."""
+
+    name: str = Field(min_length=1, max_length=128)
+    kind: Literal["local", "globus"]
+    path: str = Field(min_length=1, max_length=1024)
+    globus_collection: str | None = Field(default=None, max_length=64)
+    title: str = Field(default="", max_length=512)
+
+
+class AllocationIn(_Body):
+    """A quota for one user or one project on a repository."""
+
+    user: str | None = Field(default=None, max_length=64)
+    project: str | None = Field(default=None, max_length=128)
+    max_bytes: int = Field(ge=0)
+    max_records: int = Field(ge=0)
+
+
+class GrantIn(_Body):
+    """Give ``level`` on a record/collection/project (``d/1``, ``c/2``, ``p/name``) to a user or everyone."""
+
+    target: str = Field(min_length=1, max_length=200)
+    user: str | None = Field(default=None, max_length=64)
+    level: Literal["none", "read", "write", "admin"]
+
+
+class UserIn(_Body):
+    """A new user account."""
+
+    name: str = Field(min_length=1, max_length=64)
+    is_admin: bool = False

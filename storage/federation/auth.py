@@ -1,0 +1,49 @@
+"""Bearer-token authentication: tokens are random, only their sha256 is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from storage.federation.access import Principal
+from storage.federation.errors import AuthenticationError
+from storage.federation.models import Token, User
+
+TOKEN_PREFIX = "sf_"
+
+
+def new_token() -> str:
+    """A fresh bearer token (256 random bits, URL-safe)."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def token_digest(token: str) -> str:
+    """The sha256 hex digest stored in place of a token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_token(session: Session, user: User, label: str = "") -> str:
+    """Create, store (hashed) and return a new token for ``user``."""
+    token = new_token()
+    session.add(Token(user_id=user.id, token_sha256=token_digest(token), label=label))
+    return token
+
+
+def authenticate(session: Session, authorization: str | None) -> Principal:
+    """Resolve an ``Authorization: Bearer …`` header to the principal, or raise 401."""
+    if not authorization:
+        raise AuthenticationError("no bearer token: send 'Authorization: Bearer <token>'")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationError("the Authorization header must read 'Bearer <token>'")
+    row = session.execute(
+        select(User.id, User.name, User.is_admin)
+        .join(Token, Token.user_id == User.id)
+        .where(Token.token_sha256 == token_digest(token.strip()))
+    ).first()
+    if row is None:
+        raise AuthenticationError("unknown or revoked token")
+    return Principal(user_id=row.id, name=row.name, is_admin=row.is_admin)

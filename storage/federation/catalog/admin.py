@@ -1,0 +1,246 @@
+"""Users, tokens, projects, repositories, allocations, schemas, grants and the audit log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, select
+
+from scopeflow.errors import InputError
+from storage.federation import json_schemas
+from storage.federation.access import Level
+from storage.federation.api_models import (
+    AllocationIn,
+    GrantIn,
+    MemberIn,
+    ProjectIn,
+    RepositoryIn,
+    SchemaIn,
+    UserIn,
+)
+from storage.federation.auth import issue_token
+from storage.federation.catalog.context import Ctx
+from storage.federation.catalog.lookup import (
+    project_by_name,
+    repository_by_name,
+    resolve_collection,
+    resolve_record,
+    schema_by_name,
+    user_by_name,
+)
+from storage.federation.catalog.quota import usage
+from storage.federation.catalog.records import _flush_unique
+from storage.federation.errors import PermissionDeniedError
+from storage.federation.identifiers import check_name, check_user_name, format_id
+from storage.federation.models import (
+    Allocation,
+    AuditEntry,
+    Grant,
+    JsonSchemaDoc,
+    Project,
+    ProjectMember,
+    Repository,
+    User,
+)
+
+
+def require_admin(ctx: Ctx, what: str) -> None:
+    """Refuse non-admin callers, naming the operation."""
+    if not ctx.principal.is_admin:
+        raise PermissionDeniedError(f"{what} needs a store admin account")
+
+
+def create_user(ctx: Ctx, body: UserIn) -> dict[str, Any]:
+    """Create a user and a first token (admin only); the token is shown once."""
+    require_admin(ctx, "creating users")
+    user = User(name=check_user_name(body.name), is_admin=body.is_admin)
+    ctx.session.add(user)
+    _flush_unique(ctx, f"user name {body.name!r}")
+    token = issue_token(ctx.session, user, label="first")
+    ctx.audit("user.create", f"u/{user.name}", is_admin=body.is_admin)
+    return {"name": user.name, "is_admin": user.is_admin, "token": token}
+
+
+def new_token(ctx: Ctx, label: str) -> dict[str, Any]:
+    """Issue another token to the caller."""
+    user = ctx.session.get(User, ctx.principal.user_id)
+    assert user is not None
+    token = issue_token(ctx.session, user, label=label[:128])
+    ctx.audit("token.create", f"u/{user.name}", label=label[:128])
+    return {"name": user.name, "token": token}
+
+
+def put_schema(ctx: Ctx, body: SchemaIn) -> dict[str, Any]:
+    """Register a JSON Schema under a new name (names are immutable: version them, e.g. x/2)."""
+    check_name(body.name, "schema")
+    json_schemas.check_schema(body.body)
+    doc = JsonSchemaDoc(name=body.name, body=body.body, owner_id=ctx.principal.user_id)
+    ctx.session.add(doc)
+    _flush_unique(ctx, f"schema name {body.name!r}")
+    ctx.audit("schema.create", f"s/{body.name}")
+    return {"name": doc.name, "body": doc.body}
+
+
+def get_schema(ctx: Ctx, name: str) -> dict[str, Any]:
+    """A registered schema."""
+    doc = schema_by_name(ctx, name)
+    return {"name": doc.name, "body": doc.body}
+
+
+def create_project(ctx: Ctx, body: ProjectIn) -> dict[str, Any]:
+    """Create a project owned by the caller."""
+    name = check_name(body.name.removeprefix("p/"), "project")
+    project = Project(name=name, title=body.title, owner_id=ctx.principal.user_id)
+    ctx.session.add(project)
+    _flush_unique(ctx, f"project name {name!r}")
+    ctx.audit("project.create", f"p/{name}")
+    return {"id": f"p/{name}", "title": body.title, "owner": ctx.principal.name}
+
+
+def set_member(ctx: Ctx, project_name: str, body: MemberIn) -> dict[str, Any]:
+    """Add, change or remove (level ``none``) a member; needs admin on the project."""
+    project = project_by_name(ctx, project_name, Level.ADMIN)
+    user = user_by_name(ctx, body.user)
+    row = ctx.session.get(ProjectMember, (project.id, user.id))
+    if body.level == "none":
+        if row is not None:
+            ctx.session.delete(row)
+    elif row is None:
+        ctx.session.add(
+            ProjectMember(project_id=project.id, user_id=user.id, level=int(Level.parse(body.level)))
+        )
+    else:
+        row.level = int(Level.parse(body.level))
+    ctx.audit("project.member", f"p/{project.name}", user=user.name, level=body.level)
+    ctx.session.flush()
+    members = ctx.session.execute(
+        select(User.name, ProjectMember.level)
+        .join(User, User.id == ProjectMember.user_id)
+        .where(ProjectMember.project_id == project.id)
+    )
+    return {"id": f"p/{project.name}", "members": {n: Level(lvl).name.lower() for n, lvl in members}}
+
+
+def create_repository(ctx: Ctx, body: RepositoryIn) -> dict[str, Any]:
+    """Register a repository (admin only). Local paths must be absolute directories."""
+    require_admin(ctx, "registering repositories")
+    check_name(body.name, "repository")
+    if body.kind == "local":
+        path = Path(body.path)
+        if not path.is_absolute():
+            raise InputError(f"a local repository needs an absolute directory, not {body.path!r}")
+        path.mkdir(parents=True, exist_ok=True)
+    elif not body.globus_collection:
+        raise InputError("a globus repository needs globus_collection (the collection's UUID)")
+    repo = Repository(
+        name=body.name,
+        kind=body.kind,
+        path=body.path,
+        globus_collection=body.globus_collection,
+        title=body.title,
+    )
+    ctx.session.add(repo)
+    _flush_unique(ctx, f"repository name {body.name!r}")
+    ctx.audit("repository.create", f"r/{body.name}", kind=body.kind, path=body.path)
+    return repository_dict(repo)
+
+
+def repository_dict(repo: Repository) -> dict[str, Any]:
+    """JSON form of a repository."""
+    return {
+        "name": repo.name,
+        "kind": repo.kind,
+        "path": repo.path,
+        "globus_collection": repo.globus_collection,
+        "title": repo.title,
+    }
+
+
+def list_repositories(ctx: Ctx) -> list[dict[str, Any]]:
+    """All repositories (their names and kinds are not secret)."""
+    return [repository_dict(r) for r in ctx.session.scalars(select(Repository).order_by(Repository.name))]
+
+
+def set_allocation(ctx: Ctx, repo_name: str, body: AllocationIn) -> dict[str, Any]:
+    """Create or change a quota for a user or a project (admin only)."""
+    require_admin(ctx, "setting allocations")
+    if (body.user is None) == (body.project is None):
+        raise InputError("an allocation belongs to exactly one of user or project")
+    repo = repository_by_name(ctx, repo_name)
+    user = user_by_name(ctx, body.user) if body.user else None
+    project = project_by_name(ctx, body.project) if body.project else None
+    user_cond = Allocation.user_id == user.id if user else Allocation.user_id.is_(None)
+    project_cond = Allocation.project_id == project.id if project else Allocation.project_id.is_(None)
+    alloc = ctx.session.scalar(
+        select(Allocation).where(Allocation.repository_id == repo.id, user_cond, project_cond)
+    )
+    if alloc is None:
+        alloc = Allocation(
+            repository_id=repo.id,
+            user_id=user.id if user else None,
+            project_id=project.id if project else None,
+        )
+        ctx.session.add(alloc)
+    alloc.max_bytes, alloc.max_records = body.max_bytes, body.max_records
+    ctx.session.flush()
+    used_bytes, used_records = usage(ctx, alloc)
+    owner = f"u/{user.name}" if user else f"p/{project.name}"  # type: ignore[union-attr]
+    ctx.audit(
+        "allocation.set",
+        f"r/{repo.name}",
+        owner=owner,
+        max_bytes=body.max_bytes,
+        max_records=body.max_records,
+    )
+    return {
+        "repository": repo.name,
+        "owner": owner,
+        "max_bytes": alloc.max_bytes,
+        "max_records": alloc.max_records,
+        "used_bytes": used_bytes,
+        "used_records": used_records,
+    }
+
+
+def grant(ctx: Ctx, body: GrantIn) -> dict[str, Any]:
+    """Give (or with level ``none`` take back) a level on an item; needs admin on the item."""
+    if body.target.startswith("p/"):
+        project = project_by_name(ctx, body.target, Level.ADMIN)
+        kind, target_id, label = "p", project.id, f"p/{project.name}"
+    elif body.target.startswith("c/"):
+        coll = resolve_collection(ctx, body.target, Level.ADMIN)
+        kind, target_id, label = "c", coll.id, format_id("c", coll.id)
+    else:
+        rec = resolve_record(ctx, body.target, Level.ADMIN)
+        kind, target_id, label = "d", rec.id, format_id("d", rec.id)
+    user = user_by_name(ctx, body.user) if body.user else None
+    uid = user.id if user else None
+    ctx.session.execute(
+        delete(Grant).where(
+            Grant.target_kind == kind,
+            Grant.target_id == target_id,
+            Grant.user_id == uid if uid is not None else Grant.user_id.is_(None),
+        )
+    )
+    if body.level != "none":
+        ctx.session.add(
+            Grant(target_kind=kind, target_id=target_id, user_id=uid, level=int(Level.parse(body.level)))
+        )
+    who = user.name if user else "*"
+    ctx.audit("grant", label, user=who, level=body.level)
+    ctx.session.flush()
+    return {"target": label, "user": who, "level": body.level}
+
+
+def audit_log(ctx: Ctx, target: str | None, limit: int) -> list[dict[str, Any]]:
+    """The newest audit entries (admin only), optionally for one target."""
+    require_admin(ctx, "reading the audit log")
+    query = select(AuditEntry, User.name).outerjoin(User, User.id == AuditEntry.user_id)
+    if target:
+        query = query.where(AuditEntry.target == target)
+    rows = ctx.session.execute(query.order_by(AuditEntry.id.desc()).limit(min(limit, 1000)))
+    return [
+        {"at": e.at.isoformat(), "user": name, "action": e.action, "target": e.target, "detail": e.detail}
+        for e, name in rows
+    ]

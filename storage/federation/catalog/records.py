@@ -1,0 +1,268 @@
+"""Records: create, read, update, delete, dependencies, and their JSON form."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
+
+from scopeflow.errors import InputError
+from storage.federation import json_schemas
+from storage.federation.access import Level
+from storage.federation.api_models import DependencyIn, RecordIn, RecordPatch
+from storage.federation.catalog.context import Ctx
+from storage.federation.catalog.lookup import (
+    check_tags,
+    project_by_name,
+    repository_by_name,
+    resolve_collection,
+    resolve_record,
+    schema_by_name,
+)
+from storage.federation.catalog.quota import check_record_quota
+from storage.federation.errors import ConflictError, PayloadTooLargeError
+from storage.federation.identifiers import check_alias, format_id
+from storage.federation.metadata_index import flatten
+from storage.federation.models import (
+    CollectionItem,
+    Dependency,
+    JsonSchemaDoc,
+    MetadataEntry,
+    Project,
+    Record,
+    RecordTag,
+    Replica,
+    Repository,
+    User,
+    utcnow,
+)
+
+
+def _check_metadata(ctx: Ctx, md: dict[str, Any], schema: JsonSchemaDoc | None) -> None:
+    size = len(json.dumps(md, separators=(",", ":")).encode())
+    if size > ctx.limits.max_metadata_bytes:
+        raise PayloadTooLargeError(
+            f"metadata is {size} bytes of JSON; the limit is {ctx.limits.max_metadata_bytes} bytes"
+        )
+    if schema is not None:
+        json_schemas.validate(md, schema.body, schema.name)
+
+
+def _index_metadata(ctx: Ctx, record_id: int, md: dict[str, Any], replace: bool) -> None:
+    if replace:
+        ctx.session.execute(delete(MetadataEntry).where(MetadataEntry.record_id == record_id))
+    rows = [
+        {"record_id": record_id, "key": k, "kind": kind, "num": num, "text": text}
+        for k, kind, num, text in flatten(md)
+    ]
+    if rows:
+        ctx.session.execute(MetadataEntry.__table__.insert(), rows)
+
+
+def _add_dependency(ctx: Ctx, record: Record, dep: DependencyIn) -> None:
+    target = resolve_record(ctx, dep.id, Level.READ)
+    if target.id == record.id:
+        raise InputError(f"d/{record.id} cannot depend on itself")
+    exists = ctx.session.get(Dependency, (record.id, target.id, dep.kind))
+    if exists is None:
+        ctx.session.add(Dependency(subject_id=record.id, object_id=target.id, kind=dep.kind))
+
+
+def _flush_unique(ctx: Ctx, what: str) -> None:
+    try:
+        ctx.session.flush()
+    except SAIntegrityError as error:
+        if "UNIQUE" in str(error.orig).upper() or "duplicate" in str(error.orig).lower():
+            raise ConflictError(f"{what} is already taken") from None
+        raise
+
+
+def create_record(ctx: Ctx, body: RecordIn) -> dict[str, Any]:
+    """Create a record; returns its JSON form. Checks alias, tags, schema, quotas, links."""
+    if body.alias is not None:
+        check_alias(body.alias)
+    tags = check_tags(body.tags)
+    schema = schema_by_name(ctx, body.md_schema) if body.md_schema else None
+    _check_metadata(ctx, body.metadata, schema)
+    project = project_by_name(ctx, body.project, Level.WRITE) if body.project else None
+    repo = repository_by_name(ctx, body.repository) if body.repository else None
+    if repo is not None:
+        check_record_quota(ctx, repo, project)
+    collections = [resolve_collection(ctx, c, Level.WRITE) for c in body.collections]
+    now = utcnow()
+    record = Record(
+        alias=body.alias,
+        title=body.title,
+        description=body.description,
+        md=body.metadata,
+        schema_id=schema.id if schema else None,
+        owner_id=ctx.principal.user_id,
+        project_id=project.id if project else None,
+        repository_id=repo.id if repo else None,
+        size=0,
+        created=now,
+        updated=now,
+    )
+    ctx.session.add(record)
+    _flush_unique(ctx, f"alias {body.alias!r}")
+    if tags:
+        ctx.session.execute(RecordTag.__table__.insert(), [{"record_id": record.id, "tag": t} for t in tags])
+    _index_metadata(ctx, record.id, body.metadata, replace=False)
+    for coll in collections:
+        ctx.session.add(CollectionItem(collection_id=coll.id, record_id=record.id))
+    for dep in body.dependencies:
+        _add_dependency(ctx, record, dep)
+    ctx.audit("record.create", format_id("d", record.id), title=body.title)
+    ctx.session.flush()
+    return record_dicts(ctx, [record])[0]
+
+
+def get_record(ctx: Ctx, ref: str) -> dict[str, Any]:
+    """The JSON form of a readable record."""
+    return record_dicts(ctx, [resolve_record(ctx, ref)], full=True)[0]
+
+
+def update_record(ctx: Ctx, ref: str, patch: RecordPatch) -> dict[str, Any]:
+    """Apply ``patch`` (metadata merged unless ``metadata_mode='replace'``); needs write."""
+    record = resolve_record(ctx, ref, Level.WRITE)
+    changed: list[str] = []
+    if patch.title is not None:
+        record.title = patch.title
+        changed.append("title")
+    if patch.description is not None:
+        record.description = patch.description
+        changed.append("description")
+    if patch.alias is not None:
+        record.alias = check_alias(patch.alias) if patch.alias else None
+        changed.append("alias")
+    if patch.md_schema is not None:
+        record.schema_id = schema_by_name(ctx, patch.md_schema).id if patch.md_schema else None
+        changed.append("schema")
+    if patch.metadata is not None or "schema" in changed:
+        md = dict(record.md or {})
+        if patch.metadata is not None:
+            md = patch.metadata if patch.metadata_mode == "replace" else {**md, **patch.metadata}
+        schema = ctx.session.get(JsonSchemaDoc, record.schema_id) if record.schema_id else None
+        _check_metadata(ctx, md, schema)
+        record.md = md
+        _index_metadata(ctx, record.id, md, replace=True)
+        changed.append("metadata")
+    if patch.tags is not None:
+        tags = check_tags(patch.tags)
+        ctx.session.execute(delete(RecordTag).where(RecordTag.record_id == record.id))
+        if tags:
+            ctx.session.execute(
+                RecordTag.__table__.insert(), [{"record_id": record.id, "tag": t} for t in tags]
+            )
+        changed.append("tags")
+    record.updated = utcnow()
+    _flush_unique(ctx, f"alias {patch.alias!r}")
+    ctx.audit("record.update", format_id("d", record.id), fields=changed)
+    return record_dicts(ctx, [record], full=True)[0]
+
+
+def delete_record(ctx: Ctx, ref: str) -> None:
+    """Delete a record and its links, tags, dependencies and replica entries; needs admin."""
+    record = resolve_record(ctx, ref, Level.ADMIN)
+    rid = format_id("d", record.id)
+    ctx.session.delete(record)
+    ctx.audit("record.delete", rid, title=record.title)
+
+
+def add_dependency(ctx: Ctx, ref: str, dep: DependencyIn) -> dict[str, Any]:
+    """Add a typed dependency from the record (write needed) to another (read needed)."""
+    record = resolve_record(ctx, ref, Level.WRITE)
+    _add_dependency(ctx, record, dep)
+    record.updated = utcnow()
+    ctx.audit("record.dependency", format_id("d", record.id), kind=dep.kind, object=dep.id)
+    ctx.session.flush()
+    return record_dicts(ctx, [record], full=True)[0]
+
+
+def record_dicts(ctx: Ctx, records: Sequence[Record], full: bool = False) -> list[dict[str, Any]]:
+    """JSON forms of ``records`` with few queries (one per related table, not per record).
+
+    ``full`` adds collections, dependencies and replicas.
+    """
+    if not records:
+        return []
+    ids = [r.id for r in records]
+    s = ctx.session
+    tags: dict[int, list[str]] = {i: [] for i in ids}
+    for rid, tag in s.execute(select(RecordTag.record_id, RecordTag.tag).where(RecordTag.record_id.in_(ids))):
+        tags[rid].append(tag)
+    users = dict(
+        s.execute(select(User.id, User.name).where(User.id.in_({r.owner_id for r in records}))).all()
+    )
+    schema_ids = {r.schema_id for r in records if r.schema_id}
+    schemas = (
+        dict(
+            s.execute(
+                select(JsonSchemaDoc.id, JsonSchemaDoc.name).where(JsonSchemaDoc.id.in_(schema_ids))
+            ).all()
+        )
+        if schema_ids
+        else {}
+    )
+    project_ids = {r.project_id for r in records if r.project_id}
+    projects = (
+        dict(s.execute(select(Project.id, Project.name).where(Project.id.in_(project_ids))).all())
+        if project_ids
+        else {}
+    )
+    repo_ids = {r.repository_id for r in records if r.repository_id}
+    repos = (
+        dict(s.execute(select(Repository.id, Repository.name).where(Repository.id.in_(repo_ids))).all())
+        if repo_ids
+        else {}
+    )
+    out = []
+    for r in records:
+        item: dict[str, Any] = {
+            "id": format_id("d", r.id),
+            "alias": r.alias,
+            "title": r.title,
+            "description": r.description,
+            "tags": sorted(tags[r.id]),
+            "metadata": r.md or {},
+            "md_schema": schemas.get(r.schema_id) if r.schema_id else None,
+            "owner": users.get(r.owner_id),
+            "project": projects.get(r.project_id) if r.project_id else None,
+            "repository": repos.get(r.repository_id) if r.repository_id else None,
+            "size": r.size,
+            "created": r.created.isoformat(),
+            "updated": r.updated.isoformat(),
+        }
+        out.append(item)
+    if full:
+        for item, r in zip(out, records, strict=True):
+            item["collections"] = [
+                format_id("c", cid)
+                for cid in s.scalars(
+                    select(CollectionItem.collection_id).where(CollectionItem.record_id == r.id)
+                )
+            ]
+            item["dependencies"] = [
+                {"kind": kind, "id": format_id("d", obj)}
+                for obj, kind in s.execute(
+                    select(Dependency.object_id, Dependency.kind).where(Dependency.subject_id == r.id)
+                )
+            ]
+            item["replicas"] = [
+                {
+                    "repository": name,
+                    "path": rep.path,
+                    "size": rep.size,
+                    "n_files": rep.n_files,
+                    "verified": rep.verified.isoformat(),
+                }
+                for rep, name in s.execute(
+                    select(Replica, Repository.name)
+                    .join(Repository, Repository.id == Replica.repository_id)
+                    .where(Replica.record_id == r.id)
+                )
+            ]
+    return out

@@ -1,0 +1,116 @@
+"""Search over records: criteria from ``SearchIn`` to one SQL query, permission filter included."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import ColumnElement, String, cast, func, select
+
+from scopeflow.errors import InputError, NotFoundError
+from storage.federation.access import Level
+from storage.federation.api_models import SearchIn
+from storage.federation.catalog.context import Ctx
+from storage.federation.catalog.lookup import (
+    check_tags,
+    project_by_name,
+    resolve_collection,
+    schema_by_name,
+    user_by_name,
+)
+from storage.federation.catalog.records import record_dicts
+from storage.federation.models import Collection, CollectionItem, Record, RecordTag
+from storage.federation.query_language import compile_expression
+
+SORT_KEYS = {
+    "created": Record.created,
+    "updated": Record.updated,
+    "title": Record.title,
+    "id": Record.id,
+    "size": Record.size,
+}
+_ID_PATTERN = re.compile(r"^(d/)?[0-9*?]{1,19}$")
+
+
+def _like(pattern: str) -> str:
+    out = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return out.replace("*", "%").replace("?", "_")
+
+
+def _descendants(ctx: Ctx, root: int) -> list[int]:
+    children: dict[int | None, list[int]] = {}
+    for cid, parent in ctx.session.execute(select(Collection.id, Collection.parent_id)):
+        children.setdefault(parent, []).append(cid)
+    out, stack = [], [root]
+    while stack:
+        cid = stack.pop()
+        out.append(cid)
+        stack.extend(children.get(cid, []))
+    return out
+
+
+def conditions(ctx: Ctx, q: SearchIn) -> list[ColumnElement[bool]]:
+    """The WHERE conditions of ``q``, the read-permission filter first."""
+    where: list[ColumnElement[bool]] = [ctx.grants.record_filter(Level.READ)]
+    if q.id:
+        if not _ID_PATTERN.match(q.id):
+            raise InputError(f"id pattern {q.id!r}: use d/<digits> with * or ? wildcards, e.g. d/12*")
+        where.append(cast(Record.id, String).like(_like(q.id.removeprefix("d/")), escape="\\"))
+    if q.alias:
+        where.append(Record.alias.like(_like(q.alias), escape="\\"))
+    if q.text:
+        for word in q.text.split():
+            pattern = f"%{_like(word)}%"
+            where.append(
+                Record.title.ilike(pattern, escape="\\") | Record.description.ilike(pattern, escape="\\")
+            )
+    for tag in check_tags(q.tags):
+        where.append(Record.id.in_(select(RecordTag.record_id).where(RecordTag.tag == tag)))
+    if q.owner:
+        try:
+            where.append(Record.owner_id == user_by_name(ctx, q.owner).id)
+        except NotFoundError:
+            raise InputError(f"owner {q.owner!r}: no such user") from None
+    if q.md_schema:
+        where.append(Record.schema_id == schema_by_name(ctx, q.md_schema).id)
+    if q.project:
+        where.append(Record.project_id == project_by_name(ctx, q.project).id)
+    if q.collection:
+        coll = resolve_collection(ctx, q.collection)
+        inside = select(CollectionItem.record_id).where(
+            CollectionItem.collection_id.in_(_descendants(ctx, coll.id))
+        )
+        where.append(Record.id.in_(inside))
+    if q.md:
+        where.append(compile_expression(q.md))
+    for column, after, before in (
+        (Record.created, q.created_after, q.created_before),
+        (Record.updated, q.updated_after, q.updated_before),
+    ):
+        if after is not None:
+            where.append(column >= after)
+        if before is not None:
+            where.append(column < before)
+    return where
+
+
+def search(ctx: Ctx, q: SearchIn) -> dict[str, Any]:
+    """One page of matching records plus the total count: ``{total, offset, limit, items}``."""
+    key = q.sort.lstrip("+-")
+    if key not in SORT_KEYS:
+        raise InputError(
+            f"cannot sort by {q.sort!r}: use one of {', '.join(SORT_KEYS)} (prefix '-' for descending)"
+        )
+    column = SORT_KEYS[key]
+    descending = q.sort.startswith("-")
+    order = [column.desc(), Record.id.desc()] if descending else [column.asc(), Record.id.asc()]
+    where = conditions(ctx, q)
+    total = ctx.session.scalar(select(func.count()).select_from(Record).where(*where)) or 0
+    rows = ctx.session.scalars(
+        select(Record)
+        .where(*where)
+        .order_by(*order)
+        .offset(q.offset)
+        .limit(min(q.limit, ctx.limits.max_page))
+    ).all()
+    return {"total": total, "offset": q.offset, "limit": q.limit, "items": record_dicts(ctx, rows)}

@@ -1,0 +1,238 @@
+"""The metadata query language: ``md.drift_score > 0.3 and md.material == "MoS2"``.
+
+Parsed with a lark grammar and compiled to SQLAlchemy expressions over the indexed metadata
+table (``MetadataEntry``); values travel as bound parameters, never pasted into SQL.
+
+Grammar, informally::
+
+    expr    := term (("or") term)*          term := factor ("and" factor)*
+    factor  := "not" factor | "(" expr ")" | "exists" field | field OP value
+             | field "in" "[" value, ... "]" | field "like" STRING
+    field   := "md" ("." NAME | "." STRING)+          OP := == != < <= > >=
+    value   := number | "string" | 'string' | true | false | null
+
+Semantics: a comparison holds when *some* value at that key satisfies it, so for a list
+``md.elements == "Mo"`` means "the list contains Mo". Numbers compare with numbers, strings
+with strings (lexically, so ISO dates order correctly); ``like`` takes ``*`` and ``?`` wildcards.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
+from sqlalchemy import ColumnElement, and_, not_, or_, select
+
+from storage.federation.errors import QuerySyntaxError
+from storage.federation.models import MetadataEntry, Record
+
+#: Longest expression accepted, in characters (a guard against pathological input).
+MAX_EXPRESSION_CHARS = 4096
+#: Most comparisons in one expression.
+MAX_TERMS = 64
+
+_GRAMMAR = r"""
+?start: or_expr
+?or_expr: and_expr (_OR and_expr)*
+?and_expr: factor (_AND factor)*
+?factor: _NOT factor                         -> negate
+       | "(" or_expr ")"
+       | _EXISTS field                       -> exists
+       | field CMP value                     -> compare
+       | field _IN "[" value ("," value)* "]" -> member
+       | field _LIKE STRING                  -> like
+field: "md" ("." (NAME | STRING))+
+value: SIGNED_NUMBER -> number
+     | STRING        -> string
+     | _TRUE         -> true
+     | _FALSE        -> false
+     | _NULL         -> null
+CMP: "==" | "!=" | "<=" | ">=" | "<" | ">"
+_OR: /or\b/i
+_AND: /and\b/i
+_NOT: /not\b/i
+_EXISTS: /exists\b/i
+_IN: /in\b/i
+_LIKE: /like\b/i
+_TRUE: /true\b/i
+_FALSE: /false\b/i
+_NULL: /null\b/i
+NAME: /(?!(or|and|not|in|like)\b)[A-Za-z_][A-Za-z0-9_\-]*/i
+STRING: /"(?:[^"\\]|\\.)*"/ | /'(?:[^'\\]|\\.)*'/
+%import common.SIGNED_NUMBER
+%import common.WS
+%ignore WS
+"""
+
+
+@functools.cache
+def _parser() -> Lark:
+    return Lark(_GRAMMAR, parser="lalr", maybe_placeholders=False)
+
+
+def _unquote(token: str) -> str:
+    if token.startswith("'"):
+        # Single-quoted: swap quoting so json can decode the escapes.
+        token = '"' + token[1:-1].replace('\\"', '"').replace('"', '\\"').replace("\\'", "'") + '"'
+    try:
+        return json.loads(token)
+    except json.JSONDecodeError as error:
+        raise QuerySyntaxError(f"bad string literal {token}: {error.msg}") from error
+
+
+def _wildcards_to_like(pattern: str) -> str:
+    """``*`` -> ``%``, ``?`` -> ``_``, with SQL's own wildcards escaped by ``\\``."""
+    out = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return out.replace("*", "%").replace("?", "_")
+
+
+def _entries(key: str, *conditions: ColumnElement[bool]) -> ColumnElement[bool]:
+    sub = select(MetadataEntry.record_id).where(MetadataEntry.key == key, *conditions)
+    return Record.id.in_(sub)
+
+
+_OPS = {
+    "==": lambda c, v: c == v,
+    "!=": lambda c, v: c != v,
+    "<": lambda c, v: c < v,
+    "<=": lambda c, v: c <= v,
+    ">": lambda c, v: c > v,
+    ">=": lambda c, v: c >= v,
+}
+
+
+def _value_condition(op: str, value: Any, key: str) -> ColumnElement[bool]:
+    E = MetadataEntry
+    if value is None:
+        if op not in ("==", "!="):
+            raise QuerySyntaxError(f"md.{key}: null can only be compared with == or !=")
+        return E.kind == "z" if op == "==" else E.kind != "z"
+    if isinstance(value, bool):
+        if op not in ("==", "!="):
+            raise QuerySyntaxError(f"md.{key}: true/false can only be compared with == or !=")
+        return and_(E.kind == "b", _OPS[op](E.num, float(value)))
+    if isinstance(value, float):
+        return and_(E.kind == "n", _OPS[op](E.num, value))
+    return and_(E.kind == "s", _OPS[op](E.text, value))
+
+
+@v_args(inline=True)
+class _Compiler(Transformer[Token, ColumnElement[bool]]):
+    def __init__(self) -> None:
+        super().__init__()
+        self.terms = 0
+
+    def _count(self) -> None:
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            raise QuerySyntaxError(f"the expression has more than {MAX_TERMS} comparisons")
+
+    def field(self, *parts: Token) -> str:
+        names = [_unquote(p) if p.type == "STRING" else str(p) for p in parts]
+        return ".".join(names)
+
+    def number(self, tok: Token) -> float:
+        return float(tok)
+
+    def string(self, tok: Token) -> str:
+        return _unquote(tok)
+
+    def true(self) -> bool:
+        return True
+
+    def false(self) -> bool:
+        return False
+
+    def null(self) -> None:
+        return None
+
+    def compare(self, key: str, op: Token, value: Any) -> ColumnElement[bool]:
+        self._count()
+        return _entries(key, _value_condition(str(op), value, key))
+
+    def member(self, key: str, *values: Any) -> ColumnElement[bool]:
+        self._count()
+        return _entries(key, or_(*[_value_condition("==", v, key) for v in values]))
+
+    def like(self, key: str, pattern: Token) -> ColumnElement[bool]:
+        self._count()
+        like = _wildcards_to_like(_unquote(pattern))
+        return _entries(key, MetadataEntry.kind == "s", MetadataEntry.text.like(like, escape="\\"))
+
+    def exists(self, key: str) -> ColumnElement[bool]:
+        self._count()
+        return _entries(key)
+
+    def negate(self, inner: ColumnElement[bool]) -> ColumnElement[bool]:
+        return not_(inner)
+
+    def and_expr(self, *parts: ColumnElement[bool]) -> ColumnElement[bool]:
+        return and_(*parts)
+
+    def or_expr(self, *parts: ColumnElement[bool]) -> ColumnElement[bool]:
+        return or_(*parts)
+
+
+def compile_expression(text: str) -> ColumnElement[bool]:
+    """Compile a metadata expression into a SQLAlchemy condition on ``Record``.
+
+    Raises QuerySyntaxError naming the position and what was expected.
+    """
+    if len(text) > MAX_EXPRESSION_CHARS:
+        raise QuerySyntaxError(
+            f"the expression is {len(text)} characters long; the limit is {MAX_EXPRESSION_CHARS}"
+        )
+    if not text.strip():
+        raise QuerySyntaxError("the metadata expression is empty")
+    try:
+        tree = _parser().parse(text)
+    except (UnexpectedCharacters, UnexpectedEOF) as error:
+        raise QuerySyntaxError(_describe(text, error)) from None
+    except UnexpectedInput as error:
+        raise QuerySyntaxError(_describe(text, error)) from None
+    except LarkError as error:
+        raise QuerySyntaxError(f"cannot parse {text!r}: {error}") from None
+    try:
+        return _Compiler().transform(tree)
+    except LarkError as error:  # errors raised inside the transformer come wrapped
+        cause = getattr(error, "orig_exc", None)
+        if isinstance(cause, QuerySyntaxError):
+            raise cause from None
+        raise QuerySyntaxError(f"cannot compile {text!r}: {error}") from None
+
+
+_READABLE = {
+    "SIGNED_NUMBER": "a number",
+    "STRING": "a quoted string",
+    "_TRUE": "true",
+    "_FALSE": "false",
+    "_NULL": "null",
+    "MD": "md.<field>",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "_NOT": "not",
+    "_EXISTS": "exists",
+    "_AND": "and",
+    "_OR": "or",
+    "CMP": "a comparison (== != < <= > >=)",
+    "_IN": "in",
+    "_LIKE": "like",
+    "DOT": "'.'",
+    "NAME": "a field name",
+    "LSQB": "'['",
+    "RSQB": "']'",
+    "COMMA": "','",
+}
+
+
+def _describe(text: str, error: UnexpectedInput) -> str:
+    col = getattr(error, "column", None)
+    where = f" at column {col}" if isinstance(col, int) and col > 0 else " at the end"
+    raw = getattr(error, "expected", None) or getattr(error, "allowed", None) or []
+    expected = sorted({_READABLE.get(name, name) for name in raw})
+    hint = f"; expected one of {', '.join(expected[:8])}" if expected else ""
+    snippet = error.get_context(text, span=20).splitlines()[0] if col and col > 0 else text[-20:]
+    return f"cannot parse metadata expression{where} near {snippet.strip()!r}{hint}"
