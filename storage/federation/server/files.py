@@ -1,0 +1,126 @@
+"""Routes for the bytes of records held in local repositories: upload and download one file.
+
+Uploads stream to a temporary file inside the repository while their sha256 is computed, and
+are renamed into place only after the catalog accepted them (permission, quota), so a refused
+or broken-off upload leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+
+from scopeflow.errors import InputError, NotFoundError, StorageError
+from storage.federation.access import Level, Principal
+from storage.federation.catalog import Catalog, Ctx
+from storage.federation.catalog import replicas as ops
+from storage.federation.catalog.lookup import repository_by_name, resolve_record
+from storage.federation.identifiers import safe_relative_path
+from storage.federation.models import Replica, Repository
+from storage.federation.server.deps import catalog, principal
+
+router = APIRouter(prefix="/api/records")
+
+#: Size of the pieces an upload is written in, in bytes.
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class _Target:
+    record_id: int
+    repository: str
+    root: Path
+    final: Path
+    sha256: str | None
+
+
+def _locate(ctx: Ctx, ref: str, rel: str, repo_name: str | None, level: Level) -> _Target:
+    record = resolve_record(ctx, ref, level)
+    repo: Repository | None
+    if repo_name:
+        repo = repository_by_name(ctx, repo_name)
+    elif record.repository_id:
+        repo = ctx.session.get(Repository, record.repository_id)
+    else:
+        raise InputError(f"d/{record.id} has no repository yet; name one with ?repository=NAME")
+    assert repo is not None
+    if repo.kind != "local":
+        raise InputError(
+            f"repository {repo.name!r} is a Globus collection; move its data with 'scopeflow sync'"
+        )
+    replica = ctx.session.query(Replica).filter_by(record_id=record.id, repository_id=repo.id).one_or_none()
+    base = replica.path if replica else ops.default_replica_path(record.id)
+    root = Path(repo.path).resolve()
+    final = root / base / rel
+    # The checks on ``rel`` refuse '..'; this also catches a symlink inside the tree.
+    if not final.parent.resolve().is_relative_to(root):
+        raise InputError(f"file path {rel!r} leaves repository {repo.name!r}")
+    sha = None
+    if level == Level.READ:
+        sha = ops.file_entry(ctx, record, repo, rel)[1].sha256
+    return _Target(record.id, repo.name, root, final, sha)
+
+
+@router.put("/{ref}/files/{path:path}", status_code=201)
+async def put_file(
+    ref: str,
+    path: str,
+    request: Request,
+    repository: str | None = None,
+    p: Principal = Depends(principal),
+    c: Catalog = Depends(catalog),
+) -> Any:
+    """Upload one file of a record into a local repository (write permission, quota)."""
+    rel = safe_relative_path(path, "file path")
+    target = await run_in_threadpool(c.read, p, lambda ctx: _locate(ctx, ref, rel, repository, Level.WRITE))
+    incoming = target.root / ".incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    tmp = incoming / f"{uuid.uuid4().hex}.part"
+    digest, size = hashlib.sha256(), 0
+    try:
+        with open(tmp, "wb") as out:
+            async for chunk in request.stream():
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+        sha = digest.hexdigest()
+
+        def record(ctx: Ctx) -> None:
+            rec = resolve_record(ctx, ref, Level.WRITE)
+            ops.put_file(ctx, rec, repository_by_name(ctx, target.repository), rel, size, sha)
+
+        await run_in_threadpool(c.write, p, record)
+        try:
+            target.final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target.final)
+        except OSError as error:
+            raise StorageError(
+                f"cannot store {rel!r} in repository {target.repository!r}: {error}"
+            ) from error
+    finally:
+        tmp.unlink(missing_ok=True)
+    return {"record": f"d/{target.record_id}", "path": rel, "size": size, "sha256": sha}
+
+
+@router.get("/{ref}/files/{path:path}")
+def get_file(
+    ref: str,
+    path: str,
+    repository: str | None = None,
+    p: Principal = Depends(principal),
+    c: Catalog = Depends(catalog),
+) -> FileResponse:
+    """Download one file; the manifest's sha256 comes in the ``X-Checksum-Sha256`` header."""
+    rel = safe_relative_path(path, "file path")
+    target = c.read(p, lambda ctx: _locate(ctx, ref, rel, repository, Level.READ))
+    if not target.final.is_file():
+        raise NotFoundError(f"d/{target.record_id}: {rel!r} is in the manifest but missing on disk")
+    return FileResponse(target.final, headers={"X-Checksum-Sha256": target.sha256 or ""})
