@@ -1,0 +1,253 @@
+"""Record builders for the loop's artefacts, each validated by a versioned JSON Schema."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from scopeflow.errors import NotFoundError
+from storage.federation.errors import ConflictError
+
+_NUM = {"type": "number"}
+_STR = {"type": "string"}
+
+#: The JSON Schemas the builders name; registered by ``ensure_schemas``. Bump the suffix on change.
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "scopeflow/dataset-1": {
+        "type": "object",
+        "required": ["kind", "format", "path"],
+        "properties": {
+            "kind": {"const": "dataset"},
+            "format": {"enum": ["zarr", "directory", "file"]},
+            "path": _STR,
+            "n_frames": {"type": "integer", "minimum": 0},
+            "pixel_size": {**_NUM, "exclusiveMinimum": 0},
+            "instrument": _STR,
+            "material": _STR,
+        },
+    },
+    "scopeflow/prediction-1": {
+        "type": "object",
+        "required": ["kind"],
+        "properties": {
+            "kind": {"const": "prediction"},
+            "frame_start": {"type": "integer", "minimum": 0},
+            "frame_end": {"type": "integer", "minimum": 0},
+            "model_version": _STR,
+            "path": _STR,
+        },
+    },
+    "scopeflow/model-1": {
+        "type": "object",
+        "required": ["kind", "version"],
+        "properties": {
+            "kind": {"const": "model"},
+            "version": _STR,
+            "metrics": {"type": "object"},
+            "path": _STR,
+        },
+    },
+    "scopeflow/drift-decision-1": {
+        "type": "object",
+        "required": ["kind", "frame_start", "frame_end", "detected", "action"],
+        "properties": {
+            "kind": {"const": "drift_decision"},
+            "frame_start": {"type": "integer", "minimum": 0},
+            "frame_end": {"type": "integer", "minimum": 0},
+            "detected": {"type": "boolean"},
+            "action": {"enum": ["none", "select", "retrain"]},
+            "scores": {"type": "object", "additionalProperties": _NUM},
+        },
+    },
+    "scopeflow/training-run-1": {
+        "type": "object",
+        "required": ["kind"],
+        "properties": {
+            "kind": {"const": "training_run"},
+            "status": {"enum": ["running", "completed", "failed", "rejected", "promoted"]},
+            "metrics": {"type": "object"},
+        },
+    },
+}
+
+
+class Client(Protocol):
+    """The part of ``StoreClient`` these helpers use."""
+
+    def create_record(self, title: str, **kwargs: Any) -> dict[str, Any]: ...
+    def put_schema(self, name: str, body: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
+def ensure_schemas(client: Client) -> None:
+    """Register the provenance schemas (already-registered ones are left as they are)."""
+    for name, body in SCHEMAS.items():
+        # Registered earlier: schema names are immutable, so it is this very schema.
+        with contextlib.suppress(ConflictError):
+            client.put_schema(name, body)
+
+
+def _create(
+    client: Client, title: str, schema: str, md: dict[str, Any], deps: list[tuple[str, str]], **kw: Any
+) -> str:
+    try:
+        return client.create_record(title, metadata=md, md_schema=schema, dependencies=deps, **kw)["id"]
+    except NotFoundError as error:
+        if not str(error).startswith("no schema"):
+            raise
+        # First use against a fresh store: register the schemas once and try again.
+        ensure_schemas(client)
+        return client.create_record(title, metadata=md, md_schema=schema, dependencies=deps, **kw)["id"]
+
+
+def _zarr_attrs(path: Path) -> dict[str, Any]:
+    """Scalar attributes of a Zarr v3 group (read from ``zarr.json``, no zarr import)."""
+    meta = path / "zarr.json"
+    if not meta.is_file():
+        return {}
+    try:
+        attrs = json.loads(meta.read_text()).get("attributes", {})
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in list(attrs.items())[:64] if isinstance(v, str | int | float | bool)}
+
+
+def record_dataset(
+    client: Client,
+    path: str | Path,
+    *,
+    title: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    derived_from: Iterable[str] = (),
+    tags: Iterable[str] = ("dataset",),
+    collections: Iterable[str] = (),
+    alias: str | None = None,
+) -> str:
+    """A dataset (a Zarr group or any directory) as a record; its scalar Zarr attributes and
+    ``metadata`` become the record's metadata. ``derived_from``: ids it was made from."""
+    path = Path(path)
+    fmt = "zarr" if (path / "zarr.json").is_file() else ("directory" if path.is_dir() else "file")
+    md: dict[str, Any] = {"attrs": _zarr_attrs(path), **dict(metadata or {})}
+    md.update(kind="dataset", format=fmt, path=str(path.resolve()))
+    deps = [("der", d) for d in derived_from]
+    return _create(
+        client,
+        title or path.name,
+        "scopeflow/dataset-1",
+        md,
+        deps,
+        tags=list(tags),
+        collections=list(collections),
+        alias=alias,
+    )
+
+
+def record_prediction(
+    client: Client,
+    *,
+    dataset: str,
+    model: str,
+    title: str | None = None,
+    frame_start: int | None = None,
+    frame_end: int | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    tags: Iterable[str] = ("prediction",),
+) -> str:
+    """Predictions (atom columns, uncertainties) ``der`` the frames' dataset and the model."""
+    md: dict[str, Any] = {**dict(metadata or {}), "kind": "prediction"}
+    if frame_start is not None:
+        md["frame_start"] = frame_start
+    if frame_end is not None:
+        md["frame_end"] = frame_end
+    deps = [("der", dataset), ("der", model)]
+    return _create(
+        client,
+        title or f"predictions of {dataset} by {model}",
+        "scopeflow/prediction-1",
+        md,
+        deps,
+        tags=list(tags),
+    )
+
+
+def record_model(
+    client: Client,
+    *,
+    version: str,
+    training_data: Iterable[str] = (),
+    parent: str | None = None,
+    produced_by: str | None = None,
+    metrics: Mapping[str, float] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    tags: Iterable[str] = ("model",),
+) -> str:
+    """A model version: ``der`` its training data (and the run that made it), ``ver`` its parent."""
+    md: dict[str, Any] = {
+        **dict(metadata or {}),
+        "kind": "model",
+        "version": version,
+        "metrics": dict(metrics or {}),
+    }
+    deps = [("der", d) for d in training_data]
+    if produced_by:
+        deps.append(("der", produced_by))
+    if parent:
+        deps.append(("ver", parent))
+    return _create(client, f"model {version}", "scopeflow/model-1", md, deps, tags=list(tags))
+
+
+def record_decision(
+    client: Client,
+    *,
+    dataset: str,
+    frame_start: int,
+    frame_end: int,
+    detected: bool,
+    action: str,
+    scores: Mapping[str, float],
+    model: str | None = None,
+    tags: Iterable[str] = ("drift",),
+) -> str:
+    """A drift decision over frames ``[frame_start, frame_end)``: ``der`` the dataset (and model).
+
+    ``action`` is one of none, select, retrain; ``scores`` maps detector name to score.
+    """
+    md = {
+        "kind": "drift_decision",
+        "frame_start": frame_start,
+        "frame_end": frame_end,
+        "detected": bool(detected),
+        "action": action,
+        "scores": {k: float(v) for k, v in scores.items()},
+    }
+    deps = [("der", dataset)] + ([("der", model)] if model else [])
+    title = f"drift {action} frames {frame_start}-{frame_end}"
+    return _create(client, title, "scopeflow/drift-decision-1", md, deps, tags=list(tags))
+
+
+def record_training_run(
+    client: Client,
+    *,
+    training_data: Iterable[str],
+    parent_model: str | None = None,
+    trigger: str | None = None,
+    status: str = "completed",
+    metrics: Mapping[str, float] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    tags: Iterable[str] = ("retraining",),
+) -> str:
+    """A retraining run: ``der`` its data, the model it started from and the decision that triggered it."""
+    md: dict[str, Any] = {
+        **dict(metadata or {}),
+        "kind": "training_run",
+        "status": status,
+        "metrics": dict(metrics or {}),
+    }
+    deps = [("der", d) for d in training_data]
+    if parent_model:
+        deps.append(("der", parent_model))
+    if trigger:
+        deps.append(("der", trigger))
+    return _create(client, "retraining run", "scopeflow/training-run-1", md, deps, tags=list(tags))
