@@ -15,7 +15,9 @@ from urllib.parse import quote
 
 import httpx
 
+from scopeflow import errors as project_errors
 from scopeflow.errors import ScopeflowError, ServiceError
+from storage.federation import errors as federation_errors
 from storage.federation.errors import BY_STATUS
 from storage.federation.identifiers import safe_relative_path
 
@@ -171,7 +173,8 @@ class StoreClient:
     def put_file(
         self, ref: str, path: str, data: bytes | Path, repository: str | None = None
     ) -> dict[str, Any]:
-        """Upload one file of a record into a local repository."""
+        """Upload one file of a record into a local repository (``path`` relative, no ``..``)."""
+        path = safe_relative_path(path, "file path")
         params = {"repository": repository} if repository else None
         url = f"/api/records/{_ref(ref)}/files/{quote(path)}"
         if isinstance(data, Path):
@@ -307,14 +310,25 @@ class StoreClient:
         return self._json("GET", "/api/audit", params=params)
 
 
+_BY_NAME: dict[str, type[Exception]] = {
+    cls.__name__: cls
+    for module in (federation_errors, project_errors)
+    for cls in vars(module).values()
+    if isinstance(cls, type) and issubclass(cls, ScopeflowError)
+}
+
+
 def _error_from(response: httpx.Response) -> Exception:
     try:
         payload = response.json()
-        detail = payload.get("detail") if isinstance(payload, dict) else None
     except ValueError:
-        detail = None
+        payload = None
+    detail = payload.get("detail") if isinstance(payload, dict) else None
+    name = payload.get("error") if isinstance(payload, dict) else None
     detail = detail if isinstance(detail, str) else (response.text[:500] or response.reason_phrase)
-    cls = BY_STATUS.get(response.status_code)
+    # The server names the class it raised; fall back to the status code's class.
+    cls = _BY_NAME.get(name) if isinstance(name, str) else None
+    cls = cls or BY_STATUS.get(response.status_code)
     if cls is None and response.status_code == 422:
         cls = BY_STATUS[400]
     if cls is None:

@@ -28,6 +28,7 @@ from sqlalchemy import select
 from scopeflow.config import default_store_dir
 from scopeflow.errors import NotFoundError, ServiceError
 from storage.federation.auth import issue_token, token_digest
+from storage.federation.catalog.context import Limits
 from storage.federation.database import Database, sqlite_url
 from storage.federation.identifiers import check_user_name
 from storage.federation.models import Allocation, Repository, Token, User
@@ -169,16 +170,23 @@ def _wait_healthy(url: str, timeout_s: float, alive: object = None) -> None:
 
 
 def serve_in_thread(
-    store_dir: Path | None = None, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 30.0
+    store_dir: Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    timeout_s: float = 30.0,
+    limits: Limits | None = None,
 ) -> RunningStore:
-    """Start uvicorn on a background thread of this process; returns once it answers."""
+    """Start uvicorn on a background thread of this process; returns once it answers.
+
+    ``port`` 0 picks a free one. ``limits``: the store's size limits (default ``Limits()``).
+    """
     import uvicorn
 
     from storage.federation.server import build_app
 
     token = init_store(store_dir)
     db_file = store_paths(store_dir)[0]
-    app = build_app(sqlite_url(db_file), migrate=False)
+    app = build_app(sqlite_url(db_file), migrate=False, limits=limits)
     port = port or free_port(host)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, name=f"scopeflow-store:{port}", daemon=True)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from scopeflow.errors import IntegrityError, StorageError
+from scopeflow.errors import InputError, IntegrityError, StorageError
 from storage.transfer.manifest import CHUNK, FileEntry, sha256_file
 from storage.transfer.state import SyncState
 from storage.transfer.throttle import Throttle
@@ -39,7 +39,7 @@ class LocalBackend:
         self, workers: int | None = None, max_rate: float | None = None, verify: str = "changed"
     ) -> None:
         if verify not in ("changed", "full"):
-            raise ValueError(f"verify must be 'changed' or 'full', not {verify!r}")
+            raise InputError(f"verify must be 'changed' or 'full', not {verify!r}")
         self.workers = workers or min(4, os.cpu_count() or 1)
         self.max_rate = max_rate
         self.verify = verify

@@ -1,0 +1,97 @@
+"""Permissions: private by default, grants inherited through collections, projects, admins."""
+
+from __future__ import annotations
+
+import pytest
+
+from scopeflow.errors import NotFoundError
+from storage.federation.client import StoreClient
+from storage.federation.errors import PermissionDeniedError
+
+
+def test_private_record_is_invisible_to_others(alice: StoreClient, bob: StoreClient, tag: str) -> None:
+    rec = alice.create_record("alice's secret", alias=f"secret-{tag}", tags=[tag], metadata={"x": 1})
+    with pytest.raises(NotFoundError, match="no record"):
+        bob.get(rec["id"])
+    with pytest.raises(NotFoundError):
+        bob.get(f"alice:secret-{tag}")
+    with pytest.raises(NotFoundError):
+        bob.update(rec["id"], title="mine now")
+    with pytest.raises(NotFoundError):
+        bob.delete(rec["id"])
+    with pytest.raises(NotFoundError):
+        bob.add_dependency(rec["id"], "der", rec["id"])
+    with pytest.raises(NotFoundError):  # cannot even depend on it
+        bob.create_record("spy", dependencies=[("der", rec["id"])])
+    with pytest.raises(NotFoundError):
+        bob.replicas(rec["id"])
+    assert bob.search(tags=[tag])["total"] == 0
+    assert bob.search(md="md.x == 1", owner="alice")["total"] == 0
+    assert bob.search(text="secret")["total"] == 0
+    assert alice.get(rec["id"])["title"] == "alice's secret"  # unchanged
+
+
+def test_grants_inherit_down_the_collection_tree(alice: StoreClient, bob: StoreClient, tag: str) -> None:
+    top = alice.create_collection("campaign")
+    sub = alice.create_collection("run 1", parent=top["id"])
+    rec = alice.create_record("frames", tags=[tag])
+    other = alice.create_record("not shared", tags=[tag])
+    alice.link(sub["id"], rec["id"])
+    alice.grant(top["id"], "read", user="bob")
+
+    assert bob.get(rec["id"])["title"] == "frames"
+    assert [r["id"] for r in bob.search(tags=[tag])["items"]] == [rec["id"]]
+    assert bob.search(collection=top["id"])["total"] == 1
+    with pytest.raises(NotFoundError):
+        bob.get(other["id"])
+    with pytest.raises(PermissionDeniedError, match="write permission"):
+        bob.update(rec["id"], title="edited by bob")
+
+    alice.grant(sub["id"], "write", user="bob")
+    assert bob.update(rec["id"], title="edited by bob")["title"] == "edited by bob"
+    with pytest.raises(PermissionDeniedError, match="admin permission"):
+        bob.delete(rec["id"])
+
+    alice.grant(top["id"], "none", user="bob")
+    alice.grant(sub["id"], "none", user="bob")
+    with pytest.raises(NotFoundError):
+        bob.get(rec["id"])
+
+
+def test_record_in_two_collections_and_public_read(alice: StoreClient, bob: StoreClient, tag: str) -> None:
+    a = alice.create_collection("A")
+    b = alice.create_collection("B")
+    rec = alice.create_record("shared twice", tags=[tag], collections=[a["id"], b["id"]])
+    assert sorted(alice.get(rec["id"])["collections"]) == sorted([a["id"], b["id"]])
+    alice.grant(b["id"], "read")  # every authenticated user
+    assert bob.get(rec["id"])["id"] == rec["id"]
+    with pytest.raises(NotFoundError):
+        bob.get_collection(a["id"])
+    assert bob.get_collection(b["id"])["n_records"] == 1
+
+
+def test_project_members_share_project_records(alice: StoreClient, bob: StoreClient, tag: str) -> None:
+    alice.create_project(f"p{tag}", "facility campaign")
+    rec = alice.create_record("project data", tags=[tag], project=f"p{tag}")
+    with pytest.raises(NotFoundError):
+        bob.get(rec["id"])
+    alice.set_member(f"p{tag}", "bob", "write")
+    assert bob.update(rec["id"], description="checked")["description"] == "checked"
+    with pytest.raises(PermissionDeniedError):
+        bob.set_member(f"p{tag}", "bob", "admin")
+    alice.set_member(f"p{tag}", "bob", "none")
+    assert bob.search(tags=[tag])["total"] == 0
+
+
+def test_admin_sees_everything_and_only_admins_manage(
+    admin: StoreClient, alice: StoreClient, bob: StoreClient, tag: str
+) -> None:
+    rec = alice.create_record("visible to admins", tags=[tag])
+    assert admin.get(rec["id"])["owner"] == "alice"
+    with pytest.raises(PermissionError, match="store admin"):
+        bob.create_user("mallory")
+    with pytest.raises(PermissionError, match="store admin"):
+        bob.create_repository("rogue", "local", "/tmp/rogue")
+    alice.grant(rec["id"], "read")  # bob can read now (public grant) but not re-share
+    with pytest.raises(PermissionDeniedError, match="admin permission"):
+        bob.grant(rec["id"], "write", user="bob")
