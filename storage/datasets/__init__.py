@@ -1,6 +1,14 @@
 """Acquisition runs as Zarr v3 groups: crash-safe appends, plain-xarray reads."""
 
-from .dataset import FRAME_DIM, SCHEMA_VERSION, TRUTH_DIM, DatasetWriter, frame_count, open_dataset, read_truth
+from .dataset import (
+    FRAME_DIM,
+    SCHEMA_VERSION,
+    TRUTH_DIM,
+    DatasetWriter,
+    frame_count,
+    open_dataset,
+    read_truth,
+)
 from .tables import Table, commit, repair
 
 __all__ = [

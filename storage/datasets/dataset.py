@@ -75,16 +75,12 @@ class DatasetWriter:
                         f"now {json.dumps({k: instrument.get(k) for k in clash})}; choose another --dataset"
                     )
         else:
-            root = open_root(path, create=True)
-            with storage_errors(path):
-                root.attrs.update(
-                    {
-                        "scopeflow_schema": SCHEMA_VERSION,
-                        "instrument": json.loads(json.dumps(instrument or {}, default=str)),
-                        "created": dt.datetime.now(dt.UTC).isoformat(),
-                    }
-                )
-            commit(path)
+            attributes = {
+                "scopeflow_schema": SCHEMA_VERSION,
+                "instrument": json.loads(json.dumps(instrument or {}, default=str)),
+                "created": dt.datetime.now(dt.UTC).isoformat(),
+            }
+            root = open_root(path, create=True, attributes=attributes)
         return cls(path, root)
 
     @property
@@ -98,6 +94,11 @@ class DatasetWriter:
         arr = self.frames.columns().get("frames")
         return None if arr is None else (int(arr.shape[1]), int(arr.shape[2]))
 
+    def sources(self) -> list[str]:
+        """Where each committed frame came from (file names for the folder watcher)."""
+        arr = self.frames.columns().get("source")
+        return [] if arr is None else [str(s) for s in arr[:]]
+
     def append(self, batch: Sequence[Frame]) -> int:
         """Append frames (in order) and commit; returns the committed frame count."""
         if not batch:
@@ -105,7 +106,9 @@ class DatasetWriter:
         images = [np.asarray(f.image) for f in batch]
         for f, img in zip(batch, images, strict=True):
             if img.ndim != 2:
-                raise ShapeMismatchError(f"frame {f.index} ({f.source}): expected a 2-D image, got shape {img.shape}")
+                raise ShapeMismatchError(
+                    f"frame {f.index} ({f.source}): expected a 2-D image, got shape {img.shape}"
+                )
         shape = self.frame_shape or images[0].shape
         for f, img in zip(batch, images, strict=True):
             if img.shape != shape:
@@ -113,7 +116,9 @@ class DatasetWriter:
                     f"frame {f.index} ({f.source}) has shape {img.shape}, the dataset {self.path} holds {shape}"
                 )
             if not np.issubdtype(img.dtype, np.number) or np.iscomplexobj(img):
-                raise ShapeMismatchError(f"frame {f.index} ({f.source}): dtype {img.dtype} is not a real number type")
+                raise ShapeMismatchError(
+                    f"frame {f.index} ({f.source}): dtype {img.dtype} is not a real number type"
+                )
         n0 = self.n_frames
         columns: dict[str, np.ndarray] = {
             "frames": np.stack(images).astype(np.float32, copy=False),
@@ -124,7 +129,11 @@ class DatasetWriter:
         }
         for key in sorted({k for f in batch for k in f.conditions}):
             values = [f.conditions.get(key) for f in batch]
-            if all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in values if v is not None):
+            if all(
+                isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+                for v in values
+                if v is not None
+            ):
                 columns[key] = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
             else:
                 columns[key] = np.array(["" if v is None else str(v) for v in values], dtype=str)
@@ -139,7 +148,9 @@ class DatasetWriter:
             if truths:
                 self.truth.append(
                     {
-                        "truth_frame": np.concatenate([np.full(len(t.rowcol), i, np.int64) for i, t in truths]),
+                        "truth_frame": np.concatenate(
+                            [np.full(len(t.rowcol), i, np.int64) for i, t in truths]
+                        ),
                         "truth_row": np.concatenate([t.rowcol[:, 0] for _, t in truths]).astype(np.float32),
                         "truth_col": np.concatenate([t.rowcol[:, 1] for _, t in truths]).astype(np.float32),
                         "truth_class": np.concatenate([t.cls for _, t in truths]).astype(np.int8),

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
+import uuid
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -62,15 +64,23 @@ def storage_errors(path: Path | str) -> Iterator[None]:
         ) from exc
 
 
-def open_root(path: Path, *, create: bool) -> zarr.Group:
-    """The root group of a dataset directory for writing (its own, unconsolidated metadata)."""
-    store = LocalStore(path)
+def open_root(path: Path, *, create: bool, attributes: Mapping[str, Any] | None = None) -> zarr.Group:
+    """The root group of a dataset directory for writing (its own, unconsolidated metadata).
+
+    A new dataset is built beside ``path`` and renamed into place, so readers never see a
+    group without consolidated metadata.
+    """
     if create and not (path / "zarr.json").exists():
+        staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.creating")
         with storage_errors(path):
-            root = zarr.open_group(store=store, mode="w", zarr_format=3)
-            consolidate(store)
-        return root
-    return zarr.open_group(store=store, mode="r+", use_consolidated=False)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staged = LocalStore(staging)
+            zarr.open_group(store=staged, mode="w", zarr_format=3, attributes=dict(attributes or {}))
+            consolidate(staged)
+            if path.exists():
+                path.rmdir()  # an empty directory the user made for us
+            os.rename(staging, path)
+    return zarr.open_group(store=LocalStore(path), mode="r+", use_consolidated=False)
 
 
 def consolidate(store: LocalStore) -> None:
@@ -177,7 +187,9 @@ class Table:
         for name, values in data.items():
             arr = self._columns.get(name)
             if arr is None:
-                self._columns[name] = self._create(name, values, n, (dims or {}).get(name), (attrs or {}).get(name))
+                self._columns[name] = self._create(
+                    name, values, n, (dims or {}).get(name), (attrs or {}).get(name)
+                )
             elif arr.shape[1:] != values.shape[1:] or not _same_kind(arr.dtype, values.dtype):
                 raise ShapeMismatchError(
                     f"{name!r}: dataset holds {arr.dtype} of shape (n, {', '.join(map(str, arr.shape[1:]))}), "

@@ -1,8 +1,8 @@
 """The digital twin of a HAADF-STEM (simulation only: never imported by runtime paths on its own)."""
 
 from .lattices import CLASS_NAMES, LATTICE_NAMES, LATTICES, Lattice, get_lattice
-from .schedule import DEFAULT_CONDITIONS, PRESETS, Change, DriftSchedule
 from .scene import NORMAL, SUBSTITUTED, VACANCY, Scene
+from .schedule import DEFAULT_CONDITIONS, PRESETS, Change, DriftSchedule
 from .twin import DigitalTwin
 
 __all__ = [

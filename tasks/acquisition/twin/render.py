@@ -23,7 +23,12 @@ def splat(shape: tuple[int, int], rowcol: np.ndarray, weight: np.ndarray) -> np.
     c0 = np.floor(rowcol[:, 1]).astype(np.int64)
     fr = rowcol[:, 0] - r0
     fc = rowcol[:, 1] - c0
-    for dr, dc, f in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc), (1, 0, fr * (1 - fc)), (1, 1, fr * fc)):
+    for dr, dc, f in (
+        (0, 0, (1 - fr) * (1 - fc)),
+        (0, 1, (1 - fr) * fc),
+        (1, 0, fr * (1 - fc)),
+        (1, 1, fr * fc),
+    ):
         r, c = r0 + dr, c0 + dc
         ok = (r >= 0) & (r < ny) & (c >= 0) & (c < nx)
         out += np.bincount(r[ok] * nx + c[ok], weights=(weight * f)[ok], minlength=ny * nx)

@@ -48,6 +48,15 @@ _INT_KEYS = {"region"}
 _LOG_KEYS = {"dose"}
 
 
+def _coerce(key: str, value: Any) -> Any:
+    if key in _STRING_KEYS:
+        return str(value)
+    try:
+        return int(value) if key in _INT_KEYS else float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"condition {key!r} needs a number, got {value!r}") from None
+
+
 @dataclass(frozen=True)
 class Change:
     """Condition ``key`` moves to ``value`` from frame ``start``, over ``ramp`` frames."""
@@ -62,6 +71,7 @@ class Change:
             raise InputError(f"unknown condition {self.key!r}; known: {', '.join(DEFAULT_CONDITIONS)}")
         if self.start < 0 or self.ramp < 0:
             raise InputError(f"change of {self.key!r}: start and ramp must be ≥ 0")
+        object.__setattr__(self, "value", _coerce(self.key, self.value))
         if self.key == "lattice" and self.value not in LATTICE_NAMES:
             raise InputError(f"unknown lattice {self.value!r}; known: {', '.join(LATTICE_NAMES)}")
 
@@ -84,15 +94,6 @@ PRESETS: dict[str, tuple[Change, ...]] = {
         Change("contamination", 0.0, 2000),
     ),
 }
-
-
-def _coerce(key: str, value: Any) -> Any:
-    if key in _STRING_KEYS:
-        return str(value)
-    try:
-        return int(value) if key in _INT_KEYS else float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"condition {key!r} needs a number, got {value!r}") from None
 
 
 @dataclass(frozen=True)

@@ -91,12 +91,17 @@ class DigitalTwin:
             origin, size, seed=self.seed, region=c["region"], coverage=c["contamination"], rng=rng
         )
         if len(junk):
-            obj += splat(padded, (junk[:, ::-1] - np.array(origin[::-1])) / p, np.full(len(junk), AMORPHOUS_WEIGHT))
+            obj += splat(
+                padded, (junk[:, ::-1] - np.array(origin[::-1])) / p, np.full(len(junk), AMORPHOUS_WEIGHT)
+            )
         image = form_image(obj, p, c, rng, crop=PAD)
         truth_rc = rowcol - PAD
         ny, nx = self.shape
         inside = (
-            (truth_rc[:, 0] >= -0.5) & (truth_rc[:, 0] < ny - 0.5) & (truth_rc[:, 1] >= -0.5) & (truth_rc[:, 1] < nx - 0.5)
+            (truth_rc[:, 0] >= -0.5)
+            & (truth_rc[:, 0] < ny - 0.5)
+            & (truth_rc[:, 1] >= -0.5)
+            & (truth_rc[:, 1] < nx - 0.5)
         )
         truth = Truth(
             rowcol=truth_rc[inside].astype(np.float32),
@@ -104,4 +109,6 @@ class DigitalTwin:
             weight=scene.weight[present][inside],
         )
         time = self.start_time + np.timedelta64(int(round(index * c["frame_time"] * 1e9)), "ns")
-        return Frame(index=index, image=image, pixel_size=p, time=time, conditions=c, truth=truth, source=self.name)
+        return Frame(
+            index=index, image=image, pixel_size=p, time=time, conditions=c, truth=truth, source=self.name
+        )

@@ -1,0 +1,62 @@
+"""Taking frames from an instrument into a dataset, in committed batches (no Prefect needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from storage.datasets import DatasetWriter
+
+from .instrument import Frame, Instrument
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Frames ``start``..``stop`` (exclusive) are committed; ``total`` frames are now stored."""
+
+    start: int
+    stop: int
+    total: int
+    seconds: float
+
+
+def batches(start: int, stop: int, size: int) -> Iterator[tuple[int, int]]:
+    """Consecutive (first, end) frame ranges of at most ``size`` frames covering [start, stop)."""
+    if size < 1:
+        raise ValueError(f"batch size must be ≥ 1, got {size}")
+    for first in range(start, stop, size):
+        yield first, min(first + size, stop)
+
+
+def acquire_batch(instrument: Instrument, writer: DatasetWriter, first: int, end: int) -> BatchResult:
+    """Acquire frames ``first``..``end-1`` and commit them as one batch."""
+    import time
+
+    t0 = time.perf_counter()
+    frames: list[Frame] = [instrument.acquire(i) for i in range(first, end)]
+    total = writer.append(frames)
+    return BatchResult(first, end, total, time.perf_counter() - t0)
+
+
+def acquire_run(
+    instrument: Instrument,
+    dataset: str,
+    n_frames: int,
+    batch_size: int = 16,
+    on_batch: Callable[[BatchResult], None] | None = None,
+    run_batch: Callable[[Instrument, DatasetWriter, int, int], BatchResult] = acquire_batch,
+) -> int:
+    """Fill ``dataset`` up to ``n_frames`` frames, resuming after the last committed one.
+
+    Returns the number of frames stored. ``on_batch`` is called after every commit (for
+    progress bars and artifacts); ``run_batch`` does one batch (a Prefect task in the flow).
+    """
+    writer = DatasetWriter.open(dataset, instrument.state())
+    resume = getattr(instrument, "resume", None)
+    if resume is not None and writer.n_frames:
+        resume(writer.sources())
+    for first, end in batches(writer.n_frames, n_frames, batch_size):
+        result = run_batch(instrument, writer, first, end)
+        if on_batch:
+            on_batch(result)
+    return writer.n_frames

@@ -1,0 +1,29 @@
+"""Test-wide settings and the shared real Prefect API."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+# Before anything imports Prefect: a throwaway home, no telemetry, no heartbeats.
+_home = tempfile.mkdtemp(prefix="scopeflow-tests-")
+os.environ.setdefault("SCOPEFLOW_HOME", _home)
+os.environ["PREFECT_HOME"] = os.path.join(_home, "prefect")
+os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ.pop("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", None)
+os.environ.pop("PREFECT_API_URL", None)
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[None]:
+    """A real Prefect API server (subprocess) for the whole session; flows report to it."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield

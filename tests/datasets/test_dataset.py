@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+import xarray as xr
+
+from scopeflow.errors import InputError, ShapeMismatchError, StorageError
+from storage.datasets import DatasetWriter, open_dataset, read_truth
+from tasks.acquisition import Frame, acquire_run
+from tasks.acquisition.twin import DigitalTwin, DriftSchedule
+
+
+@pytest.fixture
+def twin():
+    return DigitalTwin(seed=7, schedule=DriftSchedule.parse("defocus=40@4"), shape=(64, 64))
+
+
+def test_round_trip_with_plain_xarray(tmp_path, twin):
+    path = tmp_path / "run.zarr"
+    assert acquire_run(twin, str(path), 10, batch_size=4) == 10
+    ds = xr.open_zarr(path)  # plain xarray, no scopeflow reader
+    assert ds["frames"].dims == ("frame", "y", "x") and ds.sizes["frame"] == 10
+    assert np.array_equal(ds["frames"][6].values, twin.acquire(6).image)
+    assert ds["time"].dtype.kind == "M" and (np.diff(ds["time"].values) > np.timedelta64(0)).all()
+    assert list(ds["defocus"].values) == [0.0] * 4 + [40.0] * 6
+    assert ds["pixel_size"].values[0] == pytest.approx(0.12)
+    assert str(ds["lattice"].values[0]) == "graphene"
+    truth = read_truth(open_dataset(path), 6)
+    assert np.allclose(truth.rowcol, twin.acquire(6).truth.rowcol)
+
+
+def test_rerun_resumes_without_duplicates(tmp_path, twin):
+    path = str(tmp_path / "run.zarr")
+    acquire_run(twin, path, 5, batch_size=2)
+    acquire_run(twin, path, 9, batch_size=2)
+    ds = open_dataset(path)
+    assert list(ds["frame_index"].values) == list(range(9))
+
+
+def test_resume_with_other_instrument_settings_is_refused(tmp_path, twin):
+    path = str(tmp_path / "run.zarr")
+    acquire_run(twin, path, 2)
+    with pytest.raises(InputError, match="seed"):
+        acquire_run(DigitalTwin(seed=8, schedule=twin.schedule, shape=(64, 64)), path, 4)
+
+
+def test_wrong_shape_names_both_shapes(tmp_path, twin):
+    writer = DatasetWriter.open(tmp_path / "run.zarr", twin.state())
+    writer.append([twin.acquire(0)])
+    bad = Frame(
+        index=1, image=np.zeros((32, 48), np.float32), pixel_size=0.1, time=np.datetime64("2026-01-01")
+    )
+    with pytest.raises(ShapeMismatchError, match=r"\(32, 48\).*\(64, 64\)"):
+        writer.append([bad])
+    assert writer.n_frames == 1
+
+
+def test_complex_or_3d_frames_are_refused(tmp_path, twin):
+    writer = DatasetWriter.open(tmp_path / "run.zarr", twin.state())
+    cube = Frame(index=0, image=np.zeros((2, 64, 64)), pixel_size=0.1, time=np.datetime64("2026-01-01"))
+    with pytest.raises(ShapeMismatchError, match="2-D"):
+        writer.append([cube])
+
+
+def test_write_failure_is_clear_and_keeps_committed_frames(tmp_path, twin):
+    path = tmp_path / "run.zarr"
+    writer = DatasetWriter.open(path, twin.state())
+    writer.append([twin.acquire(i) for i in range(3)])
+    # The disk refuses the next chunk: a file sits where the chunk directory must go.
+    chunk_dir = path / "frames" / "c" / "3"
+    chunk_dir.parent.mkdir(parents=True, exist_ok=True)
+    chunk_dir.write_bytes(b"not a directory")
+    with pytest.raises(StorageError, match="frames committed before this batch are intact"):
+        writer.append([twin.acquire(3)])
+    chunk_dir.unlink()
+    ds = open_dataset(path)
+    assert ds.sizes["frame"] == 3
+    assert np.array_equal(ds["frames"][2].values, twin.acquire(2).image)
+    assert DatasetWriter.open(path, twin.state()).n_frames == 3
+
+
+def test_not_a_dataset_directory_is_refused(tmp_path, twin):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "notes.txt").write_text("hello")
+    with pytest.raises(InputError, match="not a scopeflow dataset"):
+        DatasetWriter.open(tmp_path / "x", twin.state())
