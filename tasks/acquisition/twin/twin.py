@@ -108,7 +108,7 @@ class DigitalTwin:
             cls=scene.cls[present][inside],
             weight=scene.weight[present][inside],
         )
-        time = self.start_time + np.timedelta64(int(round(index * c["frame_time"] * 1e9)), "ns")
+        time = self.start_time + np.timedelta64(round(index * c["frame_time"] * 1e9), "ns")
         return Frame(
             index=index, image=image, pixel_size=p, time=time, conditions=c, truth=truth, source=self.name
         )
