@@ -302,11 +302,7 @@ def audit(
         typer.echo(f"{e['at'][:19]}\t{e['user']}\t{e['action']}\t{e['target']}\t{json.dumps(e['detail'])}")
 
 
-sync_app = typer.Typer(help="Push a dataset directory into a store repository (checksum-verified).")
-
-
-@sync_app.callback(invoke_without_command=True)
-def sync(
+def sync_command(
     path: Path = typer.Argument(..., help="Dataset directory (a Zarr group)."),
     record: str | None = typer.Option(None, help="The dataset's record (default: create one)."),
     repo: str = typer.Option("local", help="Destination repository."),
@@ -327,6 +323,12 @@ def sync(
         f"{result.record}: {r.files_sent}/{r.files_total} files sent, {r.bytes_sent} bytes, "
         f"{r.seconds:.2f} s; replica in {repo!r} verified"
     )
+
+
+#: A one-command app for ``scopeflow sync``; mount as a command, not a group, so options may
+#: follow PATH: ``app.command("sync")(sync_command)``.
+sync_app = typer.Typer(help="Push a dataset directory into a store repository (checksum-verified).")
+sync_app.command("sync")(sync_command)
 
 
 def main() -> None:  # pragma: no cover - convenience for ``python -m``
