@@ -8,7 +8,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.acquisition import BatchResult, acquire_batch, acquire_run, make_instrument
+from tasks.acquisition import make_instrument
+from tasks.acquisition.loop import BatchResult, acquire_batch, acquire_run
 
 
 @task(name="acquire-batch", cache_policy=NO_CACHE)

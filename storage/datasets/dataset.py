@@ -4,7 +4,9 @@ Layout (readable with plain ``xarray.open_zarr(path)``):
 
 - ``frames`` (frame, y, x) float32, one chunk per frame, with coordinates ``frame_index``,
   ``time`` (UTC) and ``pixel_size`` (Å) along ``frame``;
-- one variable per condition along ``frame`` (numbers float64, names as strings);
+- ``conditions`` (frame, condition) float64 with the names in ``condition``
+  (``ds.conditions.sel(condition="defocus")``); text conditions (``lattice``) as string
+  variables along ``frame``; numbers first seen after the first batch in ``metadata`` (JSON);
 - ``source`` along ``frame``: the file or instrument each frame came from;
 - ground truth along ``truth``: ``truth_frame``, ``truth_row``, ``truth_col`` (pixels),
   ``truth_class``, ``truth_weight``.
@@ -37,6 +39,7 @@ SCHEMA_VERSION = 1
 FRAME_CODEC = BloscCodec(cname="lz4", clevel=1, shuffle="shuffle")
 FRAME_DIM = "frame"
 TRUTH_DIM = "truth"
+CONDITION_DIM = "condition"
 TIME_ATTRS = {"units": "nanoseconds since 1970-01-01", "calendar": "proleptic_gregorian"}
 # Instrument settings that must agree for a run to be resumed into an existing dataset.
 RESUME_KEYS = ("kind", "seed", "shape", "schedule", "base", "folder")
@@ -94,6 +97,43 @@ class DatasetWriter:
         arr = self.frames.columns().get("frames")
         return None if arr is None else (int(arr.shape[1]), int(arr.shape[2]))
 
+    def condition_names(self) -> list[str]:
+        """Names of the numeric conditions, in the column order of ``conditions``."""
+        arr = self.root.get(CONDITION_DIM) if CONDITION_DIM in self.root else None
+        return [] if arr is None else [str(s) for s in arr[:]]
+
+    def _condition_columns(self, batch: Sequence[Frame]) -> dict[str, np.ndarray]:
+        """Numeric conditions as one (k, C) array; text ones as columns; new numbers as JSON."""
+        keys = sorted({k for f in batch for k in f.conditions})
+        numeric = [
+            k for k in keys if all(_is_number(f.conditions.get(k)) for f in batch if k in f.conditions)
+        ]
+        names = self.condition_names()
+        if not names and numeric:
+            names = numeric
+            names_arr = self.root.create_array(
+                CONDITION_DIM,
+                shape=(len(names),),
+                dtype=str,
+                chunks=(len(names),),
+                dimension_names=(CONDITION_DIM,),
+            )
+            names_arr[:] = np.array(names, dtype=str)
+        out: dict[str, np.ndarray] = {}
+        if names:
+            out["conditions"] = np.array(
+                [[float(f.conditions.get(k, np.nan)) for k in names] for f in batch], dtype=np.float64
+            )
+        extra = [k for k in numeric if k not in names]
+        if extra or "metadata" in self.frames.columns():
+            out["metadata"] = np.array(
+                [json.dumps({k: f.conditions[k] for k in extra if k in f.conditions}) for f in batch]
+            )
+        for key in keys:
+            if key not in numeric:
+                out[key] = np.array([str(f.conditions.get(key, "")) for f in batch], dtype=str)
+        return out
+
     def sources(self) -> list[str]:
         """Where each committed frame came from (file names for the folder watcher)."""
         arr = self.frames.columns().get("source")
@@ -127,23 +167,17 @@ class DatasetWriter:
             "pixel_size": np.array([f.pixel_size for f in batch], dtype=np.float64),
             "source": np.array([f.source for f in batch], dtype=str),
         }
-        for key in sorted({k for f in batch for k in f.conditions}):
-            values = [f.conditions.get(key) for f in batch]
-            if all(
-                isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
-                for v in values
-                if v is not None
-            ):
-                columns[key] = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
-            else:
-                columns[key] = np.array(["" if v is None else str(v) for v in values], dtype=str)
+        columns.update(self._condition_columns(batch))
         attrs = {
             "frames": {"coordinates": "frame_index time pixel_size", "units": "counts"},
             "time": TIME_ATTRS,
             "pixel_size": {"units": "angstrom / pixel"},
+            "conditions": {"description": "numeric imaging conditions per frame; names in `condition`"},
         }
         with storage_errors(self.path):
-            self.frames.append(columns, dims={"frames": ("y", "x")}, attrs=attrs)
+            self.frames.append(
+                columns, dims={"frames": ("y", "x"), "conditions": (CONDITION_DIM,)}, attrs=attrs
+            )
             truths = [(n0 + i, f.truth) for i, f in enumerate(batch) if f.truth is not None]
             if truths:
                 self.truth.append(
@@ -159,6 +193,10 @@ class DatasetWriter:
                 )
         commit(self.path)
         return n0 + len(batch)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
 
 
 def open_dataset(path: str | Path) -> xr.Dataset:

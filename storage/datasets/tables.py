@@ -225,7 +225,8 @@ class Table:
             fill_value=fill_for(values.dtype),
             dimension_names=(self.dim, *trailing),
             attributes=dict(attrs or {}),
-            compressors=self.compressors.get(name, "auto"),
+            # Small columns are rewritten in place each batch: compressing them costs more than it saves.
+            compressors=self.compressors.get(name, "auto" if extra else None),
         )
 
 

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from tasks.acquisition import acquire_run
+from tasks.acquisition.loop import acquire_run
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 
 N = 240
 SCRIPT = textwrap.dedent(
     """
     import sys
-    from tasks.acquisition import acquire_run
+    from tasks.acquisition.loop import acquire_run
     from tasks.acquisition.twin import DigitalTwin, DriftSchedule
     twin = DigitalTwin(seed=11, schedule=DriftSchedule.parse("dose=1e5@60~50"), shape=(48, 48))
     acquire_run(twin, sys.argv[1], int(sys.argv[2]), batch_size=3)

@@ -4,7 +4,8 @@ import xarray as xr
 
 from scopeflow.errors import InputError, ShapeMismatchError, StorageError
 from storage.datasets import DatasetWriter, open_dataset, read_truth
-from tasks.acquisition import Frame, acquire_run
+from tasks.acquisition import Frame
+from tasks.acquisition.loop import acquire_run
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 
 
@@ -20,7 +21,7 @@ def test_round_trip_with_plain_xarray(tmp_path, twin):
     assert ds["frames"].dims == ("frame", "y", "x") and ds.sizes["frame"] == 10
     assert np.array_equal(ds["frames"][6].values, twin.acquire(6).image)
     assert ds["time"].dtype.kind == "M" and (np.diff(ds["time"].values) > np.timedelta64(0)).all()
-    assert list(ds["defocus"].values) == [0.0] * 4 + [40.0] * 6
+    assert list(ds["conditions"].sel(condition="defocus").values) == [0.0] * 4 + [40.0] * 6
     assert ds["pixel_size"].values[0] == pytest.approx(0.12)
     assert str(ds["lattice"].values[0]) == "graphene"
     truth = read_truth(open_dataset(path), 6)
