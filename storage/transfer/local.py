@@ -9,6 +9,7 @@ most a temporary file, removed by the next sync.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import uuid
@@ -17,11 +18,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from scopeflow.errors import InputError, IntegrityError, StorageError
-from storage.transfer.manifest import CHUNK, FileEntry, sha256_file
+from storage.transfer.manifest import FileEntry, buffer, sha256_file
 from storage.transfer.state import SyncState
 from storage.transfer.throttle import Throttle
 
 PARTIAL_DIR = ".scopeflow-partial"
+
+
+def _write_all(out: io.RawIOBase, data: memoryview) -> None:
+    """Write every byte (an unbuffered write may take fewer than offered)."""
+    while data:
+        written = out.write(data)
+        data = data[written or 0 :]
 
 
 class LocalBackend:
@@ -40,7 +48,7 @@ class LocalBackend:
     ) -> None:
         if verify not in ("changed", "full"):
             raise InputError(f"verify must be 'changed' or 'full', not {verify!r}")
-        self.workers = workers or min(4, os.cpu_count() or 1)
+        self.workers = workers or min(4, 2 * (os.cpu_count() or 1))
         self.max_rate = max_rate
         self.verify = verify
 
@@ -94,9 +102,10 @@ class LocalBackend:
         except OSError as error:
             raise StorageError(f"cannot write to destination {dest_root}: {error}") from error
         throttle = Throttle(self.max_rate)
+        made_dirs: set[Path] = set()
 
         def one(entry: FileEntry) -> None:
-            done, dest_mtime = self._copy(src_root, dest_root, partial, entry, throttle)
+            done, dest_mtime = self._copy(src_root, dest_root, partial, entry, throttle, made_dirs)
             state.mark_verified(done, dest_mtime)
 
         try:
@@ -111,27 +120,37 @@ class LocalBackend:
             shutil.rmtree(partial, ignore_errors=True)
 
     def _copy(
-        self, src_root: Path, dest_root: Path, partial: Path, entry: FileEntry, throttle: Throttle
+        self,
+        src_root: Path,
+        dest_root: Path,
+        partial: Path,
+        entry: FileEntry,
+        throttle: Throttle,
+        made_dirs: set[Path],
     ) -> tuple[FileEntry, int]:
         src = src_root / entry.path
         target = dest_root / entry.path
+        view = buffer()  # per-thread, reused: no allocation per file or chunk
+        buf = view
         for attempt in (1, 2):
             tmp = partial / uuid.uuid4().hex
             digest = hashlib.sha256()
             try:
                 before = src.stat()
-                with open(src, "rb") as fin, open(tmp, "wb") as fout:
-                    while chunk := fin.read(CHUNK):
-                        digest.update(chunk)
-                        fout.write(chunk)
-                        throttle.consume(len(chunk))
+                with open(src, "rb", buffering=0) as fin, open(tmp, "wb", buffering=0) as fout:
+                    while n := fin.readinto(buf):
+                        digest.update(view[:n])
+                        _write_all(fout, view[:n])
+                        throttle.consume(n)
                 after = src.stat()
                 if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns):
                     raise IntegrityError(f"{src} changed while it was copied; run the sync again")
                 sha = digest.hexdigest()
                 if entry.sha256 is not None and sha != entry.sha256:
                     raise IntegrityError(f"{src} changed since it was listed; run the sync again")
-                target.parent.mkdir(parents=True, exist_ok=True)
+                if target.parent not in made_dirs:  # one mkdir per directory, not per file
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    made_dirs.add(target.parent)
                 os.replace(tmp, target)
             except OSError as error:
                 tmp.unlink(missing_ok=True)
