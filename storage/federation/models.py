@@ -187,7 +187,7 @@ class Record(Base):
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     alias: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    title: Mapped[str] = mapped_column(String(512))
+    title: Mapped[str] = mapped_column(String(512), index=True)
     description: Mapped[str] = mapped_column(Text, default="")
     md: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
     schema_id: Mapped[int | None] = mapped_column(ForeignKey("schemas.id"), nullable=True, index=True)
@@ -216,12 +216,15 @@ class MetadataEntry(Base):
     """
 
     __tablename__ = "record_md"
+    # Covering indexes: a search term is answered from the index alone, either by range
+    # (key, kind, value -> record ids) or by probe (record id, key -> value).
     __table_args__ = (
-        Index("ix_record_md_key_num", "key", "num"),
-        Index("ix_record_md_key_text", "key", "text"),
+        Index("ix_record_md_key_num", "key", "kind", "num", "record_id"),
+        Index("ix_record_md_key_text", "key", "kind", "text", "record_id"),
+        Index("ix_record_md_probe", "record_id", "key", "kind", "num", "text"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    record_id: Mapped[int] = mapped_column(ForeignKey("records.id", ondelete="CASCADE"), index=True)
+    record_id: Mapped[int] = mapped_column(ForeignKey("records.id", ondelete="CASCADE"))
     key: Mapped[str] = mapped_column(String(256))
     kind: Mapped[str] = mapped_column(String(1))
     num: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -12,7 +12,8 @@ Grammar, informally::
     value   := number | "string" | 'string' | true | false | null
 
 Semantics: a comparison holds when *some* value at that key satisfies it, so for a list
-``md.elements == "Mo"`` means "the list contains Mo". Numbers compare with numbers, strings
+``md.elements == "Mo"`` means "the list contains Mo"; comparisons of one key joined by ``and``
+must hold for the same value (``md.x > 1 and md.x < 2`` is a range). Numbers compare with numbers, strings
 with strings (lexically, so ISO dates order correctly); ``like`` takes ``*`` and ``?`` wildcards.
 """
 
@@ -20,11 +21,12 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
-from sqlalchemy import ColumnElement, and_, not_, or_, select
+from sqlalchemy import ColumnElement, and_, exists, not_, or_, select
 
 from storage.federation.errors import QuerySyntaxError
 from storage.federation.models import MetadataEntry, Record
@@ -89,9 +91,43 @@ def _wildcards_to_like(pattern: str) -> str:
     return out.replace("*", "%").replace("?", "_")
 
 
-def _entries(key: str, *conditions: ColumnElement[bool]) -> ColumnElement[bool]:
-    sub = select(MetadataEntry.record_id).where(MetadataEntry.key == key, *conditions)
-    return Record.id.in_(sub)
+@dataclass(frozen=True)
+class _Leaf:
+    """Conditions on the index rows of one key (all must hold for the same value)."""
+
+    key: str
+    conditions: tuple[ColumnElement[bool], ...]
+
+
+@dataclass(frozen=True)
+class _Op:
+    op: str  # "and" | "or" | "not"
+    parts: tuple[Any, ...]
+
+
+def _to_sql(node: Any, correlated: bool) -> ColumnElement[bool]:
+    """SQL for a node. ``correlated``: EXISTS probes per record (fast for one sorted page);
+    otherwise ``id IN (…)`` sets driven by the indexes (fast for counting every match)."""
+    if isinstance(node, _Leaf):
+        E = MetadataEntry
+        if correlated:
+            return exists(select(E.id).where(E.record_id == Record.id, E.key == node.key, *node.conditions))
+        return Record.id.in_(select(E.record_id).where(E.key == node.key, *node.conditions))
+    if node.op == "not":
+        return not_(_to_sql(node.parts[0], correlated))
+    if node.op == "or":
+        return or_(*[_to_sql(p, correlated) for p in node.parts])
+    # Comparisons on one key joined by "and" become one range on one value: index-friendly,
+    # and what "md.x > 1 and md.x < 2" means for a scalar.
+    merged: dict[str, _Leaf] = {}
+    others = []
+    for part in node.parts:
+        if isinstance(part, _Leaf):
+            prior = merged.get(part.key)
+            merged[part.key] = _Leaf(part.key, (prior.conditions if prior else ()) + part.conditions)
+        else:
+            others.append(part)
+    return and_(*[_to_sql(p, correlated) for p in [*merged.values(), *others]])
 
 
 _OPS = {
@@ -120,7 +156,7 @@ def _value_condition(op: str, value: Any, key: str) -> ColumnElement[bool]:
 
 
 @v_args(inline=True)
-class _Compiler(Transformer[Token, ColumnElement[bool]]):
+class _Compiler(Transformer[Token, Any]):
     def __init__(self) -> None:
         super().__init__()
         self.terms = 0
@@ -149,37 +185,38 @@ class _Compiler(Transformer[Token, ColumnElement[bool]]):
     def null(self) -> None:
         return None
 
-    def compare(self, key: str, op: Token, value: Any) -> ColumnElement[bool]:
+    def compare(self, key: str, op: Token, value: Any) -> _Leaf:
         self._count()
-        return _entries(key, _value_condition(str(op), value, key))
+        return _Leaf(key, (_value_condition(str(op), value, key),))
 
-    def member(self, key: str, *values: Any) -> ColumnElement[bool]:
+    def member(self, key: str, *values: Any) -> _Leaf:
         self._count()
-        return _entries(key, or_(*[_value_condition("==", v, key) for v in values]))
+        return _Leaf(key, (or_(*[_value_condition("==", v, key) for v in values]),))
 
-    def like(self, key: str, pattern: Token) -> ColumnElement[bool]:
+    def like(self, key: str, pattern: Token) -> _Leaf:
         self._count()
         like = _wildcards_to_like(_unquote(pattern))
-        return _entries(key, MetadataEntry.kind == "s", MetadataEntry.text.like(like, escape="\\"))
+        return _Leaf(key, (MetadataEntry.kind == "s", MetadataEntry.text.like(like, escape="\\")))
 
-    def exists(self, key: str) -> ColumnElement[bool]:
+    def exists(self, key: str) -> _Leaf:
         self._count()
-        return _entries(key)
+        return _Leaf(key, ())
 
-    def negate(self, inner: ColumnElement[bool]) -> ColumnElement[bool]:
-        return not_(inner)
+    def negate(self, inner: Any) -> _Op:
+        return _Op("not", (inner,))
 
-    def and_expr(self, *parts: ColumnElement[bool]) -> ColumnElement[bool]:
-        return and_(*parts)
+    def and_expr(self, *parts: Any) -> _Op:
+        return _Op("and", parts)
 
-    def or_expr(self, *parts: ColumnElement[bool]) -> ColumnElement[bool]:
-        return or_(*parts)
+    def or_expr(self, *parts: Any) -> _Op:
+        return _Op("or", parts)
 
 
-def compile_expression(text: str) -> ColumnElement[bool]:
+def compile_expression(text: str, correlated: bool = False) -> ColumnElement[bool]:
     """Compile a metadata expression into a SQLAlchemy condition on ``Record``.
 
-    Raises QuerySyntaxError naming the position and what was expected.
+    ``correlated`` picks EXISTS probes instead of ``IN`` sets (see ``_to_sql``); both select
+    the same records. Raises QuerySyntaxError naming the position and what was expected.
     """
     if len(text) > MAX_EXPRESSION_CHARS:
         raise QuerySyntaxError(
@@ -196,7 +233,7 @@ def compile_expression(text: str) -> ColumnElement[bool]:
     except LarkError as error:
         raise QuerySyntaxError(f"cannot parse {text!r}: {error}") from None
     try:
-        return _Compiler().transform(tree)
+        return _to_sql(_Compiler().transform(tree), correlated)
     except LarkError as error:  # errors raised inside the transformer come wrapped
         cause = getattr(error, "orig_exc", None)
         if isinstance(cause, QuerySyntaxError):

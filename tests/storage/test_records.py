@@ -59,7 +59,9 @@ def test_search_criteria(alice: StoreClient, tag: str) -> None:
     )
 
     def ids(**criteria: object) -> set[str]:
-        return {r["id"] for r in alice.search(tags=[tag], **criteria)["items"]}
+        page = alice.search(tags=[tag], **criteria)
+        assert page["total"] == len(page["items"])  # the count and the page agree
+        return {r["id"] for r in page["items"]}
 
     assert ids(md='md.drift_score > 0.3 and md.material == "MoS2"') == {a["id"], c["id"]}
     assert ids(md='md.drift_score <= 0.1 or md.material in ["XX", "WS2"]') == {b["id"]}
@@ -71,6 +73,8 @@ def test_search_criteria(alice: StoreClient, tag: str) -> None:
     assert ids(text="mos2") == {a["id"], c["id"]}  # case-insensitive
     assert ids(alias=f"flake-*-{tag}") == {a["id"]}
     assert ids(id=a["id"]) == {a["id"]}
+    assert a["id"] in ids(id=a["id"] + "*")
+    assert ids(md="md.drift_score > 0.2 and md.drift_score < 0.6") == {a["id"]}  # one range
     assert ids(owner="alice") == {a["id"], b["id"], c["id"]}
     now = dt.datetime.now(dt.UTC)
     assert ids(created_after=now - dt.timedelta(minutes=5)) == {a["id"], b["id"], c["id"]}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, cast, func, select
+from sqlalchemy import ColumnElement, String, cast, func, or_, select
 
 from scopeflow.errors import InputError, NotFoundError
 from storage.federation.access import Level
@@ -49,21 +49,47 @@ def _descendants(ctx: Ctx, root: int) -> list[int]:
     return out
 
 
-def conditions(ctx: Ctx, q: SearchIn) -> list[ColumnElement[bool]]:
-    """The WHERE conditions of ``q``, the read-permission filter first."""
+def _id_condition(pattern: str) -> ColumnElement[bool]:
+    digits = pattern.removeprefix("d/")
+    if digits.isdigit():
+        return Record.id == int(digits)
+    prefix = digits[:-1]
+    if digits.endswith("*") and prefix.isdigit():
+        # "12*" is 12, 120-129, 1200-1299, ...: index ranges instead of a scan of every id.
+        ranges = [Record.id == int(prefix)]
+        for k in range(1, 19 - len(prefix)):
+            lo = int(prefix) * 10**k
+            ranges.append(Record.id.between(lo, lo + 10**k - 1))
+        return or_(*ranges)
+    return cast(Record.id, String).like(_like(digits), escape="\\")
+
+
+def conditions(ctx: Ctx, q: SearchIn, correlated: bool = False) -> list[ColumnElement[bool]]:
+    """The WHERE conditions of ``q``, the read-permission filter first.
+
+    ``correlated``: metadata terms as per-record probes (for one sorted page) rather than id
+    sets (for counting); both select the same records.
+    """
     where: list[ColumnElement[bool]] = [ctx.grants.record_filter(Level.READ)]
     if q.id:
         if not _ID_PATTERN.match(q.id):
             raise InputError(f"id pattern {q.id!r}: use d/<digits> with * or ? wildcards, e.g. d/12*")
-        where.append(cast(Record.id, String).like(_like(q.id.removeprefix("d/")), escape="\\"))
+        where.append(_id_condition(q.id))
     if q.alias:
         where.append(Record.alias.like(_like(q.alias), escape="\\"))
     if q.text:
+        # SQLite's LIKE ignores ASCII case already; ILIKE there would wrap both sides in lower().
+        sqlite = ctx.session.get_bind().dialect.name == "sqlite"
         for word in q.text.split():
             pattern = f"%{_like(word)}%"
-            where.append(
-                Record.title.ilike(pattern, escape="\\") | Record.description.ilike(pattern, escape="\\")
-            )
+            if sqlite:
+                where.append(
+                    Record.title.like(pattern, escape="\\") | Record.description.like(pattern, escape="\\")
+                )
+            else:
+                where.append(
+                    Record.title.ilike(pattern, escape="\\") | Record.description.ilike(pattern, escape="\\")
+                )
     for tag in check_tags(q.tags):
         where.append(Record.id.in_(select(RecordTag.record_id).where(RecordTag.tag == tag)))
     if q.owner:
@@ -82,7 +108,7 @@ def conditions(ctx: Ctx, q: SearchIn) -> list[ColumnElement[bool]]:
         )
         where.append(Record.id.in_(inside))
     if q.md:
-        where.append(compile_expression(q.md))
+        where.append(compile_expression(q.md, correlated=correlated))
     for column, after, before in (
         (Record.created, q.created_after, q.created_before),
         (Record.updated, q.updated_after, q.updated_before),
