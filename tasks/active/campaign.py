@@ -1,0 +1,117 @@
+"""One exploration campaign: what was measured, what is pending, and what to measure next."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from scopeflow.errors import InputError
+
+from .acquisition import AcquisitionFunction
+from .batch_selection import select_batch
+from .surrogate import GPSurrogate
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """Candidates chosen for measurement, how they were chosen, and what deciding cost (s)."""
+
+    indices: list[int]
+    step: int
+    how: str  # the acquisition function's name, or "initial" for the seeding points
+    fit_seconds: float
+    select_seconds: float
+    predicted_mean: list[float]
+    predicted_std: list[float]
+
+    @property
+    def decision_seconds(self) -> float:
+        """Wall time from the last measurement to this choice: fitting plus selection."""
+        return self.fit_seconds + self.select_seconds
+
+
+class Campaign:
+    """Drives a surrogate and an acquisition function over a fixed candidate set.
+
+    The first ``n_initial`` points are drawn at random (a GP needs something to fit); after
+    that every ``propose`` refits the surrogate on all measurements and picks a batch that
+    avoids measured and pending points. ``record`` turns pending points into measurements.
+    """
+
+    def __init__(
+        self,
+        surrogate: GPSurrogate,
+        acquisition: AcquisitionFunction,
+        *,
+        n_initial: int = 5,
+        seed: int = 0,
+    ) -> None:
+        self.surrogate = surrogate
+        self.acquisition = acquisition
+        self.n_initial = max(2, int(n_initial))
+        self.rng = np.random.default_rng(seed)
+        self.measured: list[int] = []
+        self.values: list[float] = []
+        self.pending: list[int] = []
+        self.step = 0
+
+    @property
+    def n_candidates(self) -> int:
+        """Size of the candidate set."""
+        return self.surrogate.n_candidates
+
+    @property
+    def best(self) -> float:
+        """Largest value measured so far (−inf before any)."""
+        return max(self.values, default=-np.inf)
+
+    def propose(self, k: int = 1) -> Proposal:
+        """Choose ``k`` new candidates and mark them pending."""
+        taken = set(self.measured) | set(self.pending)
+        free = np.array([i for i in range(self.n_candidates) if i not in taken], dtype=np.int64)
+        if len(free) < k:
+            raise InputError(
+                f"asked for {k} new measurements but only {len(free)} unmeasured candidates remain"
+            )
+        fit_s = select_s = 0.0
+        if len(self.measured) < self.n_initial:
+            chosen = [int(i) for i in self.rng.choice(free, size=k, replace=False)]
+            how, mean, std = "initial", [float("nan")] * k, [float("nan")] * k
+        else:
+            t0 = time.perf_counter()
+            self.surrogate.fit(self.measured, np.asarray(self.values))
+            t1 = time.perf_counter()
+            chosen = select_batch(
+                self.surrogate,
+                self.acquisition,
+                k,
+                measured=self.measured,
+                pending=self.pending,
+                best=self.best,
+                rng=self.rng,
+            )
+            select_s = time.perf_counter() - t1
+            fit_s = t1 - t0
+            post = self.surrogate.posterior()
+            how = self.acquisition.name
+            mean = [float(post.mean[i]) for i in chosen]
+            std = [float(post.std[i]) for i in chosen]
+        self.pending.extend(chosen)
+        self.step += 1
+        return Proposal(chosen, self.step, how, fit_s, select_s, mean, std)
+
+    def record(self, indices: Sequence[int], values: Sequence[float]) -> None:
+        """Store measured ``values`` at candidates ``indices`` (which stop being pending)."""
+        if len(indices) != len(values):
+            raise InputError(f"{len(indices)} indices but {len(values)} values")
+        for i, v in zip(indices, values, strict=True):
+            i = int(i)
+            if i in self.measured:
+                raise InputError(f"candidate {i} was already measured")
+            if i in self.pending:
+                self.pending.remove(i)
+            self.measured.append(i)
+            self.values.append(float(v))

@@ -1,0 +1,208 @@
+"""The surrogate the campaign consults: a GP (deep-kernel or plain) over a fixed candidate set."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gpytorch
+import numpy as np
+import torch
+from torch import nn
+
+from scopeflow.errors import InputError
+
+from .dkl_model import DKLModel
+from .feature_extractor import PatchFeatureExtractor
+from .posterior import Posterior
+
+
+class GPSurrogate:
+    """Fits a ``DKLModel`` to the candidates measured so far and predicts at every candidate.
+
+    ``inputs`` (n_candidates, d) are the candidates' standardised patches. Each ``fit`` warm
+    -starts from the previous one (the feature extractor and kernel keep their weights), so
+    only the first fit pays ``first_iters`` optimiser steps and later ones ``warm_iters``.
+    Beyond ``exact_limit`` measured points a model with a feature extractor switches to
+    KISS-GP on a ``grid_size``-per-dimension grid. Targets are standardised internally;
+    posteriors come back in the units of the values given to ``fit``.
+    """
+
+    def __init__(
+        self,
+        inputs: np.ndarray,
+        feature_extractor: nn.Module | None = None,
+        *,
+        first_iters: int = 150,
+        warm_iters: int = 30,
+        lr: float = 0.03,
+        weight_decay: float = 1e-3,
+        exact_limit: int = 1000,
+        grid_size: int = 64,
+    ) -> None:
+        self.inputs = torch.as_tensor(np.asarray(inputs), dtype=torch.float32)
+        if self.inputs.ndim != 2:
+            raise InputError(f"candidate inputs must be (n, d), got shape {tuple(self.inputs.shape)}")
+        self.feature_extractor = feature_extractor
+        self.first_iters = first_iters
+        self.warm_iters = warm_iters
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.exact_limit = exact_limit
+        self.grid_size = grid_size
+        self.model: DKLModel | None = None
+        self.likelihood: gpytorch.likelihoods.GaussianLikelihood | None = None
+        self._y_mean = 0.0
+        self._y_std = 1.0
+        self._train_idx = torch.empty(0, dtype=torch.long)
+        self._train_y = torch.empty(0)
+
+    @classmethod
+    def dkl(
+        cls,
+        inputs: np.ndarray,
+        *,
+        out_dim: int = 4,
+        n_components: int = 32,
+        whiten: bool = False,
+        seed: int = 0,
+        **kw: Any,
+    ) -> GPSurrogate:
+        """Deep kernel learning over patches: survey PCA → linear + MLP residual → ARD RBF GP."""
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            fe = PatchFeatureExtractor(inputs, n_components=n_components, out_dim=out_dim, whiten=whiten)
+        return cls(inputs, fe, **kw)
+
+    @classmethod
+    def plain(cls, inputs: np.ndarray, **kw: Any) -> GPSurrogate:
+        """A plain GP on the raw standardised patches (RBF, one lengthscale): the baseline."""
+        return cls(inputs, None, **kw)
+
+    @property
+    def n_candidates(self) -> int:
+        """How many candidates this surrogate predicts at."""
+        return int(self.inputs.shape[0])
+
+    @property
+    def kind(self) -> str:
+        """``dkl-exact``, ``dkl-kiss`` or ``gp-exact``: what the last fit used."""
+        if self.feature_extractor is None:
+            return "gp-exact"
+        return "dkl-kiss" if self._scalable(len(self._train_idx)) else "dkl-exact"
+
+    def _scalable(self, n: int) -> bool:
+        return self.feature_extractor is not None and n > self.exact_limit
+
+    def fit(self, indices: Sequence[int], values: np.ndarray) -> float:
+        """Train on candidates ``indices`` measured at ``values``; returns the final loss (−MLL/n)."""
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        y = np.asarray(values, dtype=np.float64)
+        if len(idx) != len(y) or len(idx) < 2:
+            raise InputError(
+                f"fit needs ≥ 2 measured candidates with one value each, got {len(idx)} and {len(y)}"
+            )
+        if not np.all(np.isfinite(y)):
+            raise InputError("measured values must be finite")
+        self._y_mean = float(y.mean())
+        self._y_std = float(y.std()) or 1.0
+        ty = torch.as_tensor((y - self._y_mean) / self._y_std, dtype=torch.float32)
+        x = self.inputs[idx]
+        scalable = self._scalable(len(idx))
+        rebuild = self.model is None or scalable != isinstance(
+            self.model.covar_module.base_kernel, gpytorch.kernels.GridInterpolationKernel
+        )
+        iters = self.first_iters if self.model is None else self.warm_iters
+        if rebuild:
+            self.likelihood = gpytorch.likelihoods.GaussianLikelihood(
+                noise_constraint=gpytorch.constraints.GreaterThan(1e-3)
+            )
+            self.model = DKLModel(
+                x, ty, self.likelihood, self.feature_extractor, self.grid_size if scalable else None
+            )
+            lengthscale = 0.5 if self.feature_extractor is not None else float(np.sqrt(x.shape[1]))
+            rbf = self.model.covar_module.base_kernel
+            if isinstance(rbf, gpytorch.kernels.GridInterpolationKernel):
+                rbf = rbf.base_kernel
+            rbf.initialize(lengthscale=lengthscale)
+            self.likelihood.initialize(noise=0.1)
+        else:
+            self.model.set_train_data(x, ty, strict=False)
+        assert self.model is not None
+        assert self.likelihood is not None
+        self._train_idx, self._train_y = idx, ty
+        return self._train(iters)
+
+    def _train(self, iters: int) -> float:
+        assert self.model is not None
+        assert self.likelihood is not None
+        model, likelihood = self.model, self.likelihood
+        model.train()
+        likelihood.train()
+        fe_params = list(self.feature_extractor.parameters()) if self.feature_extractor is not None else []
+        fe_ids = {id(p) for p in fe_params}
+        gp_params = [p for p in model.parameters() if id(p) not in fe_ids]
+        groups = [{"params": gp_params, "weight_decay": 0.0}]
+        if fe_params:
+            # Weight decay on the network only: it keeps features smooth when points are few.
+            groups.append({"params": fe_params, "weight_decay": self.weight_decay})
+        opt = torch.optim.AdamW(groups, lr=self.lr)
+        mll = gpytorch.mlls.ExactMarginalLogLikelihood(likelihood, model)
+        loss = torch.tensor(float("nan"))
+        for _ in range(iters):
+            opt.zero_grad()
+            loss = -mll(model(*model.train_inputs), model.train_targets)
+            loss.backward()
+            opt.step()
+        model.eval()
+        likelihood.eval()
+        return float(loss.detach())
+
+    def posterior(self, condition: Sequence[int] = (), values: Sequence[float] = ()) -> Posterior:
+        """Latent posterior at every candidate, also conditioned on ``condition`` at ``values``
+        (fantasy observations for pending points; no retraining)."""
+        if self.model is None:
+            raise InputError("the surrogate has not been fitted yet: call fit() first")
+        cidx = torch.as_tensor(np.asarray(condition, dtype=np.int64))
+        cy = torch.as_tensor(
+            (np.asarray(values, dtype=np.float64) - self._y_mean) / self._y_std, dtype=torch.float32
+        )
+        if len(cidx) != len(cy):
+            raise InputError(f"{len(cidx)} fantasy points but {len(cy)} values")
+        with self._conditioned(cidx, cy), torch.no_grad(), gpytorch.settings.fast_pred_var():
+            f = self.model(self.inputs)
+            mean = f.mean.double().numpy() * self._y_std + self._y_mean
+            var = f.variance.double().clamp_min(0).numpy() * self._y_std**2
+
+        def draw(rng: np.random.Generator) -> np.ndarray:
+            seed = int(rng.integers(2**62))
+            with self._conditioned(cidx, cy), torch.no_grad(), torch.random.fork_rng():
+                torch.manual_seed(seed)
+                with gpytorch.settings.fast_pred_samples(), gpytorch.settings.fast_pred_var():
+                    sample = self.model(self.inputs).rsample()
+            return sample.double().numpy() * self._y_std + self._y_mean
+
+        return Posterior(mean=mean, variance=var, draw=draw)
+
+    def _conditioned(self, cidx: torch.Tensor, cy: torch.Tensor) -> _Conditioned:
+        return _Conditioned(self, cidx, cy)
+
+
+class _Conditioned:
+    """Context: the model's training data temporarily extended by fantasy observations."""
+
+    def __init__(self, surrogate: GPSurrogate, cidx: torch.Tensor, cy: torch.Tensor) -> None:
+        self.s, self.cidx, self.cy = surrogate, cidx, cy
+
+    def __enter__(self) -> None:
+        if len(self.cidx):
+            s = self.s
+            assert s.model is not None
+            idx = torch.cat([s._train_idx, self.cidx])
+            s.model.set_train_data(s.inputs[idx], torch.cat([s._train_y, self.cy]), strict=False)
+
+    def __exit__(self, *exc: object) -> None:
+        if len(self.cidx):
+            s = self.s
+            assert s.model is not None
+            s.model.set_train_data(s.inputs[s._train_idx], s._train_y, strict=False)
