@@ -56,6 +56,7 @@ class Campaign:
         self.measured: list[int] = []
         self.values: list[float] = []
         self.pending: list[int] = []
+        self.skipped: list[int] = []
         self.step = 0
 
     @property
@@ -70,7 +71,7 @@ class Campaign:
 
     def propose(self, k: int = 1) -> Proposal:
         """Choose ``k`` new candidates and mark them pending."""
-        taken = set(self.measured) | set(self.pending)
+        taken = set(self.measured) | set(self.pending) | set(self.skipped)
         free = np.array([i for i in range(self.n_candidates) if i not in taken], dtype=np.int64)
         if len(free) < k:
             raise InputError(
@@ -88,7 +89,7 @@ class Campaign:
                 self.surrogate,
                 self.acquisition,
                 k,
-                measured=self.measured,
+                measured=self.measured + self.skipped,
                 pending=self.pending,
                 best=self.best,
                 rng=self.rng,
@@ -115,3 +116,12 @@ class Campaign:
                 self.pending.remove(i)
             self.measured.append(i)
             self.values.append(float(v))
+
+    def skip(self, indices: Sequence[int]) -> None:
+        """Drop pending candidates without measuring them (a rejected batch): never proposed again."""
+        for i in indices:
+            i = int(i)
+            if i in self.pending:
+                self.pending.remove(i)
+            if i not in self.skipped:
+                self.skipped.append(i)
