@@ -1,0 +1,221 @@
+"""``scopeflow train``, ``locate``, ``edge`` and ``models``: edge inference on the command line.
+
+``register(app)`` adds them to the main Typer app. Heavy imports (torch, Prefect) happen
+inside the commands so ``scopeflow --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from scopeflow.errors import InputError, ScopeflowError
+
+console = Console(stderr=True)
+models_app = typer.Typer(help="The model registry: list versions, promote, roll back.", no_args_is_help=True)
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    console.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(code=2)
+
+
+def _registry(path: Path | None):  # type: ignore[no-untyped-def]
+    from storage.models import ModelRegistry
+
+    return ModelRegistry(path) if path else ModelRegistry()
+
+
+def locate(
+    path: Annotated[Path, typer.Argument(help="Image: .npy, .tif or any file rosettasciio reads.")],
+    pixel_size: Annotated[
+        float | None, typer.Option("--pixel-size", help="Pixel size in Å/px (overrides the file's metadata).")
+    ] = None,
+    model: Annotated[str, typer.Option("--model", help="Model version or alias.")] = "production",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="CSV file to write (default: standard output).")
+    ] = None,
+    registry: Annotated[Path | None, typer.Option(help="Model registry directory.")] = None,
+) -> None:
+    """Atom columns of one image as CSV ``row,col,uncertainty[,class]`` in the image's pixels."""
+    try:
+        from tasks.acquisition.readers import read_image
+
+        image, file_pixel_size, _ = read_image(path)
+        size = pixel_size if pixel_size is not None else file_pixel_size
+        if size is None:
+            raise InputError(f"{path}: the file records no pixel size; pass --pixel-size (Å/px, 0.05–0.3)")
+        import torch
+
+        from storage.models import load_ensemble
+
+        torch.set_num_threads(min(2, torch.get_num_threads()))
+        ensemble = load_ensemble(model, _registry(registry))
+        atoms = ensemble.locate(image, size)[0]
+    except (ScopeflowError, OSError) as exc:
+        raise _fail(exc) from None
+    classes = len(ensemble.config.class_names) > 1
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["row", "col", "uncertainty", *(["class"] if classes else [])])
+    for (r, c), u, k in zip(atoms.rowcol, atoms.uncertainty, atoms.cls, strict=True):
+        writer.writerow([f"{r:.3f}", f"{c:.3f}", f"{u:.4f}", *([int(k)] if classes else [])])
+    if out is None:
+        sys.stdout.write(buf.getvalue())
+    else:
+        try:
+            out.write_text(buf.getvalue())
+        except OSError as exc:
+            raise _fail(InputError(f"cannot write {out}: {exc.strerror or exc}")) from None
+    console.print(
+        f"{len(atoms)} atom columns ({ensemble.version}, {size:g} Å/px)" + (f" → {out}" if out else "")
+    )
+
+
+def train(
+    seed: Annotated[int, typer.Option(help="Seed of the training data, order and initialisation.")] = 0,
+    members: Annotated[int, typer.Option(help="Ensemble members.")] = 5,
+    samples: Annotated[int | None, typer.Option(help="Twin training samples.")] = None,
+    baseline_steps: Annotated[int | None, typer.Option(help="Optimiser steps of the baseline.")] = None,
+    member_steps: Annotated[int | None, typer.Option(help="Optimiser steps of the members.")] = None,
+    registry: Annotated[Path | None, typer.Option(help="Model registry directory.")] = None,
+    promote: Annotated[
+        str, typer.Option(help="Alias to point at the new version: candidate, production or none.")
+    ] = ("candidate"),
+    ship: Annotated[
+        bool, typer.Option(help="Replace the default ensemble in storage/default_models.")
+    ] = False,
+    evaluate: Annotated[
+        bool, typer.Option(help="Score on twin scenarios and abTEM frames (slower).")
+    ] = False,
+) -> None:
+    """Train an ensemble on digital-twin frames and register it."""
+    import dataclasses
+
+    from storage.models import DEFAULT_MODELS_DIR, ModelRegistry, save_ensemble
+    from tasks.training import TrainConfig, train_ensemble
+
+    overrides = {
+        k: v
+        for k, v in {
+            "samples": samples,
+            "baseline_steps": baseline_steps,
+            "member_steps": member_steps,
+        }.items()
+        if v is not None
+    }
+    config = dataclasses.replace(TrainConfig(), seed=seed, members=members, **overrides)
+    try:
+        result = train_ensemble(config, log=console.print)
+        metrics = dict(result.metrics)
+        if evaluate:
+            from tasks.training.evaluation import report
+
+            metrics["evaluation"] = report(result.ensemble)
+        if ship:
+            with tempfile.TemporaryDirectory() as tmp:
+                staging = ModelRegistry(tmp, fallback=None)
+                version = save_ensemble(staging, result.ensemble, lineage=result.lineage, metrics=metrics)
+                for old in DEFAULT_MODELS_DIR.iterdir() if DEFAULT_MODELS_DIR.exists() else []:
+                    if old.is_dir():
+                        shutil.rmtree(old)
+                DEFAULT_MODELS_DIR.mkdir(parents=True, exist_ok=True)
+                shutil.copytree(staging.versions_dir / version, DEFAULT_MODELS_DIR / version)
+            console.print(f"[green]shipped[/green] {version} in {DEFAULT_MODELS_DIR}")
+            return
+        reg = _registry(registry)
+        version = save_ensemble(reg, result.ensemble, lineage=result.lineage, metrics=metrics)
+        if promote != "none":
+            reg.promote(version, promote)
+    except ScopeflowError as exc:
+        raise _fail(exc) from None
+    console.print(
+        f"[green]registered[/green] {version} in {reg.root}" + (f" as {promote}" if promote != "none" else "")
+    )
+    console.print(json.dumps({k: v for k, v in metrics.items() if k != "evaluation"}, indent=1, default=str))
+
+
+def edge(
+    dataset: Annotated[Path, typer.Option(help="Zarr dataset whose frames to process.")],
+    model: Annotated[str, typer.Option(help="Model version or alias.")] = "production",
+    batch_size: Annotated[int, typer.Option(help="Frames per task run.")] = 32,
+    registry: Annotated[Path | None, typer.Option(help="Model registry directory.")] = None,
+) -> None:
+    """Run edge inference over a dataset's frames, appending atoms tagged with the model version."""
+    try:
+        import torch
+
+        from .edge import edge_flow
+
+        torch.set_num_threads(min(2, torch.get_num_threads()))
+        summary = edge_flow(
+            dataset=str(dataset),
+            model=model,
+            batch_size=batch_size,
+            registry=str(registry) if registry else None,
+        )
+    except ScopeflowError as exc:
+        raise _fail(exc) from None
+    f1 = f", F1 {summary['f1']:.4f} against truth" if "f1" in summary else ""
+    console.print(
+        f"[green]{summary['atoms']} atoms[/green] in {summary['frames_processed']} frames "
+        f"({summary['frames_per_second']:.1f} frames/s, model {summary['model_version']}){f1}"
+    )
+
+
+@models_app.command("list")
+def models_list(
+    registry: Annotated[Path | None, typer.Option(help="Model registry directory.")] = None,
+) -> None:
+    """Versions (with their aliases and validation F1)."""
+    reg = _registry(registry)
+    aliases = {a: reg.alias(a) for a in ("production", "candidate")}
+    for version in reg.versions():
+        tags = [a for a, v in aliases.items() if v == version]
+        f1 = reg.manifest(version).get("metrics", {}).get("validation_f1")
+        typer.echo(f"{version}\t{','.join(tags)}\t{'' if f1 is None else f'{f1:.4f}'}")
+
+
+@models_app.command("promote")
+def models_promote(
+    version: Annotated[str, typer.Argument(help="Version (or alias) to promote.")],
+    alias: Annotated[str, typer.Option(help="Alias to move.")] = "production",
+    registry: Annotated[Path | None, typer.Option(help="Model registry directory.")] = None,
+) -> None:
+    """Point an alias at a version (checksum-verified first)."""
+    try:
+        reg = _registry(registry)
+        old = reg.promote(version, alias)
+    except ScopeflowError as exc:
+        raise _fail(exc) from None
+    console.print(f"{alias}: {old} → {reg.alias(alias)}")
+
+
+@models_app.command("rollback")
+def models_rollback(
+    alias: Annotated[str, typer.Option(help="Alias to roll back.")] = "production",
+    registry: Annotated[Path | None, typer.Option(help="Model registry directory.")] = None,
+) -> None:
+    """Point an alias back at the version it held before."""
+    try:
+        version = _registry(registry).rollback(alias)
+    except ScopeflowError as exc:
+        raise _fail(exc) from None
+    console.print(f"{alias} → {version}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train``, ``locate``, ``edge`` and the ``models`` group to ``app``."""
+    app.command()(train)
+    app.command()(locate)
+    app.command()(edge)
+    app.add_typer(models_app, name="models")

@@ -1,0 +1,135 @@
+"""Atom columns found in a dataset's frames, one prediction set per model version.
+
+Layout: subgroup ``predictions/<model_version>`` of the dataset group, holding two tables
+that grow together and commit atomically with the dataset (consolidated metadata):
+
+- along ``atom``: ``atom_frame`` (frame position in the dataset), ``atom_row``,
+  ``atom_col`` (px of the frame), ``atom_uncertainty`` (ensemble std of the heatmap),
+  ``atom_score`` (mean heatmap), ``atom_class`` (0 light, 1 medium, 2 heavy; -1 none);
+- along ``predicted``: ``predicted_frame`` and ``atom_count``, one row per processed frame,
+  so a resumed run knows which frames are done even where a frame had no atoms.
+
+Group attributes: ``model_version``, ``created`` and whatever the caller adds (config).
+Read with ``xarray.open_zarr(path, group="predictions/<version>")`` or ``read_predictions``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+from zarr.storage import LocalStore
+
+from scopeflow.errors import InputError, NotFoundError
+from tasks.inference.atoms import Atoms
+
+from .tables import Table, commit, open_root, repair, storage_errors
+
+GROUP = "predictions"
+ATOM_DIM = "atom"
+FRAME_DIM = "predicted"
+
+
+class PredictionWriter:
+    """Appends the atoms of processed frames to ``predictions/<model_version>``; each append commits."""
+
+    def __init__(self, path: Path, group: zarr.Group, model_version: str) -> None:
+        self.path = path
+        self.group = group
+        self.model_version = model_version
+        self.atoms = Table(group, ATOM_DIM)
+        self.frames = Table(group, FRAME_DIM)
+
+    @classmethod
+    def open(
+        cls, path: str | Path, model_version: str, attrs: dict[str, Any] | None = None
+    ) -> PredictionWriter:
+        """Open (creating if needed) the prediction set of ``model_version`` in the dataset at ``path``."""
+        path = Path(path)
+        if not (path / "zarr.json").exists():
+            raise NotFoundError(f"no scopeflow dataset at {path} (no zarr.json)")
+        if not model_version or "/" in model_version:
+            raise InputError(f"bad model version name {model_version!r}")
+        repair(path)
+        root = open_root(path, create=False)
+        with storage_errors(path):
+            group = root.require_group(GROUP).require_group(model_version)
+            if "model_version" not in group.attrs:
+                group.attrs.update(
+                    {
+                        "model_version": model_version,
+                        "created": dt.datetime.now(dt.UTC).isoformat(),
+                        **(attrs or {}),
+                    }
+                )
+        commit(path)
+        return cls(path, group, model_version)
+
+    def done(self) -> np.ndarray:
+        """Frame positions already processed (committed or appended by this writer)."""
+        arr = self.frames.columns().get("predicted_frame")
+        return np.zeros(0, np.int64) if arr is None else np.asarray(arr[:])
+
+    def append(self, frames: Sequence[int], atoms: Sequence[Atoms]) -> int:
+        """Record the atoms of frames at positions ``frames``; commit. Returns atoms written."""
+        if len(frames) != len(atoms):
+            raise InputError(f"{len(frames)} frame positions but {len(atoms)} atom sets")
+        if not frames:
+            return 0
+        counts = np.array([len(a) for a in atoms], np.int64)
+        with storage_errors(self.path):
+            if counts.sum():
+                self.atoms.append(
+                    {
+                        "atom_frame": np.repeat(np.asarray(frames, np.int64), counts),
+                        "atom_row": np.concatenate([a.rowcol[:, 0] for a in atoms]).astype(np.float32),
+                        "atom_col": np.concatenate([a.rowcol[:, 1] for a in atoms]).astype(np.float32),
+                        "atom_uncertainty": np.concatenate([a.uncertainty for a in atoms]).astype(np.float32),
+                        "atom_score": np.concatenate([a.score for a in atoms]).astype(np.float32),
+                        "atom_class": np.concatenate([a.cls for a in atoms]).astype(np.int8),
+                    },
+                    attrs={"atom_row": {"units": "pixel"}, "atom_col": {"units": "pixel"}},
+                )
+            self.frames.append({"predicted_frame": np.asarray(frames, np.int64), "atom_count": counts})
+        commit(self.path)
+        return int(counts.sum())
+
+
+def prediction_versions(path: str | Path) -> list[str]:
+    """Model versions with a prediction set in the dataset at ``path``."""
+    root = zarr.open_group(store=LocalStore(Path(path), read_only=True), mode="r", use_consolidated=True)
+    if GROUP not in root:
+        return []
+    return sorted(name for name, _ in root[GROUP].groups())
+
+
+def read_predictions(path: str | Path, model_version: str | None = None) -> xr.Dataset:
+    """The committed prediction set of ``model_version`` (the only one if None) as an xarray Dataset."""
+    versions = prediction_versions(path)
+    if model_version is None:
+        if len(versions) != 1:
+            raise InputError(f"dataset {path} holds prediction sets {versions}: name one")
+        model_version = versions[0]
+    if model_version not in versions:
+        raise NotFoundError(f"dataset {path} has no predictions of model {model_version!r} (has: {versions})")
+    return xr.open_zarr(
+        LocalStore(Path(path), read_only=True), group=f"{GROUP}/{model_version}", consolidated=True
+    )
+
+
+def read_atoms(ds: xr.Dataset, frame: int) -> Atoms:
+    """Atoms of frame position ``frame`` from a dataset returned by ``read_predictions``."""
+    if "atom_frame" not in ds:
+        return Atoms.empty()
+    which = np.flatnonzero(ds["atom_frame"].values == frame)
+    return Atoms(
+        rowcol=np.stack([ds["atom_row"].values[which], ds["atom_col"].values[which]], axis=1),
+        uncertainty=ds["atom_uncertainty"].values[which],
+        score=ds["atom_score"].values[which],
+        cls=ds["atom_class"].values[which],
+    )

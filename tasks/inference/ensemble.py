@@ -1,0 +1,252 @@
+"""The ensemble atom finder: frames in, atom columns with per-atom uncertainty out.
+
+``Ensemble`` wraps a ``FusedUNet`` with what is needed to use it on real frames: the
+model's pixel size (frames are resampled to it and coordinates mapped back), the peak
+threshold and spacing, the class names, and the version it was loaded as. All members
+run in one pass; the mean heatmap finds the columns, the members' spread at a column is
+its uncertainty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from scopeflow.errors import InputError
+
+from .atoms import Atoms
+from .network import DEFAULT_WIDTHS, FusedUNet
+from .peaks import find_peaks
+from .resample import Scaling, check_pixel_size, scaling_for, to_model_scale
+
+BATCH = 16  # frames per forward pass: bounds memory (~40 MB per 256² frame for K=5)
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """Architecture and decoding settings, stored beside the weights.
+
+    ``model_pixel_size`` Å/px the network works at; ``threshold`` on the mean heatmap (0–1)
+    for a column; ``min_distance`` Å between two reported columns; ``sigma`` (model px) of
+    the Gaussian bumps it was trained to draw.
+    """
+
+    members: int = 5
+    widths: tuple[int, int, int] = DEFAULT_WIDTHS
+    class_names: tuple[str, ...] = ("light", "medium", "heavy")
+    model_pixel_size: float = 0.2
+    threshold: float = 0.4
+    min_distance: float = 0.9
+    sigma: float = 1.2
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EnsembleConfig:
+        """Inverse of ``as_dict`` (unknown keys refused: a config from a newer layout)."""
+        known = set(cls.__dataclass_fields__)
+        extra = set(data) - known
+        if extra:
+            raise InputError(f"unknown ensemble config keys: {sorted(extra)}")
+        data = dict(data)
+        for key in ("widths", "class_names"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+@dataclass
+class Maps:
+    """Heatmaps of a batch at the model scale: ``mean`` (B, C, h, w), ``members`` (B, K, C, h, w)."""
+
+    mean: torch.Tensor
+    members: torch.Tensor
+    scaling: Scaling
+
+    @property
+    def variance(self) -> torch.Tensor:
+        """Per-pixel variance over members of the class-summed heatmap, (B, h, w)."""
+        return self.members.sum(dim=2).var(dim=1, unbiased=False)
+
+
+def _check_frame(img: np.ndarray, i: int) -> None:
+    if img.ndim != 2:
+        raise InputError(f"frame {i}: expected a 2-D image, got shape {img.shape}")
+    if not np.isfinite(img).all():
+        raise InputError(f"frame {i}: contains NaN or infinite values")
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class Ensemble:
+    """A fused ensemble ready for inference (eval mode, channels-last, on ``device``)."""
+
+    net: FusedUNet
+    config: EnsembleConfig
+    version: str = "unregistered"
+    device: torch.device = field(default_factory=default_device)
+
+    def __post_init__(self) -> None:
+        self.net = self.net.to(self.device).eval()
+        if self.device.type == "cpu":
+            # oneDNN's NHWC kernels are ~2× faster than NCHW for these thin convolutions.
+            self.net = self.net.to(memory_format=torch.channels_last)
+
+    @property
+    def members(self) -> int:
+        return self.net.members
+
+    # ------------------------------------------------------------------ inputs
+    def _batches(self, frames: np.ndarray | Sequence[np.ndarray], pixel_size: float | Sequence[float]):
+        """Validated (indices, stacked frames, pixel size) groups of equal shape and pixel size."""
+        if isinstance(frames, np.ndarray) and frames.ndim == 2:
+            frames = frames[None]
+        frames = list(frames)
+        sizes = [pixel_size] * len(frames) if np.isscalar(pixel_size) else list(pixel_size)
+        if len(sizes) != len(frames):
+            raise InputError(f"{len(frames)} frames but {len(sizes)} pixel sizes")
+        groups: dict[tuple, list[int]] = {}
+        for i, (img, p) in enumerate(zip(frames, sizes, strict=True)):
+            img = np.asarray(img)
+            _check_frame(img, i)
+            groups.setdefault((img.shape, check_pixel_size(p)), []).append(i)
+        for (_shape, p), idx in groups.items():
+            for start in range(0, len(idx), BATCH):
+                chunk = idx[start : start + BATCH]
+                yield chunk, np.stack([np.asarray(frames[i], np.float32) for i in chunk]), p
+
+    def _prepare(self, stack: np.ndarray, pixel_size: float) -> tuple[torch.Tensor, Scaling]:
+        scaling = scaling_for(stack.shape[1:], pixel_size, self.config.model_pixel_size)
+        x = torch.from_numpy(stack)[:, None].to(self.device)
+        x = to_model_scale(x, scaling)
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, scaling
+
+    # ------------------------------------------------------------------ outputs
+    @torch.inference_mode()
+    def maps(self, frames: np.ndarray, pixel_size: float) -> Maps:
+        """Heatmaps of frames (B, H, W) of one shape and pixel size (Å/px), at the model scale."""
+        stack = np.asarray(frames, np.float32)
+        stack = stack[None] if stack.ndim == 2 else stack
+        for i, img in enumerate(stack):
+            _check_frame(img, i)
+        x, scaling = self._prepare(stack, check_pixel_size(pixel_size))
+        h, w = scaling.model_shape
+        members = self.net(x)[..., :h, :w].float()
+        return Maps(mean=members.mean(dim=1), members=members, scaling=scaling)
+
+    def locate(
+        self, frames: np.ndarray | Sequence[np.ndarray], pixel_size: float | Sequence[float]
+    ) -> list[Atoms]:
+        """Atom columns of each frame (2-D counts; pixel sizes in Å/px), in input pixels."""
+        return self.analyse(frames, pixel_size)[0]
+
+    @torch.inference_mode()
+    def analyse(
+        self, frames: np.ndarray | Sequence[np.ndarray], pixel_size: float | Sequence[float]
+    ) -> tuple[list[Atoms], np.ndarray]:
+        """Atoms of each frame and its encoder features (n, K·c3), from one pass of the network."""
+        n = 1 if isinstance(frames, np.ndarray) and frames.ndim == 2 else len(frames)
+        out: list[Atoms] = [Atoms.empty()] * n
+        features = np.zeros((n, self.members * self.config.widths[2]), np.float32)
+        for idx, stack, p in self._batches(frames, pixel_size):
+            x, scaling = self._prepare(stack, p)
+            h, w = scaling.model_shape
+            logits, feats = self.net.logits_and_features(x)
+            members = torch.sigmoid(logits[..., :h, :w].float())  # (B, K, C, h, w)
+            for i, atoms in zip(idx, self._decode(members, scaling), strict=True):
+                out[i] = atoms
+            features[idx] = feats.float().cpu().numpy()
+        return out, features
+
+    def _decode(self, members: torch.Tensor, scaling: Scaling) -> list[Atoms]:
+        cfg = self.config
+        per_member = members.sum(dim=2).clamp_max(1.0)  # (B, K, h, w): any class
+        mean_classes = members.mean(dim=1)  # (B, C, h, w)
+        heat = per_member.mean(dim=1)
+        radius = max(1, int(cfg.min_distance / cfg.model_pixel_size))
+        idx, rowcol = find_peaks(heat, cfg.threshold, radius)
+        b, r, c = idx[:, 0], idx[:, 1], idx[:, 2]
+        spread = (
+            per_member[b, :, r, c].std(dim=1, unbiased=False)
+            if self.members > 1
+            else torch.zeros_like(r, dtype=heat.dtype)
+        )
+        score = heat[b, r, c]
+        cls = mean_classes[b, :, r, c].argmax(dim=1) if len(b) else torch.zeros_like(b)
+        b_np = b.cpu().numpy()
+        rc = scaling.to_input(rowcol.cpu().numpy())
+        spread_np, score_np, cls_np = (t.cpu().numpy() for t in (spread, score, cls))
+        atoms = []
+        for i in range(members.shape[0]):
+            sel = b_np == i
+            atoms.append(
+                Atoms(
+                    rowcol=rc[sel],
+                    uncertainty=spread_np[sel].astype(np.float32),
+                    score=score_np[sel].astype(np.float32),
+                    cls=cls_np[sel].astype(np.int8),
+                )
+            )
+        return atoms
+
+    @torch.inference_mode()
+    def embed(
+        self, frames: np.ndarray | Sequence[np.ndarray], pixel_size: float | Sequence[float]
+    ) -> np.ndarray:
+        """Encoder features per frame, (n, K·c3): the bottleneck of every member averaged over
+        the frame (member-major). Drift detectors compare their distribution over time."""
+        n = 1 if isinstance(frames, np.ndarray) and frames.ndim == 2 else len(frames)
+        out = np.zeros((n, self.members * self.config.widths[2]), np.float32)
+        for idx, stack, p in self._batches(frames, pixel_size):
+            x, _ = self._prepare(stack, p)
+            out[idx] = self.net.embed(x).float().cpu().numpy()
+        return out
+
+    def member(self, k: int) -> Ensemble:
+        """Member ``k`` alone, as a one-member ensemble (for per-member loops and selection)."""
+        return Ensemble(self.net.member(k), self._config_for(1), f"{self.version}#m{k}", self.device)
+
+    def select(self, keep: Sequence[int]) -> Ensemble:
+        """The members in ``keep`` as a fused ensemble (drift-aware member selection)."""
+        keep = list(keep)
+        if not keep or any(not 0 <= k < self.members for k in keep):
+            raise InputError(f"select needs member indices in 0..{self.members - 1}, got {keep}")
+        return Ensemble(
+            self.net.select(keep),
+            self._config_for(len(keep)),
+            f"{self.version}[{','.join(map(str, keep))}]",
+            self.device,
+        )
+
+    def _config_for(self, members: int) -> EnsembleConfig:
+        return EnsembleConfig(**{**self.config.as_dict(), "members": members})
+
+    # ------------------------------------------------------------------ persistence
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Weights as a flat dict of contiguous CPU tensors (for safetensors)."""
+        return {k: v.detach().to("cpu").contiguous() for k, v in self.net.state_dict().items()}
+
+    @classmethod
+    def from_tensors(
+        cls,
+        tensors: dict[str, torch.Tensor],
+        config: EnsembleConfig,
+        version: str = "unregistered",
+        device: torch.device | None = None,
+    ) -> Ensemble:
+        """An ensemble from saved weights and its config."""
+        net = FusedUNet(config.members, config.widths, len(config.class_names))
+        net.load_state_dict(tensors)
+        return cls(net, config, version, device or default_device())

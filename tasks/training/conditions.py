@@ -1,0 +1,72 @@
+"""The imaging conditions training frames are drawn from: wide ranges around the twin's defaults.
+
+Each draw is one frame's ``DriftSchedule`` base: lattice and crystal rotation (``region``),
+pixel size (scale), optics (voltage, convergence, defocus, Cs, source size: blur), dose and
+detector noise, scan jitter (distortion) and amorphous contamination.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ConditionRanges:
+    """Ranges of the training conditions (units as in the twin: Å, Å/px, kV, mrad, e/Å², px)."""
+
+    lattices: tuple[str, ...] = ("graphene", "mos2", "perovskite")
+    lattice_weights: tuple[float, ...] = (0.5, 0.25, 0.25)
+    pixel_size: tuple[float, float] = (0.05, 0.3)  # log-uniform
+    voltage_kv: tuple[float, ...] = (60.0, 80.0, 100.0, 200.0)
+    semiangle_mrad: tuple[float, float] = (18.0, 32.0)
+    defocus: tuple[float, float] = (0.0, 110.0)  # |Å|, either sign
+    cs_mm: tuple[float, float] = (0.0, 0.005)
+    source_size: tuple[float, float] = (0.2, 0.6)
+    dose: tuple[float, float] = (1.5e5, 5e7)  # log-uniform
+    background: tuple[float, float] = (5e-5, 2e-3)  # log-uniform
+    read_noise: tuple[float, float] = (0.0, 2.0)
+    jitter: tuple[float, float] = (0.0, 0.6)
+    contamination_probability: float = 0.4
+    contamination: tuple[float, float] = (0.1, 0.8)
+    vacancy_rate: tuple[float, float] = (0.0, 0.05)
+    substitution_rate: tuple[float, float] = (0.0, 0.05)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form, for the model's lineage."""
+        return asdict(self)
+
+
+def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
+def sample_conditions(
+    rng: np.random.Generator, ranges: ConditionRanges = ConditionRanges()
+) -> dict[str, Any]:
+    """One frame's conditions (a ``DriftSchedule`` base) drawn from ``ranges``."""
+    r = ranges
+    weights = np.asarray(r.lattice_weights, float)
+    contaminated = rng.uniform() < r.contamination_probability
+    return {
+        "lattice": str(rng.choice(r.lattices, p=weights / weights.sum())),
+        "region": int(rng.integers(0, 2**31 - 1)),
+        "pixel_size": _log_uniform(rng, *r.pixel_size),
+        "voltage_kv": float(rng.choice(r.voltage_kv)),
+        "semiangle_mrad": float(rng.uniform(*r.semiangle_mrad)),
+        "defocus": float(rng.uniform(*r.defocus) * rng.choice([-1.0, 1.0])),
+        "cs_mm": float(rng.uniform(*r.cs_mm)),
+        "source_size": float(rng.uniform(*r.source_size)),
+        "dose": _log_uniform(rng, *r.dose),
+        "background": _log_uniform(rng, *r.background),
+        "read_noise": float(rng.uniform(*r.read_noise)),
+        "jitter": float(rng.uniform(*r.jitter)),
+        "contamination": float(rng.uniform(*r.contamination)) if contaminated else 0.0,
+        "vacancy_rate": float(rng.uniform(*r.vacancy_rate)),
+        "substitution_rate": float(rng.uniform(*r.substitution_rate)),
+        # The twin's frame 1 is offset by one frame of drift: a random window of the sample.
+        "drift_x": float(rng.uniform(0.0, 200.0)),
+        "drift_y": float(rng.uniform(0.0, 200.0)),
+    }
