@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,12 +92,16 @@ def _wildcards_to_like(pattern: str) -> str:
     return out.replace("*", "%").replace("?", "_")
 
 
+Cond = Callable[[ColumnElement[Any], ColumnElement[Any]], ColumnElement[bool]]
+
+
 @dataclass(frozen=True)
 class _Leaf:
-    """Conditions on the index rows of one key (all must hold for the same value)."""
+    """Conditions on the index rows of one key (all must hold for the same value); each is a
+    function of the (number, text) value columns."""
 
     key: str
-    conditions: tuple[ColumnElement[bool], ...]
+    conditions: tuple[Cond, ...]
 
 
 @dataclass(frozen=True)
@@ -111,8 +116,13 @@ def _to_sql(node: Any, correlated: bool) -> ColumnElement[bool]:
     if isinstance(node, _Leaf):
         E = MetadataEntry
         if correlated:
-            return exists(select(E.id).where(E.record_id == Record.id, E.key == node.key, *node.conditions))
-        return Record.id.in_(select(E.record_id).where(E.key == node.key, *node.conditions))
+            # Values wrapped (x + 0, x || '') so no value index is usable: the planner must
+            # look the record up by (record_id, key) instead of scanning a value range per record.
+            num, text = E.num + 0, E.text.concat("")
+            conds = [c(num, text) for c in node.conditions]
+            return exists(select(E.id).where(E.record_id == Record.id, E.key == node.key, *conds))
+        conds = [c(E.num, E.text) for c in node.conditions]
+        return Record.id.in_(select(E.record_id).where(E.key == node.key, *conds))
     if node.op == "not":
         return not_(_to_sql(node.parts[0], correlated))
     if node.op == "or":
@@ -140,19 +150,19 @@ _OPS = {
 }
 
 
-def _value_condition(op: str, value: Any, key: str) -> ColumnElement[bool]:
+def _value_condition(op: str, value: Any, key: str) -> Cond:
     E = MetadataEntry
     if value is None:
         if op not in ("==", "!="):
             raise QuerySyntaxError(f"md.{key}: null can only be compared with == or !=")
-        return E.kind == "z" if op == "==" else E.kind != "z"
+        return lambda _n, _t: E.kind == "z" if op == "==" else E.kind != "z"
     if isinstance(value, bool):
         if op not in ("==", "!="):
             raise QuerySyntaxError(f"md.{key}: true/false can only be compared with == or !=")
-        return and_(E.kind == "b", _OPS[op](E.num, float(value)))
+        return lambda n, _t: and_(E.kind == "b", _OPS[op](n, float(value)))
     if isinstance(value, float):
-        return and_(E.kind == "n", _OPS[op](E.num, value))
-    return and_(E.kind == "s", _OPS[op](E.text, value))
+        return lambda n, _t: and_(E.kind == "n", _OPS[op](n, value))
+    return lambda _n, t: and_(E.kind == "s", _OPS[op](t, value))
 
 
 @v_args(inline=True)
@@ -191,12 +201,13 @@ class _Compiler(Transformer[Token, Any]):
 
     def member(self, key: str, *values: Any) -> _Leaf:
         self._count()
-        return _Leaf(key, (or_(*[_value_condition("==", v, key) for v in values]),))
+        conds = [_value_condition("==", v, key) for v in values]
+        return _Leaf(key, (lambda n, t: or_(*[c(n, t) for c in conds]),))
 
     def like(self, key: str, pattern: Token) -> _Leaf:
         self._count()
         like = _wildcards_to_like(_unquote(pattern))
-        return _Leaf(key, (MetadataEntry.kind == "s", MetadataEntry.text.like(like, escape="\\")))
+        return _Leaf(key, (lambda _n, t: and_(MetadataEntry.kind == "s", t.like(like, escape="\\")),))
 
     def exists(self, key: str) -> _Leaf:
         self._count()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, cast, func, or_, select
+from sqlalchemy import ColumnElement, String, cast, false, func, or_, select
 
 from scopeflow.errors import InputError, NotFoundError
 from storage.federation.access import Level
@@ -21,6 +21,9 @@ from storage.federation.catalog.lookup import (
 from storage.federation.catalog.records import record_dicts
 from storage.federation.models import Collection, CollectionItem, Record, RecordTag
 from storage.federation.query_language import compile_expression
+
+#: Up to this many matches, a search sorts the matching ids instead of walking an index.
+SMALL_RESULT = 2000
 
 SORT_KEYS = {
     "created": Record.created,
@@ -130,13 +133,18 @@ def search(ctx: Ctx, q: SearchIn) -> dict[str, Any]:
     column = SORT_KEYS[key]
     descending = q.sort.startswith("-")
     order = [column.desc(), Record.id.desc()] if descending else [column.asc(), Record.id.asc()]
-    where = conditions(ctx, q)
-    total = ctx.session.scalar(select(func.count()).select_from(Record).where(*where)) or 0
+    by_sets = conditions(ctx, q)
+    window = (q.offset, min(q.limit, ctx.limits.max_page))
+    # Few matches: collect their ids from the indexes and sort just those. Many matches: walk
+    # the sort order and probe each record, stopping once the page is full.
+    ids = ctx.session.scalars(select(Record.id).where(*by_sets).limit(SMALL_RESULT + 1)).all()
+    if len(ids) <= SMALL_RESULT:
+        total = len(ids)
+        where: list[ColumnElement[bool]] = [Record.id.in_(ids)] if ids else [false()]
+    else:
+        total = ctx.session.scalar(select(func.count()).select_from(Record).where(*by_sets)) or 0
+        where = conditions(ctx, q, correlated=True)
     rows = ctx.session.scalars(
-        select(Record)
-        .where(*where)
-        .order_by(*order)
-        .offset(q.offset)
-        .limit(min(q.limit, ctx.limits.max_page))
+        select(Record).where(*where).order_by(*order).offset(window[0]).limit(window[1])
     ).all()
     return {"total": total, "offset": q.offset, "limit": q.limit, "items": record_dicts(ctx, rows)}
