@@ -26,14 +26,18 @@ def _task_runs(flow_run_id):
 
     async def read():
         async with get_client() as client:
-            return await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            return await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
 
     return asyncio.run(read())
 
 
 def test_acquire_flow_batches_are_task_runs_with_artifacts(prefect_api, tmp_path):
     path = tmp_path / "flow.zarr"
-    state = acquire_flow(frames=10, dataset=str(path), seed=2, drift="defocus=30@5", batch_size=4, return_state=True)
+    state = acquire_flow(
+        frames=10, dataset=str(path), seed=2, drift="defocus=30@5", batch_size=4, return_state=True
+    )
     assert state.is_completed()
     result = state.result()
     assert result["frames"] == 10
