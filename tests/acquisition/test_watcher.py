@@ -12,22 +12,13 @@ from scopeflow.errors import InputError
 from tasks.acquisition import Instrument
 from tasks.acquisition.loop import acquire_run
 from tasks.acquisition.watcher import FolderWatcher
+from tests.inference.test_readers import write_hspy
 
 SETTLE = 0.2
 
 
 def _image(seed, shape=(48, 64)):
     return np.random.default_rng(seed).poisson(20, size=shape).astype(np.float32)
-
-
-def _write_hspy(path, data, scale_angstrom):
-    from rsciio.hspy import file_writer
-
-    axes = [
-        {"name": name, "size": n, "scale": scale_angstrom, "offset": 0.0, "units": "Å", "navigate": False}
-        for name, n in zip(("y", "x"), data.shape, strict=True)
-    ]
-    file_writer(str(path), {"data": data, "axes": axes, "metadata": {}, "original_metadata": {}})
 
 
 def test_watcher_is_an_instrument(tmp_path):
@@ -40,7 +31,7 @@ def test_each_file_ingested_once_in_order(tmp_path):
     time.sleep(0.02)
     tifffile.imwrite(tmp_path / "b.tif", _image(2))
     time.sleep(0.02)
-    _write_hspy(tmp_path / "c.hspy", _image(3), 0.15)
+    write_hspy(tmp_path / "c.hspy", _image(3), 0.015)  # nm, as HyperSpy stores it
     (tmp_path / "notes.txt").write_text("not an image")
     watcher = FolderWatcher(tmp_path, pixel_size=0.1, settle=SETTLE, timeout=5)
     frames = [watcher.acquire(i) for i in range(3)]
