@@ -13,12 +13,30 @@ from rich.console import Console
 from scopeflow.config import default_dataset_dir
 from scopeflow.errors import ScopeflowError
 from storage.federation.cli import app as store_app
+from storage.federation.cli import sync_command
 
+from . import commands_edge, commands_explore
 from .prefect_setup import configure_embedded
 
 app = typer.Typer(help="scopeflow: autonomous microscopy on the edge and in the cloud.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
+# A command, not a group: options must be accepted after PATH.
+app.command("sync", help="Push a dataset directory to a store repository (incremental, verified).")(sync_command)
+commands_edge.register(app)
+commands_explore.register(app)
 console = Console(stderr=True)
+
+
+@app.command("drift-report")
+def drift_report(
+    dataset: Annotated[Path, typer.Option(help="Dataset whose drift decisions to print.")],
+) -> None:
+    """Print the dataset's drift decisions as CSV (frame_start,frame_end,detected,action,<scores>)."""
+    from storage.datasets.dataset import open_dataset
+    from storage.datasets.decisions import decisions_csv
+
+    open_dataset(dataset)  # a clear error when it is not a dataset
+    sys.stdout.write(decisions_csv(dataset))
 
 
 @app.command()
