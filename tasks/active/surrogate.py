@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import gpytorch
 import numpy as np
 import torch
+from linear_operator.utils.warnings import NumericalWarning
 from torch import nn
 
 from scopeflow.errors import InputError
@@ -24,7 +27,7 @@ class GPSurrogate:
     -starts from the previous one (the feature extractor and kernel keep their weights), so
     only the first fit pays ``first_iters`` optimiser steps and later ones ``warm_iters``.
     Beyond ``exact_limit`` measured points a model with a feature extractor switches to
-    KISS-GP on a ``grid_size``-per-dimension grid. Targets are standardised internally;
+    a sparse GP (SGPR) on ``n_inducing`` inducing points, initialised on measured points' features. Targets are standardised internally;
     posteriors come back in the units of the values given to ``fit``.
     """
 
@@ -38,7 +41,7 @@ class GPSurrogate:
         lr: float = 0.03,
         weight_decay: float = 1e-3,
         exact_limit: int = 1000,
-        grid_size: int = 64,
+        n_inducing: int = 256,
     ) -> None:
         self.inputs = torch.as_tensor(np.asarray(inputs), dtype=torch.float32)
         if self.inputs.ndim != 2:
@@ -49,7 +52,7 @@ class GPSurrogate:
         self.lr = lr
         self.weight_decay = weight_decay
         self.exact_limit = exact_limit
-        self.grid_size = grid_size
+        self.n_inducing = n_inducing
         self.model: DKLModel | None = None
         self.likelihood: gpytorch.likelihoods.GaussianLikelihood | None = None
         self._y_mean = 0.0
@@ -86,10 +89,10 @@ class GPSurrogate:
 
     @property
     def kind(self) -> str:
-        """``dkl-exact``, ``dkl-kiss`` or ``gp-exact``: what the last fit used."""
+        """``dkl-exact``, ``dkl-sparse`` or ``gp-exact``: what the last fit used."""
         if self.feature_extractor is None:
             return "gp-exact"
-        return "dkl-kiss" if self._scalable(len(self._train_idx)) else "dkl-exact"
+        return "dkl-sparse" if self._scalable(len(self._train_idx)) else "dkl-exact"
 
     def _scalable(self, n: int) -> bool:
         return self.feature_extractor is not None and n > self.exact_limit
@@ -110,21 +113,33 @@ class GPSurrogate:
         x = self.inputs[idx]
         scalable = self._scalable(len(idx))
         rebuild = self.model is None or scalable != isinstance(
-            self.model.covar_module.base_kernel, gpytorch.kernels.GridInterpolationKernel
+            self.model.covar_module, gpytorch.kernels.InducingPointKernel
         )
         iters = self.first_iters if self.model is None else self.warm_iters
         if rebuild:
             self.likelihood = gpytorch.likelihoods.GaussianLikelihood(
                 noise_constraint=gpytorch.constraints.GreaterThan(1e-3)
             )
-            self.model = DKLModel(
-                x, ty, self.likelihood, self.feature_extractor, self.grid_size if scalable else None
-            )
-            lengthscale = 0.5 if self.feature_extractor is not None else float(np.sqrt(x.shape[1]))
-            rbf = self.model.covar_module.base_kernel
-            if isinstance(rbf, gpytorch.kernels.GridInterpolationKernel):
-                rbf = rbf.base_kernel
-            rbf.initialize(lengthscale=lengthscale)
+            inducing = None
+            if scalable:
+                assert self.feature_extractor is not None
+                pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[: self.n_inducing]
+                with torch.no_grad():
+                    inducing = self.feature_extractor(x[pick])
+            previous = self.model
+            self.model = DKLModel(x, ty, self.likelihood, self.feature_extractor, inducing)
+            scale = self.model.covar_module
+            if isinstance(scale, gpytorch.kernels.InducingPointKernel):
+                scale = scale.base_kernel
+            if previous is None:
+                lengthscale = 0.5 if self.feature_extractor is not None else float(np.sqrt(x.shape[1]))
+                scale.base_kernel.initialize(lengthscale=lengthscale)
+            else:
+                # Switching exact → sparse: keep the kernel hyperparameters learned so far.
+                old = previous.covar_module
+                old = old.base_kernel if isinstance(old, gpytorch.kernels.InducingPointKernel) else old
+                scale.load_state_dict(old.state_dict())
+                self.model.mean_module.load_state_dict(previous.mean_module.state_dict())
             self.likelihood.initialize(noise=0.1)
         else:
             self.model.set_train_data(x, ty, strict=False)
@@ -149,11 +164,12 @@ class GPSurrogate:
         opt = torch.optim.AdamW(groups, lr=self.lr)
         mll = gpytorch.mlls.ExactMarginalLogLikelihood(likelihood, model)
         loss = torch.tensor(float("nan"))
-        for _ in range(iters):
-            opt.zero_grad()
-            loss = -mll(model(*model.train_inputs), model.train_targets)
-            loss.backward()
-            opt.step()
+        with _sparse_checks_off():
+            for _ in range(iters):
+                opt.zero_grad()
+                loss = -mll(model(*model.train_inputs), model.train_targets)
+                loss.backward()
+                opt.step()
         model.eval()
         likelihood.eval()
         return float(loss.detach())
@@ -169,14 +185,19 @@ class GPSurrogate:
         )
         if len(cidx) != len(cy):
             raise InputError(f"{len(cidx)} fantasy points but {len(cy)} values")
-        with self._conditioned(cidx, cy), torch.no_grad(), gpytorch.settings.fast_pred_var():
+        with (
+            self._conditioned(cidx, cy),
+            torch.no_grad(),
+            gpytorch.settings.fast_pred_var(),
+            _near_singular_ok(),
+        ):
             f = self.model(self.inputs)
             mean = f.mean.double().numpy() * self._y_std + self._y_mean
             var = f.variance.double().clamp_min(0).numpy() * self._y_std**2
 
         def draw(rng: np.random.Generator) -> np.ndarray:
             seed = int(rng.integers(2**62))
-            with self._conditioned(cidx, cy), torch.no_grad(), torch.random.fork_rng():
+            with self._conditioned(cidx, cy), torch.no_grad(), torch.random.fork_rng(), _near_singular_ok():
                 torch.manual_seed(seed)
                 with gpytorch.settings.fast_pred_samples(), gpytorch.settings.fast_pred_var():
                     sample = self.model(self.inputs).rsample()
@@ -186,6 +207,25 @@ class GPSurrogate:
 
     def _conditioned(self, cidx: torch.Tensor, cy: torch.Tensor) -> _Conditioned:
         return _Conditioned(self, cidx, cy)
+
+
+@contextmanager
+def _near_singular_ok() -> Iterator[None]:
+    """Silence gpytorch's NumericalWarning (jitter added, negative variances clamped).
+
+    Thousands of candidates a few pixels apart make the predictive covariance numerically
+    singular by construction; jitter and clamping are the standard, correct remedy there, so
+    the warning carries no news. Other warnings pass through.
+    """
+    with warnings.catch_warnings(), _sparse_checks_off():
+        warnings.simplefilter("ignore", NumericalWarning)
+        yield
+
+
+def _sparse_checks_off() -> torch.sparse.check_sparse_tensor_invariants:
+    # KISS-GP's interpolation matrices are sparse tensors built by linear_operator from valid
+    # indices; say so explicitly (torch warns when the choice is left implicit).
+    return torch.sparse.check_sparse_tensor_invariants(enable=False)
 
 
 class _Conditioned:

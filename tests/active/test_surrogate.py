@@ -1,0 +1,66 @@
+"""DKL learns a simple known map from patches, exactly and through KISS-GP."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from scopeflow.errors import InputError
+from tasks.active import GPSurrogate, standardise
+
+
+def blob_patches(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Patches 12×12 with a central blob of amplitude a on a random background; the map is a²."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[-6:6, -6:6] + 0.5
+    blob = np.exp(-(yy**2 + xx**2) / 4.0)
+    a = rng.uniform(0.0, 1.0, n)
+    shift = rng.uniform(0, 2 * np.pi, (n, 2))
+    background = 0.3 * np.cos(xx[None] + shift[:, :1, None]) * np.cos(yy[None] + shift[:, 1:, None])
+    patches = a[:, None, None] * blob[None] + background + 0.05 * rng.standard_normal((n, 12, 12))
+    return standardise(patches), a**2
+
+
+@pytest.mark.parametrize("exact_limit", [1000, 40], ids=["exact", "sparse"])
+def test_dkl_learns_blob_amplitude(exact_limit: int) -> None:
+    x, y = blob_patches(300)
+    rng = np.random.default_rng(1)
+    train = rng.choice(len(x), 60, replace=False)
+    s = GPSurrogate.dkl(x, seed=0, exact_limit=exact_limit, n_inducing=32, first_iters=100)
+    s.fit(train, y[train] + 0.02 * rng.standard_normal(60))
+    assert s.kind == ("dkl-sparse" if exact_limit < 60 else "dkl-exact")
+    post = s.posterior()
+    test = np.setdiff1d(np.arange(len(x)), train)
+    rmse = float(np.sqrt(np.mean((post.mean[test] - y[test]) ** 2)))
+    assert rmse < 0.1, rmse  # y spans [0, 1] with sd 0.3
+    assert spearmanr(post.mean[test], y[test])[0] > 0.95
+    # The posterior is least certain far from the data: a measured point is better known than average.
+    assert post.std[train].mean() < post.std[test].mean()
+
+
+def test_warm_refit_and_fantasies_shrink_variance() -> None:
+    x, y = blob_patches(200)
+    s = GPSurrogate.dkl(x, seed=0, first_iters=50, warm_iters=10)
+    s.fit(np.arange(20), y[:20])
+    s.fit(np.arange(30), y[:30])  # warm start: fewer iterations, same model
+    before = s.posterior()
+    far = int(np.argmax(before.variance))
+    after = s.posterior([far], [float(before.mean[far])])
+    assert after.variance[far] < 0.5 * before.variance[far]
+    np.testing.assert_allclose(s.posterior().variance, before.variance, rtol=1e-5)  # fantasies do not stick
+    draw = before.sample(np.random.default_rng(0))
+    assert draw.shape == (200,)
+    assert np.isfinite(draw).all()
+
+
+def test_plain_gp_and_errors() -> None:
+    x, y = blob_patches(100)
+    s = GPSurrogate.plain(x, first_iters=20)
+    with pytest.raises(InputError, match="fit"):
+        s.posterior()
+    with pytest.raises(InputError, match="≥ 2"):
+        s.fit([0], [1.0])
+    s.fit(np.arange(30), y[:30])
+    assert s.kind == "gp-exact"
+    assert s.posterior().mean.shape == (100,)
