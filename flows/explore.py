@@ -237,7 +237,11 @@ def _ask_operator(proposal: Proposal, rowcol: np.ndarray, timeout: int) -> Appro
         timeout,
     )
     try:
-        answer = pause_flow_run(wait_for_input=BatchApproval, timeout=timeout, key=f"batch-{proposal.step}")
+        # Prefect polls every 10 s by default; a short gate would overrun its timeout by that much.
+        poll = max(1, min(10, timeout // 4))
+        answer = pause_flow_run(
+            wait_for_input=BatchApproval, timeout=timeout, poll_interval=poll, key=f"batch-{proposal.step}"
+        )
     except FlowPauseTimeout:
         # Nobody answered: the experiment must not stall on an absent operator. The server
         # still holds the run as Paused (its pause expired), so put it back to Running.
