@@ -5,7 +5,8 @@ that grow together and commit atomically with the dataset (consolidated metadata
 
 - along ``atom``: ``atom_frame`` (frame position in the dataset), ``atom_row``,
   ``atom_col`` (px of the frame), ``atom_uncertainty`` (ensemble std of the heatmap),
-  ``atom_score`` (mean heatmap), ``atom_class`` (0 light, 1 medium, 2 heavy; -1 none);
+  ``atom_score`` (mean heatmap), ``atom_position_std`` (members' spread of the position,
+  Å), ``atom_class`` (0 light, 1 medium, 2 heavy; -1 none);
 - along ``predicted``: ``predicted_frame`` and ``atom_count``, one row per processed frame,
   so a resumed run knows which frames are done even where a frame had no atoms.
 
@@ -91,9 +92,16 @@ class PredictionWriter:
                         "atom_col": np.concatenate([a.rowcol[:, 1] for a in atoms]).astype(np.float32),
                         "atom_uncertainty": np.concatenate([a.uncertainty for a in atoms]).astype(np.float32),
                         "atom_score": np.concatenate([a.score for a in atoms]).astype(np.float32),
+                        "atom_position_std": np.concatenate([a.position_std for a in atoms]).astype(
+                            np.float32
+                        ),
                         "atom_class": np.concatenate([a.cls for a in atoms]).astype(np.int8),
                     },
-                    attrs={"atom_row": {"units": "pixel"}, "atom_col": {"units": "pixel"}},
+                    attrs={
+                        "atom_row": {"units": "pixel"},
+                        "atom_col": {"units": "pixel"},
+                        "atom_position_std": {"units": "angstrom"},
+                    },
                 )
             self.frames.append({"predicted_frame": np.asarray(frames, np.int64), "atom_count": counts})
         commit(self.path)
@@ -132,4 +140,5 @@ def read_atoms(ds: xr.Dataset, frame: int) -> Atoms:
         uncertainty=ds["atom_uncertainty"].values[which],
         score=ds["atom_score"].values[which],
         cls=ds["atom_class"].values[which],
+        position_std=ds["atom_position_std"].values[which] if "atom_position_std" in ds else None,
     )

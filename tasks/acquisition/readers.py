@@ -31,6 +31,7 @@ _UNITS_IN_ANGSTROM = {
     "μm": 1e4,
     "micron": 1e4,
     "mm": 1e7,
+    "cm": 1e8,
     "m": 1e10,
 }
 
@@ -116,9 +117,31 @@ def _read_rsciio(path: Path) -> tuple[np.ndarray, float | None, dict[str, Any]]:
     raise InputError(f"{path}: cannot read it as {path.suffix} ({'; '.join(errors)})")
 
 
+def _tiff_pixel_size(path: Path) -> float | None:
+    """Pixel size from ImageJ's ``unit`` or the TIFF resolution tags (pixels per unit), in Å."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        xres = page.tags.get("XResolution")
+        if xres is None:
+            return None
+        num, den = xres.value
+        if not num or not den:
+            return None
+        unit = (tif.imagej_metadata or {}).get("unit")
+        if unit is None:
+            res_unit = page.tags.get("ResolutionUnit")
+            unit = {3: "cm"}.get(int(res_unit.value) if res_unit is not None else 0)
+        return to_angstrom(den / num, unit)
+
+
 def _read_tiff(path: Path) -> tuple[np.ndarray, float | None, dict[str, Any]]:
     try:
-        return _read_rsciio(path)
+        image, pixel_size, meta = _read_rsciio(path)
+        if pixel_size is None:
+            pixel_size = _tiff_pixel_size(path)
+        return image, pixel_size, meta
     except InputError as first:
         import tifffile
 

@@ -16,13 +16,19 @@ class Atoms:
     column (0: the members agree, up to 0.5: they disagree completely; 0 for a single
     network or the classical finder); ``score`` (n,) the mean heatmap (or normalised
     intensity) at the column; ``cls`` (n,) int8 intensity class (0 light, 1 medium,
-    2 heavy) or -1 where the finder does not classify.
+    2 heavy) or -1 where the finder does not classify; ``position_std`` (n,) the members'
+    spread of the column's position in Å (0 where there is one network).
     """
 
     rowcol: np.ndarray
     uncertainty: np.ndarray
     score: np.ndarray
     cls: np.ndarray
+    position_std: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.position_std is None:
+            object.__setattr__(self, "position_std", np.zeros(len(self.rowcol), np.float32))
 
     def __len__(self) -> int:
         return int(self.rowcol.shape[0])

@@ -20,9 +20,10 @@ from scopeflow.errors import InputError
 
 from .atoms import Atoms
 from .network import DEFAULT_WIDTHS, FusedUNet
-from .peaks import find_peaks
+from .peaks import local_maxima
 from .resample import Scaling, check_pixel_size, scaling_for, to_model_scale
 
+MAX_OFFSET = 1.5  # model px: an offset beyond this belongs to another pixel's column
 BATCH = 16  # frames per forward pass: bounds memory (~40 MB per 256² frame for K=5)
 
 
@@ -63,16 +64,28 @@ class EnsembleConfig:
 
 @dataclass
 class Maps:
-    """Heatmaps of a batch at the model scale: ``mean`` (B, C, h, w), ``members`` (B, K, C, h, w)."""
+    """Network outputs of a batch at the model scale.
 
-    mean: torch.Tensor
+    ``members`` (B, K, C + 2, h, w): per member, C class heatmaps in [0, 1] then the row and
+    column offsets (model px) to the nearest column; ``mean`` the average over members.
+    """
+
     members: torch.Tensor
     scaling: Scaling
 
     @property
+    def mean(self) -> torch.Tensor:
+        return self.members.mean(dim=1)
+
+    @property
+    def heat(self) -> torch.Tensor:
+        """Per member, the probability of a column of any class at each pixel, (B, K, h, w)."""
+        return self.members[:, :, :-2].sum(dim=2).clamp_max(1.0)
+
+    @property
     def variance(self) -> torch.Tensor:
-        """Per-pixel variance over members of the class-summed heatmap, (B, h, w)."""
-        return self.members.sum(dim=2).var(dim=1, unbiased=False)
+        """Per-pixel variance over members of the any-class heatmap, (B, h, w)."""
+        return self.heat.var(dim=1, unbiased=False)
 
 
 def _check_frame(img: np.ndarray, i: int) -> None:
@@ -143,8 +156,7 @@ class Ensemble:
             _check_frame(img, i)
         x, scaling = self._prepare(stack, check_pixel_size(pixel_size))
         h, w = scaling.model_shape
-        members = self.net(x)[..., :h, :w].float()
-        return Maps(mean=members.mean(dim=1), members=members, scaling=scaling)
+        return Maps(self.net(x)[..., :h, :w].float(), scaling)
 
     def locate(
         self, frames: np.ndarray | Sequence[np.ndarray], pixel_size: float | Sequence[float]
@@ -163,33 +175,44 @@ class Ensemble:
         for idx, stack, p in self._batches(frames, pixel_size):
             x, scaling = self._prepare(stack, p)
             h, w = scaling.model_shape
-            logits, feats = self.net.logits_and_features(x)
-            members = torch.sigmoid(logits[..., :h, :w].float())  # (B, K, C, h, w)
-            for i, atoms in zip(idx, self._decode(members, scaling), strict=True):
+            raw, feats = self.net.logits_and_features(x)
+            raw = raw[..., :h, :w].float()
+            n_cls = self.net.n_classes
+            members = torch.cat([torch.sigmoid(raw[:, :, :n_cls]), raw[:, :, n_cls:]], dim=2)
+            for i, atoms in zip(idx, self.decode(Maps(members, scaling)), strict=True):
                 out[i] = atoms
             features[idx] = feats.float().cpu().numpy()
         return out, features
 
-    def _decode(self, members: torch.Tensor, scaling: Scaling) -> list[Atoms]:
+    def decode(self, maps: Maps, threshold: float | None = None) -> list[Atoms]:
+        """Atoms from network outputs (at ``threshold``, default the config's), in input px.
+
+        A column sits at a local maximum of the members' mean heatmap; its position is that
+        pixel plus the members' mean offset there, mapped back to the input frame. Its
+        uncertainty is the members' standard deviation of the heatmap at the pixel; the
+        members' spread of positions is kept as ``position_std`` (Å).
+        """
         cfg = self.config
-        per_member = members.sum(dim=2).clamp_max(1.0)  # (B, K, h, w): any class
-        mean_classes = members.mean(dim=1)  # (B, C, h, w)
+        per_member = maps.heat  # (B, K, h, w)
         heat = per_member.mean(dim=1)
         radius = max(1, int(cfg.min_distance / cfg.model_pixel_size))
-        idx, rowcol = find_peaks(heat, cfg.threshold, radius)
+        idx = local_maxima(heat, cfg.threshold if threshold is None else threshold, radius)
         b, r, c = idx[:, 0], idx[:, 1], idx[:, 2]
-        spread = (
-            per_member[b, :, r, c].std(dim=1, unbiased=False)
-            if self.members > 1
-            else torch.zeros_like(r, dtype=heat.dtype)
-        )
+        offsets = maps.members[b, :, -2:, r, c].clamp(-MAX_OFFSET, MAX_OFFSET)  # (n, K, 2)
+        rowcol = idx[:, 1:].to(offsets.dtype) + offsets.mean(dim=1)
+        if self.members > 1 and len(b):
+            spread = per_member[b, :, r, c].std(dim=1, unbiased=False)
+            position_std = offsets.var(dim=1, unbiased=False).sum(dim=1).sqrt() * cfg.model_pixel_size
+        else:
+            spread = torch.zeros(len(b), dtype=heat.dtype, device=heat.device)
+            position_std = spread
         score = heat[b, r, c]
-        cls = mean_classes[b, :, r, c].argmax(dim=1) if len(b) else torch.zeros_like(b)
+        cls = maps.mean[b, :-2, r, c].argmax(dim=1) if len(b) else torch.zeros_like(b)
         b_np = b.cpu().numpy()
-        rc = scaling.to_input(rowcol.cpu().numpy())
-        spread_np, score_np, cls_np = (t.cpu().numpy() for t in (spread, score, cls))
+        rc = maps.scaling.to_input(rowcol.cpu().numpy())
+        spread_np, pos_np, score_np, cls_np = (t.cpu().numpy() for t in (spread, position_std, score, cls))
         atoms = []
-        for i in range(members.shape[0]):
+        for i in range(maps.members.shape[0]):
             sel = b_np == i
             atoms.append(
                 Atoms(
@@ -197,6 +220,7 @@ class Ensemble:
                     uncertainty=spread_np[sel].astype(np.float32),
                     score=score_np[sel].astype(np.float32),
                     cls=cls_np[sel].astype(np.int8),
+                    position_std=pos_np[sel].astype(np.float32),
                 )
             )
         return atoms

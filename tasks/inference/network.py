@@ -15,7 +15,9 @@ Layout per member (channels ``widths = (c1, c2, c3)``), at the model scale:
   no channel interleaving across members), a 3×3 conv; then a 1×1 head giving
   4 × ``n_classes`` channels at 1/2, depth-to-space back to full resolution.
 
-Output: per member and class, a heatmap in [0, 1] (Gaussian bumps on the columns).
+Output per member: a heatmap per class in [0, 1] (Gaussian bumps on the columns) and two
+offset channels, the sub-pixel displacement (rows, cols; model px) from each pixel's centre
+to the nearest column (CenterNet-style: peaks give the pixel, offsets the fraction).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class FusedUNet(nn.Module):
 
     Input (B, 1, H, W) — every member sees the same frame — or (B, K, H, W) — member k
     sees channel k (training feeds each member its own batch). H and W multiples of 8.
-    Output (B, K, n_classes, H, W) probabilities.
+    Output (B, K, n_classes + 2, H, W): class probabilities, then row and column offsets (px).
     """
 
     def __init__(
@@ -43,6 +45,7 @@ class FusedUNet(nn.Module):
         self.members = int(members)
         self.widths = tuple(int(w) for w in widths)
         self.n_classes = int(n_classes)
+        self.outputs = self.n_classes + 2  # heatmaps, then (row, col) offsets
         c1, c2, c3 = self.widths
         self.e1a = self._conv(4, c1)
         self.e1b = self._conv(c1, c1)
@@ -54,7 +57,7 @@ class FusedUNet(nn.Module):
         self.d2 = self._conv(c2, c2)
         self.u1 = self._conv(c2, c1, kernel=1)
         self.d1 = self._conv(c1, c1)
-        self.head = self._conv(c1, 4 * self.n_classes, kernel=1)
+        self.head = self._conv(c1, 4 * self.outputs, kernel=1)
 
     def _conv(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
         k = self.members
@@ -87,22 +90,24 @@ class FusedUNet(nn.Module):
         return s1, s2, b
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Pre-sigmoid heatmaps, (B, K, n_classes, H, W)."""
+        """Raw outputs (B, K, n_classes + 2, H, W): heatmap logits, then offsets (px)."""
         return self.logits_and_features(x)[0]
 
     def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pre-sigmoid heatmaps (B, K, n_classes, H, W) and ``embed``'s features (B, K·c3), one pass."""
+        """Raw outputs (B, K, n_classes + 2, H, W) and ``embed``'s features (B, K·c3), in one pass."""
         n, _, h, w = x.shape
         s1, s2, b = self.encode(x)
         y = F.relu(self.u2(F.interpolate(b, scale_factor=2.0, mode="nearest")) + s2)
         y = F.relu(self.d2(y))
         y = F.relu(self.u1(F.interpolate(y, scale_factor=2.0, mode="nearest")) + s1)
         y = F.relu(self.d1(y))
-        y = F.pixel_shuffle(self.head(y), 2)  # channel k*n_classes + class
-        return y.reshape(n, self.members, self.n_classes, h, w), b.mean(dim=(2, 3))
+        y = F.pixel_shuffle(self.head(y), 2)  # channel k*outputs + output
+        return y.reshape(n, self.members, self.outputs, h, w), b.mean(dim=(2, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.logits(x))
+        """Heatmaps through a sigmoid, offsets as they are: (B, K, n_classes + 2, H, W)."""
+        out = self.logits(x)
+        return torch.cat([torch.sigmoid(out[:, :, : self.n_classes]), out[:, :, self.n_classes :]], dim=2)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Bottleneck features averaged over the frame: (B, K·c3), member-major."""

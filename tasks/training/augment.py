@@ -16,18 +16,24 @@ from tasks.inference.resample import normalise
 def augment(
     images: torch.Tensor, targets: torch.Tensor, gen: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augmented copies of ``images`` (B, 1, S, S) and ``targets`` (B, C, S, S), driven by ``gen``."""
+    """Augmented copies of ``images`` (B, 1, S, S) and ``targets`` (B, C + 2, S, S), driven by ``gen``.
+
+    The last two target channels are (row, col) offset vectors: the symmetries move them as
+    maps and turn them as vectors.
+    """
     b = images.shape[0]
     xs, ys = [], []
     rot = torch.randint(0, 4, (b,), generator=gen)
     flip = torch.rand(b, generator=gen) < 0.5
     for i in range(b):
         x, y = images[i], targets[i].float()
-        k = int(rot[i])
-        if k:
-            x, y = torch.rot90(x, k, (1, 2)), torch.rot90(y, k, (1, 2))
+        for _ in range(int(rot[i])):
+            # rot90 sends pixel (r, c) to (W-1-c, r): a vector (dr, dc) turns into (-dc, dr).
+            x, y = torch.rot90(x, 1, (1, 2)), torch.rot90(y, 1, (1, 2))
+            y = torch.cat([y[:-2], -y[-1:], y[-2:-1]])
         if flip[i]:
             x, y = x.flip(2), y.flip(2)
+            y = torch.cat([y[:-1], -y[-1:]])
         xs.append(x)
         ys.append(y)
     x = torch.stack(xs)

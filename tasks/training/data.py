@@ -11,12 +11,13 @@ import torch
 
 from .conditions import ConditionRanges, sample_conditions
 from .synthesis import render_sample
-from .targets import heatmaps
+from .targets import targets as make_targets
 
 
 @dataclass
 class TrainingSet:
-    """``images`` (N, 1, S, S) float32 normalised, ``targets`` (N, C, S, S) float16 heatmaps."""
+    """``images`` (N, 1, S, S) float32 normalised; ``targets`` (N, C + 2, S, S) float16: class
+    heatmaps, then row and column offsets to the nearest column (NaN where none is near)."""
 
     images: torch.Tensor
     targets: torch.Tensor
@@ -38,7 +39,7 @@ def make_training_set(
 ) -> TrainingSet:
     """``n`` samples; sample ``i`` depends only on (``seed``, ``i``) and the ranges."""
     images = torch.empty((n, 1, patch, patch), dtype=torch.float32)
-    targets = torch.empty((n, n_classes, patch, patch), dtype=torch.float16)
+    targets = torch.empty((n, n_classes + 2, patch, patch), dtype=torch.float16)
     lattices: Counter[str] = Counter()
     columns = 0
     for i in range(n):
@@ -46,7 +47,9 @@ def make_training_set(
         conditions = sample_conditions(rng, ranges)
         sample = render_sample(conditions, int(rng.integers(2**31 - 1)), patch, model_pixel_size)
         images[i, 0] = torch.from_numpy(sample.image)
-        targets[i] = torch.from_numpy(heatmaps((patch, patch), sample.rowcol, sample.cls, n_classes, sigma))
+        targets[i] = torch.from_numpy(
+            make_targets((patch, patch), sample.rowcol, sample.cls, n_classes, sigma)
+        )
         lattices[conditions["lattice"]] += 1
         columns += len(sample.rowcol)
     lineage = {

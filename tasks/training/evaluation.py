@@ -18,7 +18,7 @@ import numpy as np
 
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule, get_lattice
 from tasks.inference.baseline import ClassicalFinder
-from tasks.inference.ensemble import Ensemble, EnsembleConfig
+from tasks.inference.ensemble import Ensemble
 from tasks.inference.metrics import Scores, evaluate
 
 from .conditions import ConditionRanges, sample_conditions
@@ -129,14 +129,11 @@ def calibrate_threshold(ensemble: Ensemble, seed: int, n: int = 16, side: int = 
             int(rng.integers(2**31 - 1)), DriftSchedule(base=conditions), (side, side)
         ).acquire(1)
         frames.append(TestFrame(str(i), frame.image, frame.pixel_size, frame.truth.rowcol, 0.0))
-    original = ensemble.config
-    best = (original.threshold, -1.0)
-    try:
-        for t in np.arange(0.2, 0.71, 0.05):
-            ensemble.config = EnsembleConfig(**{**original.as_dict(), "threshold": round(float(t), 2)})
-            f1 = score_ensemble(ensemble, frames).f1
-            if f1 > best[1]:
-                best = (round(float(t), 2), f1)
-    finally:
-        ensemble.config = original
+    maps = [ensemble.maps(f.image, f.pixel_size) for f in frames]
+    best = (ensemble.config.threshold, -1.0)
+    for t in np.arange(0.2, 0.71, 0.05):
+        found = [ensemble.decode(m, float(t))[0].rowcol for m in maps]
+        f1 = evaluate(found, [f.truth for f in frames], [f.pixel_size for f in frames]).f1
+        if f1 > best[1]:
+            best = (round(float(t), 2), f1)
     return best

@@ -1,8 +1,9 @@
-"""Training targets: one Gaussian bump per atom column, one channel per intensity class."""
+"""Training targets: a Gaussian bump per atom column (a channel per class), and sub-pixel offsets."""
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 
 def heatmaps(
@@ -29,3 +30,27 @@ def heatmaps(
     chan = np.broadcast_to(np.asarray(cls, np.int64)[:, None], rr.shape)
     np.maximum.at(out, (chan[ok], (rr * w + cc)[ok]), values[ok])
     return out.reshape(n_classes, h, w)
+
+
+def offsets(shape: tuple[int, int], rowcol: np.ndarray, reach: float = 1.5) -> np.ndarray:
+    """(2, H, W) float32: (row, col) from each pixel centre to its nearest column, in px.
+
+    NaN where no column lies within ``reach`` px: there the offset is not trained.
+    """
+    h, w = shape
+    out = np.full((2, h, w), np.nan, np.float32)
+    if len(rowcol) == 0:
+        return out
+    grid = np.stack(np.meshgrid(np.arange(h), np.arange(w), indexing="ij"), axis=-1).reshape(-1, 2)
+    dist, nearest = cKDTree(rowcol).query(grid, distance_upper_bound=reach)
+    near = np.isfinite(dist)
+    delta = rowcol[nearest[near]] - grid[near]
+    out.reshape(2, -1)[:, near] = delta.T
+    return out
+
+
+def targets(
+    shape: tuple[int, int], rowcol: np.ndarray, cls: np.ndarray, n_classes: int, sigma: float
+) -> np.ndarray:
+    """The full training target (n_classes + 2, H, W): ``heatmaps`` then ``offsets``."""
+    return np.concatenate([heatmaps(shape, rowcol, cls, n_classes, sigma), offsets(shape, rowcol)])

@@ -36,13 +36,13 @@ class TrainConfig:
     seed: int = 0
     members: int = 5
     widths: tuple[int, int, int] = DEFAULT_WIDTHS
-    samples: int = 1200
+    samples: int = 1500
     patch: int = 64  # model px per side of a training patch (12.8 Å at 0.2 Å/px)
     model_pixel_size: float = 0.2  # Å/px
     sigma: float = 1.2  # model px, target bump width
     batch: int = 32  # baseline batch; the fused members take batch // 2 each
-    baseline_steps: int = 600
-    member_steps: int = 200
+    baseline_steps: int = 1000
+    member_steps: int = 250
     lr: float = 3e-3
     member_lr: float = 1e-3
     threads: int = 2
@@ -65,6 +65,7 @@ class TrainResult:
 
 
 Log = Callable[[str], None]
+OFFSET_WEIGHT = 0.5  # L1 offset loss (px) against the heatmap's cross-entropy
 
 
 def _step_batches(n: int, steps: int, batch: int, gen: torch.Generator) -> list[torch.Tensor]:
@@ -105,7 +106,15 @@ def _fit(
         if device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         y = torch.stack(ys, dim=1).to(device)  # (B, K, C, S, S)
-        loss = F.binary_cross_entropy_with_logits(net.logits(x), y)
+        out = net.logits(x)
+        n_cls = net.n_classes
+        heat_loss = F.binary_cross_entropy_with_logits(out[:, :, :n_cls], y[:, :, :n_cls])
+        # Offsets are learnt only near columns (NaN elsewhere), weighted by how near.
+        target = y[:, :, n_cls:]
+        known = torch.isfinite(target)
+        weight = known * y[:, :, :n_cls].amax(dim=2, keepdim=True)
+        off_err = (out[:, :, n_cls:] - torch.nan_to_num(target)).abs() * weight
+        loss = heat_loss + OFFSET_WEIGHT * off_err.sum() / weight.sum().clamp_min(1.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -139,7 +148,7 @@ def train_ensemble(
     )
     t_data = time.perf_counter() - t0
     log(f"{len(data)} twin samples in {t_data:.0f} s")
-    base_net = FusedUNet(1, config.widths, data.targets.shape[1])
+    base_net = FusedUNet(1, config.widths, data.targets.shape[1] - 2)
     base_gen = torch.Generator().manual_seed(config.seed)
     base_losses = _fit(
         base_net, data, config.baseline_steps, config.batch, config.lr, [base_gen], device, log, "baseline"

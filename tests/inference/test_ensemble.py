@@ -26,7 +26,7 @@ def test_fused_members_equal_the_members_run_alone(tiny: Ensemble) -> None:
         fused = tiny.net(x)
         alone = torch.stack([tiny.net.member(k)(x)[:, 0] for k in range(3)], dim=1)
         picked = tiny.net.select([2, 0])(x)
-    assert fused.shape == (2, 3, 3, 32, 40)
+    assert fused.shape == (2, 3, 3 + 2, 32, 40)
     assert torch.allclose(fused, alone, atol=1e-5)
     assert torch.allclose(picked, fused[:, [2, 0]], atol=1e-5)
     assert torch.allclose(
@@ -45,7 +45,7 @@ def test_locate_and_embed_handle_any_shape_and_pixel_size(tiny: Ensemble) -> Non
     emb = tiny.embed(frames, [0.07, 0.25])
     assert emb.shape == (2, 3 * 8)
     maps = tiny.maps(frames[1], 0.2)
-    assert maps.members.shape == (1, 3, 3, 64, 64)
+    assert maps.members.shape == (1, 3, 3 + 2, 64, 64)
     assert maps.variance.shape == (1, 64, 64)
 
 
