@@ -31,14 +31,18 @@ class FileEntry:
 _local = threading.local()
 
 
-def buffer() -> memoryview:
+def buffer(slot: int = 0) -> memoryview:
     """A ``CHUNK``-byte buffer private to the calling thread, reused across files.
 
     Allocating (and zeroing) a fresh buffer per file costs more than copying a small chunk file.
+    ``slot`` picks one of the thread's buffers (a copy reads the destination back into another).
     """
-    view = getattr(_local, "view", None)
+    views = getattr(_local, "views", None)
+    if views is None:
+        views = _local.views = {}
+    view = views.get(slot)
     if view is None:
-        view = _local.view = memoryview(bytearray(CHUNK))
+        view = views[slot] = memoryview(bytearray(CHUNK))
     return view
 
 

@@ -9,12 +9,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from scopeflow.errors import InputError, NotFoundError
+from scopeflow.errors import InputError, IntegrityError, NotFoundError
 from storage.federation.client import StoreClient
 from storage.transfer import LocalBackend, sha256_file, sync_directory
+from storage.transfer import local as local_backend
 from storage.transfer.push import push_dataset
 from tests.storage.conftest import make_tree
 
@@ -152,3 +154,45 @@ def test_push_refuses_bad_input(alice: StoreClient, tmp_path: Path) -> None:
         sync_directory(tmp_path / "missing", tmp_path / "d", LocalBackend())
     with pytest.raises(InputError, match="verify must be"):
         LocalBackend(verify="sometimes")
+
+
+def _corrupt_before_read_back(monkeypatch: pytest.MonkeyPatch, times: int) -> list[int]:
+    """Flip a destination byte just before the backend reads it back, ``times`` times."""
+    real = local_backend._hash_back
+    calls = [0]
+
+    def flipping(fd: int, digest: Any, start: int, end: int) -> None:
+        if calls[0] < times:
+            calls[0] += 1
+            os.pwrite(fd, bytes([os.pread(fd, 1, start)[0] ^ 0xFF]), start)
+        real(fd, digest, start, end)
+
+    monkeypatch.setattr(local_backend, "_hash_back", flipping)
+    return calls
+
+
+@pytest.mark.parametrize("size", [4096, local_backend.TRAIL_MIN + 12345])  # read back after, or trailing
+def test_bytes_that_do_not_read_back_equal_are_copied_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    src, dest, state = tmp_path / "src", tmp_path / "dest", tmp_path / "state"
+    files = {"big": os.urandom(size)}
+    src.mkdir()
+    (src / "big").write_bytes(files["big"])
+    calls = _corrupt_before_read_back(monkeypatch, times=1)
+    report = sync_directory(src, dest, LocalBackend(), state_dir=state)
+    assert calls[0] == 1 and report.sent == ["big"]
+    assert report.manifest["big"].sha256 == sha256_file(src / "big")
+    _same_tree(src, dest, files)
+
+
+def test_destination_that_never_verifies_is_not_put_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, dest, state = tmp_path / "src", tmp_path / "dest", tmp_path / "state"
+    make_tree(src, 3, 1000)
+    _corrupt_before_read_back(monkeypatch, times=10**6)
+    with pytest.raises(IntegrityError, match="does not match its source after two copies"):
+        sync_directory(src, dest, LocalBackend(workers=1), state_dir=state)
+    assert not [p for p in dest.rglob("*") if p.is_file()]  # nothing unverified in place
+    assert not _journal_ok(state)
