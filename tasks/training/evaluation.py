@@ -51,7 +51,13 @@ def scenario_frames(
     name: str, n: int = 4, seed: int = 1234, shape: tuple[int, int] = (256, 256)
 ) -> list[TestFrame]:
     """``n`` twin frames of scenario ``name`` (see ``SCENARIOS``)."""
-    changes = SCENARIOS[name]
+    return condition_frames(name, SCENARIOS[name], n, seed, shape)
+
+
+def condition_frames(
+    name: str, changes: dict[str, Any], n: int = 4, seed: int = 1234, shape: tuple[int, int] = (256, 256)
+) -> list[TestFrame]:
+    """``n`` twin frames under the twin's defaults changed by ``changes``, each its own region."""
     frames = []
     for i in range(n):
         base = {**changes, "region": 1000 + i}

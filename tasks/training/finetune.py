@@ -1,0 +1,124 @@
+"""Iterative training after drift: fine-tune the production ensemble on the drifted conditions.
+
+The training set mixes (a) pseudo-labels — the confident consensus columns of the selected
+members on the drifted frames themselves — and (b) twin frames rendered under conditions
+estimated from those frames (``matching``), with their exact truth. Every member starts from
+its production weights and sees its own batches, so the ensemble stays diverse.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from tasks.inference.ensemble import Ensemble
+from tasks.inference.resample import scaling_for, to_model_scale
+
+from .conditions import ConditionRanges
+from .data import TrainingSet, make_training_set
+from .targets import heatmaps
+from .train import Log, _fit
+
+# A frame is used for pseudo-labels only if the members agree on nearly all its columns.
+MAX_UNCERTAINTY = 0.2
+MIN_CONFIDENT_SHARE = 0.9
+
+
+def matched_ranges(conditions: dict[str, Any]) -> ConditionRanges:
+    """Training ranges tight around estimated conditions (dose ×/÷ 1.6, defocus ± 15 Å)."""
+    dose = float(conditions["dose"])
+    defocus = abs(float(conditions["defocus"]))
+    contamination = float(conditions.get("contamination", 0.0))
+    return replace(
+        ConditionRanges(),
+        lattices=(str(conditions["lattice"]),),
+        lattice_weights=(1.0,),
+        pixel_size=(float(conditions["pixel_size"]) * 0.9, float(conditions["pixel_size"]) * 1.1),
+        dose=(dose / 1.6, dose * 1.6),
+        defocus=(max(0.0, defocus - 15.0), defocus + 15.0),
+        contamination_probability=1.0 if contamination > 0 else 0.0,
+        contamination=(max(0.05, contamination * 0.6), max(0.1, contamination * 1.3)),
+    )
+
+
+def pseudo_labels(
+    ensemble: Ensemble, frames: Sequence[np.ndarray], pixel_size: float, patch: int, seed: int
+) -> TrainingSet:
+    """Model-scale patches of drifted frames with the ensemble's confident columns as targets."""
+    cfg = ensemble.config
+    rng = np.random.default_rng(seed)
+    images, targets = [], []
+    atoms = ensemble.locate(list(frames), [pixel_size] * len(frames))
+    for frame, found in zip(frames, atoms, strict=True):
+        if len(found) == 0 or np.mean(found.uncertainty <= MAX_UNCERTAINTY) < MIN_CONFIDENT_SHARE:
+            continue
+        scaling = scaling_for(frame.shape, pixel_size, cfg.model_pixel_size)
+        x = to_model_scale(torch.from_numpy(np.asarray(frame, np.float32))[None, None], scaling)[0, 0].numpy()
+        h, w = scaling.model_shape
+        rc = scaling.to_model(found.rowcol)
+        for _ in range(4):
+            r0, c0 = int(rng.integers(0, max(1, h - patch))), int(rng.integers(0, max(1, w - patch)))
+            crop = x[r0 : r0 + patch, c0 : c0 + patch]
+            if crop.shape != (patch, patch):
+                continue
+            local = rc - np.array([r0, c0], np.float32)
+            images.append(crop)
+            targets.append(
+                heatmaps((patch, patch), local, np.clip(found.cls, 0, None), len(cfg.class_names), cfg.sigma)
+            )
+    if not images:
+        return TrainingSet(
+            torch.zeros((0, 1, patch, patch)), torch.zeros((0, len(cfg.class_names), patch, patch))
+        )
+    return TrainingSet(
+        torch.from_numpy(np.stack(images)[:, None].astype(np.float32)),
+        torch.from_numpy(np.stack(targets).astype(np.float16)),
+        {"source": "pseudo-labels", "patches": len(images)},
+    )
+
+
+def fine_tune(
+    production: Ensemble,
+    pseudo: TrainingSet,
+    conditions: dict[str, Any],
+    *,
+    twin_samples: int = 160,
+    steps: int = 120,
+    lr: float = 5e-4,
+    patch: int = 64,
+    seed: int = 0,
+    log: Log = print,
+) -> tuple[Ensemble, dict[str, Any]]:
+    """A fine-tuned copy of ``production`` (same config and threshold) and the training lineage."""
+    torch.manual_seed(seed)
+    twin = make_training_set(
+        twin_samples,
+        seed,
+        patch=patch,
+        model_pixel_size=production.config.model_pixel_size,
+        sigma=production.config.sigma,
+        ranges=matched_ranges(conditions),
+    )
+    data = TrainingSet(
+        torch.cat([twin.images, pseudo.images]),
+        torch.cat([twin.targets, pseudo.targets]),
+    )
+    net = copy.deepcopy(production.net).float()
+    gens = [torch.Generator().manual_seed(seed * 7919 + k) for k in range(production.members)]
+    losses = _fit(net, data, steps, 8, lr, gens, production.device, log, "fine-tune")
+    tuned = Ensemble(net, production.config, device=production.device)
+    lineage = {
+        "parent": production.version,
+        "twin": twin.lineage,
+        "pseudo_labels": pseudo.lineage,
+        "estimated_conditions": conditions,
+        "steps": steps,
+        "lr": lr,
+        "final_loss": float(np.mean(losses[-20:])),
+    }
+    return tuned, lineage

@@ -1,0 +1,123 @@
+"""One retraining run after drift: estimate → fine-tune → validate → register → promote or refuse.
+
+A candidate is promoted to ``production`` only if it beats production on frames of the new
+conditions and loses at most ``MAX_REFERENCE_LOSS`` F1 on the reference conditions;
+otherwise production stays and the outcome says why. Validation frames are twin frames
+with exact truth (the microscope's own frames have none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from storage.datasets import open_dataset
+from storage.models import ModelRegistry, load_ensemble
+from storage.models.ensembles import save_ensemble
+from tasks.drift.physics import frame_proxies, median_proxies
+
+from .evaluation import condition_frames, score_ensemble
+from .finetune import fine_tune, pseudo_labels
+from .matching import estimate_conditions, lattice_from_columns
+from .train import Log
+
+MAX_REFERENCE_LOSS = 0.01
+MAX_FRAMES = 24  # drifted frames used for pseudo-labels and estimation
+
+
+@dataclass
+class RetrainOutcome:
+    """What a retraining run did: the candidate version, whether it was promoted, and why."""
+
+    candidate: str | None
+    promoted: bool
+    reason: str
+    production: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def retrain(
+    dataset: str | Path,
+    frame_start: int,
+    frame_end: int,
+    *,
+    registry: ModelRegistry | None = None,
+    members: Sequence[int] | None = None,
+    reference: dict[str, Any] | None = None,
+    steps: int = 120,
+    validation_frames: int = 6,
+    seed: int = 0,
+    log: Log = print,
+) -> RetrainOutcome:
+    """Retrain on frames ``frame_start``..``frame_end`` (dataset positions) of ``dataset``.
+
+    ``members`` are the production members still trusted (the drift selection); their
+    consensus gives the pseudo-labels. ``reference`` are the conditions production must not
+    regress on (default: the twin's defaults).
+    """
+    registry = registry or ModelRegistry()
+    production = load_ensemble("production", registry)
+    ds = open_dataset(dataset)
+    positions = np.unique(
+        np.linspace(frame_start, frame_end, min(MAX_FRAMES, frame_end - frame_start + 1)).astype(int)
+    )
+    frames = list(ds["frames"].isel(frame=positions).values)
+    pixel_size = float(np.median(ds["pixel_size"].isel(frame=positions).values))
+    trusted = production.select(list(members)) if members else production
+    found = trusted.locate(frames, [pixel_size] * len(frames))
+    proxies = median_proxies(
+        [frame_proxies(a.rowcol, f.shape, pixel_size) for a, f in zip(found, frames, strict=True)]
+    )
+    lattice = lattice_from_columns(proxies.nn_distance, proxies.density)
+    conditions = estimate_conditions(frames[:4], pixel_size, lattice, seed=seed)
+    log(f"estimated conditions: {conditions}")
+    pseudo = pseudo_labels(trusted, frames, pixel_size, patch=64, seed=seed)
+    log(f"{len(pseudo)} pseudo-labelled patches from {len(frames)} drifted frames")
+    candidate, lineage = fine_tune(production, pseudo, conditions, steps=steps, seed=seed, log=log)
+
+    new = condition_frames("new", conditions, n=validation_frames, seed=seed + 77)
+    ref = condition_frames("reference", reference or {}, n=validation_frames, seed=seed + 78)
+    f1 = {
+        "new_production": score_ensemble(production, new).f1,
+        "new_candidate": score_ensemble(candidate, new).f1,
+        "reference_production": score_ensemble(production, ref).f1,
+        "reference_candidate": score_ensemble(candidate, ref).f1,
+    }
+    log("validation F1: " + ", ".join(f"{k} {v:.4f}" for k, v in f1.items()))
+    lineage.update({"dataset": str(Path(dataset).resolve()), "frames": [int(frame_start), int(frame_end)]})
+    version = save_ensemble(
+        registry,
+        candidate,
+        lineage=lineage,
+        metrics={"validation": f1, "conditions": conditions},
+        parent=production.version,
+    )
+    registry.promote(version, "candidate")
+    beats = f1["new_candidate"] > f1["new_production"]
+    keeps = f1["reference_candidate"] >= f1["reference_production"] - MAX_REFERENCE_LOSS
+    if beats and keeps:
+        registry.promote(version, "production")
+        reason = (
+            f"promoted: F1 on the new conditions {f1['new_production']:.4f} → {f1['new_candidate']:.4f}, "
+            f"reference {f1['reference_production']:.4f} → {f1['reference_candidate']:.4f}"
+        )
+        return RetrainOutcome(version, True, reason, version, {"validation": f1, "conditions": conditions})
+    why = []
+    if not beats:
+        why.append(f"no gain on the new conditions ({f1['new_candidate']:.4f} ≤ {f1['new_production']:.4f})")
+    if not keeps:
+        why.append(
+            f"reference F1 would drop by {f1['reference_production'] - f1['reference_candidate']:.4f} "
+            f"(> {MAX_REFERENCE_LOSS})"
+        )
+    return RetrainOutcome(
+        version,
+        False,
+        "kept production: " + "; ".join(why),
+        production.version,
+        {"validation": f1, "conditions": conditions},
+    )
