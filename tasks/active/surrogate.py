@@ -36,17 +36,19 @@ class GPSurrogate:
         inputs: np.ndarray,
         feature_extractor: nn.Module | None = None,
         *,
-        first_iters: int = 150,
+        first_iters: int = 80,
         warm_iters: int = 30,
         lr: float = 0.03,
         weight_decay: float = 1e-3,
         exact_limit: int = 1000,
         n_inducing: int = 256,
     ) -> None:
-        self.inputs = torch.as_tensor(np.asarray(inputs), dtype=torch.float32)
+        # float64 throughout: in float32 a GP whose outputscale grows large loses its noise floor
+        # to round-off and the Cholesky fails (seen on MoS2 scenes); the matrices here are small.
+        self.inputs = torch.as_tensor(np.asarray(inputs), dtype=torch.float64)
         if self.inputs.ndim != 2:
             raise InputError(f"candidate inputs must be (n, d), got shape {tuple(self.inputs.shape)}")
-        self.feature_extractor = feature_extractor
+        self.feature_extractor = None if feature_extractor is None else feature_extractor.double()
         self.first_iters = first_iters
         self.warm_iters = warm_iters
         self.lr = lr
@@ -58,7 +60,7 @@ class GPSurrogate:
         self._y_mean = 0.0
         self._y_std = 1.0
         self._train_idx = torch.empty(0, dtype=torch.long)
-        self._train_y = torch.empty(0)
+        self._train_y = torch.empty(0, dtype=torch.float64)
 
     @classmethod
     def dkl(
@@ -109,7 +111,7 @@ class GPSurrogate:
             raise InputError("measured values must be finite")
         self._y_mean = float(y.mean())
         self._y_std = float(y.std()) or 1.0
-        ty = torch.as_tensor((y - self._y_mean) / self._y_std, dtype=torch.float32)
+        ty = torch.as_tensor((y - self._y_mean) / self._y_std, dtype=torch.float64)
         x = self.inputs[idx]
         scalable = self._scalable(len(idx))
         rebuild = self.model is None or scalable != isinstance(
@@ -127,7 +129,8 @@ class GPSurrogate:
                 with torch.no_grad():
                     inducing = self.feature_extractor(x[pick])
             previous = self.model
-            self.model = DKLModel(x, ty, self.likelihood, self.feature_extractor, inducing)
+            self.model = DKLModel(x, ty, self.likelihood, self.feature_extractor, inducing).double()
+            self.likelihood.double()
             scale = self.model.covar_module
             if isinstance(scale, gpytorch.kernels.InducingPointKernel):
                 scale = scale.base_kernel
@@ -181,7 +184,7 @@ class GPSurrogate:
             raise InputError("the surrogate has not been fitted yet: call fit() first")
         cidx = torch.as_tensor(np.asarray(condition, dtype=np.int64))
         cy = torch.as_tensor(
-            (np.asarray(values, dtype=np.float64) - self._y_mean) / self._y_std, dtype=torch.float32
+            (np.asarray(values, dtype=np.float64) - self._y_mean) / self._y_std, dtype=torch.float64
         )
         if len(cidx) != len(cy):
             raise InputError(f"{len(cidx)} fantasy points but {len(cy)} values")
