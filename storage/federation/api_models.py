@@ -87,6 +87,10 @@ class SearchIn(_Body):
     sort: str = Field(default="-created", max_length=32)
     offset: int = Field(default=0, ge=0, le=10_000_000)
     limit: int = Field(default=50, ge=1, le=1000)
+    #: Count matches up to this many; past it ``total`` is a lower bound and the answer says
+    #: ``total_is_lower_bound: true``. None (JSON null) counts every match, which can take a
+    #: while for broad searches of a large catalog.
+    count_limit: int | None = Field(default=1000, ge=0, le=10_000_000)
 
 
 class ReplicaFileIn(_Body):

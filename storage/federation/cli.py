@@ -162,6 +162,9 @@ def search(
     sort: str = typer.Option("-created", help="created, updated, title, id or size; '-' for descending."),
     offset: int = typer.Option(0, min=0),
     limit: int = typer.Option(20, min=1, max=1000),
+    exact_total: bool = typer.Option(
+        False, "--exact-total", help="Count every match (slower); otherwise counting stops at 1000."
+    ),
     as_json: bool = JsonOpt,
     url: str | None = UrlOpt,
     token: str | None = TokenOpt,
@@ -184,6 +187,7 @@ def search(
             sort=sort,
             offset=offset,
             limit=limit,
+            exact_total=exact_total,
         ),
     )
     if as_json:
@@ -192,7 +196,8 @@ def search(
     for item in page["items"]:
         typer.echo(f"{item['id']}\t{item['created'][:19]}\t{item['owner']}\t{item['title']}")
     shown = len(page["items"])
-    typer.echo(f"-- {offset + 1 if shown else 0}-{offset + shown} of {page['total']}", err=True)
+    total = f"at least {page['total']}" if page.get("total_is_lower_bound") else page["total"]
+    typer.echo(f"-- {offset + 1 if shown else 0}-{offset + shown} of {total}", err=True)
 
 
 @app.command()

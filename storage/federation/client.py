@@ -136,21 +136,33 @@ class StoreClient:
         return self._json("POST", f"/api/records/{_ref(ref)}/dependencies", json={"kind": kind, "id": target})
 
     def search(self, **criteria: Any) -> dict[str, Any]:
-        """One page: ``{total, offset, limit, items}``; criteria as in ``api_models.SearchIn``."""
-        body = {k: v for k, v in criteria.items() if v is not None}
+        """One page: ``{total, total_is_lower_bound, offset, limit, items}``; criteria as in
+        ``api_models.SearchIn``. Matches are counted up to ``count_limit`` (default 1000): past
+        it ``total`` is a lower bound. ``count_limit=None`` is not sent (the server's default
+        applies); pass ``exact_total=True`` to count every match."""
+        if criteria.pop("exact_total", False):
+            criteria.pop("count_limit", None)
+            body = {k: v for k, v in criteria.items() if v is not None}
+            body["count_limit"] = None
+            return self._search(body)
+        return self._search({k: v for k, v in criteria.items() if v is not None})
+
+    def _search(self, body: dict[str, Any]) -> dict[str, Any]:
         for key in ("created_after", "created_before", "updated_after", "updated_before"):
             if key in body and hasattr(body[key], "isoformat"):
                 body[key] = body[key].isoformat()
         return self._json("POST", "/api/search", json=body)
 
     def iter_search(self, page_size: int = 200, **criteria: Any) -> Iterator[dict[str, Any]]:
-        """Every matching record, page after page."""
+        """Every matching record, page after page (until a page comes back short)."""
         offset = 0
         while True:
             page = self.search(offset=offset, limit=page_size, **criteria)
             yield from page["items"]
             offset += len(page["items"])
-            if not page["items"] or offset >= page["total"]:
+            if len(page["items"]) < page_size or (
+                offset >= page["total"] and not page.get("total_is_lower_bound")
+            ):
                 return
 
     def lineage(self, ref: str, depth: int = 10, direction: str = "both") -> dict[str, Any]:

@@ -127,8 +127,19 @@ def _to_sql(node: Any, correlated: bool) -> ColumnElement[bool]:
         return not_(_to_sql(node.parts[0], correlated))
     if node.op == "or":
         return or_(*[_to_sql(p, correlated) for p in node.parts])
-    # Comparisons on one key joined by "and" become one range on one value: index-friendly,
-    # and what "md.x > 1 and md.x < 2" means for a scalar.
+    return and_(*[_to_sql(p, correlated) for p in _and_parts(node)])
+
+
+def _and_parts(node: Any) -> list[Any]:
+    """The conjuncts of an "and" node (a lone leaf is its own), comparisons of one key merged.
+
+    Comparisons on one key joined by "and" become one range on one value: index-friendly, and
+    what "md.x > 1 and md.x < 2" means for a scalar.
+    """
+    if isinstance(node, _Leaf):
+        return [node]
+    if node.op != "and":
+        return [node]
     merged: dict[str, _Leaf] = {}
     others = []
     for part in node.parts:
@@ -137,7 +148,34 @@ def _to_sql(node: Any, correlated: bool) -> ColumnElement[bool]:
             merged[part.key] = _Leaf(part.key, (prior.conditions if prior else ()) + part.conditions)
         else:
             others.append(part)
-    return and_(*[_to_sql(p, correlated) for p in [*merged.values(), *others]])
+    return [*merged.values(), *others]
+
+
+def _leaf_rows(leaf: _Leaf) -> Any:
+    """``SELECT record_id`` of the index rows a leaf matches (answered from a covering index)."""
+    E = MetadataEntry
+    return select(E.record_id).where(E.key == leaf.key, *[c(E.num, E.text) for c in leaf.conditions])
+
+
+def _driven(node: Any, leaf_rows: Callable[[Any, int | None], int]) -> ColumnElement[bool]:
+    """The top-level term with the fewest index rows as an ``IN`` set, the others as probes.
+
+    ``leaf_rows(select, cap)`` counts the rows of a leaf's index query, stopping at ``cap``
+    (None: its own cap) or before. Driving
+    from the smallest set and probing each of its records for the remaining terms costs in
+    proportion to that set, where ``IN`` sets for every term cost the sum of all of them.
+    """
+    parts = _and_parts(node)
+    leaves = [p for p in parts if isinstance(p, _Leaf)]
+    if not leaves:
+        return _to_sql(node, correlated=False)
+    driver, fewest = leaves[0], None
+    for leaf in leaves:
+        # Each term is counted only as far as the smallest so far: enough to rank them.
+        rows = leaf_rows(_leaf_rows(leaf), fewest)
+        if fewest is None or rows < fewest:
+            driver, fewest = leaf, rows
+    return and_(_to_sql(driver, False), *[_to_sql(p, True) for p in parts if p is not driver])
 
 
 _OPS = {
@@ -223,12 +261,23 @@ class _Compiler(Transformer[Token, Any]):
         return _Op("or", parts)
 
 
-def compile_expression(text: str, correlated: bool = False) -> ColumnElement[bool]:
+def compile_expression(
+    text: str, correlated: bool = False, leaf_rows: Callable[[Any, int | None], int] | None = None
+) -> ColumnElement[bool]:
     """Compile a metadata expression into a SQLAlchemy condition on ``Record``.
 
-    ``correlated`` picks EXISTS probes instead of ``IN`` sets (see ``_to_sql``); both select
+    ``correlated`` picks EXISTS probes instead of ``IN`` sets (see ``_to_sql``); with
+    ``leaf_rows`` (a function counting the rows of a ``select`` up to a cap), the top-level term with the
+    fewest index rows becomes a set and the others probes (see ``_driven``). Every form selects
     the same records. Raises QuerySyntaxError naming the position and what was expected.
     """
+    node = _compile(text)
+    if leaf_rows is not None and not correlated:
+        return _driven(node, leaf_rows)
+    return _to_sql(node, correlated)
+
+
+def _compile(text: str) -> Any:
     if len(text) > MAX_EXPRESSION_CHARS:
         raise QuerySyntaxError(
             f"the expression is {len(text)} characters long; the limit is {MAX_EXPRESSION_CHARS}"
@@ -244,7 +293,7 @@ def compile_expression(text: str, correlated: bool = False) -> ColumnElement[boo
     except LarkError as error:
         raise QuerySyntaxError(f"cannot parse {text!r}: {error}") from None
     try:
-        return _to_sql(_Compiler().transform(tree), correlated)
+        return _Compiler().transform(tree)
     except LarkError as error:  # errors raised inside the transformer come wrapped
         cause = getattr(error, "orig_exc", None)
         if isinstance(cause, QuerySyntaxError):

@@ -31,6 +31,22 @@ def test_private_record_is_invisible_to_others(alice: StoreClient, bob: StoreCli
     assert alice.get(rec["id"])["title"] == "alice's secret"  # unchanged
 
 
+def test_capped_counts_never_include_unreadable_records(
+    alice: StoreClient, bob: StoreClient, tag: str
+) -> None:
+    for i in range(6):
+        alice.create_record(f"private {tag} {i}", tags=[tag], metadata={"x": i})
+    mine = [bob.create_record(f"bob's {tag} {i}", tags=[tag], metadata={"x": i})["id"] for i in range(2)]
+    for criteria in ({"tags": [tag]}, {"md": "md.x >= 0", "tags": [tag]}, {"text": f"{tag}"}):
+        for count_limit in (0, 1, 5, None):
+            page = bob.search(count_limit=count_limit, sort="title", **criteria)
+            assert sorted(r["id"] for r in page["items"]) == sorted(mine)
+            assert (page["total"], page["total_is_lower_bound"]) == (2, False)
+            small = bob.search(count_limit=count_limit, limit=1, **criteria)
+            assert small["total"] <= 2 and len(small["items"]) == 1
+    assert alice.search(tags=[tag], count_limit=3, limit=2)["total_is_lower_bound"] is True  # alice: 6
+
+
 def test_grants_inherit_down_the_collection_tree(alice: StoreClient, bob: StoreClient, tag: str) -> None:
     top = alice.create_collection("campaign")
     sub = alice.create_collection("run 1", parent=top["id"])

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from storage.federation.cli import app as store_app
 from storage.federation.cli import sync_command
 from storage.federation.client import StoreClient
-from storage.federation.database import Database, sqlite_url
+from storage.federation.database import Database, include_name, sqlite_url
 from storage.federation.embedded import RunningStore, free_port
 from storage.federation.models import Base
 from storage.provenance import (
@@ -153,5 +153,7 @@ def test_migrations_match_models(tmp_path: Path) -> None:
     db.migrate()
     db.migrate()  # idempotent
     with db.write_engine.connect() as conn:
-        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+        context = MigrationContext.configure(conn, opts={"include_name": include_name})
+        assert compare_metadata(context, Base.metadata) == []
+        assert conn.exec_driver_sql("SELECT count(*) FROM records_fts").scalar() == 0  # 0003 ran
     db.dispose()

@@ -92,6 +92,65 @@ def test_pagination_is_stable_and_complete(alice: StoreClient, tag: str) -> None
     assert [r["id"] for r in alice.iter_search(page_size=7, tags=[tag], sort="-id")] == made[::-1]
 
 
+def test_totals_past_count_limit_are_lower_bounds(alice: StoreClient, tag: str) -> None:
+    for i in range(30):
+        alice.create_record(f"{tag} item {i:02d}", tags=[tag], metadata={"i": i, "even": i % 2 == 0})
+
+    def page(**criteria: object) -> tuple[int, bool, int]:
+        got = alice.search(tags=[tag], **criteria)
+        return got["total"], got["total_is_lower_bound"], len(got["items"])
+
+    assert page(count_limit=10, limit=5) == (10, True, 5)
+    assert page(count_limit=10, limit=5, offset=20) == (25, True, 5)  # what the page shows
+    assert page(count_limit=10, limit=5, offset=28) == (30, False, 2)  # a short page is the end
+    assert page(count_limit=0, limit=5) == (5, True, 5)  # at least what the page shows
+    assert page(limit=5) == (30, False, 5)  # under the default limit
+    assert alice.search(tags=[tag], exact_total=True, count_limit=3)["total"] == 30
+    assert page(count_limit=None) == (30, False, 30)
+
+    md = "md.i >= 10 and md.even == true"  # two terms: one drives, the other is probed
+    for sort in ("-created", "title", "id", "-size"):
+        capped = alice.search(tags=[tag], md=md, sort=sort, count_limit=3)
+        exact = alice.search(tags=[tag], md=md, sort=sort, exact_total=True)
+        assert (capped["total"], capped["total_is_lower_bound"]) == (10, False)  # short page
+        assert (exact["total"], exact["total_is_lower_bound"]) == (10, False)
+        assert [r["id"] for r in capped["items"]] == [r["id"] for r in exact["items"]]
+        assert {r["metadata"]["i"] for r in exact["items"]} == {10, 12, 14, 16, 18, 20, 22, 24, 26, 28}
+    walked = alice.search(tags=[tag], md=md, sort="title", count_limit=3, limit=4, offset=2)
+    assert [r["metadata"]["i"] for r in walked["items"]] == [14, 16, 18, 20]
+    assert (walked["total"], walked["total_is_lower_bound"]) == (6, True)
+    assert [r["metadata"]["i"] for r in alice.iter_search(page_size=4, tags=[tag], md=md, sort="title")] == [
+        10,
+        12,
+        14,
+        16,
+        18,
+        20,
+        22,
+        24,
+        26,
+        28,
+    ]
+
+
+def test_text_search_follows_edits_and_keeps_like_semantics(alice: StoreClient, tag: str) -> None:
+    rec = alice.create_record(f"Überraschung zebra{tag}", description="a 100% pure_sample")
+    found = lambda text: [r["id"] for r in alice.search(text=text, owner="alice")["items"]]  # noqa: E731
+    assert found(f"zebra{tag}") == [rec["id"]]  # through the trigram index
+    assert found(f"ZEBRA{tag.upper()}") == [rec["id"]]  # ASCII case ignored
+    assert found(f"Überraschung zebra{tag}") == [rec["id"]]
+    assert found(f"zeb*{tag}") == [rec["id"]]  # a wildcard word: LIKE alone
+    assert found(f"ze {tag}") == [rec["id"]]  # a short word: LIKE alone
+    assert found(f"100% pure_sample zebra{tag}") == [rec["id"]]  # % and _ are plain characters
+    assert found(f"pure%sample zebra{tag}") == []
+    assert found(f'zebra{tag} "quoted"') == []
+    alice.update(rec["id"], title=f"giraffe{tag}")
+    assert found(f"zebra{tag}") == []
+    assert found(f"giraffe{tag}") == [rec["id"]]
+    alice.delete(rec["id"])
+    assert found(f"giraffe{tag}") == []
+
+
 def test_schema_rejection_names_the_field(alice: StoreClient, tag: str) -> None:
     alice.put_schema(
         f"scan/{tag}",

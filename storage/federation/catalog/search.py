@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, cast, false, func, or_, select
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Select,
+    String,
+    cast,
+    false,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+)
+from sqlalchemy import column as sql_column
+from sqlalchemy import table as sql_table
 
 from scopeflow.errors import InputError, NotFoundError
 from storage.federation.access import Level
@@ -19,11 +34,14 @@ from storage.federation.catalog.lookup import (
     user_by_name,
 )
 from storage.federation.catalog.records import record_dicts
+from storage.federation.database import FTS_TABLE
 from storage.federation.models import Collection, CollectionItem, Record, RecordTag
 from storage.federation.query_language import compile_expression
 
 #: Up to this many matches, a search sorts the matching ids instead of walking an index.
 SMALL_RESULT = 2000
+#: Index rows counted per metadata term to pick the term that drives a search.
+ESTIMATE_CAP = 20_000
 
 SORT_KEYS = {
     "created": Record.created,
@@ -32,6 +50,8 @@ SORT_KEYS = {
     "id": Record.id,
     "size": Record.size,
 }
+_FTS = sql_table(FTS_TABLE, sql_column("rowid"))
+_FTS_MATCH = literal_column(FTS_TABLE)
 _ID_PATTERN = re.compile(r"^(d/)?[0-9*?]{1,19}$")
 
 
@@ -67,11 +87,14 @@ def _id_condition(pattern: str) -> ColumnElement[bool]:
     return cast(Record.id, String).like(_like(digits), escape="\\")
 
 
-def conditions(ctx: Ctx, q: SearchIn, correlated: bool = False) -> list[ColumnElement[bool]]:
+def conditions(
+    ctx: Ctx, q: SearchIn, correlated: bool = False, driven: bool = False
+) -> list[ColumnElement[bool]]:
     """The WHERE conditions of ``q``, the read-permission filter first.
 
-    ``correlated``: metadata terms as per-record probes (for one sorted page) rather than id
-    sets (for counting); both select the same records.
+    ``correlated``: metadata terms as per-record probes (for walking one sorted page) rather
+    than id sets; ``driven``: the metadata term with the fewest index rows as an id set, the
+    others as probes (for collecting or counting every match). All select the same records.
     """
     where: list[ColumnElement[bool]] = [ctx.grants.record_filter(Level.READ)]
     if q.id:
@@ -83,6 +106,12 @@ def conditions(ctx: Ctx, q: SearchIn, correlated: bool = False) -> list[ColumnEl
     if q.text:
         # SQLite's LIKE ignores ASCII case already; ILIKE there would wrap both sides in lower().
         sqlite = ctx.session.get_bind().dialect.name == "sqlite"
+        indexed = [w for w in q.text.split() if len(w) >= 3 and not set(w) & set("*?")]
+        if sqlite and indexed:
+            # Candidates from the trigram index (a superset of the LIKE matches: it folds case
+            # beyond ASCII too); the LIKE conditions below still decide.
+            phrases = " ".join('"' + w.replace('"', '""') + '"' for w in indexed)
+            where.append(Record.id.in_(select(_FTS.c.rowid).where(_FTS_MATCH.op("MATCH")(phrases))))
         for word in q.text.split():
             pattern = f"%{_like(word)}%"
             if sqlite:
@@ -111,7 +140,8 @@ def conditions(ctx: Ctx, q: SearchIn, correlated: bool = False) -> list[ColumnEl
         )
         where.append(Record.id.in_(inside))
     if q.md:
-        where.append(compile_expression(q.md, correlated=correlated))
+        leaf_rows = _capped_counter(ctx) if driven else None
+        where.append(compile_expression(q.md, correlated=correlated, leaf_rows=leaf_rows))
     for column, after, before in (
         (Record.created, q.created_after, q.created_before),
         (Record.updated, q.updated_after, q.updated_before),
@@ -123,8 +153,38 @@ def conditions(ctx: Ctx, q: SearchIn, correlated: bool = False) -> list[ColumnEl
     return where
 
 
+def _on_column(condition: ColumnElement[bool], column: Any) -> bool:
+    left = getattr(condition, "left", None)
+    return left is not None and bool(left.compare(column.expression))
+
+
+def _capped_counter(ctx: Ctx) -> Callable[[Select[Any], int | None], int]:
+    """Counts the rows of a select up to a cap, at most ``ESTIMATE_CAP`` (enough to rank terms)."""
+
+    def count(query: Select[Any], cap: int | None) -> int:
+        limit = ESTIMATE_CAP if cap is None else min(cap, ESTIMATE_CAP)
+        capped = query.with_only_columns(literal(1)).limit(limit).subquery()
+        return ctx.session.scalar(select(func.count()).select_from(capped)) or 0
+
+    return count
+
+
+def _count(ctx: Ctx, where: list[ColumnElement[bool]], cap: int | None) -> int:
+    """Matches of ``where``, counting no further than ``cap + 1`` (None: all)."""
+    query = select(Record.id).where(*where)
+    if cap is not None:
+        query = query.limit(cap + 1)
+    return ctx.session.scalar(select(func.count()).select_from(query.subquery())) or 0
+
+
 def search(ctx: Ctx, q: SearchIn) -> dict[str, Any]:
-    """One page of matching records plus the total count: ``{total, offset, limit, items}``."""
+    """One page of matching records: ``{total, total_is_lower_bound, offset, limit, items}``.
+
+    ``total`` counts every match when ``q.count_limit`` is None or there are at most that many;
+    past it, counting stops, ``total`` is a lower bound (the larger of ``count_limit`` and what
+    the page shows) and ``total_is_lower_bound`` is true. A page shorter than asked for (and
+    not past the end) makes the total exact whatever the limit.
+    """
     key = q.sort.lstrip("+-")
     if key not in SORT_KEYS:
         raise InputError(
@@ -133,18 +193,47 @@ def search(ctx: Ctx, q: SearchIn) -> dict[str, Any]:
     column = SORT_KEYS[key]
     descending = q.sort.startswith("-")
     order = [column.desc(), Record.id.desc()] if descending else [column.asc(), Record.id.asc()]
-    by_sets = conditions(ctx, q)
+    driven = conditions(ctx, q, driven=True)
     window = (q.offset, min(q.limit, ctx.limits.max_page))
+    cap = q.count_limit
+    small = SMALL_RESULT if cap is None else min(cap, SMALL_RESULT)
     # Few matches: collect their ids from the indexes and sort just those. Many matches: walk
     # the sort order and probe each record, stopping once the page is full.
-    ids = ctx.session.scalars(select(Record.id).where(*by_sets).limit(SMALL_RESULT + 1)).all()
-    if len(ids) <= SMALL_RESULT:
+    ids = ctx.session.scalars(select(Record.id).where(*driven).limit(small + 1)).all()
+    lower_bound = False
+    if len(ids) <= small:
         total = len(ids)
-        where: list[ColumnElement[bool]] = [Record.id.in_(ids)] if ids else [false()]
+        rows = ctx.session.scalars(
+            select(Record)
+            .where(Record.id.in_(ids) if ids else false())
+            .order_by(*order)
+            .offset(window[0])
+            .limit(window[1])
+        ).all()
     else:
-        total = ctx.session.scalar(select(func.count()).select_from(Record).where(*by_sets)) or 0
-        where = conditions(ctx, q, correlated=True)
-    rows = ctx.session.scalars(
-        select(Record).where(*where).order_by(*order).offset(window[0]).limit(window[1])
-    ).all()
-    return {"total": total, "offset": q.offset, "limit": q.limit, "items": record_dicts(ctx, rows)}
+        # More than ``small`` matches: past a cap no larger than that, counting is done.
+        total = small + 1 if cap is not None and cap <= small else _count(ctx, driven, cap)
+        if cap is not None and total > cap:
+            total, lower_bound = cap, True
+        probes = conditions(ctx, q, correlated=True)
+        if ctx.session.get_bind().dialect.name == "sqlite":
+            # Many records match, so each condition is likely to hold: the planner then walks
+            # the sort order's index instead of sorting every match of a filter that has an
+            # index of its own (the owner's, say) to show the first few.
+            # A range on the sort column itself stays a range of that index.
+            probes = [c if _on_column(c, column) else func.likely(c, type_=Boolean) for c in probes]
+        walk = select(Record).where(*probes)
+        rows = ctx.session.scalars(walk.order_by(*order).offset(window[0]).limit(window[1])).all()
+        if lower_bound:
+            shown = q.offset + len(rows)
+            if rows and len(rows) < window[1]:
+                total, lower_bound = shown, False  # the page ran out: that is every match
+            else:
+                total = max(total, shown)
+    return {
+        "total": total,
+        "total_is_lower_bound": lower_bound,
+        "offset": q.offset,
+        "limit": q.limit,
+        "items": record_dicts(ctx, rows),
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+from storage.federation.database import include_name
 from storage.federation.models import Base
 
 config = context.config
@@ -16,6 +17,7 @@ def _run(connection: object) -> None:
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=True,  # SQLite alters tables by copying them
+        include_name=include_name,
     )
     with context.begin_transaction():
         context.run_migrations()

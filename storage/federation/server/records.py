@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
+from fastapi.responses import JSONResponse
 
 from storage.federation.access import Principal
 from storage.federation.api_models import DependencyIn, RecordIn, RecordPatch, ReplicaIn, SearchIn
@@ -75,4 +76,13 @@ def add_replica(
 
 @router.post("/search")
 def search(body: SearchIn, p: Principal = Depends(principal), c: Catalog = Depends(catalog)) -> Any:
-    return c.read(p, lambda ctx: search_ops.search(ctx, body))
+    """One page of the records the caller may read that match every criterion given.
+
+    Answers ``{total, total_is_lower_bound, offset, limit, items}``. Matches are counted up to
+    ``count_limit`` (default 1000): when there are more, counting stops, ``total`` is a lower
+    bound (at least ``count_limit``, and at least ``offset`` plus the items shown) and
+    ``total_is_lower_bound`` is true. ``"count_limit": null`` counts every match, which can
+    take long on a large catalog. Only records the caller may read are counted or returned.
+    """
+    # The page is plain JSON already: skip FastAPI's per-value encoder (7 ms for 50 records).
+    return JSONResponse(c.read(p, lambda ctx: search_ops.search(ctx, body)))
