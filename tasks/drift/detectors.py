@@ -11,6 +11,7 @@ All are label-free: they see encoder features, ensemble spread and atom geometry
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -127,6 +128,10 @@ class MeanShiftDetector:
         self.threshold = threshold_for_ert(stats, self.ert)
         self._recent.clear()
         return self
+
+    def shift(self, scores: Sequence[float]) -> float:
+        """The standardised mean shift of ``scores`` (compare with ``threshold``)."""
+        return abs(float(np.nanmean(scores)) - self._mu) / self._sd
 
     def update(self, score: float) -> float:
         """Add one frame's score; the window's standardised mean shift (NaN until full)."""

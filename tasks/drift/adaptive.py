@@ -1,0 +1,107 @@
+"""The edge's adaptive ensemble: detect drift per batch, select members, escalate to retraining.
+
+Per batch: the active members locate the columns; the monitor scores the batch on encoder
+features (averaged over the active members, so the feature space does not depend on how
+many are active), ensemble disagreement and physics proxies. On a detection the members
+are scored one by one on the batch and the fitting subset becomes active; if the physics
+proxies of the subset's columns are back within the reference's bounds the action is
+``select``, else ``retrain`` (the caller dispatches it). After any detection the monitor
+takes a new reference under the new conditions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from tasks.inference.atoms import Atoms
+from tasks.inference.ensemble import Ensemble
+
+from .monitor import Decision, DriftMonitor
+from .physics import frame_proxies
+from .selection import Selection, select_members
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """One batch: its columns (from the members in use), the decision and what was done."""
+
+    start: int
+    atoms: list[Atoms]
+    decision: Decision
+    action: str  # none | select | retrain
+    members: tuple[int, ...]  # members in use from the next batch on
+    model_version: str
+    selection: Selection | None = None
+
+
+def _mean_features(features: np.ndarray, members: int) -> np.ndarray:
+    n = features.shape[0]
+    return features.reshape(n, members, -1).mean(axis=1)
+
+
+class AdaptiveEnsemble:
+    """A production ensemble whose active members follow the imaging conditions."""
+
+    def __init__(self, ensemble: Ensemble, monitor: DriftMonitor, min_members: int = 2) -> None:
+        self.monitor = monitor
+        self.min_members = min_members
+        self.use(ensemble)
+
+    def use(self, ensemble: Ensemble) -> None:
+        """Switch to a (new) production ensemble: all members active, a fresh reference."""
+        self.ensemble = ensemble
+        self.members: tuple[int, ...] = tuple(range(ensemble.members))
+        self.active = ensemble
+        self.monitor.rereference()
+
+    def process(self, frames: Sequence[np.ndarray], pixel_sizes: Sequence[float], start: int) -> BatchOutcome:
+        """Columns of a batch of frames (dataset positions ``start``…) and the drift decision."""
+        frames = [np.asarray(f) for f in frames]
+        atoms, features = self.active.analyse(frames, list(pixel_sizes))
+        proxies = [
+            frame_proxies(a.rowcol, f.shape, p) for a, f, p in zip(atoms, frames, pixel_sizes, strict=True)
+        ]
+        uncertainty = np.array([float(np.mean(a.uncertainty)) if len(a) else np.nan for a in atoms])
+        decision = self.monitor.observe(
+            start, _mean_features(features, len(self.members)), uncertainty, proxies
+        )
+        version = self.ensemble.version
+        if not decision.detected:
+            return BatchOutcome(start, atoms, decision, "none", self.members, version)
+        selection = self._select(frames, pixel_sizes, atoms)
+        self.members = selection.members
+        self.active = self.ensemble.select(list(self.members))
+        restored = self._restored(frames, pixel_sizes)
+        self.monitor.rereference()
+        action = "select" if restored else "retrain"
+        return BatchOutcome(start, atoms, decision, action, self.members, version, selection)
+
+    def _select(
+        self, frames: list[np.ndarray], pixel_sizes: Sequence[float], consensus: list[Atoms]
+    ) -> Selection:
+        per_member = [
+            [a.rowcol for a in self.ensemble.member(k).locate(frames, list(pixel_sizes))]
+            for k in range(self.ensemble.members)
+        ]
+        reference = self.monitor.reference_proxies
+        p = float(np.median(pixel_sizes))
+        return select_members(
+            per_member,
+            [a.rowcol for a in consensus],
+            frames[0].shape,
+            p,
+            reference,
+            min_members=self.min_members,
+        )
+
+    def _restored(self, frames: list[np.ndarray], pixel_sizes: Sequence[float]) -> bool:
+        """Whether the selected members' columns look like the reference lattice again."""
+        atoms = self.active.locate(frames, list(pixel_sizes))
+        scores = [
+            self.monitor.physics_score(frame_proxies(a.rowcol, f.shape, p))
+            for a, f, p in zip(atoms, frames, pixel_sizes, strict=True)
+        ]
+        return self.monitor.physics.shift(scores) <= self.monitor.physics.threshold
