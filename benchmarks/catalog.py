@@ -118,7 +118,7 @@ QUERIES: dict[str, dict[str, Any]] = {
 def search_latency(client: StoreClient, owner: str, repeats: int = 30) -> dict[str, Any]:
     """Per-query and overall latency (ms) of one page of 50 results, through HTTP.
 
-    Searches count matches up to the default ``count_limit`` (1000; past it the total is a lower
+    Searches count matches up to the default ``count_limit`` (500; past it the total is a lower
     bound); ``exact_total_p50_ms`` is the same search counting every match (``count_limit`` null).
     """
     per_query: dict[str, Any] = {}

@@ -68,6 +68,10 @@ class LinkIn(_Body):
     records: list[str] = Field(min_length=1, max_length=1000)
 
 
+#: Matches a search counts by default; past it the total it answers is a lower bound.
+COUNT_LIMIT = 500
+
+
 class SearchIn(_Body):
     """A search; every criterion given must hold. Wildcards ``*`` and ``?`` in ``id``/``alias``."""
 
@@ -90,7 +94,7 @@ class SearchIn(_Body):
     #: Count matches up to this many; past it ``total`` is a lower bound and the answer says
     #: ``total_is_lower_bound: true``. None (JSON null) counts every match, which can take a
     #: while for broad searches of a large catalog.
-    count_limit: int | None = Field(default=1000, ge=0, le=10_000_000)
+    count_limit: int | None = Field(default=COUNT_LIMIT, ge=0, le=10_000_000)
 
 
 class ReplicaFileIn(_Body):

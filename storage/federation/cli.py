@@ -163,7 +163,7 @@ def search(
     offset: int = typer.Option(0, min=0),
     limit: int = typer.Option(20, min=1, max=1000),
     exact_total: bool = typer.Option(
-        False, "--exact-total", help="Count every match (slower); otherwise counting stops at 1000."
+        False, "--exact-total", help="Count every match (slower); otherwise counting stops at 500."
     ),
     as_json: bool = JsonOpt,
     url: str | None = UrlOpt,

@@ -137,7 +137,7 @@ class StoreClient:
 
     def search(self, **criteria: Any) -> dict[str, Any]:
         """One page: ``{total, total_is_lower_bound, offset, limit, items}``; criteria as in
-        ``api_models.SearchIn``. Matches are counted up to ``count_limit`` (default 1000): past
+        ``api_models.SearchIn``. Matches are counted up to ``count_limit`` (default 500): past
         it ``total`` is a lower bound. ``count_limit=None`` is not sent (the server's default
         applies); pass ``exact_total=True`` to count every match."""
         if criteria.pop("exact_total", False):

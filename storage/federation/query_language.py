@@ -27,7 +27,8 @@ from typing import Any
 
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
-from sqlalchemy import ColumnElement, and_, exists, not_, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, literal, not_, or_, select
+from sqlalchemy.orm import aliased
 
 from storage.federation.errors import QuerySyntaxError
 from storage.federation.models import MetadataEntry, Record
@@ -92,13 +93,13 @@ def _wildcards_to_like(pattern: str) -> str:
     return out.replace("*", "%").replace("?", "_")
 
 
-Cond = Callable[[ColumnElement[Any], ColumnElement[Any]], ColumnElement[bool]]
+Cond = Callable[[ColumnElement[Any], ColumnElement[Any], ColumnElement[Any]], ColumnElement[bool]]
 
 
 @dataclass(frozen=True)
 class _Leaf:
     """Conditions on the index rows of one key (all must hold for the same value); each is a
-    function of the (number, text) value columns."""
+    function of the (number, text, kind) columns of the index rows."""
 
     key: str
     conditions: tuple[Cond, ...]
@@ -119,9 +120,9 @@ def _to_sql(node: Any, correlated: bool) -> ColumnElement[bool]:
             # Values wrapped (x + 0, x || '') so no value index is usable: the planner must
             # look the record up by (record_id, key) instead of scanning a value range per record.
             num, text = E.num + 0, E.text.concat("")
-            conds = [c(num, text) for c in node.conditions]
+            conds = [c(num, text, E.kind) for c in node.conditions]
             return exists(select(E.id).where(E.record_id == Record.id, E.key == node.key, *conds))
-        conds = [c(E.num, E.text) for c in node.conditions]
+        conds = [c(E.num, E.text, E.kind) for c in node.conditions]
         return Record.id.in_(select(E.record_id).where(E.key == node.key, *conds))
     if node.op == "not":
         return not_(_to_sql(node.parts[0], correlated))
@@ -151,31 +152,53 @@ def _and_parts(node: Any) -> list[Any]:
     return [*merged.values(), *others]
 
 
-def _leaf_rows(leaf: _Leaf) -> Any:
-    """``SELECT record_id`` of the index rows a leaf matches (answered from a covering index)."""
+def _leaf_rows(leaf: _Leaf) -> Select[Any]:
+    """``SELECT 1`` per index row a leaf matches (answered from a covering index)."""
     E = MetadataEntry
-    return select(E.record_id).where(E.key == leaf.key, *[c(E.num, E.text) for c in leaf.conditions])
+    return select(literal(1)).where(E.key == leaf.key, *[c(E.num, E.text, E.kind) for c in leaf.conditions])
 
 
-def _driven(node: Any, leaf_rows: Callable[[Any, int | None], int]) -> ColumnElement[bool]:
-    """The top-level term with the fewest index rows as an ``IN`` set, the others as probes.
+def driven_ids(
+    text: str, leaf_rows: Callable[[Select[Any], int | None], int], where: list[ColumnElement[bool]]
+) -> Select[Any] | None:
+    """``SELECT DISTINCT records.id`` of the records matching the expression and ``where``,
+    driven by the expression's top-level term with the fewest index rows; None when the
+    expression is not an "and" of terms (an "or" or "not" at the top).
 
-    ``leaf_rows(select, cap)`` counts the rows of a leaf's index query, stopping at ``cap``
-    (None: its own cap) or before. Driving
-    from the smallest set and probing each of its records for the remaining terms costs in
-    proportion to that set, where ``IN`` sets for every term cost the sum of all of them.
+    ``leaf_rows(select, cap)`` counts the rows of a term's index query, stopping at ``cap``
+    (None: its own cap) or before. The driving term is a range of its value index; the others
+    join the per-record index by (record id, key), with values wrapped so that the planner
+    cannot turn them into value ranges of their own. The cost is then in proportion to the
+    rows of the smallest term, where ``IN`` sets for every term cost the sum of all of them.
     """
-    parts = _and_parts(node)
+    parts = _and_parts(_compile(text))
     leaves = [p for p in parts if isinstance(p, _Leaf)]
     if not leaves:
-        return _to_sql(node, correlated=False)
+        return None
     driver, fewest = leaves[0], None
-    for leaf in leaves:
+    for leaf in leaves if len(leaves) > 1 else ():
         # Each term is counted only as far as the smallest so far: enough to rank them.
         rows = leaf_rows(_leaf_rows(leaf), fewest)
         if fewest is None or rows < fewest:
             driver, fewest = leaf, rows
-    return and_(_to_sql(driver, False), *[_to_sql(p, True) for p in parts if p is not driver])
+    D = aliased(MetadataEntry)
+    query = (
+        select(Record.id)
+        .select_from(D)
+        .join(Record, Record.id == D.record_id)
+        .where(D.key == driver.key, *[c(D.num, D.text, D.kind) for c in driver.conditions])
+    )
+    for part in parts:
+        if part is driver:
+            continue
+        if isinstance(part, _Leaf):
+            P = aliased(MetadataEntry)
+            values = (P.num + 0, P.text.concat(""), P.kind)
+            on = [P.record_id == D.record_id, P.key == part.key, *[c(*values) for c in part.conditions]]
+            query = query.join(P, and_(*on))
+        else:
+            query = query.where(_to_sql(part, correlated=True))
+    return query.where(*where).distinct()
 
 
 _OPS = {
@@ -189,18 +212,17 @@ _OPS = {
 
 
 def _value_condition(op: str, value: Any, key: str) -> Cond:
-    E = MetadataEntry
     if value is None:
         if op not in ("==", "!="):
             raise QuerySyntaxError(f"md.{key}: null can only be compared with == or !=")
-        return lambda _n, _t: E.kind == "z" if op == "==" else E.kind != "z"
+        return lambda _n, _t, k: k == "z" if op == "==" else k != "z"
     if isinstance(value, bool):
         if op not in ("==", "!="):
             raise QuerySyntaxError(f"md.{key}: true/false can only be compared with == or !=")
-        return lambda n, _t: and_(E.kind == "b", _OPS[op](n, float(value)))
+        return lambda n, _t, k: and_(k == "b", _OPS[op](n, float(value)))
     if isinstance(value, float):
-        return lambda n, _t: and_(E.kind == "n", _OPS[op](n, value))
-    return lambda _n, t: and_(E.kind == "s", _OPS[op](t, value))
+        return lambda n, _t, k: and_(k == "n", _OPS[op](n, value))
+    return lambda _n, t, k: and_(k == "s", _OPS[op](t, value))
 
 
 @v_args(inline=True)
@@ -240,12 +262,12 @@ class _Compiler(Transformer[Token, Any]):
     def member(self, key: str, *values: Any) -> _Leaf:
         self._count()
         conds = [_value_condition("==", v, key) for v in values]
-        return _Leaf(key, (lambda n, t: or_(*[c(n, t) for c in conds]),))
+        return _Leaf(key, (lambda n, t, k: or_(*[c(n, t, k) for c in conds]),))
 
     def like(self, key: str, pattern: Token) -> _Leaf:
         self._count()
         like = _wildcards_to_like(_unquote(pattern))
-        return _Leaf(key, (lambda _n, t: and_(MetadataEntry.kind == "s", t.like(like, escape="\\")),))
+        return _Leaf(key, (lambda _n, t, k: and_(k == "s", t.like(like, escape="\\")),))
 
     def exists(self, key: str) -> _Leaf:
         self._count()
@@ -261,20 +283,14 @@ class _Compiler(Transformer[Token, Any]):
         return _Op("or", parts)
 
 
-def compile_expression(
-    text: str, correlated: bool = False, leaf_rows: Callable[[Any, int | None], int] | None = None
-) -> ColumnElement[bool]:
+def compile_expression(text: str, correlated: bool = False) -> ColumnElement[bool]:
     """Compile a metadata expression into a SQLAlchemy condition on ``Record``.
 
-    ``correlated`` picks EXISTS probes instead of ``IN`` sets (see ``_to_sql``); with
-    ``leaf_rows`` (a function counting the rows of a ``select`` up to a cap), the top-level term with the
-    fewest index rows becomes a set and the others probes (see ``_driven``). Every form selects
-    the same records. Raises QuerySyntaxError naming the position and what was expected.
+    ``correlated`` picks EXISTS probes instead of ``IN`` sets (see ``_to_sql``); both select
+    the same records (and so does ``driven_ids``). Raises QuerySyntaxError naming the position
+    and what was expected.
     """
-    node = _compile(text)
-    if leaf_rows is not None and not correlated:
-        return _driven(node, leaf_rows)
-    return _to_sql(node, correlated)
+    return _to_sql(_compile(text), correlated)
 
 
 def _compile(text: str) -> Any:

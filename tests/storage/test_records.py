@@ -133,6 +133,22 @@ def test_totals_past_count_limit_are_lower_bounds(alice: StoreClient, tag: str) 
     ]
 
 
+def test_metadata_terms_joined_by_and_count_each_record_once(alice: StoreClient, tag: str) -> None:
+    a = alice.create_record("lists", tags=[tag], metadata={"vals": [1, 2, 3], "elements": ["Mo", "S", "S"]})
+    b = alice.create_record("scalar", tags=[tag], metadata={"vals": 5, "elements": "W", "x": 1})
+    for md, want in (
+        ('md.vals > 0 and md.elements == "S"', {a["id"]}),  # several index rows per record
+        ("md.vals > 0 and exists md.elements", {a["id"], b["id"]}),
+        ('md.vals >= 1 and (md.elements == "Mo" or md.x == 1)', {a["id"], b["id"]}),
+        ('md.vals > 2 and not md.elements == "W"', {a["id"]}),
+        ('md.vals > 2 and md.vals < 3 and md.elements == "S"', set()),  # one value in range
+    ):
+        for count_limit in (0, None):
+            page = alice.search(tags=[tag], md=md, count_limit=count_limit)
+            assert {r["id"] for r in page["items"]} == want, md
+            assert (page["total"], page["total_is_lower_bound"]) == (len(want), False), md
+
+
 def test_text_search_follows_edits_and_keeps_like_semantics(alice: StoreClient, tag: str) -> None:
     rec = alice.create_record(f"Überraschung zebra{tag}", description="a 100% pure_sample")
     found = lambda text: [r["id"] for r in alice.search(text=text, owner="alice")["items"]]  # noqa: E731

@@ -36,7 +36,7 @@ from storage.federation.catalog.lookup import (
 from storage.federation.catalog.records import record_dicts
 from storage.federation.database import FTS_TABLE
 from storage.federation.models import Collection, CollectionItem, Record, RecordTag
-from storage.federation.query_language import compile_expression
+from storage.federation.query_language import compile_expression, driven_ids
 
 #: Up to this many matches, a search sorts the matching ids instead of walking an index.
 SMALL_RESULT = 2000
@@ -87,14 +87,11 @@ def _id_condition(pattern: str) -> ColumnElement[bool]:
     return cast(Record.id, String).like(_like(digits), escape="\\")
 
 
-def conditions(
-    ctx: Ctx, q: SearchIn, correlated: bool = False, driven: bool = False
-) -> list[ColumnElement[bool]]:
+def conditions(ctx: Ctx, q: SearchIn, correlated: bool = False, md: bool = True) -> list[ColumnElement[bool]]:
     """The WHERE conditions of ``q``, the read-permission filter first.
 
     ``correlated``: metadata terms as per-record probes (for walking one sorted page) rather
-    than id sets; ``driven``: the metadata term with the fewest index rows as an id set, the
-    others as probes (for collecting or counting every match). All select the same records.
+    than id sets; both select the same records. ``md=False`` leaves the metadata expression out.
     """
     where: list[ColumnElement[bool]] = [ctx.grants.record_filter(Level.READ)]
     if q.id:
@@ -139,9 +136,8 @@ def conditions(
             CollectionItem.collection_id.in_(_descendants(ctx, coll.id))
         )
         where.append(Record.id.in_(inside))
-    if q.md:
-        leaf_rows = _capped_counter(ctx) if driven else None
-        where.append(compile_expression(q.md, correlated=correlated, leaf_rows=leaf_rows))
+    if q.md and md:
+        where.append(compile_expression(q.md, correlated=correlated))
     for column, after, before in (
         (Record.created, q.created_after, q.created_before),
         (Record.updated, q.updated_after, q.updated_before),
@@ -169,12 +165,23 @@ def _capped_counter(ctx: Ctx) -> Callable[[Select[Any], int | None], int]:
     return count
 
 
-def _count(ctx: Ctx, where: list[ColumnElement[bool]], cap: int | None) -> int:
-    """Matches of ``where``, counting no further than ``cap + 1`` (None: all)."""
-    query = select(Record.id).where(*where)
+def _matches(ctx: Ctx, q: SearchIn) -> Select[Any]:
+    """``SELECT records.id`` of every match, each once, in no particular order: driven by the
+    smallest metadata term when there is an expression of terms joined by "and"."""
+    where = conditions(ctx, q, md=False)
+    if q.md:
+        driven = driven_ids(q.md, _capped_counter(ctx), where)
+        if driven is not None:
+            return driven
+        where.append(compile_expression(q.md))
+    return select(Record.id).where(*where)
+
+
+def _count(ctx: Ctx, matches: Select[Any], cap: int | None) -> int:
+    """Rows of ``matches``, counting no further than ``cap + 1`` (None: all)."""
     if cap is not None:
-        query = query.limit(cap + 1)
-    return ctx.session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        matches = matches.limit(cap + 1)
+    return ctx.session.scalar(select(func.count()).select_from(matches.subquery())) or 0
 
 
 def search(ctx: Ctx, q: SearchIn) -> dict[str, Any]:
@@ -193,13 +200,13 @@ def search(ctx: Ctx, q: SearchIn) -> dict[str, Any]:
     column = SORT_KEYS[key]
     descending = q.sort.startswith("-")
     order = [column.desc(), Record.id.desc()] if descending else [column.asc(), Record.id.asc()]
-    driven = conditions(ctx, q, driven=True)
+    matches = _matches(ctx, q)
     window = (q.offset, min(q.limit, ctx.limits.max_page))
     cap = q.count_limit
     small = SMALL_RESULT if cap is None else min(cap, SMALL_RESULT)
     # Few matches: collect their ids from the indexes and sort just those. Many matches: walk
     # the sort order and probe each record, stopping once the page is full.
-    ids = ctx.session.scalars(select(Record.id).where(*driven).limit(small + 1)).all()
+    ids = ctx.session.scalars(matches.limit(small + 1)).all()
     lower_bound = False
     if len(ids) <= small:
         total = len(ids)
@@ -212,7 +219,7 @@ def search(ctx: Ctx, q: SearchIn) -> dict[str, Any]:
         ).all()
     else:
         # More than ``small`` matches: past a cap no larger than that, counting is done.
-        total = small + 1 if cap is not None and cap <= small else _count(ctx, driven, cap)
+        total = small + 1 if cap is not None and cap <= small else _count(ctx, matches, cap)
         if cap is not None and total > cap:
             total, lower_bound = cap, True
         probes = conditions(ctx, q, correlated=True)

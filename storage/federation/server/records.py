@@ -79,7 +79,7 @@ def search(body: SearchIn, p: Principal = Depends(principal), c: Catalog = Depen
     """One page of the records the caller may read that match every criterion given.
 
     Answers ``{total, total_is_lower_bound, offset, limit, items}``. Matches are counted up to
-    ``count_limit`` (default 1000): when there are more, counting stops, ``total`` is a lower
+    ``count_limit`` (default 500): when there are more, counting stops, ``total`` is a lower
     bound (at least ``count_limit``, and at least ``offset`` plus the items shown) and
     ``total_is_lower_bound`` is true. ``"count_limit": null`` counts every match, which can
     take long on a large catalog. Only records the caller may read are counted or returned.
