@@ -6,7 +6,9 @@ work each does per byte: ``cp`` copies; sync copies, hashes the source, and read
 destination back to hash it again (two sha256 passes over every byte). Runs alternate, and
 CPU seconds are reported next to wall seconds: on a shared machine the wall-clock ratio swings
 with the load, while CPU seconds do not. ``sha256_floor_seconds`` is the least wall time the two
-sha256 passes alone need with every core hashing (measured sha256 rate per core x cores).
+sha256 passes alone need with every core hashing (measured sha256 rate per core x cores);
+``ratio_bound_idle_machine`` is the ratio if cp ran on one idle core and sync spread its CPU
+seconds over every core without loss (an upper bound for this tree on this machine).
 """
 
 from __future__ import annotations
@@ -89,7 +91,8 @@ def throughput(work: Path, n_files: int = 160, size: int = 1 << 20, repeats: int
         "sync_cpu_seconds": statistics.median(sync_cpu),
         "sha256_MB_per_cpu_s": rate / 1e6,
         "sha256_floor_seconds": 2 * total / rate / cores,
-        "ratio_ceiling_from_sha256_floor": cp / (2 * total / rate / cores),
+        "ratio_of_cpu_seconds": statistics.median(cp_cpu) / statistics.median(sync_cpu),
+        "ratio_bound_idle_machine": statistics.median(cp_cpu) / (statistics.median(sync_cpu) / cores),
     }
 
 
