@@ -1,0 +1,132 @@
+"""Keyed Prefect artifacts the flows publish: a per-batch table, progress, a summary, images.
+
+Call these from inside a flow run (or a task run). Keys are lower-case with dashes (Prefect's
+rule) and stable across runs, so the UI's artifact page shows the history of each key:
+
+- ``BatchTable``: one row per batch (frames, atoms, uncertainty, drift scores, model version),
+  re-published as the table grows;
+- ``Progress``: a progress artifact updated in place (percent);
+- ``publish_summary``: a markdown summary with links (images, the dataset, the runs);
+- ``publish_figure``: a PNG served by ``storage.media`` and shown as an image artifact.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from prefect.artifacts import (
+    create_image_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+from scopeflow.errors import InputError
+from storage.media import publish_image
+
+_KEY_RE = re.compile(r"^[a-z0-9-]+$")
+
+
+def artifact_key(*parts: str) -> str:
+    """A Prefect artifact key from free text: lower case, digits and dashes only."""
+    key = re.sub(r"[^a-z0-9]+", "-", "-".join(parts).lower()).strip("-")
+    if not key or not _KEY_RE.match(key):
+        raise InputError(f"no artifact key can be made from {parts!r}")
+    return key
+
+
+def _cell(value: Any) -> Any:
+    """A table cell Prefect can show (floats rounded, NaN as empty)."""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else round(value, 4)
+    if hasattr(value, "item"):  # numpy scalars
+        return _cell(value.item())
+    return value
+
+
+@dataclass
+class BatchTable:
+    """The per-batch table of a run under ``key``; ``add`` appends a row and re-publishes."""
+
+    key: str
+    description: str = ""
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(
+        self,
+        *,
+        frame_start: int,
+        frame_end: int,
+        atoms: int,
+        model_version: str,
+        uncertainty: float = float("nan"),
+        seconds: float = float("nan"),
+        f1: float | None = None,
+        drift: Mapping[str, float] | None = None,
+        **extra: Any,
+    ) -> UUID:
+        """Append a batch (frames ``frame_start``–``frame_end`` inclusive; ``uncertainty`` the mean
+        per-atom heatmap std; ``drift`` detector scores in units of their thresholds)."""
+        row: dict[str, Any] = {
+            "frames": f"{frame_start}-{frame_end}",
+            "atoms": int(atoms),
+            "uncertainty": uncertainty,
+            "model_version": model_version,
+            "seconds": seconds,
+        }
+        if f1 is not None:
+            row["f1"] = f1
+        row.update({f"drift_{k}": v for k, v in (drift or {}).items()})
+        row.update(extra)
+        self.rows.append({k: _cell(v) for k, v in row.items()})
+        return self.publish()
+
+    def publish(self) -> UUID:
+        """Publish the whole table (Prefect tables are immutable: a new version per call)."""
+        columns = list(dict.fromkeys(k for r in self.rows for k in r))
+        table = [{c: r.get(c, "") for c in columns} for r in self.rows]
+        return create_table_artifact(table, key=self.key, description=self.description)
+
+
+class Progress:
+    """A progress artifact under ``key``, updated in place; ``update(done, total)``."""
+
+    def __init__(self, key: str, description: str = "") -> None:
+        self.id = create_progress_artifact(0.0, key=key, description=description)
+
+    def update(self, done: float, total: float) -> float:
+        """Set the progress to ``done / total`` (percent, clamped to 0–100); returns it."""
+        percent = 100.0 if total <= 0 else min(100.0, max(0.0, 100.0 * done / total))
+        update_progress_artifact(self.id, percent)
+        return percent
+
+
+def publish_figure(key: str, png: bytes, description: str = "") -> str:
+    """Serve ``png`` (``storage.media``) and publish it as the image artifact ``key``; returns its URL."""
+    url = publish_image(png, key)
+    create_image_artifact(image_url=url, key=key, description=description or None)
+    return url
+
+
+def publish_summary(
+    key: str,
+    title: str,
+    facts: Mapping[str, Any],
+    links: Mapping[str, str] | None = None,
+    images: Sequence[tuple[str, str]] = (),
+) -> UUID:
+    """A markdown summary: ``facts`` as a list, ``links`` (label → URL) and inline ``images``
+    ((caption, URL) pairs, e.g. from ``publish_figure``)."""
+    lines = [f"## {title}", ""]
+    lines += [f"- {name}: **{_cell(value)}**" for name, value in facts.items()]
+    if links:
+        lines += ["", "### Links", ""] + [f"- [{label}]({url})" for label, url in links.items()]
+    for caption, url in images:
+        lines += ["", f"![{caption}]({url})"]
+    return create_markdown_artifact(markdown="\n".join(lines) + "\n", key=key, description=title)
