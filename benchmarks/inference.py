@@ -29,7 +29,7 @@ from storage.models import load_ensemble
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 from tasks.inference.atoms import Atoms
 from tasks.inference.baseline import ClassicalFinder
-from tasks.inference.ensemble import BATCH, Ensemble, Maps
+from tasks.inference.ensemble import BATCH, BORDER, Ensemble
 from tasks.inference.metrics import evaluate
 from tasks.training.evaluation import report
 
@@ -72,8 +72,10 @@ def loop_locate(
         for idx, stack, p in ensemble._batches(frames, pixel_size):
             x, scaling = ensemble._prepare(stack, p)
             h, w = scaling.model_shape
-            maps = torch.cat([m.net(x) for m in members], dim=1)[..., :h, :w].float()
-            out.extend(ensemble.decode(Maps(maps, scaling)))
+            raw = torch.cat([m.net.logits(x) for m in members], dim=1)
+            raw = raw[..., BORDER : BORDER + h, BORDER : BORDER + w]
+            c = ensemble.net.n_classes
+            out.extend(ensemble._decode(raw[:, :, :c], raw[:, :, c:], scaling, logits=True))
             del idx
     return out
 

@@ -8,6 +8,7 @@ import xarray as xr
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
 
 from storage.datasets.predictions import PredictionWriter
 from storage.models import ModelRegistry, load_ensemble
@@ -38,7 +39,13 @@ def edge_flow(
             "frames %d-%d: %d atoms in %.2f s%s", batch.start, batch.stop - 1, batch.atoms, batch.seconds, f1
         )
 
-    summary = run_edge(dataset, ensemble, batch_size, on_batch=report, run_batch=infer_batch_task)
+    def run_batch(
+        ds: xr.Dataset, ens: Ensemble, writer: PredictionWriter, start: int, stop: int
+    ) -> EdgeBatch:
+        # quote(): Prefect must not walk into the dataset, the network or the writer.
+        return infer_batch_task(quote(ds), quote(ens), quote(writer), start, stop)
+
+    summary = run_edge(dataset, ensemble, batch_size, on_batch=report, run_batch=run_batch)
     f1 = f"- F1 against truth: **{summary['f1']:.4f}**\n" if "f1" in summary else ""
     create_markdown_artifact(
         key="edge-summary",

@@ -23,6 +23,7 @@ from .network import DEFAULT_WIDTHS, FusedUNet
 from .peaks import local_maxima
 from .resample import Scaling, check_pixel_size, scaling_for, to_model_scale
 
+BORDER = 4  # model px mirrored around each frame: columns on the edge are found whole
 MAX_OFFSET = 1.5  # model px: an offset beyond this belongs to another pixel's column
 BATCH = 16  # frames per forward pass: bounds memory (~40 MB per 256² frame for K=5)
 
@@ -79,8 +80,8 @@ class Maps:
 
     @property
     def heat(self) -> torch.Tensor:
-        """Per member, the probability of a column of any class at each pixel, (B, K, h, w)."""
-        return self.members[:, :, :-2].sum(dim=2).clamp_max(1.0)
+        """Per member, the probability of a column (of its most likely class) at each pixel, (B, K, h, w)."""
+        return self.members[:, :, :-2].amax(dim=2)
 
     @property
     def variance(self) -> torch.Tensor:
@@ -141,7 +142,7 @@ class Ensemble:
     def _prepare(self, stack: np.ndarray, pixel_size: float) -> tuple[torch.Tensor, Scaling]:
         scaling = scaling_for(stack.shape[1:], pixel_size, self.config.model_pixel_size)
         x = torch.from_numpy(stack)[:, None].to(self.device)
-        x = to_model_scale(x, scaling)
+        x = to_model_scale(x, scaling, border=BORDER)
         if self.device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         return x, scaling
@@ -156,7 +157,7 @@ class Ensemble:
             _check_frame(img, i)
         x, scaling = self._prepare(stack, check_pixel_size(pixel_size))
         h, w = scaling.model_shape
-        return Maps(self.net(x)[..., :h, :w].float(), scaling)
+        return Maps(self.net(x)[..., BORDER : BORDER + h, BORDER : BORDER + w].float(), scaling)
 
     def locate(
         self, frames: np.ndarray | Sequence[np.ndarray], pixel_size: float | Sequence[float]
@@ -176,10 +177,12 @@ class Ensemble:
             x, scaling = self._prepare(stack, p)
             h, w = scaling.model_shape
             raw, feats = self.net.logits_and_features(x)
-            raw = raw[..., :h, :w].float()
             n_cls = self.net.n_classes
-            members = torch.cat([torch.sigmoid(raw[:, :, :n_cls]), raw[:, :, n_cls:]], dim=2)
-            for i, atoms in zip(idx, self.decode(Maps(members, scaling)), strict=True):
+            # Logits, not probabilities: _decode applies the sigmoid only where it must.
+            crop = (..., slice(BORDER, BORDER + h), slice(BORDER, BORDER + w))
+            raw = raw[crop]
+            decoded = self._decode(raw[:, :, :n_cls], raw[:, :, n_cls:], scaling, logits=True)
+            for i, atoms in zip(idx, decoded, strict=True):
                 out[i] = atoms
             features[idx] = feats.float().cpu().numpy()
         return out, features
@@ -192,28 +195,44 @@ class Ensemble:
         uncertainty is the members' standard deviation of the heatmap at the pixel; the
         members' spread of positions is kept as ``position_std`` (Å).
         """
+        return self._decode(maps.members[:, :, :-2], maps.members[:, :, -2:], maps.scaling, threshold)
+
+    def _decode(
+        self,
+        probs: torch.Tensor,
+        offsets: torch.Tensor,
+        scaling: Scaling,
+        threshold: float | None = None,
+        logits: bool = False,
+    ) -> list[Atoms]:
+        """``probs`` (B, K, C, h, w) class probabilities (or logits), ``offsets`` (B, K, 2, h, w) in model px."""
         cfg = self.config
-        per_member = maps.heat  # (B, K, h, w)
+        # A column of any class: the most likely class's probability (one class is on at a column).
+        per_member = probs.amax(dim=2)  # (B, K, h, w)
+        if logits:
+            per_member = torch.sigmoid(per_member)
         heat = per_member.mean(dim=1)
         radius = max(1, int(cfg.min_distance / cfg.model_pixel_size))
         idx = local_maxima(heat, cfg.threshold if threshold is None else threshold, radius)
         b, r, c = idx[:, 0], idx[:, 1], idx[:, 2]
-        offsets = maps.members[b, :, -2:, r, c].clamp(-MAX_OFFSET, MAX_OFFSET)  # (n, K, 2)
-        rowcol = idx[:, 1:].to(offsets.dtype) + offsets.mean(dim=1)
+        shifts = offsets[b, :, :, r, c].float().clamp(-MAX_OFFSET, MAX_OFFSET)  # (n, K, 2)
+        rowcol = idx[:, 1:].to(shifts.dtype) + shifts.mean(dim=1)
         if self.members > 1 and len(b):
             spread = per_member[b, :, r, c].std(dim=1, unbiased=False)
-            position_std = offsets.var(dim=1, unbiased=False).sum(dim=1).sqrt() * cfg.model_pixel_size
+            position_std = shifts.var(dim=1, unbiased=False).sum(dim=1).sqrt() * cfg.model_pixel_size
         else:
             spread = torch.zeros(len(b), dtype=heat.dtype, device=heat.device)
             position_std = spread
         score = heat[b, r, c]
-        cls = maps.mean[b, :-2, r, c].argmax(dim=1) if len(b) else torch.zeros_like(b)
+        cls = probs[b, :, :, r, c].mean(dim=1).argmax(dim=1) if len(b) else torch.zeros_like(b)
         b_np = b.cpu().numpy()
-        rc = maps.scaling.to_input(rowcol.cpu().numpy())
+        rc = scaling.to_input(rowcol.cpu().numpy())
+        # A column belongs to the frame if its centre is on one of its pixels (as in the truth).
+        inside = ((rc > -0.5) & (rc < np.array(scaling.shape) - 0.5)).all(axis=1)
         spread_np, pos_np, score_np, cls_np = (t.cpu().numpy() for t in (spread, position_std, score, cls))
         atoms = []
-        for i in range(maps.members.shape[0]):
-            sel = b_np == i
+        for i in range(probs.shape[0]):
+            sel = (b_np == i) & inside
             atoms.append(
                 Atoms(
                     rowcol=rc[sel],

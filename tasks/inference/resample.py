@@ -72,11 +72,12 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
-def to_model_scale(frames: torch.Tensor, scaling: Scaling) -> torch.Tensor:
+def to_model_scale(frames: torch.Tensor, scaling: Scaling, border: int = 0) -> torch.Tensor:
     """Frames (B, 1, H, W) in counts → normalised (B, 1, H', W') at the model scale, padded to ×8.
 
-    Padding reflects the frame (bottom and right), so the network sees plausible content and
-    the padded strip is cropped off its output.
+    Padding reflects the frame: ``border`` px on every side (a column cut by the frame's edge
+    becomes a whole peak, with its mirror image), then bottom and right up to a multiple of 8.
+    Model pixel (r, c) of the frame is at (r + border, c + border) of the result.
     """
     if frames.shape[-2:] != scaling.shape:
         raise InputError(
@@ -88,8 +89,8 @@ def to_model_scale(frames: torch.Tensor, scaling: Scaling) -> torch.Tensor:
         x = F.interpolate(x, size=scaling.model_shape, mode="bilinear", align_corners=False, antialias=shrink)
     x = normalise(x)
     h, w = scaling.model_shape
-    ph, pw = (-h) % MULTIPLE, (-w) % MULTIPLE
-    if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    ph, pw = (-(h + 2 * border)) % MULTIPLE, (-(w + 2 * border)) % MULTIPLE
+    if border or ph or pw:
+        mode = "reflect" if max(ph, pw) + border < min(h, w) else "replicate"
+        x = F.pad(x, (border, border + pw, border, border + ph), mode=mode)
     return x

@@ -1,10 +1,12 @@
 """Training the fused ensemble on twin data, after the ELIT workflow (Ghosh et al. 2021).
 
 1. A **baseline** network (one member) is trained on the whole training set.
-2. The **members** start from the baseline and are trained further, all at once in the
-   fused network, each on its own data order and augmentation stream (member k draws
-   from a generator seeded by (seed, k)), so they agree where the data is clear and
-   diverge where it is not — their spread is the uncertainty.
+2. The **members** start from the baseline shrunk and perturbed towards a fresh random
+   initialisation of their own (Ash & Adams' shrink-and-perturb: w = 0.6·w_base + 0.4·w_k),
+   then train all at once in the fused network, each on its own bootstrap resample of the
+   training set, data order and augmentation stream (member k's generator is seeded by
+   (seed, k)): they agree where the data is clear and diverge where it is not — their
+   spread is the uncertainty. Plain copies of the baseline would stay near-identical.
 3. The peak threshold is calibrated on held-out twin frames.
 
 Deterministic given ``TrainConfig.seed`` on one device and thread count.
@@ -42,9 +44,9 @@ class TrainConfig:
     sigma: float = 1.2  # model px, target bump width
     batch: int = 32  # baseline batch; the fused members take batch // 2 each
     baseline_steps: int = 1000
-    member_steps: int = 250
+    member_steps: int = 400
     lr: float = 3e-3
-    member_lr: float = 1e-3
+    member_lr: float = 2e-3
     threads: int = 2
     calibration_frames: int = 16  # held-out twin frames (160² px) for the threshold
     ranges: ConditionRanges = field(default_factory=ConditionRanges)
@@ -66,11 +68,16 @@ class TrainResult:
 
 Log = Callable[[str], None]
 OFFSET_WEIGHT = 0.5  # L1 offset loss (px) against the heatmap's cross-entropy
+SHRINK, PERTURB = 0.6, 0.4  # member init: SHRINK·baseline + PERTURB·fresh initialisation
 
 
-def _step_batches(n: int, steps: int, batch: int, gen: torch.Generator) -> list[torch.Tensor]:
-    """Index batches for ``steps`` steps: shuffled epochs, one permutation after another."""
-    order = torch.cat([torch.randperm(n, generator=gen) for _ in range(steps * batch // n + 1)])
+def _step_batches(
+    n: int, steps: int, batch: int, gen: torch.Generator, pool: torch.Tensor | None = None
+) -> list[torch.Tensor]:
+    """Index batches for ``steps`` steps: shuffled epochs over ``pool`` (default all ``n``)."""
+    pool = torch.arange(n) if pool is None else pool
+    m = len(pool)
+    order = torch.cat([pool[torch.randperm(m, generator=gen)] for _ in range(steps * batch // m + 1)])
     return [order[i * batch : (i + 1) * batch] for i in range(steps)]
 
 
@@ -84,14 +91,19 @@ def _fit(
     device: torch.device,
     log: Log,
     label: str,
+    pools: list[torch.Tensor] | None = None,
 ) -> list[float]:
-    """Adam with cosine decay; member k of ``net`` trains on batches drawn by ``gens[k]``."""
+    """Adam with cosine decay; member k of ``net`` trains on batches drawn by ``gens[k]``
+    from ``pools[k]`` (sample indices; all samples when None)."""
     net.train().to(device)
     if device.type == "cpu":
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps), eta_min=lr * 0.05)
-    plans = [_step_batches(len(data), steps, batch, g) for g in gens]
+    plans = [
+        _step_batches(len(data), steps, batch, g, None if pools is None else pools[k])
+        for k, g in enumerate(gens)
+    ]
     losses = []
     t0 = time.perf_counter()
     for step in range(steps):
@@ -154,7 +166,13 @@ def train_ensemble(
         base_net, data, config.baseline_steps, config.batch, config.lr, [base_gen], device, log, "baseline"
     )
     net = FusedUNet.stack([base_net] * config.members)
+    torch.manual_seed(config.seed + 1)
+    fresh = FusedUNet(config.members, config.widths, base_net.n_classes)
+    with torch.no_grad():
+        for p, q in zip(net.parameters(), fresh.parameters(), strict=True):
+            p.mul_(SHRINK).add_(q, alpha=PERTURB)
     gens = [torch.Generator().manual_seed(config.seed * 1000 + 1 + k) for k in range(config.members)]
+    pools = [torch.randint(len(data), (len(data),), generator=g) for g in gens]  # bootstrap resamples
     member_losses = _fit(
         net,
         data,
