@@ -183,6 +183,7 @@ def train_ensemble(
         device,
         log,
         "members",
+        pools,
     )
     ens_cfg = EnsembleConfig(
         members=config.members,
