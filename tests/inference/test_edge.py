@@ -33,7 +33,7 @@ def test_edge_writes_atoms_per_frame_and_resumes(tmp_path: Path, ensemble) -> No
     assert batches[0].features.shape == (2, ensemble.members * ensemble.config.widths[2])
     assert summary["frames_processed"] == 5
     assert summary["model_version"] == ensemble.version
-    assert summary["f1"] > 0.95
+    assert summary["f1"] > 0.9
     assert prediction_versions(path) == [ensemble.version]
     # Plain xarray reads the prediction set; the frames are untouched.
     ds = xr.open_zarr(LocalStore(path, read_only=True), group=f"predictions/{ensemble.version}")
