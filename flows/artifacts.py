@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,11 +53,19 @@ def _cell(value: Any) -> Any:
 
 @dataclass
 class BatchTable:
-    """The per-batch table of a run under ``key``; ``add`` appends a row and re-publishes."""
+    """The per-batch table of a run under ``key``; ``add`` appends a row, ``publish`` shows it.
+
+    Prefect tables are immutable, so each publication is a new artifact version: ``add``
+    re-publishes at most every ``interval_s`` seconds (the UI stays current without one
+    version per batch); call ``publish()`` once at the end for the complete table.
+    """
 
     key: str
     description: str = ""
+    interval_s: float = 10.0
     rows: list[dict[str, Any]] = field(default_factory=list)
+    _last: float = field(default=-math.inf, repr=False)
+    _published_rows: int = field(default=0, repr=False)
 
     def add(
         self,
@@ -70,7 +79,7 @@ class BatchTable:
         f1: float | None = None,
         drift: Mapping[str, float] | None = None,
         **extra: Any,
-    ) -> UUID:
+    ) -> UUID | None:
         """Append a batch (frames ``frame_start``–``frame_end`` inclusive; ``uncertainty`` the mean
         per-atom heatmap std; ``drift`` detector scores in units of their thresholds)."""
         row: dict[str, Any] = {
@@ -85,10 +94,16 @@ class BatchTable:
         row.update({f"drift_{k}": v for k, v in (drift or {}).items()})
         row.update(extra)
         self.rows.append({k: _cell(v) for k, v in row.items()})
-        return self.publish()
+        if time.monotonic() - self._last >= self.interval_s:
+            return self.publish()
+        return None
 
-    def publish(self) -> UUID:
-        """Publish the whole table (Prefect tables are immutable: a new version per call)."""
+    def publish(self) -> UUID | None:
+        """Publish the whole table now, unless nothing was added since the last publication."""
+        if self._published_rows == len(self.rows) and self.rows:
+            return None
+        self._last = time.monotonic()
+        self._published_rows = len(self.rows)
         columns = list(dict.fromkeys(k for r in self.rows for k in r))
         table = [{c: r.get(c, "") for c in columns} for r in self.rows]
         return create_table_artifact(table, key=self.key, description=self.description)

@@ -65,6 +65,7 @@ class OpsSettings:
     spec: Path = DEFAULT_SPEC
     database_url: str | None = field(default_factory=lambda: os.environ.get(DATABASE_ENV) or None)
     workers: bool = True
+    worker_pools: tuple[str, ...] | None = None  # pools to start workers for (None: all the spec uses)
     timeout_s: float = 120.0  # per service start-up (the Prefect server migrates its database first)
 
     @property
@@ -329,6 +330,19 @@ async def ensure_pools(names: list[str]) -> list[str]:
     return created
 
 
+def _load_flow(entrypoint: str, root: Path, fallback: Callable[[str], Any]) -> Any:
+    """The flow an entrypoint ``flows/x.py:fn`` names: imported as the package module ``flows.x``
+    when it is one of ours (already imported modules are reused), else loaded from the file."""
+    import importlib
+
+    path, _, name = entrypoint.partition(":")
+    if path.endswith(".py") and (root / path).resolve().is_relative_to(ROOT):
+        module = ".".join(Path(path).with_suffix("").parts)
+        with contextlib.suppress(ImportError):
+            return getattr(importlib.import_module(module), name)
+    return fallback(str(root / entrypoint))
+
+
 async def apply_deployments(spec_path: Path = DEFAULT_SPEC, root: Path = ROOT) -> dict[str, UUID]:
     """Apply every deployment of ``spec_path`` to the current Prefect API (``PREFECT_API_URL``).
 
@@ -349,7 +363,7 @@ async def apply_deployments(spec_path: Path = DEFAULT_SPEC, root: Path = ROOT) -
     async with get_client() as client:
         for dep in spec["deployments"]:
             name = dep["name"]
-            flow = load_flow_from_entrypoint(str(root / dep["entrypoint"]))
+            flow = _load_flow(dep["entrypoint"], root, load_flow_from_entrypoint)
             pool = dep.get("work_pool") or {}
             flow_id = await client.create_flow_from_name(flow.name)
             deployment_id = await client.create_deployment(
@@ -444,80 +458,80 @@ def up(settings: OpsSettings | None = None, log: Log = print) -> State:
     )
     py = sys.executable
 
-    def start(name: str, cmd: list[str], env: Mapping[str, str], url: str, ready: Callable[[], bool]) -> None:
+    def start(name: str, cmd: list[str], env: Mapping[str, str], url: str = "") -> Service:
         service = spawn(name, cmd, env, logs / f"{name}.log", url)
         state.services.append(service)
         state.save(settings.state_file)  # recorded before waiting: `down` can end it whatever happens
-        log(f"starting {name} (pid {service.pid}) …")
-        wait_until(service, ready, settings.timeout_s)
+        log(f"started {name} (pid {service.pid})")
+        return service
 
+    host = ["--host", settings.host]
     try:
-        start(
-            "prefect-server",
-            [
-                py,
-                "-m",
-                "prefect",
-                "server",
-                "start",
-                "--host",
-                settings.host,
-                "--port",
-                str(settings.prefect_port),
-            ],
-            {
-                **_prefect_env(settings),
-                "PREFECT_API_DATABASE_CONNECTION_URL": settings.prefect_database_url(),
-                "PREFECT_UI_API_URL": settings.prefect_api_url,
-            },
-            settings.ui_url,
-            http_ok(f"{settings.prefect_api_url}/health"),
-        )
         from storage.federation.embedded import init_store
 
         init_store(settings.home / "store")  # the token file, before any worker reads it
-        start(
-            "store-server",
-            [
-                py,
-                "-m",
-                "storage.federation",
-                "serve",
-                "--dir",
-                str(settings.home / "store"),
-                "--host",
-                settings.host,
-                "--port",
-                str(settings.store_port),
-            ],
-            {"SCOPEFLOW_HOME": str(settings.home)},
-            settings.store_url,
-            http_ok(f"{settings.store_url}/api/health"),
-        )
-        start(
-            "media-server",
-            [
-                py,
-                "-m",
-                "storage.media",
-                "--dir",
-                str(settings.home / "media"),
-                "--host",
-                settings.host,
-                "--port",
-                str(settings.media_port),
-            ],
-            {},
-            settings.media_url,
-            http_ok(f"http://{settings.host}:{settings.media_port}/health"),
-        )
+        # The three servers start side by side (the Prefect server is the slow one: migrations).
+        servers = [
+            (
+                start(
+                    "prefect-server",
+                    [py, "-m", "prefect", "server", "start", *host, "--port", str(settings.prefect_port)],
+                    {
+                        **_prefect_env(settings),
+                        "PREFECT_API_DATABASE_CONNECTION_URL": settings.prefect_database_url(),
+                        "PREFECT_UI_API_URL": settings.prefect_api_url,
+                    },
+                    settings.ui_url,
+                ),
+                http_ok(f"{settings.prefect_api_url}/health"),
+            ),
+            (
+                start(
+                    "store-server",
+                    [
+                        py,
+                        "-m",
+                        "storage.federation",
+                        "serve",
+                        "--dir",
+                        str(settings.home / "store"),
+                        *host,
+                        "--port",
+                        str(settings.store_port),
+                    ],
+                    {"SCOPEFLOW_HOME": str(settings.home)},
+                    settings.store_url,
+                ),
+                http_ok(f"{settings.store_url}/api/health"),
+            ),
+            (
+                start(
+                    "media-server",
+                    [
+                        py,
+                        "-m",
+                        "storage.media",
+                        "--dir",
+                        str(settings.home / "media"),
+                        *host,
+                        "--port",
+                        str(settings.media_port),
+                    ],
+                    {},
+                    settings.media_url,
+                ),
+                http_ok(f"http://{settings.host}:{settings.media_port}/health"),
+            ),
+        ]
+        for service, ready in servers:
+            wait_until(service, ready, settings.timeout_s)
+        spec = load_spec(settings.spec)
+        pools = [p for p in pool_names(spec) if settings.worker_pools is None or p in settings.worker_pools]
         with _with_api(settings):
-            deployments = asyncio.run(apply_deployments(settings.spec))
-        state.deployments = {k: str(v) for k, v in deployments.items()}
-        state.save(settings.state_file)
-        log(f"applied {len(deployments)} deployments: {', '.join(deployments)}")
-        if settings.workers:
-            for pool in pool_names(load_spec(settings.spec)):
+            asyncio.run(ensure_pools(pool_names(spec)))
+        # Workers start while the deployments are applied (both take seconds of imports).
+        workers = [
+            (
                 start(
                     f"worker-{pool}",
                     [
@@ -534,9 +548,18 @@ def up(settings: OpsSettings | None = None, log: Log = print) -> State:
                         f"{pool}-{socket.gethostname()}",
                     ],
                     {**_prefect_env(settings), **settings.client_env()},
-                    "",
-                    _worker_registered(settings, pool),
-                )
+                ),
+                _worker_registered(settings, pool),
+            )
+            for pool in (pools if settings.workers else [])
+        ]
+        with _with_api(settings):
+            deployments = asyncio.run(apply_deployments(settings.spec))
+        state.deployments = {k: str(v) for k, v in deployments.items()}
+        state.save(settings.state_file)
+        log(f"applied {len(deployments)} deployments: {', '.join(deployments)}")
+        for service, ready in workers:
+            wait_until(service, ready, settings.timeout_s)
     except BaseException:
         # Half a setup is worse than none: end what this call started, then report.
         for service in reversed(state.services):

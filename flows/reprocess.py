@@ -395,6 +395,7 @@ def reprocess_flow(
         record_in_store=record_in_store,
         on_batch=report,
     )
+    table.publish()
     progress.update(1, 1)
     images: list[tuple[str, str]] = []
     if last is not None and last.atoms:

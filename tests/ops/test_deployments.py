@@ -1,0 +1,52 @@
+"""deployments/prefect.yaml applies on a fresh Prefect server with its pools, schedules and trigger."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from flows.ops import ROOT, apply_deployments, load_spec, pool_names
+from flows.retrain import DRIFT_EVENT
+
+
+async def _read_back(ids: dict[str, Any]) -> dict[str, Any]:
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        deployments = {name: await client.read_deployment(i) for name, i in ids.items()}
+        pools = {p: await client.read_work_pool(p) for p in pool_names(load_spec())}
+        automations = await client.read_automations()
+    return {"deployments": deployments, "pools": pools, "automations": automations}
+
+
+def test_deployments_apply_with_schedules_and_trigger(prefect_api: None) -> None:
+    ids = asyncio.run(apply_deployments())
+    assert set(ids) == {d["name"] for d in load_spec()["deployments"]}
+    assert asyncio.run(apply_deployments()) == ids  # applying again updates, never duplicates
+    got = asyncio.run(_read_back(ids))
+    assert {name: pool.type for name, pool in got["pools"].items()} == {
+        "scopeflow-edge": "process",
+        "scopeflow-cloud": "process",
+    }
+    deps = got["deployments"]
+    assert deps["edge"].work_pool_name == "scopeflow-edge"
+    assert deps["retrain"].work_pool_name == "scopeflow-cloud"
+    assert deps["reprocess-nightly"].work_pool_name == "scopeflow-cloud"
+    # Workers run the entrypoints from the repository, wherever they were started.
+    assert deps["edge"].pull_steps == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
+    ]
+    crons = {name: [(s.schedule.cron, s.schedule.timezone) for s in d.schedules] for name, d in deps.items()}
+    assert crons["sync"] == [("*/30 * * * *", "UTC")]
+    assert crons["reprocess-nightly"] == [("0 2 * * *", "UTC")]
+    assert crons["edge"] == crons["retrain"] == []
+    owned = [
+        a
+        for a in got["automations"]
+        if any(getattr(action, "deployment_id", None) == ids["retrain"] for action in a.actions)
+    ]
+    assert len(owned) == 1, "applying twice must replace, not add, the retrain trigger"
+    trigger = owned[0].trigger
+    assert trigger.expect == {DRIFT_EVENT}
+    assert trigger.match.model_dump(mode="json") == {"prefect.resource.id": "scopeflow.instrument.*"}
+    assert owned[0].actions[0].parameters["dataset"] == "{{ event.payload.dataset }}"
