@@ -21,7 +21,9 @@ from .prefect_setup import configure_embedded
 app = typer.Typer(help="scopeflow: autonomous microscopy on the edge and in the cloud.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
 # A command, not a group: options must be accepted after PATH.
-app.command("sync", help="Push a dataset directory to a store repository (incremental, verified).")(sync_command)
+app.command("sync", help="Push a dataset directory to a store repository (incremental, verified).")(
+    sync_command
+)
 commands_edge.register(app)
 commands_explore.register(app)
 console = Console(stderr=True)
@@ -70,28 +72,60 @@ def acquire(
 
 @app.command()
 def run(
-    frames: Annotated[int, typer.Option("--frames", "-n", help="Frames to acquire.")] = 64,
+    frames: Annotated[int, typer.Option("--frames", "-n", help="Frames to acquire.")] = 96,
     seed: Annotated[int, typer.Option(help="Twin seed.")] = 0,
     drift: Annotated[str, typer.Option(help="Drift schedule of the twin.")] = "demo",
     dataset: Annotated[
         Path | None, typer.Option(help="Dataset path (default: a new one under the home).")
     ] = None,
+    ert: Annotated[float, typer.Option(help="Expected frames between false drift alarms.")] = 1000.0,
+    publish: Annotated[bool, typer.Option(help="Record provenance and sync into the embedded store.")] = True,
 ) -> None:
-    """Run the loop on the digital twin with embedded defaults and say where the data is."""
-    from .acquire import acquire_flow
+    """Run the closed loop on the digital twin with embedded defaults and say where everything is."""
+    import torch
 
+    from .loop import loop_flow
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
     if dataset is None:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
         dataset = default_dataset_dir() / f"twin-{stamp}.zarr"
     dataset.parent.mkdir(parents=True, exist_ok=True)
-    console.print(f"acquiring {frames} twin frames (seed {seed}, drift {drift!r}) into {dataset}")
-    result = acquire_flow(frames=frames, dataset=str(dataset), instrument="twin", seed=seed, drift=drift)
+    console.print(f"loop on the twin: {frames} frames (seed {seed}, drift {drift!r}) into {dataset}")
+    out = loop_flow(frames=frames, dataset=str(dataset), seed=seed, drift=drift, ert=ert, publish=publish)
+    _print_loop(out)
+
+
+def _print_loop(out: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title="F1 over time (against the twin's truth)")
+    table.add_column("frames from", justify="right")
+    table.add_column("F1", justify="right")
+    for start, f1 in out["f1_by_batch"]:
+        table.add_row(str(start), f"{f1:.4f}")
+    console.print(table)
+    for d in out["decisions"]:
+        console.print(
+            f"drift at frames {d['frames'][0]}-{d['frames'][1]}: [bold]{d['action']}[/bold], members {d['members']}"
+        )
+    for r in out["retraining"]:
+        console.print(f"retraining on frames {r['frames'][0]}-{r['frames'][1]}: {r['reason']}")
     console.print(
-        f"[green]dataset:[/green] {result['dataset']} ({result['frames']} frames, ground truth included)"
+        f"[green]dataset:[/green] {out['dataset']} ({out['frames']} frames, ground truth, atoms, decisions)"
     )
-    console.print(
-        f"open it with: python -c \"import xarray; print(xarray.open_zarr('{result['dataset']}'))\""
-    )
+    console.print(f"production model: {out['production']}")
+    store = out.get("store")
+    if store:
+        console.print(
+            f"[green]store:[/green] {store['store_dir']} — dataset record {store['dataset_record']}, "
+            f"{store['files_synced']} files synced to {store['destination']}"
+        )
+        console.print(
+            "browse: scopeflow store serve   (then, in another shell)  "
+            f"scopeflow store search --tag drift ; scopeflow store lineage {store['dataset_record']}"
+        )
+    console.print(f"open the data: python -c \"import xarray; print(xarray.open_zarr('{out['dataset']}'))\"")
 
 
 def main() -> None:

@@ -1,0 +1,176 @@
+"""The drift-aware edge loop over a dataset: infer per batch, decide, select, escalate, adopt.
+
+Plain Python; ``flows/edge.py`` wraps it. Between batches it checks the registry's
+``production`` alias and adopts a newly promoted version without restarting; a refused or
+failed retraining leaves it on the version it had. Decisions go to the dataset's ``drift``
+table, atoms to the prediction set of the version that found them. A rerun resumes after
+the last decided frame.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from storage.datasets import open_dataset, read_truth
+from storage.datasets.decisions import DecisionRow, append_decisions, read_decisions
+from storage.datasets.predictions import PredictionWriter
+from storage.models import ModelRegistry, load_ensemble
+from tasks.inference.metrics import Scores, evaluate
+
+from .adaptive import AdaptiveEnsemble, BatchOutcome
+from .monitor import DriftMonitor
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """Drift that member selection could not absorb: what retraining needs to start."""
+
+    dataset: str
+    frame_start: int
+    frame_end: int
+    members: tuple[int, ...]
+    scores: dict[str, float]
+    model_version: str
+
+
+@dataclass
+class BatchReport:
+    """One batch as the loop saw it (for progress, artifacts and the F1-over-time figure)."""
+
+    outcome: BatchOutcome
+    stop: int
+    seconds: float
+    scores: Scores | None = None
+    adopted: str | None = None  # a newly promoted version taken up before this batch
+    retrain: Any = None  # what the escalation handler returned
+
+
+@dataclass
+class EdgeLoopSettings:
+    """Drift monitoring settings: ERT in frames, window in frames, reference length in frames."""
+
+    ert: float = 1000.0
+    window: int = 10
+    reference_frames: int = 48
+    batch_size: int = 16
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _resume_from(dataset: Path) -> int:
+    decided = read_decisions(dataset)
+    ends = decided.get("frame_end")
+    return 0 if ends is None or len(ends) == 0 else int(ends.max()) + 1
+
+
+def run_adaptive_edge(
+    dataset: str | Path,
+    *,
+    registry: ModelRegistry | None = None,
+    settings: EdgeLoopSettings | None = None,
+    escalate: Callable[[Escalation], Any] | None = None,
+    on_batch: Callable[[BatchReport], None] | None = None,
+    adaptive: AdaptiveEnsemble | None = None,
+    stop_at: int | None = None,
+) -> dict[str, Any]:
+    """Process the dataset's frames not yet decided; returns a summary with F1 per batch.
+
+    ``escalate`` is called on a ``retrain`` action (a Prefect event in the flow, an
+    in-process retraining in the embedded loop); ``adaptive`` keeps its state across calls
+    when the caller processes a growing dataset batch by batch.
+    """
+    path = Path(dataset)
+    settings = settings or EdgeLoopSettings()
+    registry = registry or ModelRegistry()
+    if adaptive is None:
+        monitor = DriftMonitor(settings.ert, settings.window, settings.reference_frames, settings.seed)
+        adaptive = AdaptiveEnsemble(load_ensemble("production", registry), monitor)
+    ds = open_dataset(path)
+    n = int(ds.sizes.get("frame", 0)) if stop_at is None else min(stop_at, int(ds.sizes.get("frame", 0)))
+    writers: dict[str, PredictionWriter] = {}
+    reports: list[BatchReport] = []
+    start = _resume_from(path)
+    while start < n:
+        stop = min(start + settings.batch_size, n)
+        t0 = time.perf_counter()
+        adopted = _adopt_new_production(adaptive, registry)
+        frames = list(ds["frames"].isel(frame=slice(start, stop)).values)
+        pixel_sizes = [float(p) for p in ds["pixel_size"].isel(frame=slice(start, stop)).values]
+        outcome = adaptive.process(frames, pixel_sizes, start)
+        version = outcome.model_version
+        writer = writers.get(version) or writers.setdefault(
+            version,
+            PredictionWriter.open(path, version, attrs={"config": adaptive.ensemble.config.as_dict()}),
+        )
+        writer.append(list(range(start, stop)), outcome.atoms)
+        scores = _score(ds, outcome, start, stop, pixel_sizes)
+        d = outcome.decision
+        append_decisions(
+            path,
+            [
+                DecisionRow(
+                    d.frame_start, d.frame_end, d.detected, outcome.action, outcome.members, version, d.scores
+                )
+            ],
+        )
+        retrain_result = None
+        if outcome.action == "retrain" and escalate is not None:
+            first = d.first_alarm if d.first_alarm is not None else d.frame_start
+            retrain_result = escalate(
+                Escalation(str(path.resolve()), first, d.frame_end, outcome.members, dict(d.scores), version)
+            )
+        report = BatchReport(outcome, stop, time.perf_counter() - t0, scores, adopted, retrain_result)
+        reports.append(report)
+        if on_batch is not None:
+            on_batch(report)
+        start = stop
+    return _summary(path, adaptive, reports)
+
+
+def _adopt_new_production(adaptive: AdaptiveEnsemble, registry: ModelRegistry) -> str | None:
+    current = registry.resolve("production")
+    if current == adaptive.ensemble.version:
+        return None
+    adaptive.use(load_ensemble(current, registry))
+    return current
+
+
+def _score(ds: Any, outcome: BatchOutcome, start: int, stop: int, pixel_sizes: list[float]) -> Scores | None:
+    if "truth_frame" not in ds:
+        return None
+    truths = [read_truth(ds, i) for i in range(start, stop)]
+    return evaluate([a.rowcol for a in outcome.atoms], [t.rowcol for t in truths], pixel_sizes)
+
+
+def _summary(path: Path, adaptive: AdaptiveEnsemble, reports: list[BatchReport]) -> dict[str, Any]:
+    frames = sum(r.stop - r.outcome.start for r in reports)
+    seconds = sum(r.seconds for r in reports)
+    out: dict[str, Any] = {
+        "dataset": str(path.resolve()),
+        "frames_processed": frames,
+        "atoms": int(sum(len(a) for r in reports for a in r.outcome.atoms)),
+        "frames_per_second": frames / seconds if seconds > 0 else 0.0,
+        "model_version": adaptive.ensemble.version,
+        "members": list(adaptive.members),
+        "detections": [r.outcome.decision.first_alarm for r in reports if r.outcome.decision.detected],
+        "actions": [(r.outcome.start, r.outcome.action) for r in reports if r.outcome.action != "none"],
+        "adopted": [(r.outcome.start, r.adopted) for r in reports if r.adopted],
+        "f1_by_batch": [
+            (r.outcome.start, r.scores.f1)
+            for r in reports
+            if r.scores is not None and np.isfinite(r.scores.f1)
+        ],
+    }
+    scored = [r.scores for r in reports if r.scores is not None]
+    if scored:
+        tp = sum(s.true_positives for s in scored)
+        fp = sum(s.false_positives for s in scored)
+        fn = sum(s.false_negatives for s in scored)
+        out["f1"] = 2 * tp / max(2 * tp + fp + fn, 1)
+    return out
