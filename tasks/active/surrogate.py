@@ -167,7 +167,7 @@ class GPSurrogate:
         opt = torch.optim.AdamW(groups, lr=self.lr)
         mll = gpytorch.mlls.ExactMarginalLogLikelihood(likelihood, model)
         loss = torch.tensor(float("nan"))
-        with _sparse_checks_off():
+        with _near_singular_ok():
             for _ in range(iters):
                 opt.zero_grad()
                 loss = -mll(model(*model.train_inputs), model.train_targets)
