@@ -66,6 +66,7 @@ class OpsSettings:
     database_url: str | None = field(default_factory=lambda: os.environ.get(DATABASE_ENV) or None)
     workers: bool = True
     worker_pools: tuple[str, ...] | None = None  # pools to start workers for (None: all the spec uses)
+    worker_poll_s: float = 5.0  # how often a worker asks for scheduled runs (Prefect's default: 10 s)
     timeout_s: float = 120.0  # per service start-up (the Prefect server migrates its database first)
 
     @property
@@ -547,7 +548,11 @@ def up(settings: OpsSettings | None = None, log: Log = print) -> State:
                         "--name",
                         f"{pool}-{socket.gethostname()}",
                     ],
-                    {**_prefect_env(settings), **settings.client_env()},
+                    {
+                        **_prefect_env(settings),
+                        **settings.client_env(),
+                        "PREFECT_WORKER_QUERY_SECONDS": str(settings.worker_poll_s),
+                    },
                 ),
                 _worker_registered(settings, pool),
             )

@@ -1,0 +1,131 @@
+"""End to end: ``up`` on free ports, a worker runs a deployment, a browser finds it in the Prefect UI.
+
+One Prefect server with its UI (the test harness serves none), the store and media servers,
+the cloud pool's worker; the run is the nightly re-analysis deployment on a tiny dataset.
+Chromium comes from ``scripts/install-browser.sh`` (``make test`` runs it); without it the
+browser check is skipped, except under CI where that is a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flows.ops import OpsSettings, State, down, up
+from storage.federation.embedded import free_port
+
+from .browser import Browser, find_chromium
+from .conftest import TinyModel, make_dataset
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OpsSettings, State]]:
+    settings = OpsSettings(
+        home=tmp_path_factory.mktemp("ops-home"),
+        prefect_port=free_port(),
+        store_port=free_port(),
+        media_port=free_port(),
+        worker_pools=("scopeflow-cloud",),  # the run below goes to the cloud pool
+        timeout_s=180.0,
+        worker_poll_s=1.0,
+    )
+    state = up(settings, log=lambda _: None)
+    try:
+        yield settings, state
+    finally:
+        if settings.state_file.exists():
+            down(settings, log=lambda _: None)
+
+
+def test_worker_runs_a_deployment_and_the_ui_shows_it(
+    running: tuple[OpsSettings, State], tmp_path: Path, tiny_model: TinyModel
+) -> None:
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    settings, state = running
+    assert {s.name for s in state.services} == {
+        "prefect-server",
+        "store-server",
+        "media-server",
+        "worker-scopeflow-cloud",
+    }
+    assert all(s.alive() for s in state.services)
+    path = make_dataset(tmp_path / "archive.zarr", frames=4)
+    with temporary_settings({PREFECT_API_URL: settings.prefect_api_url}):
+        run = run_deployment(
+            "reprocess/reprocess-nightly",
+            parameters={
+                "dataset": str(path),
+                "model": tiny_model.version,
+                "registry": str(tiny_model.registry),
+                "n_workers": 1,
+                "processes": False,
+                "batch_frames": 2,
+            },
+            timeout=180,
+        )
+        assert run.state is not None and run.state.is_completed(), run.state
+        assert run.work_pool_name == "scopeflow-cloud"
+
+        images = asyncio.run(_image_artifacts(str(run.id)))
+    assert set(images) == {"reprocess-overlay", "reprocess-f1"}
+
+    binary = find_chromium()
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("no Chromium: scripts/install-browser.sh should have installed it")
+        pytest.skip("no Chromium (run scripts/install-browser.sh)")
+    with Browser(binary) as browser:
+        browser.open(f"{settings.ui_url}/runs/flow-run/{run.id}")
+        browser.wait_for_text(run.name, "reprocess-nightly", "Completed", "Artifacts")
+        assert browser.click_text("Artifacts")
+        browser.wait_for_text(
+            "reprocess-summary",
+            "reprocess-batches",
+            "reprocess-overlay",
+            "reprocess-f1",
+            "reprocess-progress",
+        )
+        # The image artifact's page loads the PNG from our media server.
+        artifact_id, url = images["reprocess-overlay"]
+        assert url.startswith(settings.media_url)
+        browser.open(f"{settings.ui_url}/artifacts/artifact/{artifact_id}")
+        browser.wait_for_text("reprocess-overlay", url)
+        deadline = time.monotonic() + 30
+        loaded: list[list] = []
+        while time.monotonic() < deadline and not any(w > 0 for src, w in loaded if src == url):
+            time.sleep(0.5)
+            loaded = browser.evaluate("Array.from(document.images).map(i => [i.src, i.naturalWidth])") or []
+        assert [url, 500] in loaded, loaded
+
+
+def test_down_stops_every_process_it_started(running: tuple[OpsSettings, State]) -> None:
+    settings, state = running
+    outcomes = down(settings, log=lambda _: None)
+    assert [s.name for s, _ in outcomes] == [s.name for s in reversed(state.services)]
+    assert all(outcome == "stopped" for _, outcome in outcomes), outcomes
+    assert not any(s.alive() for s in state.services)
+    assert not settings.state_file.exists()
+
+
+async def _image_artifacts(flow_run_id: str) -> dict[str, tuple[str, str]]:
+    """Image artifacts of a flow run: key → (artifact id, image URL)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
+
+    async with get_client() as client:
+        found = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
+                type=ArtifactFilterType(any_=["image"]),
+            )
+        )
+    return {a.key: (str(a.id), str(a.data)) for a in found if a.key}
