@@ -72,7 +72,7 @@ def acquire(
 
 @app.command()
 def run(
-    frames: Annotated[int, typer.Option("--frames", "-n", help="Frames to acquire.")] = 96,
+    frames: Annotated[int, typer.Option("--frames", "-n", help="Frames to acquire.")] = 144,
     seed: Annotated[int, typer.Option(help="Twin seed.")] = 0,
     drift: Annotated[str, typer.Option(help="Drift schedule of the twin.")] = "demo",
     dataset: Annotated[

@@ -66,3 +66,22 @@ def threshold_for_ert(stats: np.ndarray, ert: float) -> float:
         else:
             lo = mid + 1
     return float(candidates[lo])
+
+
+def autocorrelation_inflation(reference: np.ndarray) -> float:
+    """Variance inflation of a window mean for a stream as autocorrelated as ``reference``.
+
+    The bootstrap above treats frames as exchangeable; consecutive microscope frames are not
+    (the same area drifts slowly through view). For an AR(1)-like stream with lag-1
+    correlation rho the variance of a mean grows by (1 + rho) / (1 - rho); thresholds are
+    widened by it so the ERT holds on real streams. ``reference`` is (n,) or (n, d) in time order.
+    """
+    x = np.asarray(reference, dtype=np.float64)
+    x = x.reshape(len(x), -1)
+    x = x - x.mean(axis=0)
+    den = (x * x).sum(axis=0)
+    ok = den > 1e-12
+    if len(x) < 3 or not ok.any():
+        return 1.0
+    rho = float(np.clip(np.median((x[1:] * x[:-1]).sum(axis=0)[ok] / den[ok]), 0.0, 0.95))
+    return (1.0 + rho) / (1.0 - rho)

@@ -18,7 +18,7 @@ import numpy as np
 
 from scopeflow.errors import InputError
 
-from .calibration import simulate_statistics, threshold_for_ert
+from .calibration import autocorrelation_inflation, simulate_statistics, threshold_for_ert
 
 MIN_REFERENCE = 16
 
@@ -49,7 +49,8 @@ class MMDDetector:
         return np.exp(-self._gamma * _sq_dists(a, b))
 
     def fit(self, reference: np.ndarray) -> MMDDetector:
-        """Calibrate on reference embeddings (n, d): half is the reference, half simulates streams."""
+        """Calibrate on reference embeddings (n, d) in time order: half is the reference, half
+        simulates streams; the threshold is widened for the reference's autocorrelation."""
         reference = np.asarray(reference, dtype=np.float64)
         if reference.ndim != 2 or len(reference) < MIN_REFERENCE:
             raise InputError(
@@ -73,7 +74,8 @@ class MMDDetector:
 
         length = int(min(max(3 * self.ert, 300), 6000))
         stats = simulate_statistics(stat, len(pool), self.window, length, streams=64, rng=rng)
-        self.threshold = threshold_for_ert(stats, self.ert)
+        # MMD² scales with the variance of the window mean, so it takes the whole inflation.
+        self.threshold = threshold_for_ert(stats, self.ert) * autocorrelation_inflation(reference)
         self._recent.clear()
         return self
 
@@ -125,7 +127,8 @@ class MeanShiftDetector:
 
         length = int(min(max(3 * self.ert, 300), 6000))
         stats = simulate_statistics(stat, len(z), self.window, length, streams=64, rng=rng)
-        self.threshold = threshold_for_ert(stats, self.ert)
+        # A standardised mean scales with the standard deviation: the square root of the inflation.
+        self.threshold = threshold_for_ert(stats, self.ert) * np.sqrt(autocorrelation_inflation(reference))
         self._recent.clear()
         return self
 

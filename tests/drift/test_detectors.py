@@ -89,3 +89,21 @@ def test_monitor_calibrates_then_decides_per_batch():
     shifted = batch(160, shift=1.5, unc=0.2)
     assert shifted.detected
     assert {"mmd", "disagreement"} <= set(shifted.fired())
+
+
+def test_autocorrelated_stationary_stream_keeps_the_ert():
+    # Consecutive frames resemble each other (the same area drifting slowly through view).
+    rng = np.random.default_rng(7)
+    rho = 0.8
+
+    def ar1(n, d=8):
+        x = np.zeros((n, d))
+        for t in range(1, n):
+            x[t] = rho * x[t - 1] + np.sqrt(1 - rho**2) * rng.normal(size=d)
+        return x
+
+    stream = ar1(3200)
+    det = MMDDetector(ert=100, window=10, seed=7).fit(stream[:200])
+    it = iter(stream[200:])
+    alarms = _false_alarms(det, lambda: next(it), 3000)
+    assert alarms <= 2 * 3000 / 100
