@@ -125,9 +125,21 @@ def loop_flow(
         logger.warning(
             "drift not absorbed by selection at frames %d-%d: retraining", e.frame_start, e.frame_end
         )
-        result = retrain_flow(
-            e.dataset, e.frame_start, e.frame_end, ",".join(map(str, e.members)), registry, retrain_steps
+        state = retrain_flow(
+            e.dataset,
+            e.frame_start,
+            e.frame_end,
+            ",".join(map(str, e.members)),
+            registry,
+            retrain_steps,
+            return_state=True,
         )
+        if state.is_completed():
+            result = state.result()
+        else:
+            # A failed retraining must not stop the microscope: the edge stays on its version.
+            result = {"promoted": False, "reason": f"retraining failed ({state.message}); kept production"}
+            logger.error(result["reason"])
         retrains.append({"frames": [e.frame_start, e.frame_end], **result})
         return result
 

@@ -21,7 +21,7 @@ from tasks.inference.resample import scaling_for, to_model_scale
 
 from .conditions import ConditionRanges
 from .data import TrainingSet, make_training_set
-from .targets import heatmaps
+from .targets import targets as make_targets
 from .train import Log, _fit
 
 # A frame is used for pseudo-labels only if the members agree on nearly all its columns.
@@ -69,7 +69,9 @@ def pseudo_labels(
             local = rc - np.array([r0, c0], np.float32)
             images.append(crop)
             targets.append(
-                heatmaps((patch, patch), local, np.clip(found.cls, 0, None), len(cfg.class_names), cfg.sigma)
+                make_targets(
+                    (patch, patch), local, np.clip(found.cls, 0, None), len(cfg.class_names), cfg.sigma
+                )
             )
     if not images:
         return TrainingSet(

@@ -97,15 +97,31 @@ def retrain(
         parent=production.version,
     )
     registry.promote(version, "candidate")
+    promote, reason = verdict(f1)
+    if promote:
+        registry.promote(version, "production")
+    return RetrainOutcome(
+        version,
+        promote,
+        reason,
+        version if promote else production.version,
+        {"validation": f1, "conditions": conditions},
+    )
+
+
+def verdict(f1: dict[str, float]) -> tuple[bool, str]:
+    """Promote or not, and why, from validation F1 (keys ``new_``/``reference_`` + ``production``/``candidate``).
+
+    A candidate must beat production on the new conditions and lose at most
+    ``MAX_REFERENCE_LOSS`` on the reference ones: a worse model never reaches production.
+    """
     beats = f1["new_candidate"] > f1["new_production"]
     keeps = f1["reference_candidate"] >= f1["reference_production"] - MAX_REFERENCE_LOSS
     if beats and keeps:
-        registry.promote(version, "production")
-        reason = (
+        return True, (
             f"promoted: F1 on the new conditions {f1['new_production']:.4f} → {f1['new_candidate']:.4f}, "
             f"reference {f1['reference_production']:.4f} → {f1['reference_candidate']:.4f}"
         )
-        return RetrainOutcome(version, True, reason, version, {"validation": f1, "conditions": conditions})
     why = []
     if not beats:
         why.append(f"no gain on the new conditions ({f1['new_candidate']:.4f} ≤ {f1['new_production']:.4f})")
@@ -114,10 +130,4 @@ def retrain(
             f"reference F1 would drop by {f1['reference_production'] - f1['reference_candidate']:.4f} "
             f"(> {MAX_REFERENCE_LOSS})"
         )
-    return RetrainOutcome(
-        version,
-        False,
-        "kept production: " + "; ".join(why),
-        production.version,
-        {"validation": f1, "conditions": conditions},
-    )
+    return False, "kept production: " + "; ".join(why)

@@ -1,0 +1,86 @@
+"""The drift-aware edge loop with the shipped ensemble on a small twin dataset; the promotion gate."""
+
+import numpy as np
+import pytest
+
+from storage.datasets.decisions import decisions_csv, read_decisions
+from storage.datasets.predictions import prediction_versions
+from storage.models import ModelRegistry
+from tasks.acquisition.loop import acquire_run
+from tasks.acquisition.twin import DigitalTwin, DriftSchedule
+from tasks.drift.edge_loop import EdgeLoopSettings, run_adaptive_edge
+from tasks.training.retrain import verdict
+
+
+@pytest.fixture(scope="module")
+def drifting_dataset(tmp_path_factory):
+    path = tmp_path_factory.mktemp("edge") / "run.zarr"
+    twin = DigitalTwin(seed=4, schedule=DriftSchedule.parse("defocus=150@48,dose=8e4@48"), shape=(128, 128))
+    acquire_run(twin, str(path), 80, batch_size=16)
+    return path
+
+
+def test_loop_decides_every_batch_detects_the_jump_and_escalates(drifting_dataset, tmp_path):
+    escalations = []
+    summary = run_adaptive_edge(
+        drifting_dataset,
+        registry=ModelRegistry(tmp_path / "registry"),
+        settings=EdgeLoopSettings(ert=1000, reference_frames=32, batch_size=8),
+        escalate=escalations.append,
+    )
+    decided = read_decisions(drifting_dataset)
+    assert list(decided["frame_start"]) == list(range(0, 80, 8))
+    assert not decided["detected"][:4].any()  # the reference, then a stationary batch
+    first = summary["detections"][0]
+    assert 48 <= first <= 48 + 15  # the defocus jump and dose drop at frame 48
+    assert escalations, "a drift beyond the members' reach must escalate to retraining"
+    assert escalations[0].frame_start >= 48
+    f1 = dict(summary["f1_by_batch"])
+    assert f1[0] > 0.9 > f1[64]  # F1 against the twin's truth falls with the drift
+    assert prediction_versions(drifting_dataset) == [summary["model_version"]]
+    header = decisions_csv(drifting_dataset).splitlines()[0]
+    assert header.startswith("frame_start,frame_end,detected,action,")
+
+
+def test_a_rerun_resumes_after_the_last_decision(drifting_dataset, tmp_path):
+    again = run_adaptive_edge(drifting_dataset, registry=ModelRegistry(tmp_path / "registry"))
+    assert again["frames_processed"] == 0
+
+
+@pytest.mark.parametrize(
+    ("f1", "promote"),
+    [
+        (
+            {
+                "new_production": 0.5,
+                "new_candidate": 0.8,
+                "reference_production": 0.97,
+                "reference_candidate": 0.965,
+            },
+            True,
+        ),
+        (
+            {
+                "new_production": 0.5,
+                "new_candidate": 0.5,
+                "reference_production": 0.97,
+                "reference_candidate": 0.97,
+            },
+            False,
+        ),
+        (
+            {
+                "new_production": 0.5,
+                "new_candidate": 0.9,
+                "reference_production": 0.97,
+                "reference_candidate": 0.95,
+            },
+            False,
+        ),
+    ],
+)
+def test_a_worse_candidate_is_never_promoted(f1, promote):
+    ok, reason = verdict(f1)
+    assert ok is promote
+    assert reason.startswith("promoted" if promote else "kept production")
+    assert np.isfinite(f1["new_candidate"])
