@@ -16,6 +16,7 @@ to scale out on.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import socket
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from prefect import flow, get_run_logger
 
 import scopeflow
 from scopeflow.errors import InputError
-from storage.datasets import commit, open_dataset, read_truth
+from storage.datasets import commit, open_dataset
 from storage.datasets.predictions import PredictionWriter
 from storage.models import ModelRegistry, load_ensemble
 from tasks.inference.atoms import Atoms
@@ -239,6 +240,10 @@ def reprocess(
     batches = _batches(todo, batch_frames)
     pixel_sizes = np.asarray(ds["pixel_size"].values, np.float64)
     has_truth = "truth_frame" in ds
+    if has_truth:
+        # Read once: read_truth per frame would reload the whole table from Zarr every time.
+        truth_frame = np.asarray(ds["truth_frame"].values)
+        truth_rowcol = np.stack([ds["truth_row"].values, ds["truth_col"].values], axis=1)
     frames_da = ds["frames"].data  # dask array over the Zarr chunks (one per frame)
 
     import dask
@@ -248,6 +253,8 @@ def reprocess(
     atoms_total, tp, fp, fn = 0, 0, 0, 0
     try:
         payload = cluster.client.scatter(ModelPayload.of(ensemble), broadcast=True)
+        # Import this module (torch, xarray) on every worker now, not inside the first batch.
+        cluster.client.run(importlib.import_module, __name__)
         t0 = time.perf_counter()
         # One task per batch: its frames come straight from the Zarr chunks on the worker.
         tasks = [
@@ -263,10 +270,8 @@ def reprocess(
             atoms_total += writer.append(list(range(a, b)), atoms)
             f1 = None
             if has_truth:
-                truths = [read_truth(ds, i) for i in range(a, b)]
-                scores = evaluate(
-                    [x.rowcol for x in atoms], [t.rowcol for t in truths if t is not None], pixel_sizes[a:b]
-                )
+                truths = [truth_rowcol[truth_frame == i] for i in range(a, b)]
+                scores = evaluate([x.rowcol for x in atoms], truths, pixel_sizes[a:b])
                 tp, fp, fn = (
                     tp + scores.true_positives,
                     fp + scores.false_positives,
