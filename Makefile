@@ -22,6 +22,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	bash scripts/install-browser.sh
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

@@ -18,7 +18,8 @@ import numpy as np
 from storage.datasets import open_dataset
 from storage.models import ModelRegistry, load_ensemble
 from storage.models.ensembles import save_ensemble
-from tasks.drift.physics import frame_proxies, median_proxies
+from tasks.drift.physics import Proxies, frame_proxies, median_proxies, proxy_score
+from tasks.inference.ensemble import Ensemble
 
 from .evaluation import condition_frames, score_ensemble
 from .finetune import fine_tune, pseudo_labels
@@ -68,11 +69,15 @@ def retrain(
     frames = list(ds["frames"].isel(frame=positions).values)
     pixel_size = float(np.median(ds["pixel_size"].isel(frame=positions).values))
     trusted = production.select(list(members)) if members else production
-    found = trusted.locate(frames, [pixel_size] * len(frames))
-    proxies = median_proxies(
-        [frame_proxies(a.rowcol, f.shape, pixel_size) for a, f in zip(found, frames, strict=True)]
+    # The sample is described by frames from before the drift, while production still worked:
+    # columns found on the drifted frames are exactly what cannot be trusted.
+    before = np.arange(max(0, frame_start - MAX_FRAMES), frame_start)
+    reference_frames = list(ds["frames"].isel(frame=before).values) if len(before) else frames
+    found = production.locate(reference_frames, [pixel_size] * len(reference_frames))
+    reference_proxies = median_proxies(
+        [frame_proxies(a.rowcol, f.shape, pixel_size) for a, f in zip(found, reference_frames, strict=True)]
     )
-    lattice = lattice_from_columns(proxies.nn_distance, proxies.density)
+    lattice = lattice_from_columns(reference_proxies.nn_distance, reference_proxies.density)
     conditions = estimate_conditions(frames[:4], pixel_size, lattice, seed=seed)
     log(f"estimated conditions: {conditions}")
     pseudo = pseudo_labels(trusted, frames, pixel_size, patch=64, seed=seed)
@@ -86,8 +91,12 @@ def retrain(
         "new_candidate": score_ensemble(candidate, new).f1,
         "reference_production": score_ensemble(production, ref).f1,
         "reference_candidate": score_ensemble(candidate, ref).f1,
+        # Label-free, on the microscope's own drifted frames: how far each model's columns are
+        # from the sample's lattice as seen before the drift (lower is better).
+        "proxy_production": _proxy_deviation(production, frames, pixel_size, reference_proxies),
+        "proxy_candidate": _proxy_deviation(candidate, frames, pixel_size, reference_proxies),
     }
-    log("validation F1: " + ", ".join(f"{k} {v:.4f}" for k, v in f1.items()))
+    log("validation: " + ", ".join(f"{k} {v:.4f}" for k, v in f1.items()))
     lineage.update({"dataset": str(Path(dataset).resolve()), "frames": [int(frame_start), int(frame_end)]})
     version = save_ensemble(
         registry,
@@ -109,6 +118,20 @@ def retrain(
     )
 
 
+def _proxy_deviation(
+    ensemble: Ensemble, frames: list[np.ndarray], pixel_size: float, reference: Proxies
+) -> float:
+    found = ensemble.locate(frames, [pixel_size] * len(frames))
+    return float(
+        np.median(
+            [
+                proxy_score(frame_proxies(a.rowcol, f.shape, pixel_size), reference)
+                for a, f in zip(found, frames, strict=True)
+            ]
+        )
+    )
+
+
 def verdict(f1: dict[str, float]) -> tuple[bool, str]:
     """Promote or not, and why, from validation F1 (keys ``new_``/``reference_`` + ``production``/``candidate``).
 
@@ -117,7 +140,9 @@ def verdict(f1: dict[str, float]) -> tuple[bool, str]:
     """
     beats = f1["new_candidate"] > f1["new_production"]
     keeps = f1["reference_candidate"] >= f1["reference_production"] - MAX_REFERENCE_LOSS
-    if beats and keeps:
+    # The twin validation trusts the estimated conditions; the real drifted frames must agree.
+    fits = f1.get("proxy_candidate", 0.0) <= f1.get("proxy_production", 0.0)
+    if beats and keeps and fits:
         return True, (
             f"promoted: F1 on the new conditions {f1['new_production']:.4f} → {f1['new_candidate']:.4f}, "
             f"reference {f1['reference_production']:.4f} → {f1['reference_candidate']:.4f}"
@@ -125,6 +150,11 @@ def verdict(f1: dict[str, float]) -> tuple[bool, str]:
     why = []
     if not beats:
         why.append(f"no gain on the new conditions ({f1['new_candidate']:.4f} ≤ {f1['new_production']:.4f})")
+    if not fits:
+        why.append(
+            f"its columns on the drifted frames fit the sample's lattice worse "
+            f"(proxy deviation {f1['proxy_candidate']:.3f} > {f1['proxy_production']:.3f})"
+        )
     if not keeps:
         why.append(
             f"reference F1 would drop by {f1['reference_production'] - f1['reference_candidate']:.4f} "
