@@ -1,56 +1,95 @@
-"""Edge inference flow: the ensemble over a dataset's frames, one task run per batch."""
+"""Edge flow: inference and drift decisions over a dataset's frames, one task run per batch."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import xarray as xr
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
-from storage.datasets.predictions import PredictionWriter
+from storage.datasets import frame_count
 from storage.models import ModelRegistry, load_ensemble
-from tasks.inference.edge import EdgeBatch, infer_batch, run_edge
-from tasks.inference.ensemble import Ensemble
+from tasks.drift.adaptive import AdaptiveEnsemble
+from tasks.drift.edge_loop import BatchReport, EdgeLoopSettings, Escalation, run_adaptive_edge, summarize
+from tasks.drift.monitor import DriftMonitor
+
+from .retrain import default_dispatch, dispatch_retraining
 
 
-@task(name="infer-batch", cache_policy=NO_CACHE)
-def infer_batch_task(
-    ds: xr.Dataset, ensemble: Ensemble, writer: PredictionWriter, start: int, stop: int
-) -> EdgeBatch:
-    """Atoms of one batch of frames, written to the dataset (a task run per batch, not per frame)."""
-    return infer_batch(ds, ensemble, writer, start, stop)
+@task(name="edge-batch", cache_policy=NO_CACHE)
+def edge_batch_task(
+    dataset: str,
+    adaptive: AdaptiveEnsemble,
+    registry: ModelRegistry,
+    settings: EdgeLoopSettings,
+    stop_at: int,
+    escalate: Callable[[Escalation], Any] | None,
+) -> list[BatchReport]:
+    """Atoms and a drift decision for the frames before ``stop_at`` not yet decided."""
+    reports: list[BatchReport] = []
+    run_adaptive_edge(
+        dataset,
+        registry=registry,
+        settings=settings,
+        adaptive=adaptive,
+        stop_at=stop_at,
+        escalate=escalate,
+        on_batch=reports.append,
+    )
+    return reports
 
 
 @flow(name="edge")
 def edge_flow(
-    dataset: str, model: str = "production", batch_size: int = 32, registry: str | None = None
+    dataset: str,
+    model: str = "production",
+    batch_size: int = 16,
+    registry: str | None = None,
+    ert: float = 1000.0,
+    reference_frames: int = 48,
+    instrument: str = "twin",
+    dispatch: str | None = None,
 ) -> dict:
-    """Locate atoms in every frame of ``dataset`` not yet predicted by ``model``; summarise."""
+    """Locate atoms and decide about drift for every frame of ``dataset`` not yet decided.
+
+    ``dispatch``: ``event`` (emit ``scopeflow.drift.detected`` for the retrain deployment) or
+    ``inprocess`` (also retrain here); default: ``event`` when a Prefect server is configured.
+    """
     logger = get_run_logger()
-    ensemble = load_ensemble(model, ModelRegistry(registry) if registry else None)
-    logger.info("model %s (%d members) on %s", ensemble.version, ensemble.members, dataset)
+    reg = ModelRegistry(registry) if registry else ModelRegistry()
+    mode = dispatch or default_dispatch()
+    settings = EdgeLoopSettings(ert=ert, reference_frames=reference_frames, batch_size=batch_size)
+    ensemble = load_ensemble(model, reg)
+    adaptive = AdaptiveEnsemble(ensemble, DriftMonitor(ert, settings.window, reference_frames))
+    logger.info(
+        "model %s (%d members) on %s; retraining by %s", ensemble.version, ensemble.members, dataset, mode
+    )
 
-    def report(batch: EdgeBatch) -> None:
-        f1 = f", F1 {batch.scores.f1:.3f}" if batch.scores is not None else ""
-        logger.info(
-            "frames %d-%d: %d atoms in %.2f s%s", batch.start, batch.stop - 1, batch.atoms, batch.seconds, f1
+    def escalate(e: Escalation) -> dict:
+        logger.warning("drift not absorbed by selection at frames %d-%d", e.frame_start, e.frame_end)
+        result = dispatch_retraining(e, instrument, mode, registry)
+        logger.info(result["reason"])
+        return result
+
+    n = frame_count(dataset)
+    reports: list[BatchReport] = []
+    for stop in range(batch_size, n + batch_size, batch_size):
+        reports += edge_batch_task(
+            dataset, quote(adaptive), quote(reg), quote(settings), min(stop, n), quote(escalate)
         )
-
-    def run_batch(
-        ds: xr.Dataset, ens: Ensemble, writer: PredictionWriter, start: int, stop: int
-    ) -> EdgeBatch:
-        # quote(): Prefect must not walk into the dataset, the network or the writer.
-        return infer_batch_task(quote(ds), quote(ens), quote(writer), start, stop)
-
-    summary = run_edge(dataset, ensemble, batch_size, on_batch=report, run_batch=run_batch)
+    summary = summarize(Path(dataset), adaptive, reports)
     f1 = f"- F1 against truth: **{summary['f1']:.4f}**\n" if "f1" in summary else ""
+    actions = (
+        "".join(f"- frame {start}: {action}\n" for start, action in summary["actions"]) or "- no drift\n"
+    )
     create_markdown_artifact(
         key="edge-summary",
         markdown=f"## Edge inference\n\n- dataset: `{Path(dataset).resolve()}`\n- model: `{summary['model_version']}`\n"
-        f"- frames processed: **{summary['frames_processed']}** of {summary['frames']}\n"
-        f"- atoms found: **{summary['atoms']}**\n{f1}",
+        f"- frames processed: **{summary['frames_processed']}**\n- atoms found: **{summary['atoms']}**\n{f1}"
+        f"\n### Drift decisions\n{actions}",
     )
     return summary

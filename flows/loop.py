@@ -16,40 +16,17 @@ from storage.models import ModelRegistry, load_ensemble
 from tasks.acquisition import make_instrument
 from tasks.acquisition.loop import BatchResult, acquire_batch, batches
 from tasks.drift.adaptive import AdaptiveEnsemble
-from tasks.drift.edge_loop import BatchReport, EdgeLoopSettings, Escalation, run_adaptive_edge
+from tasks.drift.edge_loop import BatchReport, EdgeLoopSettings, Escalation
 from tasks.drift.monitor import DriftMonitor
 
-from .events import emit_drift
-from .retrain import retrain_flow
+from .edge import edge_batch_task
+from .retrain import dispatch_retraining
 
 
 @task(name="acquire-batch", cache_policy=NO_CACHE)
 def acquire_task(instrument: Any, writer: DatasetWriter, first: int, end: int) -> BatchResult:
     """One committed batch of frames."""
     return acquire_batch(instrument, writer, first, end)
-
-
-@task(name="edge-batch", cache_policy=NO_CACHE)
-def edge_task(
-    dataset: str,
-    adaptive: AdaptiveEnsemble,
-    registry: ModelRegistry,
-    settings: EdgeLoopSettings,
-    stop_at: int,
-    escalate: Any,
-) -> list[BatchReport]:
-    """Inference and a drift decision for the newly acquired frames."""
-    reports: list[BatchReport] = []
-    run_adaptive_edge(
-        dataset,
-        registry=registry,
-        settings=settings,
-        adaptive=adaptive,
-        stop_at=stop_at,
-        escalate=escalate,
-        on_batch=reports.append,
-    )
-    return reports
 
 
 def _publish(
@@ -117,29 +94,12 @@ def loop_flow(
     retrains: list[dict] = []
 
     def escalate(e: Escalation) -> dict:
-        # One decision, two ways of dispatching it: the event for a deployed retrain, and here,
-        # with embedded defaults, the same retraining run in-process.
-        emit_drift(
-            instrument.name, e.dataset, e.frame_start, e.frame_end, list(e.members), e.scores, e.model_version
-        )
         logger.warning(
             "drift not absorbed by selection at frames %d-%d: retraining", e.frame_start, e.frame_end
         )
-        state = retrain_flow(
-            e.dataset,
-            e.frame_start,
-            e.frame_end,
-            ",".join(map(str, e.members)),
-            registry,
-            retrain_steps,
-            return_state=True,
-        )
-        if state.is_completed():
-            result = state.result()
-        else:
-            # A failed retraining must not stop the microscope: the edge stays on its version.
-            result = {"promoted": False, "reason": f"retraining failed ({state.message}); kept production"}
-            logger.error(result["reason"])
+        result = dispatch_retraining(e, instrument.name, "inprocess", registry, retrain_steps)
+        if not result.get("promoted"):
+            logger.warning(result["reason"])
         retrains.append({"frames": [e.frame_start, e.frame_end], **result})
         return result
 
@@ -149,7 +109,7 @@ def loop_flow(
     reports: list[BatchReport] = []
     for first, end in batches(writer.n_frames, frames, batch_size):
         acquire_task(quote(instrument), quote(writer), first, end)
-        new = edge_task(dataset, quote(adaptive), quote(reg), quote(settings), end, quote(escalate))
+        new = edge_batch_task(dataset, quote(adaptive), quote(reg), quote(settings), end, quote(escalate))
         for r in new:
             f1 = f"F1 {r.scores.f1:.3f}" if r.scores else ""
             note = (

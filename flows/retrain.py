@@ -8,6 +8,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import DeploymentEventTrigger
 
 from storage.models import ModelRegistry
+from tasks.drift.edge_loop import Escalation
 from tasks.training.retrain import RetrainOutcome, retrain
 
 DRIFT_EVENT = "scopeflow.drift.detected"
@@ -88,3 +89,33 @@ def retrain_flow(
         "reason": outcome.reason,
         "validation": outcome.metrics.get("validation", {}),
     }
+
+
+def dispatch_retraining(
+    escalation: Escalation, instrument: str, mode: str, registry: str | None = None, steps: int = 120
+) -> dict:
+    """Hand drift that selection could not absorb to retraining: one decision, two dispatches.
+
+    The event ``scopeflow.drift.detected`` is always emitted (a deployed ``retrain`` listens);
+    ``mode="inprocess"`` (embedded defaults, no server) also runs the retraining here and
+    returns its outcome. A failed retraining is reported, never raised: the edge goes on
+    with the version it has.
+    """
+    from .events import emit_drift
+
+    e = escalation
+    members = ",".join(map(str, e.members))
+    emit_drift(instrument, e.dataset, e.frame_start, e.frame_end, list(e.members), e.scores, e.model_version)
+    if mode != "inprocess":
+        return {"promoted": False, "reason": f"event {DRIFT_EVENT} emitted for the retrain deployment"}
+    state = retrain_flow(e.dataset, e.frame_start, e.frame_end, members, registry, steps, return_state=True)
+    if state.is_completed():
+        return state.result()
+    return {"promoted": False, "reason": f"retraining failed ({state.message}); kept production"}
+
+
+def default_dispatch() -> str:
+    """``event`` when a Prefect server is configured (a deployment can pick it up), else ``inprocess``."""
+    import os
+
+    return "event" if os.environ.get("PREFECT_API_URL") else "inprocess"

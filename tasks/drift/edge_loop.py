@@ -130,7 +130,7 @@ def run_adaptive_edge(
         if on_batch is not None:
             on_batch(report)
         start = stop
-    return _summary(path, adaptive, reports)
+    return summarize(path, adaptive, reports)
 
 
 def _adopt_new_production(adaptive: AdaptiveEnsemble, registry: ModelRegistry) -> str | None:
@@ -148,7 +148,8 @@ def _score(ds: Any, outcome: BatchOutcome, start: int, stop: int, pixel_sizes: l
     return evaluate([a.rowcol for a in outcome.atoms], [t.rowcol for t in truths], pixel_sizes)
 
 
-def _summary(path: Path, adaptive: AdaptiveEnsemble, reports: list[BatchReport]) -> dict[str, Any]:
+def summarize(path: Path, adaptive: AdaptiveEnsemble, reports: list[BatchReport]) -> dict[str, Any]:
+    """Frames, atoms, speed, detections, actions, adopted versions and F1 (per batch and overall)."""
     frames = sum(r.stop - r.outcome.start for r in reports)
     seconds = sum(r.seconds for r in reports)
     out: dict[str, Any] = {
