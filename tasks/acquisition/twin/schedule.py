@@ -78,12 +78,9 @@ class Change:
 
 PRESETS: dict[str, tuple[Change, ...]] = {
     "none": (),
-    # A short loop for `scopeflow run`: at frame 64 the probe defocuses far and the dose
-    # drops, beyond what the shipped ensemble was trained on, so the loop must adapt.
-    "demo": (
-        Change("defocus", 150.0, 64),
-        Change("dose", 8e4, 64),
-    ),
+    # A short loop for `scopeflow run`: at frame 64 the dose drops below anything the shipped
+    # ensemble was trained on (1.5e5 e/Å²); the atoms are still there to be found.
+    "demo": (Change("dose", 4e4, 64),),
     # The benchmark stream: ≥ 2000 frames, three drift events with stationary stretches between.
     "standard": (
         Change("defocus", 70.0, 500),
