@@ -29,6 +29,15 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def staging_sources() -> list[Path]:
+    """The version directories shipped in ``storage/default_models``."""
+    from storage.models import DEFAULT_MODELS_DIR
+
+    if not DEFAULT_MODELS_DIR.is_dir():
+        return []
+    return [p for p in sorted(DEFAULT_MODELS_DIR.iterdir()) if (p / "manifest.json").is_file()]
+
+
 def _registry(path: Path | None):  # type: ignore[no-untyped-def]
     from storage.models import ModelRegistry
 
@@ -97,6 +106,10 @@ def train(
     evaluate: Annotated[
         bool, typer.Option(help="Score on twin scenarios and abTEM frames (slower).")
     ] = False,
+    baseline: Annotated[
+        str | None,
+        typer.Option(help="Start the members from member 0 of this model version (skip the baseline)."),
+    ] = None,
 ) -> None:
     """Train an ensemble on digital-twin frames and register it."""
     import dataclasses
@@ -115,7 +128,14 @@ def train(
     }
     config = dataclasses.replace(TrainConfig(), seed=seed, members=members, **overrides)
     try:
-        result = train_ensemble(config, log=console.print)
+        base_net = None
+        if baseline is not None:
+            from storage.models import load_ensemble
+
+            base_net = load_ensemble(baseline, _registry(registry)).net.member(0).cpu()
+        result = train_ensemble(config, log=console.print, baseline=base_net)
+        if baseline is not None:
+            result.lineage["baseline_from"] = baseline
         metrics = dict(result.metrics)
         if evaluate:
             from tasks.training.evaluation import report
@@ -123,11 +143,12 @@ def train(
             metrics["evaluation"] = report(result.ensemble)
         if ship:
             with tempfile.TemporaryDirectory() as tmp:
+                # Number the new version after those already shipped, which stay (lineage).
                 staging = ModelRegistry(tmp, fallback=None)
+                staging.versions_dir.mkdir(parents=True)
+                for old in staging_sources():
+                    shutil.copytree(old, staging.versions_dir / old.name)
                 version = save_ensemble(staging, result.ensemble, lineage=result.lineage, metrics=metrics)
-                for old in DEFAULT_MODELS_DIR.iterdir() if DEFAULT_MODELS_DIR.exists() else []:
-                    if old.is_dir():
-                        shutil.rmtree(old)
                 DEFAULT_MODELS_DIR.mkdir(parents=True, exist_ok=True)
                 shutil.copytree(staging.versions_dir / version, DEFAULT_MODELS_DIR / version)
             console.print(f"[green]shipped[/green] {version} in {DEFAULT_MODELS_DIR}")

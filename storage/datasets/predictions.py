@@ -4,7 +4,7 @@ Layout: subgroup ``predictions/<model_version>`` of the dataset group, holding t
 that grow together and commit atomically with the dataset (consolidated metadata):
 
 - along ``atom``: ``atom_frame`` (frame position in the dataset), ``atom_row``,
-  ``atom_col`` (px of the frame), ``atom_uncertainty`` (ensemble std of the heatmap),
+  ``atom_col`` (px of the frame), ``atom_uncertainty`` (std of the members' votes, 0–0.5),
   ``atom_score`` (mean heatmap), ``atom_position_std`` (members' spread of the position,
   Å), ``atom_class`` (0 light, 1 medium, 2 heavy; -1 none);
 - along ``predicted``: ``predicted_frame`` and ``atom_count``, one row per processed frame,

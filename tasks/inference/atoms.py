@@ -12,9 +12,9 @@ class Atoms:
     """Atom columns found in one frame.
 
     ``rowcol`` (n, 2) float32 in pixels of the *input* frame (row, column; pixel centres at
-    integers); ``uncertainty`` (n,) the ensemble's standard deviation of the heatmap at the
-    column (0: the members agree, up to 0.5: they disagree completely; 0 for a single
-    network or the classical finder); ``score`` (n,) the mean heatmap (or normalised
+    integers); ``uncertainty`` (n,) the standard deviation of the members' votes for the
+    column (0: every member finds it, 0.5: they split evenly; 0 for a single network or
+    the classical finder); ``score`` (n,) the mean heatmap (or normalised
     intensity) at the column; ``cls`` (n,) int8 intensity class (0 light, 1 medium,
     2 heavy) or -1 where the finder does not classify; ``position_std`` (n,) the members'
     spread of the column's position in Å (0 where there is one network).

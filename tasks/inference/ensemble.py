@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from scopeflow.errors import InputError
 
@@ -192,8 +193,8 @@ class Ensemble:
 
         A column sits at a local maximum of the members' mean heatmap; its position is that
         pixel plus the members' mean offset there, mapped back to the input frame. Its
-        uncertainty is the members' standard deviation of the heatmap at the pixel; the
-        members' spread of positions is kept as ``position_std`` (Å).
+        uncertainty is the standard deviation of the members' votes (0: all members find
+        it, 0.5: they split evenly); the members' spread of positions is ``position_std`` (Å).
         """
         return self._decode(maps.members[:, :, :-2], maps.members[:, :, -2:], maps.scaling, threshold)
 
@@ -218,7 +219,14 @@ class Ensemble:
         shifts = offsets[b, :, :, r, c].float().clamp(-MAX_OFFSET, MAX_OFFSET)  # (n, K, 2)
         rowcol = idx[:, 1:].to(shifts.dtype) + shifts.mean(dim=1)
         if self.members > 1 and len(b):
-            spread = per_member[b, :, r, c].std(dim=1, unbiased=False)
+            # Each member votes for the column if its own heatmap passes the threshold within
+            # one pixel of it; the votes' standard deviation is the column's uncertainty. (The
+            # spread of the members' peak heights is no guide: it is as large on familiar frames.)
+            local = F.max_pool2d(per_member, 3, stride=1, padding=1)
+            votes = (
+                (local[b, :, r, c] > (cfg.threshold if threshold is None else threshold)).float().mean(dim=1)
+            )
+            spread = (votes * (1.0 - votes)).sqrt()
             position_std = shifts.var(dim=1, unbiased=False).sum(dim=1).sqrt() * cfg.model_pixel_size
         else:
             spread = torch.zeros(len(b), dtype=heat.dtype, device=heat.device)

@@ -141,9 +141,13 @@ def _fit(
 
 
 def train_ensemble(
-    config: TrainConfig = TrainConfig(), log: Log = print, device: torch.device | None = None
+    config: TrainConfig = TrainConfig(),
+    log: Log = print,
+    device: torch.device | None = None,
+    baseline: FusedUNet | None = None,
 ) -> TrainResult:
-    """Train a baseline, then ``config.members`` members from it; calibrate; return both."""
+    """Train a baseline (or start from ``baseline``, a one-member network), then
+    ``config.members`` members from it; calibrate; return both."""
     from .evaluation import calibrate_threshold  # the twin evaluation is only needed here
 
     device = device or default_device()
@@ -160,9 +164,15 @@ def train_ensemble(
     )
     t_data = time.perf_counter() - t0
     log(f"{len(data)} twin samples in {t_data:.0f} s")
-    base_net = FusedUNet(1, config.widths, data.targets.shape[1] - 2)
+    if baseline is not None:
+        if baseline.members != 1 or baseline.widths != tuple(config.widths):
+            raise ValueError(f"baseline must be one member of widths {config.widths}")
+        base_net, base_losses = baseline, [float("nan")]
+        log("baseline given: training the members from it")
+    else:
+        base_net, base_losses = FusedUNet(1, config.widths, data.targets.shape[1] - 2), []
     base_gen = torch.Generator().manual_seed(config.seed)
-    base_losses = _fit(
+    base_losses = base_losses or _fit(
         base_net, data, config.baseline_steps, config.batch, config.lr, [base_gen], device, log, "baseline"
     )
     net = FusedUNet.stack([base_net] * config.members)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy.ndimage import gaussian_filter
 
 from storage.models import ModelRegistry, load_ensemble
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
@@ -16,27 +17,30 @@ def ensemble():  # type: ignore[no-untyped-def]
 
 
 def frames(base: dict, n: int = 3) -> list[np.ndarray]:
-    return [
-        DigitalTwin(21, DriftSchedule(base={**base, "region": 50 + i}), (128, 128)).acquire(0).image
-        for i in range(n)
-    ]
+    twins = (DigitalTwin(21, DriftSchedule(base={**base, "region": 50 + i}), (128, 128)) for i in range(n))
+    return [t.acquire(0).image for t in twins]
 
 
-def spread(ensemble, images: list[np.ndarray]) -> float:  # type: ignore[no-untyped-def]
-    return float(np.mean([ensemble.maps(img, 0.12).variance.mean().item() for img in images]))
+def mean_uncertainty(ensemble, images: list[np.ndarray], pixel_size: float = 0.12) -> float:  # type: ignore[no-untyped-def]
+    return float(np.concatenate([a.uncertainty for a in ensemble.locate(images, pixel_size)]).mean())
 
 
-def test_variance_is_higher_out_of_distribution(ensemble) -> None:  # type: ignore[no-untyped-def]
-    familiar = spread(ensemble, frames({}))
-    # Far outside the training ranges: 400 Å defocus at a tenth of the lowest trained dose.
-    blurred = spread(ensemble, frames({"defocus": 400.0, "dose": 1.5e4}))
-    # Not a microscope image at all: smooth random texture.
+def test_members_disagree_more_out_of_distribution(ensemble) -> None:  # type: ignore[no-untyped-def]
+    familiar = mean_uncertainty(ensemble, frames({}))
     rng = np.random.default_rng(0)
-    from scipy.ndimage import gaussian_filter
-
-    texture = spread(ensemble, [gaussian_filter(rng.normal(size=(128, 128)), 3.0) for _ in range(3)])
-    assert blurred > 2 * familiar
-    assert texture > 2 * familiar
-    # Per-atom uncertainty says the same where atoms are reported at all.
-    ours = np.concatenate([a.uncertainty for a in ensemble.locate(frames({}), 0.12)])
-    assert np.median(ours) < 0.1
+    unfamiliar = {
+        # Far outside the training ranges: 250 Å defocus.
+        "defocus": mean_uncertainty(ensemble, frames({"defocus": 250.0})),
+        # Not a microscope image of a crystal at all: smooth random texture, pure shot noise.
+        "texture": mean_uncertainty(
+            ensemble, [gaussian_filter(rng.normal(size=(128, 128)), 3.0) for _ in range(3)]
+        ),
+        "noise": mean_uncertainty(
+            ensemble, [rng.poisson(5.0, (128, 128)).astype(np.float32) for _ in range(3)]
+        ),
+        # A frame whose pixel size is given wrong by a factor of two: every spacing is off.
+        "scale": mean_uncertainty(ensemble, frames({}), pixel_size=0.24),
+    }
+    assert familiar < 0.02
+    for name, value in unfamiliar.items():
+        assert value > 3 * familiar + 0.03, name
