@@ -1,8 +1,7 @@
-"""Fixtures for the active-learning tests: a real Prefect API for the flow tests."""
+"""Fixtures for the active-learning tests (the real Prefect API is the session one in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -17,15 +16,3 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="session")
-def prefect_api() -> Iterator[None]:
-    """A Prefect server in a subprocess (the real API), analytics and heartbeats off."""
-    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    os.environ["DO_NOT_TRACK"] = "1"
-    os.environ.pop("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", None)
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=60):
-        yield
