@@ -13,12 +13,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from scopeflow.errors import InputError
 
-from .calibration import autocorrelation_inflation, simulate_statistics, threshold_for_ert
+from .calibration import WindowStat, autocorrelation_inflation, simulate_statistics, threshold_for_ert
 
 MIN_REFERENCE = 16
 
@@ -28,22 +29,42 @@ def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class MMDDetector:
-    """MMD² between a reference set and a sliding window of embeddings; threshold set by ERT (frames)."""
+class WindowedDetector:
+    """What the detectors share: the last ``window`` frames and an ERT-calibrated threshold."""
 
     ert: float = 1000.0
     window: int = 10
     seed: int = 0
     threshold: float = field(default=np.inf, init=False)
-    _ref: np.ndarray = field(default_factory=lambda: np.empty((0, 0)), init=False, repr=False)
-    _gamma: float = field(default=1.0, init=False)
-    _kaa: float = field(default=0.0, init=False)
     _recent: deque = field(default_factory=deque, init=False, repr=False)
 
     @property
     def ready(self) -> bool:
         """Calibrated and holding a reference."""
         return np.isfinite(self.threshold)
+
+    def _push(self, value: Any) -> bool:
+        """Add one frame's value; whether the window is full and the detector calibrated."""
+        self._recent.append(value)
+        while len(self._recent) > self.window:
+            self._recent.popleft()
+        return len(self._recent) == self.window and self.ready
+
+    def _calibrate(self, stat: WindowStat, pool_size: int, rng: np.random.Generator, widen: float) -> None:
+        """Threshold from simulated stationary streams, widened by ``widen`` for autocorrelation."""
+        length = int(min(max(3 * self.ert, 300), 6000))
+        stats = simulate_statistics(stat, pool_size, self.window, length, streams=64, rng=rng)
+        self.threshold = threshold_for_ert(stats, self.ert) * widen
+        self._recent.clear()
+
+
+@dataclass
+class MMDDetector(WindowedDetector):
+    """MMD² between a reference set and a sliding window of embeddings; threshold set by ERT (frames)."""
+
+    _ref: np.ndarray = field(default_factory=lambda: np.empty((0, 0)), init=False, repr=False)
+    _gamma: float = field(default=1.0, init=False)
+    _kaa: float = field(default=0.0, init=False)
 
     def _k(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.exp(-self._gamma * _sq_dists(a, b))
@@ -72,19 +93,13 @@ class MMDDetector:
             within = (kww.sum(axis=(1, 2)) - np.trace(kww, axis1=1, axis2=2)) / (w * (w - 1))
             return within - 2.0 * k_ref_pool[idx].mean(axis=1) + self._kaa
 
-        length = int(min(max(3 * self.ert, 300), 6000))
-        stats = simulate_statistics(stat, len(pool), self.window, length, streams=64, rng=rng)
         # MMD² scales with the variance of the window mean, so it takes the whole inflation.
-        self.threshold = threshold_for_ert(stats, self.ert) * autocorrelation_inflation(reference)
-        self._recent.clear()
+        self._calibrate(stat, len(pool), rng, autocorrelation_inflation(reference))
         return self
 
     def update(self, embedding: np.ndarray) -> float:
         """Add one frame's embedding; the MMD² of the current window (NaN until it is full)."""
-        self._recent.append(np.asarray(embedding, dtype=np.float64))
-        while len(self._recent) > self.window:
-            self._recent.popleft()
-        if len(self._recent) < self.window or not self.ready:
+        if not self._push(np.asarray(embedding, dtype=np.float64)):
             return float("nan")
         w = np.stack(self._recent)
         kww = self._k(w, w)
@@ -94,24 +109,14 @@ class MMDDetector:
 
 
 @dataclass
-class MeanShiftDetector:
+class MeanShiftDetector(WindowedDetector):
     """|window mean - reference mean| / reference spread of a scalar per-frame score."""
 
-    ert: float = 1000.0
-    window: int = 10
-    seed: int = 0
-    threshold: float = field(default=np.inf, init=False)
     _mu: float = field(default=0.0, init=False)
     _sd: float = field(default=1.0, init=False)
-    _recent: deque = field(default_factory=deque, init=False, repr=False)
-
-    @property
-    def ready(self) -> bool:
-        """Calibrated and holding a reference."""
-        return np.isfinite(self.threshold)
 
     def fit(self, reference: np.ndarray) -> MeanShiftDetector:
-        """Calibrate on reference scores (n,)."""
+        """Calibrate on reference scores (n,) in time order."""
         reference = np.asarray(reference, dtype=np.float64).ravel()
         reference = reference[np.isfinite(reference)]
         if len(reference) < MIN_REFERENCE:
@@ -120,16 +125,14 @@ class MeanShiftDetector:
         # A robust spread: one outlier frame in the reference must not blind the detector.
         self._sd = float(max(1.4826 * np.median(np.abs(reference - self._mu)), 1e-9, 0.05 * abs(self._mu)))
         z = (reference - self._mu) / self._sd
-        rng = np.random.default_rng(self.seed)
 
         def stat(idx: np.ndarray) -> np.ndarray:
             return np.abs(z[idx].mean(axis=1))
 
-        length = int(min(max(3 * self.ert, 300), 6000))
-        stats = simulate_statistics(stat, len(z), self.window, length, streams=64, rng=rng)
         # A standardised mean scales with the standard deviation: the square root of the inflation.
-        self.threshold = threshold_for_ert(stats, self.ert) * np.sqrt(autocorrelation_inflation(reference))
-        self._recent.clear()
+        self._calibrate(
+            stat, len(z), np.random.default_rng(self.seed), np.sqrt(autocorrelation_inflation(reference))
+        )
         return self
 
     def shift(self, scores: Sequence[float]) -> float:
@@ -138,10 +141,12 @@ class MeanShiftDetector:
 
     def update(self, score: float) -> float:
         """Add one frame's score; the window's standardised mean shift (NaN until full)."""
-        if np.isfinite(score):
-            self._recent.append(float(score))
-        while len(self._recent) > self.window:
-            self._recent.popleft()
-        if len(self._recent) < self.window or not self.ready:
+        # A frame without a score (no columns found) leaves the window as it was.
+        full = (
+            self._push(float(score))
+            if np.isfinite(score)
+            else len(self._recent) == self.window and self.ready
+        )
+        if not full:
             return float("nan")
         return abs(float(np.mean(self._recent)) - self._mu) / self._sd
