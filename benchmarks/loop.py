@@ -21,9 +21,7 @@ from _common import write_result
 from storage.datasets import DatasetWriter
 from storage.models import ModelRegistry, load_ensemble
 from tasks.acquisition import make_instrument
-from tasks.drift.adaptive import AdaptiveEnsemble
-from tasks.drift.edge_loop import EdgeLoopSettings, run_adaptive_edge
-from tasks.drift.monitor import DriftMonitor
+from tasks.drift.edge_loop import EdgeLoopSettings, new_state, run_adaptive_edge
 
 
 def plain_loop(path: Path, frames: int, batch: int, registry: ModelRegistry) -> tuple[list[float], float]:
@@ -31,7 +29,7 @@ def plain_loop(path: Path, frames: int, batch: int, registry: ModelRegistry) -> 
     instrument = make_instrument("twin", seed=0, drift=None)  # stationary: no retraining in either run
     writer = DatasetWriter.open(path, instrument.state())
     settings = EdgeLoopSettings(batch_size=batch, reference_frames=48)
-    adaptive = AdaptiveEnsemble(load_ensemble("production", registry), DriftMonitor(1000, 10, 48))
+    state = new_state(load_ensemble("production", registry), settings)
     latencies: list[float] = []
     t_start = time.perf_counter()
     for first in range(0, frames, batch):
@@ -42,7 +40,7 @@ def plain_loop(path: Path, frames: int, batch: int, registry: ModelRegistry) -> 
             stamps.append(time.perf_counter())
         writer.append(acquired)
         run_adaptive_edge(
-            path, registry=registry, settings=settings, adaptive=adaptive, stop_at=first + len(acquired)
+            path, registry=registry, settings=settings, state=state, stop_at=first + len(acquired)
         )
         done = time.perf_counter()
         latencies += [done - s for s in stamps]

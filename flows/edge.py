@@ -13,9 +13,15 @@ from prefect.utilities.annotations import quote
 
 from storage.datasets import frame_count
 from storage.models import ModelRegistry, load_ensemble
-from tasks.drift.adaptive import AdaptiveEnsemble
-from tasks.drift.edge_loop import BatchReport, EdgeLoopSettings, Escalation, run_adaptive_edge, summarize
-from tasks.drift.monitor import DriftMonitor
+from tasks.drift.edge_loop import (
+    BatchReport,
+    EdgeLoopSettings,
+    EdgeState,
+    Escalation,
+    new_state,
+    run_adaptive_edge,
+    summarize,
+)
 
 from .retrain import default_dispatch, dispatch_retraining
 
@@ -23,7 +29,7 @@ from .retrain import default_dispatch, dispatch_retraining
 @task(name="edge-batch", cache_policy=NO_CACHE)
 def edge_batch_task(
     dataset: str,
-    adaptive: AdaptiveEnsemble,
+    state: EdgeState,
     registry: ModelRegistry,
     settings: EdgeLoopSettings,
     stop_at: int,
@@ -35,7 +41,7 @@ def edge_batch_task(
         dataset,
         registry=registry,
         settings=settings,
-        adaptive=adaptive,
+        state=state,
         stop_at=stop_at,
         escalate=escalate,
         on_batch=reports.append,
@@ -64,7 +70,7 @@ def edge_flow(
     mode = dispatch or default_dispatch()
     settings = EdgeLoopSettings(ert=ert, reference_frames=reference_frames, batch_size=batch_size)
     ensemble = load_ensemble(model, reg)
-    adaptive = AdaptiveEnsemble(ensemble, DriftMonitor(ert, settings.window, reference_frames))
+    state = new_state(ensemble, settings)
     logger.info(
         "model %s (%d members) on %s; retraining by %s", ensemble.version, ensemble.members, dataset, mode
     )
@@ -79,9 +85,9 @@ def edge_flow(
     reports: list[BatchReport] = []
     for stop in range(batch_size, n + batch_size, batch_size):
         reports += edge_batch_task(
-            dataset, quote(adaptive), quote(reg), quote(settings), min(stop, n), quote(escalate)
+            dataset, quote(state), quote(reg), quote(settings), min(stop, n), quote(escalate)
         )
-    summary = summarize(Path(dataset), adaptive, reports)
+    summary = summarize(Path(dataset), state.adaptive, reports)
     f1 = f"- F1 against truth: **{summary['f1']:.4f}**\n" if "f1" in summary else ""
     actions = (
         "".join(f"- frame {start}: {action}\n" for start, action in summary["actions"]) or "- no drift\n"

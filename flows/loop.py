@@ -15,9 +15,7 @@ from storage.datasets import DatasetWriter
 from storage.models import ModelRegistry, load_ensemble
 from tasks.acquisition import make_instrument
 from tasks.acquisition.loop import BatchResult, acquire_batch, batches
-from tasks.drift.adaptive import AdaptiveEnsemble
-from tasks.drift.edge_loop import BatchReport, EdgeLoopSettings, Escalation
-from tasks.drift.monitor import DriftMonitor
+from tasks.drift.edge_loop import BatchReport, EdgeLoopSettings, Escalation, new_state
 
 from .edge import edge_batch_task
 from .retrain import dispatch_retraining
@@ -88,9 +86,7 @@ def loop_flow(
     instrument = make_instrument("twin", seed=seed, drift=drift)
     writer = DatasetWriter.open(dataset, instrument.state())
     settings = EdgeLoopSettings(ert=ert, reference_frames=reference_frames, batch_size=batch_size, seed=seed)
-    adaptive = AdaptiveEnsemble(
-        load_ensemble("production", reg), DriftMonitor(ert, 10, reference_frames, seed)
-    )
+    state = new_state(load_ensemble("production", reg), settings)
     retrains: list[dict] = []
 
     def escalate(e: Escalation) -> dict:
@@ -109,7 +105,7 @@ def loop_flow(
     reports: list[BatchReport] = []
     for first, end in batches(writer.n_frames, frames, batch_size):
         acquire_task(quote(instrument), quote(writer), first, end)
-        new = edge_batch_task(dataset, quote(adaptive), quote(reg), quote(settings), end, quote(escalate))
+        new = edge_batch_task(dataset, quote(state), quote(reg), quote(settings), end, quote(escalate))
         for r in new:
             f1 = f"F1 {r.scores.f1:.3f}" if r.scores else ""
             note = (

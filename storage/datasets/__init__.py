@@ -8,6 +8,7 @@ from .dataset import (
     frame_count,
     open_dataset,
     read_truth,
+    read_truths,
 )
 from .tables import Table, commit, repair
 
@@ -21,5 +22,6 @@ __all__ = [
     "frame_count",
     "open_dataset",
     "read_truth",
+    "read_truths",
     "repair",
 ]

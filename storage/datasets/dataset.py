@@ -215,14 +215,33 @@ def frame_count(path: str | Path) -> int:
 
 def read_truth(ds: xr.Dataset, frame: int) -> Truth | None:
     """Ground truth of frame position ``frame`` (0-based in the dataset), if stored."""
+    truths = read_truths(ds, frame, frame + 1)
+    return None if truths is None else truths[0]
+
+
+def read_truths(ds: xr.Dataset, start: int, stop: int) -> list[Truth] | None:
+    """Ground truth of frame positions ``start``..``stop``-1, reading only their rows."""
     if "truth_frame" not in ds:
         return None
-    which = np.flatnonzero(ds["truth_frame"].values == frame)
-    return Truth(
-        rowcol=np.stack([ds["truth_row"].values[which], ds["truth_col"].values[which]], axis=1),
-        cls=ds["truth_class"].values[which],
-        weight=ds["truth_weight"].values[which],
+    owner = ds["truth_frame"].values  # appended in frame order, so sorted
+    lo, hi = np.searchsorted(owner, [start, stop])
+    rows = (
+        ds[["truth_row", "truth_col", "truth_class", "truth_weight"]]
+        .isel(truth=slice(int(lo), int(hi)))
+        .compute()
     )
+    owner = owner[lo:hi]
+    out = []
+    for frame in range(start, stop):
+        a, b = np.searchsorted(owner, [frame, frame + 1])
+        out.append(
+            Truth(
+                rowcol=np.stack([rows["truth_row"].values[a:b], rows["truth_col"].values[a:b]], axis=1),
+                cls=rows["truth_class"].values[a:b],
+                weight=rows["truth_weight"].values[a:b],
+            )
+        )
+    return out
 
 
 def load_store(path: str | Path) -> LocalStore:

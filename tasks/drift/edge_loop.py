@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from storage.datasets import open_dataset, read_truth
+from storage.datasets import open_dataset, read_truths
 from storage.datasets.decisions import DecisionRow, append_decisions, read_decisions
 from storage.datasets.predictions import PredictionWriter
 from storage.models import ModelRegistry, load_ensemble
+from tasks.inference.ensemble import Ensemble
 from tasks.inference.metrics import Scores, evaluate
 
 from .adaptive import AdaptiveEnsemble, BatchOutcome
@@ -52,6 +53,15 @@ class BatchReport:
 
 
 @dataclass
+class EdgeState:
+    """What a loop keeps between calls: the adaptive ensemble and the open prediction writers
+    (opening a writer repairs and commits the dataset: not something to pay every batch)."""
+
+    adaptive: AdaptiveEnsemble
+    writers: dict[str, PredictionWriter] = field(default_factory=dict)
+
+
+@dataclass
 class EdgeLoopSettings:
     """Drift monitoring settings: ERT in frames, window in frames, reference length in frames."""
 
@@ -76,24 +86,24 @@ def run_adaptive_edge(
     settings: EdgeLoopSettings | None = None,
     escalate: Callable[[Escalation], Any] | None = None,
     on_batch: Callable[[BatchReport], None] | None = None,
-    adaptive: AdaptiveEnsemble | None = None,
+    state: EdgeState | None = None,
     stop_at: int | None = None,
 ) -> dict[str, Any]:
     """Process the dataset's frames not yet decided; returns a summary with F1 per batch.
 
     ``escalate`` is called on a ``retrain`` action (a Prefect event in the flow, an
-    in-process retraining in the embedded loop); ``adaptive`` keeps its state across calls
-    when the caller processes a growing dataset batch by batch.
+    in-process retraining in the embedded loop); ``state`` is kept across calls when the
+    caller processes a growing dataset batch by batch.
     """
     path = Path(dataset)
     settings = settings or EdgeLoopSettings()
     registry = registry or ModelRegistry()
-    if adaptive is None:
-        monitor = DriftMonitor(settings.ert, settings.window, settings.reference_frames, settings.seed)
-        adaptive = AdaptiveEnsemble(load_ensemble("production", registry), monitor)
+    if state is None:
+        state = new_state(load_ensemble("production", registry), settings)
+    adaptive = state.adaptive
     ds = open_dataset(path)
     n = int(ds.sizes.get("frame", 0)) if stop_at is None else min(stop_at, int(ds.sizes.get("frame", 0)))
-    writers: dict[str, PredictionWriter] = {}
+    writers = state.writers
     reports: list[BatchReport] = []
     start = _resume_from(path)
     while start < n:
@@ -133,6 +143,12 @@ def run_adaptive_edge(
     return summarize(path, adaptive, reports)
 
 
+def new_state(ensemble: Ensemble, settings: EdgeLoopSettings) -> EdgeState:
+    """A fresh loop state: all members of ``ensemble`` active, a monitor still to calibrate."""
+    monitor = DriftMonitor(settings.ert, settings.window, settings.reference_frames, settings.seed)
+    return EdgeState(AdaptiveEnsemble(ensemble, monitor))
+
+
 def _adopt_new_production(adaptive: AdaptiveEnsemble, registry: ModelRegistry) -> str | None:
     current = registry.resolve("production")
     if current == adaptive.ensemble.version:
@@ -142,9 +158,9 @@ def _adopt_new_production(adaptive: AdaptiveEnsemble, registry: ModelRegistry) -
 
 
 def _score(ds: Any, outcome: BatchOutcome, start: int, stop: int, pixel_sizes: list[float]) -> Scores | None:
-    if "truth_frame" not in ds:
+    truths = read_truths(ds, start, stop)
+    if truths is None:
         return None
-    truths = [read_truth(ds, i) for i in range(start, stop)]
     return evaluate([a.rowcol for a in outcome.atoms], [t.rowcol for t in truths], pixel_sizes)
 
 
