@@ -145,3 +145,65 @@ def publish_summary(
     for caption, url in images:
         lines += ["", f"![{caption}]({url})"]
     return create_markdown_artifact(markdown="\n".join(lines) + "\n", key=key, description=title)
+
+
+def publish_edge_run(prefix: str, dataset: str, reports: Sequence[Any]) -> list[tuple[str, str]]:
+    """The edge loop's artifacts under ``<prefix>-…``: the per-batch table (frames, atoms,
+    uncertainty, drift scores, action, model version, F1), an atom overlay of the last frame,
+    the drift timeline and F1 over time. Returns (caption, URL) pairs for a summary."""
+    import numpy as np
+
+    from storage.datasets import open_dataset
+    from storage.datasets.decisions import read_decisions
+    from tasks.reporting import atom_overlay, drift_timeline, f1_timeline
+
+    if not reports:
+        return []
+    table = BatchTable(f"{prefix}-batches", f"edge batches of {dataset}")
+    for r in reports:
+        atoms = r.outcome.atoms
+        uncertainties = [float(np.mean(a.uncertainty)) for a in atoms if len(a)]
+        table.add(
+            frame_start=r.outcome.start,
+            frame_end=r.stop - 1,
+            atoms=sum(len(a) for a in atoms),
+            model_version=r.outcome.model_version,
+            uncertainty=float(np.mean(uncertainties)) if uncertainties else float("nan"),
+            seconds=r.seconds,
+            f1=r.scores.f1 if r.scores is not None else None,
+            drift=r.outcome.decision.scores,
+            action=r.outcome.action,
+        )
+    table.publish()
+    last = reports[-1]
+    ds = open_dataset(dataset)
+    i = last.stop - 1
+    images = [
+        (
+            "atom overlay",
+            publish_figure(
+                f"{prefix}-overlay",
+                atom_overlay(
+                    ds["frames"].isel(frame=i).values,
+                    last.outcome.atoms[-1].rowcol,
+                    last.outcome.atoms[-1].uncertainty,
+                    title=f"frame {i} ({last.outcome.model_version})",
+                    pixel_size=float(ds["pixel_size"].values[i]),
+                ),
+                f"frame {i}",
+            ),
+        ),
+        (
+            "drift timeline",
+            publish_figure(f"{prefix}-drift", drift_timeline(read_decisions(dataset)), "drift scores"),
+        ),
+    ]
+    scored = [r for r in reports if r.scores is not None]
+    if scored:
+        png = f1_timeline(
+            [r.stop - 1 for r in scored],
+            [r.scores.f1 for r in scored],
+            [r.outcome.model_version for r in scored],
+        )
+        images.append(("F1 over time", publish_figure(f"{prefix}-f1", png, "F1 against the twin's truth")))
+    return images

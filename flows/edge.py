@@ -23,6 +23,7 @@ from tasks.drift.edge_loop import (
     summarize,
 )
 
+from .artifacts import publish_edge_run
 from .retrain import default_dispatch, dispatch_retraining
 
 
@@ -92,10 +93,12 @@ def edge_flow(
     actions = (
         "".join(f"- frame {start}: {action}\n" for start, action in summary["actions"]) or "- no drift\n"
     )
+    images = publish_edge_run("edge", dataset, reports)
+    figures = "".join(f"\n![{caption}]({url})\n" for caption, url in images)
     create_markdown_artifact(
         key="edge-summary",
         markdown=f"## Edge inference\n\n- dataset: `{Path(dataset).resolve()}`\n- model: `{summary['model_version']}`\n"
         f"- frames processed: **{summary['frames_processed']}**\n- atoms found: **{summary['atoms']}**\n{f1}"
-        f"\n### Drift decisions\n{actions}",
+        f"\n### Drift decisions\n{actions}{figures}",
     )
     return summary

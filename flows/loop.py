@@ -17,6 +17,7 @@ from tasks.acquisition import make_instrument
 from tasks.acquisition.loop import BatchResult, acquire_batch, batches
 from tasks.drift.edge_loop import BatchReport, EdgeLoopSettings, Escalation, new_state
 
+from .artifacts import publish_edge_run
 from .edge import edge_batch_task
 from .retrain import dispatch_retraining
 
@@ -137,11 +138,12 @@ def loop_flow(
     }
     if publish:
         out["store"] = _publish(dataset, reg, versions, [r for r in reports if r.outcome.action != "none"])
-    create_markdown_artifact(key="loop-summary", markdown=_markdown(out))
+    images = publish_edge_run("loop", dataset, reports)
+    create_markdown_artifact(key="loop-summary", markdown=_markdown(out, images))
     return out
 
 
-def _markdown(out: dict) -> str:
+def _markdown(out: dict, images: list[tuple[str, str]]) -> str:
     rows = "\n".join(f"| {start} | {f1:.4f} |" for start, f1 in out["f1_by_batch"])
     decisions = (
         "\n".join(
@@ -158,4 +160,5 @@ def _markdown(out: dict) -> str:
         f"## Loop on the twin\n\n- dataset `{out['dataset']}` ({out['frames']} frames)\n"
         f"- production model now `{out['production']}`\n\n### Drift decisions\n{decisions}\n\n"
         f"### Retraining\n{retrains}\n\n### F1 over time\n| first frame | F1 |\n|---|---|\n{rows}\n"
+        + "".join(f"\n![{caption}]({url})\n" for caption, url in images)
     )

@@ -39,3 +39,22 @@ def test_edge_then_drift_report_on_a_watched_folder(prefect_api, tmp_path):
     assert {"mmd", "disagreement", "physics"} <= set(rows[0][4:])
     assert [int(r[0]) for r in rows[1:]] == list(range(0, 40, 8))
     assert all(r[3] in {"none", "select", "retrain"} for r in rows[1:])
+
+    keys = {"edge-batches", "edge-overlay", "edge-drift", "edge-summary"}
+    assert keys <= _artifact_keys(keys)
+
+
+def _artifact_keys(keys):
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def read():
+        async with get_client() as client:
+            found = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=list(keys)))
+            )
+            return {a.key for a in found}
+
+    return asyncio.run(read())
