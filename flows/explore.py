@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import xarray as xr
 from prefect import flow, get_run_logger
 from prefect.input import RunInput
 
@@ -288,4 +289,25 @@ def explore_flow(
         description=f"done in {time.perf_counter() - started:.1f} s: "
         f"{result.n_measured} measured, best {result.best_value:.4g}",
     )
+    _publish_map(dataset, cfg)
     return asdict(result)
+
+
+def _publish_map(dataset: str, cfg: ExploreConfig) -> None:
+    """The measured map as an image artifact: each measured point's scalarized value over the survey."""
+    from flows.artifacts import publish_figure
+    from storage.datasets import open_dataset
+    from tasks.reporting import acquisition_map
+
+    survey = open_dataset(dataset)["frames"].isel(frame=0).values
+    measured = xr.open_zarr(dataset, group="measurements")
+    rowcol = np.stack([measured["row"].values, measured["col"].values], axis=1)
+    png = acquisition_map(
+        rowcol,
+        measured["value"].values,
+        measured=rowcol,
+        background=survey,
+        title=f"{cfg.model.upper()} exploration: measured values",
+        label="scalarized value",
+    )
+    publish_figure("explore-map", png, "where the surrogate chose to measure, and what it found")

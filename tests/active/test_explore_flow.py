@@ -63,3 +63,4 @@ def test_gated_flow_continues_after_its_timeout(tmp_path: Path, prefect_api: Non
     progress = [a for a in artifacts if a.key == "explore-progress"]
     assert progress
     assert progress[0].data == 100.0
+    assert any(a.key == "explore-map" and a.type == "image" for a in artifacts)
