@@ -9,9 +9,6 @@ metadata index the API writes); every search is measured through the HTTP API.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
-import platform
 import random
 import statistics
 import tempfile
@@ -20,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from _common import write_result
 from sqlalchemy import func, select
 
 from storage.federation.client import StoreClient
@@ -28,7 +26,6 @@ from storage.federation.embedded import init_store, spawn_server, store_paths
 from storage.federation.metadata_index import flatten
 from storage.federation.models import MetadataEntry, Record, RecordTag, User
 
-OUT = Path(__file__).parent / "results" / "catalog.json"
 N_RECORDS = 100_000
 MATERIALS = ["MoS2", "WS2", "graphene", "hBN", "MoSe2", "WSe2"]
 
@@ -170,20 +167,12 @@ def main() -> None:
             latency = search_latency(client, "bench")
             total = client.search(limit=1, exact_total=True)["total"]
     result = {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        },
         "database": "SQLite (WAL), embedded",
         "records_created_per_s": {"1_client": rate_1, "8_clients": rate_8},
         "bulk_insert": {"records": N_RECORDS, "seconds": insert_s, "records_per_s": N_RECORDS / insert_s},
         "search": {"records_in_catalog": total, "page_size": 50, **latency, "goal_p95_ms": 50},
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result("catalog", result)
 
 
 if __name__ == "__main__":

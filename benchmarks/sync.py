@@ -13,11 +13,8 @@ seconds over every core without loss (an upper bound for this tree on this machi
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -26,9 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from storage.transfer import LocalBackend, sync_directory
+from _common import write_result
 
-OUT = Path(__file__).parent / "results" / "sync.json"
+from storage.transfer import LocalBackend, sync_directory
 
 
 def _tree(root: Path, n: int, size: int) -> int:
@@ -115,18 +112,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sf-bench-sync-") as tmp:
         work = Path(tmp)
         result = {
-            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "machine": {
-                "platform": platform.platform(),
-                "cpus": os.cpu_count(),
-                "python": platform.python_version(),
-            },
             "throughput": throughput(work),
             "noop_resync": noop_resync(work),
         }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result("sync", result)
 
 
 if __name__ == "__main__":
