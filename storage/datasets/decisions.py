@@ -39,16 +39,22 @@ class DecisionRow:
     scores: Mapping[str, float]
 
 
-def append_decisions(dataset: str | Path, rows: Sequence[DecisionRow]) -> int:
-    """Append decisions (committed atomically with the dataset); returns the stored count."""
-    path = Path(dataset)
-    for r in rows:
-        if r.action not in ACTIONS:
-            raise ValueError(f"action must be one of {ACTIONS}, got {r.action!r}")
-    root = open_root(path, create=False)
-    with storage_errors(path):
-        group = root[GROUP] if GROUP in root else root.create_group(GROUP)
-        table = Table(group, DIM)
+class DecisionWriter:
+    """Appends decisions to a dataset's ``drift`` table; keep one open across batches."""
+
+    def __init__(self, dataset: str | Path) -> None:
+        self.path = Path(dataset)
+        root = open_root(self.path, create=False)
+        with storage_errors(self.path):
+            group = root[GROUP] if GROUP in root else root.create_group(GROUP)
+        self.table = Table(group, DIM)
+
+    def append(self, rows: Sequence[DecisionRow], *, commit_now: bool = True) -> int:
+        """Append decisions; returns the stored count. ``commit_now=False`` leaves the commit to the
+        caller (one commit for a batch's predictions and decisions)."""
+        for r in rows:
+            if r.action not in ACTIONS:
+                raise ValueError(f"action must be one of {ACTIONS}, got {r.action!r}")
         names = sorted({k for r in rows for k in r.scores})
         columns: dict[str, np.ndarray] = {
             "frame_start": np.array([r.frame_start for r in rows], np.int64),
@@ -60,9 +66,16 @@ def append_decisions(dataset: str | Path, rows: Sequence[DecisionRow]) -> int:
         }
         for name in names:
             columns[f"score_{name}"] = np.array([r.scores.get(name, np.nan) for r in rows], np.float64)
-        n = table.append(columns)
-    commit(path)
-    return n
+        with storage_errors(self.path):
+            n = self.table.append(columns)
+        if commit_now:
+            commit(self.path)
+        return n
+
+
+def append_decisions(dataset: str | Path, rows: Sequence[DecisionRow]) -> int:
+    """Append decisions (committed atomically with the dataset); returns the stored count."""
+    return DecisionWriter(dataset).append(rows)
 
 
 def read_decisions(dataset: str | Path) -> dict[str, np.ndarray]:

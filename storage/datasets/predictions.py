@@ -76,8 +76,9 @@ class PredictionWriter:
         arr = self.frames.columns().get("predicted_frame")
         return np.zeros(0, np.int64) if arr is None else np.asarray(arr[:])
 
-    def append(self, frames: Sequence[int], atoms: Sequence[Atoms]) -> int:
-        """Record the atoms of frames at positions ``frames``; commit. Returns atoms written."""
+    def append(self, frames: Sequence[int], atoms: Sequence[Atoms], *, commit_now: bool = True) -> int:
+        """Record the atoms of frames at positions ``frames``; commit (unless ``commit_now`` is
+        False: the caller commits). Returns atoms written."""
         if len(frames) != len(atoms):
             raise InputError(f"{len(frames)} frame positions but {len(atoms)} atom sets")
         if not frames:
@@ -104,7 +105,8 @@ class PredictionWriter:
                     },
                 )
             self.frames.append({"predicted_frame": np.asarray(frames, np.int64), "atom_count": counts})
-        commit(self.path)
+        if commit_now:
+            commit(self.path)
         return int(counts.sum())
 
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from storage.datasets import open_dataset, read_truths
-from storage.datasets.decisions import DecisionRow, append_decisions, read_decisions
+from storage.datasets import commit, open_dataset, read_truths
+from storage.datasets.decisions import DecisionRow, DecisionWriter, read_decisions
 from storage.datasets.predictions import PredictionWriter
 from storage.models import ModelRegistry, load_ensemble
 from tasks.inference.ensemble import Ensemble
@@ -59,6 +59,8 @@ class EdgeState:
 
     adaptive: AdaptiveEnsemble
     writers: dict[str, PredictionWriter] = field(default_factory=dict)
+    decisions: DecisionWriter | None = None
+    next_frame: int | None = None  # first frame not yet decided (read from the dataset once)
 
 
 @dataclass
@@ -105,7 +107,10 @@ def run_adaptive_edge(
     n = int(ds.sizes.get("frame", 0)) if stop_at is None else min(stop_at, int(ds.sizes.get("frame", 0)))
     writers = state.writers
     reports: list[BatchReport] = []
-    start = _resume_from(path)
+    if state.decisions is None or state.decisions.path != path:
+        state.decisions = DecisionWriter(path)
+        state.next_frame = _resume_from(path)
+    start = state.next_frame
     while start < n:
         stop = min(start + settings.batch_size, n)
         t0 = time.perf_counter()
@@ -118,17 +123,19 @@ def run_adaptive_edge(
             version,
             PredictionWriter.open(path, version, attrs={"config": adaptive.ensemble.config.as_dict()}),
         )
-        writer.append(list(range(start, stop)), outcome.atoms)
+        writer.append(list(range(start, stop)), outcome.atoms, commit_now=False)
         scores = _score(ds, outcome, start, stop, pixel_sizes)
         d = outcome.decision
-        append_decisions(
-            path,
+        state.decisions.append(
             [
                 DecisionRow(
                     d.frame_start, d.frame_end, d.detected, outcome.action, outcome.members, version, d.scores
                 )
             ],
+            commit_now=False,
         )
+        commit(path)  # the batch's atoms and its decision become visible together
+        state.next_frame = stop
         retrain_result = None
         if outcome.action == "retrain" and escalate is not None:
             first = d.first_alarm if d.first_alarm is not None else d.frame_start
