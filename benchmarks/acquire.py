@@ -17,6 +17,7 @@ from _common import write_result
 
 from storage.datasets import DatasetWriter
 from storage.datasets.dataset import FRAME_CODEC
+from storage.datasets.tables import DirectChunks
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 
 FRAMES = 256
@@ -48,7 +49,8 @@ def append_vs_save(frames: list, workdir: Path) -> dict[str, float]:
     for f in frames:
         np.save(npy_dir / f"{f.index}.npy", f.image)
     npy_s = time.perf_counter() - t0
-    # The frames array alone, with the dataset's chunking and codec (no conditions, truth, commit).
+    # The frames array alone, written the way the dataset writes it (same chunks, codec and
+    # direct chunk files), without conditions, truth or the commit.
     arr = zarr.open_group(workdir / "frames.zarr", mode="w").create_array(
         "frames",
         shape=(0, *frames[0].image.shape),
@@ -56,11 +58,13 @@ def append_vs_save(frames: list, workdir: Path) -> dict[str, float]:
         chunks=(1, *frames[0].image.shape),
         compressors=FRAME_CODEC,
     )
+    direct = DirectChunks(FRAME_CODEC)
     images = np.stack([f.image for f in frames])
     t0 = time.perf_counter()
     for b in range(0, len(frames), BATCH):
-        arr.resize((b + len(images[b : b + BATCH]), *arr.shape[1:]))
-        arr[b : b + BATCH] = images[b : b + BATCH]
+        block = images[b : b + BATCH]
+        direct.write(arr, b, block)
+        arr.resize((b + len(block), *arr.shape[1:]))
     frames_s = time.perf_counter() - t0
     for p in (ds_path, npy_dir, workdir / "frames.zarr"):
         shutil.rmtree(p)

@@ -32,7 +32,7 @@ from zarr.storage import LocalStore
 from scopeflow.errors import InputError, NotFoundError, ShapeMismatchError
 from tasks.acquisition.instrument import Frame, Truth
 
-from .tables import Table, commit, open_root, repair, storage_errors
+from .tables import DirectChunks, Table, commit, open_root, repair, storage_errors
 
 SCHEMA_VERSION = 1
 # lz4 with byte shuffle: ~3x smaller Poisson-count frames at memory speed, so appends keep up.
@@ -51,7 +51,13 @@ class DatasetWriter:
     def __init__(self, path: Path, root: zarr.Group) -> None:
         self.path = path
         self.root = root
-        self.frames = Table(root, FRAME_DIM, chunk_rows={"frames": 1}, compressors={"frames": FRAME_CODEC})
+        self.frames = Table(
+            root,
+            FRAME_DIM,
+            chunk_rows={"frames": 1},
+            compressors={"frames": FRAME_CODEC},
+            direct={"frames": DirectChunks(FRAME_CODEC)},
+        )
         self.truth = Table(root, TRUTH_DIM)
 
     @classmethod
