@@ -55,6 +55,7 @@ def main() -> None:
     torch.set_num_threads(2)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     work = Path(tempfile.mkdtemp(prefix="loop-bench-"))
+    os.environ.setdefault("SCOPEFLOW_HOME", str(work / "home"))  # Prefect's and the store's files
     try:
         registry = ModelRegistry(work / "registry")
         latencies, plain_s = plain_loop(work / "plain.zarr", args.frames, args.batch, registry)
