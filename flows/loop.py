@@ -6,26 +6,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
 from storage.datasets import DatasetWriter
 from storage.models import ModelRegistry, load_ensemble
 from tasks.acquisition import make_instrument
-from tasks.acquisition.loop import BatchResult, acquire_batch, batches
+from tasks.acquisition.loop import batches
 from tasks.drift.edge_loop import BatchReport, EdgeLoopSettings, Escalation, new_state
 
+from .acquire import acquire_batch_task
 from .artifacts import publish_edge_run
 from .edge import edge_batch_task
 from .retrain import dispatch_retraining
-
-
-@task(name="acquire-batch", cache_policy=NO_CACHE)
-def acquire_task(instrument: Any, writer: DatasetWriter, first: int, end: int) -> BatchResult:
-    """One committed batch of frames."""
-    return acquire_batch(instrument, writer, first, end)
 
 
 def _publish(
@@ -105,7 +99,7 @@ def loop_flow(
     )
     reports: list[BatchReport] = []
     for first, end in batches(writer.n_frames, frames, batch_size):
-        acquire_task(quote(instrument), quote(writer), first, end)
+        acquire_batch_task(quote(instrument), quote(writer), first, end)
         new = edge_batch_task(dataset, quote(state), quote(reg), quote(settings), end, quote(escalate))
         for r in new:
             f1 = f"F1 {r.scores.f1:.3f}" if r.scores else ""

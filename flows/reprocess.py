@@ -34,6 +34,7 @@ from storage.datasets import commit, open_dataset
 from storage.datasets.predictions import PredictionWriter
 from storage.models import ModelRegistry, load_ensemble
 from tasks.inference.atoms import Atoms
+from tasks.inference.edge import contiguous_batches
 from tasks.inference.ensemble import Ensemble, EnsembleConfig
 from tasks.inference.metrics import evaluate
 
@@ -128,17 +129,6 @@ class ReprocessResult:
         out = {k: v for k, v in self.__dict__.items()}
         out["frames_per_second"] = self.frames_per_second
         return out
-
-
-def _batches(todo: list[int], batch_frames: int) -> list[tuple[int, int]]:
-    """Contiguous runs of frame positions, cut into batches of at most ``batch_frames``."""
-    out: list[tuple[int, int]] = []
-    for i in todo:
-        if out and out[-1][1] == i and i - out[-1][0] < batch_frames:
-            out[-1] = (out[-1][0], i + 1)
-        else:
-            out.append((i, i + 1))
-    return out
 
 
 def default_set_name(version: str) -> str:
@@ -237,7 +227,7 @@ def reprocess(
     )
     done = set(writer.done().tolist())
     todo = [i for i in range(lo, hi) if i not in done]
-    batches = _batches(todo, batch_frames)
+    batches = contiguous_batches(todo, batch_frames)
     pixel_sizes = np.asarray(ds["pixel_size"].values, np.float64)
     has_truth = "truth_frame" in ds
     if has_truth:

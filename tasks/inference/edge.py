@@ -53,6 +53,17 @@ def infer_batch(
     return EdgeBatch(start, stop, written, time.perf_counter() - t0, scores, features)
 
 
+def contiguous_batches(todo: list[int], size: int) -> list[tuple[int, int]]:
+    """Contiguous runs of frame positions still to do, cut into [start, stop) batches of at most ``size``."""
+    out: list[tuple[int, int]] = []
+    for i in todo:
+        if out and out[-1][1] == i and i - out[-1][0] < size:
+            out[-1] = (out[-1][0], i + 1)
+        else:
+            out.append((i, i + 1))
+    return out
+
+
 RunBatch = Callable[[xr.Dataset, Ensemble, PredictionWriter, int, int], EdgeBatch]
 
 
@@ -76,13 +87,7 @@ def run_edge(
     writer = PredictionWriter.open(path, ensemble.version, attrs={"config": ensemble.config.as_dict()})
     done = set(writer.done().tolist())
     todo = [i for i in range(n) if i not in done]
-    # Contiguous runs of frames still to do, cut into batches.
-    batches: list[tuple[int, int]] = []
-    for i in todo:
-        if batches and batches[-1][1] == i and i - batches[-1][0] < batch_size:
-            batches[-1] = (batches[-1][0], i + 1)
-        else:
-            batches.append((i, i + 1))
+    batches = contiguous_batches(todo, batch_size)
     t0 = time.perf_counter()
     atoms = 0
     tp = fp = fn = 0
