@@ -73,11 +73,6 @@ class DecisionWriter:
         return n
 
 
-def append_decisions(dataset: str | Path, rows: Sequence[DecisionRow]) -> int:
-    """Append decisions (committed atomically with the dataset); returns the stored count."""
-    return DecisionWriter(dataset).append(rows)
-
-
 def read_decisions(dataset: str | Path) -> dict[str, np.ndarray]:
     """The committed decisions as columns (empty dict when none were made)."""
     root = zarr.open_group(store=LocalStore(Path(dataset), read_only=True), mode="r", use_consolidated=True)

@@ -1,7 +1,7 @@
 """Edge inference over a dataset: frames in batches → atoms (and features) → the dataset.
 
-Plain Python; ``flows/edge.py`` wraps ``infer_batch`` as a Prefect task (one task run per
-batch, never per frame). Frames already in the model version's prediction set are
+Plain Python, one fixed model and no drift monitoring; the edge flow runs the drift-aware
+loop in ``tasks.drift.edge_loop`` instead. Frames already in the model version's prediction set are
 skipped, so an interrupted run resumes where it stopped.
 """
 
