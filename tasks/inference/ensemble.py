@@ -35,7 +35,9 @@ class EnsembleConfig:
 
     ``model_pixel_size`` Å/px the network works at; ``threshold`` on the mean heatmap (0–1)
     for a column; ``min_distance`` Å between two reported columns; ``sigma`` (model px) of
-    the Gaussian bumps it was trained to draw.
+    the Gaussian bumps it was trained to draw. ``regimes`` names the imaging-condition regime
+    each member was trained for (one per member, e.g. ``("reference", "low-dose", ...)``;
+    empty for ensembles of generalists and for manifests written before the field existed).
     """
 
     members: int = 5
@@ -45,6 +47,12 @@ class EnsembleConfig:
     threshold: float = 0.4
     min_distance: float = 0.9
     sigma: float = 1.2
+    regimes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # A regime list that does not match the members would silently mislabel a selection.
+        if self.regimes and len(self.regimes) != self.members:
+            raise InputError(f"{len(self.regimes)} regime names for {self.members} members: {self.regimes}")
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
@@ -58,7 +66,7 @@ class EnsembleConfig:
         if extra:
             raise InputError(f"unknown ensemble config keys: {sorted(extra)}")
         data = dict(data)
-        for key in ("widths", "class_names"):
+        for key in ("widths", "class_names", "regimes"):
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)
@@ -267,7 +275,7 @@ class Ensemble:
 
     def member(self, k: int) -> Ensemble:
         """Member ``k`` alone, as a one-member ensemble (for per-member loops and selection)."""
-        return Ensemble(self.net.member(k), self._config_for(1), f"{self.version}#m{k}", self.device)
+        return Ensemble(self.net.member(k), self._config_for([k]), f"{self.version}#m{k}", self.device)
 
     def select(self, keep: Sequence[int]) -> Ensemble:
         """The members in ``keep`` as a fused ensemble (drift-aware member selection)."""
@@ -276,13 +284,15 @@ class Ensemble:
             raise InputError(f"select needs member indices in 0..{self.members - 1}, got {keep}")
         return Ensemble(
             self.net.select(keep),
-            self._config_for(len(keep)),
+            self._config_for(keep),
             f"{self.version}[{','.join(map(str, keep))}]",
             self.device,
         )
 
-    def _config_for(self, members: int) -> EnsembleConfig:
-        return EnsembleConfig(**{**self.config.as_dict(), "members": members})
+    def _config_for(self, keep: Sequence[int]) -> EnsembleConfig:
+        """The config of the members in ``keep``: each keeps its regime name."""
+        regimes = tuple(self.config.regimes[k] for k in keep) if self.config.regimes else ()
+        return EnsembleConfig(**{**self.config.as_dict(), "members": len(keep), "regimes": regimes})
 
     # ------------------------------------------------------------------ persistence
     def tensors(self) -> dict[str, torch.Tensor]:
