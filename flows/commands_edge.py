@@ -1,4 +1,4 @@
-"""``scopeflow train``, ``locate``, ``edge`` and ``models``: edge inference on the command line.
+"""``scopeflow train``, ``specialise``, ``locate``, ``edge`` and ``models``: edge inference on the command line.
 
 ``register(app)`` adds them to the main Typer app. Heavy imports (torch, Prefect) happen
 inside the commands so ``scopeflow --help`` stays fast.
@@ -42,6 +42,22 @@ def _registry(path: Path | None):  # type: ignore[no-untyped-def]
     from storage.models import ModelRegistry
 
     return ModelRegistry(path) if path else ModelRegistry()
+
+
+def _ship(ensemble, lineage: dict, metrics: dict, parent: str | None = None) -> str:  # type: ignore[no-untyped-def]
+    """Add ``ensemble`` to ``storage/default_models`` as the next version; returns its name."""
+    from storage.models import DEFAULT_MODELS_DIR, ModelRegistry, save_ensemble
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # Number the new version after those already shipped, which stay (lineage).
+        staging = ModelRegistry(tmp, fallback=None)
+        staging.versions_dir.mkdir(parents=True)
+        for old in staging_sources():
+            shutil.copytree(old, staging.versions_dir / old.name)
+        version = save_ensemble(staging, ensemble, lineage=lineage, metrics=metrics, parent=parent)
+        DEFAULT_MODELS_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(staging.versions_dir / version, DEFAULT_MODELS_DIR / version)
+    return version
 
 
 def locate(
@@ -114,7 +130,7 @@ def train(
     """Train an ensemble on digital-twin frames and register it."""
     import dataclasses
 
-    from storage.models import DEFAULT_MODELS_DIR, ModelRegistry, save_ensemble
+    from storage.models import DEFAULT_MODELS_DIR, save_ensemble
     from tasks.training import TrainConfig, train_ensemble
 
     overrides = {
@@ -142,15 +158,7 @@ def train(
 
             metrics["evaluation"] = report(result.ensemble)
         if ship:
-            with tempfile.TemporaryDirectory() as tmp:
-                # Number the new version after those already shipped, which stay (lineage).
-                staging = ModelRegistry(tmp, fallback=None)
-                staging.versions_dir.mkdir(parents=True)
-                for old in staging_sources():
-                    shutil.copytree(old, staging.versions_dir / old.name)
-                version = save_ensemble(staging, result.ensemble, lineage=result.lineage, metrics=metrics)
-                DEFAULT_MODELS_DIR.mkdir(parents=True, exist_ok=True)
-                shutil.copytree(staging.versions_dir / version, DEFAULT_MODELS_DIR / version)
+            version = _ship(result.ensemble, result.lineage, metrics)
             console.print(f"[green]shipped[/green] {version} in {DEFAULT_MODELS_DIR}")
             return
         reg = _registry(registry)
@@ -163,6 +171,64 @@ def train(
         f"[green]registered[/green] {version} in {reg.root}" + (f" as {promote}" if promote != "none" else "")
     )
     console.print(json.dumps({k: v for k, v in metrics.items() if k != "evaluation"}, indent=1, default=str))
+
+
+def specialise(
+    source: Annotated[
+        str, typer.Option("--from", help="Model version or alias whose members to start from.")
+    ] = "production",
+    seed: Annotated[int, typer.Option(help="Seed of the training data, pools and order.")] = 0,
+    steps: Annotated[int | None, typer.Option(help="Optimiser steps (all members at once).")] = None,
+    standard_samples: Annotated[
+        int | None, typer.Option(help="Twin samples from the standard ranges.")
+    ] = None,
+    regime_samples: Annotated[int | None, typer.Option(help="Twin samples per specialist regime.")] = None,
+    registry: Annotated[Path | None, typer.Option(help="Model registry directory.")] = None,
+    promote: Annotated[
+        str, typer.Option(help="Alias to point at the new version: candidate, production or none.")
+    ] = "candidate",
+    ship: Annotated[
+        bool, typer.Option(help="Add the result to storage/default_models as the next default ensemble.")
+    ] = False,
+) -> None:
+    """Fine-tune an ensemble's members into specialists: 2 reference, 2 low-dose, 2 blur."""
+    import dataclasses
+
+    import torch
+
+    from storage.models import DEFAULT_MODELS_DIR, load_ensemble, save_ensemble
+    from tasks.training.specialists import SpecialiseConfig
+    from tasks.training.specialists import specialise as run_specialise
+
+    overrides = {
+        k: v
+        for k, v in {
+            "steps": steps,
+            "standard_samples": standard_samples,
+            "regime_samples": regime_samples,
+        }.items()
+        if v is not None
+    }
+    config = dataclasses.replace(SpecialiseConfig(), seed=seed, **overrides)
+    try:
+        reg = _registry(registry)
+        start = load_ensemble(source, reg, device=torch.device("cpu"))
+        result = run_specialise(start, config, log=console.print)
+        if ship:
+            version = _ship(result.ensemble, result.lineage, result.metrics, parent=start.version)
+            console.print(f"[green]shipped[/green] {version} in {DEFAULT_MODELS_DIR}")
+            return
+        version = save_ensemble(
+            reg, result.ensemble, lineage=result.lineage, metrics=result.metrics, parent=start.version
+        )
+        if promote != "none":
+            reg.promote(version, promote)
+    except ScopeflowError as exc:
+        raise _fail(exc) from None
+    console.print(
+        f"[green]registered[/green] {version} in {reg.root}" + (f" as {promote}" if promote != "none" else "")
+    )
+    console.print(json.dumps(result.metrics, indent=1, default=str))
 
 
 def edge(
@@ -235,8 +301,9 @@ def models_rollback(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``train``, ``locate``, ``edge`` and the ``models`` group to ``app``."""
+    """Add ``train``, ``specialise``, ``locate``, ``edge`` and the ``models`` group to ``app``."""
     app.command()(train)
+    app.command()(specialise)
     app.command()(locate)
     app.command()(edge)
     app.add_typer(models_app, name="models")
