@@ -1,6 +1,6 @@
 """Label-free drift detection and ensemble-member selection (plain Python, no Prefect)."""
 
-from .detectors import MeanShiftDetector, MMDDetector
+from .detectors import EmbeddingDetector, MeanShiftDetector
 from .monitor import DETECTORS, Decision, DriftMonitor
 from .physics import Proxies, frame_proxies, median_proxies, proxy_score
 from .selection import Selection, select_members
@@ -9,7 +9,7 @@ __all__ = [
     "DETECTORS",
     "Decision",
     "DriftMonitor",
-    "MMDDetector",
+    "EmbeddingDetector",
     "MeanShiftDetector",
     "Proxies",
     "Selection",

@@ -1,9 +1,15 @@
 """Online drift detectors over the frame stream, each calibrated to an expected run time (ERT).
 
-- ``MMDDetector``: a two-sample test (maximum mean discrepancy, Gaussian kernel) between
-  reference embeddings and the embeddings of the last ``window`` frames.
+- ``EmbeddingDetector``: a kernel two-sample score between reference encoder embeddings and
+  the embeddings of the last ``window`` frames: how much less the recent frames resemble the
+  reference than the reference resembles itself (the cross term of the MMD).
 - ``MeanShiftDetector``: the mean of a scalar per-frame score (ensemble disagreement, a
   physics proxy) over the last ``window`` frames against its reference distribution.
+
+Both take a ``min_shift``: the smallest change, in the score's own units, worth an alarm.
+The ERT bounds how often noise alone raises one; ``min_shift`` keeps the slow wander of a
+real stationary stream (the lattice's phase against the pixel grid as the sample drifts,
+defects coming into view) from counting as drift when a short reference did not see it.
 
 All are label-free: they see encoder features, ensemble spread and atom geometry only.
 """
@@ -19,7 +25,7 @@ import numpy as np
 
 from scopeflow.errors import InputError
 
-from .calibration import WindowStat, autocorrelation_inflation, simulate_statistics, threshold_for_ert
+from .calibration import WindowStat, simulate_statistics, threshold_for_ert, window_inflation
 
 MIN_REFERENCE = 16
 
@@ -43,6 +49,10 @@ class WindowedDetector:
         """Calibrated and holding a reference."""
         return np.isfinite(self.threshold)
 
+    def restart(self) -> None:
+        """Empty the window (after an alarm): the next decision waits for ``window`` new frames."""
+        self._recent.clear()
+
     def _push(self, value: Any) -> bool:
         """Add one frame's value; whether the window is full and the detector calibrated."""
         self._recent.append(value)
@@ -59,64 +69,89 @@ class WindowedDetector:
 
 
 @dataclass
-class MMDDetector(WindowedDetector):
-    """MMD² between a reference set and a sliding window of embeddings; threshold set by ERT (frames)."""
+class EmbeddingDetector(WindowedDetector):
+    """Kernel shift of encoder embeddings from a reference; threshold set by ERT (frames).
 
+    A frame's novelty is 1 - mean_r k(r, x) / mean_{r≠r'} k(r, r') over the reference
+    embeddings r (Gaussian kernel, median-heuristic width): ~0 for frames like the reference,
+    1 for frames unlike any of it. The window's mean novelty is the MMD's cross term. The full
+    MMD² also holds a within-window term, which grows when consecutive frames are near
+    copies of each other (they are: the same area, a little moved), so on a stationary
+    stream it sat near its maximum; the cross term is linear in the window, and correlated
+    frames change only its variance, which the calibration accounts for.
+    """
+
+    min_shift: float = 0.0
+    bandwidth: float = 3.0  # kernel width as a multiple of the reference's median distance
     _ref: np.ndarray = field(default_factory=lambda: np.empty((0, 0)), init=False, repr=False)
     _gamma: float = field(default=1.0, init=False)
-    _kaa: float = field(default=0.0, init=False)
+    _self_similarity: float = field(default=1.0, init=False)
+    _novelty: MeanShiftDetector | None = field(default=None, init=False, repr=False)
 
-    def _k(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.exp(-self._gamma * _sq_dists(a, b))
+    def novelty(self, embeddings: np.ndarray) -> np.ndarray:
+        """Per-frame novelty (n,) of embeddings (n, d) against the reference (0 alike, 1 unlike)."""
+        x = np.asarray(embeddings, dtype=np.float64).reshape(-1, self._ref.shape[1])
+        similarity = np.exp(-self._gamma * _sq_dists(self._ref, x)).mean(axis=0)
+        return 1.0 - similarity / self._self_similarity
 
-    def fit(self, reference: np.ndarray) -> MMDDetector:
-        """Calibrate on reference embeddings (n, d) in time order: half is the reference, half
-        simulates streams; the threshold is widened for the reference's autocorrelation."""
+    def fit(self, reference: np.ndarray) -> EmbeddingDetector:
+        """Calibrate on reference embeddings (n, d) in time order.
+
+        Alternate blocks of ``window`` frames are the reference and the held-out frames whose
+        novelty is the null distribution: blocks rather than single frames, so a held-out
+        frame's near copy (its neighbour in time) is not in the reference.
+        """
         reference = np.asarray(reference, dtype=np.float64)
-        if reference.ndim != 2 or len(reference) < MIN_REFERENCE:
+        if reference.ndim != 2 or len(reference) < 2 * MIN_REFERENCE:
             raise InputError(
-                f"MMD reference needs ≥ {MIN_REFERENCE} embeddings (n, d), got {reference.shape}"
+                f"embedding reference needs ≥ {2 * MIN_REFERENCE} embeddings (n, d), got {reference.shape}"
             )
-        rng = np.random.default_rng(self.seed)
-        order = rng.permutation(len(reference))
-        ref, pool = reference[order[::2]], reference[order[1::2]]
-        d2 = _sq_dists(ref, ref)
-        self._gamma = 1.0 / max(np.median(d2[d2 > 0]), 1e-12)  # median heuristic
+        block = np.arange(len(reference)) // max(1, min(self.window, len(reference) // 4))
+        ref, held_out = reference[block % 2 == 0], reference[block % 2 == 1]
+        d2 = _sq_dists(reference, reference)
+        median = float(np.median(d2[d2 > 0])) if (d2 > 0).any() else 1.0
+        self._gamma = 1.0 / max(self.bandwidth**2 * median, 1e-12)
         self._ref = ref
-        self._kaa = float(self._k(ref, ref).mean())
-        k_pool = self._k(pool, pool)
-        k_ref_pool = self._k(ref, pool).mean(axis=0)
-
-        def stat(idx: np.ndarray) -> np.ndarray:
-            w = idx.shape[1]
-            kww = k_pool[idx[:, :, None], idx[:, None, :]]
-            within = (kww.sum(axis=(1, 2)) - np.trace(kww, axis1=1, axis2=2)) / (w * (w - 1))
-            return within - 2.0 * k_ref_pool[idx].mean(axis=1) + self._kaa
-
-        # MMD² scales with the variance of the window mean, so it takes the whole inflation.
-        self._calibrate(stat, len(pool), rng, autocorrelation_inflation(reference))
+        k = np.exp(-self._gamma * _sq_dists(ref, ref))
+        n = len(ref)
+        self._self_similarity = float((k.sum() - np.trace(k)) / max(n * (n - 1), 1))
+        self._novelty = MeanShiftDetector(self.ert, self.window, self.seed, min_shift=self.min_shift)
+        # The held-out frames are spliced blocks, so their own autocorrelation reads low: take
+        # the contiguous reference's.
+        self._novelty.fit(self.novelty(held_out), inflation=window_inflation(reference, self.window))
+        self.threshold = self._novelty.threshold
+        self._recent.clear()
         return self
 
+    def restart(self) -> None:
+        """Empty the window (after an alarm)."""
+        if self._novelty is not None:
+            self._novelty.restart()
+
     def update(self, embedding: np.ndarray) -> float:
-        """Add one frame's embedding; the MMD² of the current window (NaN until it is full)."""
-        if not self._push(np.asarray(embedding, dtype=np.float64)):
+        """Add one frame's embedding; the window's novelty shift (NaN until it is full)."""
+        if self._novelty is None or not self.ready:
             return float("nan")
-        w = np.stack(self._recent)
-        kww = self._k(w, w)
-        n = len(w)
-        within = (kww.sum() - np.trace(kww)) / (n * (n - 1))
-        return float(within - 2.0 * self._k(self._ref, w).mean() + self._kaa)
+        return self._novelty.update(float(self.novelty(embedding)[0]))
 
 
 @dataclass
 class MeanShiftDetector(WindowedDetector):
-    """|window mean - reference mean| / reference spread of a scalar per-frame score."""
+    """|window mean - reference mean| / reference spread of a scalar per-frame score.
 
+    ``min_shift`` (score units) is the smallest window-mean change that raises an alarm, or
+    ``relative_shift`` times the reference median if that is more: a noisy regime's scores
+    scatter in proportion to their level.
+    """
+
+    min_shift: float = 0.0
+    relative_shift: float = 0.0
     _mu: float = field(default=0.0, init=False)
     _sd: float = field(default=1.0, init=False)
 
-    def fit(self, reference: np.ndarray) -> MeanShiftDetector:
-        """Calibrate on reference scores (n,) in time order."""
+    def fit(self, reference: np.ndarray, inflation: float | None = None) -> MeanShiftDetector:
+        """Calibrate on reference scores (n,) in time order; ``inflation`` overrides the
+        autocorrelation widening measured on them (for scores that are not one contiguous run)."""
         reference = np.asarray(reference, dtype=np.float64).ravel()
         reference = reference[np.isfinite(reference)]
         if len(reference) < MIN_REFERENCE:
@@ -130,9 +165,10 @@ class MeanShiftDetector(WindowedDetector):
             return np.abs(z[idx].mean(axis=1))
 
         # A standardised mean scales with the standard deviation: the square root of the inflation.
-        self._calibrate(
-            stat, len(z), np.random.default_rng(self.seed), np.sqrt(autocorrelation_inflation(reference))
-        )
+        widen = np.sqrt(window_inflation(reference, self.window) if inflation is None else inflation)
+        self._calibrate(stat, len(z), np.random.default_rng(self.seed), widen)
+        floor = max(self.min_shift, self.relative_shift * abs(self._mu))
+        self.threshold = max(self.threshold, floor / self._sd)
         return self
 
     def shift(self, scores: Sequence[float]) -> float:

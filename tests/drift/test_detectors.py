@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from scopeflow.errors import InputError
-from tasks.drift import DriftMonitor, MeanShiftDetector, MMDDetector, frame_proxies, select_members
+from tasks.drift import DriftMonitor, EmbeddingDetector, MeanShiftDetector, frame_proxies, select_members
+from tasks.drift.calibration import window_inflation
 from tasks.drift.physics import median_proxies
 
 
@@ -11,13 +12,13 @@ def _false_alarms(detector, draw, n):
     for _ in range(n):
         if detector.update(draw()) > detector.threshold:
             alarms += 1
-            detector._recent.clear()  # restart after an alarm, as the monitor re-references
+            detector.restart()  # after an alarm, as the monitor re-references
     return alarms
 
 
-def test_mmd_false_alarms_consistent_with_ert():
+def test_embedding_false_alarms_consistent_with_ert():
     rng = np.random.default_rng(1)
-    det = MMDDetector(ert=100, window=10, seed=1).fit(rng.normal(size=(160, 8)))
+    det = EmbeddingDetector(ert=100, window=10, seed=1).fit(rng.normal(size=(160, 8)))
     alarms = _false_alarms(det, lambda: rng.normal(size=8), 3000)
     assert alarms <= 2 * 3000 / 100  # never much more often than the user asked for
     assert alarms >= 3000 / 100 / 5  # and not blind either
@@ -30,9 +31,9 @@ def test_mean_shift_false_alarms_consistent_with_ert():
     assert 3000 / 100 / 5 <= alarms <= 2 * 3000 / 100
 
 
-def test_mmd_detects_a_known_shift_quickly():
+def test_embedding_detects_a_known_shift_quickly():
     rng = np.random.default_rng(3)
-    det = MMDDetector(ert=1000, window=10).fit(rng.normal(size=(128, 16)))
+    det = EmbeddingDetector(ert=1000, window=10).fit(rng.normal(size=(128, 16)))
     for _ in range(30):
         assert not det.update(rng.normal(size=16)) > det.threshold
     delay = next(t for t in range(1, 200) if det.update(rng.normal(size=16) + 0.6) > det.threshold)
@@ -41,7 +42,7 @@ def test_mmd_detects_a_known_shift_quickly():
 
 def test_reference_too_small_is_refused():
     with pytest.raises(InputError, match="reference"):
-        MMDDetector().fit(np.zeros((3, 4)))
+        EmbeddingDetector().fit(np.zeros((3, 4)))
 
 
 def _lattice(n=12, spacing=10.0, jitter=0.3, seed=0):
@@ -86,9 +87,9 @@ def test_monitor_calibrates_then_decides_per_batch():
     assert mon.calibrated
     quiet = [batch(start) for start in range(48, 160, 8)]
     assert sum(d.detected for d in quiet) <= 1
-    shifted = batch(160, shift=1.5, unc=0.2)
+    shifted = batch(160, shift=6.0, unc=0.2)  # several reference spreads, like the twin's drifts
     assert shifted.detected
-    assert {"mmd", "disagreement"} <= set(shifted.fired())
+    assert {"embedding", "disagreement"} <= set(shifted.fired())
 
 
 def test_autocorrelated_stationary_stream_keeps_the_ert():
@@ -103,7 +104,35 @@ def test_autocorrelated_stationary_stream_keeps_the_ert():
         return x
 
     stream = ar1(3200)
-    det = MMDDetector(ert=100, window=10, seed=7).fit(stream[:200])
+    det = EmbeddingDetector(ert=100, window=10, seed=7).fit(stream[:200])
     it = iter(stream[200:])
     alarms = _false_alarms(det, lambda: next(it), 3000)
     assert alarms <= 2 * 3000 / 100
+    # and the widening is the finite-window one: 1 + 2·Σ(1 - k/W)·ρ^k, not (1 + ρ)/(1 - ρ) = 9
+    expected = 1 + 2 * sum((1 - k / 10) * rho**k for k in range(1, 10))
+    assert window_inflation(stream[:1000], 10) == pytest.approx(expected, rel=0.15)
+
+
+def test_min_shift_keeps_small_significant_changes_quiet():
+    # A shift the test can see but too small to matter for the network: no alarm with a floor.
+    rng = np.random.default_rng(8)
+    reference = rng.normal(1.0, 0.01, 200)
+    strict = MeanShiftDetector(ert=1000, window=10).fit(reference)
+    floored = MeanShiftDetector(ert=1000, window=10, min_shift=0.1).fit(reference)
+    small = [strict.update(x) > strict.threshold for x in rng.normal(1.03, 0.01, 30)]
+    assert any(small)
+    assert not any(floored.update(x) > floored.threshold for x in rng.normal(1.03, 0.01, 30))
+    assert any(floored.update(x) > floored.threshold for x in rng.normal(1.2, 0.01, 30))
+
+
+def test_monitor_widens_its_reference_while_the_stream_is_quiet():
+    rng = np.random.default_rng(9)
+    mon = DriftMonitor(ert=500, window=8, reference_frames=32)
+    proxies = [frame_proxies(_lattice(seed=s), (128, 128), 0.2) for s in range(8)]
+    thresholds = []
+    for start in range(0, 160, 8):
+        mon.observe(start, rng.normal(size=(8, 6)), rng.normal(0.1, 0.01, 8), proxies)
+        thresholds.append(mon.embedding.threshold)
+    # calibrated at 32 frames, again at 64 and 128, never later
+    changes = [i for i in range(1, len(thresholds)) if thresholds[i] != thresholds[i - 1]]
+    assert [(i + 1) * 8 for i in changes] == [32, 64, 128]

@@ -36,7 +36,7 @@ def test_edge_then_drift_report_on_a_watched_folder(prefect_api, tmp_path):
     assert report.exit_code == 0, report.output
     rows = list(csv.reader(io.StringIO(report.stdout)))
     assert rows[0][:4] == ["frame_start", "frame_end", "detected", "action"]
-    assert {"mmd", "disagreement", "physics"} <= set(rows[0][4:])
+    assert {"embedding", "disagreement", "physics"} <= set(rows[0][4:])
     assert [int(r[0]) for r in rows[1:]] == list(range(0, 40, 8))
     assert all(r[3] in {"none", "select", "retrain"} for r in rows[1:])
 
