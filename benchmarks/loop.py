@@ -28,7 +28,7 @@ def plain_loop(path: Path, frames: int, batch: int, registry: ModelRegistry) -> 
     """Latencies (s) of every frame and the total time, without Prefect."""
     instrument = make_instrument("twin", seed=0, drift=None)  # stationary: no retraining in either run
     writer = DatasetWriter.open(path, instrument.state())
-    settings = EdgeLoopSettings(batch_size=batch, reference_frames=48)
+    settings = EdgeLoopSettings(batch_size=batch)
     state = new_state(load_ensemble("production", registry), settings)
     latencies: list[float] = []
     t_start = time.perf_counter()

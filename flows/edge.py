@@ -57,7 +57,7 @@ def edge_flow(
     batch_size: int = 16,
     registry: str | None = None,
     ert: float = 1000.0,
-    reference_frames: int = 48,
+    reference_frames: int = 64,
     instrument: str = "twin",
     dispatch: str | None = None,
 ) -> dict:

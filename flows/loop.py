@@ -70,7 +70,7 @@ def loop_flow(
     drift: str | None = "demo",
     batch_size: int = 16,
     ert: float = 1000.0,
-    reference_frames: int = 48,
+    reference_frames: int = 64,
     registry: str | None = None,
     retrain_steps: int = 120,
     publish: bool = True,

@@ -69,7 +69,7 @@ class EdgeLoopSettings:
 
     ert: float = 1000.0
     window: int = 10
-    reference_frames: int = 48
+    reference_frames: int = 64
     batch_size: int = 16
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
