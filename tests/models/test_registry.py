@@ -120,4 +120,6 @@ def test_production_falls_back_to_the_shipped_ensemble(tmp_path: Path) -> None:
     registry = ModelRegistry(tmp_path / "empty")
     ens = load_ensemble("production", registry, device=torch.device("cpu"))
     assert ens.version == registry.versions()[-1]
-    assert ens.members == 5
+    # The shipped default is the specialist ensemble: two members per imaging-condition regime.
+    assert ens.members == 6
+    assert ens.config.regimes == ("reference", "reference", "low-dose", "low-dose", "blur", "blur")
