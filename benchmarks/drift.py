@@ -11,6 +11,7 @@ import argparse
 import shutil
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ def main() -> None:
         summary = run_adaptive_edge(
             path,
             registry=registry,
-            settings=EdgeLoopSettings(ert=args.ert, reference_frames=48, batch_size=16),
+            settings=EdgeLoopSettings(ert=args.ert, batch_size=16),
             escalate=escalations.append,
         )
         adaptive_s = time.perf_counter() - t0
@@ -77,8 +78,25 @@ def main() -> None:
                 delays.append(after[0] - c)
                 matched.add(after[0])
         false_alarms = [d for d in detections if d not in matched]
+        # F1 per drift segment (from a batch after the change to the next one): what the fixed
+        # ensemble lost against in-distribution, and how much of it the selected members won back.
+        in_dist = evaluate(full[: changes[0]], truth[: changes[0]], p).f1
+        bounds = [*changes, args.frames]
+        segments = {}
+        for c, end in pairwise(bounds):
+            sl = slice(c + 16, end)
+            f_full = evaluate(full[sl], truth[sl], p).f1
+            f_sel = evaluate(adaptive[sl], truth[sl], p).f1
+            lost = in_dist - f_full
+            segments[f"{c}-{end}"] = {
+                "f1_single": evaluate(single[sl], truth[sl], p).f1,
+                "f1_full": f_full,
+                "f1_selected": f_sel,
+                "f1_lost": lost,
+                "recovered_share": (f_sel - f_full) / lost if lost > 0.02 else None,
+            }
         stationary = args.frames - len(changes) * 48  # frames spent re-referencing are not watched
-        retrained: dict[str, float] = {}
+        retrained: dict[str, dict] = {}
         for e in escalations[:3]:
             outcome = retrain(
                 path,
@@ -94,6 +112,7 @@ def main() -> None:
             found = [a.rowcol for a in model.locate([frames[i] for i in idx], [p] * len(idx))]
             retrained[f"{e.frame_start}-{seg_end}"] = {
                 "candidate_f1": evaluate(found, [truth[i] for i in idx], p).f1,
+                "in_distribution_f1": in_dist,
                 "production_f1": evaluate([full[i] for i in idx], [truth[i] for i in idx], p).f1,
                 "promoted": outcome.promoted,
                 "reason": outcome.reason,
@@ -116,6 +135,8 @@ def main() -> None:
                 "f1_single_member": _f1_by_segment(single, truth, p),
                 "f1_full_ensemble": _f1_by_segment(full, truth, p),
                 "f1_adaptive": _f1_by_segment(adaptive, truth, p),
+                "f1_in_distribution": in_dist,
+                "segments": segments,
                 "after_retraining": retrained,
                 "goals": {"median_delay_frames": 15, "false_alarms_per_1000": 1, "selection_recovery": 0.5},
             },
