@@ -40,13 +40,22 @@ def frame_statistics(image: np.ndarray, pixel_size: float) -> np.ndarray:
     )
 
 
+def lattice_columns(name: str) -> tuple[float, float]:
+    """What lattice ``name`` implies for its columns: nearest spacing (Å) and density (columns/Å²)."""
+    lat = LATTICES[name]
+    return lat.min_separation, len(lat.sites) / abs(np.linalg.det(lat.vectors()))
+
+
 def lattice_from_columns(nn_distance: float, density: float) -> str:
-    """The twin lattice whose column spacing (Å) and density (columns/Å²) are nearest."""
+    """The twin lattice whose column spacing (Å) and density (columns/Å²) are nearest.
+
+    Spacing counts double: a network under drift invents or misses a few columns, which moves
+    the density, while the median nearest-neighbour spacing holds.
+    """
 
     def mismatch(name: str) -> float:
-        lat = LATTICES[name]
-        cell = abs(np.linalg.det(lat.vectors()))
-        return abs(np.log(nn_distance / lat.min_separation)) + abs(np.log(density * cell / len(lat.sites)))
+        spacing, implied = lattice_columns(name)
+        return 2.0 * abs(np.log(nn_distance / spacing)) + abs(np.log(density / implied))
 
     return min(LATTICES, key=mismatch)
 

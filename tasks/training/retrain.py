@@ -23,7 +23,7 @@ from tasks.inference.ensemble import Ensemble
 
 from .evaluation import condition_frames, score_ensemble
 from .finetune import fine_tune, pseudo_labels
-from .matching import estimate_conditions, lattice_from_columns
+from .matching import estimate_conditions, lattice_columns, lattice_from_columns
 from .train import Log
 
 MAX_REFERENCE_LOSS = 0.01
@@ -77,7 +77,7 @@ def retrain(
     reference_proxies = median_proxies(
         [frame_proxies(a.rowcol, f.shape, pixel_size) for a, f in zip(found, reference_frames, strict=True)]
     )
-    lattice = lattice_from_columns(reference_proxies.nn_distance, reference_proxies.density)
+    lattice, reference_proxies = _sample_lattice(trusted, frames, pixel_size, reference_proxies)
     conditions = estimate_conditions(frames[:4], pixel_size, lattice, seed=seed)
     log(f"estimated conditions: {conditions}")
     pseudo = pseudo_labels(trusted, frames, pixel_size, patch=64, seed=seed)
@@ -116,6 +116,33 @@ def retrain(
         version if promote else production.version,
         {"validation": f1, "conditions": conditions},
     )
+
+
+SAMPLE_CHANGE = 0.1  # relative change of the column spacing that means a new sample region
+
+
+def _sample_lattice(trusted: Ensemble, frames: list[np.ndarray], pixel_size: float, before: Proxies) -> str:
+    """The lattice to render the new conditions with.
+
+    Imaging drift (dose, focus) leaves the sample as it was, and columns found before the
+    drift describe it best. But when the trusted members' columns on the drifted frames are
+    spaced differently by more than ``SAMPLE_CHANGE`` the sample itself changed (a new
+    lattice region), and only the drifted frames can say which lattice it is: validating on
+    the old one would judge a candidate on the wrong sample. The proxies are then what the
+    new lattice implies, not what the trusted (drifted) members found.
+    """
+    found = trusted.locate(frames, [pixel_size] * len(frames))
+    after = median_proxies(
+        [frame_proxies(a.rowcol, f.shape, pixel_size) for a, f in zip(found, frames, strict=True)]
+    )
+    changed = np.isfinite(after.nn_distance) and (
+        abs(after.nn_distance / before.nn_distance - 1.0) > SAMPLE_CHANGE
+    )
+    if not changed:
+        return lattice_from_columns(before.nn_distance, before.density), before
+    lattice = lattice_from_columns(after.nn_distance, after.density)
+    spacing, density = lattice_columns(lattice)
+    return lattice, Proxies(density, spacing, before.irregularity)
 
 
 def _proxy_deviation(
