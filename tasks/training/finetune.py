@@ -74,8 +74,10 @@ def pseudo_labels(
                 )
             )
     if not images:
+        # No confident frame: an empty set shaped like a full one (heatmaps, then two offsets).
         return TrainingSet(
-            torch.zeros((0, 1, patch, patch)), torch.zeros((0, len(cfg.class_names), patch, patch))
+            torch.zeros((0, 1, patch, patch)),
+            torch.zeros((0, len(cfg.class_names) + 2, patch, patch), dtype=torch.float16),
         )
     return TrainingSet(
         torch.from_numpy(np.stack(images)[:, None].astype(np.float32)),
