@@ -111,7 +111,9 @@ def test_down_stops_every_process_it_started(running: tuple[OpsSettings, State])
     settings, state = running
     outcomes = down(settings, log=lambda _: None)
     assert [s.name for s, _ in outcomes] == [s.name for s in reversed(state.services)]
-    assert all(outcome == "stopped" for _, outcome in outcomes), outcomes
+    # Under load a server may outlast SIGTERM's grace and be killed: still ended by `down`.
+    ended = {"stopped", "killed (did not stop on SIGTERM)"}
+    assert all(outcome in ended for _, outcome in outcomes), [(s.name, o) for s, o in outcomes]
     assert not any(s.alive() for s in state.services)
     assert not settings.state_file.exists()
 
