@@ -60,6 +60,31 @@ def _ship(ensemble, lineage: dict, metrics: dict, parent: str | None = None) -> 
     return version
 
 
+def _keep(
+    ensemble,
+    lineage: dict,
+    metrics: dict,
+    registry: Path | None,
+    promote: str,
+    ship: bool,
+    parent: str | None = None,
+) -> None:  # type: ignore[no-untyped-def]
+    """Ship ``ensemble`` as the next default, or register it and point ``promote`` at it; say where."""
+    from storage.models import DEFAULT_MODELS_DIR, save_ensemble
+
+    if ship:
+        version = _ship(ensemble, lineage, metrics, parent=parent)
+        console.print(f"[green]shipped[/green] {version} in {DEFAULT_MODELS_DIR}")
+        return
+    reg = _registry(registry)
+    version = save_ensemble(reg, ensemble, lineage=lineage, metrics=metrics, parent=parent)
+    if promote != "none":
+        reg.promote(version, promote)
+    console.print(
+        f"[green]registered[/green] {version} in {reg.root}" + (f" as {promote}" if promote != "none" else "")
+    )
+
+
 def locate(
     path: Annotated[Path, typer.Argument(help="Image: .npy, .tif or any file rosettasciio reads.")],
     pixel_size: Annotated[
@@ -130,7 +155,6 @@ def train(
     """Train an ensemble on digital-twin frames and register it."""
     import dataclasses
 
-    from storage.models import DEFAULT_MODELS_DIR, save_ensemble
     from tasks.training import TrainConfig, train_ensemble
 
     overrides = {
@@ -157,20 +181,13 @@ def train(
             from tasks.training.evaluation import report
 
             metrics["evaluation"] = report(result.ensemble)
-        if ship:
-            version = _ship(result.ensemble, result.lineage, metrics)
-            console.print(f"[green]shipped[/green] {version} in {DEFAULT_MODELS_DIR}")
-            return
-        reg = _registry(registry)
-        version = save_ensemble(reg, result.ensemble, lineage=result.lineage, metrics=metrics)
-        if promote != "none":
-            reg.promote(version, promote)
+        _keep(result.ensemble, result.lineage, metrics, registry, promote, ship)
     except ScopeflowError as exc:
         raise _fail(exc) from None
-    console.print(
-        f"[green]registered[/green] {version} in {reg.root}" + (f" as {promote}" if promote != "none" else "")
-    )
-    console.print(json.dumps({k: v for k, v in metrics.items() if k != "evaluation"}, indent=1, default=str))
+    if not ship:
+        console.print(
+            json.dumps({k: v for k, v in metrics.items() if k != "evaluation"}, indent=1, default=str)
+        )
 
 
 def specialise(
@@ -196,7 +213,7 @@ def specialise(
 
     import torch
 
-    from storage.models import DEFAULT_MODELS_DIR, load_ensemble, save_ensemble
+    from storage.models import load_ensemble
     from tasks.training.specialists import SpecialiseConfig
     from tasks.training.specialists import specialise as run_specialise
 
@@ -211,24 +228,13 @@ def specialise(
     }
     config = dataclasses.replace(SpecialiseConfig(), seed=seed, **overrides)
     try:
-        reg = _registry(registry)
-        start = load_ensemble(source, reg, device=torch.device("cpu"))
+        start = load_ensemble(source, _registry(registry), device=torch.device("cpu"))
         result = run_specialise(start, config, log=console.print)
-        if ship:
-            version = _ship(result.ensemble, result.lineage, result.metrics, parent=start.version)
-            console.print(f"[green]shipped[/green] {version} in {DEFAULT_MODELS_DIR}")
-            return
-        version = save_ensemble(
-            reg, result.ensemble, lineage=result.lineage, metrics=result.metrics, parent=start.version
-        )
-        if promote != "none":
-            reg.promote(version, promote)
+        _keep(result.ensemble, result.lineage, result.metrics, registry, promote, ship, parent=start.version)
     except ScopeflowError as exc:
         raise _fail(exc) from None
-    console.print(
-        f"[green]registered[/green] {version} in {reg.root}" + (f" as {promote}" if promote != "none" else "")
-    )
-    console.print(json.dumps(result.metrics, indent=1, default=str))
+    if not ship:
+        console.print(json.dumps(result.metrics, indent=1, default=str))
 
 
 def edge(
