@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tasks.inference.atoms import Atoms
 from tasks.inference.ensemble import Ensemble
 from tasks.inference.resample import scaling_for, to_model_scale
 
@@ -47,13 +48,20 @@ def matched_ranges(conditions: dict[str, Any]) -> ConditionRanges:
 
 
 def pseudo_labels(
-    ensemble: Ensemble, frames: Sequence[np.ndarray], pixel_size: float, patch: int, seed: int
+    ensemble: Ensemble,
+    frames: Sequence[np.ndarray],
+    pixel_size: float,
+    patch: int,
+    seed: int,
+    atoms: Sequence[Atoms] | None = None,
 ) -> TrainingSet:
-    """Model-scale patches of drifted frames with the ensemble's confident columns as targets."""
+    """Model-scale patches of drifted frames with the ensemble's confident columns as targets
+    (``atoms``: the ensemble's columns on ``frames`` when the caller has them already)."""
     cfg = ensemble.config
     rng = np.random.default_rng(seed)
     images, targets = [], []
-    atoms = ensemble.locate(list(frames), [pixel_size] * len(frames))
+    if atoms is None:
+        atoms = ensemble.locate(list(frames), [pixel_size] * len(frames))
     for frame, found in zip(frames, atoms, strict=True):
         if len(found) == 0 or np.mean(found.uncertainty <= MAX_UNCERTAINTY) < MIN_CONFIDENT_SHARE:
             continue

@@ -19,6 +19,7 @@ from storage.datasets import open_dataset
 from storage.models import ModelRegistry, load_ensemble
 from storage.models.ensembles import save_ensemble
 from tasks.drift.physics import Proxies, frame_proxies, median_proxies, proxy_score
+from tasks.inference.atoms import Atoms
 from tasks.inference.ensemble import Ensemble
 
 from .evaluation import condition_frames, score_ensemble
@@ -77,10 +78,11 @@ def retrain(
     reference_proxies = median_proxies(
         [frame_proxies(a.rowcol, f.shape, pixel_size) for a, f in zip(found, reference_frames, strict=True)]
     )
-    lattice, reference_proxies = _sample_lattice(trusted, frames, pixel_size, reference_proxies)
+    drifted = trusted.locate(frames, [pixel_size] * len(frames))
+    lattice, reference_proxies = _sample_lattice(drifted, frames, pixel_size, reference_proxies)
     conditions = estimate_conditions(frames[:4], pixel_size, lattice, seed=seed)
     log(f"estimated conditions: {conditions}")
-    pseudo = pseudo_labels(trusted, frames, pixel_size, patch=64, seed=seed)
+    pseudo = pseudo_labels(trusted, frames, pixel_size, patch=64, seed=seed, atoms=drifted)
     log(f"{len(pseudo)} pseudo-labelled patches from {len(frames)} drifted frames")
     candidate, lineage = fine_tune(production, pseudo, conditions, steps=steps, seed=seed, log=log)
 
@@ -121,8 +123,11 @@ def retrain(
 SAMPLE_CHANGE = 0.1  # relative change of the column spacing that means a new sample region
 
 
-def _sample_lattice(trusted: Ensemble, frames: list[np.ndarray], pixel_size: float, before: Proxies) -> str:
-    """The lattice to render the new conditions with.
+def _sample_lattice(
+    found: list[Atoms], frames: list[np.ndarray], pixel_size: float, before: Proxies
+) -> tuple[str, Proxies]:
+    """The lattice to render the new conditions with, and the proxies that the models'
+    columns on the drifted frames should show; ``found`` are the trusted members' columns.
 
     Imaging drift (dose, focus) leaves the sample as it was, and columns found before the
     drift describe it best. But when the trusted members' columns on the drifted frames are
@@ -131,7 +136,6 @@ def _sample_lattice(trusted: Ensemble, frames: list[np.ndarray], pixel_size: flo
     the old one would judge a candidate on the wrong sample. The proxies are then what the
     new lattice implies, not what the trusted (drifted) members found.
     """
-    found = trusted.locate(frames, [pixel_size] * len(frames))
     after = median_proxies(
         [frame_proxies(a.rowcol, f.shape, pixel_size) for a, f in zip(found, frames, strict=True)]
     )

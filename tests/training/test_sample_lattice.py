@@ -20,6 +20,8 @@ def test_retraining_renders_the_lattice_the_drifted_frames_show(tmp_path):
     for changes, expected in (({"lattice": "mos2"}, "mos2"), ({"dose": 1e5}, "graphene")):
         drifted = condition_frames("after", changes, n=4, seed=4, shape=(128, 128))
         p = drifted[0].pixel_size
-        lattice, proxies = _sample_lattice(production, [f.image for f in drifted], p, before)
+        images = [f.image for f in drifted]
+        found = production.locate(images, [p] * len(images))
+        lattice, proxies = _sample_lattice(found, images, p, before)
         assert lattice == expected
         assert (proxies == before) == (expected == "graphene")
