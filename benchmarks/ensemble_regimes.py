@@ -1,6 +1,6 @@
 """Specialist ensemble against generalists: F1 per imaging-condition regime, per member and per pair.
 
-For the generalist ensemble (v0002) and the specialist one (v0003: members 0,1 reference,
+For the generalist ensemble (v0002) and the specialist one (v0004: members 0,1 reference,
 2,3 low-dose, 4,5 blur) on twin frames of a few conditions (``condition_frames``: the twin's
 defaults changed by one key, each frame its own region, fixed seed): F1 of the full
 ensemble, of each member alone, and of each regime's pair (``Ensemble.select``). Also the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,21 @@ class TrainingSet:
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+
+def concatenate(parts: Mapping[str, TrainingSet]) -> tuple[TrainingSet, dict[str, torch.Tensor]]:
+    """One training set of named ``parts`` in order, and the sample indices of each part
+    (members train on pools of them); the lineage keeps each part's under ``sources``."""
+    index, start = {}, 0
+    for name, part in parts.items():
+        index[name] = torch.arange(start, start + len(part))
+        start += len(part)
+    data = TrainingSet(
+        torch.cat([p.images for p in parts.values()]),
+        torch.cat([p.targets for p in parts.values()]),
+        {"sources": {name: p.lineage for name, p in parts.items()}},
+    )
+    return data, index
 
 
 def make_training_set(

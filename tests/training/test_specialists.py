@@ -41,7 +41,9 @@ def test_default_regimes_cover_what_they_name() -> None:
     std = ConditionRanges()
     assert REFERENCE.is_standard and not LOW_DOSE.is_standard and not BLUR.is_standard
     assert LOW_DOSE.ranges.dose == (1e4, 3e5) and replace(LOW_DOSE.ranges, dose=std.dose) == std
-    assert BLUR.ranges.defocus == (70.0, 200.0) and BLUR.ranges.source_size[1] == 1.0
+    assert replace(BLUR.ranges, defocus=std.defocus) == std
+    # Regimes beyond the standard ranges, not overlapping them: the frames' vote tells them apart.
+    assert BLUR.ranges.defocus[0] >= std.defocus[1] and LOW_DOSE.ranges.dose[0] < std.dose[0]
     assert [r.name for r in DEFAULT_LAYOUT] == [
         "reference",
         "reference",
@@ -66,9 +68,9 @@ def test_member_pools_respect_regimes() -> None:
             assert sorted(pool.tolist()) == sorted(std)
         else:
             assert own <= set(pool.tolist())  # every sample of its regime
-            assert sum(i in own for i in pool.tolist()) == len(pool) // 2  # half and half
+            assert sum(i in own for i in pool.tolist()) == round(len(pool) * regime.share)
             assert len(set(pool.tolist())) == len(pool)  # no repeats
-    # Two members of one regime draw different standard halves (they stay diverse).
+    # Two members of one regime draw different standard parts (they stay diverse).
     assert not torch.equal(pools[2], pools[3])
 
 
@@ -115,7 +117,7 @@ def test_old_config_without_regimes_loads() -> None:
 def test_tiny_specialisation_records_the_regimes() -> None:
     layout = (REFERENCE, LOW_DOSE, BLUR)
     config = SpecialiseConfig(
-        layout=layout, standard_samples=4, regime_samples=2, patch=32, steps=2, batch=2, calibration_frames=1
+        layout=layout, standard_samples=4, regime_samples=3, patch=32, steps=2, batch=2, calibration_frames=1
     )
     source = tiny_ensemble(2)
     result = specialise(source, config, log=lambda _: None, device=CPU)
@@ -123,7 +125,29 @@ def test_tiny_specialisation_records_the_regimes() -> None:
     assert result.ensemble.config.regimes == ("reference", "low-dose", "blur")
     assert [r["name"] for r in result.lineage["regimes"]] == ["reference", "low-dose", "blur"]
     assert result.lineage["regimes"][1]["ranges"]["dose"] == (1e4, 3e5)
-    assert result.lineage["pools"]["regime_share"] == [0.0, 0.5, 0.5]
+    assert result.lineage["pools"]["regime_share"] == [0.0, 0.75, 0.75]
     # Member 2 repeats source member 0, perturbed; members 0 and 1 start from their own.
     assert result.lineage["member_init"][2].startswith(f"{source.version}#m0 +")
     assert 0.0 <= result.metrics["validation_f1"] <= 1.0
+
+
+def test_fine_tuning_a_specialist_ensemble_replays_each_members_regime() -> None:
+    from tasks.training.finetune import fine_tune, pseudo_labels
+
+    production = tiny_ensemble(3, ("reference", "low-dose", "blur"))
+    before = [p.detach().clone() for p in production.net.parameters()]
+    empty = pseudo_labels(production, [], 0.12, 32, seed=0)
+    conditions = {"lattice": "mos2", "pixel_size": 0.12, "dose": 5e6, "defocus": 0.0}
+    tuned, lineage = fine_tune(
+        production, empty, conditions, twin_samples=4, replay_samples=2, steps=2, patch=32, log=lambda _: None
+    )
+    assert tuned.config == production.config  # regimes and threshold unchanged
+    assert lineage["member_regimes"] == ["reference", "low-dose", "blur"]
+    replay = lineage["replay"]
+    assert set(replay) == {"reference", "low-dose", "blur"}
+    assert tuple(replay["blur"]["condition_ranges"]["defocus"]) == BLUR.ranges.defocus
+    assert tuple(replay["low-dose"]["condition_ranges"]["dose"]) == LOW_DOSE.ranges.dose
+    assert replay["reference"]["condition_ranges"] == ConditionRanges().as_dict()
+    assert any(not torch.equal(a, b) for a, b in zip(before, tuned.net.parameters(), strict=True))
+    # Production itself is untouched: retraining works on a copy.
+    assert all(torch.equal(a, b) for a, b in zip(before, production.net.parameters(), strict=True))
