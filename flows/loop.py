@@ -103,8 +103,10 @@ def loop_flow(
         new = edge_batch_task(dataset, quote(state), quote(reg), quote(settings), end, quote(escalate))
         for r in new:
             f1 = f"F1 {r.scores.f1:.3f}" if r.scores else ""
+            sel = r.outcome.selection
+            regime = f", the {sel.regime_name} regime's" if sel is not None and sel.regime_name else ""
             note = (
-                f" [{r.outcome.action}: members {list(r.outcome.members)}]"
+                f" [{r.outcome.action}: members {list(r.outcome.members)}{regime}]"
                 if r.outcome.action != "none"
                 else ""
             )
@@ -121,6 +123,7 @@ def loop_flow(
                 "frames": [r.outcome.decision.frame_start, r.outcome.decision.frame_end],
                 "action": r.outcome.action,
                 "members": list(r.outcome.members),
+                "regime": r.outcome.selection.regime_name if r.outcome.selection else None,
                 "scores": r.outcome.decision.scores,
             }
             for r in reports

@@ -2,10 +2,11 @@
 
 Per batch: the active members locate the columns; the monitor scores the batch on encoder
 features (averaged over the active members, so the feature space does not depend on how
-many are active), ensemble disagreement and physics proxies. On a detection the members
-are scored one by one on the batch and the fitting subset becomes active; if the physics
-proxies of the subset's columns are back within the reference's bounds the action is
-``select``, else ``retrain`` (the caller dispatches it). After any detection the monitor
+many are active), ensemble disagreement and physics proxies. On a detection, an ensemble
+of specialists makes the members of the regime its frames vote for (``regimes``) active;
+otherwise the members are scored one by one on the batch and the fitting subset becomes
+active. If the physics proxies of the active members' columns are back within the
+reference's bounds the action is ``select``, else ``retrain`` (the caller dispatches it). After any detection the monitor
 takes a new reference under the new conditions.
 """
 
@@ -18,10 +19,13 @@ import numpy as np
 
 from tasks.inference.atoms import Atoms
 from tasks.inference.ensemble import Ensemble
+from tasks.training.matching import lattice_from_columns
+from tasks.training.specialists import REGIMES
 
 from .monitor import Decision, DriftMonitor
-from .physics import frame_proxies
-from .selection import Selection, select_members
+from .physics import frame_proxies, median_proxies
+from .regimes import regime_vote
+from .selection import Selection, select_members, select_regime
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,16 @@ class BatchOutcome:
     members: tuple[int, ...]  # members in use from the next batch on
     model_version: str
     selection: Selection | None = None
+
+
+def _lattice_shown(atoms: Sequence[Atoms], frames: Sequence[np.ndarray], pixel_size: float) -> str | None:
+    """The twin lattice the columns' median spacing and density point to (None: too few columns)."""
+    proxies = median_proxies(
+        [frame_proxies(a.rowcol, f.shape, pixel_size) for a, f in zip(atoms, frames, strict=True)]
+    )
+    if not (np.isfinite(proxies.nn_distance) and proxies.density > 0):
+        return None
+    return lattice_from_columns(proxies.nn_distance, proxies.density)
 
 
 def _mean_features(features: np.ndarray, members: int) -> np.ndarray:
@@ -82,12 +96,15 @@ class AdaptiveEnsemble:
     def _select(
         self, frames: list[np.ndarray], pixel_sizes: Sequence[float], consensus: list[Atoms]
     ) -> Selection:
+        p = float(np.median(pixel_sizes))
+        by_regime = self._select_regime(frames, p, consensus)
+        if by_regime is not None:
+            return by_regime
         per_member = [
             [a.rowcol for a in self.ensemble.member(k).locate(frames, list(pixel_sizes))]
             for k in range(self.ensemble.members)
         ]
         reference = self.monitor.reference_proxies
-        p = float(np.median(pixel_sizes))
         return select_members(
             per_member,
             [a.rowcol for a in consensus],
@@ -96,6 +113,20 @@ class AdaptiveEnsemble:
             reference,
             min_members=self.min_members,
         )
+
+    def _select_regime(self, frames: list[np.ndarray], p: float, consensus: list[Atoms]) -> Selection | None:
+        """The specialists of the regime the frames vote for (None: no specialists, or the vote
+        is for the standard conditions)."""
+        regimes = self.ensemble.config.regimes
+        known = {name: REGIMES[name] for name in dict.fromkeys(regimes) if name in REGIMES}
+        if sum(not r.is_standard for r in known.values()) == 0:
+            return None
+        lattice = _lattice_shown(consensus, frames, p)
+        if lattice is None:
+            return None
+        vote = regime_vote(frames, p, lattice, {name: r.ranges for name, r in known.items()})
+        standard = [name for name, r in known.items() if r.is_standard]
+        return select_regime(regimes, vote, standard)
 
     def _restored(self, frames: list[np.ndarray], pixel_sizes: Sequence[float]) -> bool:
         """Whether the selected members' columns look like the reference lattice again."""

@@ -184,6 +184,11 @@ def summarize(path: Path, adaptive: AdaptiveEnsemble, reports: list[BatchReport]
         "members": list(adaptive.members),
         "detections": [r.outcome.decision.first_alarm for r in reports if r.outcome.decision.detected],
         "actions": [(r.outcome.start, r.outcome.action) for r in reports if r.outcome.action != "none"],
+        "selections": [
+            (r.outcome.start, list(r.outcome.members), r.outcome.selection.regime_name)
+            for r in reports
+            if r.outcome.selection is not None
+        ],
         "adopted": [(r.outcome.start, r.adopted) for r in reports if r.adopted],
         "f1_by_batch": [
             (r.outcome.start, r.scores.f1)

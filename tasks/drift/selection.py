@@ -1,6 +1,8 @@
 """Label-free selection of the ensemble members that still work under the current conditions.
 
-Each member is scored on the recent frames by (a) its agreement with the consensus of the
+An ensemble of specialists (members trained for regimes of conditions) gets the members of
+the regime its frames vote for (``select_regime``), unless the vote is for the standard
+conditions. Otherwise each member is scored on the recent frames by (a) its agreement with the consensus of the
 whole ensemble (F1 of its columns against the consensus columns, one-to-one within a
 radius) and (b) the physics proxies of its own columns against the reference ones. Members
 close to the best score are kept; at least ``min_members``.
@@ -16,16 +18,28 @@ import numpy as np
 from tasks.inference.metrics import match
 
 from .physics import Proxies, frame_proxies, proxy_score
+from .regimes import RegimeVote
 
 
 @dataclass(frozen=True)
 class Selection:
-    """Members kept (indices into the ensemble) and every member's score (higher is better)."""
+    """Members kept (indices into the ensemble) and every member's score (higher is better).
+
+    ``regime`` is set when the members were chosen as the specialists of the regime the frames
+    vote for (``regimes.regime_vote``); each member's score is then its regime's share of the
+    vote, and the per-member agreement and proxy deviation were not computed (empty).
+    """
 
     members: tuple[int, ...]
     scores: tuple[float, ...]
-    agreement: tuple[float, ...]
-    proxy_deviation: tuple[float, ...]
+    agreement: tuple[float, ...] = ()
+    proxy_deviation: tuple[float, ...] = ()
+    regime: RegimeVote | None = None
+
+    @property
+    def regime_name(self) -> str | None:
+        """The regime whose members were chosen (None: chosen by consensus)."""
+        return self.regime.regime if self.regime is not None else None
 
 
 def _f1(found: np.ndarray, reference: np.ndarray, radius: float) -> float:
@@ -73,3 +87,17 @@ def select_members(
         tuple(agreement),
         tuple(deviation),
     )
+
+
+def select_regime(
+    regimes: Sequence[str], vote: RegimeVote, standard: Sequence[str], *, min_share: float = 0.5
+) -> Selection | None:
+    """The members of the regime ``vote`` chose (``regimes[k]`` is member k's regime name), or
+    None when it chose a regime in ``standard`` or with less than ``min_share`` of the votes
+    (then the consensus selection, ``select_members``, decides)."""
+    if vote.regime in standard or vote.shares.get(vote.regime, 0.0) < min_share:
+        return None
+    members = tuple(k for k, name in enumerate(regimes) if name == vote.regime)
+    if not members:
+        return None
+    return Selection(members, tuple(vote.shares.get(name, 0.0) for name in regimes), regime=vote)

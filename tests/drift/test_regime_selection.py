@@ -1,0 +1,77 @@
+"""Selection with real specialist networks: the frames vote for their regime, its members take over.
+
+The shipped production ensemble is deliberately diverse (``storage/default_models``: members
+0–1 reference, 2–3 low dose, 4–5 strong defocus). Nothing here reads the twin's truth until
+the last assertion, which checks that the choice pays: F1 against truth.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from storage.models import ModelRegistry, load_ensemble
+from tasks.acquisition.twin import DigitalTwin, DriftSchedule
+from tasks.drift.adaptive import AdaptiveEnsemble
+from tasks.drift.monitor import DriftMonitor
+from tasks.drift.regimes import regime_vote
+from tasks.inference.metrics import evaluate
+from tasks.training.evaluation import condition_frames
+from tasks.training.specialists import REGIMES
+
+RANGES = {name: r.ranges for name, r in REGIMES.items()}
+
+
+@pytest.mark.parametrize(
+    ("changes", "regime"),
+    [
+        ({}, "reference"),
+        ({"dose": 4e4}, "low-dose"),
+        ({"defocus": 130.0}, "blur"),
+        ({"defocus": -110.0}, "blur"),
+    ],
+)
+def test_frames_vote_for_the_regime_they_were_imaged_in(changes, regime):
+    frames = condition_frames("vote", changes, n=8, seed=77, shape=(128, 128))
+    vote = regime_vote([f.image for f in frames], frames[0].pixel_size, "graphene", RANGES)
+    assert vote.regime == regime, vote.shares
+    assert abs(sum(vote.shares.values()) - 1.0) < 1e-9
+
+
+def test_a_vote_needs_regimes_and_frames():
+    with pytest.raises(ValueError, match="no regimes"):
+        regime_vote([np.zeros((32, 32))], 0.12, "graphene", {})
+    with pytest.raises(ValueError, match="no frames"):
+        regime_vote([], 0.12, "graphene", RANGES)
+
+
+@pytest.fixture(scope="module")
+def production(tmp_path_factory):
+    ensemble = load_ensemble("production", ModelRegistry(tmp_path_factory.mktemp("registry")))
+    assert len(set(ensemble.config.regimes)) == 3, "the shipped ensemble should be the specialist one"
+    return ensemble
+
+
+@pytest.mark.parametrize(("change", "regime"), [("defocus=130", "blur"), ("dose=4e4", "low-dose")])
+def test_on_drift_the_members_trained_for_the_new_conditions_take_over(production, change, regime):
+    twin = DigitalTwin(seed=5, schedule=DriftSchedule.parse(f"{change}@40"), shape=(128, 128))
+    adaptive = AdaptiveEnsemble(production, DriftMonitor(1000.0, reference_frames=32))
+    chosen = None
+    for start in range(0, 80, 8):
+        shots = [twin.acquire(i) for i in range(start, start + 8)]
+        outcome = adaptive.process([s.image for s in shots], [s.pixel_size for s in shots], start)
+        if outcome.selection is not None:
+            chosen = outcome
+            break
+    assert chosen is not None and chosen.start >= 40, "the change at frame 40 should be detected"
+    assert chosen.selection.regime is not None and chosen.selection.regime.regime == regime
+    assert {production.config.regimes[k] for k in chosen.members} == {regime}
+
+    if regime == "blur":  # the strong-defocus pair finds columns the full ensemble misses
+        frames = [twin.acquire(i) for i in range(48, 56)]
+        p = frames[0].pixel_size
+        truth = [f.truth.rowcol for f in frames]
+        images = [f.image for f in frames]
+        full = evaluate([a.rowcol for a in production.locate(images, p)], truth, p).f1
+        pair = evaluate([a.rowcol for a in adaptive.active.locate(images, p)], truth, p).f1
+        assert pair > full + 0.1, (pair, full)
