@@ -3,7 +3,10 @@
 The training set mixes (a) pseudo-labels — the confident consensus columns of the selected
 members on the drifted frames themselves — and (b) twin frames rendered under conditions
 estimated from those frames (``matching``), with their exact truth. Every member starts from
-its production weights and sees its own batches, so the ensemble stays diverse.
+its production weights and sees its own batches, so the ensemble stays diverse. Each member
+also replays samples of the regime it was trained for (``specialists.REGIMES``; the standard
+ranges for a generalist): trained on the new conditions alone, a specialist ensemble's
+members would all drift to the same place and the regimes selection relies on would wash out.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from tasks.inference.ensemble import Ensemble
 from tasks.inference.resample import scaling_for, to_model_scale
 
 from .conditions import ConditionRanges
-from .data import TrainingSet, make_training_set
+from .data import TrainingSet, concatenate, make_training_set
+from .specialists import REGIMES
 from .targets import targets as make_targets
 from .train import Log, _fit
 
@@ -100,34 +104,55 @@ def fine_tune(
     conditions: dict[str, Any],
     *,
     twin_samples: int = 160,
+    replay_samples: int = 80,
     steps: int = 120,
     lr: float = 5e-4,
     patch: int = 64,
     seed: int = 0,
     log: Log = print,
 ) -> tuple[Ensemble, dict[str, Any]]:
-    """A fine-tuned copy of ``production`` (same config and threshold) and the training lineage."""
+    """A fine-tuned copy of ``production`` (same config and threshold) and the training lineage.
+
+    Every member trains on the matched twin samples and the pseudo-labels, plus
+    ``replay_samples`` twin samples of its own regime.
+    """
     torch.manual_seed(seed)
+    cfg = production.config
     twin = make_training_set(
         twin_samples,
         seed,
         patch=patch,
-        model_pixel_size=production.config.model_pixel_size,
-        sigma=production.config.sigma,
+        model_pixel_size=cfg.model_pixel_size,
+        sigma=cfg.sigma,
         ranges=matched_ranges(conditions),
     )
-    data = TrainingSet(
-        torch.cat([twin.images, pseudo.images]),
-        torch.cat([twin.targets, pseudo.targets]),
+    member_regimes = list(cfg.regimes) or ["reference"] * production.members
+    replay = {
+        name: make_training_set(
+            replay_samples,
+            seed + 1 + j,
+            patch=patch,
+            model_pixel_size=cfg.model_pixel_size,
+            sigma=cfg.sigma,
+            ranges=REGIMES[name].ranges if name in REGIMES else ConditionRanges(),
+        )
+        for j, name in enumerate(dict.fromkeys(member_regimes))
+    }
+    data, index = concatenate(
+        {"matched": twin, "pseudo": pseudo} | {f"replay {k}": r for k, r in replay.items()}
     )
+    new = torch.cat([index["matched"], index["pseudo"]])
+    pools = [torch.cat([new, index[f"replay {name}"]]) for name in member_regimes]
     net = copy.deepcopy(production.net).float()
     gens = [torch.Generator().manual_seed(seed * 7919 + k) for k in range(production.members)]
-    losses = _fit(net, data, steps, 8, lr, gens, production.device, log, "fine-tune")
+    losses = _fit(net, data, steps, 8, lr, gens, production.device, log, "fine-tune", pools)
     tuned = Ensemble(net, production.config, device=production.device)
     lineage = {
         "parent": production.version,
         "twin": twin.lineage,
         "pseudo_labels": pseudo.lineage,
+        "replay": {name: r.lineage for name, r in replay.items()},
+        "member_regimes": member_regimes,
         "estimated_conditions": conditions,
         "steps": steps,
         "lr": lr,
