@@ -74,6 +74,7 @@ class AdaptiveEnsemble:
     def process(self, frames: Sequence[np.ndarray], pixel_sizes: Sequence[float], start: int) -> BatchOutcome:
         """Columns of a batch of frames (dataset positions ``start``…) and the drift decision."""
         frames = [np.asarray(f) for f in frames]
+        pixel_sizes = [float(p) for p in pixel_sizes]
         atoms, features = self.active.analyse(frames, list(pixel_sizes))
         proxies = [
             frame_proxies(a.rowcol, f.shape, p) for a, f, p in zip(atoms, frames, pixel_sizes, strict=True)
@@ -85,10 +86,13 @@ class AdaptiveEnsemble:
         version = self.ensemble.version
         if not decision.detected:
             return BatchOutcome(start, atoms, decision, "none", self.members, version)
-        selection = self._select(frames, pixel_sizes, atoms)
+        # Choose on the frames from the first alarm on: the batch may begin under the old conditions.
+        since = decision.first_alarm - start if decision.first_alarm is not None else 0
+        recent = slice(since if 0 <= since < len(frames) else 0, None)
+        selection = self._select(frames[recent], pixel_sizes[recent], atoms[recent])
         self.members = selection.members
         self.active = self.ensemble.select(list(self.members))
-        restored = self._restored(frames, pixel_sizes)
+        restored = self._restored(frames[recent], pixel_sizes[recent])
         self.monitor.rereference()
         action = "select" if restored else "retrain"
         return BatchOutcome(start, atoms, decision, action, self.members, version, selection)
