@@ -67,6 +67,18 @@ def main() -> None:
         production = load_ensemble("production", registry)
         full = [a.rowcol for a in production.locate(frames, [p] * len(frames))]
         single = [a.rowcol for a in production.member(0).locate(frames, [p] * len(frames))]
+        # Each regime's members alone (specialist ensembles): the best of them on a segment,
+        # chosen with the truth, is the most that selecting members could win back there.
+        regimes = production.config.regimes
+        groups = {
+            name: [
+                a.rowcol
+                for a in production.select([k for k, r in enumerate(regimes) if r == name]).locate(
+                    frames, [p] * len(frames)
+                )
+            ]
+            for name in dict.fromkeys(regimes)
+        }
         preds = read_predictions(path, summary["model_version"])
         adaptive = [read_atoms(preds, i).rowcol for i in range(len(frames))]
 
@@ -88,14 +100,19 @@ def main() -> None:
             f_full = evaluate(full[sl], truth[sl], p).f1
             f_sel = evaluate(adaptive[sl], truth[sl], p).f1
             lost = in_dist - f_full
+            by_group = {name: evaluate(found[sl], truth[sl], p).f1 for name, found in groups.items()}
+            best = max(by_group.values(), default=f_full)
             segments[f"{c}-{end}"] = {
                 "f1_single": evaluate(single[sl], truth[sl], p).f1,
                 "f1_full": f_full,
                 "f1_selected": f_sel,
+                "f1_regime_groups": by_group,
                 "f1_lost": lost,
                 "recovered_share": (f_sel - f_full) / lost if lost > 0.02 else None,
+                "best_group_recovered_share": (best - f_full) / lost if lost > 0.02 else None,
             }
-        stationary = args.frames - len(changes) * 48  # frames spent re-referencing are not watched
+        # Frames spent re-referencing are not watched.
+        stationary = args.frames - len(changes) * EdgeLoopSettings().reference_frames
         retrained: dict[str, dict] = {}
         for e in escalations[:3]:
             outcome = retrain(
