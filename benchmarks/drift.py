@@ -147,6 +147,7 @@ def main() -> None:
                 "false_alarms": len(false_alarms),
                 "false_alarms_per_1000_stationary": 1000 * len(false_alarms) / max(stationary, 1),
                 "actions": summary["actions"],
+                "selections": summary["selections"],
                 "adaptive_loop_frames_per_s": args.frames / adaptive_s,
                 "f1_segment_frames": SEGMENT,
                 "f1_single_member": _f1_by_segment(single, truth, p),
