@@ -107,8 +107,10 @@ def _print_loop(out: dict) -> None:
         table.add_row(str(start), f"{f1:.4f}")
     console.print(table)
     for d in out["decisions"]:
+        chosen = f" (the {d['regime']} regime's, by the frames' vote)" if d.get("regime") else ""
         console.print(
-            f"drift at frames {d['frames'][0]}-{d['frames'][1]}: [bold]{d['action']}[/bold], members {d['members']}"
+            f"drift at frames {d['frames'][0]}-{d['frames'][1]}: [bold]{d['action']}[/bold], "
+            f"members {d['members']}{chosen}"
         )
     for r in out["retraining"]:
         console.print(f"retraining on frames {r['frames'][0]}-{r['frames'][1]}: {r['reason']}")
