@@ -6,8 +6,8 @@ many are active), ensemble disagreement and physics proxies. On a detection, an 
 of specialists makes the members of the regime its frames vote for (``regimes``) active;
 otherwise the members are scored one by one on the batch and the fitting subset becomes
 active. If the physics proxies of the active members' columns are back within the
-reference's bounds the action is ``select``, else ``retrain`` (the caller dispatches it). After any detection the monitor
-takes a new reference under the new conditions.
+reference's bounds the action is ``select``, else ``retrain`` (the caller dispatches it).
+After any detection the monitor takes a new reference under the new conditions.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ class AdaptiveEnsemble:
         is for the standard conditions)."""
         regimes = self.ensemble.config.regimes
         known = {name: REGIMES[name] for name in dict.fromkeys(regimes) if name in REGIMES}
-        if sum(not r.is_standard for r in known.values()) == 0:
+        if not any(not r.is_standard for r in known.values()):
             return None
         lattice = _lattice_shown(consensus, frames, p)
         if lattice is None:
