@@ -23,7 +23,7 @@ from tasks.training.matching import lattice_from_columns
 from tasks.training.specialists import REGIMES
 
 from .monitor import Decision, DriftMonitor
-from .physics import frame_proxies, median_proxies
+from .physics import columns_proxies, frame_proxies
 from .regimes import regime_vote
 from .selection import Selection, select_members, select_regime
 
@@ -43,9 +43,7 @@ class BatchOutcome:
 
 def _lattice_shown(atoms: Sequence[Atoms], frames: Sequence[np.ndarray], pixel_size: float) -> str | None:
     """The twin lattice the columns' median spacing and density point to (None: too few columns)."""
-    proxies = median_proxies(
-        [frame_proxies(a.rowcol, f.shape, pixel_size) for a, f in zip(atoms, frames, strict=True)]
-    )
+    proxies = columns_proxies([a.rowcol for a in atoms], frames, pixel_size)
     if not (np.isfinite(proxies.nn_distance) and proxies.density > 0):
         return None
     return lattice_from_columns(proxies.nn_distance, proxies.density)

@@ -7,6 +7,7 @@ falls), invents them (density rises) or places them off-lattice (spacing scatter
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,15 @@ def proxy_score(p: Proxies, reference: Proxies) -> float:
     density = abs(np.log(max(p.density, 1e-6) / max(reference.density, 1e-6)))
     spacing = abs(p.nn_distance / reference.nn_distance - 1.0) if np.isfinite(p.nn_distance) else 1.0
     return float(density + spacing + max(p.irregularity - reference.irregularity, 0.0))
+
+
+def columns_proxies(
+    rowcols: Sequence[np.ndarray], frames: Sequence[np.ndarray], pixel_size: float
+) -> Proxies:
+    """Median proxies of columns ``rowcols[i]`` (px) found on ``frames[i]``, all at ``pixel_size`` Å/px."""
+    return median_proxies(
+        [frame_proxies(rc, np.shape(f), pixel_size) for rc, f in zip(rowcols, frames, strict=True)]
+    )
 
 
 def median_proxies(items: list[Proxies]) -> Proxies:

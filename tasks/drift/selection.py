@@ -2,10 +2,10 @@
 
 An ensemble of specialists (members trained for regimes of conditions) gets the members of
 the regime its frames vote for (``select_regime``), unless the vote is for the standard
-conditions. Otherwise each member is scored on the recent frames by (a) its agreement with the consensus of the
-whole ensemble (F1 of its columns against the consensus columns, one-to-one within a
-radius) and (b) the physics proxies of its own columns against the reference ones. Members
-close to the best score are kept; at least ``min_members``.
+conditions. Otherwise each member is scored on the recent frames by (a) its agreement with
+the consensus of the whole ensemble (F1 of its columns against the consensus columns,
+one-to-one within a radius) and (b) the physics proxies of its own columns against the
+reference ones. Members close to the best score are kept; at least ``min_members``.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import numpy as np
 from storage.datasets import open_dataset
 from storage.models import ModelRegistry, load_ensemble
 from storage.models.ensembles import save_ensemble
-from tasks.drift.physics import Proxies, frame_proxies, median_proxies, proxy_score
+from tasks.drift.physics import Proxies, columns_proxies, frame_proxies, proxy_score
 from tasks.inference.atoms import Atoms
 from tasks.inference.ensemble import Ensemble
 
@@ -75,9 +75,7 @@ def retrain(
     before = np.arange(max(0, frame_start - MAX_FRAMES), frame_start)
     reference_frames = list(ds["frames"].isel(frame=before).values) if len(before) else frames
     found = production.locate(reference_frames, [pixel_size] * len(reference_frames))
-    reference_proxies = median_proxies(
-        [frame_proxies(a.rowcol, f.shape, pixel_size) for a, f in zip(found, reference_frames, strict=True)]
-    )
+    reference_proxies = columns_proxies([a.rowcol for a in found], reference_frames, pixel_size)
     drifted = trusted.locate(frames, [pixel_size] * len(frames))
     lattice, reference_proxies = _sample_lattice(drifted, frames, pixel_size, reference_proxies)
     conditions = estimate_conditions(frames[:4], pixel_size, lattice, seed=seed)
@@ -136,9 +134,7 @@ def _sample_lattice(
     the old one would judge a candidate on the wrong sample. The proxies are then what the
     new lattice implies, not what the trusted (drifted) members found.
     """
-    after = median_proxies(
-        [frame_proxies(a.rowcol, f.shape, pixel_size) for a, f in zip(found, frames, strict=True)]
-    )
+    after = columns_proxies([a.rowcol for a in found], frames, pixel_size)
     changed = np.isfinite(after.nn_distance) and (
         abs(after.nn_distance / before.nn_distance - 1.0) > SAMPLE_CHANGE
     )
