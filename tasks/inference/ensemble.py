@@ -23,6 +23,7 @@ from .atoms import Atoms
 from .network import DEFAULT_WIDTHS, FusedUNet
 from .peaks import local_maxima
 from .resample import Scaling, check_pixel_size, scaling_for, to_model_scale
+from .verify import verify
 
 BORDER = 4  # model px mirrored around each frame: columns on the edge are found whole
 MAX_OFFSET = 1.5  # model px: an offset beyond this belongs to another pixel's column
@@ -112,12 +113,18 @@ def default_device() -> torch.device:
 
 @dataclass
 class Ensemble:
-    """A fused ensemble ready for inference (eval mode, channels-last, on ``device``)."""
+    """A fused ensemble ready for inference (eval mode, channels-last, on ``device``).
+
+    ``check`` (default True): every frame's proposals are checked against the frame itself
+    (``tasks.inference.verify``: crystal or not, vacancies, substitutions, positions refined on
+    the input frame, calibrated uncertainty); False gives the network's raw decoding.
+    """
 
     net: FusedUNet
     config: EnsembleConfig
     version: str = "unregistered"
     device: torch.device = field(default_factory=default_device)
+    check: bool = True
 
     def __post_init__(self) -> None:
         self.net = self.net.to(self.device).eval()
@@ -191,8 +198,8 @@ class Ensemble:
             crop = (..., slice(BORDER, BORDER + h), slice(BORDER, BORDER + w))
             raw = raw[crop]
             decoded = self._decode(raw[:, :, :n_cls], raw[:, :, n_cls:], scaling, logits=True)
-            for i, atoms in zip(idx, decoded, strict=True):
-                out[i] = atoms
+            for j, (i, atoms) in enumerate(zip(idx, decoded, strict=True)):
+                out[i] = verify(stack[j], atoms) if self.check else atoms
             features[idx] = feats.float().cpu().numpy()
         return out, features
 
@@ -238,6 +245,7 @@ class Ensemble:
             position_std = shifts.var(dim=1, unbiased=False).sum(dim=1).sqrt() * cfg.model_pixel_size
         else:
             spread = torch.zeros(len(b), dtype=heat.dtype, device=heat.device)
+            votes = torch.ones_like(spread)
             position_std = spread
         score = heat[b, r, c]
         cls = probs[b, :, :, r, c].mean(dim=1).argmax(dim=1) if len(b) else torch.zeros_like(b)
@@ -245,7 +253,9 @@ class Ensemble:
         rc = scaling.to_input(rowcol.cpu().numpy())
         # A column belongs to the frame if its centre is on one of its pixels (as in the truth).
         inside = ((rc > -0.5) & (rc < np.array(scaling.shape) - 0.5)).all(axis=1)
-        spread_np, pos_np, score_np, cls_np = (t.cpu().numpy() for t in (spread, position_std, score, cls))
+        spread_np, pos_np, score_np, cls_np, votes_np = (
+            t.cpu().numpy() for t in (spread, position_std, score, cls, votes)
+        )
         atoms = []
         for i in range(probs.shape[0]):
             sel = (b_np == i) & inside
@@ -256,6 +266,7 @@ class Ensemble:
                     score=score_np[sel].astype(np.float32),
                     cls=cls_np[sel].astype(np.int8),
                     position_std=pos_np[sel].astype(np.float32),
+                    votes=votes_np[sel].astype(np.float32),
                 )
             )
         return atoms
@@ -275,7 +286,9 @@ class Ensemble:
 
     def member(self, k: int) -> Ensemble:
         """Member ``k`` alone, as a one-member ensemble (for per-member loops and selection)."""
-        return Ensemble(self.net.member(k), self._config_for([k]), f"{self.version}#m{k}", self.device)
+        return Ensemble(
+            self.net.member(k), self._config_for([k]), f"{self.version}#m{k}", self.device, self.check
+        )
 
     def select(self, keep: Sequence[int]) -> Ensemble:
         """The members in ``keep`` as a fused ensemble (drift-aware member selection)."""
@@ -287,6 +300,7 @@ class Ensemble:
             self._config_for(keep),
             f"{self.version}[{','.join(map(str, keep))}]",
             self.device,
+            self.check,
         )
 
     def _config_for(self, keep: Sequence[int]) -> EnsembleConfig:

@@ -1,0 +1,197 @@
+"""What the network proposes, checked against the frame: real columns, vacancies, substitutions, trust.
+
+The ensemble's members learnt the twin's lattices so well that they complete them: every
+member puts a column on a vacant site of graphene, with full agreement, and ~100 columns
+on a frame of pure noise. Agreement among members cannot reveal a prior they share. So each
+proposal is measured on the frame itself (``refine.fit_columns``) and judged by physics:
+
+1. **Is there a crystal?** Bragg reflections in the power spectrum and two translations of
+   the proposed sites (``lattice``). Noise, vacuum and amorphous film have neither: their
+   proposals are dropped and the frame is marked untrusted.
+2. **Is there a column at each site?** Its height above the local background is compared
+   with two hypotheses of equal spread: a column of the frame's lightest sublattice (the
+   median height there) or nothing (height 0). The spread is the height's standard error
+   plus the sublattice's own scatter of heights (so noise-free frames are not judged with a
+   zero spread); the prior share of occupied sites is fitted to the frame (EM on the
+   two-component mixture). The posterior of "present" is the column's probability; its
+   Bernoulli standard deviation, together with the members' votes, is the reported
+   ``uncertainty``. Sites the lattice predicts but no member proposed are measured the same
+   way: an empty site is a **vacancy**, a proposal found empty as well.
+3. **Does a column match its sublattice?** A height away from its sublattice's median by
+   more than the frame-wide significance level allows is a **substitution**.
+
+The significance level is ``alpha``, the expected number of false calls per frame (default
+0.01), Bonferroni-corrected for the number of sites tested: a statistic, not a tuning.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial import cKDTree
+from scipy.special import expit
+from scipy.stats import norm
+
+from .atoms import Atoms
+from .lattice import TOLERANCE, SiteLattice, bragg_peaks, empty_sites, site_lattice
+from .refine import fit_columns
+
+ALPHA = 0.01  # expected false calls (columns off the lattice, substitutions) per frame
+TRUST_FALSE_FRACTION = 0.01  # a frame is trusted when its expected false columns are under 1 %
+_MAD = 1.4826  # median absolute deviation → standard deviation, for Gaussian scatter
+
+
+def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
+    """``atoms`` proposed for ``image`` (H, W), checked against it (see the module docstring).
+
+    Positions (px of ``image``) become the inverse-variance mean of the network's and the
+    fit's, each weighed by its scatter about the lattice (``_combine``).
+    """
+    image = np.asarray(image, np.float64)
+    shape = (int(image.shape[0]), int(image.shape[1]))
+    if len(atoms) == 0 or bragg_peaks(image) < 2:
+        return Atoms.empty(crystal=False)
+    lattice = site_lattice(atoms.rowcol, shape, atoms.cls)
+    sites, support = empty_sites(atoms.rowcol, lattice, shape)
+    # A site predicted by one column alone may be the edge of the crystal; two agree on a hole.
+    sites = sites[support >= 2]
+    n = len(atoms)
+    fit = fit_columns(image, np.concatenate([atoms.rowcol, sites]), separation=lattice.separation)
+    z_star = float(norm.isf(alpha / max(1, len(fit))))
+    height, se = fit.amplitude.astype(np.float64), fit.amplitude_se.astype(np.float64)
+    cls = atoms.cls.astype(np.int64)
+    sub = np.concatenate([lattice.sublattice, np.full(len(sites), -2)])
+    on = sub[:n] >= 0
+    # Each species' height: the median over its columns on the lattice (a class of a few
+    # stray proposals, off the lattice, is no species of the crystal). Medians are robust to
+    # the few vacancies; keeping only significant columns would bias them upwards at low dose.
+    members = on if on.sum() >= 3 else np.ones(n, bool)
+    levels, spreads = {}, {}
+    for c in np.unique(cls[members]):
+        h = height[:n][members & (cls == c)]
+        if len(h) >= 3:
+            levels[int(c)] = float(np.median(h))
+            spreads[int(c)] = _MAD * float(np.median(np.abs(h - levels[int(c)])))
+    if not levels or min(levels.values()) <= 0:
+        # The frame shows a crystal but its columns cannot be measured one by one (too blurred
+        # or too few counts): report the network's columns as they are, untrusted.
+        return Atoms(**{**_fields(atoms), "crystal": True, "trusted": False})
+    lightest = min(levels, key=levels.__getitem__)
+    a_lo, tau = levels[lightest], spreads[lightest]
+    llr = (height * a_lo - 0.5 * a_lo**2) / np.maximum(se**2 + tau**2, 1e-30)
+    p_present = expit(llr + _log_prior_odds(llr))
+    if lattice.found:
+        # Off the lattice (an adatom, or a false column): only a significant peak is a column.
+        p_present = np.where((sub == -1) & (fit.significance <= z_star), 0.0, p_present)
+
+    q = p_present[:n]
+    if lattice.found:
+        # A proposal on the frame's edge whose lattice neighbours put its centre outside the
+        # frame is the mirror image the network's padding made of a column beyond the edge.
+        predicted, counts = _lattice_prediction(np.asarray(atoms.rowcol, np.float64), lattice)
+        beyond = (counts >= 2) & ((predicted < -0.5) | (predicted > np.array(shape) - 0.5)).any(axis=1)
+        q = np.where(beyond, 0.0, q)
+    keep = q >= 0.5
+    vacant = np.concatenate([(~keep) & on & (p_present[:n] < 0.5), p_present[n:] < 0.5]) & lattice.found
+    vacancy_rc = np.concatenate([atoms.rowcol, sites])[vacant].astype(np.float32)
+    vacancy_conf = (1.0 - p_present[vacant]).astype(np.float32)
+
+    # A substitution: a column of another class than its sublattice's, whose height departs
+    # from that class's by more than the frame-wide significance level allows.
+    expected = lattice.expected_class
+    level = np.array([levels.get(int(c), np.nan) for c in expected])
+    spread = np.array([spreads.get(int(c), np.nan) for c in expected])
+    z_sub = np.abs(height[:n] - level) / np.sqrt(se[:n] ** 2 + spread**2 + 1e-30)
+    substituted = on & (expected >= 0) & (expected != cls) & np.isfinite(z_sub) & (z_sub > z_star)
+    kind = np.where(substituted, 2, 0).astype(np.int8)
+    if lattice.found:
+        rowcol, sigma = _combine(atoms.rowcol, fit.rowcol[:n], lattice)
+    else:
+        rowcol, sigma = atoms.rowcol, np.full((n, 2), np.nan, np.float32)
+    expected_false = float((1.0 - q[keep]).sum())
+    trusted = lattice.found and bool(keep.any()) and expected_false <= TRUST_FALSE_FRACTION * keep.sum()
+    return Atoms(
+        rowcol=rowcol[keep],
+        # The larger of the two doubts: the members' split vote, the frame's evidence.
+        uncertainty=np.maximum(atoms.uncertainty[keep], np.sqrt(q[keep] * (1.0 - q[keep]))).astype(
+            np.float32
+        ),
+        score=atoms.score[keep],
+        cls=atoms.cls[keep],
+        position_std=atoms.position_std[keep],
+        votes=atoms.votes[keep],
+        kind=kind[keep],
+        sigma=sigma[keep],
+        confidence=q[keep].astype(np.float32),
+        vacancies=vacancy_rc,
+        vacancy_confidence=vacancy_conf,
+        crystal=True,
+        trusted=trusted,
+    )
+
+
+def _fields(atoms: Atoms) -> dict:
+    """The dataclass fields of ``atoms`` as keyword arguments."""
+    return {name: getattr(atoms, name) for name in atoms.__dataclass_fields__}
+
+
+def _log_prior_odds(llr: np.ndarray, iterations: int = 20) -> float:
+    """Log odds that a lattice site holds a column, fitted to the frame (EM on the mixture).
+
+    Vacancies are rare in most crystals and common in some; the frame says which. The
+    fraction is kept within (1/(n+1), n/(n+1)): one site either way stays possible.
+    """
+    n = len(llr)
+    if n == 0:
+        return 0.0
+    lo, hi = 1.0 / (n + 1), n / (n + 1.0)
+    pi = 0.5
+    for _ in range(iterations):
+        pi = float(np.clip(expit(llr + np.log(pi / (1 - pi))).mean(), lo, hi))
+    return float(np.log(pi / (1 - pi)))
+
+
+def _combine(network: np.ndarray, fitted: np.ndarray, lattice: SiteLattice) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse-variance mean of the network's and the fit's positions, and its standard error (px).
+
+    Neither estimator's error is known beforehand (the fit's own standard error misses its
+    model error; the network reports none), so each is measured on the frame: the scatter of
+    its positions about where the lattice puts them (the mean of ``x_j − t`` over the
+    column's lattice neighbours ``j``). That scatter also holds the lattice's real distortion,
+    the same for both estimators, so it weighs them fairly and bounds the error from above.
+    """
+    x_net = np.asarray(network, np.float64)
+    x_fit = np.asarray(fitted, np.float64)
+    var_net = _lattice_scatter(x_net, lattice)
+    var_fit = _lattice_scatter(x_fit, lattice)
+    w_net, w_fit = 1.0 / var_net, 1.0 / var_fit
+    x = (x_net * w_net + x_fit * w_fit) / (w_net + w_fit)
+    sigma = np.broadcast_to(np.sqrt(1.0 / (w_net + w_fit)), x.shape)
+    return x.astype(np.float32), sigma.astype(np.float32)
+
+
+def _lattice_prediction(x: np.ndarray, lattice: SiteLattice) -> tuple[np.ndarray, np.ndarray]:
+    """Where the lattice puts each column (mean of ``x_j − t`` over its lattice neighbours),
+    and how many neighbours that rests on."""
+    tree = cKDTree(x)
+    tol = TOLERANCE * lattice.separation
+    sums = np.zeros_like(x)
+    counts = np.zeros(len(x))
+    for v in lattice.vectors:
+        dist, j = tree.query(x + v, distance_upper_bound=tol)
+        ok = np.isfinite(dist)
+        sums[ok] += x[j[ok]] - v
+        counts[ok] += 1
+    return sums / np.maximum(counts, 1)[:, None], counts
+
+
+def _lattice_scatter(x: np.ndarray, lattice: SiteLattice) -> np.ndarray:
+    """Robust variance per axis (px²) of positions about their lattice prediction."""
+    predicted, counts = _lattice_prediction(x, lattice)
+    have = counts >= 2
+    if have.sum() < 3:
+        return np.full(2, 1.0)
+    k = counts[have][:, None]
+    resid = x[have] - predicted[have]
+    # The prediction averages k neighbours' errors: the residual's variance is (1 + 1/k)× the
+    # estimator's. Median of a χ²₁ variable is 0.455 of its mean.
+    return np.maximum(np.median(resid**2 / (1.0 + 1.0 / k), axis=0) / 0.455, 1e-6)
