@@ -66,9 +66,16 @@ def bragg_peaks(image: np.ndarray, alpha: float = 1e-3) -> int:
     if not valid.any():
         return 0
     # Ring means from the median: robust to the very peaks sought (exponential: mean = median/ln 2).
+    rings, values = ring[valid], power[valid]
+    order = np.lexsort((values, rings))
+    rings, values = rings[order], values[order]
+    starts = np.searchsorted(rings, np.arange(ring.max() + 2))
+    counts = np.diff(starts)
     medians = np.zeros(ring.max() + 1)
-    for r in np.unique(ring[valid]):
-        medians[r] = np.median(power[ring == r])
+    have = counts > 0
+    lo = starts[:-1][have] + (counts[have] - 1) // 2
+    hi = starts[:-1][have] + counts[have] // 2
+    medians[have] = 0.5 * (values[lo] + values[hi])
     ratio = np.zeros_like(power)
     ratio[valid] = power[valid] / np.maximum(medians[ring[valid]] / np.log(2), 1e-300)
     threshold = np.log(valid.sum() / alpha)
@@ -101,7 +108,7 @@ def site_lattice(rowcol: np.ndarray, shape: tuple[int, int], cls: np.ndarray | N
     # Candidates: displacements from the columns nearest the frame's centre to their
     # neighbours out to 2.5 spacings (any 2-D lattice has two translations that short).
     centre = np.array(shape, float) / 2
-    _, seeds = tree.query(centre, k=min(8, len(rowcol)))
+    _, seeds = tree.query(centre, k=min(4, len(rowcol)))
     candidates = []
     for s in np.atleast_1d(seeds):
         for j in tree.query_ball_point(rowcol[s], 2.5 * sep):
@@ -110,9 +117,11 @@ def site_lattice(rowcol: np.ndarray, shape: tuple[int, int], cls: np.ndarray | N
                 candidates.append(d)
     kept: list[np.ndarray] = []
     crystal: list[bool] = []
+    tried: list[np.ndarray] = []
     for d in sorted(candidates, key=lambda v: float(np.linalg.norm(v))):
-        if any(np.linalg.norm(d - q) < tol for q in kept):
+        if any(np.linalg.norm(d - q) < tol for q in tried):
             continue
+        tried.append(d)
         if translation_fraction(rowcol, tree, d, shape, tol) >= TRANSLATION_FRACTION:
             kept.append(d)
             crystal.append(translation_fraction(rowcol, tree, d, shape, tol, cls) >= TRANSLATION_FRACTION)

@@ -79,6 +79,12 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
     a_lo, tau = levels[lightest], spreads[lightest]
     llr = (height * a_lo - 0.5 * a_lo**2) / np.maximum(se**2 + tau**2, 1e-30)
     p_present = expit(llr + _log_prior_odds(llr))
+    # Within a spacing of the frame's edge a column's neighbours beyond the edge are not in
+    # the fit, and their tails are: the fit cannot judge such a column; the members' vote stands.
+    positions = np.concatenate([atoms.rowcol, sites]).astype(np.float64)
+    margin = lattice.separation if np.isfinite(lattice.separation) else 0.0
+    near_edge = ((positions < margin) | (positions > np.array(shape) - 1 - margin)).any(axis=1)
+    p_present = np.where(near_edge, np.concatenate([atoms.votes, np.ones(len(sites))]), p_present)
     if lattice.found:
         # Off the lattice (an adatom, or a false column): only a significant peak is a column.
         p_present = np.where((sub == -1) & (fit.significance <= z_star), 0.0, p_present)
