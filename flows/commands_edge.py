@@ -95,8 +95,12 @@ def locate(
         Path | None, typer.Option("--out", help="CSV file to write (default: standard output).")
     ] = None,
     registry: Annotated[Path | None, typer.Option(help="Model registry directory.")] = None,
+    defects: Annotated[
+        bool, typer.Option("--defects", help="Also list vacancies (rows with kind=vacancy).")
+    ] = False,
 ) -> None:
-    """Atom columns of one image as CSV ``row,col,uncertainty[,class]`` in the image's pixels."""
+    """Atom columns of one image as CSV ``row,col,uncertainty[,class],kind,sigma_row,sigma_col,confidence``
+    in the image's pixels (``kind``: column, substitution, or with --defects vacancy)."""
     try:
         from tasks.acquisition.readers import read_image
 
@@ -113,12 +117,8 @@ def locate(
         atoms = ensemble.locate(image, size)[0]
     except (ScopeflowError, OSError) as exc:
         raise _fail(exc) from None
-    classes = len(ensemble.config.class_names) > 1
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["row", "col", "uncertainty", *(["class"] if classes else [])])
-    for (r, c), u, k in zip(atoms.rowcol, atoms.uncertainty, atoms.cls, strict=True):
-        writer.writerow([f"{r:.3f}", f"{c:.3f}", f"{u:.4f}", *([int(k)] if classes else [])])
+    _write_atoms_csv(buf, atoms, len(ensemble.config.class_names) > 1, defects)
     if out is None:
         sys.stdout.write(buf.getvalue())
     else:
@@ -126,9 +126,53 @@ def locate(
             out.write_text(buf.getvalue())
         except OSError as exc:
             raise _fail(InputError(f"cannot write {out}: {exc.strerror or exc}")) from None
-    console.print(
-        f"{len(atoms)} atom columns ({ensemble.version}, {size:g} Å/px)" + (f" → {out}" if out else "")
+    found = f"{len(atoms)} atom columns"
+    if len(atoms.vacancies):
+        found += f", {len(atoms.vacancies)} vacancies"
+    if not atoms.crystal:
+        found += " (no crystal lattice in the frame: noise, vacuum or amorphous)"
+    elif not atoms.trusted:
+        found += " (untrusted: the frame does not confirm every column)"
+    console.print(f"{found} ({ensemble.version}, {size:g} Å/px)" + (f" → {out}" if out else ""))
+
+
+def _write_atoms_csv(buf: io.StringIO, atoms, classes: bool, defects: bool) -> None:  # type: ignore[no-untyped-def]
+    """The locate contract's columns, then ``kind,sigma_row,sigma_col,confidence`` (px; vacancies
+    have no uncertainty or class: their confidence is that the site is empty)."""
+    from tasks.inference.atoms import KINDS
+
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(
+        [
+            "row",
+            "col",
+            "uncertainty",
+            *(["class"] if classes else []),
+            "kind",
+            "sigma_row",
+            "sigma_col",
+            "confidence",
+        ]
     )
+    for i, (r, c) in enumerate(atoms.rowcol):
+        s_r, s_c = atoms.sigma[i]
+        writer.writerow(
+            [
+                f"{r:.3f}",
+                f"{c:.3f}",
+                f"{atoms.uncertainty[i]:.4f}",
+                *([int(atoms.cls[i])] if classes else []),
+                KINDS[int(atoms.kind[i])],
+                f"{s_r:.4f}",
+                f"{s_c:.4f}",
+                f"{atoms.confidence[i]:.4f}",
+            ]
+        )
+    if defects:
+        for (r, c), conf in zip(atoms.vacancies, atoms.vacancy_confidence, strict=True):
+            writer.writerow(
+                [f"{r:.3f}", f"{c:.3f}", "", *([""] if classes else []), "vacancy", "", "", f"{conf:.4f}"]
+            )
 
 
 def train(

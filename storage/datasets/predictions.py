@@ -6,9 +6,14 @@ that grow together and commit atomically with the dataset (consolidated metadata
 - along ``atom``: ``atom_frame`` (frame position in the dataset), ``atom_row``,
   ``atom_col`` (px of the frame), ``atom_uncertainty`` (std of the members' votes, 0–0.5),
   ``atom_score`` (mean heatmap), ``atom_position_std`` (members' spread of the position,
-  Å), ``atom_class`` (0 light, 1 medium, 2 heavy; -1 none);
-- along ``predicted``: ``predicted_frame`` and ``atom_count``, one row per processed frame,
-  so a resumed run knows which frames are done even where a frame had no atoms.
+  Å), ``atom_class`` (0 light, 1 medium, 2 heavy; -1 none), ``atom_kind`` (0 column,
+  2 substitution: ``tasks.inference.atoms.KINDS``), ``atom_sigma_row``, ``atom_sigma_col``
+  (standard error of the position, px), ``atom_confidence`` (probability the column is there);
+- along ``vacancy``: ``vacancy_frame``, ``vacancy_row``, ``vacancy_col`` (px) and
+  ``vacancy_confidence``: lattice sites the frame shows empty;
+- along ``predicted``: ``predicted_frame``, ``atom_count``, ``crystal`` and ``trusted``, one
+  row per processed frame, so a resumed run knows which frames are done even where a frame
+  had no atoms, and a reader which frames showed no lattice or did not confirm their columns.
 
 Group attributes: ``model_version``, ``created`` and whatever the caller adds (config).
 Read with ``xarray.open_zarr(path, group="predictions/<version>")`` or ``read_predictions``.
@@ -34,6 +39,7 @@ from .tables import Table, commit, open_root, repair, storage_errors
 GROUP = "predictions"
 ATOM_DIM = "atom"
 FRAME_DIM = "predicted"
+VACANCY_DIM = "vacancy"
 
 
 class PredictionWriter:
@@ -44,6 +50,7 @@ class PredictionWriter:
         self.group = group
         self.model_version = model_version
         self.atoms = Table(group, ATOM_DIM)
+        self.vacancies = Table(group, VACANCY_DIM)
         self.frames = Table(group, FRAME_DIM)
 
     @classmethod
@@ -97,14 +104,40 @@ class PredictionWriter:
                             np.float32
                         ),
                         "atom_class": np.concatenate([a.cls for a in atoms]).astype(np.int8),
+                        "atom_kind": np.concatenate([a.kind for a in atoms]).astype(np.int8),
+                        "atom_sigma_row": np.concatenate([a.sigma[:, 0] for a in atoms]).astype(np.float32),
+                        "atom_sigma_col": np.concatenate([a.sigma[:, 1] for a in atoms]).astype(np.float32),
+                        "atom_confidence": np.concatenate([a.confidence for a in atoms]).astype(np.float32),
                     },
                     attrs={
                         "atom_row": {"units": "pixel"},
                         "atom_col": {"units": "pixel"},
                         "atom_position_std": {"units": "angstrom"},
+                        "atom_sigma_row": {"units": "pixel"},
+                        "atom_sigma_col": {"units": "pixel"},
                     },
                 )
-            self.frames.append({"predicted_frame": np.asarray(frames, np.int64), "atom_count": counts})
+            vacant = np.array([len(a.vacancies) for a in atoms], np.int64)
+            if vacant.sum():
+                self.vacancies.append(
+                    {
+                        "vacancy_frame": np.repeat(np.asarray(frames, np.int64), vacant),
+                        "vacancy_row": np.concatenate([a.vacancies[:, 0] for a in atoms]).astype(np.float32),
+                        "vacancy_col": np.concatenate([a.vacancies[:, 1] for a in atoms]).astype(np.float32),
+                        "vacancy_confidence": np.concatenate([a.vacancy_confidence for a in atoms]).astype(
+                            np.float32
+                        ),
+                    },
+                    attrs={"vacancy_row": {"units": "pixel"}, "vacancy_col": {"units": "pixel"}},
+                )
+            self.frames.append(
+                {
+                    "predicted_frame": np.asarray(frames, np.int64),
+                    "atom_count": counts,
+                    "crystal": np.array([a.crystal for a in atoms], bool),
+                    "trusted": np.array([a.trusted for a in atoms], bool),
+                }
+            )
         if commit_now:
             commit(self.path)
         return int(counts.sum())
@@ -137,10 +170,28 @@ def read_atoms(ds: xr.Dataset, frame: int) -> Atoms:
     if "atom_frame" not in ds:
         return Atoms.empty()
     which = np.flatnonzero(ds["atom_frame"].values == frame)
+
+    def column(name: str) -> np.ndarray | None:
+        # Prediction sets written before a field existed simply lack it.
+        return ds[name].values[which] if name in ds else None
+
+    sigma = None
+    if "atom_sigma_row" in ds:
+        sigma = np.stack([ds["atom_sigma_row"].values[which], ds["atom_sigma_col"].values[which]], axis=1)
+    vacancies = vacancy_confidence = None
+    if "vacancy_frame" in ds:
+        v = np.flatnonzero(ds["vacancy_frame"].values == frame)
+        vacancies = np.stack([ds["vacancy_row"].values[v], ds["vacancy_col"].values[v]], axis=1)
+        vacancy_confidence = ds["vacancy_confidence"].values[v]
     return Atoms(
         rowcol=np.stack([ds["atom_row"].values[which], ds["atom_col"].values[which]], axis=1),
         uncertainty=ds["atom_uncertainty"].values[which],
         score=ds["atom_score"].values[which],
         cls=ds["atom_class"].values[which],
-        position_std=ds["atom_position_std"].values[which] if "atom_position_std" in ds else None,
+        position_std=column("atom_position_std"),
+        kind=column("atom_kind"),
+        sigma=sigma,
+        confidence=column("atom_confidence"),
+        vacancies=vacancies,
+        vacancy_confidence=vacancy_confidence,
     )

@@ -1,12 +1,13 @@
 """The crystal a frame shows, measured without the network: Bragg peaks, site translations, sublattices.
 
-Two independent questions decide whether a frame holds a crystal at all:
+Whether a frame holds a crystal at all, and where its sites are:
 
-- **Bragg peaks** in its power spectrum. For noise, vacuum or amorphous film, each Fourier
-  coefficient's power, divided by the mean power of its ring (|k| fixed), is exponentially
+- **Bragg reflections** in its power spectrum. For noise, vacuum or amorphous film, each
+  Fourier coefficient's power, divided by the mean power at its |k|, is exponentially
   distributed (white noise; speckle for amorphous contrast), so the largest of ``M``
   coefficients exceeds ``ln(M / α)`` with probability ``α``. A crystal's reflections stand
-  far above that: a frame is a crystal when at least two non-collinear peaks do.
+  far above that. The proposed columns must **carry** them (``carried_reflections``): a
+  frame is a crystal when its columns add up in phase at two non-collinear reflections.
 - **Translations of the site lattice**: displacements ``t`` such that nearly every column has
   another column at ``x + t``. A half-translation of a two-sublattice crystal (graphene's
   nearest-neighbour bond) maps at most half the columns onto columns, a true translation all
@@ -19,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import median_filter
 from scipy.spatial import cKDTree
 
 from .refine import spacing
@@ -44,52 +46,134 @@ class SiteLattice:
     @property
     def found(self) -> bool:
         """Two non-collinear translations: a 2-D lattice."""
-        if len(self.vectors) < 2:
-            return False
-        v = self.vectors / np.linalg.norm(self.vectors, axis=1, keepdims=True)
-        return bool((np.abs(v[:, 0][:, None] * v[:, 1][None] - v[:, 1][:, None] * v[:, 0][None]) > 0.5).any())
+        return independent(self.vectors)
 
 
-def bragg_peaks(image: np.ndarray, alpha: float = 1e-3) -> int:
-    """Number of independent Bragg reflections (±k counted once) whose power exceeds what noise
-    reaches with probability ``alpha`` over the whole spectrum."""
+def bragg_reflections(image: np.ndarray, alpha: float = 1e-3, most: int = 64) -> np.ndarray:
+    """Spatial frequencies (m, 2) in cycles/px (row, col) of the frame's reflections whose power
+    exceeds what noise reaches with probability ``alpha`` over the whole spectrum; ±k once,
+    strongest first, at most ``most``."""
     img = np.asarray(image, np.float64)
     h, w = img.shape
+    none = np.zeros((0, 2))
     if min(h, w) < 16:
-        return 0
-    window = np.hanning(h)[:, None] * np.hanning(w)[None, :]
-    power = np.abs(np.fft.rfft2((img - img.mean()) * window)) ** 2
+        return none
+    power = np.abs(np.fft.rfft2(_periodic(img - img.mean()))) ** 2
     ky = np.fft.fftfreq(h)[:, None] * h / max(h, w)
     kx = np.fft.rfftfreq(w)[None, :] * w / max(h, w)
-    ring = np.rint(np.hypot(ky, kx) * max(h, w)).astype(np.int64)
-    valid = (ring >= LOW_FREQUENCY_CYCLES) & (ring < min(h, w) // 2)
+    radius = np.broadcast_to(np.hypot(ky, kx) * max(h, w), power.shape)
+    ring = np.rint(radius).astype(np.int64)
+    # Power more than 1e-12 below the spectrum's peak is floating-point round-off (noise-free
+    # smooth images fall that far), not signal: its statistics are not the noise's.
+    valid = (ring >= LOW_FREQUENCY_CYCLES) & (ring < min(h, w) // 2) & (power > 1e-12 * power.max())
     if not valid.any():
-        return 0
+        return none
     # Ring means from the median: robust to the very peaks sought (exponential: mean = median/ln 2).
     rings, values = ring[valid], power[valid]
     order = np.lexsort((values, rings))
     rings, values = rings[order], values[order]
     starts = np.searchsorted(rings, np.arange(ring.max() + 2))
     counts = np.diff(starts)
-    medians = np.zeros(ring.max() + 1)
-    have = counts > 0
-    lo = starts[:-1][have] + (counts[have] - 1) // 2
-    hi = starts[:-1][have] + counts[have] // 2
-    medians[have] = 0.5 * (values[lo] + values[hi])
+    have = np.flatnonzero(counts > 0)
+    lo = starts[have] + (counts[have] - 1) // 2
+    hi = starts[have] + counts[have] // 2
+    log_mean = np.log(np.maximum(0.5 * (values[lo] + values[hi]) / np.log(2), 1e-300))
+    # Interpolated at each coefficient's own |k|: a steep spectrum (smooth contrast) changes
+    # by a large factor across one ring, and its inner edge would pass for peaks.
+    expected = np.exp(np.interp(radius[valid], have.astype(np.float64), log_mean))
     ratio = np.zeros_like(power)
-    ratio[valid] = power[valid] / np.maximum(medians[ring[valid]] / np.log(2), 1e-300)
+    ratio[valid] = power[valid] / expected
+    # The two axes carry what is left of the frame's edges (kinks of a smooth image leak a
+    # ridge of power along them): there the expectation is the running median along the axis,
+    # against which a reflection on the axis is still an isolated peak.
+    for line in (np.s_[0, :], np.s_[:, 0]):
+        values = power[line]
+        level = median_filter(values, size=9, mode="wrap" if line[0] == slice(None) else "nearest")
+        ratio[line] = np.where(valid[line], values / np.maximum(level / np.log(2), 1e-300), 0.0)
     threshold = np.log(valid.sum() / alpha)
     peaks = np.argwhere(ratio > threshold)
     if len(peaks) == 0:
-        return 0
-    # Merge neighbouring coefficients of one reflection (the Hann window spreads it over ~3).
+        return none
+    # Merge neighbouring coefficients of one reflection (a lattice not commensurate with the
+    # frame spreads it over a few).
     k = np.stack([np.where(peaks[:, 0] > h // 2, peaks[:, 0] - h, peaks[:, 0]), peaks[:, 1]], 1).astype(float)
     order = np.argsort(-ratio[peaks[:, 0], peaks[:, 1]])
     kept: list[np.ndarray] = []
     for i in order:
         if all(np.abs(k[i] - q).max() > 2 and np.abs(k[i] + q).max() > 2 for q in kept):
             kept.append(k[i])
-    return len(kept)
+            if len(kept) == most:
+                break
+    return np.array(kept) / np.array([h, w], float)
+
+
+def noise_limited(image: np.ndarray) -> bool:
+    """Whether the frame's finest detail is noise: its power spectrum is flat (within a factor
+    of two) between 0.6–0.75 and 0.85–1 of the Nyquist frequency, as shot and detector noise
+    are. Only then does ``bragg_reflections``' noise model hold without columns to confirm it
+    (a noise-free smooth image falls by orders of magnitude there)."""
+    img = np.asarray(image, np.float64)
+    h, w = img.shape
+    if min(h, w) < 16:
+        return False
+    power = np.abs(np.fft.rfft2(_periodic(img - img.mean()))) ** 2
+    ky = np.fft.fftfreq(h)[:, None] * 2
+    kx = np.fft.rfftfreq(w)[None, :] * 2
+    nyquist = np.broadcast_to(np.hypot(ky, kx), power.shape)  # 1 at the Nyquist frequency
+    inner = np.median(power[(nyquist >= 0.6) & (nyquist < 0.75)])
+    outer = np.median(power[(nyquist >= 0.85) & (nyquist <= 1.0)])
+    return bool(inner > 0 and outer >= 0.5 * inner)
+
+
+def carried_reflections(rowcol: np.ndarray, reflections: np.ndarray, alpha: float = 1e-3) -> np.ndarray:
+    """The ``reflections`` (m, 2) cycles/px that the columns at ``rowcol`` (n, 2) px carry.
+
+    Columns on a lattice add up in phase at its reflections: ``n·|mean exp(2πi k·x)|²`` is
+    large (a quarter of n even for graphene's two sublattices), while for positions unrelated
+    to the reflection it is exponentially distributed with mean 1. So a reflection is carried
+    when that exceeds what chance gives with probability ``alpha`` over the m reflections
+    tested. The image's own periodicity and the proposed columns must agree: a spectrum
+    fooled by noise-free smooth contrast does not have columns on its "reflections".
+    """
+    x = np.asarray(rowcol, np.float64).reshape(-1, 2)
+    k = np.asarray(reflections, np.float64).reshape(-1, 2)
+    if len(x) < 3 or len(k) == 0:
+        return np.zeros((0, 2))
+    phase = np.exp(2j * np.pi * (x @ k.T))  # (n, m)
+    power = len(x) * np.abs(phase.mean(axis=0)) ** 2
+    return k[power > np.log(len(k) / alpha)]
+
+
+def independent(vectors: np.ndarray) -> bool:
+    """Whether ``vectors`` (m, 2) hold two non-collinear ones (a 2-D lattice)."""
+    v = np.asarray(vectors, np.float64).reshape(-1, 2)
+    if len(v) < 2:
+        return False
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    return bool((np.abs(v[:, 0][:, None] * v[:, 1][None] - v[:, 1][:, None] * v[:, 0][None]) > 0.5).any())
+
+
+def _periodic(image: np.ndarray) -> np.ndarray:
+    """The periodic component of ``image`` (Moisan's periodic-plus-smooth decomposition).
+
+    A frame is not periodic: its edges' jumps put a cross of power along both axes of the
+    spectrum. A window hides the cross but leaks a steep spectrum's low frequencies over the
+    high ones (noise-free smooth contrast then shows hundreds of "peaks"); removing the
+    smooth component that carries the jumps does neither.
+    """
+    h, w = image.shape
+    v = np.zeros_like(image)
+    v[0, :] = image[-1, :] - image[0, :]
+    v[-1, :] = image[0, :] - image[-1, :]
+    v[:, 0] += image[:, -1] - image[:, 0]
+    v[:, -1] += image[:, 0] - image[:, -1]
+    q = np.cos(2 * np.pi * np.arange(h) / h)[:, None]
+    r = np.cos(2 * np.pi * np.arange(w // 2 + 1) / w)[None, :]
+    denom = 2 * q + 2 * r - 4
+    denom[0, 0] = 1.0
+    smooth = np.fft.rfft2(v) / denom
+    smooth[0, 0] = 0.0
+    return image - np.fft.irfft2(smooth, s=(h, w))
 
 
 def site_lattice(rowcol: np.ndarray, shape: tuple[int, int], cls: np.ndarray | None = None) -> SiteLattice:

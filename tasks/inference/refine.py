@@ -220,8 +220,9 @@ def common_width(image: np.ndarray, rowcol: np.ndarray, half: int) -> float:
     profile is taken within ``half`` px, where the column dominates its neighbours.
     """
     rows, cols, inside = _squares(image.shape, rowcol, half)
-    values = np.where(inside, image[rows, cols], np.nan)
-    mean = np.nanmean(values, axis=0)
+    counts = inside.sum(axis=0)
+    mean = np.where(inside, image[rows, cols], 0.0).sum(axis=0) / np.maximum(counts, 1)
+    mean[counts == 0] = np.nan
     d = np.arange(-half, half + 1)
     r2 = (d[:, None] ** 2 + d[None, :] ** 2).ravel().astype(np.float64)
     keep = (r2 <= half * half) & np.isfinite(mean)

@@ -5,9 +5,9 @@ member puts a column on a vacant site of graphene, with full agreement, and ~100
 on a frame of pure noise. Agreement among members cannot reveal a prior they share. So each
 proposal is measured on the frame itself (``refine.fit_columns``) and judged by physics:
 
-1. **Is there a crystal?** Bragg reflections in the power spectrum and two translations of
-   the proposed sites (``lattice``). Noise, vacuum and amorphous film have neither: their
-   proposals are dropped and the frame is marked untrusted.
+1. **Is there a crystal?** Bragg reflections in the power spectrum that the proposed columns
+   carry (``lattice``). Noise, vacuum and amorphous film have none: their proposals are
+   dropped and the frame is marked as holding no crystal.
 2. **Is there a column at each site?** Its height above the local background is compared
    with two hypotheses of equal spread: a column of the frame's lightest sublattice (the
    median height there) or nothing (height 0). The spread is the height's standard error
@@ -32,7 +32,16 @@ from scipy.special import expit
 from scipy.stats import norm
 
 from .atoms import Atoms
-from .lattice import TOLERANCE, SiteLattice, bragg_peaks, empty_sites, site_lattice
+from .lattice import (
+    TOLERANCE,
+    SiteLattice,
+    bragg_reflections,
+    carried_reflections,
+    empty_sites,
+    independent,
+    noise_limited,
+    site_lattice,
+)
 from .refine import fit_columns
 
 ALPHA = 0.01  # expected false calls (columns off the lattice, substitutions) per frame
@@ -48,7 +57,15 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
     """
     image = np.asarray(image, np.float64)
     shape = (int(image.shape[0]), int(image.shape[1]))
-    if len(atoms) == 0 or bragg_peaks(image) < 2:
+    if len(atoms) == 0:
+        return Atoms.empty(crystal=False)
+    reflections = bragg_reflections(image)
+    if not independent(carried_reflections(atoms.rowcol, reflections)):
+        if independent(reflections) and noise_limited(image):
+            # A crystal the network's columns do not follow (strong defocus, a lattice it was
+            # not trained for): nothing can confirm them; report them as unconfirmed.
+            doubt = np.maximum(atoms.uncertainty, 0.5).astype(np.float32)
+            return Atoms(**{**_fields(atoms), "uncertainty": doubt, "crystal": True, "trusted": False})
         return Atoms.empty(crystal=False)
     lattice = site_lattice(atoms.rowcol, shape, atoms.cls)
     sites, support = empty_sites(atoms.rowcol, lattice, shape)

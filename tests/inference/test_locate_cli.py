@@ -50,7 +50,7 @@ def test_npy_tif_hspy_give_the_same_atoms(tmp_path: Path, frame, registry: Path)
         )
         assert result.exit_code == 0, result.output
         text = out.read_text()
-        assert text.splitlines()[0] == "row,col,uncertainty,class"
+        assert text.splitlines()[0] == "row,col,uncertainty,class,kind,sigma_row,sigma_col,confidence"
         results[name] = np.array([[float(r["row"]), float(r["col"])] for r in rows(text)])
     assert np.allclose(results["f.npy"], results["f.tif"], atol=1e-3)
     assert np.allclose(results["f.npy"], results["f.hspy"], atol=1e-3)
