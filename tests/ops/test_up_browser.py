@@ -107,6 +107,53 @@ def test_worker_runs_a_deployment_and_the_ui_shows_it(
         assert [url, 500] in loaded, loaded
 
 
+def test_cron_deployments_get_scheduled_runs(running: tuple[OpsSettings, State]) -> None:
+    """The server's scheduler service creates the future runs of the cron deployments (with
+    SQLAlchemy 2.1 Prefect 3.8's scheduler failed every loop and created none)."""
+    settings, state = running
+    cron = {"sync", "reprocess-nightly"}
+    assert cron <= set(state.deployments)
+    # The scheduler visits recently applied deployments every 5 s and all of them every 60 s.
+    deadline = time.monotonic() + 150
+    scheduled: dict[str, int] = {}
+    while time.monotonic() < deadline and not all(scheduled.get(name) for name in cron):
+        scheduled = asyncio.run(_scheduled_runs(settings, {n: state.deployments[n] for n in cron}))
+        time.sleep(1.0)
+    assert all(scheduled.get(name) for name in cron), (scheduled, _log_tail(settings))
+
+
+def _log_tail(settings: OpsSettings) -> str:
+    log = settings.ops_dir / "logs" / "prefect-server.log"
+    return log.read_text(errors="replace")[-1500:] if log.exists() else ""
+
+
+async def _scheduled_runs(settings: OpsSettings, deployments: dict[str, str]) -> dict[str, int]:
+    """Runs in the Scheduled state per deployment name."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    counts = {}
+    with temporary_settings({PREFECT_API_URL: settings.prefect_api_url}):
+        async with get_client() as client:
+            for name, deployment_id in deployments.items():
+                runs = await client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+                    flow_run_filter=FlowRunFilter(
+                        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))
+                    ),
+                )
+                counts[name] = len(runs)
+    return counts
+
+
 def test_down_stops_every_process_it_started(running: tuple[OpsSettings, State]) -> None:
     settings, state = running
     outcomes = down(settings, log=lambda _: None)
