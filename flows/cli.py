@@ -10,13 +10,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from scopeflow.config import default_dataset_dir
-from scopeflow.errors import ScopeflowError
+from scopeflow.config import default_dataset_dir, home, home_source
+from scopeflow.errors import InputError, ScopeflowError
 from storage.federation.cli import app as store_app
 from storage.federation.cli import sync_command
 
 from . import commands_edge, commands_explore, commands_ops
-from .prefect_setup import configure_embedded
+from .prefect_setup import configure_embedded, prepare_prefect
 
 app = typer.Typer(help="scopeflow: autonomous microscopy on the edge and in the cloud.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
@@ -27,7 +27,13 @@ app.command("sync", help="Push a dataset directory to a store repository (increm
 commands_edge.register(app)
 commands_explore.register(app)
 commands_ops.register(app)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
+
+
+@app.callback()
+def _announce_home() -> None:
+    """Say which home this command uses (models, datasets, the store, Prefect's database)."""
+    console.print(f"[dim]scopeflow home: {home()} (from {home_source()})[/dim]")
 
 
 @app.command("drift-report")
@@ -56,6 +62,17 @@ def acquire(
     batch_size: Annotated[int, typer.Option(help="Frames per committed batch (one task run).")] = 16,
 ) -> None:
     """Take frames from an instrument into a dataset (resumes after the last committed frame)."""
+    from tasks.acquisition import make_instrument
+
+    # Every argument is checked before the Prefect server starts: a mistake costs no wait.
+    if frames < 1 or batch_size < 1:
+        raise InputError(f"--frames and --batch-size must be ≥ 1, got {frames} and {batch_size}")
+    inst = make_instrument(instrument, seed=seed, drift=drift, folder=watch, pixel_size=pixel_size)
+    from tasks.acquisition.loop import check_target  # xarray and zarr: a second to import
+
+    stored = check_target(dataset, inst)
+    console.print(f"{inst.name}: {stored} frames stored in {dataset}, acquiring up to {frames}")
+    prepare_prefect(console.print)
     from .acquire import acquire_flow
 
     result = acquire_flow(
@@ -83,6 +100,17 @@ def run(
     publish: Annotated[bool, typer.Option(help="Record provenance and sync into the embedded store.")] = True,
 ) -> None:
     """Run the closed loop on the digital twin with embedded defaults and say where everything is."""
+    from tasks.acquisition import make_instrument
+
+    if frames < 1:
+        raise InputError(f"--frames must be ≥ 1, got {frames}")
+    # The schedule and the dataset are checked before any server starts.
+    inst = make_instrument("twin", seed=seed, drift=drift)
+    if dataset is not None:
+        from tasks.acquisition.loop import check_target
+
+        check_target(dataset, inst)
+    prepare_prefect(console.print)
     import torch
 
     from .loop import loop_flow
@@ -137,5 +165,6 @@ def main() -> None:
     try:
         app()
     except ScopeflowError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        # One line, however long: a wrapped message reads as several errors.
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         sys.exit(2)
