@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +12,7 @@ import typer
 from rich.console import Console
 
 from scopeflow.config import default_dataset_dir, home, home_source
-from scopeflow.errors import InputError, ScopeflowError
+from scopeflow.errors import InputError, ScopeflowError, TerminatedError
 from storage.federation.cli import app as store_app
 from storage.federation.cli import sync_command
 
@@ -60,6 +61,9 @@ def acquire(
     watch: Annotated[Path | None, typer.Option(help="Folder to ingest (instrument=folder).")] = None,
     pixel_size: Annotated[float | None, typer.Option(help="Pixel size in Å when files carry none.")] = None,
     batch_size: Annotated[int, typer.Option(help="Frames per committed batch (one task run).")] = 16,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for each new file (instrument=folder).")
+    ] = 60.0,
 ) -> None:
     """Take frames from an instrument into a dataset (resumes after the last committed frame)."""
     from tasks.acquisition import make_instrument
@@ -67,7 +71,9 @@ def acquire(
     # Every argument is checked before the Prefect server starts: a mistake costs no wait.
     if frames < 1 or batch_size < 1:
         raise InputError(f"--frames and --batch-size must be ≥ 1, got {frames} and {batch_size}")
-    inst = make_instrument(instrument, seed=seed, drift=drift, folder=watch, pixel_size=pixel_size)
+    inst = make_instrument(
+        instrument, seed=seed, drift=drift, folder=watch, pixel_size=pixel_size, timeout=timeout
+    )
     from tasks.acquisition.loop import check_target  # xarray and zarr: a second to import
 
     stored = check_target(dataset, inst)
@@ -84,6 +90,7 @@ def acquire(
         watch=str(watch) if watch else None,
         pixel_size=pixel_size,
         batch_size=batch_size,
+        timeout=timeout,
     )
     console.print(f"[green]{result['frames']} frames[/green] in {result['dataset']}")
 
@@ -159,11 +166,21 @@ def _print_loop(out: dict) -> None:
     console.print(f"open the data: python -c \"import xarray; print(xarray.open_zarr('{out['dataset']}'))\"")
 
 
+def _terminate(signum: int, frame: object) -> None:
+    # Raised where the main thread is (a watcher waiting, a batch running): the flow ends as
+    # failed while the API still answers, committed frames stay, and the process exits at once.
+    raise TerminatedError(f"stopped by {signal.Signals(signum).name}; what was committed is kept")
+
+
 def main() -> None:
     """Entry point of the console script: clear one-line errors for expected failures."""
     configure_embedded()
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
+    except TerminatedError as exc:
+        console.print(f"[yellow]{exc}[/yellow]")
+        sys.exit(128 + signal.SIGTERM)
     except ScopeflowError as exc:
         # One line, however long: a wrapped message reads as several errors.
         console.print(f"[red]error:[/red] {exc}", soft_wrap=True)

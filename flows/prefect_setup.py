@@ -108,6 +108,9 @@ def ensure_api(log: object = None) -> str:
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
+            # Its own session: a SIGTERM or Ctrl-C sent to the command's process group reaches
+            # the command, which then ends its flow run while this server still answers.
+            start_new_session=True,
         )
     atexit.register(stop_api)
     url = f"http://127.0.0.1:{port}/api"

@@ -169,3 +169,44 @@ def test_a_killed_acquire_leaves_no_temporary_server(tmp_path: Path) -> None:
         for proc in psutil.Process().children(recursive=True):
             if proc.pid != cli.pid and "flows.prefect_setup" in " ".join(proc.cmdline()):
                 proc.kill()
+
+
+def test_sigterm_stops_a_waiting_watcher_cleanly(tmp_path: Path) -> None:
+    """The watcher waits for a frame that never comes; SIGTERM ends the command at once, in one
+    line, with the committed frame kept and no server left (it took 215 s, with tracebacks)."""
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    np.save(watched / "a.npy", np.random.default_rng(0).random((64, 64), dtype=np.float32))
+    dataset = tmp_path / "run.zarr"
+    cli = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "flows", "acquire", "-n", "3", "--batch-size", "1"),
+            *("--instrument", "folder", "--watch", str(watched), "--pixel-size", "0.1"),
+            *("--timeout", "600", "--dataset", str(dataset)),
+        ],
+        env=_env(tmp_path / "home"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert cli.stderr is not None
+        seen = []
+        for line in cli.stderr:
+            seen.append(line)
+            if "waiting for frame 1" in line:  # said within 10 s of waiting
+                break
+        else:
+            pytest.fail("".join(seen))
+        servers = psutil.Process(cli.pid).children(recursive=True)
+        cli.send_signal(signal.SIGTERM)
+        rest = cli.stderr.read()
+        assert cli.wait(60) == 128 + signal.SIGTERM
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert "stopped by SIGTERM" in rest
+    assert "Traceback" not in rest and "ConnectError" not in rest, rest
+    assert DatasetWriter.open(dataset).n_frames == 1
+    _gone, alive = psutil.wait_procs(servers, timeout=30)
+    assert not alive
