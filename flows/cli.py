@@ -13,18 +13,14 @@ from rich.console import Console
 
 from scopeflow.config import default_dataset_dir, home, home_source
 from scopeflow.errors import InputError, ScopeflowError, TerminatedError
+from storage.federation.cli import TokenOpt, UrlOpt, sync_command
 from storage.federation.cli import app as store_app
-from storage.federation.cli import sync_command
 
 from . import commands_edge, commands_explore, commands_ops
 from .prefect_setup import configure_embedded, prepare_prefect
 
 app = typer.Typer(help="scopeflow: autonomous microscopy on the edge and in the cloud.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
-# A command, not a group: options must be accepted after PATH.
-app.command("sync", help="Push a dataset directory to a store repository (incremental, verified).")(
-    sync_command
-)
 commands_edge.register(app)
 commands_explore.register(app)
 commands_ops.register(app)
@@ -35,6 +31,35 @@ console = Console(stderr=True, soft_wrap=True)
 def _announce_home() -> None:
     """Say which home this command uses (models, datasets, the store, Prefect's database)."""
     console.print(f"[dim]scopeflow home: {home()} (from {home_source()})[/dim]")
+
+
+# A command, not a group: options must be accepted after PATH.
+@app.command("sync")
+def sync(
+    path: Annotated[Path, typer.Argument(help="Dataset directory (a Zarr group).")],
+    record: Annotated[
+        str | None,
+        typer.Option(help="The dataset's record (default: the one recorded for PATH, or a new one)."),
+    ] = None,
+    repo: Annotated[str, typer.Option(help="Destination repository.")] = "local",
+    max_rate: Annotated[float | None, typer.Option(help="Bandwidth cap, MB/s.")] = None,
+    verify: Annotated[
+        str, typer.Option(help="'changed' or 'full' (re-hash every destination file).")
+    ] = "changed",
+    url: str | None = UrlOpt,
+    token: str | None = TokenOpt,
+) -> None:
+    """Push a dataset directory to a store repository (incremental, verified); a dataset synced
+    before goes to its own record and replica, so only new or changed files move."""
+    if record is None:
+        from storage.federation.client import DEFAULT_URL, StoreClient
+        from storage.federation.embedded import read_token
+        from storage.provenance import find_dataset_record
+
+        with StoreClient(url or DEFAULT_URL, token or read_token()) as client:
+            record = find_dataset_record(client, path)
+        console.print(f"dataset record: {record}" if record else "no record of this dataset yet: a new one")
+    sync_command(path, record, repo, max_rate, verify, url, token)
 
 
 @app.command("drift-report")
