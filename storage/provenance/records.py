@@ -149,7 +149,8 @@ def dataset_summary(path: str | Path) -> tuple[dict[str, Any], list[str]]:
     instrument, frame count, median pixel size (Å), lattices and materials, each numeric
     condition's range, the model versions with predictions, and the drift decisions
     (``drift_score``: the largest detector score, in multiples of its threshold, so > 1 fired;
-    ``drift_events``: the batches where drift was detected). Empty for other directories."""
+    ``drift_events``: the batches where drift was detected). Empty for other directories and
+    for Zarr groups scopeflow did not write."""
     import numpy as np
     import zarr
     from zarr.storage import LocalStore
@@ -158,7 +159,7 @@ def dataset_summary(path: str | Path) -> tuple[dict[str, Any], list[str]]:
     from storage.datasets.decisions import read_decisions
 
     path = Path(path)
-    if not (path / "zarr.json").is_file():
+    if "scopeflow_schema" not in _zarr_attrs(path):  # not a dataset scopeflow wrote
         return {}, []
     ds = open_dataset(path)
     md: dict[str, Any] = {"n_frames": int(ds.sizes.get("frame", 0))}
