@@ -94,6 +94,12 @@ def ensure_api(log: object = None) -> str:
     configured = os.environ.get("PREFECT_API_URL")
     if configured:
         return configured
+    if "prefect.settings" in sys.modules:  # already configured in this process (a test harness)
+        from prefect.settings import get_current_settings
+
+        in_process = get_current_settings().api.url
+        if in_process:
+            return str(in_process)
     from storage.federation.embedded import free_port
 
     configure_embedded()
