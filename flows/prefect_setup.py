@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from scopeflow.config import home
@@ -72,7 +73,7 @@ def _names_our_error(message: str) -> bool:
     return any(f"{name}:" in message for name in names)
 
 
-def prepare_prefect(log: object = None) -> str:
+def prepare_prefect(log: Callable[[str], None] | None = None) -> str:
     """Make this process ready to run flows: the API (``ensure_api``), then Prefect imported
     with its console handlers quiet about errors the CLI reports itself. Returns the API URL."""
     url = ensure_api(log)
@@ -85,7 +86,7 @@ def prepare_prefect(log: object = None) -> str:
     return url
 
 
-def ensure_api(log: object = None) -> str:
+def ensure_api(log: Callable[[str], None] | None = None) -> str:
     """The Prefect API the flows of this process report to: ``$PREFECT_API_URL``, else a
     temporary server started now that dies with this process. Call it after the command's
     arguments are validated (a mistake must not wait for a server) and before Prefect is
@@ -123,7 +124,7 @@ def ensure_api(log: object = None) -> str:
     timeout = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"))
     _wait_healthy(url, timeout, log_path)
     os.environ["PREFECT_API_URL"] = url
-    if callable(log):
+    if log is not None:
         log(f"Prefect API: temporary server at {url} (database in {prefect_home})")
     return url
 
