@@ -36,7 +36,7 @@ DEFAULTS = {
 }
 #: What Prefect's own ephemeral server runs with: no UI, only the services an ephemeral server
 #: needs (automation triggers included), migrations once (pinned: prefect<3.9; tested by
-#: tests/ops/test_processes.py).
+#: tests/flows/test_cli_errors.py, which runs flows against it).
 SERVER_ENV = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
 PR_SET_PDEATHSIG = 1
 _server: subprocess.Popen[bytes] | None = None
