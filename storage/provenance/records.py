@@ -193,7 +193,10 @@ def dataset_summary(path: str | Path) -> tuple[dict[str, Any], list[str]]:
     decisions = read_decisions(path)
     if decisions.get("frame_start") is not None and len(decisions["frame_start"]):
         scores = [np.asarray(v, dtype=float) for k, v in decisions.items() if k.startswith("score_")]
-        best = np.nanmax(np.vstack(scores), axis=0) if scores else np.zeros(len(decisions["frame_start"]))
+        # fmax skips NaN (no score while the reference fills), quietly.
+        best = (
+            np.fmax.reduce(np.vstack(scores), axis=0) if scores else np.zeros(len(decisions["frame_start"]))
+        )
         if np.isfinite(best).any():
             md["drift_score"] = float(np.nanmax(best))
         md["drift_events"] = [

@@ -31,7 +31,8 @@ def _twin_run(path: Path) -> Path:
     DatasetWriter.open(path, twin.state()).append([twin.acquire(i) for i in range(6)])
     DecisionWriter(path).append(
         [
-            DecisionRow(0, 2, False, "none", (0, 1), "v0001", {"kernel": 0.2}),
+            DecisionRow(0, 0, False, "none", (0, 1), "v0001", {"kernel": float("nan")}),  # reference
+            DecisionRow(1, 2, False, "none", (0, 1), "v0001", {"kernel": 0.2}),
             DecisionRow(3, 5, True, "retrain", (0, 1), "v0001", {"kernel": 2.5}),
         ]
     )
