@@ -28,10 +28,20 @@ def acquire_flow(
     watch: str | None = None,
     pixel_size: float | None = None,
     batch_size: int = 16,
+    timeout: float = 60.0,
 ) -> dict:
-    """Acquire up to ``frames`` frames into ``dataset`` (resuming), with progress and a summary."""
+    """Acquire up to ``frames`` frames into ``dataset`` (resuming), with progress and a summary;
+    ``timeout``: seconds the folder instrument waits for each new file."""
     logger = get_run_logger()
-    inst = make_instrument(instrument, seed=seed, drift=drift, folder=watch, pixel_size=pixel_size)
+    inst = make_instrument(
+        instrument,
+        seed=seed,
+        drift=drift,
+        folder=watch,
+        pixel_size=pixel_size,
+        timeout=timeout,
+        report=logger.info,
+    )
     progress = create_progress_artifact(
         progress=0.0, key="acquire-progress", description=f"frames into {dataset}"
     )

@@ -4,14 +4,15 @@ Call these from inside a flow run (or a task run). Keys are lower-case with dash
 rule) and stable across runs, so the UI's artifact page shows the history of each key:
 
 - ``BatchTable``: one row per batch (frames, atoms, uncertainty, drift scores, model version),
-  re-published as the table grows;
+  published once, complete, at the end of the run (``interval_s`` re-publishes while it grows);
 - ``Progress``: a progress artifact updated in place (percent);
 - ``publish_summary``: a markdown summary with links (images, the dataset, the runs);
-- ``publish_figure``: a PNG served by ``storage.media`` and shown as an image artifact.
+- ``publish_figure``: a PNG as an image artifact (embedded in it) and served by ``storage.media``.
 """
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 import time
@@ -55,14 +56,15 @@ def _cell(value: Any) -> Any:
 class BatchTable:
     """The per-batch table of a run under ``key``; ``add`` appends a row, ``publish`` shows it.
 
-    Prefect tables are immutable, so each publication is a new artifact version: ``add``
-    re-publishes at most every ``interval_s`` seconds (the UI stays current without one
-    version per batch); call ``publish()`` once at the end for the complete table.
+    Prefect tables are immutable, so each publication is one more artifact in the run's list
+    (the run then showed the same table several times): by default ``add`` only collects and
+    ``publish()``, called once at the end, shows the complete table. A finite ``interval_s``
+    re-publishes at most that often, for runs long enough to want a table before they end.
     """
 
     key: str
     description: str = ""
-    interval_s: float = 10.0
+    interval_s: float = math.inf
     rows: list[dict[str, Any]] = field(default_factory=list)
     _last: float = field(default=-math.inf, repr=False)
     _published_rows: int = field(default=0, repr=False)
@@ -94,7 +96,7 @@ class BatchTable:
         row.update({f"drift_{k}": v for k, v in (drift or {}).items()})
         row.update(extra)
         self.rows.append({k: _cell(v) for k, v in row.items()})
-        if time.monotonic() - self._last >= self.interval_s:
+        if math.isfinite(self.interval_s) and time.monotonic() - self._last >= self.interval_s:
             return self.publish()
         return None
 
@@ -123,9 +125,16 @@ class Progress:
 
 
 def publish_figure(key: str, png: bytes, description: str = "") -> str:
-    """Serve ``png`` (``storage.media``) and publish it as the image artifact ``key``; returns its URL."""
+    """Publish ``png`` as the image artifact ``key`` and serve it (``storage.media``); returns the
+    served URL (for markdown summaries).
+
+    The artifact carries the image itself as a ``data:`` URL, so it stays viewable for as long
+    as the artifact exists: a URL of a media server ends with that server (a run outside
+    ``scopeflow up`` serves its figures only while it lives). Figures are tens of kB.
+    """
     url = publish_image(png, key)
-    create_image_artifact(image_url=url, key=key, description=description or None)
+    embedded = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    create_image_artifact(image_url=embedded, key=key, description=description or None)
     return url
 
 

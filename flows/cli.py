@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -10,24 +11,55 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from scopeflow.config import default_dataset_dir
-from scopeflow.errors import ScopeflowError
+from scopeflow.config import default_dataset_dir, home, home_source
+from scopeflow.errors import InputError, ScopeflowError, TerminatedError
+from storage.federation.cli import TokenOpt, UrlOpt, sync_command
 from storage.federation.cli import app as store_app
-from storage.federation.cli import sync_command
 
 from . import commands_edge, commands_explore, commands_ops
-from .prefect_setup import configure_embedded
+from .prefect_setup import configure_embedded, prepare_prefect
 
 app = typer.Typer(help="scopeflow: autonomous microscopy on the edge and in the cloud.", no_args_is_help=True)
 app.add_typer(store_app, name="store")
-# A command, not a group: options must be accepted after PATH.
-app.command("sync", help="Push a dataset directory to a store repository (incremental, verified).")(
-    sync_command
-)
 commands_edge.register(app)
 commands_explore.register(app)
 commands_ops.register(app)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
+
+
+@app.callback()
+def _announce_home() -> None:
+    """Say which home this command uses (models, datasets, the store, Prefect's database)."""
+    console.print(f"[dim]scopeflow home: {home()} (from {home_source()})[/dim]")
+
+
+# A command, not a group: options must be accepted after PATH.
+@app.command("sync")
+def sync(
+    path: Annotated[Path, typer.Argument(help="Dataset directory (a Zarr group).")],
+    record: Annotated[
+        str | None,
+        typer.Option(help="The dataset's record (default: the one recorded for PATH, or a new one)."),
+    ] = None,
+    repo: Annotated[str, typer.Option(help="Destination repository.")] = "local",
+    max_rate: Annotated[float | None, typer.Option(help="Bandwidth cap, MB/s.")] = None,
+    verify: Annotated[
+        str, typer.Option(help="'changed' or 'full' (re-hash every destination file).")
+    ] = "changed",
+    url: str | None = UrlOpt,
+    token: str | None = TokenOpt,
+) -> None:
+    """Push a dataset directory to a store repository (incremental, verified); a dataset synced
+    before goes to its own record and replica, so only new or changed files move."""
+    if record is None:
+        from storage.federation.client import DEFAULT_URL, StoreClient
+        from storage.federation.embedded import read_token
+        from storage.provenance import find_dataset_record
+
+        with StoreClient(url or DEFAULT_URL, token or read_token()) as client:
+            record = find_dataset_record(client, path)
+        console.print(f"dataset record: {record}" if record else "no record of this dataset yet: a new one")
+    sync_command(path, record, repo, max_rate, verify, url, token)
 
 
 @app.command("drift-report")
@@ -54,8 +86,24 @@ def acquire(
     watch: Annotated[Path | None, typer.Option(help="Folder to ingest (instrument=folder).")] = None,
     pixel_size: Annotated[float | None, typer.Option(help="Pixel size in Å when files carry none.")] = None,
     batch_size: Annotated[int, typer.Option(help="Frames per committed batch (one task run).")] = 16,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for each new file (instrument=folder).")
+    ] = 60.0,
 ) -> None:
     """Take frames from an instrument into a dataset (resumes after the last committed frame)."""
+    from tasks.acquisition import make_instrument
+
+    # Every argument is checked before the Prefect server starts: a mistake costs no wait.
+    if frames < 1 or batch_size < 1:
+        raise InputError(f"--frames and --batch-size must be ≥ 1, got {frames} and {batch_size}")
+    inst = make_instrument(
+        instrument, seed=seed, drift=drift, folder=watch, pixel_size=pixel_size, timeout=timeout
+    )
+    from tasks.acquisition.loop import check_target  # xarray and zarr: a second to import
+
+    stored = check_target(dataset, inst)
+    console.print(f"{inst.name}: {stored} frames stored in {dataset}, acquiring up to {frames}")
+    prepare_prefect(console.print)
     from .acquire import acquire_flow
 
     result = acquire_flow(
@@ -67,6 +115,7 @@ def acquire(
         watch=str(watch) if watch else None,
         pixel_size=pixel_size,
         batch_size=batch_size,
+        timeout=timeout,
     )
     console.print(f"[green]{result['frames']} frames[/green] in {result['dataset']}")
 
@@ -83,6 +132,17 @@ def run(
     publish: Annotated[bool, typer.Option(help="Record provenance and sync into the embedded store.")] = True,
 ) -> None:
     """Run the closed loop on the digital twin with embedded defaults and say where everything is."""
+    from tasks.acquisition import make_instrument
+
+    if frames < 1:
+        raise InputError(f"--frames must be ≥ 1, got {frames}")
+    # The schedule and the dataset are checked before any server starts.
+    inst = make_instrument("twin", seed=seed, drift=drift)
+    if dataset is not None:
+        from tasks.acquisition.loop import check_target
+
+        check_target(dataset, inst)
+    prepare_prefect(console.print)
     import torch
 
     from .loop import loop_flow
@@ -131,11 +191,22 @@ def _print_loop(out: dict) -> None:
     console.print(f"open the data: python -c \"import xarray; print(xarray.open_zarr('{out['dataset']}'))\"")
 
 
+def _terminate(signum: int, frame: object) -> None:
+    # Raised where the main thread is (a watcher waiting, a batch running): the flow ends as
+    # failed while the API still answers, committed frames stay, and the process exits at once.
+    raise TerminatedError(f"stopped by {signal.Signals(signum).name}; what was committed is kept")
+
+
 def main() -> None:
     """Entry point of the console script: clear one-line errors for expected failures."""
     configure_embedded()
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
+    except TerminatedError as exc:
+        console.print(f"[yellow]{exc}[/yellow]")
+        sys.exit(128 + signal.SIGTERM)
     except ScopeflowError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        # One line, however long: a wrapped message reads as several errors.
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
         sys.exit(2)

@@ -20,12 +20,12 @@ from rich.console import Console
 
 from scopeflow.errors import InputError, ScopeflowError
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 models_app = typer.Typer(help="The model registry: list versions, promote, roll back.", no_args_is_help=True)
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc}")
+    console.print(f"[red]error:[/red] {exc}", soft_wrap=True)
     return typer.Exit(code=2)
 
 
@@ -286,9 +286,32 @@ def edge(
     model: Annotated[str, typer.Option(help="Model version or alias.")] = "production",
     batch_size: Annotated[int, typer.Option(help="Frames per task run.")] = 32,
     registry: Annotated[Path | None, typer.Option(help="Model registry directory.")] = None,
+    retrain: Annotated[
+        bool,
+        typer.Option(
+            help="Retrain here (minutes) when selection cannot absorb a drift, promoting a better "
+            "candidate to production. Without it the drift event goes to the retrain deployment "
+            "of a configured server, or the run says retraining is needed."
+        ),
+    ] = False,
 ) -> None:
     """Run edge inference over a dataset's frames, appending atoms tagged with the model version."""
+    import os
+
+    from flows.prefect_setup import prepare_prefect
+
     try:
+        # Checked before the Prefect server starts: a mistake costs no wait.
+        from storage.datasets import frame_count
+
+        if batch_size < 1:
+            raise InputError(f"--batch-size must be ≥ 1, got {batch_size}")
+        frames = frame_count(dataset)
+        reg = _registry(registry)
+        version = reg.resolve(model)
+        dispatch = "inprocess" if retrain else "event" if os.environ.get("PREFECT_API_URL") else "report"
+        console.print(f"model {version} ({model}) from {reg.root}; {frames} frames in {dataset}")
+        prepare_prefect(console.print)
         import torch
 
         from .edge import edge_flow
@@ -299,9 +322,16 @@ def edge(
             model=model,
             batch_size=batch_size,
             registry=str(registry) if registry else None,
+            dispatch=dispatch,
         )
     except ScopeflowError as exc:
         raise _fail(exc) from None
+    for outcome in summary.get("retraining", []):
+        console.print(f"retraining: {outcome.get('reason')}")
+        if outcome.get("promoted"):
+            console.print(f"[bold]promoted[/bold] {outcome.get('production')} to production in {reg.root}")
+    for start, adopted in summary.get("adopted", []):
+        console.print(f"from frame {start} on: model {adopted} (newly promoted)")
     f1 = f", F1 {summary['f1']:.4f} against truth" if "f1" in summary else ""
     console.print(
         f"[green]{summary['atoms']} atoms[/green] in {summary['frames_processed']} frames "

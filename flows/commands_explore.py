@@ -55,6 +55,9 @@ def register(app: typer.Typer) -> None:
             if gate and not prefect:
                 raise typer.BadParameter("--gate needs the Prefect flow (drop --no-prefect)")
             if prefect:
+                from flows.prefect_setup import prepare_prefect
+
+                prepare_prefect(lambda line: typer.echo(line, err=True))
                 result = explore_flow(str(dataset), asdict(config), gate=gate, gate_timeout=gate_timeout)
             else:
                 result = asdict(explore(dataset, config))

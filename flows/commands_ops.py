@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 def up(
@@ -100,6 +100,18 @@ def reprocess(
     record: Annotated[bool, typer.Option(help="Add store records (dataset, model, predictions).")] = False,
 ) -> None:
     """Re-analyse DATASET with MODEL over dask; print the summary as JSON."""
+    from storage.datasets import frame_count
+    from storage.models import ModelRegistry
+
+    from .prefect_setup import prepare_prefect
+
+    # Checked before the Prefect server starts: a mistake costs no wait.
+    frames = frame_count(dataset)
+    registry = ModelRegistry()
+    console.print(
+        f"model {registry.resolve(model)} ({model}) from {registry.root}; {frames} frames in {dataset}"
+    )
+    prepare_prefect(console.print)
     from .reprocess import reprocess_flow
 
     result = reprocess_flow(

@@ -89,6 +89,7 @@ def edge_flow(
             dataset, quote(state), quote(reg), quote(settings), min(stop, n), quote(escalate)
         )
     summary = summarize(Path(dataset), state.adaptive, reports)
+    summary["retraining"] = [r.retrain for r in reports if r.retrain is not None]
     f1 = f"- F1 against truth: **{summary['f1']:.4f}**\n" if "f1" in summary else ""
     actions = (
         "".join(f"- frame {start}: {action}\n" for start, action in summary["actions"]) or "- no drift\n"

@@ -23,33 +23,87 @@ from .retrain import dispatch_retraining
 
 
 def _publish(
-    dataset: str, registry: ModelRegistry, versions: list[str], decisions: list[BatchReport]
+    dataset: str,
+    registry: ModelRegistry,
+    versions: list[str],
+    decisions: list[BatchReport],
+    retrains: list[dict] | None = None,
 ) -> dict:
-    """Records for the dataset, models, predictions and decisions; the dataset synced to the store."""
+    """Records for the dataset, models, predictions, decisions and retraining runs (each
+    candidate ``ver`` its parent and ``der`` the run that made it); the dataset synced."""
     from storage.federation.embedded import serve_in_thread
-    from storage.provenance import record_dataset, record_decision, record_model, record_prediction
+    from storage.provenance import (
+        record_dataset,
+        record_decision,
+        record_model,
+        record_prediction,
+        record_training_run,
+    )
     from storage.transfer.push import push_dataset
 
+    known = set(registry.versions())
     with serve_in_thread() as store, store.client() as client:
         ds_id = record_dataset(client, dataset)
         models: dict[str, str] = {}
-        for v in versions:
-            manifest = registry.manifest(v) if v in registry.versions() else {}
-            parent = manifest.get("parent")
-            models[v] = record_model(client, version=v, parent=models.get(parent) if parent else None)
-            record_prediction(client, dataset=ds_id, model=models[v])
-        for r in decisions:
+        runs: dict[str, str] = {}  # candidate version -> its training run's record
+
+        def model(version: str) -> str:
+            """The version's record, its parent's first (for the ``ver`` link)."""
+            if version not in models:
+                manifest = registry.manifest(version) if version in known else {}
+                parent = manifest.get("parent")
+                f1 = manifest.get("metrics", {}).get("validation_f1")
+                models[version] = record_model(
+                    client,
+                    version=version,
+                    parent=model(parent) if parent in known else None,
+                    produced_by=runs.get(version),
+                    training_data=[ds_id] if version in runs else [],
+                    metrics={"validation_f1": float(f1)} if isinstance(f1, int | float) else None,
+                )
+            return models[version]
+
+        recorded: dict[tuple[int, int], str] = {}
+
+        def decision(r: BatchReport) -> str:
             d = r.outcome.decision
-            record_decision(
+            key = (int(d.frame_start), int(d.frame_end))
+            if key not in recorded:
+                recorded[key] = record_decision(
+                    client,
+                    dataset=ds_id,
+                    frame_start=d.frame_start,
+                    frame_end=d.frame_end,
+                    detected=True,
+                    action=r.outcome.action,
+                    scores={k: float(v) for k, v in d.scores.items()},
+                    model=model(r.outcome.model_version),
+                )
+            return recorded[key]
+
+        # The escalation names the decision's last frame (its first may be the batch's).
+        by_end = {int(r.outcome.decision.frame_end): r for r in decisions}
+        for t in retrains or []:
+            candidate = t.get("candidate")
+            if candidate not in known:
+                continue  # the retraining failed before registering a candidate
+            parent = registry.manifest(candidate).get("parent")
+            trigger = by_end.get(int(t["frames"][1]))
+            validation = t.get("validation") or {}
+            runs[candidate] = record_training_run(
                 client,
-                dataset=ds_id,
-                frame_start=d.frame_start,
-                frame_end=d.frame_end,
-                detected=True,
-                action=r.outcome.action,
-                scores={k: float(v) for k, v in d.scores.items()},
-                model=models.get(r.outcome.model_version),
+                training_data=[ds_id],
+                parent_model=model(parent) if parent in known else None,
+                trigger=decision(trigger) if trigger is not None else None,
+                status="promoted" if t.get("promoted") else "rejected",
+                metrics={f"validation_{k}": float(v) for k, v in validation.items()},
+                metadata={"frames": list(t["frames"]), "candidate": candidate, "reason": t.get("reason", "")},
             )
+            model(candidate)
+        for v in versions:
+            record_prediction(client, dataset=ds_id, model=model(v))
+        for r in decisions:
+            decision(r)
         pushed = push_dataset(client, dataset, record=ds_id)
         return {
             "store_dir": str(store.store_dir),
@@ -134,7 +188,9 @@ def loop_flow(
         "production": reg.resolve("production"),
     }
     if publish:
-        out["store"] = _publish(dataset, reg, versions, [r for r in reports if r.outcome.action != "none"])
+        out["store"] = _publish(
+            dataset, reg, versions, [r for r in reports if r.outcome.action != "none"], retrains
+        )
     images = publish_edge_run("loop", dataset, reports)
     create_markdown_artifact(key="loop-summary", markdown=_markdown(out, images))
     return out

@@ -140,8 +140,13 @@ class _Cluster:
     """A distributed Client on ``scheduler`` or on a LocalCluster started (and stopped) here."""
 
     def __init__(self, scheduler: str | None, n_workers: int, threads_per_worker: int, processes: bool):
+        import logging
+
         from distributed import Client, LocalCluster
 
+        # The scheduler's and workers' start-up INFO lines (~30 per run) reach the console
+        # through Prefect's root handler: warnings and errors are what a user needs from them.
+        logging.getLogger("distributed").setLevel(logging.WARNING)
         self.cluster = None
         if scheduler:
             self.client = Client(scheduler, timeout="30s")

@@ -98,7 +98,7 @@ def dispatch_retraining(
 
     The event ``scopeflow.drift.detected`` is always emitted (a deployed ``retrain`` listens);
     ``mode="inprocess"`` (embedded defaults, no server) also runs the retraining here and
-    returns its outcome. A failed retraining is reported, never raised: the edge goes on
+    returns its outcome; ``mode="report"`` only says that retraining is needed. A failed retraining is reported, never raised: the edge goes on
     with the version it has.
     """
     from .events import emit_drift
@@ -106,6 +106,12 @@ def dispatch_retraining(
     e = escalation
     members = ",".join(map(str, e.members))
     emit_drift(instrument, e.dataset, e.frame_start, e.frame_end, list(e.members), e.scores, e.model_version)
+    if mode == "report":  # no server, retraining not asked for: say so rather than retrain
+        return {
+            "promoted": False,
+            "reason": f"drift at frames {e.frame_start}-{e.frame_end} needs retraining: re-run with "
+            "--retrain, or `scopeflow up` so the retrain deployment takes the event",
+        }
     if mode != "inprocess":
         return {"promoted": False, "reason": f"event {DRIFT_EVENT} emitted for the retrain deployment"}
     state = retrain_flow(e.dataset, e.frame_start, e.frame_end, members, registry, steps, return_state=True)

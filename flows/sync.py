@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger, task
 from scopeflow.config import default_dataset_dir
 from scopeflow.errors import ServiceError
 from storage.federation.client import StoreClient
+from storage.provenance import find_dataset_record
 from storage.transfer.push import push_dataset
 
 
@@ -64,16 +65,9 @@ def sync_all(root: str | None = None, repository: str = "local") -> list[dict[st
     """
     base = Path(root) if root else default_dataset_dir()
     results = []
+    datasets = find_datasets(base)
     with StoreClient.from_env() as client:
-        known = (
-            {
-                item["metadata"].get("path"): item["id"]
-                for item in client.iter_search(md='md.kind == "dataset"')
-                if isinstance(item.get("metadata"), dict)
-            }
-            if find_datasets(base)
-            else {}
-        )
-    for ds in find_datasets(base):
-        results.append(push_task(str(ds), repository, known.get(str(ds.resolve()))))
+        known = {ds: find_dataset_record(client, ds) for ds in datasets}
+    for ds in datasets:
+        results.append(push_task(str(ds), repository, known[ds]))
     return results

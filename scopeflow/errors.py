@@ -33,3 +33,11 @@ class StorageError(ScopeflowError, OSError):
 
 class ServiceError(ScopeflowError, ConnectionError):
     """A server we depend on is unreachable or answered with an error."""
+
+
+class WaitTimeoutError(ScopeflowError, TimeoutError):
+    """Nothing arrived within the time allowed (a watched folder, a server)."""
+
+
+class TerminatedError(ScopeflowError):
+    """The process was asked to stop (SIGTERM); what was committed stays."""

@@ -2,7 +2,8 @@
 
 Every command talks to a running store over HTTP (``--url``/``$SCOPEFLOW_STORE_URL``, token from
 ``--token``/``$SCOPEFLOW_STORE_TOKEN`` or the embedded store's token file), except ``serve`` and
-``init``, which work on the store directory. Errors print one line and exit 1.
+``init``, which work on the store directory. Errors print one line and exit 2 (as every
+scopeflow command does).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def _errors() -> Iterator[None]:
         yield
     except ScopeflowError as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2) from None
 
 
 def _client(url: str | None, token: str | None, store_dir: Path | None = None) -> Any:

@@ -124,8 +124,10 @@ class ModelRegistry:
         try:
             (staging / WEIGHTS).write_bytes(data)
             while True:
+                # Numbered after the shipped versions too: one number names one version, whichever
+                # registry holds it (``models list`` shows both).
                 number = 1 + max(
-                    (int(m.group(1)) for v in self._local_versions() if (m := _VERSION_RE.match(v))),
+                    (int(m.group(1)) for v in self.versions() if (m := _VERSION_RE.match(v))),
                     default=0,
                 )
                 version = f"v{number:04d}-{digest[:8]}"

@@ -29,6 +29,32 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "material": _STR,
         },
     },
+    # dataset-2: what a search finds a dataset by (conditions, models, drift), see dataset_summary.
+    "scopeflow/dataset-2": {
+        "type": "object",
+        "required": ["kind", "format", "path"],
+        "properties": {
+            "kind": {"const": "dataset"},
+            "format": {"enum": ["zarr", "directory", "file"]},
+            "path": _STR,
+            "n_frames": {"type": "integer", "minimum": 0},
+            "pixel_size": {**_NUM, "exclusiveMinimum": 0},
+            "instrument": _STR,
+            "instrument_kind": _STR,
+            "material": {"anyOf": [_STR, {"type": "array", "items": _STR}]},
+            "lattice": {"type": "array", "items": _STR},
+            "conditions": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {"min": _NUM, "max": _NUM},
+                },
+            },
+            "model_versions": {"type": "array", "items": _STR},
+            "drift_score": _NUM,
+            "drift_events": {"type": "array", "items": {"type": "object"}},
+        },
+    },
     "scopeflow/prediction-1": {
         "type": "object",
         "required": ["kind"],
@@ -114,6 +140,89 @@ def _zarr_attrs(path: Path) -> dict[str, Any]:
     return {k: v for k, v in list(attrs.items())[:64] if isinstance(v, str | int | float | bool)}
 
 
+#: What the twin's lattices are, in the words a search uses (``md.material == "MoS2"``).
+MATERIALS = {"graphene": "graphene", "mos2": "MoS2", "perovskite": "SrTiO3"}
+
+
+def dataset_summary(path: str | Path) -> tuple[dict[str, Any], list[str]]:
+    """Searchable metadata of a scopeflow dataset, and tags, read from the dataset itself:
+    instrument, frame count, median pixel size (Å), lattices and materials, each numeric
+    condition's range, the model versions with predictions, and the drift decisions
+    (``drift_score``: the largest detector score, in multiples of its threshold, so > 1 fired;
+    ``drift_events``: the batches where drift was detected). Empty for other directories and
+    for Zarr groups scopeflow did not write."""
+    import numpy as np
+    import zarr
+    from zarr.storage import LocalStore
+
+    from storage.datasets import open_dataset
+    from storage.datasets.decisions import read_decisions
+
+    path = Path(path)
+    if "scopeflow_schema" not in _zarr_attrs(path):  # not a dataset scopeflow wrote
+        return {}, []
+    ds = open_dataset(path)
+    md: dict[str, Any] = {"n_frames": int(ds.sizes.get("frame", 0))}
+    tags: list[str] = []
+    instrument = ds.attrs.get("instrument")
+    if isinstance(instrument, dict):
+        md["instrument"] = str(instrument.get("name", ""))
+        md["instrument_kind"] = str(instrument.get("kind", ""))
+        if instrument.get("kind") == "twin":
+            tags.append("stem")  # the twin is a HAADF-STEM
+    if md["n_frames"] and "pixel_size" in ds:
+        sizes = np.asarray(ds["pixel_size"].values, dtype=float)
+        if np.isfinite(sizes).any():
+            md["pixel_size"] = float(np.nanmedian(sizes))
+    if "lattice" in ds:
+        lattices = sorted({str(v) for v in np.asarray(ds["lattice"].values).ravel() if str(v)})
+        md["lattice"] = lattices
+        materials = [MATERIALS.get(name, name) for name in lattices]
+        md["material"] = materials[0] if len(materials) == 1 else materials
+    if "conditions" in ds and md["n_frames"]:
+        values = np.asarray(ds["conditions"].values, dtype=float)
+        names = [str(n) for n in ds["condition"].values]
+        md["conditions"] = {
+            name: {"min": float(np.nanmin(col)), "max": float(np.nanmax(col))}
+            for name, col in zip(names, values.T, strict=True)
+            if np.isfinite(col).any()
+        }
+    root = zarr.open_group(store=LocalStore(path, read_only=True), mode="r", use_consolidated=True)
+    if "predictions" in root:
+        md["model_versions"] = sorted(root["predictions"].group_keys())
+    decisions = read_decisions(path)
+    if decisions.get("frame_start") is not None and len(decisions["frame_start"]):
+        scores = [np.asarray(v, dtype=float) for k, v in decisions.items() if k.startswith("score_")]
+        # fmax skips NaN (no score while the reference fills), quietly.
+        best = (
+            np.fmax.reduce(np.vstack(scores), axis=0) if scores else np.zeros(len(decisions["frame_start"]))
+        )
+        if np.isfinite(best).any():
+            md["drift_score"] = float(np.nanmax(best))
+        md["drift_events"] = [
+            {
+                "frame_start": int(decisions["frame_start"][i]),
+                "frame_end": int(decisions["frame_end"][i]),
+                "action": str(decisions["action"][i]),
+                "score": float(best[i]) if np.isfinite(best[i]) else None,
+            }
+            for i in range(len(decisions["frame_start"]))
+            if bool(decisions["detected"][i])
+        ]
+        if md["drift_events"]:
+            tags.append("drift")
+    return md, tags
+
+
+def find_dataset_record(client: Any, path: str | Path) -> str | None:
+    """The newest dataset record (that the caller may read) whose ``md.path`` is ``path``."""
+    resolved = str(Path(path).resolve())
+    query = f'md.kind == "dataset" and md.path == {json.dumps(resolved)}'
+    page = client.search(md=query, sort="-created", limit=1)
+    items = [i for i in page["items"] if (i.get("metadata") or {}).get("path", resolved) == resolved]
+    return items[0]["id"] if items else None
+
+
 def record_dataset(
     client: Client,
     path: str | Path,
@@ -125,20 +234,22 @@ def record_dataset(
     collections: Iterable[str] = (),
     alias: str | None = None,
 ) -> str:
-    """A dataset (a Zarr group or any directory) as a record; its scalar Zarr attributes and
-    ``metadata`` become the record's metadata. ``derived_from``: ids it was made from."""
+    """A dataset (a Zarr group or any directory) as a record; its scalar Zarr attributes, what
+    ``dataset_summary`` reads from it and ``metadata`` become the record's metadata (its tags
+    add ``stem`` and ``drift`` where they apply). ``derived_from``: ids it was made from."""
     path = Path(path)
     fmt = "zarr" if (path / "zarr.json").is_file() else ("directory" if path.is_dir() else "file")
-    md: dict[str, Any] = {"attrs": _zarr_attrs(path), **dict(metadata or {})}
+    summary, found_tags = dataset_summary(path)
+    md: dict[str, Any] = {"attrs": _zarr_attrs(path), **summary, **dict(metadata or {})}
     md.update(kind="dataset", format=fmt, path=str(path.resolve()))
     deps = [("der", d) for d in derived_from]
     return _create(
         client,
         title or path.name,
-        "scopeflow/dataset-1",
+        "scopeflow/dataset-2",
         md,
         deps,
-        tags=list(tags),
+        tags=list(dict.fromkeys([*tags, *found_tags])),
         collections=list(collections),
         alias=alias,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from scopeflow.errors import InputError
@@ -20,6 +21,7 @@ def make_instrument(
     pixel_size: float | None = None,
     shape: tuple[int, int] = (256, 256),
     timeout: float = 60.0,
+    report: Callable[[str], None] | None = None,
 ) -> Instrument:
     """A digital twin (``seed``, ``drift`` schedule) or a folder watcher (``folder``)."""
     if kind == "twin":
@@ -33,5 +35,7 @@ def make_instrument(
             raise InputError("the folder instrument needs --watch FOLDER")
         from .watcher import FolderWatcher
 
-        return FolderWatcher(folder, pixel_size=pixel_size, timeout=timeout)
+        if timeout <= 0:
+            raise InputError(f"the folder instrument's timeout must be > 0 s, got {timeout:g}")
+        return FolderWatcher(folder, pixel_size=pixel_size, timeout=timeout, report=report)
     raise InputError(f"unknown instrument {kind!r}; choose one of {', '.join(INSTRUMENT_KINDS)}")

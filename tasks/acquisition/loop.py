@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+from scopeflow.errors import InputError
 from storage.datasets import DatasetWriter
 
 from .instrument import Frame, Instrument
@@ -38,6 +41,21 @@ def acquire_batch(instrument: Instrument, writer: DatasetWriter, first: int, end
     return BatchResult(first, end, total, time.perf_counter() - t0)
 
 
+def check_target(dataset: str | Path, instrument: Instrument) -> int:
+    """Refuse now a dataset this instrument could not append to (not a dataset, or acquired with
+    other settings); creates nothing. Returns the frames already committed there."""
+    path = Path(dataset)
+    if not path.exists():
+        return 0
+    if not path.is_dir():
+        raise InputError(f"{path} is a file, not a dataset directory")
+    if not (path / "zarr.json").exists():
+        if any(path.iterdir()):
+            raise InputError(f"{path} exists and is not a scopeflow dataset (no zarr.json)")
+        return 0
+    return DatasetWriter.open(path, instrument.state()).n_frames
+
+
 def acquire_run(
     instrument: Instrument,
     dataset: str,
@@ -51,12 +69,20 @@ def acquire_run(
     Returns the number of frames stored. ``on_batch`` is called after every commit (for
     progress bars and artifacts); ``run_batch`` does one batch (a Prefect task in the flow).
     """
+    created = not Path(dataset).exists()
     writer = DatasetWriter.open(dataset, instrument.state())
     resume = getattr(instrument, "resume", None)
     if resume is not None and writer.n_frames:
         resume(writer.sources())
-    for first, end in batches(writer.n_frames, n_frames, batch_size):
-        result = run_batch(instrument, writer, first, end)
-        if on_batch:
-            on_batch(result)
+    try:
+        for first, end in batches(writer.n_frames, n_frames, batch_size):
+            result = run_batch(instrument, writer, first, end)
+            if on_batch:
+                on_batch(result)
+    except BaseException:
+        # A dataset this call created and never committed a frame to would hold the failed
+        # settings and refuse the corrected command: it goes, committed data never does.
+        if created and writer.n_frames == 0:
+            shutil.rmtree(dataset, ignore_errors=True)
+        raise
     return writer.n_frames

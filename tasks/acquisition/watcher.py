@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from scopeflow.errors import InputError
+from scopeflow.errors import InputError, WaitTimeoutError
 
 from .instrument import Frame
 
@@ -48,6 +49,8 @@ class FolderWatcher:
         timeout: float = 60.0,
         poll: float = 0.1,
         name: str | None = None,
+        report: Callable[[str], None] | None = None,
+        report_every: float = 10.0,
     ) -> None:
         self.folder = Path(folder)
         if not self.folder.is_dir():
@@ -57,6 +60,9 @@ class FolderWatcher:
         self.timeout = timeout
         self.poll = poll
         self.name = name or f"folder:{self.folder.name}"
+        # Waiting is said, not silent: what is awaited, every ``report_every`` seconds.
+        self.report = report or log.info
+        self.report_every = report_every
         self._ingested: set[str] = set()
         self._seen: dict[str, _Seen] = {}
         self._last: dict[str, Any] = {}
@@ -104,7 +110,9 @@ class FolderWatcher:
         """The next new, complete file as a frame; waits up to ``timeout`` s for one."""
         from .readers import read_image
 
-        deadline = time.monotonic() + self.timeout
+        started = time.monotonic()
+        deadline = started + self.timeout
+        next_report = started + self.report_every
         while True:
             for path in self.ready():
                 try:
@@ -117,11 +125,25 @@ class FolderWatcher:
                     continue
                 self._ingested.add(path.name)
                 return self._frame(index, path, image, pixel_size, metadata)
-            if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"no new complete image file appeared in {self.folder} within {self.timeout:g} s"
+            now = time.monotonic()
+            if now >= deadline:
+                raise WaitTimeoutError(
+                    f"no new complete image file ({', '.join(SUFFIXES)}) appeared in {self.folder} within "
+                    f"{self.timeout:g} s for frame {index}; the frames stored so far are kept (re-run to resume)"
                 )
+            if now >= next_report:
+                self.report(self._waiting(index, now - started, deadline - now))
+                next_report = now + self.report_every
             time.sleep(self.poll)
+
+    def _waiting(self, index: int, waited: float, left: float) -> str:
+        """What the watcher waits for, and what it sees that it cannot take yet."""
+        settling = [n for n in self._seen if n not in self._ingested]
+        seen = f"; not yet complete or readable: {', '.join(sorted(settling)[:5])}" if settling else ""
+        return (
+            f"waiting for frame {index}: a new {'/'.join(SUFFIXES)} file in {self.folder} "
+            f"({waited:.0f} s so far, {left:.0f} s left){seen}"
+        )
 
     def _frame(
         self, index: int, path: Path, image: np.ndarray, pixel_size: float | None, metadata: dict[str, Any]

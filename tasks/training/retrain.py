@@ -102,7 +102,8 @@ def retrain(
         registry,
         candidate,
         lineage=lineage,
-        metrics={"validation": f1, "conditions": conditions},
+        # validation_f1 as every trained version records it (reference conditions), for `models list`.
+        metrics={"validation_f1": f1["reference_candidate"], "validation": f1, "conditions": conditions},
         parent=production.version,
     )
     registry.promote(version, "candidate")

@@ -8,7 +8,7 @@ import pytest
 import tifffile
 import xarray as xr
 
-from scopeflow.errors import InputError
+from scopeflow.errors import InputError, WaitTimeoutError
 from tasks.acquisition import Instrument
 from tasks.acquisition.loop import acquire_run
 from tasks.acquisition.watcher import FolderWatcher
@@ -95,3 +95,14 @@ def test_folder_run_resumes_without_reingesting(tmp_path):
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         FolderWatcher(tmp_path / "nope")
+
+
+def test_the_watcher_says_what_it_waits_for(tmp_path):
+    (tmp_path / "growing.npy").write_bytes(b"\x93NUMPY")  # still being written: never settles
+    said: list[str] = []
+    watcher = FolderWatcher(tmp_path, settle=5.0, timeout=1.0, report=said.append, report_every=0.2)
+    with pytest.raises(WaitTimeoutError, match="frame 0"):
+        watcher.acquire(0)
+    assert said, "the watcher waited silently"
+    assert all("waiting for frame 0" in line and str(tmp_path) in line for line in said)
+    assert "growing.npy" in said[-1]  # what it sees but cannot take yet

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,9 @@ from storage.datasets.predictions import prediction_versions, read_atoms, read_p
 from .conftest import TinyModel, make_dataset
 
 
-def test_dask_reanalysis_matches_in_process_inference(tmp_path: Path, tiny_model: TinyModel) -> None:
+def test_dask_reanalysis_matches_in_process_inference(
+    tmp_path: Path, tiny_model: TinyModel, caplog: pytest.LogCaptureFixture
+) -> None:
     path = make_dataset(tmp_path / "run.zarr", frames=5)
     result = reprocess(
         path,
@@ -29,9 +32,17 @@ def test_dask_reanalysis_matches_in_process_inference(tmp_path: Path, tiny_model
         prediction_set="rerun",
     )
     assert (result.frames_processed, result.workers, result.model_version) == (5, 2, tiny_model.version)
+    chatter = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith("distributed") and r.levelno < logging.WARNING
+    ]
+    assert not chatter, chatter[:3]  # dask's start-up INFO lines stay off the console
     ds = open_dataset(path)
     expected = tiny_model.ensemble.locate(list(ds["frames"].values), list(ds["pixel_size"].values))
     pred = read_predictions(path, "rerun")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert [v for v in pred.data_vars if f"`{v}`" not in readme] == []  # the README names the real ones
     assert sum(len(a) for a in expected) == result.atoms == pred.sizes["atom"] > 0
     for i, want in enumerate(expected):
         got = read_atoms(pred, i)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,17 +96,112 @@ def test_worker_runs_a_deployment_and_the_ui_shows_it(
             "reprocess-f1",
             "reprocess-progress",
         )
-        # The image artifact's page loads the PNG from our media server.
+        # The image artifact's page shows the PNG it carries.
         artifact_id, url = images["reprocess-overlay"]
-        assert url.startswith(settings.media_url)
-        browser.open(f"{settings.ui_url}/artifacts/artifact/{artifact_id}")
-        browser.wait_for_text("reprocess-overlay", url)
-        deadline = time.monotonic() + 30
-        loaded: list[list] = []
-        while time.monotonic() < deadline and not any(w > 0 for src, w in loaded if src == url):
-            time.sleep(0.5)
-            loaded = browser.evaluate("Array.from(document.images).map(i => [i.src, i.naturalWidth])") or []
-        assert [url, 500] in loaded, loaded
+        assert url.startswith("data:image/png;base64,")
+        assert _image_width(browser, f"{settings.ui_url}/artifacts/artifact/{artifact_id}", url) == 500
+
+
+def test_an_image_made_outside_up_stays_viewable(running: tuple[OpsSettings, State], tmp_path: Path) -> None:
+    """A run made with embedded defaults (``make run``, no media server of ``up``): once its
+    process is gone, the UI still shows its image artifact."""
+    settings, _ = running
+    script = (
+        "from prefect import flow\n"
+        "from flows.artifacts import publish_figure\n"
+        "from tasks.reporting import f1_timeline\n"
+        "@flow(name='figure-outside-up')\n"
+        "def figure():\n"
+        "    publish_figure('outside-up-f1', f1_timeline([15, 31], [0.9, 0.8], ['v1', 'v1']))\n"
+        "print(figure(return_state=True).state_details.flow_run_id)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCOPEFLOW_MEDIA")}
+    env.update(
+        PREFECT_API_URL=settings.prefect_api_url,
+        SCOPEFLOW_HOME=str(tmp_path / "elsewhere"),
+        PYTHONPATH=str(Path(__file__).resolve().parents[2]),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    run_id = done.stdout.strip().splitlines()[-1]
+    with temporary_settings_for(settings):
+        images = asyncio.run(_image_artifacts(run_id))
+    artifact_id, url = images["outside-up-f1"]
+    binary = find_chromium()
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("no Chromium: scripts/install-browser.sh should have installed it")
+        pytest.skip("no Chromium (run scripts/install-browser.sh)")
+    with Browser(binary) as browser:
+        assert _image_width(browser, f"{settings.ui_url}/artifacts/artifact/{artifact_id}", url) == 640
+
+
+def temporary_settings_for(settings: OpsSettings):  # type: ignore[no-untyped-def]
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    return temporary_settings({PREFECT_API_URL: settings.prefect_api_url})
+
+
+def _image_width(browser: Browser, page: str, src: str) -> int:
+    """Natural width of the image ``src`` once the page has loaded it (0 if it never does)."""
+    browser.open(page)
+    browser.wait_for_text("Image URL")
+    deadline = time.monotonic() + 30
+    widths: list[int] = []
+    while time.monotonic() < deadline and not any(widths):
+        time.sleep(0.5)
+        loaded = browser.evaluate("Array.from(document.images).map(i => [i.src, i.naturalWidth])") or []
+        widths = [w for s, w in loaded if s == src]
+    return max(widths, default=0)
+
+
+def test_cron_deployments_get_scheduled_runs(running: tuple[OpsSettings, State]) -> None:
+    """The server's scheduler service creates the future runs of the cron deployments (with
+    SQLAlchemy 2.1 Prefect 3.8's scheduler failed every loop and created none)."""
+    settings, state = running
+    cron = {"sync", "reprocess-nightly"}
+    assert cron <= set(state.deployments)
+    # The scheduler visits recently applied deployments every 5 s and all of them every 60 s.
+    deadline = time.monotonic() + 150
+    scheduled: dict[str, int] = {}
+    while time.monotonic() < deadline and not all(scheduled.get(name) for name in cron):
+        scheduled = asyncio.run(_scheduled_runs(settings, {n: state.deployments[n] for n in cron}))
+        time.sleep(1.0)
+    assert all(scheduled.get(name) for name in cron), (scheduled, _log_tail(settings))
+
+
+def _log_tail(settings: OpsSettings) -> str:
+    log = settings.ops_dir / "logs" / "prefect-server.log"
+    return log.read_text(errors="replace")[-1500:] if log.exists() else ""
+
+
+async def _scheduled_runs(settings: OpsSettings, deployments: dict[str, str]) -> dict[str, int]:
+    """Runs in the Scheduled state per deployment name."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    counts = {}
+    with temporary_settings({PREFECT_API_URL: settings.prefect_api_url}):
+        async with get_client() as client:
+            for name, deployment_id in deployments.items():
+                runs = await client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+                    flow_run_filter=FlowRunFilter(
+                        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))
+                    ),
+                )
+                counts[name] = len(runs)
+    return counts
 
 
 def test_down_stops_every_process_it_started(running: tuple[OpsSettings, State]) -> None:

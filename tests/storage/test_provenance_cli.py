@@ -119,12 +119,12 @@ def test_cli_search_lineage_and_errors(
     assert "wasDerivedFrom" in json.loads(prov.read_text())
 
     out = runner.invoke(store_app, ["search", "--md", "md.x >"], env=env)
-    assert out.exit_code == 1
+    assert out.exit_code == 2
     assert "error: cannot parse metadata expression" in out.stderr
     out = runner.invoke(
         store_app, ["get", "d/1"], env={**env, "SCOPEFLOW_STORE_URL": f"http://127.0.0.1:{free_port()}"}
     )
-    assert out.exit_code == 1
+    assert out.exit_code == 2
     assert "cannot reach the scopeflow store" in out.stderr
     assert "Traceback" not in out.output
 

@@ -43,6 +43,24 @@ DEFAULT_CONDITIONS: dict[str, Any] = {
     "frame_time": 1.0,  # s between frames
 }
 
+# Physical domains, so a mistake is refused when the schedule is read, not at the frame it starts:
+# (lowest, highest, lowest included). A dose or a rate outside them has no image.
+_DOMAINS: dict[str, tuple[float, float, bool]] = {
+    "region": (0, math.inf, True),
+    "pixel_size": (0.0, math.inf, False),
+    "voltage_kv": (0.0, math.inf, False),
+    "semiangle_mrad": (0.0, math.inf, False),
+    "source_size": (0.0, math.inf, True),
+    "dose": (0.0, math.inf, False),
+    "background": (0.0, 1.0, True),
+    "read_noise": (0.0, math.inf, True),
+    "jitter": (0.0, math.inf, True),
+    "contamination": (0.0, 1.0, True),
+    "vacancy_rate": (0.0, 1.0, True),
+    "substitution_rate": (0.0, 1.0, True),
+    "frame_time": (0.0, math.inf, False),
+}
+
 _STRING_KEYS = {"lattice"}
 _INT_KEYS = {"region"}
 _LOG_KEYS = {"dose"}
@@ -52,9 +70,14 @@ def _coerce(key: str, value: Any) -> Any:
     if key in _STRING_KEYS:
         return str(value)
     try:
-        return int(value) if key in _INT_KEYS else float(value)
+        number = int(value) if key in _INT_KEYS else float(value)
     except (TypeError, ValueError):
         raise InputError(f"condition {key!r} needs a number, got {value!r}") from None
+    low, high, closed = _DOMAINS.get(key, (-math.inf, math.inf, True))
+    if not math.isfinite(number) or number > high or number < low or (number == low and not closed):
+        bound = f"{'≥' if closed else '>'} {low:g}" + (f" and ≤ {high:g}" if math.isfinite(high) else "")
+        raise InputError(f"condition {key!r} must be {bound}, got {value!r}")
+    return number
 
 
 @dataclass(frozen=True)
@@ -165,7 +188,11 @@ class DriftSchedule:
             try:
                 assignment, when = item.split("@")
                 key, value = assignment.split("=")
-                start, _, ramp = when.partition("~")
+                start, tilde, ramp = when.partition("~")
+                if tilde and not ramp.strip():
+                    raise InputError(
+                        f"drift item {item!r}: '~' needs a ramp length in frames (…@start~frames)"
+                    )
                 changes.append(Change(key.strip(), value.strip(), int(start), int(ramp or 0)))
             except ValueError as exc:
                 if isinstance(exc, InputError):
