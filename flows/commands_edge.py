@@ -102,12 +102,25 @@ def locate(
     """Atom columns of one image as CSV ``row,col,uncertainty[,class],kind,sigma_row,sigma_col,confidence``
     in the image's pixels (``kind``: column, substitution, or with --defects vacancy)."""
     try:
+        import numpy as np
+
         from tasks.acquisition.readers import read_image
 
         image, file_pixel_size, _ = read_image(path)
         size = pixel_size if pixel_size is not None else file_pixel_size
         if size is None:
             raise InputError(f"{path}: the file records no pixel size; pass --pixel-size (Å/px, 0.05–0.3)")
+        if pixel_size is not None and file_pixel_size and abs(pixel_size / file_pixel_size - 1) > 0.01:
+            console.print(
+                f"[yellow]warning:[/yellow] --pixel-size {pixel_size:g} Å/px overrides the file's "
+                f"{file_pixel_size:g} Å/px"
+            )
+        if min(image.shape) < 16 or float(np.ptp(image)) == 0.0:
+            console.print(
+                f"[yellow]warning:[/yellow] an image of {image.shape[0]}×{image.shape[1]} px"
+                + (" with one value everywhere" if float(np.ptp(image)) == 0.0 else "")
+                + " holds no resolvable columns"
+            )
         import torch
 
         from storage.models import load_ensemble

@@ -69,5 +69,7 @@ def median_proxies(items: list[Proxies]) -> Proxies:
     arr = np.array([[p.density, p.nn_distance, p.irregularity] for p in items], dtype=np.float64)
     # Frames without columns (no lattice in them) have no spacing: the median is over the rest.
     finite = np.isfinite(arr)
-    med = np.array([np.median(col[ok]) if ok.any() else np.nan for col, ok in zip(arr.T, finite.T, strict=True)])
+    med = np.array(
+        [np.median(col[ok]) if ok.any() else np.nan for col, ok in zip(arr.T, finite.T, strict=True)]
+    )
     return Proxies(float(med[0]), float(med[1]), float(med[2]))
