@@ -65,7 +65,7 @@ def venv_python() -> Path:
     if python.exists() and STAMP.exists() and STAMP.read_text().split() == list(PINS):
         return python
     print(
-        f"[atomap venv] creating {VENV.relative_to(HERE.parent)} (benchmark only; atomap is GPL-3)",
+        f"[atomap venv] creating {VENV} (benchmark only; atomap is GPL-3)",
         flush=True,
     )
     made = subprocess.run(
