@@ -10,7 +10,9 @@ Both are scored the same way by ``accuracy.score`` (away from a 1 Å border, 0.5
 F1, median position error (raw, and after removing one global affine map, see accuracy.py on the
 frames' 0.16 % calibration difference), the three vacancies left empty (no column within 0.5 Å),
 and for ours the vacancies reported. Seconds per frame: each side's locate on a frame already in
-memory; "warm" is the median over the frames after the first.
+memory; "warm" is the median over the frames after the first. Ours is also timed unchecked
+(``Ensemble.check = False``: the network's decoding alone) right after, to show what the check
+against the frame costs.
 
 Run: ``.venv/bin/python benchmarks/atomap_peer.py`` (the first run installs atomap: minutes).
 """
@@ -51,6 +53,12 @@ PINS = (
 )
 STAMP = VENV / "scopeflow-pins.txt"
 BOND_A = 1.42  # Å: graphene's C–C bond length
+# One thread on each side: on the shared, loaded 2-core machine two torch threads ran 7–25× slower
+# than one (OpenMP threads waiting on a descheduled partner), which would measure the load, not
+# the methods. atomap's numpy/scipy/numba get the same single thread.
+ONE_THREAD = {
+    k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+}
 
 
 def fail(message: str) -> None:
@@ -107,7 +115,7 @@ class AtomapWorker:
             stdout=subprocess.PIPE,
             stderr=sys.stderr,
             text=True,
-            # Its own process group member, ended by us on every exit path below.
+            env=os.environ | ONE_THREAD,
         )
         self.info = json.loads(self._answer("READY"))
 
@@ -201,8 +209,10 @@ def main() -> None:
     load_before = os.getloadavg()
     import torch  # after the install: the venv step needs none of it
 
+    torch.set_num_threads(1)
     ensemble = load_ensemble("production", device=torch.device("cpu"))
     frames: dict[str, Any] = {}
+    unchecked: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="atomap-peer-") as tmp:
         worker = AtomapWorker(python, Path(tmp))
         try:
@@ -223,6 +233,13 @@ def main() -> None:
                         start = time.perf_counter()
                         atoms = ensemble.locate(image, p)[0]
                         results[who] = (atoms, time.perf_counter() - start)
+                        # The network's decoding alone (no check against the frame), for timing:
+                        # what the check costs, in the same slot of the same run.
+                        ensemble.check = False
+                        start = time.perf_counter()
+                        ensemble.locate(image, p)
+                        unchecked[path.stem] = time.perf_counter() - start
+                        ensemble.check = True
                 row: dict[str, Any] = {
                     "defocus_A": entry["defocus_A"],
                     "dose_e_per_A2": entry["dose_e_per_A2"],
@@ -231,6 +248,7 @@ def main() -> None:
                     row[who] = side(atoms, truth, vacancies, image.shape, p) | {"seconds": seconds}
                 for name in ("vacancies_reported", "false_vacancies", "auroc"):
                     row["atomap"].pop(name)  # atomap reports no vacancies and no uncertainty
+                row["ours"]["seconds_unchecked"] = unchecked[path.stem]
                 row["ours"]["vacancy_recall_reported"] = (
                     row["ours"]["vacancies_reported"] / row["ours"]["vacancies"]
                 )
@@ -270,6 +288,9 @@ def main() -> None:
     summary["ours"]["vacancies_reported"] = sum(frames[n]["ours"]["vacancies_reported"] for n in names)
     summary["vacancies_total"] = len(vacancies) * len(names)
     summary["speed_ratio_atomap_over_ours"] = warm["atomap"] / warm["ours"]
+    summary["ours"]["seconds_per_frame_unchecked_warm_median"] = float(
+        np.median([unchecked[n] for n in names[1:]])
+    )
     write_result(
         "atomap_peer",
         {
@@ -278,7 +299,7 @@ def main() -> None:
             "pixel_size_A": p,
             "border_A": 1.0,
             "match_A": 0.5,
-            "torch_threads": torch.get_num_threads(),
+            "threads_each_side": 1,
             "load_average_before_after": [load_before, load_after],
             "shared_machine": True,
             "summary": summary,
