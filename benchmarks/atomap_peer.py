@@ -2,7 +2,7 @@
 
 atomap is GPL-3 and never a dependency of the project: this script creates (once) a separate
 venv, ``benchmarks/.venv-atomap``, installs atomap there and runs it in a worker process
-(``benchmarks/_atomap_worker.py``) that imports atomap only there. Our ensemble runs in this
+(``benchmarks/peers/atomap_worker.py``) that imports atomap only there. Our ensemble runs in this
 process. Frames alternate between the two (atomap first on even frames, ours first on odd ones)
 so that both see the same load on a shared machine.
 
@@ -38,7 +38,7 @@ from tasks.inference.atoms import Atoms
 
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venv-atomap"
-WORKER = HERE / "_atomap_worker.py"
+WORKER = HERE / "peers" / "atomap_worker.py"  # not benchmarks/*.py, which `make bench` runs
 # Versions this benchmark was run with (resolved by pip for atomap 0.4.2 in November 2026 and
 # checked to run its pipeline); pinned so that a rerun measures the same atomap.
 PINS = (
@@ -204,6 +204,8 @@ def main() -> None:
     vacancies = truth_vacancies(truth, BOND_A / p)
     image_shape = np.load(ABTEM / index["frames"][0]["file"], mmap_mode="r").shape
     vacancies = vacancies[inner(vacancies, image_shape, 1.0 / p)]
+    if len(vacancies) == 0:
+        fail(f"found no vacancy in {ABTEM / index['truth']} (expected graphene with three)")
     print(f"[run] {len(vacancies)} vacancies in the truth at (row, col) px {np.round(vacancies, 1).tolist()}")
     python = venv_python()
     load_before = os.getloadavg()
