@@ -130,6 +130,7 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
         rowcol, sigma = _combine(atoms.rowcol, fit.rowcol[:n], lattice)
     else:
         rowcol, sigma = atoms.rowcol, np.full((n, 2), np.nan, np.float32)
+    keep &= ~_duplicates(rowcol, q, keep, 0.5 * lattice.separation)
     expected_false = float((1.0 - q[keep]).sum())
     trusted = lattice.found and bool(keep.any()) and expected_false <= TRUST_FALSE_FRACTION * keep.sum()
     return Atoms(
@@ -150,6 +151,20 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
         crystal=True,
         trusted=trusted,
     )
+
+
+def _duplicates(rowcol: np.ndarray, q: np.ndarray, keep: np.ndarray, radius: float) -> np.ndarray:
+    """Columns kept that sit within ``radius`` px of a more probable kept column: two proposals
+    refined onto one column (no lattice has two columns closer than half its spacing)."""
+    out = np.zeros(len(rowcol), bool)
+    if not np.isfinite(radius) or keep.sum() < 2:
+        return out
+    idx = np.flatnonzero(keep)
+    tree = cKDTree(rowcol[idx])
+    for a, b in tree.query_pairs(radius):
+        i, j = idx[a], idx[b]
+        out[j if q[i] >= q[j] else i] = True
+    return out
 
 
 def _fields(atoms: Atoms) -> dict:
