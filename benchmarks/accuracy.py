@@ -13,7 +13,9 @@ frame (the default), on
 - speed, checked vs raw, alternating, on 256² twin frames in batches of 16.
 
 All scoring is away from a 1 Å border (the abTEM frames are periodic, and a column cut by a
-twin frame's edge is in its truth only if its centre is inside).
+twin frame's edge is in its truth only if its centre is inside): found columns inside the
+border are matched against every true column (a hit just across the border is no false
+column), and true columns inside it against every found one.
 
 Calibration of the abTEM frames: their x-axis spans 6 graphene cells, 25.56 Å, over 256 px,
 while the truth is given at 0.1 Å/px: positions differ from the truth by 0.16 % along columns
@@ -30,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _common import write_result
+from scipy.cluster.hierarchy import fclusterdata
 from scipy.ndimage import gaussian_filter, zoom
 from scipy.spatial import cKDTree
 
@@ -74,15 +77,28 @@ def affine_error(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.linalg.norm(design @ coef - truth, axis=1)
 
 
+def bordered(found: np.ndarray, truth: np.ndarray, shape, tolerance: float, margin: float):  # type: ignore[no-untyped-def]
+    """Matches away from the border: (pairs of inner found ↔ any true, their distances, a mask of
+    inner found columns that hit, false positives, false negatives)."""
+    f_in, t_in = inner(found, shape, margin), inner(truth, shape, margin)
+    pairs, dist = match(found, truth, tolerance)
+    hit = np.zeros(len(found), bool)
+    hit[pairs[:, 0]] = True
+    true_hit = np.zeros(len(truth), bool)
+    true_hit[pairs[:, 1]] = True
+    both = f_in[pairs[:, 0]] if len(pairs) else np.zeros(0, bool)
+    fp = int((f_in & ~hit).sum())
+    fn = int((t_in & ~true_hit).sum())
+    return pairs[both], dist[both], hit[f_in], fp, fn
+
+
 def score(atoms, truth: np.ndarray, vacancies: np.ndarray, shape, pixel_size: float) -> dict:  # type: ignore[no-untyped-def]
     """F1, errors, vacancies and AUROC of one frame's atoms, away from a 1 Å border."""
     margin = 1.0 / pixel_size
-    found, true = atoms.rowcol[inner(atoms.rowcol, shape, margin)], truth[inner(truth, shape, margin)]
     unc = atoms.uncertainty[inner(atoms.rowcol, shape, margin)]
-    pairs, dist = match(found, true, MATCH / pixel_size)
-    hit = np.zeros(len(found), bool)
-    hit[pairs[:, 0]] = True
-    tp, fp, fn = len(pairs), len(found) - len(pairs), len(true) - len(pairs)
+    pairs, dist, hit, fp, fn = bordered(atoms.rowcol, truth, shape, MATCH / pixel_size, margin)
+    tp = len(pairs)
+    found, true = atoms.rowcol, truth
     out = {
         "f1": 2 * tp / max(2 * tp + fp + fn, 1),
         "false_columns": fp,
@@ -110,6 +126,22 @@ def score(atoms, truth: np.ndarray, vacancies: np.ndarray, shape, pixel_size: fl
     return out
 
 
+def proposals_auroc(raw, checked, truth: np.ndarray, shape, pixel_size: float) -> float:  # type: ignore[no-untyped-def]
+    """AUROC over the network's proposals of the doubt the check leaves on each: a proposal it
+    reports keeps its uncertainty, one it refuses gets 0.5 (an even split, not reported).
+    False proposals (a filled vacancy, a column in noise) should rank above true ones."""
+    if len(raw) == 0:
+        return float("nan")
+    doubt = np.full(len(raw), 0.5)
+    if len(checked):
+        d, j = cKDTree(checked.rowcol).query(raw.rowcol)
+        kept = d < 0.5 * MATCH / pixel_size
+        doubt[kept] = checked.uncertainty[j[kept]]
+    sel = inner(raw.rowcol, shape, 1.0 / pixel_size)
+    _, _, hit, _, _ = bordered(raw.rowcol, truth, shape, MATCH / pixel_size, 1.0 / pixel_size)
+    return auroc(doubt[sel][~hit], doubt[sel][hit])
+
+
 def abtem_vacancies(truth: np.ndarray) -> np.ndarray:
     """Lattice sites of the abTEM frame with no atom: three atoms at the bond length (14.2 px),
     the fourth at the second-neighbour distance (a hexagon's centre has six at 14.2 px)."""
@@ -117,17 +149,12 @@ def abtem_vacancies(truth: np.ndarray) -> np.ndarray:
         -1, 2
     )
     d, _ = cKDTree(truth).query(grid, k=4)
-    sites = grid[(d[:, 0] > 10) & (d[:, 2] < 15.5) & (d[:, 3] > 20)]
+    # Away from the border, where the periodic frame's neighbours are cut off.
+    sites = grid[(d[:, 0] > 10) & (d[:, 2] < 15.5) & (d[:, 3] > 20) & inner(grid, (246, 256), 20.0)]
     if len(sites) == 0:
         return sites
-    labels = np.full(len(sites), -1)
-    centres = []
-    for i, s in enumerate(sites):
-        if labels[i] < 0:
-            group = np.linalg.norm(sites - s, axis=1) < 3.0
-            labels[group & (labels < 0)] = len(centres)
-            centres.append(sites[group].mean(axis=0))
-    return np.array(centres)
+    labels = fclusterdata(sites, 3.0, criterion="distance")
+    return np.array([sites[labels == k].mean(axis=0) for k in np.unique(labels)])
 
 
 def abtem(ensemble) -> dict:  # type: ignore[no-untyped-def]
@@ -144,15 +171,17 @@ def abtem(ensemble) -> dict:  # type: ignore[no-untyped-def]
             scale = np.array(frame.shape, float) / np.array(image.shape, float)
             t, v = truth * scale, vacancies * scale
             row = {}
+            found = {}
             for check in (False, True):
                 ensemble.check = check
                 start = time.perf_counter()
-                atoms = ensemble.locate(frame, p)[0]
+                atoms = found[check] = ensemble.locate(frame, p)[0]
                 seconds = time.perf_counter() - start
                 row["checked" if check else "raw"] = score(atoms, t, v, frame.shape, p) | {"seconds": seconds}
                 if check and len(atoms):
                     sel = inner(atoms.rowcol, frame.shape, 1.0 / p)
                     row["checked"]["median_sigma_px"] = float(np.nanmedian(atoms.sigma[sel]))
+            row["checked"]["auroc_proposals"] = proposals_auroc(found[False], found[True], t, frame.shape, p)
             results[f"{path.stem} @{p:g}"] = row
             print(path.stem, p, {k: round(row["checked"][k], 3) for k in ("f1", "median_error_px")})
     return results
@@ -181,52 +210,62 @@ def twin(ensemble, seeds: int = 3) -> dict:  # type: ignore[no-untyped-def]
     cases |= {f"mos2 {name}": {"lattice": "mos2", **extra} for name, extra in HARD.items()}
     results = {}
     for name, extra in cases.items():
-        row = {}
-        for check in (False, True):
-            ensemble.check = check
-            totals = {"tp": 0, "fp": 0, "fn": 0, "vtp": 0, "vfp": 0, "vfn": 0}
-            unc_true, unc_false = [], []
-            for seed in range(seeds):
-                base = {"vacancy_rate": 0.03, "substitution_rate": 0.02, **extra}
-                tw = DigitalTwin(100 + seed, DriftSchedule(base=base), (256, 256))
-                frame = tw.acquire(3)
-                p = frame.pixel_size
-                atoms = ensemble.locate(frame.image, p)[0]
-                scene = tw.scene(3)
-                origin, _ = tw.window(3)
-                vac = (scene.xy[scene.kind == VACANCY][:, ::-1] - np.array(origin[::-1])) / p
-                margin = 1.0 / p
-                found = inner(atoms.rowcol, (256, 256), margin)
-                true = frame.truth.rowcol[inner(frame.truth.rowcol, (256, 256), margin)]
-                pairs, _ = match(atoms.rowcol[found], true, MATCH / p)
-                hit = np.zeros(found.sum(), bool)
-                hit[pairs[:, 0]] = True
-                totals["tp"] += len(pairs)
-                totals["fp"] += int(found.sum()) - len(pairs)
-                totals["fn"] += len(true) - len(pairs)
-                unc = atoms.uncertainty[found]
-                unc_true.append(unc[hit])
-                unc_false.append(unc[~hit])
-                vac = vac[inner(vac, (256, 256), margin)]
-                rep = (
-                    atoms.vacancies[inner(atoms.vacancies, (256, 256), margin)]
-                    if len(atoms.vacancies)
-                    else atoms.vacancies
+        totals = {k: dict.fromkeys(("tp", "fp", "fn", "vtp", "vfp", "vfn"), 0) for k in ("raw", "checked")}
+        uncertainty: dict[str, list] = {"raw": [[], []], "checked": [[], []], "proposals": [[], []]}
+        for seed in range(seeds):
+            base = {"vacancy_rate": 0.03, "substitution_rate": 0.02, **extra}
+            tw = DigitalTwin(100 + seed, DriftSchedule(base=base), (256, 256))
+            frame = tw.acquire(3)
+            p = frame.pixel_size
+            margin = 1.0 / p
+            scene = tw.scene(3)
+            origin, _ = tw.window(3)
+            vac = (scene.xy[scene.kind == VACANCY][:, ::-1] - np.array(origin[::-1])) / p
+            vac = vac[inner(vac, (256, 256), margin)]
+            found = {}
+            for key, check in (("raw", False), ("checked", True)):
+                ensemble.check = check
+                atoms = found[key] = ensemble.locate(frame.image, p)[0]
+                pairs, _, hit, fp, fn = bordered(
+                    atoms.rowcol, frame.truth.rowcol, (256, 256), MATCH / p, margin
                 )
+                t = totals[key]
+                t["tp"] += len(pairs)
+                t["fp"] += fp
+                t["fn"] += fn
+                unc = atoms.uncertainty[inner(atoms.rowcol, (256, 256), margin)]
+                uncertainty[key][0].append(unc[~hit])
+                uncertainty[key][1].append(unc[hit])
+                rep = atoms.vacancies
+                rep = rep[inner(rep, (256, 256), margin)] if len(rep) else rep
                 vp, _ = match(rep, vac, MATCH / p)
-                totals["vtp"] += len(vp)
-                totals["vfp"] += len(rep) - len(vp)
-                totals["vfn"] += len(vac) - len(vp)
-            t = totals
-            row["checked" if check else "raw"] = {
+                t["vtp"] += len(vp)
+                t["vfp"] += len(rep) - len(vp)
+                t["vfn"] += len(vac) - len(vp)
+            raw, checked = found["raw"], found["checked"]
+            doubt = np.full(len(raw), 0.5)
+            if len(checked) and len(raw):
+                d, j = cKDTree(checked.rowcol).query(raw.rowcol)
+                doubt[d < 0.5 * MATCH / p] = checked.uncertainty[j[d < 0.5 * MATCH / p]]
+            _, _, hit, _, _ = bordered(raw.rowcol, frame.truth.rowcol, (256, 256), MATCH / p, margin)
+            doubt = doubt[inner(raw.rowcol, (256, 256), margin)]
+            uncertainty["proposals"][0].append(doubt[~hit])
+            uncertainty["proposals"][1].append(doubt[hit])
+        row = {}
+        for key, t in totals.items():
+            row[key] = {
                 "f1": 2 * t["tp"] / max(2 * t["tp"] + t["fp"] + t["fn"], 1),
-                "auroc": auroc(np.concatenate(unc_false), np.concatenate(unc_true)),
+                "false_columns": t["fp"],
+                "auroc": auroc(np.concatenate(uncertainty[key][0]), np.concatenate(uncertainty[key][1])),
                 "vacancy_recall": t["vtp"] / max(t["vtp"] + t["vfn"], 1),
-                "vacancy_precision": t["vtp"] / max(t["vtp"] + t["vfp"], 1)
+                "vacancy_precision": t["vtp"] / (t["vtp"] + t["vfp"])
                 if t["vtp"] + t["vfp"]
                 else float("nan"),
                 "vacancies": t["vtp"] + t["vfn"],
             }
+        row["checked"]["auroc_proposals"] = auroc(
+            np.concatenate(uncertainty["proposals"][0]), np.concatenate(uncertainty["proposals"][1])
+        )
         results[name] = row
         print(name, {k: round(v, 3) for k, v in row["checked"].items()})
     return results

@@ -263,22 +263,21 @@ def _expected_class(
 
 def _sublattices(rowcol: np.ndarray, tree: cKDTree, vectors: np.ndarray, tol: float) -> np.ndarray:
     """Connected components of columns joined by translations: one label per sublattice."""
-    parent = np.arange(len(rowcol))
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
 
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    n = len(rowcol)
+    rows, cols = [], []
     for v in vectors:
         dist, j = tree.query(rowcol + v, distance_upper_bound=tol)
-        for i in np.flatnonzero(np.isfinite(dist)):
-            a, b = root(i), root(int(j[i]))
-            if a != b:
-                parent[a] = b
-    roots = np.array([root(i) for i in range(len(rowcol))])
-    _, labels, counts = np.unique(roots, return_inverse=True, return_counts=True)
+        ok = np.flatnonzero(np.isfinite(dist))
+        rows.append(ok)
+        cols.append(j[ok])
+    edges = coo_matrix(
+        (np.ones(sum(len(r) for r in rows)), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
+    )
+    _, labels = connected_components(edges, directed=False)
+    counts = np.bincount(labels)
     # A column joined to no other is on no sublattice (an adatom, or a false column).
     return np.where(counts[labels] > 1, labels, -1).astype(np.int64)
 

@@ -78,10 +78,13 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
     cls = atoms.cls.astype(np.int64)
     sub = np.concatenate([lattice.sublattice, np.full(len(sites), -2)])
     on = sub[:n] >= 0
-    # Each species' height: the median over its columns on the lattice (a class of a few
-    # stray proposals, off the lattice, is no species of the crystal). Medians are robust to
-    # the few vacancies; keeping only significant columns would bias them upwards at low dose.
-    members = on if on.sum() >= 3 else np.ones(n, bool)
+    # Each species' height: the median over the columns of its class on sites of its class
+    # (a site's class is the one most common at its translation neighbours), so that a few
+    # stray or misclassified proposals do not make a species of their own. Medians are robust
+    # to the few vacancies; keeping only significant columns would bias them upwards at low dose.
+    expected = lattice.expected_class
+    regular = on & (cls == expected)
+    members = regular if regular.sum() >= 3 else (on if on.sum() >= 3 else np.ones(n, bool))
     levels, spreads = {}, {}
     for c in np.unique(cls[members]):
         h = height[:n][members & (cls == c)]
@@ -93,8 +96,12 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
         # or too few counts): report the network's columns as they are, untrusted.
         return Atoms(**{**_fields(atoms), "crystal": True, "trusted": False})
     lightest = min(levels, key=levels.__getitem__)
-    a_lo, tau = levels[lightest], spreads[lightest]
-    llr = (height * a_lo - 0.5 * a_lo**2) / np.maximum(se**2 + tau**2, 1e-30)
+    # A column is weighed against its own site's species; an empty site (whose species the
+    # lattice's translations may mix) and a site of unknown species against the lightest.
+    site_class = np.concatenate([expected, np.full(len(sites), -1)])
+    ref = np.array([levels.get(int(c), levels[lightest]) for c in site_class])
+    tau = np.array([spreads.get(int(c), spreads[lightest]) for c in site_class])
+    llr = (height * ref - 0.5 * ref**2) / np.maximum(se**2 + tau**2, 1e-30)
     p_present = expit(llr + _log_prior_odds(llr))
     # Within a spacing of the frame's edge a column's neighbours beyond the edge are not in
     # the fit, and their tails are: the fit cannot judge such a column; the members' vote stands.
@@ -120,7 +127,6 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
 
     # A substitution: a column of another class than its sublattice's, whose height departs
     # from that class's by more than the frame-wide significance level allows.
-    expected = lattice.expected_class
     level = np.array([levels.get(int(c), np.nan) for c in expected])
     spread = np.array([spreads.get(int(c), np.nan) for c in expected])
     z_sub = np.abs(height[:n] - level) / np.sqrt(se[:n] ** 2 + spread**2 + 1e-30)
@@ -130,6 +136,7 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
         rowcol, sigma = _combine(atoms.rowcol, fit.rowcol[:n], lattice)
     else:
         rowcol, sigma = atoms.rowcol, np.full((n, 2), np.nan, np.float32)
+    keep &= ~_duplicates(rowcol, q, keep, 0.5 * lattice.separation)
     expected_false = float((1.0 - q[keep]).sum())
     trusted = lattice.found and bool(keep.any()) and expected_false <= TRUST_FALSE_FRACTION * keep.sum()
     return Atoms(
@@ -150,6 +157,20 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
         crystal=True,
         trusted=trusted,
     )
+
+
+def _duplicates(rowcol: np.ndarray, q: np.ndarray, keep: np.ndarray, radius: float) -> np.ndarray:
+    """Columns kept that sit within ``radius`` px of a more probable kept column: two proposals
+    refined onto one column (no lattice has two columns closer than half its spacing)."""
+    out = np.zeros(len(rowcol), bool)
+    if not np.isfinite(radius) or keep.sum() < 2:
+        return out
+    idx = np.flatnonzero(keep)
+    tree = cKDTree(rowcol[idx])
+    for a, b in tree.query_pairs(radius):
+        i, j = idx[a], idx[b]
+        out[j if q[i] >= q[j] else i] = True
+    return out
 
 
 def _fields(atoms: Atoms) -> dict:
