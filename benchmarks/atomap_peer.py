@@ -30,8 +30,7 @@ from typing import Any
 
 import numpy as np
 from _common import write_result
-from accuracy import ABTEM, inner, score
-from scipy.spatial import cKDTree
+from accuracy import ABTEM, abtem_vacancies, score
 
 from storage.models import load_ensemble
 from tasks.inference.atoms import Atoms
@@ -52,7 +51,6 @@ PINS = (
     "matplotlib==3.11.2",
 )
 STAMP = VENV / "scopeflow-pins.txt"
-BOND_A = 1.42  # Å: graphene's C–C bond length
 # One thread on each side: on the shared, loaded 2-core machine two torch threads ran 7–25× slower
 # than one (OpenMP threads waiting on a descheduled partner), which would measure the load, not
 # the methods. atomap's numpy/scipy/numba get the same single thread.
@@ -148,33 +146,6 @@ class AtomapWorker:
             self.proc.wait()
 
 
-def truth_vacancies(truth: np.ndarray, bond_px: float) -> np.ndarray:
-    """Vacant graphene sites (m, 2) px: three true atoms at the bond length, the fourth beyond.
-
-    An atom beside a vacancy has two bonded neighbours b1, b2 instead of three; graphene's three
-    bond vectors sum to zero, so the missing one sits at 3a − b1 − b2. A site counts when three
-    atoms lie within 0.5 px of ``bond_px`` from it and the fourth is further than √2 bonds (a
-    lattice site's fourth-nearest atom is a second neighbour at √3 bonds; the frame's edge, where
-    the list of atoms stops, gives sites with fewer than three).
-    """
-    tree = cKDTree(truth)
-    dist, idx = tree.query(truth, 4)
-    bonded = np.abs(dist[:, 1:] - bond_px) < 0.5
-    sites = [
-        3 * truth[a] - truth[idx[a, 1:][bonded[a]]].sum(axis=0) for a in np.flatnonzero(bonded.sum(1) == 2)
-    ]
-    if not sites:
-        return np.zeros((0, 2))
-    cand = np.array(sites)
-    near, _ = tree.query(cand, 4)
-    cand = cand[(np.abs(near[:, :3] - bond_px) < 0.5).all(axis=1) & (near[:, 3] > np.sqrt(2) * bond_px)]
-    out: list[np.ndarray] = []
-    for c in cand:  # each vacancy is found from up to three of its neighbours
-        if all(np.linalg.norm(c - o) > 1.0 for o in out):
-            out.append(c)
-    return np.array(out).reshape(-1, 2)
-
-
 def as_atoms(rowcol: np.ndarray) -> Atoms:
     """atomap's positions as our ``Atoms`` (no uncertainty, class or vacancies), for scoring."""
     n = len(rowcol)
@@ -200,10 +171,9 @@ def main() -> None:
     index = json.loads((ABTEM / "index.json").read_text())
     p = float(index["pixel_size_A"])
     truth = np.load(ABTEM / index["truth"]).astype(np.float64)
-    # 1.42 Å, graphene's C–C bond (physics, not fitted to the frames); sites inside the 1 Å border.
-    vacancies = truth_vacancies(truth, BOND_A / p)
-    image_shape = np.load(ABTEM / index["frames"][0]["file"], mmap_mode="r").shape
-    vacancies = vacancies[inner(vacancies, image_shape, 1.0 / p)]
+    # The truth's sites with three atoms at graphene's bond length (14.2 px) and the fourth beyond
+    # 20 px, away from the border: the three vacancies (benchmarks/accuracy.py).
+    vacancies = abtem_vacancies(truth)
     if len(vacancies) == 0:
         fail(f"found no vacancy in {ABTEM / index['truth']} (expected graphene with three)")
     print(f"[run] {len(vacancies)} vacancies in the truth at (row, col) px {np.round(vacancies, 1).tolist()}")
