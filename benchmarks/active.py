@@ -26,7 +26,7 @@ import torch
 
 from flows.explore import ExploreConfig, build_twin, scalarizer_for
 from tasks.acquisition.twin.spectra import SpectrumChannel
-from tasks.active import Campaign, GPSurrogate, candidate_grid, extract_patches, make_acquisition, standardise
+from tasks.active import Campaign, GPSurrogate, candidate_grid, extract_patches, make_scorer, standardise
 
 RESULTS = Path(__file__).parent / "results" / "active.json"
 SCENES = [
@@ -62,7 +62,7 @@ def run_strategy(
 ) -> dict:
     """One campaign of ``budget`` single-point steps; the order measured and per-step timings."""
     surrogate = GPSurrogate.dkl(inputs, seed=seed) if model == "dkl" else GPSurrogate.plain(inputs)
-    campaign = Campaign(surrogate, make_acquisition("ei"), n_initial=5, seed=seed)
+    campaign = Campaign(surrogate, make_scorer("logei"), n_initial=5, seed=seed)
     decisions, fits = [], []
     while len(campaign.measured) < budget:
         p = campaign.propose(1)
@@ -93,7 +93,7 @@ def decision_timing(inputs: np.ndarray, values: np.ndarray, threads: int, n_poin
         first = time.perf_counter() - t0
         steps = []
         for k in range(n_points - 9, n_points + 1):
-            c = Campaign(s, make_acquisition("ei"))
+            c = Campaign(s, make_scorer("logei"))
             c.measured, c.values = list(idx[:k]), list(values[idx[:k]])
             c.n_initial = 0
             t0 = time.perf_counter()

@@ -35,7 +35,7 @@ from tasks.active import (
     Scalarizer,
     candidate_grid,
     extract_patches,
-    make_acquisition,
+    make_scorer,
     standardise,
 )
 from tasks.active.measurement_log import MeasurementLog
@@ -149,7 +149,7 @@ def explore(
     surrogate = (
         GPSurrogate.dkl(inputs, seed=config.seed) if config.model == "dkl" else GPSurrogate.plain(inputs)
     )
-    acquisition = make_acquisition(config.acquisition, beta=config.beta)
+    acquisition = make_scorer(config.acquisition, beta=config.beta)
     campaign = Campaign(surrogate, acquisition, n_initial=config.n_initial, seed=config.seed)
     log = MeasurementLog(
         dataset,

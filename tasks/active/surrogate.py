@@ -18,6 +18,7 @@ from scopeflow.errors import InputError
 from .dkl_model import DKLModel
 from .feature_extractor import PatchFeatureExtractor
 from .posterior import Posterior
+from .scoring.candidate_model import CandidateModel
 
 
 class GPSurrogate:
@@ -207,6 +208,26 @@ class GPSurrogate:
             return sample.double().numpy() * self._y_std + self._y_mean
 
         return Posterior(mean=mean, variance=var, draw=draw)
+
+    def candidate_model(self) -> CandidateModel:
+        """The fitted GP as a BoTorch model over every candidate's features (standardised units).
+
+        The network runs once here, not once per candidate scored.
+        """
+        if self.model is None or self.likelihood is None:
+            raise InputError("the surrogate has not been fitted yet: call fit() first")
+        with torch.no_grad():
+            z = self.inputs if self.feature_extractor is None else self.feature_extractor(self.inputs)
+        return CandidateModel(
+            z,
+            self._train_idx,
+            self._train_y,
+            self.likelihood,
+            self.model.mean_module,
+            self.model.covar_module,
+            y_mean=self._y_mean,
+            y_std=self._y_std,
+        )
 
     def _conditioned(self, cidx: torch.Tensor, cy: torch.Tensor) -> _Conditioned:
         return _Conditioned(self, cidx, cy)
