@@ -59,7 +59,7 @@ class HypothesisReport:
                     "chosen": c,
                     **f.describe(),
                 }
-                for n, w, pw, c, f in zip(
+                for n, w, pw, f, c in zip(
                     self.names,
                     self.weights,
                     self.prequential_weights,

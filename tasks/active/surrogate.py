@@ -136,12 +136,18 @@ class GPSurrogate:
             if isinstance(scale, gpytorch.kernels.InducingPointKernel):
                 scale = scale.base_kernel
             if previous is None:
-                lengthscale = 0.5 if self.feature_extractor is not None else float(np.sqrt(x.shape[1]))
-                scale.base_kernel.initialize(lengthscale=lengthscale)
+                if isinstance(scale, gpytorch.kernels.AdditiveKernel):
+                    deep, plain = scale.kernels
+                    deep.base_kernel.initialize(lengthscale=0.5)
+                    plain.base_kernel.initialize(lengthscale=float(np.sqrt(x.shape[1])))
+                else:
+                    lengthscale = 0.5 if self.feature_extractor is not None else float(np.sqrt(x.shape[1]))
+                    scale.base_kernel.initialize(lengthscale=lengthscale)
             else:
-                # Switching exact → sparse: keep the kernel hyperparameters learned so far.
+                # Switching exact → sparse: keep the deep kernel's hyperparameters learned so far.
                 old = previous.covar_module
                 old = old.base_kernel if isinstance(old, gpytorch.kernels.InducingPointKernel) else old
+                old = old.kernels[0] if isinstance(old, gpytorch.kernels.AdditiveKernel) else old
                 scale.load_state_dict(old.state_dict())
                 self.model.mean_module.load_state_dict(previous.mean_module.state_dict())
             self.likelihood.initialize(noise=0.1)
@@ -217,7 +223,7 @@ class GPSurrogate:
         if self.model is None or self.likelihood is None:
             raise InputError("the surrogate has not been fitted yet: call fit() first")
         with torch.no_grad():
-            z = self.inputs if self.feature_extractor is None else self.feature_extractor(self.inputs)
+            z = self.inputs if self.model is None else self.model.features(self.inputs)
         return CandidateModel(
             z,
             self._train_idx,
