@@ -174,14 +174,15 @@ def explore(
     config: ExploreConfig,
     *,
     sources: tuple[Instrument, Spectrometer] | None = None,
-    approve: Callable[[Proposal, np.ndarray, str | None], Answer] | None = None,
+    approve: Callable[[Proposal, np.ndarray, dict[str, Any]], Answer] | None = None,
     on_step: Callable[[dict[str, Any]], None] | None = None,
 ) -> ExploreResult:
     """Survey, then fit/choose/measure/record until the budget is spent or the target found.
 
     ``sources`` are the instrument that takes the survey and the spectrometer (the twin's by
-    default). ``approve(proposal, rowcol, leading_hypothesis)`` may reject a batch (its points
-    are never proposed again) or replace it by other points; ``on_step(state)`` hears about
+    default). ``approve(proposal, rowcol, context)`` may reject a batch (its points are never
+    proposed again) or replace it by other points; ``context`` holds the leading hypothesis
+    (or None), the points measured so far (``rowcol``, ``values``) and the ``survey`` image; ``on_step(state)`` hears about
     every batch measured (progress, the map, the hypotheses' weights).
     """
     torch.set_num_threads(config.threads)
@@ -222,8 +223,15 @@ def explore(
         k = min(config.batch, config.budget - len(campaign.measured))
         proposal = campaign.propose(k)
         result.decision_seconds.append(proposal.decision_seconds)
-        leading = campaign.leading() if isinstance(campaign, HypothesisCampaign) else None
-        answer = approve(proposal, rowcol[proposal.indices], leading) if approve else Answer("auto")
+        answer = Answer("auto")
+        if approve:
+            context = {
+                "leading": campaign.leading() if isinstance(campaign, HypothesisCampaign) else None,
+                "rowcol": rowcol[campaign.measured],
+                "values": np.asarray(campaign.values),
+                "survey": survey.image,
+            }
+            answer = approve(proposal, rowcol[proposal.indices], context)
         result.approvals[answer.verdict] = result.approvals.get(answer.verdict, 0) + 1
         indices = list(proposal.indices)
         mean, std = proposal.predicted_mean, proposal.predicted_std
@@ -340,9 +348,7 @@ class BatchAnswer(RunInput):
     note: str = ""
 
 
-def _ask_operator(
-    proposal: Proposal, rowcol: np.ndarray, leading: str | None, timeout: int, dataset: str
-) -> Answer:
+def _ask_operator(proposal: Proposal, rowcol: np.ndarray, context: dict[str, Any], timeout: int) -> Answer:
     """Pause the flow run for a person's answer about a batch; no answer within ``timeout`` s measures it."""
     from prefect.client.orchestration import get_client
     from prefect.context import FlowRunContext
@@ -352,7 +358,8 @@ def _ask_operator(
 
     logger = get_run_logger()
     where = ", ".join(f"({r}, {c})" for r, c in rowcol.tolist())
-    _publish_proposal(dataset, proposal, rowcol, leading)
+    leading = context.get("leading")
+    _publish_proposal(proposal, rowcol, context)
     logger.info(
         "step %d: %s proposes probe positions %s%s; waiting %d s for an answer",
         proposal.step,
@@ -363,7 +370,7 @@ def _ask_operator(
     )
     try:
         # Prefect polls every 10 s by default; a short gate would overrun its timeout by that much.
-        poll = max(1, min(10, timeout // 4))
+        poll = max(1, min(10, timeout // 10))
         answer = pause_flow_run(
             wait_for_input=BatchAnswer.with_initial_data(
                 description=f"Step {proposal.step}: measure {where}?"
@@ -416,7 +423,7 @@ def explore_flow(
     result = explore(
         dataset,
         cfg,
-        approve=(lambda p, rc, lead: _ask_operator(p, rc, lead, gate_timeout, dataset)) if gate else None,
+        approve=(lambda p, rc, context: _ask_operator(p, rc, context, gate_timeout)) if gate else None,
         on_step=step,
     )
     update_progress_artifact(
@@ -447,26 +454,19 @@ def _publish_map(state: dict[str, Any], cfg: ExploreConfig, chosen: np.ndarray |
     publish_figure("explore-map", png, "where the surrogate chose to measure, and what it found")
 
 
-def _publish_proposal(dataset: str, proposal: Proposal, rowcol: np.ndarray, leading: str | None) -> None:
+def _publish_proposal(proposal: Proposal, rowcol: np.ndarray, context: dict[str, Any]) -> None:
     """The map with the proposed points marked, published before the gate asks about them."""
     from flows.artifacts import publish_figure
-    from storage.datasets import open_dataset
-    from tasks.active.measurement_log import open_measurements
     from tasks.reporting import acquisition_map
 
-    survey = open_dataset(dataset)["frames"].isel(frame=0).values
-    try:
-        ds = open_measurements(dataset)
-        measured = np.stack([ds["row"].values, ds["col"].values], axis=1)
-        values = ds["value"].values
-    except FileNotFoundError:
-        measured, values = np.empty((0, 2)), np.empty(0)
+    measured, values = context["rowcol"], context["values"]
+    leading = context.get("leading")
     png = acquisition_map(
         measured if len(measured) else rowcol,
         values if len(values) else np.zeros(len(rowcol)),
         measured=measured,
         chosen=rowcol,
-        background=survey,
+        background=context["survey"],
         title=f"step {proposal.step}: proposed by {proposal.how}"
         + (f" (leading: {leading})" if leading else ""),
         label="scalarized value",
