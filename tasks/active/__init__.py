@@ -12,7 +12,6 @@ from .campaign import Campaign, Proposal
 from .dkl_model import DKLModel
 from .feature_extractor import PatchFeatureExtractor
 from .patches import candidate_grid, extract_patches, standardise
-from .posterior import Posterior
 from .scalarizers import BandIntensity, PeakPosition, PeakRatio, Scalarizer
 from .scoring import SCORERS, CandidateModel, Scorer, make_scorer
 from .surrogate import GPSurrogate
@@ -27,7 +26,6 @@ __all__ = [
     "PatchFeatureExtractor",
     "PeakPosition",
     "PeakRatio",
-    "Posterior",
     "Proposal",
     "Scalarizer",
     "Scorer",

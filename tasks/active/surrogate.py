@@ -17,7 +17,6 @@ from scopeflow.errors import InputError
 
 from .dkl_model import DKLModel
 from .feature_extractor import PatchFeatureExtractor
-from .posterior import Posterior
 from .scoring.candidate_model import CandidateModel
 
 
@@ -184,37 +183,6 @@ class GPSurrogate:
         likelihood.eval()
         return float(loss.detach())
 
-    def posterior(self, condition: Sequence[int] = (), values: Sequence[float] = ()) -> Posterior:
-        """Latent posterior at every candidate, also conditioned on ``condition`` at ``values``
-        (fantasy observations for pending points; no retraining)."""
-        if self.model is None:
-            raise InputError("the surrogate has not been fitted yet: call fit() first")
-        cidx = torch.as_tensor(np.asarray(condition, dtype=np.int64))
-        cy = torch.as_tensor(
-            (np.asarray(values, dtype=np.float64) - self._y_mean) / self._y_std, dtype=torch.float64
-        )
-        if len(cidx) != len(cy):
-            raise InputError(f"{len(cidx)} fantasy points but {len(cy)} values")
-        with (
-            self._conditioned(cidx, cy),
-            torch.no_grad(),
-            gpytorch.settings.fast_pred_var(),
-            _near_singular_ok(),
-        ):
-            f = self.model(self.inputs)
-            mean = f.mean.double().numpy() * self._y_std + self._y_mean
-            var = f.variance.double().clamp_min(0).numpy() * self._y_std**2
-
-        def draw(rng: np.random.Generator) -> np.ndarray:
-            seed = int(rng.integers(2**62))
-            with self._conditioned(cidx, cy), torch.no_grad(), torch.random.fork_rng(), _near_singular_ok():
-                torch.manual_seed(seed)
-                with gpytorch.settings.fast_pred_samples(), gpytorch.settings.fast_pred_var():
-                    sample = self.model(self.inputs).rsample()
-            return sample.double().numpy() * self._y_std + self._y_mean
-
-        return Posterior(mean=mean, variance=var, draw=draw)
-
     def candidate_model(self) -> CandidateModel:
         """The fitted GP as a BoTorch model over every candidate's features (standardised units).
 
@@ -235,9 +203,6 @@ class GPSurrogate:
             y_std=self._y_std,
         )
 
-    def _conditioned(self, cidx: torch.Tensor, cy: torch.Tensor) -> _Conditioned:
-        return _Conditioned(self, cidx, cy)
-
 
 @contextmanager
 def _near_singular_ok() -> Iterator[None]:
@@ -256,23 +221,3 @@ def _sparse_checks_off() -> torch.sparse.check_sparse_tensor_invariants:
     # KISS-GP's interpolation matrices are sparse tensors built by linear_operator from valid
     # indices; say so explicitly (torch warns when the choice is left implicit).
     return torch.sparse.check_sparse_tensor_invariants(enable=False)
-
-
-class _Conditioned:
-    """Context: the model's training data temporarily extended by fantasy observations."""
-
-    def __init__(self, surrogate: GPSurrogate, cidx: torch.Tensor, cy: torch.Tensor) -> None:
-        self.s, self.cidx, self.cy = surrogate, cidx, cy
-
-    def __enter__(self) -> None:
-        if len(self.cidx):
-            s = self.s
-            assert s.model is not None
-            idx = torch.cat([s._train_idx, self.cidx])
-            s.model.set_train_data(s.inputs[idx], torch.cat([s._train_y, self.cy]), strict=False)
-
-    def __exit__(self, *exc: object) -> None:
-        if len(self.cidx):
-            s = self.s
-            assert s.model is not None
-            s.model.set_train_data(s.inputs[s._train_idx], s._train_y, strict=False)

@@ -25,6 +25,9 @@ from botorch.sampling.pathwise import draw_matheron_paths
 # Added to covariance diagonals (standardised units²) so Cholesky factors exist for
 # candidates a fraction of a lengthscale apart; far below any measurement noise here.
 JITTER = 1e-8
+# Candidates a Thompson draw is taken jointly over when pathwise sampling is not available:
+# a 500² Cholesky takes milliseconds, a 3025² one about a second.
+SHORTLIST = 500
 
 
 class FeatureGP(gpytorch.models.ExactGP, GPyTorchModel):
@@ -151,16 +154,26 @@ class CandidateModel(Model):
             y_std=self.y_std,
         )
 
-    def sample_paths(self, k: int, seed: int) -> torch.Tensor:
+    def sample_paths(self, k: int, seed: int, *, shortlist: int = SHORTLIST) -> torch.Tensor:
         """``k`` joint posterior draws (k, n) over all candidates, model units.
 
         BoTorch's pathwise sampling (Matheron's rule on random Fourier features of the
         kernel): exact in the limit of many features, and it never factors an n × n matrix.
+        For kernels it has no features for (a sum of kernels), the draws are joint over the
+        ``shortlist`` candidates with the highest mean + 3 sd (where a draw's maximum lies
+        unless a 3-sigma event happens) and −inf elsewhere.
         """
         gp = FeatureGP(
             self.z[self.train_idx], self.train_y, self.likelihood, self.mean_module, self.covar_module
         )
         with torch.random.fork_rng(), torch.no_grad():
             torch.manual_seed(seed)
-            paths = draw_matheron_paths(gp, sample_shape=torch.Size([k]))
-            return paths(self.z).reshape(k, -1)
+            try:
+                paths = draw_matheron_paths(gp, sample_shape=torch.Size([k]))
+                return paths(self.z).reshape(k, -1)
+            except NotImplementedError:
+                top = torch.topk(self.mean + 3 * self.variance.sqrt(), min(shortlist, len(self.z))).indices
+                draws = self.posterior(self.inputs[top].unsqueeze(0)).rsample(torch.Size([k]))
+                out = torch.full((k, len(self.z)), -torch.inf, dtype=self.z.dtype)
+                out[:, top] = draws.reshape(k, -1)
+                return out
