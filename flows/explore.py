@@ -248,11 +248,9 @@ def explore(
             log.decide(step=proposal.step, verdict=answer.verdict, note=answer.note)
         measurement = spectrometer.measure(rowcol[indices])
         values = scalarizer(measurement.energy, measurement.counts)
-        if isinstance(campaign, HypothesisCampaign):
-            noise = counting_sd(scalarizer, measurement.energy, measurement.counts, noise_rng)
-            campaign.record(indices, values, noise)
-        else:
-            campaign.record(indices, values)
+        # Counting noise of each value (Poisson bootstrap): the surrogates fix their noise to it.
+        noise = counting_sd(scalarizer, measurement.energy, measurement.counts, noise_rng)
+        campaign.record(indices, values, noise)
         log.append(
             rowcol=measurement.rowcol,
             candidate=indices,

@@ -57,6 +57,7 @@ class Campaign:
         self.values: list[float] = []
         self.pending: list[int] = []
         self.skipped: list[int] = []
+        self.noise_sd: list[float] = []
         self.step = 0
 
     @property
@@ -83,7 +84,7 @@ class Campaign:
             how, mean, std = "initial", [float("nan")] * k, [float("nan")] * k
         else:
             t0 = time.perf_counter()
-            self.surrogate.fit(self.measured, np.asarray(self.values))
+            self.surrogate.fit(self.measured, np.asarray(self.values), noise_sd=self.known_noise())
             t1 = time.perf_counter()
             cm = self.surrogate.candidate_model()
             excluded = np.zeros(self.n_candidates, dtype=bool)
@@ -107,10 +108,19 @@ class Campaign:
         self.skip(skipped)
         self.step = max(self.step, int(step))
 
-    def record(self, indices: Sequence[int], values: Sequence[float]) -> None:
-        """Store measured ``values`` at candidates ``indices`` (which stop being pending)."""
+    def known_noise(self) -> float | None:
+        """Median measurement noise sd reported with the measurements so far (None if none was)."""
+        return float(np.median(self.noise_sd)) if self.noise_sd else None
+
+    def record(
+        self, indices: Sequence[int], values: Sequence[float], noise_sd: Sequence[float] | None = None
+    ) -> None:
+        """Store measured ``values`` at candidates ``indices`` (which stop being pending);
+        ``noise_sd`` (per value, the values' units) is their counting noise if known."""
         if len(indices) != len(values):
             raise InputError(f"{len(indices)} indices but {len(values)} values")
+        if noise_sd is not None:
+            self.noise_sd.extend(float(v) for v in noise_sd)
         for i, v in zip(indices, values, strict=True):
             i = int(i)
             if i in self.measured:

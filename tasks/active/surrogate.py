@@ -99,8 +99,13 @@ class GPSurrogate:
     def _scalable(self, n: int) -> bool:
         return self.feature_extractor is not None and n > self.exact_limit
 
-    def fit(self, indices: Sequence[int], values: np.ndarray) -> float:
-        """Train on candidates ``indices`` measured at ``values``; returns the final loss (−MLL/n)."""
+    def fit(self, indices: Sequence[int], values: np.ndarray, *, noise_sd: float | None = None) -> float:
+        """Train on candidates ``indices`` measured at ``values``; returns the final loss (−MLL/n).
+
+        ``noise_sd`` (the values' units), when known from counting statistics, fixes the
+        likelihood's noise instead of learning it: with tens of points a deep kernel can
+        otherwise shrink the noise to its floor and interpolate the shot noise.
+        """
         idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
         y = np.asarray(values, dtype=np.float64)
         if len(idx) != len(y) or len(idx) < 2:
@@ -154,6 +159,10 @@ class GPSurrogate:
             self.model.set_train_data(x, ty, strict=False)
         assert self.model is not None
         assert self.likelihood is not None
+        if noise_sd is not None:
+            floor = 2 * self.likelihood.noise_covar.raw_noise_constraint.lower_bound.item()
+            self.likelihood.noise = max((noise_sd / self._y_std) ** 2, floor)
+            self.likelihood.noise_covar.raw_noise.requires_grad_(False)
         self._train_idx, self._train_y = idx, ty
         return self._train(iters)
 
