@@ -214,6 +214,10 @@ def explore(
         raise InputError(f"{dataset} holds measurements on another candidate grid: use a new dataset")
     campaign.restore(earlier.candidates, earlier.values, skipped=earlier.skipped, step=earlier.step)
     noise_rng = np.random.default_rng([config.seed, 0x401])
+    if earlier.spectra is not None and len(earlier.spectra):
+        campaign.noise_sd.extend(
+            counting_sd(scalarizer, spectrometer.energy, earlier.spectra, noise_rng).tolist()
+        )
     result = ExploreResult(str(dataset), len(earlier.candidates), float("-inf"), [], False, earlier.step, 0.0)
     result.resumed_from = len(earlier.candidates)
     _update_best(result, campaign, rowcol, config)

@@ -41,6 +41,7 @@ class History:
     values: list[float]
     skipped: list[int]
     step: int
+    spectra: np.ndarray | None = None  # (n, n_e) counts
 
 
 class MeasurementLog:
@@ -94,10 +95,11 @@ class MeasurementLog:
             cand = np.asarray(self.group["candidate"][:n], dtype=np.int64)
             vals = np.asarray(self.group["value"][:n], dtype=np.float64)
             step = int(np.asarray(self.group["step"][:n]).max())
+            spectra = np.asarray(self.group["spectrum"][:n], dtype=np.float64)
         skipped = sorted(
             {int(i) for d in self.group.attrs.get("decisions", []) for i in d.get("skipped", [])}
         )
-        return History(cand.tolist(), vals.tolist(), skipped, step)
+        return History(cand.tolist(), vals.tolist(), skipped, step, spectra)
 
     def decide(self, *, step: int, verdict: str, note: str = "", skipped: Sequence[int] = ()) -> None:
         """Record the operator's answer about a batch (and the candidates it rejected); commits."""
