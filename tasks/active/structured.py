@@ -86,11 +86,12 @@ class PhysicalMean(gpytorch.means.Mean):
         self.raw = torch.nn.Parameter(torch.zeros(len(hypothesis.parameters), dtype=torch.float64))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.hypothesis.evaluate(x, self.raw)
+        return self.hypothesis.evaluate(x[..., :2], self.raw)
 
 
 class StructuredGP(gpytorch.models.ExactGP):
-    """Exact GP: physical mean + scaled RBF kernel on position (Å)."""
+    """Exact GP: physical mean of position (the inputs' first two columns, Å) + a scaled RBF
+    kernel on position, or on the columns after them (``kernel_dims``: image features)."""
 
     def __init__(
         self,
@@ -100,11 +101,13 @@ class StructuredGP(gpytorch.models.ExactGP):
         hypothesis: Hypothesis,
         lengthscale_prior: gpytorch.priors.Prior,
         outputscale_prior: gpytorch.priors.Prior,
+        kernel_dims: torch.Tensor | None = None,
     ) -> None:
         super().__init__(x, y, likelihood)
         self.mean_module = PhysicalMean(hypothesis)
+        dims = torch.arange(2) if kernel_dims is None else kernel_dims
         self.covar_module = gpytorch.kernels.ScaleKernel(
-            gpytorch.kernels.RBFKernel(lengthscale_prior=lengthscale_prior),
+            gpytorch.kernels.RBFKernel(lengthscale_prior=lengthscale_prior, active_dims=dims),
             outputscale_prior=outputscale_prior,
         )
 
@@ -155,6 +158,7 @@ class StructuredSurrogate:
         positions: np.ndarray,
         hypothesis: Hypothesis,
         *,
+        features: np.ndarray | None = None,
         residual_lengthscale: float = 2.0,
         residual_scale: float = 0.1,
         noise_floor: float = 1e-4,
@@ -167,12 +171,28 @@ class StructuredSurrogate:
         self.positions = torch.as_tensor(np.asarray(positions, dtype=np.float64))
         if self.positions.ndim != 2 or self.positions.shape[1] != 2:
             raise InputError(f"positions must be (n, 2) Å, got shape {tuple(self.positions.shape)}")
+        # Inputs: [position | features]. The law sees position; the kernel sees the features when
+        # given (e.g. survey patches, where local structure the law cannot explain is visible).
+        self.inputs = self.positions
+        self._kernel_dims: torch.Tensor | None = None
+        if features is not None:
+            f = torch.as_tensor(np.asarray(features, dtype=np.float64))
+            if f.ndim != 2 or len(f) != len(self.positions):
+                raise InputError(f"features must be (n, d) for the {len(self.positions)} candidates")
+            self.inputs = torch.cat([self.positions, f], dim=1)
+            self._kernel_dims = torch.arange(2, 2 + f.shape[1])
         self.hypothesis = hypothesis
         self.first_iters, self.warm_iters, self.n_starts, self.lr = first_iters, warm_iters, n_starts, lr
         self.likelihood = gpytorch.likelihoods.GaussianLikelihood(
             noise_constraint=gpytorch.constraints.GreaterThan(noise_floor)
         ).double()
-        self._ls_prior = gpytorch.priors.LogNormalPrior(math.log(residual_lengthscale), 0.5)
+        if features is None:
+            self._ls_prior = gpytorch.priors.LogNormalPrior(math.log(residual_lengthscale), 0.5)
+        else:
+            # On d image features nothing physical sets the scale: BoTorch's dimension-scaled
+            # default (Hvarfner et al. 2024), LogNormal(√2 + ln(d)/2, √3), on unit-scale inputs.
+            d = features.shape[1]
+            self._ls_prior = gpytorch.priors.LogNormalPrior(math.sqrt(2) + 0.5 * math.log(d), math.sqrt(3))
         self._os_prior = gpytorch.priors.LogNormalPrior(2 * math.log(residual_scale), 1.0)
         self.model: StructuredGP | None = None
         self._gen = torch.Generator().manual_seed(seed)
@@ -201,11 +221,11 @@ class StructuredSurrogate:
             )
         if not torch.isfinite(y).all():
             raise InputError("measured values must be finite")
-        x = self.positions[idx]
+        x = self.inputs[idx]
         first = self.model is None
         if first:
             self.model = StructuredGP(
-                x, y, self.likelihood, self.hypothesis, self._ls_prior, self._os_prior
+                x, y, self.likelihood, self.hypothesis, self._ls_prior, self._os_prior, self._kernel_dims
             ).double()
             self.model.covar_module.base_kernel.initialize(lengthscale=float(self._ls_prior.loc.exp()))
             self.model.covar_module.initialize(outputscale=float(self._os_prior.loc.exp()))
@@ -258,7 +278,7 @@ class StructuredSurrogate:
         self, raw: torch.Tensor, x: torch.Tensor, y: torch.Tensor, chol: torch.Tensor
     ) -> torch.Tensor:
         """−log p(y | θ) − log p(θ) (whitened θ, normalised), kernel fixed; nats."""
-        r = (y - self.hypothesis.evaluate(x, raw)).unsqueeze(-1)
+        r = (y - self.hypothesis.evaluate(x[..., :2], raw)).unsqueeze(-1)
         a = torch.linalg.solve_triangular(chol, r, upper=False)
         n, k = len(y), len(raw)
         data = 0.5 * (a**2).sum() + torch.log(torch.diagonal(chol)).sum() + 0.5 * n * math.log(2 * math.pi)
@@ -270,7 +290,7 @@ class StructuredSurrogate:
         # without ~10 ms of lazy-tensor bookkeeping per step (measured: 3-4× faster fits).
         assert self.model is not None
         model = self.model
-        x, y = self.positions[self._idx], self._y
+        x, y = self.inputs[self._idx], self._y
         model.train()
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=self.lr)
         for _ in range(iters):
@@ -285,7 +305,7 @@ class StructuredSurrogate:
     def report(self, iterations: int = 0) -> Fit:
         """Parameters at the MAP point with Laplace sds, and the Laplace log evidence."""
         assert self.model is not None
-        x, y = self.positions[self._idx], self._y
+        x, y = self.inputs[self._idx], self._y
         raw = self.model.mean_module.raw.detach().clone()
         with torch.no_grad():
             chol = self._chol(x)
@@ -328,7 +348,7 @@ class StructuredSurrogate:
         idx = self._idx if indices is None else torch.as_tensor(np.asarray(indices, dtype=np.int64))
         y = self._y if values is None else torch.as_tensor(np.asarray(values, dtype=np.float64))
         return CandidateModel(
-            self.positions, idx, y, self.likelihood, self.model.mean_module, self.model.covar_module
+            self.inputs, idx, y, self.likelihood, self.model.mean_module, self.model.covar_module
         )
 
     def law_map(self) -> np.ndarray:
@@ -336,4 +356,4 @@ class StructuredSurrogate:
         if self.model is None:
             raise InputError("the surrogate has not been fitted yet: call fit() first")
         with torch.no_grad():
-            return self.model.mean_module(self.positions).numpy()
+            return self.model.mean_module(self.inputs).numpy()

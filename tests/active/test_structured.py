@@ -91,3 +91,24 @@ def test_hypotheses_from_a_file_and_clear_errors(tmp_path: Path) -> None:
         load_hypotheses(tmp_path / "broken.py", nominal=0.0)
     with pytest.raises(InputError, match="does not exist"):
         load_hypotheses(tmp_path / "absent.py", nominal=0.0)
+
+
+def test_the_kernel_can_see_image_features_while_the_law_sees_position() -> None:
+    xy = grid()
+    rng = np.random.default_rng(2)
+    features = rng.standard_normal((len(xy), 8))
+    # A residual the features explain (as local structure in a survey patch would), on a linear law.
+    truth = 15.0 + 0.02 * xy[:, 0] + 0.1 * np.tanh(features[:, 0])
+    idx = rng.choice(len(xy), 60, replace=False)
+    y = truth[idx] + 0.02 * rng.standard_normal(60)
+    gradient = load_hypotheses(STRAIN, nominal=15.0)[0]
+    s = StructuredSurrogate(xy, gradient, features=features)
+    fit = s.fit(idx, y, noise_sd=0.02)
+    assert abs(fit.params["gx"] - 0.02) < 3 * fit.sd["gx"]
+    cm = s.candidate_model()
+    assert cm.z.shape == (len(xy), 10)
+    np.testing.assert_allclose(
+        s.law_map(), fit.params["e0"] + fit.params["gx"] * xy[:, 0] + fit.params["gy"] * xy[:, 1]
+    )
+    with pytest.raises(InputError, match="features"):
+        StructuredSurrogate(xy, gradient, features=features[:5])
