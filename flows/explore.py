@@ -94,6 +94,14 @@ class ExploreConfig:
         if self.budget < 1 or self.batch < 1:
             raise InputError("budget and batch must be ≥ 1")
         make_scorer(self.acquisition, beta=self.beta)  # a clear error for an unknown name
+        if self.policy not in ("softmax", "egreedy"):
+            raise InputError(f"unknown policy {self.policy!r}; known: softmax, egreedy")
+        if self.temperature <= 0 or not 0 <= self.epsilon <= 1:
+            raise InputError(
+                f"need temperature > 0 and 0 ≤ epsilon ≤ 1, got {self.temperature}, {self.epsilon}"
+            )
+        if self.dwell <= 0:
+            raise InputError(f"dwell must be > 0 s, got {self.dwell}")
 
 
 @dataclass(frozen=True)
