@@ -165,7 +165,8 @@ class GPSurrogate:
                 old = previous.covar_module
                 old = old.base_kernel if isinstance(old, gpytorch.kernels.InducingPointKernel) else old
                 old = old.kernels[0] if isinstance(old, gpytorch.kernels.AdditiveKernel) else old
-                scale.load_state_dict(old.state_dict())
+                scale.initialize(outputscale=old.outputscale.detach())
+                scale.base_kernel.initialize(lengthscale=old.base_kernel.lengthscale.detach())
                 self.model.mean_module.load_state_dict(previous.mean_module.state_dict())
             self.likelihood.initialize(noise=0.1)
         else:

@@ -69,3 +69,18 @@ def test_plain_gp_and_errors() -> None:
     s.fit(np.arange(30), y[:30])
     assert s.kind == "gp-exact"
     assert s.candidate_model().mean.shape == (100,)
+
+
+def test_switching_from_exact_to_sparse_keeps_the_deep_kernel() -> None:
+    x, y = blob_patches(200)
+    s = GPSurrogate.dkl(x, seed=0, exact_limit=40, n_inducing=16, first_iters=30, warm_iters=10)
+    s.fit(np.arange(30), y[:30])
+    assert s.kind == "dkl-exact"
+    assert s.model is not None
+    learned = s.model.covar_module.kernels[0].base_kernel.lengthscale.detach().clone()
+    s.fit(np.arange(50), y[:50])
+    assert s.kind == "dkl-sparse"
+    assert s.model is not None
+    after = s.model.covar_module.base_kernel.base_kernel.lengthscale.detach()
+    assert torch.allclose(after, learned, rtol=0.5)  # started from the exact fit, then a few steps
+    assert s.candidate_model().mean.shape == (200,)
