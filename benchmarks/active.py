@@ -93,15 +93,18 @@ def hits(order: list[int], targets: set[int]) -> dict:
     return {"first_target_at": pick[1], "fifth_at": pick[5], "tenth_at": pick[10], "collected": len(at)}
 
 
-def part_targets(budget_fraction: float) -> dict:
+def part_targets(budget_fraction: float, repeats: int = 1) -> dict:
     rows = []
-    for spec in SCENES:
+    for spec, repeat in [(s, r) for r in range(repeats) for s in SCENES]:
         channel, rowcol, inputs, truth, scalarizer = scene_setup(spec)
+        if repeat:
+            # Another draw of the same scene: other shot noise and other initial points.
+            channel = SpectrumChannel(channel.twin, channel.frame, seed=spec["seed"] + 1000 * repeat)
         n = len(rowcol)
         targets = set(np.flatnonzero(truth >= np.quantile(truth, 0.99)).tolist())
         k = len(targets)
         budget = int(np.ceil(budget_fraction * n))
-        row: dict[str, Any] = {**spec, "n_candidates": n, "n_targets": k, "budget": budget}
+        row: dict[str, Any] = {**spec, "repeat": repeat, "n_candidates": n, "n_targets": k, "budget": budget}
         row["random"] = {
             "first_target_at": (n + 1) / (k + 1),
             "fifth_at": 5 * (n + 1) / (k + 1),
@@ -110,7 +113,9 @@ def part_targets(budget_fraction: float) -> dict:
         }
         for model in ("dkl", "gp"):
             t0 = time.perf_counter()
-            run = run_targets(model, channel, rowcol, inputs, scalarizer, budget, seed=spec["seed"])
+            run = run_targets(
+                model, channel, rowcol, inputs, scalarizer, budget, seed=spec["seed"] + 1000 * repeat
+            )
             d = np.asarray(run["decision_s"])
             row[model] = {
                 **hits(run["order"], targets),
@@ -413,6 +418,7 @@ def main() -> None:
     parser.add_argument("--part", choices=("targets", "hypotheses", "timing", "all"), default="all")
     parser.add_argument("--budget-fraction", type=float, default=0.03)
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=1, help="draws of each target scene")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -425,7 +431,7 @@ def main() -> None:
     result["load_average"] = os.getloadavg()
     result["threads"] = args.threads
     if args.part in ("targets", "all"):
-        result["targets"] = part_targets(args.budget_fraction)
+        result["targets"] = part_targets(args.budget_fraction, args.repeats)
     if args.part in ("hypotheses", "all"):
         result["hypotheses"] = part_hypotheses(args.seeds, budget=30, map_budget=100)
     if args.part in ("timing", "all"):

@@ -1,4 +1,4 @@
-"""Active learning: deep kernel learning over image patches chooses where to measure next.
+"""Active learning: a GP over image patches, or physical laws competing, chooses where to measure next.
 
 Plain Python, no Prefect: ``flows/explore.py`` wraps it. The pieces compose as in gpytorch:
 a ``PatchFeatureExtractor`` feeds a ``DKLModel`` that a ``GPSurrogate`` trains; a
