@@ -1,4 +1,5 @@
-"""The seam between scopeflow and a microscope: the ``Instrument`` protocol and what it returns."""
+"""The seams between scopeflow and a microscope: ``Instrument`` (frames) and ``Spectrometer``
+(point spectra at probe positions), and what they return."""
 
 from __future__ import annotations
 
@@ -55,4 +56,33 @@ class Instrument(Protocol):
 
     def state(self) -> dict[str, Any]:
         """A JSON-able description of the instrument (name, kind, settings) for provenance."""
+        ...
+
+
+@dataclass(frozen=True)
+class Spectra:
+    """Spectra measured at probe positions (row, col px of the survey frame) and their cost."""
+
+    rowcol: np.ndarray  # (n, 2) float64, px
+    energy: np.ndarray  # (n_e,) eV
+    counts: np.ndarray  # (n, n_e) float32, counts
+    seconds: np.ndarray  # (n,) dwell plus settling, s
+    dose: np.ndarray  # (n,) e/Å² delivered to the probed area
+
+
+@runtime_checkable
+class Spectrometer(Protocol):
+    """Point spectroscopy with a parked probe on the area of a survey frame (EELS, EDX, CL).
+
+    The digital twin's EELS channel implements it; active learning sees only this.
+    """
+
+    energy: np.ndarray  # (n_e,) eV, the channels every spectrum has
+
+    def measure(self, rowcol: np.ndarray) -> Spectra:
+        """Spectra at probe positions (n, 2) (row, col px), blocking until measured."""
+        ...
+
+    def state(self) -> dict[str, Any]:
+        """A JSON-able description of the spectrometer and its settings, for provenance."""
         ...

@@ -1,49 +1,36 @@
-"""Active learning: deep kernel learning over image patches chooses where to measure next.
+"""Active learning: a GP over image patches, or physical laws competing, chooses where to measure next.
 
 Plain Python, no Prefect: ``flows/explore.py`` wraps it. The pieces compose as in gpytorch:
 a ``PatchFeatureExtractor`` feeds a ``DKLModel`` that a ``GPSurrogate`` trains; a
-``Campaign`` asks an acquisition function (EI, UCB, max-variance, Thompson) for batches
-through ``select_batch``; scalarizers turn measured spectra into the value maximised.
+``Campaign`` asks a ``Scorer`` (BoTorch's LogEI, PI, UCB, max-variance, Thompson, qLogEI,
+qUCB) for batches; scalarizers turn measured spectra into the value maximised. Structured GPs
+put physical laws into the mean (``structured``), and ``HypothesisCampaign`` lets several
+compete.
 """
 
-from .acquisition import (
-    ACQUISITIONS,
-    AcquisitionFunction,
-    ExpectedImprovement,
-    MaxVariance,
-    ThompsonSampling,
-    UpperConfidenceBound,
-    make_acquisition,
-)
-from .batch_selection import select_batch
 from .campaign import Campaign, Proposal
 from .dkl_model import DKLModel
 from .feature_extractor import PatchFeatureExtractor
 from .patches import candidate_grid, extract_patches, standardise
-from .posterior import Posterior
 from .scalarizers import BandIntensity, PeakPosition, PeakRatio, Scalarizer
+from .scoring import SCORERS, CandidateModel, Scorer, make_scorer
 from .surrogate import GPSurrogate
 
 __all__ = [
-    "ACQUISITIONS",
-    "AcquisitionFunction",
+    "SCORERS",
     "BandIntensity",
     "Campaign",
+    "CandidateModel",
     "DKLModel",
-    "ExpectedImprovement",
     "GPSurrogate",
-    "MaxVariance",
     "PatchFeatureExtractor",
     "PeakPosition",
     "PeakRatio",
-    "Posterior",
     "Proposal",
     "Scalarizer",
-    "ThompsonSampling",
-    "UpperConfidenceBound",
+    "Scorer",
     "candidate_grid",
     "extract_patches",
-    "make_acquisition",
-    "select_batch",
+    "make_scorer",
     "standardise",
 ]

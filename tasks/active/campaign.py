@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from scopeflow.errors import InputError
 
-from .acquisition import AcquisitionFunction
-from .batch_selection import select_batch
+from .scoring import CandidateModel, Scorer
 from .surrogate import GPSurrogate
 
 
@@ -21,7 +21,7 @@ class Proposal:
 
     indices: list[int]
     step: int
-    how: str  # the acquisition function's name, or "initial" for the seeding points
+    how: str  # the scorer's name, or "initial" for the seeding points
     fit_seconds: float
     select_seconds: float
     predicted_mean: list[float]
@@ -34,7 +34,7 @@ class Proposal:
 
 
 class Campaign:
-    """Drives a surrogate and an acquisition function over a fixed candidate set.
+    """Drives a surrogate and a scorer (a BoTorch acquisition function) over a fixed candidate set.
 
     The first ``n_initial`` points are drawn at random (a GP needs something to fit); after
     that every ``propose`` refits the surrogate on all measurements and picks a batch that
@@ -44,19 +44,20 @@ class Campaign:
     def __init__(
         self,
         surrogate: GPSurrogate,
-        acquisition: AcquisitionFunction,
+        scorer: Scorer,
         *,
         n_initial: int = 5,
         seed: int = 0,
     ) -> None:
         self.surrogate = surrogate
-        self.acquisition = acquisition
+        self.scorer = scorer
         self.n_initial = max(2, int(n_initial))
         self.rng = np.random.default_rng(seed)
         self.measured: list[int] = []
         self.values: list[float] = []
         self.pending: list[int] = []
         self.skipped: list[int] = []
+        self.noise_sd: list[float] = []
         self.step = 0
 
     @property
@@ -83,31 +84,43 @@ class Campaign:
             how, mean, std = "initial", [float("nan")] * k, [float("nan")] * k
         else:
             t0 = time.perf_counter()
-            self.surrogate.fit(self.measured, np.asarray(self.values))
+            self.surrogate.fit(self.measured, np.asarray(self.values), noise_sd=self.known_noise())
             t1 = time.perf_counter()
-            chosen = select_batch(
-                self.surrogate,
-                self.acquisition,
-                k,
-                measured=self.measured + self.skipped,
-                pending=self.pending,
-                best=self.best,
-                rng=self.rng,
+            cm = self.surrogate.candidate_model()
+            excluded = np.zeros(self.n_candidates, dtype=bool)
+            excluded[np.asarray(self.measured + self.skipped, dtype=np.int64)] = True
+            chosen = self.scorer.choose(
+                cm, k, excluded=excluded, pending=self.pending, best=self.best, rng=self.rng
             )
             select_s = time.perf_counter() - t1
             fit_s = t1 - t0
-            post = self.surrogate.posterior()
-            how = self.acquisition.name
-            mean = [float(post.mean[i]) for i in chosen]
-            std = [float(post.std[i]) for i in chosen]
+            how = self.scorer.name
+            mean, std = predicted(cm, chosen)
         self.pending.extend(chosen)
         self.step += 1
         return Proposal(chosen, self.step, how, fit_s, select_s, mean, std)
 
-    def record(self, indices: Sequence[int], values: Sequence[float]) -> None:
-        """Store measured ``values`` at candidates ``indices`` (which stop being pending)."""
+    def restore(
+        self, indices: Sequence[int], values: Sequence[float], *, skipped: Sequence[int] = (), step: int = 0
+    ) -> None:
+        """Take up a campaign where an earlier run left it: its measurements, skipped points and step."""
+        self.record(indices, values)
+        self.skip(skipped)
+        self.step = max(self.step, int(step))
+
+    def known_noise(self) -> float | None:
+        """Median measurement noise sd reported with the measurements so far (None if none was)."""
+        return float(np.median(self.noise_sd)) if self.noise_sd else None
+
+    def record(
+        self, indices: Sequence[int], values: Sequence[float], noise_sd: Sequence[float] | None = None
+    ) -> None:
+        """Store measured ``values`` at candidates ``indices`` (which stop being pending);
+        ``noise_sd`` (per value, the values' units) is their counting noise if known."""
         if len(indices) != len(values):
             raise InputError(f"{len(indices)} indices but {len(values)} values")
+        if noise_sd is not None:
+            self.noise_sd.extend(float(v) for v in noise_sd)
         for i, v in zip(indices, values, strict=True):
             i = int(i)
             if i in self.measured:
@@ -125,3 +138,11 @@ class Campaign:
                 self.pending.remove(i)
             if i not in self.skipped:
                 self.skipped.append(i)
+
+
+def predicted(cm: CandidateModel, indices: list[int]) -> tuple[list[float], list[float]]:
+    """Posterior mean and standard deviation (the property's units) at candidates ``indices``."""
+    idx = torch.as_tensor(indices, dtype=torch.long)
+    mean = cm.mean[idx].double().numpy() * cm.y_std + cm.y_mean
+    std = cm.variance[idx].sqrt().double().numpy() * cm.y_std
+    return [float(v) for v in mean], [float(v) for v in std]

@@ -26,11 +26,25 @@ class DKLModel(gpytorch.models.ExactGP):
         likelihood: gpytorch.likelihoods.GaussianLikelihood,
         feature_extractor: nn.Module | None = None,
         inducing_points: torch.Tensor | None = None,
+        raw_kernel: bool = True,
     ) -> None:
         super().__init__(train_x, train_y, likelihood)
         self.feature_extractor = feature_extractor
         self.mean_module = gpytorch.means.ConstantMean()
         dims = getattr(feature_extractor, "out_dim", None)
+        self.raw_kernel = raw_kernel and dims is not None and inducing_points is None
+        if self.raw_kernel:
+            assert dims is not None
+            # Deep kernel + a plain kernel on the raw patches, side by side (the model's input is
+            # [features | patches]). Trained on tens of labels, the features can collapse (one
+            # lengthscale → 0: every candidate unlike its neighbours; Ober et al. 2021); the
+            # plain part keeps the prior similarity of whole patches, the plain GP's strength,
+            # and the marginal likelihood weighs the two by their output scales.
+            d = train_x.shape[-1]
+            deep = gpytorch.kernels.RBFKernel(ard_num_dims=dims, active_dims=torch.arange(dims))
+            plain = gpytorch.kernels.RBFKernel(active_dims=torch.arange(dims, dims + d))
+            self.covar_module = gpytorch.kernels.ScaleKernel(deep) + gpytorch.kernels.ScaleKernel(plain)
+            return
         base = gpytorch.kernels.RBFKernel(ard_num_dims=dims)
         self.covar_module = gpytorch.kernels.ScaleKernel(base)
         if inducing_points is not None:
@@ -42,6 +56,13 @@ class DKLModel(gpytorch.models.ExactGP):
                 self.covar_module, inducing_points=inducing_points.clone(), likelihood=likelihood
             )
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """What the kernel sees: the learned features, next to the raw inputs with a raw kernel."""
+        if self.feature_extractor is None:
+            return x
+        z = self.feature_extractor(x)
+        return torch.cat([z, x], dim=-1) if self.raw_kernel else z
+
     def forward(self, x: torch.Tensor) -> gpytorch.distributions.MultivariateNormal:
-        z = x if self.feature_extractor is None else self.feature_extractor(x)
+        z = self.features(x)
         return gpytorch.distributions.MultivariateNormal(self.mean_module(z), self.covar_module(z))

@@ -5,8 +5,10 @@ Layout: subgroup ``measurements`` of the dataset group, columns along dim ``meas
 counts), ``value`` (scalarized), ``step``, ``acquisition``, ``approval``, ``predicted_mean``,
 ``predicted_std``, ``seconds`` (instrument time), ``dose`` (e/Å²), ``time`` (ns since 1970, UTC);
 ``energy`` (eV) along dim ``energy``. Group attrs hold the provenance (schema version, survey
-frame, channel, scalarizer, surrogate, acquisition, seed). Each ``append`` is one atomic
-commit, so a crash loses at most the batch in flight.
+frame, channel, scalarizer, surrogate, acquisition, seed) and the operator's answers
+(``decisions``: step, verdict, note, the candidates rejected). Each ``append`` is one atomic
+commit, so a crash loses at most the batch in flight; ``history`` reads back what a new run
+needs to take the campaign up where the last one stopped.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,17 @@ from storage.datasets.tables import Table, commit, open_root, storage_errors
 GROUP = "measurements"
 DIM = "measurement"
 SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class History:
+    """An earlier campaign in a dataset: candidates measured, their values, skipped, last step."""
+
+    candidates: list[int]
+    values: list[float]
+    skipped: list[int]
+    step: int
+    spectra: np.ndarray | None = None  # (n, n_e) counts
 
 
 class MeasurementLog:
@@ -71,6 +85,38 @@ class MeasurementLog:
 
     def __len__(self) -> int:
         return len(self.table)
+
+    def history(self) -> History:
+        """What earlier runs measured (committed rows only), skipped and the last step."""
+        n = len(self.table)
+        if n == 0:
+            return History([], [], [], 0)
+        with storage_errors(self.path):
+            cand = np.asarray(self.group["candidate"][:n], dtype=np.int64)
+            vals = np.asarray(self.group["value"][:n], dtype=np.float64)
+            step = int(np.asarray(self.group["step"][:n]).max())
+            spectra = np.asarray(self.group["spectrum"][:n], dtype=np.float64)
+        skipped = sorted(
+            {int(i) for d in self.group.attrs.get("decisions", []) for i in d.get("skipped", [])}
+        )
+        return History(cand.tolist(), vals.tolist(), skipped, step, spectra)
+
+    def decide(self, *, step: int, verdict: str, note: str = "", skipped: Sequence[int] = ()) -> None:
+        """Record the operator's answer about a batch (and the candidates it rejected); commits."""
+        with storage_errors(self.path):
+            decisions = list(self.group.attrs.get("decisions", []))
+            decisions.append(
+                {
+                    "run": self.run,
+                    "step": int(step),
+                    "verdict": verdict,
+                    "note": note,
+                    "skipped": [int(i) for i in skipped],
+                    "time": dt.datetime.now(dt.UTC).isoformat(),
+                }
+            )
+            self.group.attrs.update({"decisions": decisions})
+        commit(self.path)
 
     def append(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scipy.stats import spearmanr
 
 from scopeflow.errors import InputError
@@ -30,13 +31,15 @@ def test_dkl_learns_blob_amplitude(exact_limit: int) -> None:
     s = GPSurrogate.dkl(x, seed=0, exact_limit=exact_limit, n_inducing=32, first_iters=100)
     s.fit(train, y[train] + 0.02 * rng.standard_normal(60))
     assert s.kind == ("dkl-sparse" if exact_limit < 60 else "dkl-exact")
-    post = s.posterior()
+    cm = s.candidate_model()
+    mean = cm.mean.numpy() * cm.y_std + cm.y_mean
+    std = cm.variance.sqrt().numpy() * cm.y_std
     test = np.setdiff1d(np.arange(len(x)), train)
-    rmse = float(np.sqrt(np.mean((post.mean[test] - y[test]) ** 2)))
+    rmse = float(np.sqrt(np.mean((mean[test] - y[test]) ** 2)))
     assert rmse < 0.1, rmse  # y spans [0, 1] with sd 0.3
-    assert spearmanr(post.mean[test], y[test])[0] > 0.95
+    assert spearmanr(mean[test], y[test])[0] > 0.95
     # The posterior is least certain far from the data: a measured point is better known than average.
-    assert post.std[train].mean() < post.std[test].mean()
+    assert std[train].mean() < std[test].mean()
 
 
 def test_warm_refit_and_fantasies_shrink_variance() -> None:
@@ -44,23 +47,40 @@ def test_warm_refit_and_fantasies_shrink_variance() -> None:
     s = GPSurrogate.dkl(x, seed=0, first_iters=50, warm_iters=10)
     s.fit(np.arange(20), y[:20])
     s.fit(np.arange(30), y[:30])  # warm start: fewer iterations, same model
-    before = s.posterior()
+    before = s.candidate_model()
     far = int(np.argmax(before.variance))
-    after = s.posterior([far], [float(before.mean[far])])
+    after = before.conditioned([far], before.mean[[far]])
     assert after.variance[far] < 0.5 * before.variance[far]
-    np.testing.assert_allclose(s.posterior().variance, before.variance, rtol=1e-5)  # fantasies do not stick
-    draw = before.sample(np.random.default_rng(0))
-    assert draw.shape == (200,)
-    assert np.isfinite(draw).all()
+    np.testing.assert_allclose(
+        s.candidate_model().variance, before.variance, rtol=1e-5
+    )  # fantasies do not stick
+    draws = before.sample_paths(2, seed=0)
+    assert draws.shape == (2, 200)
+    assert torch.isfinite(draws).sum() >= 2 * min(200, 500)
 
 
 def test_plain_gp_and_errors() -> None:
     x, y = blob_patches(100)
     s = GPSurrogate.plain(x, first_iters=20)
     with pytest.raises(InputError, match="fit"):
-        s.posterior()
+        s.candidate_model()
     with pytest.raises(InputError, match="≥ 2"):
         s.fit([0], [1.0])
     s.fit(np.arange(30), y[:30])
     assert s.kind == "gp-exact"
-    assert s.posterior().mean.shape == (100,)
+    assert s.candidate_model().mean.shape == (100,)
+
+
+def test_switching_from_exact_to_sparse_keeps_the_deep_kernel() -> None:
+    x, y = blob_patches(200)
+    s = GPSurrogate.dkl(x, seed=0, exact_limit=40, n_inducing=16, first_iters=30, warm_iters=10)
+    s.fit(np.arange(30), y[:30])
+    assert s.kind == "dkl-exact"
+    assert s.model is not None
+    learned = s.model.covar_module.kernels[0].base_kernel.lengthscale.detach().clone()
+    s.fit(np.arange(50), y[:50])
+    assert s.kind == "dkl-sparse"
+    assert s.model is not None
+    after = s.model.covar_module.base_kernel.base_kernel.lengthscale.detach()
+    assert torch.allclose(after, learned, rtol=0.5)  # started from the exact fit, then a few steps
+    assert s.candidate_model().mean.shape == (200,)

@@ -18,6 +18,7 @@ one measurement. ``expected`` gives the noiseless spectra: the truth the benchma
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,7 @@ from scipy.spatial import cKDTree
 
 from scopeflow.errors import InputError
 
+from ..instrument import Spectra
 from .lattices import get_lattice
 from .scene import NORMAL, SUBSTITUTED, VACANCY, hash_uniform
 from .twin import DigitalTwin
@@ -62,23 +64,15 @@ class LocalStructure:
     strain: np.ndarray  # fractional lattice strain, + tensile
 
 
-@dataclass(frozen=True)
-class Measurement:
-    """Spectra at probe positions (row, col px of the survey frame) and what they cost."""
-
-    rowcol: np.ndarray  # (n, 2) float64, px
-    energy: np.ndarray  # (n_e,) eV
-    counts: np.ndarray  # (n, n_e) float32, counts
-    seconds: np.ndarray  # (n,) dwell plus settling, s
-    dose: np.ndarray  # (n,) e/Å² delivered to the probed area
-
-
 class SpectrumChannel:
-    """Point spectroscopy on the sample area of one twin frame (the survey image).
+    """Point spectroscopy on the sample area of one twin frame (the survey image): a
+    ``Spectrometer``.
 
     Positions are (row, col) in pixels of frame ``frame``; a measurement integrates
     ``dwell`` s at beam current ``current_pa`` pA, after ``settle`` s of beam move. The
     spectrum's electron count scales with the dwell, so shorter dwells are noisier.
+    ``strain_law`` (sample x, y Å → fractional strain), if given, replaces the hashed strain
+    domains: a scene whose strain follows a known law, for testing hypotheses about it.
     """
 
     def __init__(
@@ -93,6 +87,7 @@ class SpectrumChannel:
         current_pa: float = 20.0,
         strain_amplitude: float = 0.02,
         seed: int | None = None,
+        strain_law: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         if dwell <= 0 or delocalisation <= 0:
             raise InputError(f"dwell ({dwell} s) and delocalisation ({delocalisation} Å) must be > 0")
@@ -104,6 +99,7 @@ class SpectrumChannel:
         self.settle = float(settle)
         self.current_pa = float(current_pa)
         self.strain_amplitude = float(strain_amplitude)
+        self.strain_law = strain_law
         self.conditions = twin.conditions(self.frame)
         self.pixel_size = float(self.conditions["pixel_size"])
         self.peaks = PEAKS[self.conditions["lattice"]]
@@ -155,7 +151,10 @@ class SpectrumChannel:
         return LocalStructure(strain=self.strain(xy), **sums)
 
     def strain(self, xy: np.ndarray) -> np.ndarray:
-        """Smooth strain field at sample points (x, y, Å): a few Gaussian domains fixed by the seed."""
+        """Smooth strain field at sample points (x, y, Å): ``strain_law``, or a few Gaussian
+        domains fixed by the seed."""
+        if self.strain_law is not None:
+            return np.asarray(self.strain_law(np.asarray(xy, dtype=np.float64)), dtype=np.float64)
         seed, region = self.twin.seed, int(self.conditions["region"])
         out = np.zeros(len(xy))
         for k in range(6):
@@ -193,7 +192,7 @@ class SpectrumChannel:
         per_channel = 5e-5 * (self.energy[1] - self.energy[0]) if len(self.energy) > 1 else 5e-5
         return (self.electrons() * per_channel * shape).astype(np.float64)
 
-    def measure(self, rowcol: np.ndarray) -> Measurement:
+    def measure(self, rowcol: np.ndarray) -> Spectra:
         """Spectra with Poisson noise at positions (row, col px), with their cost."""
         rc = np.atleast_2d(np.asarray(rowcol, dtype=np.float64))
         ny, nx = self.twin.shape
@@ -203,7 +202,7 @@ class SpectrumChannel:
         counts = self._rng.poisson(lam).astype(np.float32)
         n = len(rc)
         probe_area = np.pi * self.delocalisation**2  # Å², the area that receives the dose
-        return Measurement(
+        return Spectra(
             rowcol=rc,
             energy=self.energy.copy(),
             counts=counts,
@@ -222,6 +221,9 @@ class SpectrumChannel:
             "settle_s": self.settle,
             "current_pA": self.current_pa,
             "strain_amplitude": self.strain_amplitude,
+            "strain_law": "domains"
+            if self.strain_law is None
+            else getattr(self.strain_law, "__name__", "custom"),
             "energy_min_eV": float(self.energy[0]),
             "energy_max_eV": float(self.energy[-1]),
             "n_energy": len(self.energy),
