@@ -106,11 +106,16 @@ class ReplicaFileIn(_Body):
 
 
 class ReplicaIn(_Body):
-    """A verified copy of a record's data in a repository, with its file manifest."""
+    """A copy of a record's data in a repository, under the record's folder ``records/<n>``.
+
+    For a local repository the server hashes the files itself; ``files``, when given, must
+    agree with what it finds (and names the files that make the replica). Without ``files``
+    every file in the folder does.
+    """
 
     repository: str = Field(min_length=1, max_length=128)
     path: str = Field(min_length=1, max_length=1024)
-    files: list[ReplicaFileIn] = Field(max_length=1_000_000)
+    files: list[ReplicaFileIn] | None = Field(default=None, max_length=1_000_000)
 
 
 class SchemaIn(_Body):

@@ -4,11 +4,16 @@ the project uses."""
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
+import httpx
 import pytest
 
-from scopeflow.errors import NotFoundError
+from scopeflow.errors import InputError, IntegrityError, NotFoundError
 from storage.federation.client import StoreClient
-from storage.federation.errors import PermissionDeniedError
+from storage.federation.embedded import RunningStore
+from storage.federation.errors import ChecksumMismatchError, PermissionDeniedError
 
 
 def test_read_never_becomes_admin_through_a_collection_link(
@@ -53,10 +58,98 @@ def test_a_project_reader_cannot_widen_rights_through_a_collection(
             bob.update(rec["id"], title="changed")
 
 
-def test_an_owner_shares_through_a_collection_as_before(alice: StoreClient, bob: StoreClient, tag: str) -> None:
+def test_an_owner_shares_through_a_collection_as_before(
+    alice: StoreClient, bob: StoreClient, tag: str
+) -> None:
     coll = alice.create_collection("shared")
     rec = alice.create_record("to share", tags=[tag])
     alice.link(coll["id"], rec["id"])
     alice.grant(coll["id"], "write", user="bob")
     assert bob.update(rec["id"], title="edited")["title"] == "edited"
     assert bob.search(tags=[tag])["total"] == 1
+
+
+def _repo(store: RunningStore) -> Path:
+    return store.store_dir / "repo"
+
+
+def _auth(client: StoreClient) -> dict[str, str]:
+    return {"Authorization": client._http.headers["Authorization"]}
+
+
+def test_a_replica_cannot_point_at_another_records_folder(
+    store: RunningStore, alice: StoreClient, bob: StoreClient
+) -> None:
+    victim = alice.create_record("alice's files", repository="local")
+    alice.put_file(victim["id"], "zarr.json", b"alice's bytes")
+    n = victim["id"].removeprefix("d/")
+    spy = bob.create_record("bob's", repository="local")
+    for path in (f"records/{n}", f"records/{n}/x", "records", "elsewhere"):
+        with pytest.raises(InputError, match="lies under records/"):
+            bob.add_replica(spy["id"], "local", path, [])
+    # Nothing of alice's is readable or writable through bob's record.
+    with pytest.raises(NotFoundError):
+        bob.get_file(spy["id"], "zarr.json")
+    bob.put_file(spy["id"], "zarr.json", b"bob's bytes")
+    assert alice.get_file(victim["id"], "zarr.json") == b"alice's bytes"
+
+
+def test_a_replica_records_the_servers_checksums_never_the_clients(
+    store: RunningStore, alice: StoreClient
+) -> None:
+    rec = alice.create_record("synced", repository="local")
+    n = rec["id"].removeprefix("d/")
+    folder = _repo(store) / f"records/{n}/data"
+    folder.mkdir(parents=True)
+    (folder / "a.bin").write_bytes(b"real bytes")
+    real = hashlib.sha256(b"real bytes").hexdigest()
+    with pytest.raises(ChecksumMismatchError, match="not what the manifest says"):
+        alice.add_replica(
+            rec["id"], "local", f"records/{n}/data", [{"path": "a.bin", "size": 0, "sha256": "0" * 64}]
+        )
+    with pytest.raises(ChecksumMismatchError, match="not in repository"):
+        alice.add_replica(
+            rec["id"], "local", f"records/{n}/data", [{"path": "ghost", "size": 1, "sha256": real}]
+        )
+    replica = alice.add_replica(
+        rec["id"], "local", f"records/{n}/data", [{"path": "a.bin", "size": 10, "sha256": real}]
+    )
+    assert (replica["size"], replica["n_files"]) == (10, 1)
+    assert alice.get(rec["id"])["size"] == 10
+
+
+def test_uploads_commit_only_what_is_on_disk(store: RunningStore, alice: StoreClient) -> None:
+    rec = alice.create_record("uploads", repository="local")
+    n = rec["id"].removeprefix("d/")
+    url = f"{store.url}/api/records/{n}/files"
+    r = httpx.put(f"{url}/{'x' * 300}", content=b"x", headers=_auth(alice))
+    assert r.status_code == 400, r.text
+    assert "255 bytes" in r.json()["detail"]
+    alice.put_file(rec["id"], "dir/inner.bin", b"inner")
+    r = httpx.put(f"{url}/dir", content=b"x", headers=_auth(alice))
+    assert r.status_code == 409, r.text
+    r = httpx.put(f"{url}/dir/inner.bin/below", content=b"x", headers=_auth(alice))
+    assert r.status_code == 409, r.text
+    files = alice.replicas(rec["id"])[0]["files"]
+    assert [f["path"] for f in files] == ["dir/inner.bin"]
+    for f in files:
+        assert (_repo(store) / f"records/{n}" / f["path"]).is_file()
+
+
+def test_get_refuses_a_planted_symlink_and_checks_the_checksum(
+    store: RunningStore, alice: StoreClient, tmp_path: Path
+) -> None:
+    rec = alice.create_record("links", repository="local")
+    n = rec["id"].removeprefix("d/")
+    alice.put_file(rec["id"], "a.bin", b"original")
+    target = _repo(store) / f"records/{n}/a.bin"
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"not yours")
+    target.unlink()
+    target.symlink_to(secret)
+    with pytest.raises(NotFoundError, match="missing on disk"):
+        alice.get_file(rec["id"], "a.bin")
+    target.unlink()
+    target.write_bytes(b"rotted!!")
+    with pytest.raises(IntegrityError, match="manifest says"):
+        alice.get_file(rec["id"], "a.bin")

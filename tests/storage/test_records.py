@@ -14,6 +14,7 @@ from storage.federation.errors import (
     AuthenticationError,
     ConflictError,
     PayloadTooLargeError,
+    QuotaExceededError,
     QuerySyntaxError,
     SchemaValidationError,
 )
@@ -267,5 +268,13 @@ def test_quota_is_enforced(admin: StoreClient, tag: str) -> None:
         rec = user.create_record("first", repository="local")
         with pytest.raises(InputError, match="at most 1 records"):
             user.create_record("second", repository="local")
-        with pytest.raises(InputError, match="would exceed the allocation of 100 bytes"):
-            user.add_replica(rec["id"], "local", "x", [{"path": "a", "size": 101, "sha256": "0" * 64}])
+        with pytest.raises(QuotaExceededError, match="would exceed the allocation of 100 bytes"):
+            user.put_file(rec["id"], "a", b"x" * 101)
+        # A 4xx (clients retry 5xx answers; a full allocation stays full) and nothing on disk.
+        r = httpx.put(
+            f"{admin.url}/api/records/{rec['id'].removeprefix('d/')}/files/a",
+            content=b"x" * 101,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert r.status_code == 403
+        assert user.get(rec["id"])["size"] == 0

@@ -113,7 +113,9 @@ def create_record(ctx: Ctx, body: RecordIn) -> dict[str, Any]:
     _index_metadata(ctx, record.id, body.metadata, replace=False)
     for coll in collections:
         # The creator owns the record: the link passes the collection's grants on in full.
-        ctx.session.add(CollectionItem(collection_id=coll.id, record_id=record.id, max_level=int(Level.ADMIN)))
+        ctx.session.add(
+            CollectionItem(collection_id=coll.id, record_id=record.id, max_level=int(Level.ADMIN))
+        )
     for dep in body.dependencies:
         _add_dependency(ctx, record, dep)
     ctx.audit("record.create", format_id("d", record.id), title=body.title)

@@ -71,7 +71,7 @@ def list_replicas(
 def add_replica(
     ref: str, body: ReplicaIn, p: Principal = Depends(principal), c: Catalog = Depends(catalog)
 ) -> Any:
-    return c.write(p, lambda ctx: replica_ops.add_replica(ctx, ref, body))
+    return replica_ops.add_replica(c, p, ref, body)
 
 
 @router.post("/search")
