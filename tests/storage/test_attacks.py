@@ -9,11 +9,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+import typer
+from typer.testing import CliRunner
 
 from scopeflow.errors import InputError, IntegrityError, NotFoundError
+from storage.federation.cli import sync_command
 from storage.federation.client import StoreClient
 from storage.federation.embedded import RunningStore
 from storage.federation.errors import ChecksumMismatchError, PermissionDeniedError
+from storage.transfer.local import LocalBackend
+from storage.transfer.push import push_dataset
+from tests.storage.conftest import make_tree
 
 
 def test_read_never_becomes_admin_through_a_collection_link(
@@ -153,3 +159,59 @@ def test_get_refuses_a_planted_symlink_and_checks_the_checksum(
     target.write_bytes(b"rotted!!")
     with pytest.raises(IntegrityError, match="manifest says"):
         alice.get_file(rec["id"], "a.bin")
+
+
+def test_sync_checks_the_right_before_writing_anything(
+    store: RunningStore, alice: StoreClient, bob: StoreClient, tmp_path: Path
+) -> None:
+    victim = alice.create_record("alice's dataset", repository="local")
+    n = victim["id"].removeprefix("d/")
+    alice.grant(victim["id"], "read", user="bob")
+    src = tmp_path / "ds.zarr"
+    make_tree(src, 3, 64)
+    with pytest.raises(PermissionDeniedError, match="write permission"):
+        push_dataset(bob, src, record=victim["id"], state_dir=tmp_path / "state")
+    assert not (_repo(store) / f"records/{n}").exists()  # not a byte written
+
+
+def test_a_killed_push_resumes_into_the_same_record(
+    alice: StoreClient, tmp_path: Path, tag: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / f"killed-{tag}.zarr"
+    make_tree(src, 6, 64)
+    real, copied = LocalBackend._copy, [0]
+
+    def dies_after_two(self: LocalBackend, *args: object) -> object:
+        if copied[0] == 2:
+            raise KeyboardInterrupt  # what a kill looks like from inside the process
+        copied[0] += 1
+        return real(self, *args)
+
+    monkeypatch.setattr(LocalBackend, "_copy", dies_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        push_dataset(alice, src, backend=LocalBackend(workers=1), state_dir=tmp_path / "state")
+    monkeypatch.undo()
+    result = push_dataset(alice, src, state_dir=tmp_path / "state")
+    assert result.report.files_sent == 7 - 2
+    found = alice.search(text=f"killed-{tag}")
+    assert [r["id"] for r in found["items"]] == [result.record]  # one record, not two
+
+
+def test_sync_says_what_verify_changed_checked(store: RunningStore, tmp_path: Path) -> None:
+    root = typer.Typer()
+    root.command("sync")(sync_command)
+    root.command("noop")(lambda: None)
+    src = tmp_path / "ds.zarr"
+    make_tree(src, 3, 100)
+    env = {
+        "SCOPEFLOW_STORE_URL": store.url,
+        "SCOPEFLOW_STORE_TOKEN": store.token,
+        "SCOPEFLOW_HOME": str(tmp_path),
+    }
+    assert CliRunner().invoke(root, ["sync", str(src)], env=env).exit_code == 0
+    out = CliRunner().invoke(root, ["sync", str(src)], env=env)
+    assert "0/4 files sent" in out.stdout  # the same record again, nothing moved
+    assert "4 unchanged files checked by size and mtime only" in out.stdout
+    assert "verified" not in out.stdout.replace("sent files verified", "")
+    out = CliRunner().invoke(root, ["sync", str(src), "--verify", "full"], env=env)
+    assert "every destination file re-hashed" in out.stdout

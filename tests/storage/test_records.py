@@ -14,8 +14,8 @@ from storage.federation.errors import (
     AuthenticationError,
     ConflictError,
     PayloadTooLargeError,
-    QuotaExceededError,
     QuerySyntaxError,
+    QuotaExceededError,
     SchemaValidationError,
 )
 

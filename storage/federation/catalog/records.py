@@ -27,6 +27,7 @@ from storage.federation.errors import ConflictError, PayloadTooLargeError
 from storage.federation.identifiers import check_alias, format_id
 from storage.federation.metadata_index import flatten
 from storage.federation.models import (
+    Collection,
     CollectionItem,
     Dependency,
     JsonSchemaDoc,
@@ -241,17 +242,26 @@ def record_dicts(ctx: Ctx, records: Sequence[Record], full: bool = False) -> lis
         }
         out.append(item)
     if full:
+        # Only the collections and dependencies the caller may read are named: an id is
+        # enough to learn that something exists.
+        readable_colls = ctx.grants.collection_filter(Level.READ)
+        readable_recs = ctx.grants.record_filter(Level.READ)
         for item, r in zip(out, records, strict=True):
+            item["access"] = ctx.grants.record_level(s, r).name.lower()
             item["collections"] = [
                 format_id("c", cid)
                 for cid in s.scalars(
-                    select(CollectionItem.collection_id).where(CollectionItem.record_id == r.id)
+                    select(CollectionItem.collection_id)
+                    .join(Collection, Collection.id == CollectionItem.collection_id)
+                    .where(CollectionItem.record_id == r.id, readable_colls)
                 )
             ]
             item["dependencies"] = [
                 {"kind": kind, "id": format_id("d", obj)}
                 for obj, kind in s.execute(
-                    select(Dependency.object_id, Dependency.kind).where(Dependency.subject_id == r.id)
+                    select(Dependency.object_id, Dependency.kind)
+                    .join(Record, Record.id == Dependency.object_id)
+                    .where(Dependency.subject_id == r.id, readable_recs)
                 )
             ]
             item["replicas"] = [
