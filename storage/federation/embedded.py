@@ -31,7 +31,7 @@ from storage.federation.auth import issue_token, token_digest
 from storage.federation.catalog.context import Limits
 from storage.federation.database import Database, sqlite_url
 from storage.federation.identifiers import check_user_name
-from storage.federation.models import Allocation, Repository, Token, User
+from storage.federation.models import Allocation, JsonSchemaDoc, Repository, Token, User
 
 #: Name of the local repository every embedded store has.
 LOCAL_REPOSITORY = "local"
@@ -98,6 +98,7 @@ def init_store(
                         max_records=DEFAULT_ALLOCATION[1],
                     )
                 )
+            _seed_project_schemas(session, admin)
             if existing and session.scalar(
                 select(Token.id).where(
                     Token.token_sha256 == token_digest(existing), Token.user_id == admin.id
@@ -116,6 +117,17 @@ def init_store(
             f.write(token + "\n")
         os.replace(tmp, token_file)
     return token
+
+
+def _seed_project_schemas(session, admin: User) -> None:  # type: ignore[no-untyped-def]
+    """Register the schemas the project's own records name (reserved: ``scopeflow/...``)."""
+    # The composition root may reach up: the provenance layer owns these bodies.
+    from storage.provenance.records import SCHEMAS
+
+    taken = set(session.scalars(select(JsonSchemaDoc.name).where(JsonSchemaDoc.name.in_(SCHEMAS))))
+    for name, body in SCHEMAS.items():
+        if name not in taken:
+            session.add(JsonSchemaDoc(name=name, body=body, owner_id=admin.id))
 
 
 def free_port(host: str = "127.0.0.1") -> int:

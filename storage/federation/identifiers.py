@@ -14,11 +14,11 @@ from pathlib import PurePosixPath
 
 from scopeflow.errors import InputError
 
-_ID = re.compile(r"^(?P<kind>[dc])/(?P<n>[1-9][0-9]{0,17})$")
-_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
-_USER = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
+_ID = re.compile(r"^(?P<kind>[dc])/(?P<n>[1-9][0-9]{0,17})\Z")
+_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}\Z")
+_USER = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}\Z")
 _NAME_RULE = "1-64 characters, a letter first, then letters, digits, '.', '_', '-'"
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._/-]{0,127}$")
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._/-]{0,127}\Z")
 
 #: Longest relative path accepted for a file inside a record, in characters.
 MAX_PATH_CHARS = 1024
@@ -53,7 +53,8 @@ def parse_ref(text: str, kind: str) -> Ref:
             want = "record (d/<n>)" if kind == "d" else "collection (c/<n>)"
             raise InputError(f"{text!r} is not a {want} id")
         return Ref(kind, number=int(m["n"]))
-    if text.isdigit() and 0 < len(text) <= 18 and int(text) > 0:
+    # isascii: str.isdigit() is true for '³' and other digits int() cannot read.
+    if text.isascii() and text.isdigit() and 0 < len(text) <= 18 and int(text) > 0:
         return Ref(kind, number=int(text))
     owner, _, alias = text.rpartition(":")
     check_alias(alias)

@@ -175,9 +175,9 @@ def test_schema_rejection_names_the_field(alice: StoreClient, tag: str) -> None:
     )
     ok = alice.create_record("good", tags=[tag], metadata={"defocus": 1.5}, md_schema=f"scan/{tag}")
     assert ok["md_schema"] == f"scan/{tag}"
-    with pytest.raises(SchemaValidationError, match=r"md\.defocus: 'far' is not of type 'number'"):
+    with pytest.raises(SchemaValidationError, match=r"md\.defocus: \"far\" is not of type \"number\""):
         alice.create_record("bad", metadata={"defocus": "far"}, md_schema=f"scan/{tag}")
-    with pytest.raises(SchemaValidationError, match="'defocus' is a required property"):
+    with pytest.raises(SchemaValidationError, match='"defocus" is a required property'):
         alice.update(ok["id"], metadata={}, metadata_mode="replace")
     with pytest.raises(SchemaValidationError, match="invalid JSON Schema"):
         alice.put_schema(f"broken/{tag}", {"type": "no-such-type"})
@@ -225,7 +225,7 @@ def test_bad_input_gets_clear_messages(store: RunningStore, alice: StoreClient) 
         alice.search(md="md.x > > 1")
     with pytest.raises(QuerySyntaxError, match="true/false can only be compared"):
         alice.search(md="md.flag > true")
-    with pytest.raises(InputError, match="cannot sort by 'colour'"):
+    with pytest.raises(InputError, match=r"sort: .*\(created\|updated\|title\|id\|size\)"):
         alice.search(sort="colour")
     with pytest.raises(InputError, match="title"):
         alice.create_record("")

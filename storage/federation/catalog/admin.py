@@ -31,7 +31,7 @@ from storage.federation.catalog.lookup import (
 )
 from storage.federation.catalog.quota import usage
 from storage.federation.catalog.records import _flush_unique
-from storage.federation.errors import PermissionDeniedError
+from storage.federation.errors import ConflictError, PermissionDeniedError
 from storage.federation.identifiers import check_name, check_user_name, format_id
 from storage.federation.models import (
     Allocation,
@@ -71,9 +71,31 @@ def new_token(ctx: Ctx, label: str) -> dict[str, Any]:
     return {"name": user.name, "token": token}
 
 
+#: Schema names the project itself uses (its provenance records name them): only a store admin
+#: registers them (``init_store`` does), so nobody can take one with a body of their own.
+RESERVED_SCHEMA_PREFIX = "scopeflow/"
+
+
 def put_schema(ctx: Ctx, body: SchemaIn) -> dict[str, Any]:
-    """Register a JSON Schema under a new name (names are immutable: version them, e.g. x/2)."""
+    """Register a JSON Schema under a new name (names are immutable: version them, e.g. x/2).
+
+    Registering the very same body under a taken name again is a no-op; a different body
+    under a taken name is a clash (409), never taken for the same schema.
+    """
     check_name(body.name, "schema")
+    existing = ctx.session.scalar(select(JsonSchemaDoc).where(JsonSchemaDoc.name == body.name))
+    if existing is not None:
+        if existing.body != body.body:
+            raise ConflictError(
+                f"schema name {body.name!r} is taken by a different schema; register yours under "
+                "another name (names are immutable: version them, e.g. x/2)"
+            )
+        return {"name": existing.name, "body": existing.body}
+    if body.name.startswith(RESERVED_SCHEMA_PREFIX) and not ctx.principal.is_admin:
+        raise PermissionDeniedError(
+            f"schema names under {RESERVED_SCHEMA_PREFIX!r} are the project's own; a store admin "
+            "registers them ('scopeflow store init' does)"
+        )
     json_schemas.check_schema(body.body)
     doc = JsonSchemaDoc(name=body.name, body=body.body, owner_id=ctx.principal.user_id)
     ctx.session.add(doc)

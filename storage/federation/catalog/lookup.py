@@ -16,7 +16,7 @@ from storage.federation.errors import PermissionDeniedError
 from storage.federation.identifiers import parse_ref
 from storage.federation.models import Collection, JsonSchemaDoc, Project, Record, Repository, User
 
-_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+/-]{0,63}$")
+_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+/-]{0,63}\Z")
 
 
 def check_tags(tags: list[str]) -> list[str]:

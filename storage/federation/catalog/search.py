@@ -52,7 +52,8 @@ SORT_KEYS = {
 }
 _FTS = sql_table(FTS_TABLE, sql_column("rowid"))
 _FTS_MATCH = literal_column(FTS_TABLE)
-_ID_PATTERN = re.compile(r"^(d/)?[0-9*?]{1,19}$")
+# 18 digits at most: every such id, and every range "12*" expands to, fits a signed 64-bit column.
+_ID_PATTERN = re.compile(r"^(d/)?[0-9*?]{1,18}$")
 
 
 def _like(pattern: str) -> str:

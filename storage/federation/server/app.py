@@ -65,7 +65,43 @@ def build_app(database_url: str, *, limits: Limits | None = None, migrate: bool 
         return limits.max_file_bytes if "/files/" in path else limits.max_body_bytes
 
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
+    app.add_middleware(UnexpectedErrorMiddleware)
     return app
+
+
+class UnexpectedErrorMiddleware:
+    """Answers an unexpected exception with a JSON 500 and keeps the connection open.
+
+    Starlette's own handler re-raises after answering, and uvicorn then closes the keep-alive
+    connection, so the client's next request fails too. A bug stays a 500 (and is logged).
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as error:
+            if started:
+                raise
+            log.exception("unexpected error answering %s %s", scope.get("method"), scope.get("path"))
+            response = JSONResponse(
+                {"error": "InternalError", "detail": f"the store failed unexpectedly ({type(error).__name__})"},
+                status_code=500,
+            )
+            await response(scope, receive, send)
 
 
 def build_app_from_env() -> Any:

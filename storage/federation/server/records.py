@@ -21,7 +21,9 @@ router = APIRouter(prefix="/api")
 
 @router.post("/records", status_code=201)
 def create_record(body: RecordIn, p: Principal = Depends(principal), c: Catalog = Depends(catalog)) -> Any:
-    return c.write(p, lambda ctx: ops.create_record(ctx, body))
+    # Schema validation runs before the write transaction: it holds no lock.
+    md = c.read(p, lambda ctx: ops.validate_new(ctx, body))
+    return c.write(p, lambda ctx: ops.create_record(ctx, body, md))
 
 
 @router.get("/records/{ref}")
@@ -33,7 +35,8 @@ def get_record(ref: str, p: Principal = Depends(principal), c: Catalog = Depends
 def update_record(
     ref: str, body: RecordPatch, p: Principal = Depends(principal), c: Catalog = Depends(catalog)
 ) -> Any:
-    return c.write(p, lambda ctx: ops.update_record(ctx, ref, body))
+    md = c.read(p, lambda ctx: ops.validate_patch(ctx, ref, body))
+    return c.write(p, lambda ctx: ops.update_record(ctx, ref, body, md))
 
 
 @router.delete("/records/{ref}", status_code=204)
