@@ -98,7 +98,10 @@ class UnexpectedErrorMiddleware:
                 raise
             log.exception("unexpected error answering %s %s", scope.get("method"), scope.get("path"))
             response = JSONResponse(
-                {"error": "InternalError", "detail": f"the store failed unexpectedly ({type(error).__name__})"},
+                {
+                    "error": "InternalError",
+                    "detail": f"the store failed unexpectedly ({type(error).__name__})",
+                },
                 status_code=500,
             )
             await response(scope, receive, send)
