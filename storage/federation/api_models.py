@@ -161,7 +161,7 @@ class ReplicaFileIn(_Body):
     """One file of a replica: path relative to the replica, size in bytes, sha256 hex."""
 
     path: str = Field(min_length=1, max_length=1024)
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=2**63 - 1)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
@@ -214,8 +214,8 @@ class AllocationIn(_Body):
 
     user: str | None = Field(default=None, max_length=64)
     project: str | None = Field(default=None, max_length=128)
-    max_bytes: int = Field(ge=0)
-    max_records: int = Field(ge=0)
+    max_bytes: int = Field(ge=0, le=2**63 - 1)
+    max_records: int = Field(ge=0, le=2**31 - 1)
 
 
 class GrantIn(_Body):

@@ -187,18 +187,20 @@ def serve_in_thread(
     port: int = 0,
     timeout_s: float = 30.0,
     limits: Limits | None = None,
+    database_url: str | None = None,
 ) -> RunningStore:
     """Start uvicorn on a background thread of this process; returns once it answers.
 
     ``port`` 0 picks a free one. ``limits``: the store's size limits (default ``Limits()``).
+    ``database_url``: the catalog's database (default the SQLite file in ``store_dir``).
     """
     import uvicorn
 
     from storage.federation.server import build_app
 
-    token = init_store(store_dir)
+    token = init_store(store_dir, database_url=database_url)
     db_file = store_paths(store_dir)[0]
-    app = build_app(sqlite_url(db_file), migrate=False, limits=limits)
+    app = build_app(database_url or sqlite_url(db_file), migrate=False, limits=limits)
     port = port or free_port(host)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, name=f"scopeflow-store:{port}", daemon=True)

@@ -20,6 +20,10 @@ _USER = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}\Z")
 _NAME_RULE = "1-64 characters, a letter first, then letters, digits, '.', '_', '-'"
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._/-]{0,127}\Z")
 
+#: Largest record or collection number: ids are INTEGER columns, 32-bit on PostgreSQL. A
+#: reference past it names nothing (not found), never a query the database cannot run.
+MAX_ID = 2**31 - 1
+
 #: Longest relative path accepted for a file inside a record, in characters.
 MAX_PATH_CHARS = 1024
 

@@ -35,6 +35,7 @@ from storage.federation.catalog.lookup import (
 )
 from storage.federation.catalog.records import record_dicts
 from storage.federation.database import FTS_TABLE
+from storage.federation.identifiers import MAX_ID
 from storage.federation.models import Collection, CollectionItem, Record, RecordTag
 from storage.federation.query_language import compile_expression, driven_ids
 
@@ -76,15 +77,18 @@ def _descendants(ctx: Ctx, root: int) -> list[int]:
 def _id_condition(pattern: str) -> ColumnElement[bool]:
     digits = pattern.removeprefix("d/")
     if digits.isdigit():
-        return Record.id == int(digits)
+        return Record.id == int(digits) if int(digits) <= MAX_ID else false()
     prefix = digits[:-1]
     if digits.endswith("*") and prefix.isdigit():
-        # "12*" is 12, 120-129, 1200-1299, ...: index ranges instead of a scan of every id.
-        ranges = [Record.id == int(prefix)]
+        # "12*" is 12, 120-129, 1200-1299, ...: index ranges instead of a scan of every id,
+        # as far as ids go (bounds past MAX_ID are more than an INTEGER column holds).
+        ranges = [Record.id == int(prefix)] if int(prefix) <= MAX_ID else []
         for k in range(1, 19 - len(prefix)):
             lo = int(prefix) * 10**k
-            ranges.append(Record.id.between(lo, lo + 10**k - 1))
-        return or_(*ranges)
+            if lo > MAX_ID:
+                break
+            ranges.append(Record.id.between(lo, min(lo + 10**k - 1, MAX_ID)))
+        return or_(*ranges) if ranges else false()
     return cast(Record.id, String).like(_like(digits), escape="\\")
 
 
