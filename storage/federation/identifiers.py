@@ -20,6 +20,24 @@ _USER = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}\Z")
 _NAME_RULE = "1-64 characters, a letter first, then letters, digits, '.', '_', '-'"
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._/-]{0,127}\Z")
 
+# The same rules as JSON Schema patterns, stated in the OpenAPI schema (and enforced there
+# first), so that what the schema calls valid is what the store accepts.
+_N = r"[1-9][0-9]{0,17}"
+_A = r"[A-Za-z][A-Za-z0-9._-]{0,63}"
+ALIAS_PATTERN = rf"^{_A}$"
+USER_PATTERN = rf"^{_A}$"
+NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9._/-]{0,127}$"
+PROJECT_PATTERN = r"^(p/)?[A-Za-z][A-Za-z0-9._/-]{0,127}$"
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:+/-]{0,63}$"
+RECORD_REF_PATTERN = rf"^(d/{_N}|{_N}|({_A}:)?{_A})$"
+COLLECTION_REF_PATTERN = rf"^(c/{_N}|{_N}|({_A}:)?{_A})$"
+GRANT_TARGET_PATTERN = rf"^(p/[A-Za-z][A-Za-z0-9._/-]{{0,127}}|[dc]/{_N}|{_N}|({_A}:)?{_A})$"
+#: Text of any kind but NUL (PostgreSQL refuses it in text and jsonb).
+TEXT_PATTERN = r"^[^\x00]*$"
+_SEG = r"([A-Za-z0-9_+=@,~-]|\.[A-Za-z0-9_+=@,~-])[A-Za-z0-9._+=@,~-]{0,126}"
+#: Files inside a record: up to 16 components of ASCII names, none '.' or '..'.
+FILE_PATH_PATTERN = rf"^{_SEG}(/{_SEG}){{0,15}}$"
+
 #: Largest record or collection number: ids are INTEGER columns, 32-bit on PostgreSQL. A
 #: reference past it names nothing (not found), never a query the database cannot run.
 MAX_ID = 2**31 - 1

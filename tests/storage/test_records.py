@@ -208,8 +208,8 @@ def test_path_traversal_is_refused(store: RunningStore, alice: StoreClient) -> N
     for bad in ("..%2F..%2Fescape.txt", "a%2F..%2F..%2F..%2Fescape.txt", "%2Fetc%2Fpasswd"):
         r = httpx.put(f"{store.url}/api/records/{n}/files/{bad}", content=b"x", headers=headers)
         assert r.status_code == 400, (bad, r.text)
-        assert "'..'" in r.json()["detail"] or "absolute" in r.json()["detail"]
-    with pytest.raises(InputError, match=r"contains '\.\.'"):
+        assert "path.path: String should match pattern" in r.json()["detail"]
+    with pytest.raises(InputError, match="path: String should match pattern"):
         alice.add_replica(rec["id"], "local", "../../elsewhere", [])
     with pytest.raises(InputError, match=r"contains '\.\.'"):
         alice.put_file(rec["id"], "../x", b"x")
@@ -229,11 +229,11 @@ def test_bad_input_gets_clear_messages(store: RunningStore, alice: StoreClient) 
         alice.search(sort="colour")
     with pytest.raises(InputError, match="title"):
         alice.create_record("")
-    with pytest.raises(InputError, match="invalid alias"):
+    with pytest.raises(InputError, match="alias: String should match pattern"):
         alice.create_record("x", alias="../x")
-    with pytest.raises(InputError, match="invalid tag"):
+    with pytest.raises(InputError, match="tags.0: String should match pattern"):
         alice.create_record("x", tags=["has space"])
-    with pytest.raises(InputError, match=r"d/1 .*cannot depend|not a record"):
+    with pytest.raises(InputError, match=r"dependencies.0.id: String should match pattern"):
         alice.create_record("x", dependencies=[("der", "c/1")])
     with pytest.raises(AuthenticationError, match="unknown or revoked token"):
         StoreClient(store.url, "sf_wrong").whoami()

@@ -14,7 +14,7 @@ from storage.federation.api_models import ReplicaIn
 from storage.federation.catalog.context import Catalog, Ctx
 from storage.federation.catalog.lookup import repository_by_name, resolve_record
 from storage.federation.catalog.quota import check_bytes_quota
-from storage.federation.errors import ChecksumMismatchError
+from storage.federation.errors import ChecksumMismatchError, PermissionDeniedError
 from storage.federation.identifiers import format_id, safe_relative_path
 from storage.federation.models import Record, Replica, ReplicaFile, Repository, utcnow
 from storage.transfer.manifest import FileEntry, build_manifest
@@ -30,7 +30,7 @@ def check_replica_path(record_id: int, path: str) -> str:
     rel = safe_relative_path(path, "replica path")
     own = default_replica_path(record_id)
     if rel != own and not rel.startswith(own + "/"):
-        raise InputError(f"replica path {path!r}: a replica of d/{record_id} lies under {own}/")
+        raise PermissionDeniedError(f"replica path {path!r}: a replica of d/{record_id} lies under {own}/")
     return rel
 
 

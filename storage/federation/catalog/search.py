@@ -22,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy import column as sql_column
 from sqlalchemy import table as sql_table
 
-from scopeflow.errors import InputError, NotFoundError
+from scopeflow.errors import InputError
 from storage.federation.access import Level
 from storage.federation.api_models import SearchIn
 from storage.federation.catalog.context import Ctx
@@ -127,10 +127,7 @@ def conditions(ctx: Ctx, q: SearchIn, correlated: bool = False, md: bool = True)
     for tag in check_tags(q.tags):
         where.append(Record.id.in_(select(RecordTag.record_id).where(RecordTag.tag == tag)))
     if q.owner:
-        try:
-            where.append(Record.owner_id == user_by_name(ctx, q.owner).id)
-        except NotFoundError:
-            raise InputError(f"owner {q.owner!r}: no such user") from None
+        where.append(Record.owner_id == user_by_name(ctx, q.owner).id)
     if q.md_schema:
         where.append(Record.schema_id == schema_by_name(ctx, q.md_schema).id)
     if q.project:

@@ -18,9 +18,17 @@ from storage.federation.api_models import (
 )
 from storage.federation.catalog import Catalog
 from storage.federation.catalog import admin as ops
-from storage.federation.server.deps import catalog, principal
+from storage.federation.server.deps import (
+    ERRORS,
+    TEXT,
+    ProjectName,
+    RepositoryName,
+    SchemaName,
+    catalog,
+    principal,
+)
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", responses=ERRORS)
 
 
 @router.get("/health")
@@ -40,7 +48,11 @@ def create_user(body: UserIn, p: Principal = Depends(principal), c: Catalog = De
 
 
 @router.post("/tokens", status_code=201)
-def new_token(label: str = "", p: Principal = Depends(principal), c: Catalog = Depends(catalog)) -> Any:
+def new_token(
+    label: str = Query(default="", max_length=128, pattern=TEXT),
+    p: Principal = Depends(principal),
+    c: Catalog = Depends(catalog),
+) -> Any:
     return c.write(p, lambda ctx: ops.new_token(ctx, label))
 
 
@@ -50,7 +62,7 @@ def put_schema(body: SchemaIn, p: Principal = Depends(principal), c: Catalog = D
 
 
 @router.get("/schemas/{name:path}")
-def get_schema(name: str, p: Principal = Depends(principal), c: Catalog = Depends(catalog)) -> Any:
+def get_schema(name: SchemaName, p: Principal = Depends(principal), c: Catalog = Depends(catalog)) -> Any:
     return c.read(p, lambda ctx: ops.get_schema(ctx, name))
 
 
@@ -61,7 +73,7 @@ def create_project(body: ProjectIn, p: Principal = Depends(principal), c: Catalo
 
 @router.post("/projects/{name}/members")
 def set_member(
-    name: str, body: MemberIn, p: Principal = Depends(principal), c: Catalog = Depends(catalog)
+    name: ProjectName, body: MemberIn, p: Principal = Depends(principal), c: Catalog = Depends(catalog)
 ) -> Any:
     return c.write(p, lambda ctx: ops.set_member(ctx, name, body))
 
@@ -80,7 +92,7 @@ def list_repositories(p: Principal = Depends(principal), c: Catalog = Depends(ca
 
 @router.post("/repositories/{name}/allocations")
 def set_allocation(
-    name: str, body: AllocationIn, p: Principal = Depends(principal), c: Catalog = Depends(catalog)
+    name: RepositoryName, body: AllocationIn, p: Principal = Depends(principal), c: Catalog = Depends(catalog)
 ) -> Any:
     return c.write(p, lambda ctx: ops.set_allocation(ctx, name, body))
 
@@ -92,7 +104,7 @@ def grant(body: GrantIn, p: Principal = Depends(principal), c: Catalog = Depends
 
 @router.get("/audit")
 def audit(
-    target: str | None = None,
+    target: str | None = Query(default=None, max_length=128, pattern=TEXT),
     limit: int = Query(default=100, ge=1, le=1000),
     p: Principal = Depends(principal),
     c: Catalog = Depends(catalog),

@@ -9,9 +9,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from scopeflow.errors import ScopeflowError
+from storage.federation.api_models import JSON_VALUE_SCHEMA
 from storage.federation.catalog import Catalog, Limits
 from storage.federation.database import Database
 from storage.federation.errors import status_of
@@ -66,6 +68,16 @@ def build_app(database_url: str, *, limits: Limits | None = None, migrate: bool 
 
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
     app.add_middleware(UnexpectedErrorMiddleware)
+
+    def openapi() -> dict[str, Any]:
+        # The metadata and schema bodies refer to JsonValue (recursive): add it once.
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            schema.setdefault("components", {}).setdefault("schemas", {})["JsonValue"] = JSON_VALUE_SCHEMA
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 

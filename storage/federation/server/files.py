@@ -26,9 +26,9 @@ from storage.federation.catalog.lookup import repository_by_name, resolve_record
 from storage.federation.errors import ConflictError
 from storage.federation.identifiers import safe_relative_path
 from storage.federation.models import Replica, Repository
-from storage.federation.server.deps import catalog, principal
+from storage.federation.server.deps import ERRORS, FilePath, RecordRef, RepositoryQuery, catalog, principal
 
-router = APIRouter(prefix="/api/records")
+router = APIRouter(prefix="/api/records", responses=ERRORS)
 
 #: Size of the pieces an upload is written in, in bytes.
 CHUNK = 1 << 20
@@ -74,10 +74,10 @@ def _locate(ctx: Ctx, ref: str, rel: str, repo_name: str | None, level: Level) -
 
 @router.put("/{ref}/files/{path:path}", status_code=201)
 async def put_file(
-    ref: str,
-    path: str,
+    ref: RecordRef,
+    path: FilePath,
     request: Request,
-    repository: str | None = None,
+    repository: RepositoryQuery = None,
     p: Principal = Depends(principal),
     c: Catalog = Depends(catalog),
 ) -> Any:
@@ -161,9 +161,9 @@ def _swap_back(backup: Path | None, final: Path) -> None:
 
 @router.get("/{ref}/files/{path:path}")
 def get_file(
-    ref: str,
-    path: str,
-    repository: str | None = None,
+    ref: RecordRef,
+    path: FilePath,
+    repository: RepositoryQuery = None,
     p: Principal = Depends(principal),
     c: Catalog = Depends(catalog),
 ) -> FileResponse:
