@@ -231,7 +231,7 @@ def test_bad_input_gets_clear_messages(store: RunningStore, alice: StoreClient) 
         alice.create_record("")
     with pytest.raises(InputError, match="alias: String should match pattern"):
         alice.create_record("x", alias="../x")
-    with pytest.raises(InputError, match="tags.0: String should match pattern"):
+    with pytest.raises(InputError, match=r"tags\.0: String should match pattern"):
         alice.create_record("x", tags=["has space"])
     with pytest.raises(InputError, match=r"dependencies.0.id: String should match pattern"):
         alice.create_record("x", dependencies=[("der", "c/1")])
