@@ -209,7 +209,7 @@ class ReplicaFileIn(_Body):
     """One file of a replica: path relative to the replica, size in bytes, sha256 hex."""
 
     path: str = Field(min_length=1, max_length=1024, pattern=FILE_PATH_PATTERN)
-    size: int = Field(ge=0, le=2**63 - 1)
+    size: int = Field(ge=0, le=10**18)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
@@ -272,7 +272,7 @@ class AllocationIn(_Body):
 
     user: str | None = Field(default=None, max_length=64, pattern=USER_PATTERN)
     project: str | None = Field(default=None, max_length=130, pattern=PROJECT_PATTERN)
-    max_bytes: int = Field(ge=0, le=2**63 - 1)
+    max_bytes: int = Field(ge=0, le=10**18)
     max_records: int = Field(ge=0, le=2**31 - 1)
 
 

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scopeflow.errors import ScopeflowError
 from storage.federation.api_models import JSON_VALUE_SCHEMA
@@ -58,6 +59,16 @@ def build_app(database_url: str, *, limits: Limits | None = None, migrate: bool 
         if status >= 500:
             log.error("store error: %s", error)
         return JSONResponse({"error": type(error).__name__, "detail": str(error)}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own refusals (a body that is not JSON, an unknown path) in the store's shape.
+        name = {400: "InputError", 404: "NotFoundError", 413: "PayloadTooLargeError"}.get(error.status_code)
+        return JSONResponse(
+            {"error": name or "HTTPError", "detail": str(error.detail)},
+            status_code=error.status_code,
+            headers=getattr(error, "headers", None),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, error: RequestValidationError) -> JSONResponse:

@@ -57,7 +57,9 @@ def catalog(request: Request) -> Catalog:
     return request.app.state.catalog
 
 
-async def principal(request: Request, authorization: str | None = Header(default=None)) -> Principal:
+async def principal(
+    request: Request, authorization: str | None = Header(default=None, include_in_schema=False)
+) -> Principal:
     """The caller, from the bearer token (401 without a valid one)."""
     cat: Catalog = request.app.state.catalog
     return await run_in_threadpool(cat.principal, authorization)

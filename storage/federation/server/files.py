@@ -51,7 +51,7 @@ def _locate(ctx: Ctx, ref: str, rel: str, repo_name: str | None, level: Level) -
     elif record.repository_id:
         repo = ctx.session.get(Repository, record.repository_id)
     else:
-        raise InputError(f"d/{record.id} has no repository yet; name one with ?repository=NAME")
+        raise ConflictError(f"d/{record.id} has no repository yet; name one with ?repository=NAME")
     assert repo is not None
     if repo.kind != "local":
         raise InputError(
