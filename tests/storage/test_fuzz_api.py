@@ -130,6 +130,10 @@ def test_api_holds_against_generated_requests(
     fuzzed_store: RunningStore, caller: str, mode: GenerationMode
 ) -> None:
     as_admin = caller == fuzzed_store.token
+    if mode is GenerationMode.NEGATIVE and not as_admin:
+        pytest.skip(
+            "schema-invalid requests are refused before any permission check: the admin run covers them"
+        )
     failures = []
     for operation in _operations(fuzzed_store, as_admin):
         if mode is GenerationMode.NEGATIVE and not (
