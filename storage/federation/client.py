@@ -265,6 +265,18 @@ class StoreClient:
         """Create a user (admin only) and return its first token."""
         return self._json("POST", "/api/users", json={"name": name, "is_admin": is_admin})["token"]
 
+    def new_token(self, label: str = "", days: float = 90) -> dict[str, Any]:
+        """A new token for the caller (``token`` is the secret, shown once; ``id`` revokes it)."""
+        return self._json("POST", "/api/tokens", params={"label": label, "days": days})
+
+    def tokens(self) -> list[dict[str, Any]]:
+        """The caller's tokens: ids, labels, creation and expiry times (never the secrets)."""
+        return self._json("GET", "/api/tokens")
+
+    def revoke_token(self, token_id: int) -> None:
+        """Revoke a token of the caller's (a store admin: anyone's)."""
+        self._call("DELETE", f"/api/tokens/{int(token_id)}")
+
     def put_schema(self, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Register a JSON Schema."""
         return self._json("POST", "/api/schemas", json={"name": name, "body": dict(body)})

@@ -68,7 +68,20 @@ def init_store(
     login name), the ``local`` repository with an allocation for that user, and the token file.
     """
     db_file, repo_dir, token_file = store_paths(store_dir)
-    repo_dir.mkdir(parents=True, exist_ok=True)
+    # Owner-only: the catalog and the repository hold every user's data, and the store's ACLs
+    # mean nothing to another local account that can read the files.
+    for directory in (repo_dir.parent, repo_dir):
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+    if not database_url:
+        os.close(os.open(db_file, os.O_RDWR | os.O_CREAT, 0o600))
+        for path in (
+            db_file,
+            db_file.with_name(db_file.name + "-wal"),
+            db_file.with_name(db_file.name + "-shm"),
+        ):
+            if path.exists():
+                os.chmod(path, 0o600)
     db = Database(database_url or sqlite_url(db_file))
     try:
         db.migrate()

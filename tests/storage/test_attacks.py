@@ -5,6 +5,8 @@ the project uses."""
 from __future__ import annotations
 
 import hashlib
+import stat
+import time
 from pathlib import Path
 
 import httpx
@@ -12,11 +14,16 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from scopeflow.errors import IntegrityError, NotFoundError
+from scopeflow.errors import InputError, IntegrityError, NotFoundError
 from storage.federation.cli import sync_command
 from storage.federation.client import StoreClient
-from storage.federation.embedded import RunningStore
-from storage.federation.errors import ChecksumMismatchError, PermissionDeniedError
+from storage.federation.embedded import RunningStore, init_store
+from storage.federation.errors import (
+    AuthenticationError,
+    ChecksumMismatchError,
+    ConflictError,
+    PermissionDeniedError,
+)
 from storage.transfer.local import LocalBackend
 from storage.transfer.push import push_dataset
 from tests.storage.conftest import make_tree
@@ -215,3 +222,52 @@ def test_sync_says_what_verify_changed_checked(store: RunningStore, tmp_path: Pa
     assert "verified" not in out.stdout.replace("sent files verified", "")
     out = CliRunner().invoke(root, ["sync", str(src), "--verify", "full"], env=env)
     assert "every destination file re-hashed" in out.stdout
+
+
+def test_a_record_names_only_the_links_its_reader_may_see(alice: StoreClient, bob: StoreClient) -> None:
+    hidden_source = alice.create_record("alice's private source")
+    hidden_coll = alice.create_collection("alice's private folder")
+    shown = alice.create_record(
+        "shared result", dependencies=[("der", hidden_source["id"])], collections=[hidden_coll["id"]]
+    )
+    alice.grant(shown["id"], "read", user="bob")
+    seen = bob.get(shown["id"])
+    assert seen["dependencies"] == [] and seen["collections"] == []
+    assert alice.get(shown["id"])["dependencies"] == [{"kind": "der", "id": hidden_source["id"]}]
+
+
+def test_dependency_cycles_are_refused(alice: StoreClient) -> None:
+    a = alice.create_record("a")
+    b = alice.create_record("b", dependencies=[("der", a["id"])])
+    with pytest.raises(ConflictError, match="cycle"):
+        alice.add_dependency(a["id"], "der", b["id"])
+    c = alice.create_record("c", dependencies=[("ver", b["id"])])
+    with pytest.raises(ConflictError, match="cycle"):
+        alice.add_dependency(a["id"], "ver", c["id"])
+    alice.add_dependency(c["id"], "comp", a["id"])  # no loop: fine
+
+
+def test_store_files_are_owner_only(tmp_path: Path) -> None:
+    init_store(tmp_path / "store")
+    root = tmp_path / "store"
+    assert stat.S_IMODE((root / "catalog.db").stat().st_mode) == 0o600
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    assert stat.S_IMODE((root / "repo").stat().st_mode) == 0o700
+    assert stat.S_IMODE((root / "token").stat().st_mode) == 0o600
+
+
+def test_tokens_expire_and_can_be_revoked(store: RunningStore, alice: StoreClient) -> None:
+    issued = alice.new_token("laptop", days=30)
+    assert issued["expires"] is not None
+    with StoreClient(store.url, issued["token"]) as laptop:
+        assert laptop.whoami()["name"] == "alice"
+        assert issued["id"] in [t["id"] for t in alice.tokens()]
+        alice.revoke_token(issued["id"])
+        with pytest.raises(AuthenticationError, match="expired or revoked"):
+            laptop.whoami()
+    short = alice.new_token("short", days=1e-5)  # about a second
+    time.sleep(1.5)
+    with StoreClient(store.url, short["token"]) as gone, pytest.raises(AuthenticationError):
+        gone.whoami()
+    with pytest.raises(InputError):
+        alice.new_token("forever", days=10_000)

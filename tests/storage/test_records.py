@@ -235,7 +235,7 @@ def test_bad_input_gets_clear_messages(store: RunningStore, alice: StoreClient) 
         alice.create_record("x", tags=["has space"])
     with pytest.raises(InputError, match=r"dependencies.0.id: String should match pattern"):
         alice.create_record("x", dependencies=[("der", "c/1")])
-    with pytest.raises(AuthenticationError, match="unknown or revoked token"):
+    with pytest.raises(AuthenticationError, match="unknown, expired or revoked token"):
         StoreClient(store.url, "sf_wrong").whoami()
     r = httpx.get(f"{store.url}/api/whoami")
     assert r.status_code == 401

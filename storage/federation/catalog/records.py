@@ -101,9 +101,29 @@ def _add_dependency(ctx: Ctx, record: Record, dep: DependencyIn) -> None:
     target = resolve_record(ctx, dep.id, Level.READ)
     if target.id == record.id:
         raise InputError(f"d/{record.id} cannot depend on itself")
+    if _reaches(ctx, target.id, record.id):
+        raise ConflictError(
+            f"d/{record.id} --{dep.kind}--> d/{target.id} would close a cycle: d/{target.id} already "
+            f"depends on d/{record.id}"
+        )
     exists = ctx.session.get(Dependency, (record.id, target.id, dep.kind))
     if exists is None:
         ctx.session.add(Dependency(subject_id=record.id, object_id=target.id, kind=dep.kind))
+
+
+def _reaches(ctx: Ctx, start: int, goal: int) -> bool:
+    """Whether ``goal`` is among what ``start`` depends on, through any chain of any kind
+    (derived from, component of, version of: each is an order, none may loop)."""
+    seen, frontier = {start}, {start}
+    while frontier:
+        if goal in frontier:
+            return True
+        nxt = set(
+            ctx.session.scalars(select(Dependency.object_id).where(Dependency.subject_id.in_(frontier)))
+        )
+        frontier = nxt - seen
+        seen |= nxt
+    return False
 
 
 def _flush_unique(ctx: Ctx, what: str) -> None:

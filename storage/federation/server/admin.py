@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from storage.federation.access import Principal
 from storage.federation.api_models import (
@@ -16,6 +16,7 @@ from storage.federation.api_models import (
     SchemaIn,
     UserIn,
 )
+from storage.federation.auth import DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS
 from storage.federation.catalog import Catalog
 from storage.federation.catalog import admin as ops
 from storage.federation.server.deps import (
@@ -50,10 +51,25 @@ def create_user(body: UserIn, p: Principal = Depends(principal), c: Catalog = De
 @router.post("/tokens", status_code=201)
 def new_token(
     label: str = Query(default="", max_length=128, pattern=TEXT),
+    days: float = Query(default=DEFAULT_TOKEN_DAYS, gt=0, le=MAX_TOKEN_DAYS),
     p: Principal = Depends(principal),
     c: Catalog = Depends(catalog),
 ) -> Any:
-    return c.write(p, lambda ctx: ops.new_token(ctx, label))
+    """A new token for the caller, valid ``days`` days; the secret is shown once."""
+    return c.write(p, lambda ctx: ops.new_token(ctx, label, days))
+
+
+@router.get("/tokens")
+def list_tokens(p: Principal = Depends(principal), c: Catalog = Depends(catalog)) -> Any:
+    return c.read(p, ops.list_tokens)
+
+
+@router.delete("/tokens/{token_id}", status_code=204)
+def revoke_token(
+    token_id: int = Path(ge=1, le=2**31 - 1), p: Principal = Depends(principal), c: Catalog = Depends(catalog)
+) -> Response:
+    c.write(p, lambda ctx: ops.revoke_token(ctx, token_id))
+    return Response(status_code=204)
 
 
 @router.post("/schemas", status_code=201)
