@@ -29,6 +29,8 @@ from storage.federation.embedded import RunningStore
 from storage.federation.errors import PermissionDeniedError
 
 WORLDS = int(os.environ.get("SCOPEFLOW_ACCESS_WORLDS", "12"))
+#: Worlds built in this process (read by ``benchmarks/security.py``).
+TRIED = {"worlds": 0, "checks": 0}
 LEVELS = {"none": 0, "read": 1, "write": 2, "admin": 3}
 NAMES = ("none", "read", "write", "admin")
 
@@ -101,6 +103,7 @@ def _expect(allowed: bool, readable: bool, action: object) -> None:
 def test_no_route_reaches_beyond_the_rules(
     store: RunningStore, admin: StoreClient, data: st.DataObject
 ) -> None:
+    TRIED["worlds"] += 1
     run = uuid.uuid4().hex[:8]
     n_users = data.draw(st.integers(2, 4), label="users")
     names = [f"u{run}x{i}" for i in range(n_users)]
@@ -214,6 +217,7 @@ def test_no_route_reaches_beyond_the_rules(
             expected = {ids["d"][r] for r in ids["d"] if w.record_level(r, u) >= 1}
             assert found == expected, (u, found, expected, w)
             for r, rid in ids["d"].items():
+                TRIED["checks"] += 1
                 level = w.record_level(r, u)
                 if level >= 1:
                     got = client.get(rid)
