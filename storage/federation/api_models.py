@@ -28,9 +28,10 @@ DependencyKind = Literal["der", "comp", "ver"]
 Tag = Annotated[str, Field(pattern=TAG_PATTERN)]
 RecordRef = Annotated[str, Field(max_length=200, pattern=RECORD_REF_PATTERN)]
 CollectionRef = Annotated[str, Field(max_length=200, pattern=COLLECTION_REF_PATTERN)]
-#: Largest magnitude of a number in stored JSON: a 64-bit float's (the search index holds
-#: numbers as floats; past it ``float()`` overflows).
-MAX_NUMBER = 1.7976931348623157e308
+#: Largest magnitude of a number in stored JSON: inside a 64-bit float's range (the search
+#: index holds numbers as floats; past it ``float()`` overflows), and a round integer so that
+#: the bound reads the same exact value to every JSON reader (the float maximum does not).
+MAX_NUMBER = 10**308
 #: The JSON a record's metadata (or a schema body) may hold, stated for the OpenAPI schema
 #: (``check_json`` enforces it; the app adds this under components/schemas).
 JSON_VALUE_SCHEMA: dict[str, Any] = {
@@ -66,8 +67,8 @@ MAX_JSON_DEPTH = 64
 
 
 def check_json(value: Any, depth: int = 0) -> None:
-    """Refuse what JSON stores cannot keep or give back: NaN and infinities, integers past the
-    range of 64-bit floats, NUL characters and lone surrogates in strings or keys, nesting past
+    """Refuse what JSON stores cannot keep or give back: NaN and infinities, numbers past
+    ±1e308 (64-bit floats), NUL characters and lone surrogates in strings or keys, nesting past
     ``MAX_JSON_DEPTH``. Raises ValueError naming the rule (a 400 answer)."""
     if depth > MAX_JSON_DEPTH:
         raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels is refused")
@@ -76,10 +77,12 @@ def check_json(value: Any, depth: int = 0) -> None:
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             raise ValueError("NaN and Infinity are not JSON numbers; send null or a finite number")
+        if abs(value) > MAX_NUMBER:
+            raise ValueError("numbers beyond ±1e308 (the range of 64-bit floats) are refused")
     elif isinstance(value, int):
         if abs(value) > MAX_NUMBER:
             raise ValueError(
-                "integers beyond the range of 64-bit floats are refused; send the value as a string"
+                "integers beyond ±1e308 (the range of 64-bit floats) are refused; send the value as a string"
             )
     elif isinstance(value, str):
         _check_text(value)

@@ -42,7 +42,7 @@ BAD_INPUTS: list[tuple[str, str, str, str | None, int, str]] = [
         "/api/records",
         '{"title": "x", "metadata": {"v": 1' + "0" * 400 + "}}",
         400,
-        "64-bit floats",
+        "beyond ±1e308",
     ),
     (
         "lone surrogate",
