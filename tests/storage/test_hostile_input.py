@@ -231,3 +231,50 @@ def test_project_schema_names_are_reserved(alice: StoreClient, admin: StoreClien
     assert record_dataset(alice, "/nonexistent/run.zarr").startswith(
         "d/"
     )  # the owner's records still validate
+
+
+def test_an_unexpected_error_keeps_the_connection(tmp_path: object) -> None:
+    """A bug answers a JSON 500 and the keep-alive connection serves the next request."""
+    import socket
+
+    import uvicorn
+
+    from storage.federation.embedded import free_port
+    from storage.federation.server.app import UnexpectedErrorMiddleware
+
+    async def broken(scope: dict, receive: object, send: object) -> None:
+        if scope["type"] == "lifespan":
+            return
+        raise RuntimeError("a bug")
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            UnexpectedErrorMiddleware(broken),
+            host="127.0.0.1",
+            port=port,
+            log_level="critical",
+            lifespan="off",
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            answers = []
+            for _ in range(2):
+                conn.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+                data = b""
+                while b"InternalError" not in data:
+                    chunk = conn.recv(4096)
+                    assert chunk, "the server closed the connection"
+                    data += chunk
+                answers.append(data)
+        assert all(a.startswith(b"HTTP/1.1 500") for a in answers)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
