@@ -23,6 +23,8 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	bash scripts/install-browser.sh
+	# PostgreSQL for the store's tests (they start a throwaway cluster on loopback).
+	bash scripts/postgres-test.sh install
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

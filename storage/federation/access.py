@@ -3,7 +3,10 @@
 Levels: 1 read, 2 write, 3 admin (each implies the lower). A user holds a level on an item as
 the highest of: ownership (admin), a store admin account (admin), a grant on the item, a grant
 or membership on its project, and a grant on any collection that holds it, or any ancestor of
-such a collection. The same computed ``Grants`` yields both single-item checks and the WHERE
+such a collection. What a collection passes on to a record is capped by the link
+(``CollectionItem.max_level``): a link made by someone without admin on the record passes
+nothing on, so read on a record never becomes more through a collection the reader owns.
+The same computed ``Grants`` yields both single-item checks and the WHERE
 clause of search, so the two cannot disagree.
 """
 
@@ -12,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from sqlalchemy import ColumnElement, false, or_, select, true
+from sqlalchemy import ColumnElement, and_, false, or_, select, true
 from sqlalchemy.orm import Session
 
 from scopeflow.errors import InputError
@@ -75,7 +78,9 @@ class Grants:
         clauses.append(Record.id.in_(direct))
         collections = [cid for cid, lvl in self.collections.items() if lvl >= level]
         if collections:
-            held = select(CollectionItem.record_id).where(CollectionItem.collection_id.in_(collections))
+            held = select(CollectionItem.record_id).where(
+                and_(CollectionItem.collection_id.in_(collections), CollectionItem.max_level >= int(level))
+            )
             clauses.append(Record.id.in_(held))
         return or_(*clauses)
 
@@ -103,12 +108,20 @@ class Grants:
             .limit(1)
         )
         best = max(best, direct or 0)
-        if self.collections and best < Level.ADMIN:
-            holders = session.scalars(
-                select(CollectionItem.collection_id).where(CollectionItem.record_id == record.id)
-            )
-            best = max([best, *(self.collections.get(cid, 0) for cid in holders)])
+        if best < Level.ADMIN:
+            best = max(best, self.linked_level(session, record))
         return Level(best)
+
+    def linked_level(self, session: Session, record: Record) -> int:
+        """The best level reached through collections, each capped by its link."""
+        if not self.collections:
+            return 0
+        links = session.execute(
+            select(CollectionItem.collection_id, CollectionItem.max_level).where(
+                CollectionItem.record_id == record.id
+            )
+        )
+        return max([0, *(min(self.collections.get(cid, 0), cap) for cid, cap in links)])
 
     def collection_level(self, collection: Collection) -> Level:
         """The level held on one collection."""

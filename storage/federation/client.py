@@ -7,6 +7,7 @@ unreachable server raises ``ServiceError`` with the URL and a hint, never a raw 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -16,7 +17,7 @@ from urllib.parse import quote
 import httpx
 
 from scopeflow import errors as project_errors
-from scopeflow.errors import ScopeflowError, ServiceError
+from scopeflow.errors import IntegrityError, ScopeflowError, ServiceError
 from storage.federation import errors as federation_errors
 from storage.federation.errors import BY_STATUS
 from storage.federation.identifiers import safe_relative_path
@@ -178,7 +179,8 @@ class StoreClient:
     def add_replica(
         self, ref: str, repository: str, path: str, files: Iterable[Mapping[str, Any]]
     ) -> dict[str, Any]:
-        """Record a verified replica: ``files`` are ``{path, size, sha256}``."""
+        """Record a replica under the record's folder; ``files`` (``{path, size, sha256}``) are
+        checked by the server against the bytes it holds (local repositories)."""
         body = {"repository": repository, "path": path, "files": [dict(f) for f in files]}
         return self._json("POST", f"/api/records/{_ref(ref)}/replicas", json=body)
 
@@ -195,10 +197,22 @@ class StoreClient:
         return self._json("PUT", url, content=data, params=params)
 
     def get_file(self, ref: str, path: str, repository: str | None = None) -> bytes:
-        """Download one file of a record."""
+        """Download one file of a record, checked against the sha256 the store recorded for it.
+
+        Raises IntegrityError when the bytes differ from the manifest (rot on disk, a change
+        behind the store's back).
+        """
         path = safe_relative_path(path, "file path")
         params = {"repository": repository} if repository else None
-        return self._call("GET", f"/api/records/{_ref(ref)}/files/{quote(path)}", params=params).content
+        response = self._call("GET", f"/api/records/{_ref(ref)}/files/{quote(path)}", params=params)
+        expected = response.headers.get("X-Checksum-Sha256", "")
+        actual = hashlib.sha256(response.content).hexdigest()
+        if expected != actual:
+            raise IntegrityError(
+                f"{ref}: {path} came back with sha256 {actual}, but the store's manifest says "
+                f"{expected or '(none)'}"
+            )
+        return response.content
 
     # -- collections --------------------------------------------------------------------------
 
@@ -250,6 +264,18 @@ class StoreClient:
     def create_user(self, name: str, is_admin: bool = False) -> str:
         """Create a user (admin only) and return its first token."""
         return self._json("POST", "/api/users", json={"name": name, "is_admin": is_admin})["token"]
+
+    def new_token(self, label: str = "", days: float = 90) -> dict[str, Any]:
+        """A new token for the caller (``token`` is the secret, shown once; ``id`` revokes it)."""
+        return self._json("POST", "/api/tokens", params={"label": label, "days": days})
+
+    def tokens(self) -> list[dict[str, Any]]:
+        """The caller's tokens: ids, labels, creation and expiry times (never the secrets)."""
+        return self._json("GET", "/api/tokens")
+
+    def revoke_token(self, token_id: int) -> None:
+        """Revoke a token of the caller's (a store admin: anyone's)."""
+        self._call("DELETE", f"/api/tokens/{int(token_id)}")
 
     def put_schema(self, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Register a JSON Schema."""

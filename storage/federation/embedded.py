@@ -31,7 +31,7 @@ from storage.federation.auth import issue_token, token_digest
 from storage.federation.catalog.context import Limits
 from storage.federation.database import Database, sqlite_url
 from storage.federation.identifiers import check_user_name
-from storage.federation.models import Allocation, Repository, Token, User
+from storage.federation.models import Allocation, JsonSchemaDoc, Repository, Token, User
 
 #: Name of the local repository every embedded store has.
 LOCAL_REPOSITORY = "local"
@@ -68,7 +68,20 @@ def init_store(
     login name), the ``local`` repository with an allocation for that user, and the token file.
     """
     db_file, repo_dir, token_file = store_paths(store_dir)
-    repo_dir.mkdir(parents=True, exist_ok=True)
+    # Owner-only: the catalog and the repository hold every user's data, and the store's ACLs
+    # mean nothing to another local account that can read the files.
+    for directory in (repo_dir.parent, repo_dir):
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+    if not database_url:
+        os.close(os.open(db_file, os.O_RDWR | os.O_CREAT, 0o600))
+        for path in (
+            db_file,
+            db_file.with_name(db_file.name + "-wal"),
+            db_file.with_name(db_file.name + "-shm"),
+        ):
+            if path.exists():
+                os.chmod(path, 0o600)
     db = Database(database_url or sqlite_url(db_file))
     try:
         db.migrate()
@@ -98,6 +111,7 @@ def init_store(
                         max_records=DEFAULT_ALLOCATION[1],
                     )
                 )
+            _seed_project_schemas(session, admin)
             if existing and session.scalar(
                 select(Token.id).where(
                     Token.token_sha256 == token_digest(existing), Token.user_id == admin.id
@@ -116,6 +130,17 @@ def init_store(
             f.write(token + "\n")
         os.replace(tmp, token_file)
     return token
+
+
+def _seed_project_schemas(session, admin: User) -> None:  # type: ignore[no-untyped-def]
+    """Register the schemas the project's own records name (reserved: ``scopeflow/...``)."""
+    # The composition root may reach up: the provenance layer owns these bodies.
+    from storage.provenance.records import SCHEMAS
+
+    taken = set(session.scalars(select(JsonSchemaDoc.name).where(JsonSchemaDoc.name.in_(SCHEMAS))))
+    for name, body in SCHEMAS.items():
+        if name not in taken:
+            session.add(JsonSchemaDoc(name=name, body=body, owner_id=admin.id))
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -175,18 +200,20 @@ def serve_in_thread(
     port: int = 0,
     timeout_s: float = 30.0,
     limits: Limits | None = None,
+    database_url: str | None = None,
 ) -> RunningStore:
     """Start uvicorn on a background thread of this process; returns once it answers.
 
     ``port`` 0 picks a free one. ``limits``: the store's size limits (default ``Limits()``).
+    ``database_url``: the catalog's database (default the SQLite file in ``store_dir``).
     """
     import uvicorn
 
     from storage.federation.server import build_app
 
-    token = init_store(store_dir)
+    token = init_store(store_dir, database_url=database_url)
     db_file = store_paths(store_dir)[0]
-    app = build_app(sqlite_url(db_file), migrate=False, limits=limits)
+    app = build_app(database_url or sqlite_url(db_file), migrate=False, limits=limits)
     port = port or free_port(host)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, name=f"scopeflow-store:{port}", daemon=True)

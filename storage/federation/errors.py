@@ -27,7 +27,14 @@ class PayloadTooLargeError(InputError):
 
 
 class QuotaExceededError(InputError):
-    """A write that would push an allocation over its byte or record quota (HTTP 507)."""
+    """A write that would push an allocation over its byte or record quota (HTTP 403).
+
+    Not 507: clients and proxies retry 5xx answers, and a full allocation stays full.
+    """
+
+
+class ChecksumMismatchError(ConflictError):
+    """A manifest the client sent disagrees with the bytes the server holds (HTTP 409)."""
 
 
 class QuerySyntaxError(InputError):
@@ -50,7 +57,7 @@ STATUS: tuple[tuple[type[Exception], int], ...] = (
     (ConflictError, 409),
     (PayloadTooLargeError, 413),
     (SchemaValidationError, 422),
-    (QuotaExceededError, 507),
+    (QuotaExceededError, 403),
     (QuerySyntaxError, 400),
     (InputError, 400),
 )
@@ -63,7 +70,6 @@ BY_STATUS: dict[int, type[Exception]] = {
     409: ConflictError,
     413: PayloadTooLargeError,
     422: SchemaValidationError,
-    507: QuotaExceededError,
     400: InputError,
 }
 

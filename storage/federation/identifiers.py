@@ -14,11 +14,33 @@ from pathlib import PurePosixPath
 
 from scopeflow.errors import InputError
 
-_ID = re.compile(r"^(?P<kind>[dc])/(?P<n>[1-9][0-9]{0,17})$")
-_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
-_USER = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
+_ID = re.compile(r"^(?P<kind>[dc])/(?P<n>[1-9][0-9]{0,17})\Z")
+_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}\Z")
+_USER = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}\Z")
 _NAME_RULE = "1-64 characters, a letter first, then letters, digits, '.', '_', '-'"
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._/-]{0,127}$")
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._/-]{0,127}\Z")
+
+# The same rules as JSON Schema patterns, stated in the OpenAPI schema (and enforced there
+# first), so that what the schema calls valid is what the store accepts.
+_N = r"[1-9][0-9]{0,17}"
+_A = r"[A-Za-z][A-Za-z0-9._-]{0,63}"
+ALIAS_PATTERN = rf"^{_A}$"
+USER_PATTERN = rf"^{_A}$"
+NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9._/-]{0,127}$"
+PROJECT_PATTERN = r"^(p/)?[A-Za-z][A-Za-z0-9._/-]{0,127}$"
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:+/-]{0,63}$"
+RECORD_REF_PATTERN = rf"^(d/{_N}|{_N}|({_A}:)?{_A})$"
+COLLECTION_REF_PATTERN = rf"^(c/{_N}|{_N}|({_A}:)?{_A})$"
+GRANT_TARGET_PATTERN = rf"^(p/[A-Za-z][A-Za-z0-9._/-]{{0,127}}|[dc]/{_N}|{_N}|({_A}:)?{_A})$"
+#: Text of any kind but NUL (PostgreSQL refuses it in text and jsonb).
+TEXT_PATTERN = r"^[^\x00]*$"
+_SEG = r"([A-Za-z0-9_+=@,~-]|\.[A-Za-z0-9_+=@,~-])[A-Za-z0-9._+=@,~-]{0,126}"
+#: Files inside a record: up to 16 components of ASCII names, none '.' or '..'.
+FILE_PATH_PATTERN = rf"^{_SEG}(/{_SEG}){{0,15}}$"
+
+#: Largest record or collection number: ids are INTEGER columns, 32-bit on PostgreSQL. A
+#: reference past it names nothing (not found), never a query the database cannot run.
+MAX_ID = 2**31 - 1
 
 #: Longest relative path accepted for a file inside a record, in characters.
 MAX_PATH_CHARS = 1024
@@ -53,7 +75,8 @@ def parse_ref(text: str, kind: str) -> Ref:
             want = "record (d/<n>)" if kind == "d" else "collection (c/<n>)"
             raise InputError(f"{text!r} is not a {want} id")
         return Ref(kind, number=int(m["n"]))
-    if text.isdigit() and 0 < len(text) <= 18 and int(text) > 0:
+    # isascii: str.isdigit() is true for '³' and other digits int() cannot read.
+    if text.isascii() and text.isdigit() and 0 < len(text) <= 18 and int(text) > 0:
         return Ref(kind, number=int(text))
     owner, _, alias = text.rpartition(":")
     check_alias(alias)

@@ -92,6 +92,8 @@ class Token(Base):
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     label: Mapped[str] = mapped_column(String(128), default="")
     created: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    #: After this the token is refused (None: never expires).
+    expires: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class Project(Base):
@@ -241,6 +243,10 @@ class CollectionItem(Base):
     record_id: Mapped[int] = mapped_column(
         ForeignKey("records.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+    #: The most a grant on the collection passes on to the record: the level the linker held
+    #: on the record when linking, kept only when that was admin (who could grant it anyway),
+    #: else 0, so that linking widens nobody's rights.
+    max_level: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Dependency(Base):
@@ -276,6 +282,8 @@ class ReplicaFile(Base):
     path: Mapped[str] = mapped_column(String(1024), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
+    #: The file's mtime when the server hashed it (ns); lets a later check skip unchanged files.
+    mtime_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class Grant(Base):

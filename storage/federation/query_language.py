@@ -35,8 +35,14 @@ from storage.federation.models import MetadataEntry, Record
 
 #: Longest expression accepted, in characters (a guard against pathological input).
 MAX_EXPRESSION_CHARS = 4096
-#: Most comparisons in one expression.
-MAX_TERMS = 64
+#: Most comparisons in one expression. A search joins the index once per term of an "and",
+#: and SQLite joins at most 64 tables in one query: 32 leaves room for the rest.
+MAX_TERMS = 32
+#: Deepest nesting of "not" and parentheses; SQL compilers recurse once per level.
+MAX_NESTING = 32
+#: Most values in one ``in [...]`` list; each is one comparison in the SQL (SQLite's
+#: expression tree is at most 1000 deep).
+MAX_IN_VALUES = 100
 
 _GRAMMAR = r"""
 ?start: or_expr
@@ -261,6 +267,10 @@ class _Compiler(Transformer[Token, Any]):
 
     def member(self, key: str, *values: Any) -> _Leaf:
         self._count()
+        if len(values) > MAX_IN_VALUES:
+            raise QuerySyntaxError(
+                f"md.{key} in [...] lists {len(values)} values; the limit is {MAX_IN_VALUES}"
+            )
         conds = [_value_condition("==", v, key) for v in values]
         return _Leaf(key, (lambda n, t, k: or_(*[c(n, t, k) for c in conds]),))
 
@@ -308,6 +318,7 @@ def _compile(text: str) -> Any:
         raise QuerySyntaxError(_describe(text, error)) from None
     except LarkError as error:
         raise QuerySyntaxError(f"cannot parse {text!r}: {error}") from None
+    _check_nesting(tree)
     try:
         return _Compiler().transform(tree)
     except LarkError as error:  # errors raised inside the transformer come wrapped
@@ -315,6 +326,20 @@ def _compile(text: str) -> Any:
         if isinstance(cause, QuerySyntaxError):
             raise cause from None
         raise QuerySyntaxError(f"cannot compile {text!r}: {error}") from None
+
+
+def _check_nesting(tree: Any) -> None:
+    """Refuse trees nested deeper than ``MAX_NESTING`` (walked without recursion)."""
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise QuerySyntaxError(
+                f"the expression nests deeper than {MAX_NESTING} levels (not, parentheses)"
+            )
+        stack.extend(
+            (child, depth + 1) for child in getattr(node, "children", ()) if hasattr(child, "children")
+        )
 
 
 _READABLE = {

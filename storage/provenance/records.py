@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from scopeflow.errors import NotFoundError
-from storage.federation.errors import ConflictError
 
 _NUM = {"type": "number"}
 _STR = {"type": "string"}
@@ -108,11 +106,13 @@ class Client(Protocol):
 
 
 def ensure_schemas(client: Client) -> None:
-    """Register the provenance schemas (already-registered ones are left as they are)."""
+    """Register the provenance schemas (registering the same body again is a no-op).
+
+    A ConflictError means another schema holds one of these names: an error, never taken
+    for the same schema.
+    """
     for name, body in SCHEMAS.items():
-        # Registered earlier: schema names are immutable, so it is this very schema.
-        with contextlib.suppress(ConflictError):
-            client.put_schema(name, body)
+        client.put_schema(name, body)
 
 
 def _create(

@@ -6,15 +6,20 @@ sha256, so a replica entry always describes bytes that are really there.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scopeflow.errors import InputError
+from scopeflow.errors import InputError, NotFoundError
 from storage.federation.client import StoreClient
+from storage.federation.errors import PermissionDeniedError
 from storage.federation.identifiers import parse_ref
 from storage.transfer.local import LocalBackend
 from storage.transfer.protocol import TransferBackend
+from storage.transfer.state import default_state_dir
 from storage.transfer.sync import SyncReport, sync_directory
 
 
@@ -38,8 +43,10 @@ def push_dataset(
 ) -> PushResult:
     """Sync ``path`` into ``repository`` and record the verified replica on its record.
 
-    ``record``: the dataset's record id; when None a dataset record is created (with the
-    provenance schema). ``backend``: defaults to ``LocalBackend()`` for local repositories; a
+    ``record``: the dataset's record id; when None, the record an earlier push of this
+    directory to this store and repository created (so a killed push resumes into it), else a
+    new dataset record (with the provenance schema). Write permission on the record is checked
+    before any byte moves. ``backend``: defaults to ``LocalBackend()`` for local repositories; a
     Globus repository needs a ``GlobusBackend``. The data lands at
     ``<repository path>/records/<n>/<directory name>``.
     """
@@ -48,12 +55,17 @@ def push_dataset(
     path = Path(path).resolve()
     if not path.is_dir():
         raise InputError(f"cannot push {path}: not a directory (a Zarr dataset is one)")
-    record_id = record or record_dataset(client, path)
-    number = parse_ref(record_id, "d").number
-    if number is None:  # an alias: ask the store for the id
-        record_id = client.get(record_id)["id"]
-        number = parse_ref(record_id, "d").number
     repo = client.repository(repository)
+    memo = _memo_file(client, repository, path, state_dir)
+    record_id = record or _remembered(client, memo)
+    if record_id is None:
+        record_id = record_dataset(client, path)
+        _remember(memo, record_id)
+    info = client.get(record_id)
+    if info.get("access") not in ("write", "admin"):
+        raise PermissionDeniedError(f"write permission on {info['id']} is needed to push data into it")
+    record_id = info["id"]
+    number = parse_ref(record_id, "d").number
     rel = f"records/{number}/{path.name}"
     if repo["kind"] == "local":
         backend = backend or LocalBackend()
@@ -68,3 +80,25 @@ def push_dataset(
     report = sync_directory(path, dest, backend, state_dir=state_dir)
     replica = client.add_replica(record_id, repository, rel, report.files())
     return PushResult(record_id, report, replica)
+
+
+def _memo_file(client: StoreClient, repository: str, path: Path, state_dir: Path | None) -> Path:
+    """Where the record a push of ``path`` created is remembered (beside the sync journals)."""
+    key = hashlib.sha256(f"{client.url}\0{repository}\0{path}".encode()).hexdigest()[:24]
+    return (state_dir or default_state_dir()) / f"push-{key}.json"
+
+
+def _remembered(client: StoreClient, memo: Path) -> str | None:
+    """The record an earlier push created, if it is still there."""
+    try:
+        record_id = json.loads(memo.read_text())["record"]
+        return str(client.get(record_id)["id"])
+    except (OSError, ValueError, KeyError, TypeError, NotFoundError):
+        return None
+
+
+def _remember(memo: Path, record_id: str) -> None:
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"record": record_id}))
+    os.replace(tmp, memo)

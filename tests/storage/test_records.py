@@ -15,6 +15,7 @@ from storage.federation.errors import (
     ConflictError,
     PayloadTooLargeError,
     QuerySyntaxError,
+    QuotaExceededError,
     SchemaValidationError,
 )
 
@@ -174,9 +175,9 @@ def test_schema_rejection_names_the_field(alice: StoreClient, tag: str) -> None:
     )
     ok = alice.create_record("good", tags=[tag], metadata={"defocus": 1.5}, md_schema=f"scan/{tag}")
     assert ok["md_schema"] == f"scan/{tag}"
-    with pytest.raises(SchemaValidationError, match=r"md\.defocus: 'far' is not of type 'number'"):
+    with pytest.raises(SchemaValidationError, match=r"md\.defocus: \"far\" is not of type \"number\""):
         alice.create_record("bad", metadata={"defocus": "far"}, md_schema=f"scan/{tag}")
-    with pytest.raises(SchemaValidationError, match="'defocus' is a required property"):
+    with pytest.raises(SchemaValidationError, match='"defocus" is a required property'):
         alice.update(ok["id"], metadata={}, metadata_mode="replace")
     with pytest.raises(SchemaValidationError, match="invalid JSON Schema"):
         alice.put_schema(f"broken/{tag}", {"type": "no-such-type"})
@@ -207,8 +208,8 @@ def test_path_traversal_is_refused(store: RunningStore, alice: StoreClient) -> N
     for bad in ("..%2F..%2Fescape.txt", "a%2F..%2F..%2F..%2Fescape.txt", "%2Fetc%2Fpasswd"):
         r = httpx.put(f"{store.url}/api/records/{n}/files/{bad}", content=b"x", headers=headers)
         assert r.status_code == 400, (bad, r.text)
-        assert "'..'" in r.json()["detail"] or "absolute" in r.json()["detail"]
-    with pytest.raises(InputError, match=r"contains '\.\.'"):
+        assert "path.path: String should match pattern" in r.json()["detail"]
+    with pytest.raises(InputError, match="path: String should match pattern"):
         alice.add_replica(rec["id"], "local", "../../elsewhere", [])
     with pytest.raises(InputError, match=r"contains '\.\.'"):
         alice.put_file(rec["id"], "../x", b"x")
@@ -224,17 +225,17 @@ def test_bad_input_gets_clear_messages(store: RunningStore, alice: StoreClient) 
         alice.search(md="md.x > > 1")
     with pytest.raises(QuerySyntaxError, match="true/false can only be compared"):
         alice.search(md="md.flag > true")
-    with pytest.raises(InputError, match="cannot sort by 'colour'"):
+    with pytest.raises(InputError, match=r"sort: .*\(created\|updated\|title\|id\|size\)"):
         alice.search(sort="colour")
     with pytest.raises(InputError, match="title"):
         alice.create_record("")
-    with pytest.raises(InputError, match="invalid alias"):
+    with pytest.raises(InputError, match="alias: String should match pattern"):
         alice.create_record("x", alias="../x")
-    with pytest.raises(InputError, match="invalid tag"):
+    with pytest.raises(InputError, match=r"tags\.0: String should match pattern"):
         alice.create_record("x", tags=["has space"])
-    with pytest.raises(InputError, match=r"d/1 .*cannot depend|not a record"):
+    with pytest.raises(InputError, match=r"dependencies.0.id: String should match pattern"):
         alice.create_record("x", dependencies=[("der", "c/1")])
-    with pytest.raises(AuthenticationError, match="unknown or revoked token"):
+    with pytest.raises(AuthenticationError, match="unknown, expired or revoked token"):
         StoreClient(store.url, "sf_wrong").whoami()
     r = httpx.get(f"{store.url}/api/whoami")
     assert r.status_code == 401
@@ -267,5 +268,13 @@ def test_quota_is_enforced(admin: StoreClient, tag: str) -> None:
         rec = user.create_record("first", repository="local")
         with pytest.raises(InputError, match="at most 1 records"):
             user.create_record("second", repository="local")
-        with pytest.raises(InputError, match="would exceed the allocation of 100 bytes"):
-            user.add_replica(rec["id"], "local", "x", [{"path": "a", "size": 101, "sha256": "0" * 64}])
+        with pytest.raises(QuotaExceededError, match="would exceed the allocation of 100 bytes"):
+            user.put_file(rec["id"], "a", b"x" * 101)
+        # A 4xx (clients retry 5xx answers; a full allocation stays full) and nothing on disk.
+        r = httpx.put(
+            f"{admin.url}/api/records/{rec['id'].removeprefix('d/')}/files/a",
+            content=b"x" * 101,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert r.status_code == 403
+        assert user.get(rec["id"])["size"] == 0

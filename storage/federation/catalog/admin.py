@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from scopeflow.errors import InputError
+from scopeflow.errors import InputError, NotFoundError
 from storage.federation import json_schemas
 from storage.federation.access import Level
 from storage.federation.api_models import (
@@ -19,7 +19,7 @@ from storage.federation.api_models import (
     SchemaIn,
     UserIn,
 )
-from storage.federation.auth import issue_token
+from storage.federation.auth import DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS, issue_token, token_digest
 from storage.federation.catalog.context import Ctx
 from storage.federation.catalog.lookup import (
     project_by_name,
@@ -31,7 +31,7 @@ from storage.federation.catalog.lookup import (
 )
 from storage.federation.catalog.quota import usage
 from storage.federation.catalog.records import _flush_unique
-from storage.federation.errors import PermissionDeniedError
+from storage.federation.errors import ConflictError, PermissionDeniedError
 from storage.federation.identifiers import check_name, check_user_name, format_id
 from storage.federation.models import (
     Allocation,
@@ -41,6 +41,7 @@ from storage.federation.models import (
     Project,
     ProjectMember,
     Repository,
+    Token,
     User,
 )
 
@@ -57,23 +58,74 @@ def create_user(ctx: Ctx, body: UserIn) -> dict[str, Any]:
     user = User(name=check_user_name(body.name), is_admin=body.is_admin)
     ctx.session.add(user)
     _flush_unique(ctx, f"user name {body.name!r}")
-    token = issue_token(ctx.session, user, label="first")
+    token = issue_token(ctx.session, user, label="first", days=DEFAULT_TOKEN_DAYS)
     ctx.audit("user.create", f"u/{user.name}", is_admin=body.is_admin)
     return {"name": user.name, "is_admin": user.is_admin, "token": token}
 
 
-def new_token(ctx: Ctx, label: str) -> dict[str, Any]:
-    """Issue another token to the caller."""
+def new_token(ctx: Ctx, label: str, days: float = DEFAULT_TOKEN_DAYS) -> dict[str, Any]:
+    """Issue another token to the caller, valid ``days`` (at most ``MAX_TOKEN_DAYS``)."""
+    if not 0 < days <= MAX_TOKEN_DAYS:
+        raise InputError(f"a token lives 0 to {MAX_TOKEN_DAYS} days, not {days}")
     user = ctx.session.get(User, ctx.principal.user_id)
     assert user is not None
-    token = issue_token(ctx.session, user, label=label[:128])
-    ctx.audit("token.create", f"u/{user.name}", label=label[:128])
-    return {"name": user.name, "token": token}
+    token = issue_token(ctx.session, user, label=label[:128], days=days)
+    ctx.session.flush()
+    row = ctx.session.scalar(select(Token).where(Token.token_sha256 == token_digest(token)))
+    assert row is not None
+    ctx.audit("token.create", f"u/{user.name}", label=label[:128], id=row.id)
+    return {"name": user.name, "token": token, **_token_dict(row)}
+
+
+def _token_dict(row: Token) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "label": row.label,
+        "created": row.created.isoformat(),
+        "expires": row.expires.isoformat() if row.expires else None,
+    }
+
+
+def list_tokens(ctx: Ctx) -> list[dict[str, Any]]:
+    """The caller's tokens (never the secrets: only their ids, labels and times)."""
+    rows = ctx.session.scalars(select(Token).where(Token.user_id == ctx.principal.user_id).order_by(Token.id))
+    return [_token_dict(r) for r in rows]
+
+
+def revoke_token(ctx: Ctx, token_id: int) -> None:
+    """Revoke one of the caller's tokens (a store admin may revoke anyone's)."""
+    row = ctx.session.get(Token, token_id)
+    if row is None or (row.user_id != ctx.principal.user_id and not ctx.principal.is_admin):
+        raise NotFoundError(f"no token {token_id}")
+    ctx.session.delete(row)
+    ctx.audit("token.revoke", f"t/{token_id}")
+
+
+#: Schema names the project itself uses (its provenance records name them): only a store admin
+#: registers them (``init_store`` does), so nobody can take one with a body of their own.
+RESERVED_SCHEMA_PREFIX = "scopeflow/"
 
 
 def put_schema(ctx: Ctx, body: SchemaIn) -> dict[str, Any]:
-    """Register a JSON Schema under a new name (names are immutable: version them, e.g. x/2)."""
+    """Register a JSON Schema under a new name (names are immutable: version them, e.g. x/2).
+
+    Registering the very same body under a taken name again is a no-op; a different body
+    under a taken name is a clash (409), never taken for the same schema.
+    """
     check_name(body.name, "schema")
+    existing = ctx.session.scalar(select(JsonSchemaDoc).where(JsonSchemaDoc.name == body.name))
+    if existing is not None:
+        if existing.body != body.body:
+            raise ConflictError(
+                f"schema name {body.name!r} is taken by a different schema; register yours under "
+                "another name (names are immutable: version them, e.g. x/2)"
+            )
+        return {"name": existing.name, "body": existing.body}
+    if body.name.startswith(RESERVED_SCHEMA_PREFIX) and not ctx.principal.is_admin:
+        raise PermissionDeniedError(
+            f"schema names under {RESERVED_SCHEMA_PREFIX!r} are the project's own; a store admin "
+            "registers them ('scopeflow store init' does)"
+        )
     json_schemas.check_schema(body.body)
     doc = JsonSchemaDoc(name=body.name, body=body.body, owner_id=ctx.principal.user_id)
     ctx.session.add(doc)

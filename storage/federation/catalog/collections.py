@@ -12,7 +12,7 @@ from storage.federation.catalog.context import Ctx
 from storage.federation.catalog.lookup import project_by_name, resolve_collection, resolve_record
 from storage.federation.catalog.records import _flush_unique
 from storage.federation.identifiers import check_alias, format_id
-from storage.federation.models import Collection, CollectionItem, Grant, Project, User, utcnow
+from storage.federation.models import Collection, CollectionItem, Grant, Project, Record, User, utcnow
 
 
 def collection_dict(ctx: Ctx, coll: Collection) -> dict[str, Any]:
@@ -21,7 +21,16 @@ def collection_dict(ctx: Ctx, coll: Collection) -> dict[str, Any]:
     children = s.scalars(
         select(Collection.id).where(Collection.parent_id == coll.id, ctx.grants.collection_filter(Level.READ))
     ).all()
-    n_records = s.scalar(select(func.count()).where(CollectionItem.collection_id == coll.id)) or 0
+    # Only the records the caller may read are counted: a count leaks that unreadable ones exist.
+    n_records = (
+        s.scalar(
+            select(func.count())
+            .select_from(CollectionItem)
+            .join(Record, Record.id == CollectionItem.record_id)
+            .where(CollectionItem.collection_id == coll.id, ctx.grants.record_filter(Level.READ))
+        )
+        or 0
+    )
     return {
         "id": format_id("c", coll.id),
         "alias": coll.alias,
@@ -69,15 +78,23 @@ def get_collection(ctx: Ctx, ref: str) -> dict[str, Any]:
 
 
 def link(ctx: Ctx, ref: str, body: LinkIn, unlink: bool = False) -> dict[str, Any]:
-    """Link records into a collection (or unlink them); write on the collection, read on each record."""
+    """Link records into a collection (or unlink them); write on the collection, read on each record.
+
+    A link passes the collection's grants on to the record only when the linker holds admin on
+    the record (see ``link_cap``).
+    """
     coll = resolve_collection(ctx, ref, Level.WRITE)
     records = [resolve_record(ctx, r, Level.READ) for r in body.records]
     for rec in records:
         exists = ctx.session.get(CollectionItem, (coll.id, rec.id))
         if unlink and exists is not None:
             ctx.session.delete(exists)
-        elif not unlink and exists is None:
-            ctx.session.add(CollectionItem(collection_id=coll.id, record_id=rec.id))
+        elif not unlink:
+            cap = link_cap(ctx, rec)
+            if exists is None:
+                ctx.session.add(CollectionItem(collection_id=coll.id, record_id=rec.id, max_level=cap))
+            else:
+                exists.max_level = max(exists.max_level, cap)
     coll.updated = utcnow()
     ctx.audit(
         "collection.unlink" if unlink else "collection.link",
@@ -86,6 +103,14 @@ def link(ctx: Ctx, ref: str, body: LinkIn, unlink: bool = False) -> dict[str, An
     )
     ctx.session.flush()
     return collection_dict(ctx, coll)
+
+
+def link_cap(ctx: Ctx, record: Record) -> int:
+    """The most a collection may pass on to ``record`` when the caller links it: admin when the
+    caller holds admin on the record (who could grant any level directly), else nothing, so
+    that linking never widens anybody's rights."""
+    held = ctx.grants.record_level(ctx.session, record)
+    return int(Level.ADMIN) if held >= Level.ADMIN else 0
 
 
 def delete_collection(ctx: Ctx, ref: str) -> None:

@@ -13,10 +13,10 @@ from scopeflow.errors import InputError, NotFoundError
 from storage.federation.access import Level
 from storage.federation.catalog.context import Ctx
 from storage.federation.errors import PermissionDeniedError
-from storage.federation.identifiers import parse_ref
+from storage.federation.identifiers import MAX_ID, parse_ref
 from storage.federation.models import Collection, JsonSchemaDoc, Project, Record, Repository, User
 
-_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+/-]{0,63}$")
+_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+/-]{0,63}\Z")
 
 
 def check_tags(tags: list[str]) -> list[str]:
@@ -76,7 +76,7 @@ def resolve_record(ctx: Ctx, text: str, level: Level = Level.READ) -> Record:
     """The record ``d/<n>``, ``<n>``, ``alias`` or ``user:alias``, checked for ``level``."""
     ref = parse_ref(text, "d")
     if ref.number is not None:
-        record = ctx.session.get(Record, ref.number)
+        record = ctx.session.get(Record, ref.number) if ref.number <= MAX_ID else None
     else:
         try:
             owner = _owner_id(ctx, ref.owner)
@@ -100,7 +100,7 @@ def resolve_collection(ctx: Ctx, text: str, level: Level = Level.READ) -> Collec
     """The collection ``c/<n>``, ``<n>``, ``alias`` or ``user:alias``, checked for ``level``."""
     ref = parse_ref(text, "c")
     if ref.number is not None:
-        coll = ctx.session.get(Collection, ref.number)
+        coll = ctx.session.get(Collection, ref.number) if ref.number <= MAX_ID else None
     else:
         try:
             owner = _owner_id(ctx, ref.owner)

@@ -27,6 +27,7 @@ from storage.federation.errors import ConflictError, PayloadTooLargeError
 from storage.federation.identifiers import check_alias, format_id
 from storage.federation.metadata_index import flatten
 from storage.federation.models import (
+    Collection,
     CollectionItem,
     Dependency,
     JsonSchemaDoc,
@@ -41,14 +42,48 @@ from storage.federation.models import (
 )
 
 
-def _check_metadata(ctx: Ctx, md: dict[str, Any], schema: JsonSchemaDoc | None) -> None:
+def _check_metadata(
+    ctx: Ctx, md: dict[str, Any], schema: JsonSchemaDoc | None, validated: dict[str, Any] | None = None
+) -> None:
+    """Size and schema checks. ``validated``: metadata already checked against this schema
+    before the write transaction began (schemas never change), so equal metadata is not
+    validated again under the write lock."""
     size = len(json.dumps(md, separators=(",", ":")).encode())
     if size > ctx.limits.max_metadata_bytes:
         raise PayloadTooLargeError(
             f"metadata is {size} bytes of JSON; the limit is {ctx.limits.max_metadata_bytes} bytes"
         )
-    if schema is not None:
+    if schema is not None and md != validated:
         json_schemas.validate(md, schema.body, schema.name)
+
+
+def validate_new(ctx: Ctx, body: RecordIn) -> dict[str, Any]:
+    """Check a new record's metadata against its schema (in a read transaction, before the
+    write); returns the metadata checked."""
+    schema = schema_by_name(ctx, body.md_schema) if body.md_schema else None
+    _check_metadata(ctx, body.metadata, schema)
+    return body.metadata
+
+
+def validate_patch(ctx: Ctx, ref: str, patch: RecordPatch) -> dict[str, Any] | None:
+    """Check the metadata ``patch`` would leave on a record (before the write); returns it."""
+    if patch.metadata is None and patch.md_schema is None:
+        return None
+    record = resolve_record(ctx, ref, Level.WRITE)
+    md = _patched_metadata(record, patch)
+    schema_id = record.schema_id
+    if patch.md_schema is not None:
+        schema_id = schema_by_name(ctx, patch.md_schema).id if patch.md_schema else None
+    schema = ctx.session.get(JsonSchemaDoc, schema_id) if schema_id else None
+    _check_metadata(ctx, md, schema)
+    return md
+
+
+def _patched_metadata(record: Record, patch: RecordPatch) -> dict[str, Any]:
+    md = dict(record.md or {})
+    if patch.metadata is not None:
+        md = patch.metadata if patch.metadata_mode == "replace" else {**md, **patch.metadata}
+    return md
 
 
 def _index_metadata(ctx: Ctx, record_id: int, md: dict[str, Any], replace: bool) -> None:
@@ -66,9 +101,29 @@ def _add_dependency(ctx: Ctx, record: Record, dep: DependencyIn) -> None:
     target = resolve_record(ctx, dep.id, Level.READ)
     if target.id == record.id:
         raise InputError(f"d/{record.id} cannot depend on itself")
+    if _reaches(ctx, target.id, record.id):
+        raise ConflictError(
+            f"d/{record.id} --{dep.kind}--> d/{target.id} would close a cycle: d/{target.id} already "
+            f"depends on d/{record.id}"
+        )
     exists = ctx.session.get(Dependency, (record.id, target.id, dep.kind))
     if exists is None:
         ctx.session.add(Dependency(subject_id=record.id, object_id=target.id, kind=dep.kind))
+
+
+def _reaches(ctx: Ctx, start: int, goal: int) -> bool:
+    """Whether ``goal`` is among what ``start`` depends on, through any chain of any kind
+    (derived from, component of, version of: each is an order, none may loop)."""
+    seen, frontier = {start}, {start}
+    while frontier:
+        if goal in frontier:
+            return True
+        nxt = set(
+            ctx.session.scalars(select(Dependency.object_id).where(Dependency.subject_id.in_(frontier)))
+        )
+        frontier = nxt - seen
+        seen |= nxt
+    return False
 
 
 def _flush_unique(ctx: Ctx, what: str) -> None:
@@ -80,13 +135,16 @@ def _flush_unique(ctx: Ctx, what: str) -> None:
         raise
 
 
-def create_record(ctx: Ctx, body: RecordIn) -> dict[str, Any]:
-    """Create a record; returns its JSON form. Checks alias, tags, schema, quotas, links."""
+def create_record(ctx: Ctx, body: RecordIn, validated: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Create a record; returns its JSON form. Checks alias, tags, schema, quotas, links.
+
+    ``validated``: what ``validate_new`` returned, when it ran first.
+    """
     if body.alias is not None:
         check_alias(body.alias)
     tags = check_tags(body.tags)
     schema = schema_by_name(ctx, body.md_schema) if body.md_schema else None
-    _check_metadata(ctx, body.metadata, schema)
+    _check_metadata(ctx, body.metadata, schema, validated)
     project = project_by_name(ctx, body.project, Level.WRITE) if body.project else None
     repo = repository_by_name(ctx, body.repository) if body.repository else None
     if repo is not None:
@@ -112,7 +170,10 @@ def create_record(ctx: Ctx, body: RecordIn) -> dict[str, Any]:
         ctx.session.execute(RecordTag.__table__.insert(), [{"record_id": record.id, "tag": t} for t in tags])
     _index_metadata(ctx, record.id, body.metadata, replace=False)
     for coll in collections:
-        ctx.session.add(CollectionItem(collection_id=coll.id, record_id=record.id))
+        # The creator owns the record: the link passes the collection's grants on in full.
+        ctx.session.add(
+            CollectionItem(collection_id=coll.id, record_id=record.id, max_level=int(Level.ADMIN))
+        )
     for dep in body.dependencies:
         _add_dependency(ctx, record, dep)
     ctx.audit("record.create", format_id("d", record.id), title=body.title)
@@ -125,8 +186,13 @@ def get_record(ctx: Ctx, ref: str) -> dict[str, Any]:
     return record_dicts(ctx, [resolve_record(ctx, ref)], full=True)[0]
 
 
-def update_record(ctx: Ctx, ref: str, patch: RecordPatch) -> dict[str, Any]:
-    """Apply ``patch`` (metadata merged unless ``metadata_mode='replace'``); needs write."""
+def update_record(
+    ctx: Ctx, ref: str, patch: RecordPatch, validated: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Apply ``patch`` (metadata merged unless ``metadata_mode='replace'``); needs write.
+
+    ``validated``: what ``validate_patch`` returned, when it ran first.
+    """
     record = resolve_record(ctx, ref, Level.WRITE)
     changed: list[str] = []
     if patch.title is not None:
@@ -142,11 +208,9 @@ def update_record(ctx: Ctx, ref: str, patch: RecordPatch) -> dict[str, Any]:
         record.schema_id = schema_by_name(ctx, patch.md_schema).id if patch.md_schema else None
         changed.append("schema")
     if patch.metadata is not None or "schema" in changed:
-        md = dict(record.md or {})
-        if patch.metadata is not None:
-            md = patch.metadata if patch.metadata_mode == "replace" else {**md, **patch.metadata}
+        md = _patched_metadata(record, patch)
         schema = ctx.session.get(JsonSchemaDoc, record.schema_id) if record.schema_id else None
-        _check_metadata(ctx, md, schema)
+        _check_metadata(ctx, md, schema, validated)
         record.md = md
         _index_metadata(ctx, record.id, md, replace=True)
         changed.append("metadata")
@@ -238,17 +302,26 @@ def record_dicts(ctx: Ctx, records: Sequence[Record], full: bool = False) -> lis
         }
         out.append(item)
     if full:
+        # Only the collections and dependencies the caller may read are named: an id is
+        # enough to learn that something exists.
+        readable_colls = ctx.grants.collection_filter(Level.READ)
+        readable_recs = ctx.grants.record_filter(Level.READ)
         for item, r in zip(out, records, strict=True):
+            item["access"] = ctx.grants.record_level(s, r).name.lower()
             item["collections"] = [
                 format_id("c", cid)
                 for cid in s.scalars(
-                    select(CollectionItem.collection_id).where(CollectionItem.record_id == r.id)
+                    select(CollectionItem.collection_id)
+                    .join(Collection, Collection.id == CollectionItem.collection_id)
+                    .where(CollectionItem.record_id == r.id, readable_colls)
                 )
             ]
             item["dependencies"] = [
                 {"kind": kind, "id": format_id("d", obj)}
                 for obj, kind in s.execute(
-                    select(Dependency.object_id, Dependency.kind).where(Dependency.subject_id == r.id)
+                    select(Dependency.object_id, Dependency.kind)
+                    .join(Record, Record.id == Dependency.object_id)
+                    .where(Dependency.subject_id == r.id, readable_recs)
                 )
             ]
             item["replicas"] = [

@@ -22,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy import column as sql_column
 from sqlalchemy import table as sql_table
 
-from scopeflow.errors import InputError, NotFoundError
+from scopeflow.errors import InputError
 from storage.federation.access import Level
 from storage.federation.api_models import SearchIn
 from storage.federation.catalog.context import Ctx
@@ -35,6 +35,7 @@ from storage.federation.catalog.lookup import (
 )
 from storage.federation.catalog.records import record_dicts
 from storage.federation.database import FTS_TABLE
+from storage.federation.identifiers import MAX_ID
 from storage.federation.models import Collection, CollectionItem, Record, RecordTag
 from storage.federation.query_language import compile_expression, driven_ids
 
@@ -52,7 +53,8 @@ SORT_KEYS = {
 }
 _FTS = sql_table(FTS_TABLE, sql_column("rowid"))
 _FTS_MATCH = literal_column(FTS_TABLE)
-_ID_PATTERN = re.compile(r"^(d/)?[0-9*?]{1,19}$")
+# 18 digits at most: every such id, and every range "12*" expands to, fits a signed 64-bit column.
+_ID_PATTERN = re.compile(r"^(d/)?[0-9*?]{1,18}$")
 
 
 def _like(pattern: str) -> str:
@@ -75,15 +77,18 @@ def _descendants(ctx: Ctx, root: int) -> list[int]:
 def _id_condition(pattern: str) -> ColumnElement[bool]:
     digits = pattern.removeprefix("d/")
     if digits.isdigit():
-        return Record.id == int(digits)
+        return Record.id == int(digits) if int(digits) <= MAX_ID else false()
     prefix = digits[:-1]
     if digits.endswith("*") and prefix.isdigit():
-        # "12*" is 12, 120-129, 1200-1299, ...: index ranges instead of a scan of every id.
-        ranges = [Record.id == int(prefix)]
+        # "12*" is 12, 120-129, 1200-1299, ...: index ranges instead of a scan of every id,
+        # as far as ids go (bounds past MAX_ID are more than an INTEGER column holds).
+        ranges = [Record.id == int(prefix)] if int(prefix) <= MAX_ID else []
         for k in range(1, 19 - len(prefix)):
             lo = int(prefix) * 10**k
-            ranges.append(Record.id.between(lo, lo + 10**k - 1))
-        return or_(*ranges)
+            if lo > MAX_ID:
+                break
+            ranges.append(Record.id.between(lo, min(lo + 10**k - 1, MAX_ID)))
+        return or_(*ranges) if ranges else false()
     return cast(Record.id, String).like(_like(digits), escape="\\")
 
 
@@ -122,10 +127,7 @@ def conditions(ctx: Ctx, q: SearchIn, correlated: bool = False, md: bool = True)
     for tag in check_tags(q.tags):
         where.append(Record.id.in_(select(RecordTag.record_id).where(RecordTag.tag == tag)))
     if q.owner:
-        try:
-            where.append(Record.owner_id == user_by_name(ctx, q.owner).id)
-        except NotFoundError:
-            raise InputError(f"owner {q.owner!r}: no such user") from None
+        where.append(Record.owner_id == user_by_name(ctx, q.owner).id)
     if q.md_schema:
         where.append(Record.schema_id == schema_by_name(ctx, q.md_schema).id)
     if q.project:

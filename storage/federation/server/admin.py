@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from storage.federation.access import Principal
 from storage.federation.api_models import (
@@ -16,11 +16,20 @@ from storage.federation.api_models import (
     SchemaIn,
     UserIn,
 )
+from storage.federation.auth import DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS
 from storage.federation.catalog import Catalog
 from storage.federation.catalog import admin as ops
-from storage.federation.server.deps import catalog, principal
+from storage.federation.server.deps import (
+    ERRORS,
+    TEXT,
+    ProjectName,
+    RepositoryName,
+    SchemaName,
+    catalog,
+    principal,
+)
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", responses=ERRORS)
 
 
 @router.get("/health")
@@ -40,8 +49,27 @@ def create_user(body: UserIn, p: Principal = Depends(principal), c: Catalog = De
 
 
 @router.post("/tokens", status_code=201)
-def new_token(label: str = "", p: Principal = Depends(principal), c: Catalog = Depends(catalog)) -> Any:
-    return c.write(p, lambda ctx: ops.new_token(ctx, label))
+def new_token(
+    label: str = Query(default="", max_length=128, pattern=TEXT),
+    days: float = Query(default=DEFAULT_TOKEN_DAYS, gt=0, le=MAX_TOKEN_DAYS),
+    p: Principal = Depends(principal),
+    c: Catalog = Depends(catalog),
+) -> Any:
+    """A new token for the caller, valid ``days`` days; the secret is shown once."""
+    return c.write(p, lambda ctx: ops.new_token(ctx, label, days))
+
+
+@router.get("/tokens")
+def list_tokens(p: Principal = Depends(principal), c: Catalog = Depends(catalog)) -> Any:
+    return c.read(p, ops.list_tokens)
+
+
+@router.delete("/tokens/{token_id}", status_code=204)
+def revoke_token(
+    token_id: int = Path(ge=1, le=2**31 - 1), p: Principal = Depends(principal), c: Catalog = Depends(catalog)
+) -> Response:
+    c.write(p, lambda ctx: ops.revoke_token(ctx, token_id))
+    return Response(status_code=204)
 
 
 @router.post("/schemas", status_code=201)
@@ -50,7 +78,7 @@ def put_schema(body: SchemaIn, p: Principal = Depends(principal), c: Catalog = D
 
 
 @router.get("/schemas/{name:path}")
-def get_schema(name: str, p: Principal = Depends(principal), c: Catalog = Depends(catalog)) -> Any:
+def get_schema(name: SchemaName, p: Principal = Depends(principal), c: Catalog = Depends(catalog)) -> Any:
     return c.read(p, lambda ctx: ops.get_schema(ctx, name))
 
 
@@ -61,7 +89,7 @@ def create_project(body: ProjectIn, p: Principal = Depends(principal), c: Catalo
 
 @router.post("/projects/{name}/members")
 def set_member(
-    name: str, body: MemberIn, p: Principal = Depends(principal), c: Catalog = Depends(catalog)
+    name: ProjectName, body: MemberIn, p: Principal = Depends(principal), c: Catalog = Depends(catalog)
 ) -> Any:
     return c.write(p, lambda ctx: ops.set_member(ctx, name, body))
 
@@ -80,7 +108,7 @@ def list_repositories(p: Principal = Depends(principal), c: Catalog = Depends(ca
 
 @router.post("/repositories/{name}/allocations")
 def set_allocation(
-    name: str, body: AllocationIn, p: Principal = Depends(principal), c: Catalog = Depends(catalog)
+    name: RepositoryName, body: AllocationIn, p: Principal = Depends(principal), c: Catalog = Depends(catalog)
 ) -> Any:
     return c.write(p, lambda ctx: ops.set_allocation(ctx, name, body))
 
@@ -92,7 +120,7 @@ def grant(body: GrantIn, p: Principal = Depends(principal), c: Catalog = Depends
 
 @router.get("/audit")
 def audit(
-    target: str | None = None,
+    target: str | None = Query(default=None, max_length=128, pattern=TEXT),
     limit: int = Query(default=100, ge=1, le=1000),
     p: Principal = Depends(principal),
     c: Catalog = Depends(catalog),

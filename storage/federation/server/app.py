@@ -9,9 +9,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scopeflow.errors import ScopeflowError
+from storage.federation.api_models import JSON_VALUE_SCHEMA
 from storage.federation.catalog import Catalog, Limits
 from storage.federation.database import Database
 from storage.federation.errors import status_of
@@ -57,6 +60,16 @@ def build_app(database_url: str, *, limits: Limits | None = None, migrate: bool 
             log.error("store error: %s", error)
         return JSONResponse({"error": type(error).__name__, "detail": str(error)}, status_code=status)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        # FastAPI's own refusals (a body that is not JSON, an unknown path) in the store's shape.
+        name = {400: "InputError", 404: "NotFoundError", 413: "PayloadTooLargeError"}.get(error.status_code)
+        return JSONResponse(
+            {"error": name or "HTTPError", "detail": str(error.detail)},
+            status_code=error.status_code,
+            headers=getattr(error, "headers", None),
+        )
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
         return JSONResponse({"error": "InputError", "detail": _validation_message(error)}, status_code=400)
@@ -65,7 +78,56 @@ def build_app(database_url: str, *, limits: Limits | None = None, migrate: bool 
         return limits.max_file_bytes if "/files/" in path else limits.max_body_bytes
 
     app.add_middleware(BodyLimitMiddleware, limit_for=limit_for)
+    app.add_middleware(UnexpectedErrorMiddleware)
+
+    def openapi() -> dict[str, Any]:
+        # The metadata and schema bodies refer to JsonValue (recursive): add it once.
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            schema.setdefault("components", {}).setdefault("schemas", {})["JsonValue"] = JSON_VALUE_SCHEMA
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+class UnexpectedErrorMiddleware:
+    """Answers an unexpected exception with a JSON 500 and keeps the connection open.
+
+    Starlette's own handler re-raises after answering, and uvicorn then closes the keep-alive
+    connection, so the client's next request fails too. A bug stays a 500 (and is logged).
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: dict[str, Any]) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as error:
+            if started:
+                raise
+            log.exception("unexpected error answering %s %s", scope.get("method"), scope.get("path"))
+            response = JSONResponse(
+                {
+                    "error": "InternalError",
+                    "detail": f"the store failed unexpectedly ({type(error).__name__})",
+                },
+                status_code=500,
+            )
+            await response(scope, receive, send)
 
 
 def build_app_from_env() -> Any:

@@ -14,44 +14,49 @@ from storage.federation.catalog import lineage as lineage_ops
 from storage.federation.catalog import records as ops
 from storage.federation.catalog import replicas as replica_ops
 from storage.federation.catalog import search as search_ops
-from storage.federation.server.deps import catalog, principal
+from storage.federation.server.deps import ERRORS, RecordRef, catalog, principal
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", responses=ERRORS)
 
 
 @router.post("/records", status_code=201)
 def create_record(body: RecordIn, p: Principal = Depends(principal), c: Catalog = Depends(catalog)) -> Any:
-    return c.write(p, lambda ctx: ops.create_record(ctx, body))
+    # Schema validation runs before the write transaction: it holds no lock.
+    md = c.read(p, lambda ctx: ops.validate_new(ctx, body))
+    return c.write(p, lambda ctx: ops.create_record(ctx, body, md))
 
 
 @router.get("/records/{ref}")
-def get_record(ref: str, p: Principal = Depends(principal), c: Catalog = Depends(catalog)) -> Any:
+def get_record(ref: RecordRef, p: Principal = Depends(principal), c: Catalog = Depends(catalog)) -> Any:
     return c.read(p, lambda ctx: ops.get_record(ctx, ref))
 
 
 @router.patch("/records/{ref}")
 def update_record(
-    ref: str, body: RecordPatch, p: Principal = Depends(principal), c: Catalog = Depends(catalog)
+    ref: RecordRef, body: RecordPatch, p: Principal = Depends(principal), c: Catalog = Depends(catalog)
 ) -> Any:
-    return c.write(p, lambda ctx: ops.update_record(ctx, ref, body))
+    md = c.read(p, lambda ctx: ops.validate_patch(ctx, ref, body))
+    return c.write(p, lambda ctx: ops.update_record(ctx, ref, body, md))
 
 
 @router.delete("/records/{ref}", status_code=204)
-def delete_record(ref: str, p: Principal = Depends(principal), c: Catalog = Depends(catalog)) -> Response:
+def delete_record(
+    ref: RecordRef, p: Principal = Depends(principal), c: Catalog = Depends(catalog)
+) -> Response:
     c.write(p, lambda ctx: ops.delete_record(ctx, ref))
     return Response(status_code=204)
 
 
 @router.post("/records/{ref}/dependencies")
 def add_dependency(
-    ref: str, body: DependencyIn, p: Principal = Depends(principal), c: Catalog = Depends(catalog)
+    ref: RecordRef, body: DependencyIn, p: Principal = Depends(principal), c: Catalog = Depends(catalog)
 ) -> Any:
     return c.write(p, lambda ctx: ops.add_dependency(ctx, ref, body))
 
 
 @router.get("/records/{ref}/lineage")
 def lineage(
-    ref: str,
+    ref: RecordRef,
     depth: int = Query(default=10, ge=0, le=lineage_ops.MAX_DEPTH),
     direction: Literal["up", "down", "both"] = "both",
     p: Principal = Depends(principal),
@@ -62,16 +67,16 @@ def lineage(
 
 @router.get("/records/{ref}/replicas")
 def list_replicas(
-    ref: str, files: bool = True, p: Principal = Depends(principal), c: Catalog = Depends(catalog)
+    ref: RecordRef, files: bool = True, p: Principal = Depends(principal), c: Catalog = Depends(catalog)
 ) -> Any:
     return c.read(p, lambda ctx: replica_ops.list_replicas(ctx, ref, files))
 
 
 @router.post("/records/{ref}/replicas", status_code=201)
 def add_replica(
-    ref: str, body: ReplicaIn, p: Principal = Depends(principal), c: Catalog = Depends(catalog)
+    ref: RecordRef, body: ReplicaIn, p: Principal = Depends(principal), c: Catalog = Depends(catalog)
 ) -> Any:
-    return c.write(p, lambda ctx: replica_ops.add_replica(ctx, ref, body))
+    return replica_ops.add_replica(c, p, ref, body)
 
 
 @router.post("/search")
