@@ -35,11 +35,20 @@ from scopeflow.errors import InputError
 #: Name of this descriptor, stored with every embedding; bump when the numbers would change.
 EMBEDDER_VERSION = "lattice-polar-v1"
 
-# Band in Å⁻¹: from spacings of 8 Å (large unit cells' first reflections) to 1.5 Å⁻¹, below
-# the Nyquist frequency 1/(2·0.3) = 1.67 Å⁻¹ of the coarsest pixel size the pipeline accepts
-# (0.3 Å/px), so every accepted frame fills the whole band.
-K_MIN, K_MAX = 0.125, 1.5
-N_RADIAL = 55  # rings 0.025 Å⁻¹ apart: under half the width of a reflection of a 30 Å frame
+# Band in Å⁻¹: from spacings of 8 Å (large unit cells' first reflections) to 1.2 Å⁻¹, past
+# the information limit of a 60 kV probe (2α/λ = 1.03 Å⁻¹ at 25 mrad) and below the Nyquist
+# frequency 1/(2·0.4) of pixels of up to 0.4 Å, so every frame fills the whole band.
+K_MIN, K_MAX = 0.21, 1.2
+# Spectra are averaged over tiles of this side (Welch's method), so that every frame, whatever
+# its field of view, sees its reflections at one resolution (a Hann window's main lobe is
+# 4/12 Å⁻¹ wide) and the noise of the average shrinks with the frame's area. 12 Å is the
+# field of view of the smallest frame (128 px at 0.09 Å/px) the descriptor is meant for.
+TILE_A = 14.0
+N_RADIAL = 55  # rings 0.02 Å⁻¹ apart: a quarter of the tiles' resolution
+# Frames are binned by the largest integer factor that keeps pixels ≤ this (Å): the band
+# still fits under Nyquist, noise stays white, and the FFTs cost the same whatever the
+# sampling. The binning's sinc² transfer is divided out.
+BIN_TO = 1.0 / (2 * K_MAX)
 N_ANGLES = 128  # over [0, π): ~1.5 px between samples on the outermost ring of a 256² frame
 N_HARMONICS = 6  # up to twelve-fold
 N_BANDS = 11  # 5 rings per band
@@ -58,10 +67,18 @@ DIM = N_RADIAL + N_HARMONICS * N_BANDS + len(QUANTILES)
 
 
 @lru_cache(maxsize=32)
-def _geometry(shape: tuple[int, int], pixel_size: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Hann window, polar sample coordinates in the row-shifted half spectrum, the noise mask."""
+def _geometry(
+    shape: tuple[int, int], pixel_size: float, binning: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Hann window of a tile, polar sample coordinates in its row-shifted half spectrum, the
+    noise mask, and the power transfer of ``binning``² px blocks at the samples."""
     ny, nx = shape
-    window = np.outer(np.hanning(ny), np.hanning(nx)).astype(np.float32)
+    # A circular Hann window: a separable one leaks along the tile's axes, and that cross
+    # would turn with the frame, not with the lattice, breaking rotation invariance.
+    yy = (np.arange(ny) - (ny - 1) / 2) / (ny / 2)
+    xx = (np.arange(nx) - (nx - 1) / 2) / (nx / 2)
+    r = np.minimum(np.hypot(yy[:, None], xx[None, :]), 1.0)
+    window = (0.5 + 0.5 * np.cos(np.pi * r)).astype(np.float32)
     k = np.linspace(K_MIN, K_MAX, N_RADIAL)
     # The power spectrum of a real image is centrosymmetric: the half plane kx ≥ 0 that rfft2
     # keeps holds every direction once, θ in [-π/2, π/2).
@@ -74,7 +91,22 @@ def _geometry(shape: tuple[int, int], pixel_size: float) -> tuple[np.ndarray, np
     fy = np.fft.fftshift(np.fft.fftfreq(ny))[:, None]
     fx = np.fft.rfftfreq(nx)[None, :]
     noise = np.hypot(fy / 0.5, fx / 0.5) > FLOOR_FROM
-    return window, np.stack([rows, cols]), noise
+
+    # A b-pixel box average has transfer sin(π k p_b) / (b sin(π k p_b / b)) per axis.
+    def box(f: np.ndarray) -> np.ndarray:
+        x = np.pi * np.abs(f) * pixel_size
+        with np.errstate(invalid="ignore", divide="ignore"):
+            t = np.sin(x) / (binning * np.sin(x / binning))
+        return np.where(x < 1e-9, 1.0, t)
+
+    transfer = np.maximum((box(kx) * box(ky)) ** 2, 0.05)
+    return window, np.stack([rows, cols]), noise, transfer
+
+
+def _starts(n: int, size: int) -> list[int]:
+    """Tile origins along an axis of ``n`` px: tiles of ``size`` overlapping by about half."""
+    count = max(1, int(np.ceil(2 * n / size)) - 1)
+    return [round(x) for x in np.linspace(0, n - size, count)]
 
 
 def check_frame(image: np.ndarray, pixel_size: float) -> np.ndarray:
@@ -87,9 +119,9 @@ def check_frame(image: np.ndarray, pixel_size: float) -> np.ndarray:
     img = img.astype(np.float32, copy=False)
     if not np.isfinite(img).all():
         raise InputError("a frame to embed holds NaN or infinite values")
-    if not 0.01 <= float(pixel_size) <= 1.0 / (2 * K_MAX):
+    if not 0.01 <= float(pixel_size) <= BIN_TO:
         raise InputError(
-            f"pixel size {pixel_size} Å/px: the descriptor needs 0.01-{1 / (2 * K_MAX):.3f} Å/px "
+            f"pixel size {pixel_size} Å/px: the descriptor needs 0.01-{BIN_TO:.3f} Å/px "
             f"(frequencies up to {K_MAX} Å⁻¹)"
         )
     return img
@@ -104,12 +136,27 @@ def describe(image: np.ndarray, pixel_size: float) -> dict[str, np.ndarray]:
     """The descriptor's blocks for one frame (counts or any intensity; pixel size in Å/px)."""
     img = check_frame(image, pixel_size)
     p = float(pixel_size)
-    window, coords, noise = _geometry(img.shape, round(p, 6))
-    centred = img - img.mean()
-    power = np.fft.fftshift(np.abs(scipy.fft.rfft2(centred * window, workers=1)) ** 2, axes=0)
+    b = max(1, int(BIN_TO / p))
+    ny, nx = (img.shape[0] // b) * b, (img.shape[1] // b) * b
+    binned = img[:ny, :nx].reshape(ny // b, b, nx // b, b).mean(axis=(1, 3))
+    pb = p * b
+    tile = (min(binned.shape[0], round(TILE_A / pb)), min(binned.shape[1], round(TILE_A / pb)))
+    window, coords, noise, transfer = _geometry(tile, round(pb, 6), b)
+    img_full, img = img, binned
+    tiles = np.stack(
+        [
+            img[r : r + tile[0], c : c + tile[1]]
+            for r in _starts(img.shape[0], tile[0])
+            for c in _starts(img.shape[1], tile[1])
+        ]
+    )
+    # Remove each tile's windowed mean, so the window's main lobe around zero frequency is empty.
+    tiles = tiles - (tiles * window).sum(axis=(1, 2), keepdims=True) / window.sum()
+    spectra = np.abs(scipy.fft.rfft2(tiles * window, workers=1)) ** 2
+    power = np.fft.fftshift(spectra.mean(axis=0), axes=0)
     # Every 4th noise sample: the median of a few thousand is within ~2 % and 4× cheaper.
     floor = float(np.median(power[noise][::4]))
-    polar = ndimage.map_coordinates(power, coords, order=1, mode="nearest") - floor
+    polar = (ndimage.map_coordinates(power, coords, order=1, mode="nearest") - floor) / transfer
     series = np.abs(np.fft.rfft(polar, axis=1))  # (rings, harmonics); [:, 0] = N_ANGLES·mean
     ring = np.clip(series[:, 0], 0.0, None)
     total = ring.sum()
@@ -124,8 +171,9 @@ def describe(image: np.ndarray, pixel_size: float) -> dict[str, np.ndarray]:
     )
     # Averaging 2×2 blocks first (a quarter of the pixels; the smoothing is wider than 2 px
     # at every pixel size the pipeline takes) makes the filter and the quantiles 4× cheaper.
-    ny, nx = (img.shape[0] // 2) * 2, (img.shape[1] // 2) * 2
-    half = 0.25 * (img[0:ny:2, 0:nx:2] + img[1:ny:2, 0:nx:2] + img[0:ny:2, 1:nx:2] + img[1:ny:2, 1:nx:2])
+    ny, nx = (img_full.shape[0] // 2) * 2, (img_full.shape[1] // 2) * 2
+    f = img_full
+    half = 0.25 * (f[0:ny:2, 0:nx:2] + f[1:ny:2, 0:nx:2] + f[0:ny:2, 1:nx:2] + f[1:ny:2, 1:nx:2])
     smooth = ndimage.gaussian_filter(half, SMOOTH_A / (2 * p), mode="reflect")
     q = np.percentile(smooth, (50, *QUANTILES))
     mid, q = float(q[0]), q[1:]
