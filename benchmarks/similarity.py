@@ -29,10 +29,10 @@ import numpy as np
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, machine  # noqa: E402
+from _common import RESULTS, machine
 
-from tasks.acquisition.twin import Change, DigitalTwin, DriftSchedule  # noqa: E402
-from tasks.embedding import EMBEDDER_VERSION, embed_frame, embed_frames  # noqa: E402
+from tasks.acquisition.twin import Change, DigitalTwin, DriftSchedule
+from tasks.embedding import EMBEDDER_VERSION, embed_frame, embed_frames
 
 ABTEM = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "abtem-graphene"
 LATTICES = ("graphene", "mos2", "perovskite")

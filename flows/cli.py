@@ -15,7 +15,7 @@ from scopeflow.errors import ScopeflowError
 from storage.federation.cli import app as store_app
 from storage.federation.cli import sync_command
 
-from . import commands_edge, commands_explore, commands_ops
+from . import commands_edge, commands_explore, commands_ops, commands_similar
 from .prefect_setup import configure_embedded
 
 app = typer.Typer(help="scopeflow: autonomous microscopy on the edge and in the cloud.", no_args_is_help=True)
@@ -27,6 +27,7 @@ app.command("sync", help="Push a dataset directory to a store repository (increm
 commands_edge.register(app)
 commands_explore.register(app)
 commands_ops.register(app)
+commands_similar.register(store_app)
 console = Console(stderr=True)
 
 
