@@ -16,8 +16,6 @@ from rich.console import Console
 from scopeflow.errors import InputError, ScopeflowError
 
 console = Console(stderr=True)
-#: Frames per embeddings upload.
-UPLOAD_FRAMES = 200
 
 UrlOpt = typer.Option("--url", envvar="SCOPEFLOW_STORE_URL", help="Store URL.", show_envvar=True)
 TokenOpt = typer.Option("--token", envvar="SCOPEFLOW_STORE_TOKEN", help="Bearer token.", show_envvar=False)
@@ -100,28 +98,21 @@ def embed(
     token: Annotated[str | None, TokenOpt] = None,
 ) -> None:
     """Embed the dataset's frames that have no embedding yet, and send all to the record in the store."""
-    from storage.datasets.embeddings import read_embeddings
-    from storage.federation.similarity.client import put_embeddings
+    from storage.datasets import frame_count
     from tasks.embedding import EMBEDDER_VERSION
-    from tasks.embedding.ingest import embed_missing, upload_payload
+    from tasks.embedding.ingest import embed_missing, send_to_store
 
     try:
-        added = embed_missing(dataset)
-        positions, _ = read_embeddings(dataset, EMBEDDER_VERSION)
-        if not len(positions):
+        if not (Path(dataset) / "zarr.json").exists():
+            raise InputError(f"no scopeflow dataset at {dataset} (no zarr.json)")
+        if frame_count(dataset) == 0:
             raise InputError(f"{dataset}: no frames to embed")
-        sent, rid = 0, record
+        added = embed_missing(dataset)
         with _client(url, token) as client:
-            # In parts: with thumbnails (~5 KiB a frame) UPLOAD_FRAMES frames stay well under
-            # the store's default 4 MiB body limit.
-            for start in range(0, len(positions), UPLOAD_FRAMES):
-                out = put_embeddings(
-                    client, record, upload_payload(dataset, positions[start : start + UPLOAD_FRAMES])
-                )
-                sent, rid = sent + out["frames"], out["id"]
+            sent = send_to_store(client, dataset, record)
     except ScopeflowError as exc:
         raise _fail(exc) from None
-    console.print(f"{added} frames embedded; {sent} embeddings ({EMBEDDER_VERSION}) sent to {rid}")
+    console.print(f"{added} frames embedded; {sent} embeddings ({EMBEDDER_VERSION}) sent to {record}")
 
 
 def map_url(

@@ -72,3 +72,35 @@ def upload_payload(dataset: str | Path, frames: Sequence[int] | None = None) -> 
         "vectors": base64.b64encode(np.ascontiguousarray(vectors, "<f4").tobytes()).decode(),
         "thumbnails": thumbs,
     }
+
+
+#: Frames per embeddings upload: with thumbnails (~5 KiB a frame) well under the store's
+#: default 4 MiB body limit.
+UPLOAD_FRAMES = 200
+
+
+def send_to_store(client: Any, dataset: str | Path, record: str) -> int:
+    """Send the dataset's stored embeddings (with thumbnails) to ``record``; returns how many."""
+    from storage.federation.similarity.client import put_embeddings
+
+    positions, _ = read_embeddings(dataset, EMBEDDER_VERSION)
+    sent = 0
+    for start in range(0, len(positions), UPLOAD_FRAMES):
+        out = put_embeddings(
+            client, record, upload_payload(dataset, positions[start : start + UPLOAD_FRAMES])
+        )
+        sent += int(out["frames"])
+    return sent
+
+
+def missing_frames(dataset: str | Path) -> list[int]:
+    """Frame positions of the dataset without an embedding of this version."""
+    positions, _ = read_embeddings(dataset, EMBEDDER_VERSION)
+    done = set(positions.tolist())
+    n = int(open_dataset(dataset).sizes.get("frame", 0))
+    return [i for i in range(n) if i not in done]
+
+
+def embed_block(frames: np.ndarray, pixel_sizes: np.ndarray) -> np.ndarray:
+    """Descriptors of a block of frames (runs on a dask worker: data in, data out)."""
+    return embed_frames(list(np.asarray(frames)), [float(p) for p in pixel_sizes])
