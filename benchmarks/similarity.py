@@ -169,7 +169,8 @@ def quality_part(args: argparse.Namespace) -> dict[str, Any]:
     query_ids = rng.choice(args.frames, n_queries, replace=False)
     arch = archive(args.frames, rng, set(query_ids.tolist()))
     WORK.mkdir(parents=True, exist_ok=True)
-    np.savez(WORK / "archive.npz", emb=arch["emb"], lattice=arch["lattice"], defect=arch["defect"])
+    if args.key == "quality":  # the index and map parts build on the full archive's descriptors
+        np.savez(WORK / "archive.npz", emb=arch["emb"], lattice=arch["lattice"], defect=arch["defect"])
     copies = [transformed_copy(arch["kept"][i], arch["pixel_size"][i], rng) for i in query_ids]
     q_ours = embed_frames([c[0] for c in copies], [c[1] for c in copies])
     q_raw = np.array([_raw(c[0]) for c in copies])

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -27,17 +28,26 @@ import psutil
 from storage.federation.similarity.index import EF_CONSTRUCTION, EXACT_BELOW, HNSW_M, VectorIndex
 
 WORK = Path("/tmp/scopeflow-similarity-bench")
-JITTER = 0.02  # per component, on unit vectors of 133 values: neighbours ~0.2 apart in L2
+
+
+def jitter(base: np.ndarray) -> float:
+    """Per-component jitter that puts a copy as far from its source (in L2) as the median
+    archive frame is from its nearest other frame: new frames look like the archive's."""
+    sims = base @ base.T
+    np.fill_diagonal(sims, -1.0)
+    nn = np.sqrt(np.maximum(2.0 - 2.0 * sims.max(axis=1), 0.0))
+    return float(np.median(nn) / np.sqrt(base.shape[1]))
 
 
 def _vectors(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     z = np.load(WORK / "archive.npz")
     base, lattice = z["emb"], z["lattice"]
+    sigma = jitter(base)
     src = np.repeat(np.arange(len(base)), int(np.ceil(n / len(base))))[:n]
     out = np.empty((n, base.shape[1]), np.float32)
     for start in range(0, n, 100_000):
         part = src[start : start + 100_000]
-        v = base[part] + rng.normal(0, JITTER, (len(part), base.shape[1])).astype(np.float32)
+        v = base[part] + rng.normal(0, sigma, (len(part), base.shape[1])).astype(np.float32)
         out[start : start + len(part)] = v / np.linalg.norm(v, axis=1, keepdims=True)
     return out, src, lattice
 
@@ -66,7 +76,8 @@ def index_part(args: argparse.Namespace) -> dict[str, Any]:
     print(f"built {n} in {build_s:.0f} s, {rss / n:.0f} B/vector", flush=True)
     queries_src = rng.choice(len(np.unique(src)), 200, replace=False)
     z = np.load(WORK / "archive.npz")
-    q = z["emb"][queries_src] + rng.normal(0, JITTER, (200, vectors.shape[1])).astype(np.float32)
+    sigma = jitter(z["emb"])
+    q = z["emb"][queries_src] + rng.normal(0, sigma, (200, vectors.shape[1])).astype(np.float32)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
     out: dict[str, Any] = {
         "vectors": n,
@@ -76,7 +87,8 @@ def index_part(args: argparse.Namespace) -> dict[str, Any]:
         "build_s": build_s,
         "build_vectors_per_s": n / build_s,
         "resident_bytes_per_vector": rss / n,
-        "jitter_per_component": JITTER,
+        "jitter_per_component": sigma,
+        "load_average_at_start": os.getloadavg(),
     }
     records = np.arange(1, n // per_record + 1)
     filters = {
@@ -102,6 +114,7 @@ def index_part(args: argparse.Namespace) -> dict[str, Any]:
             "p95_ms": float(np.percentile(lat, 95) * 1e3),
         }
         print(name, out[name], flush=True)
+    out["load_average_at_end"] = os.getloadavg()
     out["sql_filter"] = _sql_filter_time(record_lattice)
     return out
 

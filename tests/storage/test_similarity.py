@@ -188,6 +188,11 @@ def test_index_is_rebuilt_from_the_catalog_when_lost(archive: dict[str, str], st
             assert rebuilt.catch_up(session) == len(first)
         assert np.array_equal(rebuilt.vectors, first.vectors)
         assert (directory / f"{EMBEDDER_VERSION}.npz").exists()  # saved again
+        with db.reading() as session:
+            loaded = VectorIndexes(directory).get(EMBEDDER_VERSION)
+            assert loaded.catch_up(session) == 0  # read from its files, nothing new
+        assert np.array_equal(loaded.vectors, first.vectors) and len(loaded) == len(first)
+        assert loaded.search(first.vectors[0], 1, None)[0][:2] == (int(first.record[0]), int(first.frame[0]))
         (directory / f"{EMBEDDER_VERSION}.faiss").write_bytes(b"garbage")
         with db.reading() as session:
             again = VectorIndexes(directory).get(EMBEDDER_VERSION)

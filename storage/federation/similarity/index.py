@@ -50,6 +50,7 @@ class VectorIndex:
         self.last_id = 0
         self._unsaved = 0
         self._loaded = False
+        self._max_record = 0
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -70,17 +71,19 @@ class VectorIndex:
             return
         try:
             with np.load(paths[0]) as z:
-                rows, record, frame, vectors = z["rows"], z["record"], z["frame"], z["vectors"]
+                rows, record, frame = z["rows"], z["record"], z["frame"]
             graph = faiss.read_index(str(paths[1]))
-            if graph.ntotal != len(rows) or len(vectors) != len(rows):
+            if graph.ntotal != len(rows):
                 raise ValueError("index files disagree")
         except (OSError, ValueError, KeyError, RuntimeError) as error:
             log.warning("similarity index %s unreadable (%s): rebuilding from the catalog", paths[0], error)
             return
-        self.rows, self.record, self.frame, self.vectors = rows, record, frame, vectors
-        self.dim = vectors.shape[1] if vectors.size else 0
+        self.rows, self.record, self.frame = rows, record, frame
+        self.dim = graph.d
         self.graph = graph
+        self._view_vectors()
         self.last_id = int(rows[-1]) if len(rows) else 0
+        self._max_record = int(record.max()) if len(record) else 0
 
     def save(self) -> None:
         """Write the index files atomically (temporary file, then rename)."""
@@ -91,7 +94,7 @@ class VectorIndex:
             return
         paths[0].parent.mkdir(parents=True, exist_ok=True)
         tmp_npz = paths[0].with_name(paths[0].name + ".tmp.npz")
-        np.savez(tmp_npz, rows=self.rows, record=self.record, frame=self.frame, vectors=self.vectors)
+        np.savez(tmp_npz, rows=self.rows, record=self.record, frame=self.frame)
         tmp_graph = paths[1].with_name(paths[1].name + ".tmp")
         faiss.write_index(self.graph, str(tmp_graph))
         tmp_npz.replace(paths[0])
@@ -110,7 +113,6 @@ class VectorIndex:
             self.dim = vectors.shape[1]
             self.graph = faiss.IndexHNSWFlat(self.dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
             self.graph.hnsw.efConstruction = EF_CONSTRUCTION
-            self.vectors = np.zeros((0, self.dim), np.float32)
         if vectors.shape[1] != self.dim:
             raise InputError(
                 f"embedder {self.embedder}: vectors of {vectors.shape[1]} values, the index holds {self.dim}"
@@ -119,9 +121,19 @@ class VectorIndex:
         self.rows = np.concatenate([self.rows, rows.astype(np.int64)])
         self.record = np.concatenate([self.record, record.astype(np.int64)])
         self.frame = np.concatenate([self.frame, frame.astype(np.int32)])
-        self.vectors = np.concatenate([self.vectors, vectors])
+        self._view_vectors()
         self.last_id = int(rows[-1])
+        self._max_record = max(self._max_record, int(record.max()))
         self._unsaved += len(rows)
+
+    def _view_vectors(self) -> None:
+        """``vectors``: the graph's own copy, viewed (one copy in memory, not two). Re-taken
+        after every add, which may move faiss's buffer."""
+        import faiss
+
+        storage = faiss.downcast_index(self.graph.storage)
+        n = self.graph.ntotal
+        self.vectors = faiss.rev_swig_ptr(storage.get_xb(), n * self.dim).reshape(n, self.dim)
 
     def catch_up(self, session: Session) -> int:
         """Read rows added to the catalog since the last look; returns how many."""
@@ -178,7 +190,7 @@ class VectorIndex:
         else:
             if not len(allowed_records):
                 return []
-            top = int(max(allowed_records.max(), self.record.max())) + 1
+            top = max(int(allowed_records.max()), self._max_record) + 1
             lut = np.zeros(top, bool)
             lut[allowed_records] = True
             mask = lut[self.record]
