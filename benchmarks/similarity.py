@@ -66,7 +66,9 @@ def archive(n_frames: int, rng: np.random.Generator, keep: set[int]) -> dict[str
     """Render the archive; returns labels, pixel sizes, descriptors, 32² thumbnails, kept frames."""
     combos = [(lat, d, df) for lat in LATTICES for d in DEFECTS for df in DEFOCI]
     per = int(np.ceil(n_frames / len(combos)))
-    out: dict[str, list[Any]] = {k: [] for k in ("region", "lattice", "defect", "pixel_size", "emb", "raw")}
+    out: dict[str, list[Any]] = {
+        k: [] for k in ("region", "lattice", "defect", "pixel_size", "dose", "emb", "raw")
+    }
     kept: dict[int, np.ndarray] = {}
     t_render = t_embed = 0.0
     n = 0
@@ -110,6 +112,7 @@ def archive(n_frames: int, rng: np.random.Generator, keep: set[int]) -> dict[str
         "lattice": np.array(out["lattice"]),
         "defect": np.array(out["defect"]),
         "pixel_size": np.array(out["pixel_size"]),
+        "dose": np.array(out["dose"]),
         "emb": np.array(out["emb"], np.float32),
         "raw": np.array(out["raw"], np.float32),
         "kept": kept,
@@ -194,7 +197,16 @@ def quality_part(args: argparse.Namespace) -> dict[str, Any]:
         *((("encoder_pooled", enc_db, q_enc),) if enc_db is not None else ()),
     ):
         top1 = _topk(db, q, 1)[:, 0]
-        invariance = float(np.mean(arch["region"][top1] == arch["region"][query_ids]))
+        hit = arch["region"][top1] == arch["region"][query_ids]
+        invariance = float(np.mean(hit))
+        # By the source frame's dose: below ~1e6 e/Å² a single frame barely shows the probe's
+        # envelope, which is what tells the regions' defoci apart.
+        q_dose = arch["dose"][query_ids]
+        by_dose = {
+            f"{lo:.0e}-{hi:.0e}": float(np.mean(hit[(q_dose >= lo) & (q_dose < hi)]))
+            for lo, hi in ((1e5, 1e6), (1e6, 5e6), (5e6, 2.1e7))
+            if np.any((q_dose >= lo) & (q_dose < hi))
+        }
         nn = _topk(db, db[sem_ids], 10, exclude=sem_ids)
         p_lat = float(np.mean(arch["lattice"][nn] == arch["lattice"][sem_ids][:, None]))
         p_def = float(np.mean(arch["defect"][nn] == arch["defect"][sem_ids][:, None]))
@@ -209,6 +221,7 @@ def quality_part(args: argparse.Namespace) -> dict[str, Any]:
         ab_prec = float(np.mean(arch["lattice"][ab_nn] == "graphene"))
         methods[name] = {
             "invariance_top1_region": invariance,
+            "invariance_top1_by_source_dose": by_dose,
             "precision_at_10_lattice": p_lat,
             "precision_at_10_defect": p_def,
             "precision_at_10_defect_by_class": by_def,
