@@ -101,6 +101,7 @@ def archive(n_frames: int, rng: np.random.Generator, keep: set[int]) -> dict[str
                 ("lattice", lat),
                 ("defect", defect),
                 ("pixel_size", frame.pixel_size),
+                ("dose", float(frame.conditions["dose"])),
             ):
                 out[key].append(value)
             if n in keep:

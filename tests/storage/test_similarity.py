@@ -252,3 +252,26 @@ def test_map_page_loads_selects_reprojects_and_opens_a_record(
         assert href.startswith("/api/records/") and thumb_px == 64
         record = alice._json("GET", href)
         assert record["id"] == text.split()[0]
+
+
+def test_graph_search_honours_the_filter_and_finds_the_exact_neighbours(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from storage.federation.similarity import index as index_module
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(3000, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    record = np.arange(3000) // 100 + 1  # 30 records of 100 frames
+    ix = index_module.VectorIndex("t")
+    ix.add(np.arange(3000) + 1, record, np.arange(3000) % 100, vectors)
+    allowed = np.array([2, 7, 11, 20, 29])
+    monkeypatch.setattr(index_module, "EXACT_BELOW", 0)  # the HNSW walk, not the exact scan
+    graph = [ix.search(v, 5, allowed) for v in vectors[:50]]
+    monkeypatch.setattr(index_module, "EXACT_BELOW", 10**9)
+    exact = [ix.search(v, 5, allowed) for v in vectors[:50]]
+    assert all(h[0] in allowed for hits in graph for h in hits)
+    found = np.mean(
+        [len({h[:2] for h in g} & {h[:2] for h in e}) / 5 for g, e in zip(graph, exact, strict=True)]
+    )
+    assert found >= 0.95

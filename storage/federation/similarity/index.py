@@ -50,7 +50,7 @@ class VectorIndex:
         self.last_id = 0
         self._unsaved = 0
         self._loaded = False
-        self._max_record = 0
+        self._by_record: tuple[np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -83,7 +83,6 @@ class VectorIndex:
         self.graph = graph
         self._view_vectors()
         self.last_id = int(rows[-1]) if len(rows) else 0
-        self._max_record = int(record.max()) if len(record) else 0
 
     def save(self) -> None:
         """Write the index files atomically (temporary file, then rename)."""
@@ -123,7 +122,6 @@ class VectorIndex:
         self.frame = np.concatenate([self.frame, frame.astype(np.int32)])
         self._view_vectors()
         self.last_id = int(rows[-1])
-        self._max_record = max(self._max_record, int(record.max()))
         self._unsaved += len(rows)
 
     def _view_vectors(self) -> None:
@@ -184,27 +182,26 @@ class VectorIndex:
         if q.shape[1] != self.dim:
             raise InputError(f"query of {q.shape[1]} values; embedder {self.embedder} makes {self.dim}")
         q /= max(float(np.linalg.norm(q)), 1e-12)
+        idx: np.ndarray | None = None
         if allowed_records is None:
-            mask = None
             n_allowed = len(self.rows)
         else:
-            if not len(allowed_records):
-                return []
-            top = max(int(allowed_records.max()), self._max_record) + 1
-            lut = np.zeros(top, bool)
-            lut[allowed_records] = True
-            mask = lut[self.record]
-            n_allowed = int(mask.sum())
+            idx = self._positions_of(np.asarray(allowed_records, np.int64))
+            n_allowed = len(idx)
         if n_allowed == 0:
             return []
         if n_allowed <= EXACT_BELOW:
-            idx = np.flatnonzero(mask) if mask is not None else np.arange(len(self.rows))
+            idx = np.arange(len(self.rows)) if idx is None else idx
             sims = self.vectors[idx] @ q[0]
             take = min(len(idx), 4 * k)
             best = np.argpartition(-sims, take - 1)[:take] if take < len(idx) else np.arange(len(idx))
             best = best[np.argsort(-sims[best])]
             pos, sim = idx[best], sims[best]
         else:
+            mask = None
+            if idx is not None:
+                mask = np.zeros(len(self.rows), bool)
+                mask[idx] = True
             share = n_allowed / len(self.rows)
             # A filtered walk must visit about 1/share nodes per allowed one it keeps.
             ef = int(min(4096, max(64, 4 * k) / share))
@@ -226,6 +223,28 @@ class VectorIndex:
             if len(out) == k:
                 break
         return out
+
+    def _positions_of(self, records: np.ndarray) -> np.ndarray:
+        """Index positions of every vector of these records, from the rows sorted by record
+        (sorted once per growth): no pass over all vectors per query."""
+        if self._by_record is None or len(self._by_record[0]) != len(self.record):
+            order = np.argsort(self.record, kind="stable")
+            self._by_record = (order, self.record[order])
+        order, sorted_record = self._by_record
+        records = np.unique(records)
+        lo = np.searchsorted(sorted_record, records, "left")
+        hi = np.searchsorted(sorted_record, records, "right")
+        keep = hi > lo
+        lo, hi = lo[keep], hi[keep]
+        if not len(lo):
+            return np.zeros(0, np.int64)
+        # Concatenated ranges [lo, hi) without a Python loop: a cumulative sum of steps.
+        lengths = hi - lo
+        steps = np.ones(int(lengths.sum()), np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        steps[starts] = lo - np.concatenate([[0], hi[:-1] - 1])
+        steps[0] = lo[0]
+        return order[np.cumsum(steps)]
 
     def vector_of(self, record: int, frame: int) -> np.ndarray | None:
         """The stored vector of one frame (the newest), or None."""
