@@ -275,3 +275,21 @@ def test_graph_search_honours_the_filter_and_finds_the_exact_neighbours(
         [len({h[:2] for h in g} & {h[:2] for h in e}) / 5 for g, e in zip(graph, exact, strict=True)]
     )
     assert found >= 0.95
+
+
+def test_a_filter_far_from_the_query_still_gets_the_nearest_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from storage.federation.similarity import index as index_module
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(2, 16))
+    vectors = np.concatenate([c + 0.05 * rng.normal(size=(1500, 16)) for c in centres]).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    record = np.arange(3000) // 100 + 1  # records 1-15 in the first cluster, 16-30 in the second
+    ix = index_module.VectorIndex("t")
+    ix.add(np.arange(3000) + 1, record, np.arange(3000) % 100, vectors)
+    far = np.arange(16, 31)
+    monkeypatch.setattr(index_module, "EXACT_BELOW", 0)
+    hits = ix.search(vectors[0], 5, far)  # a query of the first cluster, filtered to the second
+    sims = vectors[1500:] @ vectors[0]
+    best = {(int(record[1500 + i]), int((1500 + i) % 100)) for i in np.argsort(-sims)[:5]}
+    assert {h[:2] for h in hits} == best
