@@ -29,9 +29,11 @@ def _publish(
     from storage.federation.embedded import serve_in_thread
     from storage.provenance import record_dataset, record_decision, record_model, record_prediction
     from storage.transfer.push import push_dataset
+    from tasks.embedding.ingest import send_to_store
 
     with serve_in_thread() as store, store.client() as client:
         ds_id = record_dataset(client, dataset)
+        send_to_store(client, dataset, ds_id)  # its frames become findable by `store similar`
         models: dict[str, str] = {}
         for v in versions:
             manifest = registry.manifest(v) if v in registry.versions() else {}
