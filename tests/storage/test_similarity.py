@@ -76,7 +76,8 @@ def test_similar_finds_the_same_lattice_and_only_readable_frames(
     hits = similar(alice, embedder=EMBEDDER_VERSION, vector=vector, k=N)["items"]
     assert [h["id"] for h in hits] == [archive["alice_graphene"]] * N  # never bob's graphene
     hits = similar(bob, embedder=EMBEDDER_VERSION, vector=vector, k=20)["items"]
-    assert {h["id"] for h in hits} == {archive["bob_graphene"]}  # alice's are not his to find
+    found = {h["id"] for h in hits}
+    assert archive["bob_graphene"] in found and archive["alice_graphene"] not in found  # not his to find
     # A metadata filter combines with the similarity: only MoS2 frames, however far.
     hits = similar(alice, embedder=EMBEDDER_VERSION, vector=vector, k=20, md='md.lattice == "mos2"')["items"]
     assert len(hits) == N and {h["id"] for h in hits} == {archive["alice_mos2"]}
