@@ -7,7 +7,9 @@ only moves the sampling points; the magnitudes of its angular Fourier series are
 rotation and to mirroring (a mirror reverses the angle, which leaves |c_m| unchanged), and
 still tell a six-fold lattice from a four-fold one. The white floor that counting and read
 noise add to the spectrum is estimated from frequencies beyond the band and subtracted, so
-dose and noise mostly drop out. A few quantiles of the frame's intensity (smoothed at a fixed
+dose and noise mostly drop out. Spectra are averaged over 14 Å tiles (one resolution whatever
+the field of view) of the frame binned to ≤ 0.42 Å/px (one cost whatever the sampling), under
+a circular window (a square one's leakage would turn with the pixels, not the lattice). A few quantiles of the frame's intensity (smoothed at a fixed
 size in Å) add what the spectrum hides: heavy substitutions and holes. All of it is a few
 FFTs and interpolations per frame, cheap enough to run on every frame at the edge, which a
 second network pass would not be.
@@ -35,21 +37,22 @@ from scopeflow.errors import InputError
 #: Name of this descriptor, stored with every embedding; bump when the numbers would change.
 EMBEDDER_VERSION = "lattice-polar-v1"
 
-# Band in Å⁻¹: from spacings of 8 Å (large unit cells' first reflections) to 1.2 Å⁻¹, past
+# Band in Å⁻¹: from three frequency bins of a tile (3/TILE_A: nearer zero the window's lobe
+# around zero frequency dominates, and leaks differently as the lattice turns) to 1.2 Å⁻¹, past
 # the information limit of a 60 kV probe (2α/λ = 1.03 Å⁻¹ at 25 mrad) and below the Nyquist
 # frequency 1/(2·0.4) of pixels of up to 0.4 Å, so every frame fills the whole band.
 K_MIN, K_MAX = 0.21, 1.2
 # Spectra are averaged over tiles of this side (Welch's method), so that every frame, whatever
 # its field of view, sees its reflections at one resolution (a Hann window's main lobe is
-# 4/12 Å⁻¹ wide) and the noise of the average shrinks with the frame's area. 12 Å is the
-# field of view of the smallest frame (128 px at 0.09 Å/px) the descriptor is meant for.
+# 4/14 Å⁻¹ wide) and the noise of the average shrinks with the frame's area. 14 Å is about the
+# field of view of the smallest frame (128 px at 0.11 Å/px) the descriptor is meant for.
 TILE_A = 14.0
 N_RADIAL = 55  # rings 0.02 Å⁻¹ apart: a quarter of the tiles' resolution
 # Frames are binned by the largest integer factor that keeps pixels ≤ this (Å): the band
 # still fits under Nyquist, noise stays white, and the FFTs cost the same whatever the
 # sampling. The binning's sinc² transfer is divided out.
 BIN_TO = 1.0 / (2 * K_MAX)
-N_ANGLES = 128  # over [0, π): ~1.5 px between samples on the outermost ring of a 256² frame
+N_ANGLES = 128  # over [0, π): under half a frequency bin apart on the outermost ring of a tile
 N_HARMONICS = 6  # up to twelve-fold
 N_BANDS = 11  # 5 rings per band
 # The noise floor: the median power beyond this fraction of the Nyquist frequency, where a
