@@ -16,7 +16,7 @@ from scopeflow.errors import InputError, ScopeflowError, TerminatedError
 from storage.federation.cli import TokenOpt, UrlOpt, sync_command
 from storage.federation.cli import app as store_app
 
-from . import commands_edge, commands_explore, commands_ops
+from . import commands_edge, commands_explore, commands_ops, commands_similar
 from .prefect_setup import configure_embedded, prepare_prefect
 
 app = typer.Typer(help="scopeflow: autonomous microscopy on the edge and in the cloud.", no_args_is_help=True)
@@ -24,6 +24,7 @@ app.add_typer(store_app, name="store")
 commands_edge.register(app)
 commands_explore.register(app)
 commands_ops.register(app)
+commands_similar.register(store_app)
 console = Console(stderr=True, soft_wrap=True)
 
 

@@ -22,6 +22,7 @@ from tasks.drift.edge_loop import (
     run_adaptive_edge,
     summarize,
 )
+from tasks.embedding.ingest import embed_missing
 
 from .artifacts import publish_edge_run
 from .retrain import default_dispatch, dispatch_retraining
@@ -38,6 +39,7 @@ def edge_batch_task(
 ) -> list[BatchReport]:
     """Atoms and a drift decision for the frames before ``stop_at`` not yet decided."""
     reports: list[BatchReport] = []
+    embed_missing(dataset)  # frames another writer appended have no embeddings yet
     run_adaptive_edge(
         dataset,
         registry=registry,

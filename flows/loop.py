@@ -40,10 +40,12 @@ def _publish(
         record_training_run,
     )
     from storage.transfer.push import push_dataset
+    from tasks.embedding.ingest import send_to_store
 
     known = set(registry.versions())
     with serve_in_thread() as store, store.client() as client:
         ds_id = record_dataset(client, dataset)
+        send_to_store(client, dataset, ds_id)  # its frames become findable by `store similar`
         models: dict[str, str] = {}
         runs: dict[str, str] = {}  # candidate version -> its training run's record
 

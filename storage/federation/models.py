@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -315,3 +316,24 @@ class AuditEntry(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str] = mapped_column(String(128), index=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
+
+
+class FrameEmbedding(Base):
+    """One frame's descriptor (float32 bytes) from one embedder version, and a small PNG thumbnail.
+
+    The source of truth of the similarity index (``storage/federation/similarity``), which is
+    rebuilt from these rows when lost; deleting a record deletes its embeddings.
+    """
+
+    __tablename__ = "frame_embeddings"
+    __table_args__ = (
+        UniqueConstraint("record_id", "embedder", "frame", name="uq_frame_embedding"),
+        Index("ix_frame_embeddings_embedder_id", "embedder", "id"),
+        {"sqlite_autoincrement": True},  # row ids only grow: the index catches up by id
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    record_id: Mapped[int] = mapped_column(ForeignKey("records.id", ondelete="CASCADE"))
+    embedder: Mapped[str] = mapped_column(String(64))
+    frame: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    thumbnail: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from scopeflow.errors import InputError
 from storage.datasets import DatasetWriter
+from tasks.embedding.ingest import embed_appended
 
 from .instrument import Frame, Instrument
 
@@ -38,6 +39,10 @@ def acquire_batch(instrument: Instrument, writer: DatasetWriter, first: int, end
     t0 = time.perf_counter()
     frames: list[Frame] = [instrument.acquire(i) for i in range(first, end)]
     total = writer.append(frames)
+    # Embeddings for similarity search, as the frames arrive (~3 ms a frame).
+    embed_appended(
+        writer.path, total - len(frames), [f.image for f in frames], [f.pixel_size for f in frames]
+    )
     return BatchResult(first, end, total, time.perf_counter() - t0)
 
 

@@ -18,7 +18,7 @@ from storage.federation.api_models import JSON_VALUE_SCHEMA
 from storage.federation.catalog import Catalog, Limits
 from storage.federation.database import Database
 from storage.federation.errors import status_of
-from storage.federation.server import admin, collections, files, records
+from storage.federation.server import admin, collections, files, records, similarity
 from storage.federation.server.limits import BodyLimitMiddleware
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def build_app(database_url: str, *, limits: Limits | None = None, migrate: bool 
 
     app = FastAPI(title="scopeflow store", version="1", lifespan=lifespan)
     app.state.catalog = Catalog(db, limits)
-    for module in (admin, records, collections, files):
+    for module in (admin, records, collections, files, similarity):
         app.include_router(module.router)
 
     @app.exception_handler(ScopeflowError)

@@ -1,0 +1,194 @@
+"""Parts of ``similarity.py``: the vector index at scale, and the map's projection time.
+
+- index: 1,000,000 vectors made from the quality part's 10k archive descriptors (each
+  archive vector plus small Gaussian jitter, renormalised: 100 near-copies per frame, as runs
+  of similar frames are), in 1000 records of 1000 frames, each record labelled with its
+  frames' lattice. Queries: 200 held-out jittered archive vectors, filtered by a metadata
+  condition (the records of one lattice: a third of the vectors) and by a narrow one (1 %
+  of the records) and others (see ``filters``). Recall@10 against exact search over the same allowed vectors; p50/p95
+  latency of ``VectorIndex.search`` (the allowed record ids given, as the store passes
+  them); build rate; resident memory per vector. The SQL side of a filter (the allowed ids)
+  is timed separately on a real catalog of 1000 records.
+- map: UMAP of 100k of those vectors (fit on a sample, the rest placed by ``transform``, as
+  the store does) and of a 5k selection, warm (numba compiled once per process, timed apart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from storage.federation.similarity.index import EF_CONSTRUCTION, EXACT_BELOW, HNSW_M, VectorIndex
+
+WORK = Path("/tmp/scopeflow-similarity-bench")
+
+
+def jitter(base: np.ndarray) -> float:
+    """Per-component jitter that puts a copy as far from its source (in L2) as the median
+    archive frame is from its nearest other frame: new frames look like the archive's."""
+    sims = base @ base.T
+    np.fill_diagonal(sims, -1.0)
+    nn = np.sqrt(np.maximum(2.0 - 2.0 * sims.max(axis=1), 0.0))
+    return float(np.median(nn) / np.sqrt(base.shape[1]))
+
+
+def _vectors(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    z = np.load(WORK / "archive.npz")
+    base, lattice = z["emb"], z["lattice"]
+    sigma = jitter(base)
+    src = np.repeat(np.arange(len(base)), int(np.ceil(n / len(base))))[:n]
+    out = np.empty((n, base.shape[1]), np.float32)
+    for start in range(0, n, 100_000):
+        part = src[start : start + 100_000]
+        v = base[part] + rng.normal(0, sigma, (len(part), base.shape[1])).astype(np.float32)
+        out[start : start + len(part)] = v / np.linalg.norm(v, axis=1, keepdims=True)
+    return out, src, lattice
+
+
+def index_part(args: argparse.Namespace) -> dict[str, Any]:
+    rng = np.random.default_rng(11)
+    n = args.vectors
+    vectors, src, lattice = _vectors(n, rng)
+    per_record = 1000
+    record = np.arange(n) // per_record + 1
+    record_lattice = lattice[src[::per_record]]
+    proc = psutil.Process()
+    rss0 = proc.memory_info().rss
+    index = VectorIndex("bench", None)
+    t0 = time.perf_counter()
+    for start in range(0, n, 50_000):
+        stop = min(n, start + 50_000)
+        index.add(
+            np.arange(start, stop) + 1,
+            record[start:stop],
+            np.arange(start, stop) % per_record,
+            vectors[start:stop],
+        )
+    build_s = time.perf_counter() - t0
+    rss = proc.memory_info().rss - rss0
+    print(f"built {n} in {build_s:.0f} s, {rss / n:.0f} B/vector", flush=True)
+    queries_src = rng.choice(len(np.unique(src)), 200, replace=False)
+    z = np.load(WORK / "archive.npz")
+    sigma = jitter(z["emb"])
+    q = z["emb"][queries_src] + rng.normal(0, sigma, (200, vectors.shape[1])).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    out: dict[str, Any] = {
+        "vectors": n,
+        "dim": int(vectors.shape[1]),
+        "library": "faiss-cpu " + __import__("faiss").__version__,
+        "index": f"IndexHNSWFlat M={HNSW_M} efConstruction={EF_CONSTRUCTION}, inner product; exact below {EXACT_BELOW} allowed vectors",
+        "build_s": build_s,
+        "build_vectors_per_s": n / build_s,
+        "resident_bytes_per_vector": rss / n,
+        "jitter_per_component": sigma,
+        "load_average_at_start": os.getloadavg(),
+    }
+    records = np.arange(1, n // per_record + 1)
+    q_lattice = lattice[queries_src]
+    lattices = sorted(set(record_lattice.tolist()))
+    narrow = rng.choice(records, max(1, len(records) // 100), replace=False)
+    # Filters per query (record ids allowed): a project owning a third of the records (no
+    # relation to content); the query's own lattice (``md.lattice == "mos2"`` for a MoS2
+    # frame, the usual case); another lattice (the hard case: the allowed vectors all lie
+    # far from the query); 1 % of the records; none.
+    filters = {
+        "project_third": lambda i: records[records % 3 == 0],
+        "same_lattice": lambda i: records[record_lattice == q_lattice[i]],
+        "other_lattice": lambda i: records[
+            record_lattice == lattices[(lattices.index(q_lattice[i]) + 1) % len(lattices)]
+        ],
+        "one_percent_of_records": lambda i: narrow,
+        "none": lambda i: None,
+    }
+    for name, allowed_for in filters.items():
+        lat, rec, sizes = [], [], []
+        for i, qi in enumerate(q):
+            allowed = allowed_for(i)
+            mask = np.ones(n, bool) if allowed is None else np.isin(record, allowed)
+            allowed_idx = np.flatnonzero(mask)
+            t = time.perf_counter()
+            hits = index.search(qi, 10, allowed)
+            lat.append(time.perf_counter() - t)
+            exact = allowed_idx[np.argsort(-(vectors[allowed_idx] @ qi))[:10]]
+            truth = {(int(record[j]), int(j % per_record)) for j in exact}
+            rec.append(len(truth & {(h[0], h[1]) for h in hits}) / 10)
+            sizes.append(len(allowed_idx))
+        out[name] = {
+            "allowed_vectors_mean": float(np.mean(sizes)),
+            "recall_at_10": float(np.mean(rec)),
+            "p50_ms": float(np.percentile(lat, 50) * 1e3),
+            "p95_ms": float(np.percentile(lat, 95) * 1e3),
+        }
+        print(name, out[name], flush=True)
+    out["load_average_at_end"] = os.getloadavg()
+    out["sql_filter"] = _sql_filter_time(record_lattice)
+    return out
+
+
+def _sql_filter_time(record_lattice: np.ndarray) -> dict[str, Any]:
+    """p50/p95 of the allowed-record query (grants + a metadata term) on a 1000-record catalog."""
+    from storage.federation.access import Principal
+    from storage.federation.api_models import RecordIn, SearchIn
+    from storage.federation.catalog import Catalog
+    from storage.federation.catalog import records as ops
+    from storage.federation.database import Database, sqlite_url
+    from storage.federation.embedded import init_store
+    from storage.federation.similarity.ops import allowed_records
+
+    with tempfile.TemporaryDirectory() as tmp:
+        init_store(Path(tmp))
+        db = Database(sqlite_url(Path(tmp) / "catalog.db"))
+        cat = Catalog(db)
+        admin = Principal(1, "admin", True)
+
+        def make(ctx: Any) -> None:
+            for i, lat in enumerate(record_lattice):
+                ops.create_record(ctx, RecordIn(title=f"run {i}", metadata={"lattice": str(lat)}))
+
+        cat.write(admin, make)
+        q = SearchIn(md='md.lattice == "mos2"')
+        times = []
+        for _ in range(50):
+            t = time.perf_counter()
+            ids = cat.read(admin, lambda ctx: allowed_records(ctx, q))
+            times.append(time.perf_counter() - t)
+        db.dispose()
+    return {
+        "records": len(record_lattice),
+        "allowed": len(ids),
+        "p50_ms": float(np.percentile(times, 50) * 1e3),
+        "p95_ms": float(np.percentile(times, 95) * 1e3),
+    }
+
+
+def map_part(args: argparse.Namespace) -> dict[str, Any]:
+    from storage.federation.similarity.map_view import FIT_SAMPLE, layout
+
+    rng = np.random.default_rng(5)
+    vectors, _, _ = _vectors(100_000, rng)
+    t = time.perf_counter()
+    layout(vectors[:50])
+    compile_s = time.perf_counter() - t
+    t = time.perf_counter()
+    xy = layout(vectors)
+    full_s = time.perf_counter() - t
+    pick = np.flatnonzero(xy[:, 0] < np.quantile(xy[:, 0], 0.3))[:5000]
+    t = time.perf_counter()
+    layout(vectors[pick])
+    sel_s = time.perf_counter() - t
+    return {
+        "points": 100_000,
+        "fit_sample": FIT_SAMPLE,
+        "first_call_compile_s": compile_s,
+        "umap_100k_s": full_s,
+        "reproject_5k_s": float(sel_s),
+        "selection": len(pick),
+        "total_s": full_s + sel_s,
+    }

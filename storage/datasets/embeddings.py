@@ -1,0 +1,81 @@
+"""Frame embeddings of a dataset, one set per embedder version.
+
+Layout: subgroup ``embeddings/<embedder_version>`` of the dataset group, one table along
+``embedded``: ``embedded_frame`` (frame position in the dataset) and ``embedding``
+(``embedded`` × ``feature``, float32, unit length). Group attributes: ``embedder_version``,
+``created``. Read with ``xarray.open_zarr(path, group="embeddings/<version>")``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from scopeflow.errors import InputError, NotFoundError
+
+from .tables import Table, commit, open_root, repair, storage_errors
+
+GROUP = "embeddings"
+DIM = "embedded"
+
+
+class EmbeddingWriter:
+    """Appends frame embeddings to ``embeddings/<embedder_version>``; each append commits."""
+
+    def __init__(self, path: Path, table: Table) -> None:
+        self.path = path
+        self.table = table
+
+    @classmethod
+    def open(cls, path: str | Path, embedder_version: str) -> EmbeddingWriter:
+        """Open (creating if needed) the embeddings of ``embedder_version`` in the dataset at ``path``."""
+        path = Path(path)
+        if not (path / "zarr.json").exists():
+            raise NotFoundError(f"no scopeflow dataset at {path} (no zarr.json)")
+        if not embedder_version or "/" in embedder_version:
+            raise InputError(f"bad embedder version name {embedder_version!r}")
+        repair(path)
+        root = open_root(path, create=False)
+        with storage_errors(path):
+            group = root.require_group(GROUP).require_group(embedder_version)
+            if "embedder_version" not in group.attrs:
+                group.attrs.update(
+                    {"embedder_version": embedder_version, "created": dt.datetime.now(dt.UTC).isoformat()}
+                )
+        commit(path)
+        return cls(path, Table(group, DIM))
+
+    def done(self) -> np.ndarray:
+        """Frame positions already embedded."""
+        arr = self.table.columns().get("embedded_frame")
+        return np.zeros(0, np.int64) if arr is None else np.asarray(arr[:])
+
+    def append(self, frames: Sequence[int], vectors: np.ndarray) -> int:
+        """Record the embeddings (n, d) of frames at positions ``frames`` and commit."""
+        vectors = np.asarray(vectors, np.float32)
+        if vectors.ndim != 2 or len(vectors) != len(frames):
+            raise InputError(f"{len(frames)} frame positions but embeddings of shape {vectors.shape}")
+        if not len(frames):
+            return 0
+        with storage_errors(self.path):
+            self.table.append(
+                {"embedded_frame": np.asarray(frames, np.int64), "embedding": vectors},
+                dims={"embedding": ("feature",)},
+            )
+        commit(self.path)
+        return len(frames)
+
+
+def read_embeddings(path: str | Path, embedder_version: str) -> tuple[np.ndarray, np.ndarray]:
+    """(frame positions, embeddings) stored for ``embedder_version``; empty arrays if none."""
+    try:
+        ds = xr.open_zarr(Path(path), group=f"{GROUP}/{embedder_version}", consolidated=False)
+    except (FileNotFoundError, KeyError, ValueError):
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    if "embedded_frame" not in ds:
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    return ds["embedded_frame"].values.astype(np.int64), ds["embedding"].values.astype(np.float32)

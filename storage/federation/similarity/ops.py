@@ -1,0 +1,162 @@
+"""Store operations of similarity search, as functions of a catalog context (``Ctx``).
+
+Filters are the search's own: ``search.conditions`` turns the criteria and the caller's
+``Grants`` into one WHERE clause, so a frame of a record the caller may not read is never a
+candidate, and a record named as the query is not-found unless readable.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, select
+
+from scopeflow.errors import InputError, NotFoundError
+from storage.federation.access import Level
+from storage.federation.api_models import SearchIn
+from storage.federation.catalog.context import Ctx
+from storage.federation.catalog.lookup import resolve_record
+from storage.federation.catalog.records import record_dicts
+from storage.federation.catalog.search import conditions
+from storage.federation.identifiers import format_id
+from storage.federation.models import FrameEmbedding, Record
+from storage.federation.similarity.index import VectorIndex
+
+#: Largest descriptor accepted, in values, and most frames per upload.
+MAX_DIM = 4096
+MAX_FRAMES = 10_000
+MAX_THUMBNAIL_BYTES = 64 * 1024
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def decode_vectors(text: str, n: int) -> np.ndarray:
+    """Base64 of ``n`` float32 vectors (little-endian, row-major) to an (n, d) unit-length array."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InputError("vectors: not valid base64") from None
+    if n < 1 or len(raw) % (4 * n):
+        raise InputError(f"vectors: {len(raw)} bytes do not hold {n} float32 vectors")
+    dim = len(raw) // (4 * n)
+    if not 1 <= dim <= MAX_DIM:
+        raise InputError(f"vectors of {dim} values; at most {MAX_DIM}")
+    vectors = np.frombuffer(raw, "<f4").reshape(n, dim).astype(np.float32)
+    if not np.isfinite(vectors).all():
+        raise InputError("vectors hold NaN or infinite values")
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise InputError("a vector of zeros has no direction")
+    return vectors / norms
+
+
+def put_embeddings(
+    ctx: Ctx, ref: str, embedder: str, frames: list[int], vectors: str, thumbnails: list[str | None] | None
+) -> dict[str, Any]:
+    """Store (replacing) the embeddings of frames of one record; needs write permission."""
+    record = resolve_record(ctx, ref, Level.WRITE)
+    if not frames or len(frames) > MAX_FRAMES:
+        raise InputError(f"1 to {MAX_FRAMES} frames per upload, got {len(frames)}")
+    if len(set(frames)) != len(frames) or min(frames) < 0:
+        raise InputError("frames must be distinct and ≥ 0")
+    matrix = decode_vectors(vectors, len(frames))
+    thumbs: list[bytes | None] = [None] * len(frames)
+    if thumbnails is not None:
+        if len(thumbnails) != len(frames):
+            raise InputError(f"{len(thumbnails)} thumbnails for {len(frames)} frames")
+        for i, text in enumerate(thumbnails):
+            if text is None:
+                continue
+            try:
+                png = base64.b64decode(text, validate=True)
+            except (binascii.Error, ValueError):
+                raise InputError(f"thumbnail {i}: not valid base64") from None
+            if not png.startswith(PNG_MAGIC) or len(png) > MAX_THUMBNAIL_BYTES:
+                raise InputError(f"thumbnail {i}: a PNG of at most {MAX_THUMBNAIL_BYTES} bytes is needed")
+            thumbs[i] = png
+    ctx.session.execute(
+        delete(FrameEmbedding).where(
+            FrameEmbedding.record_id == record.id,
+            FrameEmbedding.embedder == embedder,
+            FrameEmbedding.frame.in_(frames),
+        )
+    )
+    ctx.session.add_all(
+        FrameEmbedding(record_id=record.id, embedder=embedder, frame=int(f), vector=v.tobytes(), thumbnail=t)
+        for f, v, t in zip(frames, matrix, thumbs, strict=True)
+    )
+    ctx.audit("embeddings.put", format_id("d", record.id), embedder=embedder, frames=len(frames))
+    return {
+        "id": format_id("d", record.id),
+        "embedder": embedder,
+        "frames": len(frames),
+        "dim": matrix.shape[1],
+    }
+
+
+def allowed_records(ctx: Ctx, criteria: SearchIn) -> np.ndarray:
+    """Ids of the records the caller may read that meet every criterion (search's own filter)."""
+    ids = ctx.session.scalars(select(Record.id).where(*conditions(ctx, criteria))).all()
+    return np.asarray(ids, np.int64)
+
+
+def query_vector(ctx: Ctx, index: VectorIndex, record_ref: str, frame: int) -> np.ndarray:
+    """The stored vector of a frame of a record the caller may read."""
+    record = resolve_record(ctx, record_ref, Level.READ)
+    vec = index.vector_of(record.id, frame)
+    if vec is None:
+        raise NotFoundError(f"no {index.embedder} embedding of frame {frame} of d/{record.id}")
+    return vec
+
+
+def similar(
+    ctx: Ctx,
+    index: VectorIndex,
+    criteria: SearchIn,
+    k: int,
+    vector: np.ndarray | None = None,
+    record_ref: str | None = None,
+    frame: int | None = None,
+) -> dict[str, Any]:
+    """The ``k`` frames nearest the query that the caller may read and that meet ``criteria``."""
+    with index.lock:
+        index.catch_up(ctx.session)
+        if vector is None:
+            if record_ref is None or frame is None:
+                raise InputError("give a vector, or a record and a frame")
+            vector = query_vector(ctx, index, record_ref, frame)
+        allowed = allowed_records(ctx, criteria)
+        hits = index.search(vector, k, allowed)
+    records = {
+        r.id: r for r in ctx.session.scalars(select(Record).where(Record.id.in_({h[0] for h in hits})))
+    }
+    dicts = {int(d["id"].split("/")[1]): d for d in record_dicts(ctx, list(records.values()))}
+    items = [
+        {
+            "id": format_id("d", rid),
+            "frame": frame_,
+            "distance": round(dist, 6),
+            "title": dicts[rid]["title"],
+            "metadata": dicts[rid]["metadata"],
+        }
+        for rid, frame_, dist in hits
+        if rid in dicts
+    ]
+    return {"embedder": index.embedder, "k": k, "indexed": len(index), "items": items}
+
+
+def thumbnail(ctx: Ctx, ref: str, embedder: str, frame: int) -> bytes:
+    """The PNG thumbnail of a frame of a record the caller may read."""
+    record = resolve_record(ctx, ref, Level.READ)
+    png = ctx.session.scalar(
+        select(FrameEmbedding.thumbnail).where(
+            FrameEmbedding.record_id == record.id,
+            FrameEmbedding.embedder == embedder,
+            FrameEmbedding.frame == frame,
+        )
+    )
+    if png is None:
+        raise NotFoundError(f"no thumbnail of frame {frame} of d/{record.id}")
+    return png

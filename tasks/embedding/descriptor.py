@@ -1,0 +1,212 @@
+"""A frame's lattice descriptor: what the crystal and the optics are, not where or how it lies.
+
+Why this design (measured in ``benchmarks/similarity.py``): the power spectrum of a frame is
+blind to translation by construction; sampled on a polar grid in *physical* spatial frequency
+(Å⁻¹, from the frame's pixel size) it keeps the lattice spacings while a change of pixel size
+only moves the sampling points; the magnitudes of its angular Fourier series are blind to
+rotation and to mirroring (a mirror reverses the angle, which leaves |c_m| unchanged), and
+still tell a six-fold lattice from a four-fold one. The white floor that counting and read
+noise add to the spectrum is estimated from frequencies beyond the band and subtracted, so
+dose and noise mostly drop out. Spectra are averaged over 14 Å tiles (one resolution whatever
+the field of view) of the frame binned to ≤ 0.42 Å/px (one cost whatever the sampling), under
+a circular window (a square one's leakage would turn with the pixels, not the lattice). A few quantiles of the frame's intensity (smoothed at a fixed
+size in Å) add what the spectrum hides: heavy substitutions and holes. All of it is a few
+FFTs and interpolations per frame, cheap enough to run on every frame at the edge, which a
+second network pass would not be.
+
+Blocks (each unit-normalised, then the whole):
+- ``radial``: log of the noise-free power in ``N_RADIAL`` rings between ``K_MIN`` and
+  ``K_MAX``, as a share of the band's power (spacings, the probe's envelope, diffuse
+  scattering of disorder and amorphous material);
+- ``angular``: |c_m| / c_0 of the angular series, m = 1..``N_HARMONICS`` (over the half
+  circle: m = 3 is six-fold, m = 2 four-fold), in ``N_BANDS`` bands of rings;
+- ``intensity``: standardised quantiles of the smoothed frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+import scipy.fft
+from scipy import ndimage
+
+from scopeflow.errors import InputError
+
+#: Name of this descriptor, stored with every embedding; bump when the numbers would change.
+EMBEDDER_VERSION = "lattice-polar-v1"
+
+# Band in Å⁻¹: from three frequency bins of a tile (3/TILE_A: nearer zero the window's lobe
+# around zero frequency dominates, and leaks differently as the lattice turns) to 1.2 Å⁻¹, past
+# the information limit of a 60 kV probe (2α/λ = 1.03 Å⁻¹ at 25 mrad) and below the Nyquist
+# frequency 1/(2·0.4) of pixels of up to 0.4 Å, so every frame fills the whole band.
+K_MIN, K_MAX = 0.21, 1.2
+# Spectra are averaged over tiles of this side (Welch's method), so that every frame, whatever
+# its field of view, sees its reflections at one resolution (a Hann window's main lobe is
+# 4/14 Å⁻¹ wide) and the noise of the average shrinks with the frame's area. 14 Å is about the
+# field of view of the smallest frame (128 px at 0.11 Å/px) the descriptor is meant for.
+TILE_A = 14.0
+N_RADIAL = 55  # rings 0.02 Å⁻¹ apart: a quarter of the tiles' resolution
+# Frames are binned by the largest integer factor that keeps pixels ≤ this (Å): the band
+# still fits under Nyquist, noise stays white, and the FFTs cost the same whatever the
+# sampling. The binning's sinc² transfer is divided out.
+BIN_TO = 1.0 / (2 * K_MAX)
+N_ANGLES = 128  # over [0, π): under half a frequency bin apart on the outermost ring of a tile
+N_HARMONICS = 6  # up to twelve-fold
+N_BANDS = 11  # 5 rings per band
+# The noise floor: the median power beyond this fraction of the Nyquist frequency, where a
+# frame of atoms resolved at ≥ 2 px per column spacing holds only noise.
+FLOOR_FROM = 0.85
+# Rings holding less than this share of a uniform spread count as empty (log floor).
+EMPTY_SHARE = 0.01
+# Smoothing before the intensity quantiles: half the smallest column spacing (1.4 Å) leaves
+# one blob per column and averages the counting noise of a column's pixels.
+SMOOTH_A = 0.35
+QUANTILES = (0.5, 1, 2, 5, 10, 25, 75, 90, 95, 98, 99, 99.5)
+BLOCK_WEIGHTS = {"radial": 1.0, "angular": 1.0, "intensity": 1.0}
+
+DIM = N_RADIAL + N_HARMONICS * N_BANDS + len(QUANTILES)
+
+
+@lru_cache(maxsize=32)
+def _geometry(
+    shape: tuple[int, int], pixel_size: float, binning: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Hann window of a tile, polar sample coordinates in its row-shifted half spectrum, the
+    noise mask, and the power transfer of ``binning``² px blocks at the samples."""
+    ny, nx = shape
+    # A circular Hann window: a separable one leaks along the tile's axes, and that cross
+    # would turn with the frame, not with the lattice, breaking rotation invariance.
+    yy = (np.arange(ny) - (ny - 1) / 2) / (ny / 2)
+    xx = (np.arange(nx) - (nx - 1) / 2) / (nx / 2)
+    r = np.minimum(np.hypot(yy[:, None], xx[None, :]), 1.0)
+    window = (0.5 + 0.5 * np.cos(np.pi * r)).astype(np.float32)
+    k = np.linspace(K_MIN, K_MAX, N_RADIAL)
+    # The power spectrum of a real image is centrosymmetric: the half plane kx ≥ 0 that rfft2
+    # keeps holds every direction once, θ in [-π/2, π/2).
+    theta = np.linspace(-np.pi / 2, np.pi / 2, N_ANGLES, endpoint=False)
+    kx = k[:, None] * np.cos(theta)[None, :]
+    ky = k[:, None] * np.sin(theta)[None, :]
+    # Frequency k (Å⁻¹) sits k·n·p bins from zero; rows are shifted so that zero is at ny // 2.
+    cols = kx * nx * pixel_size
+    rows = ky * ny * pixel_size + ny // 2
+    fy = np.fft.fftshift(np.fft.fftfreq(ny))[:, None]
+    fx = np.fft.rfftfreq(nx)[None, :]
+    noise = np.hypot(fy / 0.5, fx / 0.5) > FLOOR_FROM
+
+    # A b-pixel box average has transfer sin(π k p_b) / (b sin(π k p_b / b)) per axis.
+    def box(f: np.ndarray) -> np.ndarray:
+        x = np.pi * np.abs(f) * pixel_size
+        with np.errstate(invalid="ignore", divide="ignore"):
+            t = np.sin(x) / (binning * np.sin(x / binning))
+        return np.where(x < 1e-9, 1.0, t)
+
+    transfer = np.maximum((box(kx) * box(ky)) ** 2, 0.05)
+    return window, np.stack([rows, cols]), noise, transfer
+
+
+def _starts(n: int, size: int) -> list[int]:
+    """Tile origins along an axis of ``n`` px: tiles of ``size`` overlapping by about half."""
+    count = max(1, int(np.ceil(2 * n / size)) - 1)
+    return [round(x) for x in np.linspace(0, n - size, count)]
+
+
+def check_frame(image: np.ndarray, pixel_size: float) -> np.ndarray:
+    """The frame as float32 (2-D, finite, ≥ 32 px a side, pixel size 0.01-0.3 Å/px) or InputError."""
+    img = np.asarray(image)
+    if img.ndim != 2 or min(img.shape) < 32:
+        raise InputError(f"a frame to embed must be a 2-D image of at least 32×32 px, got shape {img.shape}")
+    if not np.issubdtype(img.dtype, np.number) or np.iscomplexobj(img):
+        raise InputError(f"a frame to embed must hold real numbers, got {img.dtype}")
+    img = img.astype(np.float32, copy=False)
+    if not np.isfinite(img).all():
+        raise InputError("a frame to embed holds NaN or infinite values")
+    if not 0.01 <= float(pixel_size) <= BIN_TO:
+        raise InputError(
+            f"pixel size {pixel_size} Å/px: the descriptor needs 0.01-{BIN_TO:.3f} Å/px "
+            f"(frequencies up to {K_MAX} Å⁻¹)"
+        )
+    return img
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = float(np.linalg.norm(v))
+    return v / n if n > 0 else v
+
+
+def describe(image: np.ndarray, pixel_size: float) -> dict[str, np.ndarray]:
+    """The descriptor's blocks for one frame (counts or any intensity; pixel size in Å/px)."""
+    img = check_frame(image, pixel_size)
+    p = float(pixel_size)
+    b = max(1, int(BIN_TO / p))
+    ny, nx = (img.shape[0] // b) * b, (img.shape[1] // b) * b
+    binned = img[:ny, :nx].reshape(ny // b, b, nx // b, b).mean(axis=(1, 3))
+    pb = p * b
+    tile = (min(binned.shape[0], round(TILE_A / pb)), min(binned.shape[1], round(TILE_A / pb)))
+    window, coords, noise, transfer = _geometry(tile, round(pb, 6), b)
+    img_full, img = img, binned
+    tiles = np.stack(
+        [
+            img[r : r + tile[0], c : c + tile[1]]
+            for r in _starts(img.shape[0], tile[0])
+            for c in _starts(img.shape[1], tile[1])
+        ]
+    )
+    # Remove each tile's windowed mean, so the window's main lobe around zero frequency is empty.
+    tiles = tiles - (tiles * window).sum(axis=(1, 2), keepdims=True) / window.sum()
+    spectra = np.abs(scipy.fft.rfft2(tiles * window, workers=1)) ** 2
+    power = np.fft.fftshift(spectra.mean(axis=0), axes=0)
+    # Every 4th noise sample: the median of a few thousand is within ~2 % and 4× cheaper.
+    floor = float(np.median(power[noise][::4]))
+    polar = (ndimage.map_coordinates(power, coords, order=1, mode="nearest") - floor) / transfer
+    series = np.abs(np.fft.rfft(polar, axis=1))  # (rings, harmonics); [:, 0] = N_ANGLES·mean
+    ring = np.clip(series[:, 0], 0.0, None)
+    total = ring.sum()
+    share = ring / total if total > 0 else np.zeros_like(ring)
+    radial = np.log(share + EMPTY_SHARE / N_RADIAL)
+    radial -= radial.mean()
+    band_power = ring.reshape(N_BANDS, -1).sum(axis=1)
+    band_harm = series[:, 1 : N_HARMONICS + 1].reshape(N_BANDS, -1, N_HARMONICS).sum(axis=1)
+    # Bands with little power weigh in proportion to it: their harmonics are mostly noise.
+    angular = (band_harm / np.maximum(band_power[:, None], 1e-30)) * np.sqrt(
+        band_power[:, None] / max(float(band_power.sum()), 1e-30)
+    )
+    # Averaging 2×2 blocks first (a quarter of the pixels; the smoothing is wider than 2 px
+    # at every pixel size the pipeline takes) makes the filter and the quantiles 4× cheaper.
+    ny, nx = (img_full.shape[0] // 2) * 2, (img_full.shape[1] // 2) * 2
+    f = img_full
+    half = 0.25 * (f[0:ny:2, 0:nx:2] + f[1:ny:2, 0:nx:2] + f[0:ny:2, 1:nx:2] + f[1:ny:2, 1:nx:2])
+    smooth = ndimage.gaussian_filter(half, SMOOTH_A / (2 * p), mode="reflect")
+    q = np.percentile(smooth, (50, *QUANTILES))
+    mid, q = float(q[0]), q[1:]
+    spread = float(q[QUANTILES.index(95)] - q[QUANTILES.index(5)])
+    intensity = (q - mid) / spread if spread > 0 else np.zeros_like(q)
+    return {
+        "radial": radial.astype(np.float32),
+        "angular": angular.T.ravel().astype(np.float32),
+        "intensity": intensity.astype(np.float32),
+    }
+
+
+def embed_frame(image: np.ndarray, pixel_size: float) -> np.ndarray:
+    """The unit-length descriptor (``DIM`` float32) of one frame; cosine similarity = dot product."""
+    blocks = describe(image, pixel_size)
+    parts = [BLOCK_WEIGHTS[name] * _unit(blocks[name].astype(np.float64)) for name in BLOCK_WEIGHTS]
+    return _unit(np.concatenate(parts)).astype(np.float32)
+
+
+def embed_frames(
+    frames: np.ndarray | Sequence[np.ndarray], pixel_size: float | Sequence[float]
+) -> np.ndarray:
+    """Descriptors (n, ``DIM``) of frames (a stack or a list of 2-D images), pixel sizes in Å/px."""
+    if isinstance(frames, np.ndarray) and frames.ndim == 2:
+        frames = frames[None]
+    frames = list(frames)
+    sizes = [float(pixel_size)] * len(frames) if np.isscalar(pixel_size) else [float(p) for p in pixel_size]
+    if len(sizes) != len(frames):
+        raise InputError(f"{len(frames)} frames but {len(sizes)} pixel sizes")
+    out = np.zeros((len(frames), DIM), np.float32)
+    for i, (img, p) in enumerate(zip(frames, sizes, strict=True)):
+        out[i] = embed_frame(img, p)
+    return out

@@ -1,0 +1,106 @@
+"""Embeddings as frames arrive: appended to the dataset beside the frames, and sent to the store."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from storage.datasets.dataset import open_dataset
+from storage.datasets.embeddings import EmbeddingWriter, read_embeddings
+
+from .descriptor import EMBEDDER_VERSION, embed_frames
+
+THUMBNAIL_PX = 64
+
+
+def embed_appended(
+    dataset: str | Path, first: int, images: Sequence[np.ndarray], pixel_sizes: Sequence[float]
+) -> int:
+    """Embed frames just appended at positions ``first``… and store them in the dataset."""
+    if not len(images):
+        return 0
+    vectors = embed_frames(list(images), list(pixel_sizes))
+    writer = EmbeddingWriter.open(dataset, EMBEDDER_VERSION)
+    return writer.append(list(range(first, first + len(images))), vectors)
+
+
+def embed_missing(dataset: str | Path, batch: int = 64) -> int:
+    """Embed every frame of the dataset that has no embedding of this version yet; returns how many."""
+    writer = EmbeddingWriter.open(dataset, EMBEDDER_VERSION)
+    done = set(writer.done().tolist())
+    ds = open_dataset(dataset)
+    todo = [i for i in range(ds.sizes.get("frame", 0)) if i not in done]
+    for start in range(0, len(todo), batch):
+        chunk = todo[start : start + batch]
+        images = ds["frames"].isel(frame=chunk).values
+        sizes = ds["pixel_size"].isel(frame=chunk).values
+        writer.append(chunk, embed_frames(list(images), [float(p) for p in sizes]))
+    return len(todo)
+
+
+def thumbnail_png(image: np.ndarray, size: int = THUMBNAIL_PX) -> bytes:
+    """A ``size``² grey PNG of a frame (1-99 % intensity stretch), for the map's hover."""
+    from PIL import Image
+
+    img = np.asarray(image, np.float32)
+    lo, hi = np.percentile(img, (1, 99))
+    scaled = np.clip((img - lo) / max(float(hi - lo), 1e-12), 0, 1)
+    pil = Image.fromarray((scaled * 255).astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR)
+    out = io.BytesIO()
+    pil.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+def upload_payload(dataset: str | Path, frames: Sequence[int] | None = None) -> dict[str, Any]:
+    """The body of ``PUT /api/records/<id>/embeddings`` for the dataset's stored embeddings."""
+    positions, vectors = read_embeddings(dataset, EMBEDDER_VERSION)
+    if frames is not None:
+        keep = np.isin(positions, np.asarray(frames))
+        positions, vectors = positions[keep], vectors[keep]
+    ds = open_dataset(dataset)
+    thumbs = [
+        base64.b64encode(thumbnail_png(ds["frames"].isel(frame=int(i)).values)).decode() for i in positions
+    ]
+    return {
+        "embedder": EMBEDDER_VERSION,
+        "frames": [int(i) for i in positions],
+        "vectors": base64.b64encode(np.ascontiguousarray(vectors, "<f4").tobytes()).decode(),
+        "thumbnails": thumbs,
+    }
+
+
+#: Frames per embeddings upload: with thumbnails (~5 KiB a frame) well under the store's
+#: default 4 MiB body limit.
+UPLOAD_FRAMES = 200
+
+
+def send_to_store(client: Any, dataset: str | Path, record: str) -> int:
+    """Send the dataset's stored embeddings (with thumbnails) to ``record``; returns how many."""
+    from storage.federation.similarity.client import put_embeddings
+
+    positions, _ = read_embeddings(dataset, EMBEDDER_VERSION)
+    sent = 0
+    for start in range(0, len(positions), UPLOAD_FRAMES):
+        out = put_embeddings(
+            client, record, upload_payload(dataset, positions[start : start + UPLOAD_FRAMES])
+        )
+        sent += int(out["frames"])
+    return sent
+
+
+def missing_frames(dataset: str | Path) -> list[int]:
+    """Frame positions of the dataset without an embedding of this version."""
+    positions, _ = read_embeddings(dataset, EMBEDDER_VERSION)
+    done = set(positions.tolist())
+    n = int(open_dataset(dataset).sizes.get("frame", 0))
+    return [i for i in range(n) if i not in done]
+
+
+def embed_block(frames: np.ndarray, pixel_sizes: np.ndarray) -> np.ndarray:
+    """Descriptors of a block of frames (runs on a dask worker: data in, data out)."""
+    return embed_frames(list(np.asarray(frames)), [float(p) for p in pixel_sizes])

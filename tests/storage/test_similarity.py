@@ -1,0 +1,296 @@
+"""Similarity search against the real store on loopback: access control, filters, the CLI,
+the map's projection, and an index rebuilt from the catalog."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from typer.testing import CliRunner
+
+from storage.datasets import DatasetWriter
+from storage.datasets.embeddings import read_embeddings
+from storage.federation.client import StoreClient
+from storage.federation.embedded import RunningStore
+from storage.federation.similarity import VectorIndexes
+from storage.federation.similarity.client import project, put_embeddings, similar
+from tasks.acquisition.twin import DigitalTwin, DriftSchedule
+from tasks.embedding import EMBEDDER_VERSION, embed_frame
+from tasks.embedding.ingest import embed_missing, upload_payload
+
+N = 4
+
+
+def _dataset(root: Path, lattice: str, seed: int) -> Path:
+    path = root / f"{lattice}-{seed}.zarr"
+    twin = DigitalTwin(seed=seed, schedule=DriftSchedule((), {"lattice": lattice, "drift_x": 5.0}))
+    writer = DatasetWriter.open(path, twin.state())
+    writer.append([twin.acquire(i) for i in range(N)])
+    assert embed_missing(path) == N
+    assert embed_missing(path) == 0  # nothing left to do
+    return path
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory, alice: StoreClient, bob: StoreClient) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("sim")
+    out = {}
+    for who, client, lattice, seed in (
+        ("alice_graphene", alice, "graphene", 1),
+        ("alice_mos2", alice, "mos2", 2),
+        ("bob_graphene", bob, "graphene", 3),
+    ):
+        path = _dataset(root, lattice, seed)
+        rec = client.create_record(f"{who} run", metadata={"lattice": lattice})
+        put_embeddings(client, rec["id"], upload_payload(path))
+        out[who] = rec["id"]
+        out[who + "_path"] = str(path)
+    # The store runs in this process: compile UMAP's numba code (~30 s, once per process)
+    # here, where no HTTP timeout is waiting on it.
+    from storage.federation.similarity.map_view import layout
+
+    layout(np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32))
+    return out
+
+
+def _query_image(lattice: str) -> tuple[np.ndarray, float]:
+    """A frame nobody stored: another place of the sample, rotated and mirrored."""
+    frame = DigitalTwin(seed=9, schedule=DriftSchedule((), {"lattice": lattice})).acquire(7)
+    return ndimage.rotate(frame.image, 33, reshape=False, order=3)[40:216, 40:216][:, ::-1], frame.pixel_size
+
+
+def test_dataset_holds_embeddings_tagged_with_the_embedder(archive: dict[str, str]) -> None:
+    frames, vectors = read_embeddings(archive["alice_graphene_path"], EMBEDDER_VERSION)
+    assert frames.tolist() == list(range(N))
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_similar_finds_the_same_lattice_and_only_readable_frames(
+    archive: dict[str, str], alice: StoreClient, bob: StoreClient
+) -> None:
+    image, p = _query_image("graphene")
+    vector = embed_frame(image, p).tolist()
+    hits = similar(alice, embedder=EMBEDDER_VERSION, vector=vector, k=N)["items"]
+    assert [h["id"] for h in hits] == [archive["alice_graphene"]] * N  # never bob's graphene
+    hits = similar(bob, embedder=EMBEDDER_VERSION, vector=vector, k=20)["items"]
+    found = {h["id"] for h in hits}
+    assert archive["bob_graphene"] in found and archive["alice_graphene"] not in found  # not his to find
+    # A metadata filter combines with the similarity: only MoS2 frames, however far.
+    hits = similar(alice, embedder=EMBEDDER_VERSION, vector=vector, k=20, md='md.lattice == "mos2"')["items"]
+    assert len(hits) == N and {h["id"] for h in hits} == {archive["alice_mos2"]}
+    assert all(h["metadata"] == {"lattice": "mos2"} for h in hits)
+
+
+def test_record_query_needs_read_permission(
+    archive: dict[str, str], alice: StoreClient, bob: StoreClient
+) -> None:
+    from scopeflow.errors import NotFoundError
+
+    with pytest.raises(NotFoundError):
+        similar(bob, embedder=EMBEDDER_VERSION, record=archive["alice_mos2"], frame=0, k=3)
+    hits = similar(alice, embedder=EMBEDDER_VERSION, record=archive["alice_mos2"], frame=0, k=3)["items"]
+    assert hits[0]["id"] == archive["alice_mos2"] and hits[0]["frame"] == 0 and hits[0]["distance"] < 1e-5
+    alice.grant(archive["alice_mos2"], "read", user="bob")
+    hits = similar(bob, embedder=EMBEDDER_VERSION, record=archive["alice_mos2"], frame=0, k=3)["items"]
+    assert hits[0]["id"] == archive["alice_mos2"]
+
+
+def test_bad_queries_are_input_errors(archive: dict[str, str], alice: StoreClient) -> None:
+    from scopeflow.errors import InputError
+
+    with pytest.raises(InputError):
+        similar(alice, embedder=EMBEDDER_VERSION, vector=[0.0] * 3, k=3)
+    with pytest.raises(InputError):
+        similar(alice, embedder=EMBEDDER_VERSION, vector=[1.0, 2.0], k=3)  # wrong length
+    with pytest.raises(InputError):
+        put_embeddings(alice, archive["alice_mos2"], {"embedder": "x", "frames": [0], "vectors": "!!"})
+
+
+def test_cli_embed_sends_a_dataset(archive: dict[str, str], store: RunningStore, tmp_path: Path) -> None:
+    from flows.cli import app
+
+    path = _dataset(tmp_path, "perovskite", 4)
+    rec = StoreClient(store.url, store.token).create_record(
+        "perovskite run", metadata={"lattice": "perovskite"}
+    )
+    env = {"SCOPEFLOW_STORE_URL": store.url, "SCOPEFLOW_STORE_TOKEN": store.token}
+    out = CliRunner().invoke(app, ["store", "embed", str(path), "--record", rec["id"]], env=env)
+    assert out.exit_code == 0, out.output
+    hits = similar(
+        StoreClient(store.url, store.token), embedder=EMBEDDER_VERSION, record=rec["id"], frame=2, k=N
+    )
+    assert {h["id"] for h in hits["items"]} == {rec["id"]}
+    out = CliRunner().invoke(
+        app, ["store", "embed", str(tmp_path / "nothing"), "--record", rec["id"]], env=env
+    )
+    assert out.exit_code == 2
+
+
+def test_cli_similar_by_image_and_by_record(
+    archive: dict[str, str], store: RunningStore, alice: StoreClient, tmp_path: Path
+) -> None:
+    from flows.cli import app
+
+    image, p = _query_image("mos2")
+    np.save(tmp_path / "q.npy", image)
+    env = {
+        "SCOPEFLOW_STORE_URL": store.url,
+        "SCOPEFLOW_STORE_TOKEN": alice._http.headers["Authorization"][7:],
+    }
+    out = CliRunner().invoke(
+        app, ["store", "similar", str(tmp_path / "q.npy"), "--pixel-size", str(p), "-k", "2"], env=env
+    )
+    assert out.exit_code == 0, out.output
+    assert [line.split("\t")[0] for line in out.stdout.splitlines()] == [archive["alice_mos2"]] * 2
+    out = CliRunner().invoke(
+        app, ["store", "similar", archive["alice_graphene"], "--frame", "1", "--json"], env=env
+    )
+    assert out.exit_code == 0, out.output
+    assert '"frame": 1' in out.stdout
+    out = CliRunner().invoke(app, ["store", "similar", str(tmp_path / "missing.tif")], env=env)
+    assert out.exit_code == 2 and "no such image" in " ".join(out.output.split())
+
+
+def test_map_projects_readable_frames_and_reprojects_a_selection(
+    archive: dict[str, str], bob: StoreClient, alice: StoreClient
+) -> None:
+    points = project(bob, embedder=EMBEDDER_VERSION)["points"]
+    ids = {pt["id"] for pt in points}
+    assert archive["bob_graphene"] in ids and archive["alice_graphene"] not in ids
+    assert all(0.0 <= pt["x"] <= 1.0 and 0.0 <= pt["y"] <= 1.0 for pt in points)
+    chosen = [[pt["id"], pt["frame"]] for pt in points[:3]]
+    again = project(bob, embedder=EMBEDDER_VERSION, selection=chosen)["points"]
+    assert sorted([pt["id"], pt["frame"]] for pt in again) == sorted(chosen)
+    # A selection naming frames bob may not read projects nothing of them.
+    sneaky = project(bob, embedder=EMBEDDER_VERSION, selection=[[archive["alice_graphene"], 0]])["points"]
+    assert sneaky == []
+
+
+def test_index_is_rebuilt_from_the_catalog_when_lost(archive: dict[str, str], store: RunningStore) -> None:
+    from storage.federation.catalog import Catalog
+    from storage.federation.database import Database
+    from storage.federation.embedded import store_paths
+
+    db_path = store_paths(store.store_dir)[0]
+    directory = db_path.parent / "vectors"
+    db = Database(f"sqlite:///{db_path}")
+    try:
+        cat = Catalog(db)
+        with db.reading() as session:
+            first = VectorIndexes(directory).get(EMBEDDER_VERSION)
+            first.catch_up(session)
+            first.save()
+            lost = directory.parent / "vectors-lost"
+            shutil.move(directory, lost)
+            rebuilt = VectorIndexes(directory).get(EMBEDDER_VERSION)
+            assert rebuilt.catch_up(session) == len(first)
+        assert np.array_equal(rebuilt.vectors, first.vectors)
+        assert (directory / f"{EMBEDDER_VERSION}.npz").exists()  # saved again
+        with db.reading() as session:
+            loaded = VectorIndexes(directory).get(EMBEDDER_VERSION)
+            assert loaded.catch_up(session) == 0  # read from its files, nothing new
+        assert np.array_equal(loaded.vectors, first.vectors) and len(loaded) == len(first)
+        assert loaded.search(first.vectors[0], 1, None)[0][:2] == (int(first.record[0]), int(first.frame[0]))
+        (directory / f"{EMBEDDER_VERSION}.faiss").write_bytes(b"garbage")
+        with db.reading() as session:
+            again = VectorIndexes(directory).get(EMBEDDER_VERSION)
+            assert again.catch_up(session) == len(first)  # unreadable files: rebuilt, not trusted
+        del cat
+    finally:
+        db.dispose()
+
+
+def test_map_page_loads_selects_reprojects_and_opens_a_record(
+    archive: dict[str, str], store: RunningStore, alice: StoreClient
+) -> None:
+    import os
+
+    from tests.ops.browser import Browser, find_chromium
+
+    binary = find_chromium()
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("no Chromium: scripts/install-browser.sh should have installed it")
+        pytest.skip("no Chromium (run scripts/install-browser.sh)")
+    token = alice._http.headers["Authorization"][7:]
+    with Browser(binary) as browser:
+        browser.open(f"{store.url}/map#embedder={EMBEDDER_VERSION}&token={token}")
+        browser.wait_for_text("Load map")
+        assert browser.click_text("Load map")
+        browser.wait_for_text(f"{2 * N} frames")  # alice's two runs, not bob's
+        legend = browser.wait_for_text("graphene", "mos2")
+        assert "perovskite" not in legend  # the admin's run is not hers
+        # A box over the left half of the canvas, as a drag would draw it.
+        selected = browser.evaluate(
+            """(() => { const c = document.getElementById('map'); const r = c.getBoundingClientRect();
+            const ev = (type, x, y) => c.dispatchEvent(new MouseEvent(type, {clientX: r.left + x, clientY: r.top + y,
+              buttons: type === 'mouseup' ? 0 : 1, bubbles: true}));
+            ev('mousedown', 0, 0); ev('mousemove', r.width / 2, r.height); ev('mouseup', r.width / 2, r.height);
+            return document.getElementById('status').textContent; })()"""
+        )
+        n_selected = int(selected.split()[0])
+        assert 0 < n_selected <= 2 * N, selected
+        assert browser.click_text("Re-project selection")
+        browser.wait_for_text(f"{n_selected} frames")
+        assert int(browser.evaluate("document.body.dataset.points")) == n_selected
+        # Click the first point: its record link appears; hovering shows its thumbnail.
+        link = browser.evaluate(
+            """(async () => { const c = document.getElementById('map'); const r = c.getBoundingClientRect();
+            const p = points[0]; const x = 10 + p.x * (c.clientWidth - 20), y = 10 + p.y * (c.clientHeight - 20);
+            const ev = (type) => c.dispatchEvent(new MouseEvent(type, {clientX: r.left + x, clientY: r.top + y,
+              buttons: type === 'mousedown' ? 1 : 0, bubbles: true}));
+            ev('mousedown'); ev('mouseup'); ev('mousemove');
+            for (let i = 0; i < 50 && !document.getElementById('thumb').naturalWidth; i++)
+              await new Promise((ok) => setTimeout(ok, 100));
+            const a = document.getElementById('record');
+            return [a.textContent, a.getAttribute('href'), document.getElementById('thumb').naturalWidth]; })()"""
+        )
+        text, href, thumb_px = link
+        assert text.split()[0] in {archive["alice_graphene"], archive["alice_mos2"]}
+        assert href.startswith("/api/records/") and thumb_px == 64
+        record = alice._json("GET", href)
+        assert record["id"] == text.split()[0]
+
+
+def test_graph_search_honours_the_filter_and_finds_the_exact_neighbours(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from storage.federation.similarity import index as index_module
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(3000, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    record = np.arange(3000) // 100 + 1  # 30 records of 100 frames
+    ix = index_module.VectorIndex("t")
+    ix.add(np.arange(3000) + 1, record, np.arange(3000) % 100, vectors)
+    allowed = np.array([2, 7, 11, 20, 29])
+    monkeypatch.setattr(index_module, "EXACT_BELOW", 0)  # the HNSW walk, not the exact scan
+    graph = [ix.search(v, 5, allowed) for v in vectors[:50]]
+    monkeypatch.setattr(index_module, "EXACT_BELOW", 10**9)
+    exact = [ix.search(v, 5, allowed) for v in vectors[:50]]
+    assert all(h[0] in allowed for hits in graph for h in hits)
+    found = np.mean(
+        [len({h[:2] for h in g} & {h[:2] for h in e}) / 5 for g, e in zip(graph, exact, strict=True)]
+    )
+    assert found >= 0.95
+
+
+def test_a_filter_far_from_the_query_still_gets_the_nearest_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from storage.federation.similarity import index as index_module
+
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(2, 16))
+    vectors = np.concatenate([c + 0.05 * rng.normal(size=(1500, 16)) for c in centres]).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    record = np.arange(3000) // 100 + 1  # records 1-15 in the first cluster, 16-30 in the second
+    ix = index_module.VectorIndex("t")
+    ix.add(np.arange(3000) + 1, record, np.arange(3000) % 100, vectors)
+    far = np.arange(16, 31)
+    monkeypatch.setattr(index_module, "EXACT_BELOW", 0)
+    hits = ix.search(vectors[0], 5, far)  # a query of the first cluster, filtered to the second
+    sims = vectors[1500:] @ vectors[0]
+    best = {(int(record[1500 + i]), int((1500 + i) % 100)) for i in np.argsort(-sims)[:5]}
+    assert {h[:2] for h in hits} == best
