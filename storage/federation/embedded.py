@@ -158,6 +158,7 @@ class RunningStore:
     token: str
     store_dir: Path
     _stop: object = field(default=None, repr=False)
+    database_url: str | None = None  # the catalog's database when not the SQLite file in store_dir
 
     def client(self):  # type: ignore[no-untyped-def]
         """A ``StoreClient`` for the local admin."""
@@ -225,7 +226,7 @@ def serve_in_thread(
         server.should_exit = True
         thread.join(timeout=10)
 
-    return RunningStore(url, token, Path(store_paths(store_dir)[0].parent), stop)
+    return RunningStore(url, token, Path(store_paths(store_dir)[0].parent), stop, database_url)
 
 
 def spawn_server(

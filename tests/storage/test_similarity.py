@@ -176,7 +176,7 @@ def test_index_is_rebuilt_from_the_catalog_when_lost(archive: dict[str, str], st
 
     db_path = store_paths(store.store_dir)[0]
     directory = db_path.parent / "vectors"
-    db = Database(f"sqlite:///{db_path}")
+    db = Database(store.database_url or f"sqlite:///{db_path}")
     try:
         cat = Catalog(db)
         with db.reading() as session:
