@@ -3,8 +3,9 @@ on loopback, SQLite and PostgreSQL, as an ordinary user and as a store admin.
 
 Checked on every generated request: no 5xx; every answer matches the schema; data the schema
 calls valid is accepted (2xx, or 401/403/404/409 for what does not exist or is not the
-caller's); data it calls invalid is refused with a 4xx. Search is exempt from the acceptance
-check only: its ``md`` expression is a grammar, which a JSON Schema cannot state.
+caller's); data it calls invalid is refused with a 4xx. Search, and the similarity and map
+queries built on its criteria, are exempt from the acceptance check only: their ``md``
+expression is a grammar, which a JSON Schema cannot state.
 
 Examples per operation: ``SCOPEFLOW_FUZZ_EXAMPLES`` (default 8, so CI stays within about a
 second per operation); ``benchmarks/security.py`` runs more. Deterministic (derandomized) by default.
@@ -100,11 +101,14 @@ def _operations(store: RunningStore, as_admin: bool) -> list[Any]:
     ]
 
 
+MD_QUERIES = {"/api/search", "/api/similar", "/api/map"}
+
+
 def _fuzz(operation: Any, mode: GenerationMode, caller: str) -> None:
     checks = [not_a_server_error, response_schema_conformance, status_code_conformance]
     if mode is GenerationMode.NEGATIVE:
         checks.append(negative_data_rejection)
-    elif operation.path != "/api/search":
+    elif operation.path not in MD_QUERIES:
         checks.append(positive_data_acceptance)
 
     @given(case=operation.as_strategy(generation_mode=mode))

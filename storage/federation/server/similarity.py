@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 from pydantic import Field
 
@@ -15,13 +16,15 @@ from scopeflow.errors import InputError
 from storage.federation.access import Principal
 from storage.federation.api_models import SearchIn, _Body
 from storage.federation.catalog import Catalog
-from storage.federation.server.deps import catalog, principal
+from storage.federation.identifiers import RECORD_REF_PATTERN
+from storage.federation.server.deps import ERRORS, RecordRef, catalog, principal
 from storage.federation.similarity import VectorIndexes, map_view, ops
 
-router = APIRouter()
+router = APIRouter(responses=ERRORS)
 _lock = threading.Lock()
 
-EmbedderName = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+EMBEDDER_PATTERN = r"^[A-Za-z0-9._-]+$"
+EmbedderName = Field(min_length=1, max_length=64, pattern=EMBEDDER_PATTERN)
 
 
 class EmbeddingsIn(_Body):
@@ -39,7 +42,7 @@ class SimilarIn(SearchIn):
     embedder: str = EmbedderName
     k: int = Field(default=10, ge=1, le=1000)
     vector: list[float] | None = Field(default=None, max_length=ops.MAX_DIM)
-    record: str | None = Field(default=None, max_length=200)
+    record: str | None = Field(default=None, max_length=200, pattern=RECORD_REF_PATTERN)
     frame: int | None = Field(default=None, ge=0)
 
 
@@ -65,7 +68,7 @@ def indexes(request: Request) -> VectorIndexes:
 
 @router.put("/api/records/{ref}/embeddings")
 def put_embeddings(
-    ref: str, body: EmbeddingsIn, p: Principal = Depends(principal), c: Catalog = Depends(catalog)
+    ref: RecordRef, body: EmbeddingsIn, p: Principal = Depends(principal), c: Catalog = Depends(catalog)
 ) -> Any:
     return c.write(
         p, lambda ctx: ops.put_embeddings(ctx, ref, body.embedder, body.frames, body.vectors, body.thumbnails)
@@ -93,7 +96,11 @@ def similar(
 
 @router.get("/api/records/{ref}/embeddings/{embedder}/{frame}/thumbnail.png")
 def thumbnail(
-    ref: str, embedder: str, frame: int, p: Principal = Depends(principal), c: Catalog = Depends(catalog)
+    ref: RecordRef,
+    embedder: Annotated[str, PathParam(min_length=1, max_length=64, pattern=EMBEDDER_PATTERN)],
+    frame: Annotated[int, PathParam(ge=0)],
+    p: Principal = Depends(principal),
+    c: Catalog = Depends(catalog),
 ) -> Response:
     png = c.read(p, lambda ctx: ops.thumbnail(ctx, ref, embedder, frame))
     return Response(png, media_type="image/png")
