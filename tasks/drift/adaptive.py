@@ -2,7 +2,7 @@
 
 Per batch: the active members locate the columns; the monitor scores the batch on encoder
 features (averaged over the active members, so the feature space does not depend on how
-many are active), ensemble disagreement and physics proxies. On a detection, an ensemble
+many are active), ensemble disagreement, physics proxies and the frames' spectra. On a detection, an ensemble
 of specialists makes the members of the regime its frames vote for (``regimes``) active;
 otherwise the members are scored one by one on the batch and the fitting subset becomes
 active. If the physics proxies of the active members' columns are back within the
@@ -79,7 +79,7 @@ class AdaptiveEnsemble:
         ]
         uncertainty = np.array([float(np.mean(a.uncertainty)) if len(a) else np.nan for a in atoms])
         decision = self.monitor.observe(
-            start, _mean_features(features, len(self.members)), uncertainty, proxies
+            start, _mean_features(features, len(self.members)), uncertainty, proxies, frames, pixel_sizes
         )
         version = self.ensemble.version
         if not decision.detected:
@@ -133,8 +133,7 @@ class AdaptiveEnsemble:
     def _restored(self, frames: list[np.ndarray], pixel_sizes: Sequence[float]) -> bool:
         """Whether the selected members' columns look like the reference lattice again."""
         atoms = self.active.locate(frames, list(pixel_sizes))
-        scores = [
-            self.monitor.physics_score(frame_proxies(a.rowcol, f.shape, p))
-            for a, f, p in zip(atoms, frames, pixel_sizes, strict=True)
+        proxies = [
+            frame_proxies(a.rowcol, f.shape, p) for a, f, p in zip(atoms, frames, pixel_sizes, strict=True)
         ]
-        return self.monitor.physics.shift(scores) <= self.monitor.physics.threshold
+        return self.monitor.physics_shift(proxies) <= 1.0

@@ -4,7 +4,8 @@ Plain Python; ``flows/edge.py`` wraps it. Between batches it checks the registry
 ``production`` alias and adopts a newly promoted version without restarting; a refused or
 failed retraining leaves it on the version it had. Decisions go to the dataset's ``drift``
 table, atoms to the prediction set of the version that found them. A rerun resumes after
-the last decided frame.
+the last decided frame, with the drift monitor (reference, calibration, window) and the
+members in use as the last run left them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from typing import Any
 import numpy as np
 
 from storage.datasets import commit, open_dataset, read_truths
-from storage.datasets.decisions import DecisionRow, DecisionWriter, read_decisions
+from storage.datasets.decisions import (
+    DecisionRow,
+    DecisionWriter,
+    read_decisions,
+    read_monitor_state,
+    write_monitor_state,
+)
 from storage.datasets.predictions import PredictionWriter
 from storage.models import ModelRegistry, load_ensemble
 from tasks.inference.ensemble import Ensemble
@@ -75,10 +82,34 @@ class EdgeLoopSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _resume_from(dataset: Path) -> int:
+OPTICS = ("voltage_kv", "semiangle_mrad", "cs_mm")  # instrument settings, not drifting conditions
+
+
+def _resume(dataset: Path, adaptive: AdaptiveEnsemble) -> int:
+    """First frame not yet decided; the monitor and the members continue from the stored state."""
     decided = read_decisions(dataset)
     ends = decided.get("frame_end")
-    return 0 if ends is None or len(ends) == 0 else int(ends.max()) + 1
+    start = 0 if ends is None or len(ends) == 0 else int(ends.max()) + 1
+    stored = read_monitor_state(dataset)
+    if stored is not None and int(stored[0].get("frames_seen", -1)) == start:
+        adaptive.monitor.restore(*stored)
+        if str(decided["model_version"][-1]) == adaptive.ensemble.version:
+            members = tuple(int(m) for m in str(decided["members"][-1]).split(",") if m)
+            if members:
+                adaptive.members = members
+                adaptive.active = adaptive.ensemble.select(list(members))
+    return start
+
+
+def _optics(ds: Any) -> dict[str, float] | None:
+    """The instrument's voltage, aperture and Cs as the dataset records them (None if not)."""
+    if "conditions" not in ds or "condition" not in ds.coords:
+        return None
+    names = [str(n) for n in ds["condition"].values]
+    if not {"voltage_kv", "semiangle_mrad"} <= set(names):
+        return None
+    first = ds["conditions"].isel(frame=0).values
+    return {k: float(first[names.index(k)]) for k in OPTICS if k in names}
 
 
 def run_adaptive_edge(
@@ -109,7 +140,9 @@ def run_adaptive_edge(
     reports: list[BatchReport] = []
     if state.decisions is None or state.decisions.path != path:
         state.decisions = DecisionWriter(path)
-        state.next_frame = _resume_from(path)
+        state.next_frame = _resume(path, adaptive)
+        if adaptive.monitor.optics is None and n:
+            adaptive.monitor.optics = _optics(ds)
     start = state.next_frame
     while start < n:
         stop = min(start + settings.batch_size, n)
@@ -129,11 +162,21 @@ def run_adaptive_edge(
         state.decisions.append(
             [
                 DecisionRow(
-                    d.frame_start, d.frame_end, d.detected, outcome.action, outcome.members, version, d.scores
+                    d.frame_start,
+                    d.frame_end,
+                    d.detected,
+                    outcome.action,
+                    outcome.members,
+                    version,
+                    d.scores,
+                    d.changed,
+                    d.summary,
+                    d.attribution,
                 )
             ],
             commit_now=False,
         )
+        write_monitor_state(path, *adaptive.monitor.state())
         commit(path)  # the batch's atoms and its decision become visible together
         state.next_frame = stop
         retrain_result = None
@@ -171,6 +214,17 @@ def _score(ds: Any, outcome: BatchOutcome, start: int, stop: int, pixel_sizes: l
     return evaluate([a.rowcol for a in outcome.atoms], [t.rowcol for t in truths], pixel_sizes)
 
 
+def monitor_status(monitor: DriftMonitor) -> str:
+    """One line on whether the monitor decides yet (a short run may end before it can)."""
+    if monitor.calibrated:
+        return f"watching: reference of {monitor.calibrated_on} frames, ERT {monitor.ert:g} frames"
+    need = monitor.frames_to_calibrate()
+    return (
+        f"collecting the reference: {len(monitor.history)} of {monitor.reference_frames} frames, "
+        f"no drift decisions until {need} more frames arrive (run edge again when they have)"
+    )
+
+
 def summarize(path: Path, adaptive: AdaptiveEnsemble, reports: list[BatchReport]) -> dict[str, Any]:
     """Frames, atoms, speed, detections, actions, adopted versions and F1 (per batch and overall)."""
     frames = sum(r.stop - r.outcome.start for r in reports)
@@ -190,6 +244,12 @@ def summarize(path: Path, adaptive: AdaptiveEnsemble, reports: list[BatchReport]
             if r.outcome.selection is not None
         ],
         "adopted": [(r.outcome.start, r.adopted) for r in reports if r.adopted],
+        "attributions": [
+            (r.outcome.decision.first_alarm, r.outcome.decision.summary)
+            for r in reports
+            if r.outcome.decision.detected
+        ],
+        "monitor": monitor_status(adaptive.monitor),
         "f1_by_batch": [
             (r.outcome.start, r.scores.f1)
             for r in reports
