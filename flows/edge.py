@@ -77,7 +77,9 @@ def edge_flow(
     )
 
     def escalate(e: Escalation) -> dict:
-        logger.warning("drift not absorbed by selection at frames %d-%d", e.frame_start, e.frame_end)
+        logger.warning(
+            "drift not absorbed by selection at frames %d-%d (%s)", e.frame_start, e.frame_end, e.summary
+        )
         result = dispatch_retraining(e, instrument, mode, registry)
         logger.info(result["reason"])
         return result
@@ -85,14 +87,27 @@ def edge_flow(
     n = frame_count(dataset)
     reports: list[BatchReport] = []
     for stop in range(batch_size, n + batch_size, batch_size):
-        reports += edge_batch_task(
+        batch = edge_batch_task(
             dataset, quote(state), quote(reg), quote(settings), min(stop, n), quote(escalate)
         )
+        for r in batch:
+            d = r.outcome.decision
+            if d.detected:
+                logger.warning(
+                    "drift at frame %d (%s): %s → %s",
+                    d.first_alarm,
+                    ", ".join(d.fired()),
+                    d.summary,
+                    r.outcome.action,
+                )
+        reports += batch
     summary = summarize(Path(dataset), state.adaptive, reports)
+    logger.info("drift monitor: %s", summary["monitor"])
     f1 = f"- F1 against truth: **{summary['f1']:.4f}**\n" if "f1" in summary else ""
     actions = (
         "".join(f"- frame {start}: {action}\n" for start, action in summary["actions"]) or "- no drift\n"
-    )
+    ) + "".join(f"- drift at frame {frame}: {text}\n" for frame, text in summary["attributions"])
+    actions += f"- monitor: {summary['monitor']}\n"
     images = publish_edge_run("edge", dataset, reports)
     figures = "".join(f"\n![{caption}]({url})\n" for caption, url in images)
     create_markdown_artifact(

@@ -86,7 +86,10 @@ def loop_flow(
 
     def escalate(e: Escalation) -> dict:
         logger.warning(
-            "drift not absorbed by selection at frames %d-%d: retraining", e.frame_start, e.frame_end
+            "drift not absorbed by selection at frames %d-%d (%s): retraining",
+            e.frame_start,
+            e.frame_end,
+            e.summary,
         )
         result = dispatch_retraining(e, instrument.name, "inprocess", registry, retrain_steps)
         if not result.get("promoted"):

@@ -105,7 +105,17 @@ def dispatch_retraining(
 
     e = escalation
     members = ",".join(map(str, e.members))
-    emit_drift(instrument, e.dataset, e.frame_start, e.frame_end, list(e.members), e.scores, e.model_version)
+    attribution = {"changed": ";".join(e.changed), "summary": e.summary, **e.attribution}
+    emit_drift(
+        instrument,
+        e.dataset,
+        e.frame_start,
+        e.frame_end,
+        list(e.members),
+        e.scores,
+        e.model_version,
+        attribution,
+    )
     if mode != "inprocess":
         return {"promoted": False, "reason": f"event {DRIFT_EVENT} emitted for the retrain deployment"}
     state = retrain_flow(e.dataset, e.frame_start, e.frame_end, members, registry, steps, return_state=True)

@@ -45,6 +45,9 @@ class Escalation:
     members: tuple[int, ...]
     scores: dict[str, float]
     model_version: str
+    changed: tuple[str, ...] = ()  # conditions named as changed (``Decision.changed``)
+    attribution: dict[str, float] = field(default_factory=dict)  # estimates, physical units
+    summary: str = ""
 
 
 @dataclass
@@ -183,7 +186,17 @@ def run_adaptive_edge(
         if outcome.action == "retrain" and escalate is not None:
             first = d.first_alarm if d.first_alarm is not None else d.frame_start
             retrain_result = escalate(
-                Escalation(str(path.resolve()), first, d.frame_end, outcome.members, dict(d.scores), version)
+                Escalation(
+                    str(path.resolve()),
+                    first,
+                    d.frame_end,
+                    outcome.members,
+                    dict(d.scores),
+                    version,
+                    d.changed,
+                    dict(d.attribution),
+                    d.summary,
+                )
             )
         report = BatchReport(outcome, stop, time.perf_counter() - t0, scores, adopted, retrain_result)
         reports.append(report)
