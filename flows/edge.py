@@ -71,7 +71,7 @@ def edge_flow(
     mode = dispatch or default_dispatch()
     settings = EdgeLoopSettings(ert=ert, reference_frames=reference_frames, batch_size=batch_size)
     ensemble = load_ensemble(model, reg)
-    state = new_state(ensemble, settings)
+    state = new_state(ensemble, settings, reg)
     logger.info(
         "model %s (%d members) on %s; retraining by %s", ensemble.version, ensemble.members, dataset, mode
     )

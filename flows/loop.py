@@ -81,7 +81,7 @@ def loop_flow(
     instrument = make_instrument("twin", seed=seed, drift=drift)
     writer = DatasetWriter.open(dataset, instrument.state())
     settings = EdgeLoopSettings(ert=ert, reference_frames=reference_frames, batch_size=batch_size, seed=seed)
-    state = new_state(load_ensemble("production", reg), settings)
+    state = new_state(load_ensemble("production", reg), settings, reg)
     retrains: list[dict] = []
 
     def escalate(e: Escalation) -> dict:

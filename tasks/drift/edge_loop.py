@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from scopeflow.errors import NotFoundError
 from storage.datasets import commit, open_dataset, read_truths
 from storage.datasets.decisions import (
     DecisionRow,
@@ -33,6 +34,7 @@ from tasks.inference.metrics import Scores, evaluate
 
 from .adaptive import AdaptiveEnsemble, BatchOutcome
 from .monitor import DriftMonitor
+from .regimes import RegimeStatistics, read_statistics
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,7 @@ def run_adaptive_edge(
     settings = settings or EdgeLoopSettings()
     registry = registry or ModelRegistry()
     if state is None:
-        state = new_state(load_ensemble("production", registry), settings)
+        state = new_state(load_ensemble("production", registry), settings, registry)
     adaptive = state.adaptive
     ds = open_dataset(path)
     n = int(ds.sizes.get("frame", 0)) if stop_at is None else min(stop_at, int(ds.sizes.get("frame", 0)))
@@ -206,17 +208,31 @@ def run_adaptive_edge(
     return summarize(path, adaptive, reports)
 
 
-def new_state(ensemble: Ensemble, settings: EdgeLoopSettings) -> EdgeState:
-    """A fresh loop state: all members of ``ensemble`` active, a monitor still to calibrate."""
+def new_state(
+    ensemble: Ensemble, settings: EdgeLoopSettings, registry: ModelRegistry | None = None
+) -> EdgeState:
+    """A fresh loop state: all members of ``ensemble`` active, a monitor still to calibrate,
+    and the regime statistics stored with the model in ``registry`` (for member selection)."""
     monitor = DriftMonitor(settings.ert, settings.window, settings.reference_frames, settings.seed)
-    return EdgeState(AdaptiveEnsemble(ensemble, monitor))
+    return EdgeState(
+        AdaptiveEnsemble(ensemble, monitor, regime_statistics=_statistics(registry, ensemble.version))
+    )
+
+
+def _statistics(registry: ModelRegistry | None, version: str) -> dict[str, RegimeStatistics]:
+    if registry is None:
+        return {}
+    try:
+        return read_statistics(registry.regime_statistics(version))
+    except NotFoundError:
+        return {}
 
 
 def _adopt_new_production(adaptive: AdaptiveEnsemble, registry: ModelRegistry) -> str | None:
     current = registry.resolve("production")
     if current == adaptive.ensemble.version:
         return None
-    adaptive.use(load_ensemble(current, registry))
+    adaptive.use(load_ensemble(current, registry), _statistics(registry, current))
     return current
 
 

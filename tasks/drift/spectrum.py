@@ -297,3 +297,23 @@ def fit_defocus(
     spread = float(np.std(per_frame) / np.sqrt(len(per_frame))) if len(per_frame) > 1 else float("nan")
     step = float(np.median(np.diff(grid))) if len(grid) > 1 else 0.0
     return estimate, max(spread, step / 2)
+
+
+SIGNATURE = ("log10_counts_per_A2", "log10_contrast", "high_k_share")
+HIGH_K = 0.4  # 1/Å: detail finer than 2.5 Å, what separating columns 1-2 Å apart needs
+
+
+def signature(s: ImageStats) -> np.ndarray:
+    """Lattice- and pixel-size-robust statistics of one frame that place it in a regime of
+    imaging conditions (``SIGNATURE``): counts per Å² as Poisson statistics give them
+    (mean² / noise variance, free of the detector gain; it follows the dose), signal variance
+    relative to mean² (contrast, which defocus and contamination lower), and the share of the
+    signal power above ``HIGH_K`` (what a blurred probe no longer transfers)."""
+    counts = s.mean**2 / max(s.noise, 1e-12) / s.pixel_size**2
+    rel = np.clip(_relative_signal(s), 0.0, None) * s.ring_bins
+    dk = s.ring_k[1]
+    band = (s.ring_k >= 2 * dk) & (s.ring_k <= 0.5 / s.pixel_size)
+    total = rel[band].sum()
+    high = rel[band & (s.ring_k > HIGH_K)].sum() / total if total > 0 else 0.0
+    contrast = total / s.ring_bins.sum()
+    return np.array([np.log10(max(counts, 1e-12)), np.log10(max(contrast, 1e-12)), high])
