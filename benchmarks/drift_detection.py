@@ -86,6 +86,23 @@ def run_stream(adaptive: AdaptiveEnsemble, frames: np.ndarray, pixel_size: float
     return out
 
 
+GOAL = {"defocus": 40.0, "dose": 3.0}  # the issue's smallest changes: ±40 Å, ×0.3 or ×3
+
+
+def _goal_frame(c: int, cond: str, end: int, dose: np.ndarray | None, defocus: np.ndarray | None) -> int:
+    """Frame at which a change starting at ``c`` reached the goal's size (a ramp takes a while)."""
+    for t in range(c, end):
+        if cond == "defocus" and defocus is not None and abs(defocus[t] - defocus[c - 1]) >= GOAL["defocus"]:
+            return t
+        if (
+            cond == "dose"
+            and dose is not None
+            and max(dose[t] / dose[c - 1], dose[c - 1] / dose[t]) >= GOAL["dose"]
+        ):
+            return t
+    return c
+
+
 def score(
     changes: list[tuple[int, str, str]],
     detections: list[int],
@@ -94,13 +111,34 @@ def score(
     dose: np.ndarray | None = None,
     defocus: np.ndarray | None = None,
 ) -> dict:
-    """Delays, misses, false alarms per 1000 watched frames, attribution and estimate errors."""
+    """Delays (from the frame where a change reached the goal's size), misses, false alarms per
+    1000 watched frames, attribution and estimate errors. An alarm after the first inside a
+    ramp (the change is still going on) is neither a detection nor a false alarm."""
     starts = [c[0] for c in changes] + [n]
     matched: set[int] = set()
+    repeats: set[int] = set()
     per_change = []
     for (c, cond, kind), nxt in zip(changes, starts[1:], strict=True):
+        goal = _goal_frame(c, cond, nxt, dose, defocus) if kind == "ramp" else c
         hit = next((d for d in detections if c <= d < nxt and d not in matched), None)
-        row: dict = {"frame": c, "condition": cond, "kind": kind, "delay": None if hit is None else hit - c}
+        row: dict = {
+            "frame": c,
+            "condition": cond,
+            "kind": kind,
+            "goal_size_at": goal,
+            "delay": None if hit is None else max(hit - goal, 0),
+        }
+        if kind == "ramp" and hit is not None:
+            ramp_end = next(
+                (
+                    t
+                    for t in range(c + 1, nxt)
+                    if (dose is None or dose[t] == dose[t - 1])
+                    and (defocus is None or defocus[t] == defocus[t - 1])
+                ),
+                nxt,
+            )
+            repeats |= {d for d in detections if hit < d <= ramp_end + REFERENCE}
         if hit is not None:
             matched.add(hit)
             if attributions is not None:
@@ -108,24 +146,24 @@ def score(
                 row["named"] = a["changed"]
                 row["named_right"] = cond in a["changed"]
                 row["summary"] = a["summary"]
-                before = max(c - 1, 0)
-                if dose is not None and "dose_ratio" in a:
-                    truth = dose[min(hit + 8, n - 1)] / dose[before]
+                if kind == "step" and dose is not None and "dose_ratio" in a:
+                    truth = dose[min(hit + 8, n - 1)] / dose[c - 1]
                     row["dose_ratio"] = a["dose_ratio"]
                     row["dose_ratio_truth"] = float(truth)
                     row["dose_error"] = float(a["dose_ratio"] / truth - 1)
-                if defocus is not None and "defocus_A" in a:
-                    truth = float(defocus[min(hit + 8, n - 1)])
-                    row["defocus_A"] = a["defocus_A"]
-                    row["defocus_truth_A"] = truth
-                    row["defocus_error_A"] = float(a["defocus_A"] - abs(truth))
+                if kind == "step" and defocus is not None and "defocus_change_A" in a:
+                    truth = float(abs(defocus[min(hit + 8, n - 1)]) - abs(defocus[c - 1]))
+                    row["defocus_change_A"] = a["defocus_change_A"]
+                    row["defocus_change_truth_A"] = truth
+                    row["defocus_error_A"] = float(a["defocus_change_A"] - truth)
         per_change.append(row)
-    false = [d for d in detections if d not in matched]
+    false = [d for d in detections if d not in matched and d not in repeats]
     # Frames the monitor watched: all but the references (REFERENCE after the start and each alarm).
     watched = max(n - REFERENCE * (1 + len(detections)), 1)
     delays = [r["delay"] for r in per_change if r["delay"] is not None]
     return {
         "changes": per_change,
+        "detections": list(detections),
         "caught_within_16": sum(1 for d in delays if d <= 16),
         "missed": sum(1 for r in per_change if r["delay"] is None),
         "false_alarms": len(false),

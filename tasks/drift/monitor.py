@@ -60,7 +60,8 @@ class Decision:
     ``scores``: each detector's statistic as a multiple of its threshold (> 1 fired).
     ``changed``: the conditions named as changed (``dose``, ``defocus``, ``blur``,
     ``contrast``, ``lattice``, ``network``); ``attribution`` the estimates behind them
-    (``dose_ratio``, ``defocus_A``, ``defocus_err_A``, ``blur_A2``, ``contrast_ratio``,
+    (``dose_ratio``, ``defocus_A`` (|defocus| now), ``defocus_change_A``, ``defocus_err_A``,
+    ``blur_A2``, ``contrast_ratio``,
     ``spacing_change``, ``rotation_deg``, ``new_reflections``); ``summary`` says it in words.
     """
 
@@ -105,6 +106,10 @@ class DriftMonitor:
     reference_frames: int = 64
     seed: int = 0
     optics: Mapping[str, float] | None = None
+    # |Defocus| (Å) of the current reference: 0 at the start (the operator focused), then what
+    # the last detection estimated, so a return to focus is measured as the change it is.
+    reference_defocus: float = field(default=0.0, init=False)
+    _defocus_next: float | None = field(default=None, init=False, repr=False)
     reference: Reference | None = field(default=None, init=False)
     frames_seen: int = field(default=0, init=False)
     calibrated_on: int = field(default=0, init=False)
@@ -136,6 +141,8 @@ class DriftMonitor:
         self.history.clear()
         self.recent.clear()
         self.calibrated_on = 0
+        if self._defocus_next is not None:
+            self.reference_defocus, self._defocus_next = self._defocus_next, None
 
     # --- features --------------------------------------------------------------------------
 
@@ -177,8 +184,10 @@ class DriftMonitor:
         # Smallest meaningful change per feature (its scale where the reference never varied):
         # one just-detectable reflection's share for ``reflections``; float precision elsewhere.
         resolution = np.array([spectrum.share_resolution if n == "reflections" else 1e-12 for n in DETECTORS])
-        # Look back as far as the first reference reached: what it showed as stationary.
-        lookback = max(self.reference_frames - self.window, self.window)
+        # Compare the window with the window before it: wander slower than two windows (a
+        # defect drifting into view, contamination growing) cannot reach an alarm, while a step
+        # shows in full and a ramp shows as its change over one window.
+        lookback = self.window
         cal = calibrate(
             feats,
             DETECTORS,
@@ -310,12 +319,17 @@ class DriftMonitor:
                     voltage_kv=float(self.optics["voltage_kv"]),
                     semiangle_mrad=float(self.optics["semiangle_mrad"]),
                     cs_mm=float(self.optics.get("cs_mm", 0.0)),
+                    reference_defocus=self.reference_defocus,
                 )
                 att["defocus_A"], att["defocus_err_A"] = df, err
-            df = att.get("defocus_A", float("nan"))
-            if np.isfinite(df) and df > 2 * att["defocus_err_A"]:
+                att["defocus_change_A"] = df - self.reference_defocus
+            change = att.get("defocus_change_A", float("nan"))
+            if np.isfinite(change) and abs(change) > 2 * att["defocus_err_A"]:
                 changed.append("defocus")
-                words.append(f"defocus ±{df:.0f} Å (±{att['defocus_err_A']:.0f})")
+                self._defocus_next = att["defocus_A"]
+                words.append(
+                    f"|defocus| {self.reference_defocus:.0f} → {att['defocus_A']:.0f} Å (±{att['defocus_err_A']:.0f})"
+                )
             elif "blur" in fired:
                 changed.append("blur")
                 words.append(f"blur σ² {att['blur_A2']:+.2f} Å²")
@@ -343,6 +357,7 @@ class DriftMonitor:
             "seed": self.seed,
             "frames_seen": self.frames_seen,
             "calibrated_on": self.calibrated_on,
+            "reference_defocus_A": self.reference_defocus,
             "calibration": None if self.reference is None else self.reference.calibration.as_dict(),
             "recent_frames": len(self.recent),
         }
@@ -362,6 +377,7 @@ class DriftMonitor:
             {k.removeprefix("history_"): v for k, v in arrays.items() if k.startswith("history_")}
         )
         self.frames_seen = int(attrs.get("frames_seen", 0))
+        self.reference_defocus = float(attrs.get("reference_defocus_A", 0.0))
         on = int(attrs.get("calibrated_on", 0))
         if on:
             self.history = history[:on]

@@ -162,11 +162,16 @@ class SpectrumReference:
             if not (keep and _near(p[None], np.array(keep), tolerance)[0]):
                 keep.append(p)
         refl = np.array(keep).reshape(-1, 2)
-        # The share of reflection power one just-detectable peak takes on a typical reference
-        # frame: the smallest "new reflections" change the peak detection can resolve.
-        t = np.log(1e5 * s0.ring_bins.sum())
-        totals = [np.nansum(s.peaks[:, 2]) for s in stats]
-        share = float(t / max(np.median(totals), t)) if totals else 1.0
+        # The share of reflection power one typical reference reflection takes on a typical
+        # reference frame: the smallest "new reflections" change that means a new reflection
+        # rather than one of the lattice's own peaks wandering past the tolerance or a weak
+        # order flickering over the detection limit (seen on drifting crops of abTEM frames).
+        shares = [
+            np.nanmedian(s.peaks[:, 2]) / np.nansum(s.peaks[:, 2])
+            for s in stats
+            if np.isfinite(s.peaks[:, 2]).any()
+        ]
+        share = float(np.median(shares)) if shares else 1.0
         return cls(profile, band, k_info, refl, tolerance, s0.ring_k, s0.ring_bins, share)
 
     def features(self, s: ImageStats) -> dict[str, float]:
