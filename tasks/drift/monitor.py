@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from scopeflow.errors import InputError
+from scopeflow.optics import wavelength
 
 from .calibration import MIN_REFERENCE, Calibration, calibrate
 from .physics import Proxies, median_proxies, proxy_score
@@ -324,7 +325,14 @@ class DriftMonitor:
                 att["defocus_A"], att["defocus_err_A"] = df, err
                 att["defocus_change_A"] = df - self.reference_defocus
             change = att.get("defocus_change_A", float("nan"))
-            if np.isfinite(change) and abs(change) > 2 * att["defocus_err_A"]:
+            # A defocus change is named when it is outside twice its error and beyond Rayleigh's
+            # quarter-wave depth of focus λ/(4α²) (~20 Å at 60 kV, 25 mrad): a smaller one
+            # leaves the probe as it was (and a dose drop's noise can fake that much).
+            depth = 0.0
+            if self.optics is not None:
+                alpha = float(self.optics["semiangle_mrad"]) * 1e-3
+                depth = wavelength(float(self.optics["voltage_kv"])) / (4 * alpha**2)
+            if np.isfinite(change) and abs(change) > max(2 * att["defocus_err_A"], depth):
                 changed.append("defocus")
                 self._defocus_next = att["defocus_A"]
                 words.append(
