@@ -284,7 +284,7 @@ def fit_defocus(
     noise_rel = np.median([s.noise / max(s.mean, 1e-12) ** 2 for s in stats])
     se = noise_rel * np.sqrt(2.0 / np.maximum(reference.ring_bins, 1) / len(stats))
     band = band & (mean_profile(stats) > 3.0 * se)
-    if band.sum() < 2:
+    if band.sum() < 3:  # an offset (contrast) and a defocus need more rings than two
         return float("nan"), float("nan")
     base = radial(reference_defocus)[band]
     models = np.stack([np.log(np.maximum(radial(df)[band], 1e-12) / np.maximum(base, 1e-12)) for df in grid])
@@ -299,6 +299,10 @@ def fit_defocus(
 
     per_frame = np.array([best(_relative_signal(s)) for s in stats])
     estimate = best(mean_profile(stats))
+    if estimate >= grid[-1]:
+        # At the edge of the candidates the spectrum no longer constrains the defocus (too
+        # little signal survives): no estimate rather than the largest candidate.
+        return float("nan"), float("nan")
     spread = float(np.std(per_frame) / np.sqrt(len(per_frame))) if len(per_frame) > 1 else float("nan")
     step = float(np.median(np.diff(grid))) if len(grid) > 1 else 0.0
     return estimate, max(spread, step / 2)
