@@ -57,16 +57,6 @@ def block_length(x: np.ndarray) -> int:
     return int(np.clip(np.ceil(integrated_autocorrelation(x)), 1, max(1, len(x) // 4)))
 
 
-def calibratable(x: np.ndarray) -> np.ndarray:
-    """Per column of a reference (n, d): whether its integrated autocorrelation time is at most
-    n/4 frames. A feature correlated for longer wanders more than n frames can show (encoder
-    features follow the lattice's phase against the pixel grid with a period of ~100 frames):
-    its threshold would promise an ERT the reference cannot support, so it waits for a longer
-    reference (the monitor re-calibrates at 2× and 4× as many quiet frames)."""
-    arr = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-    return np.array([integrated_autocorrelation(arr[:, j]) <= len(arr) / 4 for j in range(arr.shape[1])])
-
-
 def block_indices(n: int, length: int, block: int, streams: int, rng: np.random.Generator) -> np.ndarray:
     """(streams, length) indices into a reference of ``n`` frames: circular blocks of ``block``."""
     blocks = -(-length // block)
@@ -172,10 +162,7 @@ def calibrate(
     z = np.where(np.isfinite(ref), (ref - centre) / scale, 0.0)
     n, d = z.shape
     rng = np.random.default_rng(seed)
-    usable = calibratable(z)
-    if not usable.any():
-        return Calibration(names, centre, scale, np.full(d, np.inf), 1, window, lookback, float("nan"))
-    block = block_length(z[:, usable])
+    block = block_length(z)
     length = int(min(max(3 * ert, 300), 6000))
     span = window + lookback
     idx = block_indices(n, length + span - 1, block, streams, rng)
@@ -191,8 +178,6 @@ def calibrate(
     own_mad = 1.4826 * np.median(np.abs(own - np.median(own, axis=1, keepdims=True)), axis=1)
     own_scale = np.where(own_mad > 0, own_mad, np.maximum(own.std(axis=1), 1.0))
     stats = np.abs(now - before) / own_scale[:, None, :]  # (streams, length, d)
-    # Features that cannot be calibrated yet never alarm (threshold ∞) nor set the tail level.
-    stats[..., ~usable] = 0.0
     flat = stats.reshape(-1, d)
 
     def thresholds(p: float) -> np.ndarray:
@@ -207,14 +192,12 @@ def calibrate(
         # Streams too short to see so rare an alarm: the largest simulated statistics, which
         # no simulated stream exceeded.
         th = np.maximum(flat.max(axis=0) * (1.0 + 1.0 / np.sqrt(len(flat))), thresholds(0.0))
-        return Calibration(
-            names, centre, scale, np.where(usable, th, np.inf), block, window, lookback, float(length)
-        )
+        return Calibration(names, centre, scale, th, block, window, lookback, float(length))
     for _ in range(40):
         mid = np.sqrt(lo * hi)
         if run_length(mid) >= ert:
             lo = mid
         else:
             hi = mid
-    th = np.where(usable, thresholds(lo), np.inf)
+    th = thresholds(lo)
     return Calibration(names, centre, scale, th, block, window, lookback, run_length(lo))
