@@ -95,7 +95,11 @@ def _resume(dataset: Path, adaptive: AdaptiveEnsemble) -> int:
     decided = read_decisions(dataset)
     ends = decided.get("frame_end")
     start = 0 if ends is None or len(ends) == 0 else int(ends.max()) + 1
-    stored = read_monitor_state(dataset)
+    try:
+        stored = read_monitor_state(dataset)
+    except (OSError, KeyError, ValueError):
+        # A run killed between replacing the state and committing it: start a fresh reference.
+        stored = None
     if stored is not None and int(stored[0].get("frames_seen", -1)) == start:
         adaptive.monitor.restore(*stored)
         if str(decided["model_version"][-1]) == adaptive.ensemble.version:
