@@ -187,6 +187,14 @@ class SpectrumReference:
         """
         rel = _relative_signal(s)
         blur, contrast = self._blur_fit(rel)
+        if not np.isfinite(contrast):
+            # A reference with too few rings of signal for the fit (strong defocus, very low
+            # dose): contrast as the total signal power over mean² against the reference's, so a
+            # return to focus from there is still seen.
+            inside = (np.arange(len(rel)) >= 2) & (self.ring_k <= 0.5 / s.pixel_size)
+            total = float((np.clip(rel, 0.0, None) * self.ring_bins)[inside].sum())
+            ref_total = float((np.clip(self.profile, 0.0, None) * self.ring_bins)[inside].sum())
+            contrast = float(np.log(max(total, 1e-12) / max(ref_total, 1e-12)))
         pk = s.peaks[np.isfinite(s.peaks[:, 0])]
         if len(pk) and len(self.reflections):
             new = ~_near(_fold(pk), self.reflections, self.tolerance)
