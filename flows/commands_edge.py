@@ -350,6 +350,10 @@ def edge(
         f"[green]{summary['atoms']} atoms[/green] in {summary['frames_processed']} frames "
         f"({summary['frames_per_second']:.1f} frames/s, model {summary['model_version']}){f1}"
     )
+    for frame, text in summary.get("attributions", []):
+        console.print(f"drift at frame {frame}: {text}")
+    if "monitor" in summary:
+        console.print(f"drift monitor: {summary['monitor']}")
 
 
 @models_app.command("list")

@@ -73,13 +73,15 @@ def edge_flow(
     mode = dispatch or default_dispatch()
     settings = EdgeLoopSettings(ert=ert, reference_frames=reference_frames, batch_size=batch_size)
     ensemble = load_ensemble(model, reg)
-    state = new_state(ensemble, settings)
+    state = new_state(ensemble, settings, reg)
     logger.info(
         "model %s (%d members) on %s; retraining by %s", ensemble.version, ensemble.members, dataset, mode
     )
 
     def escalate(e: Escalation) -> dict:
-        logger.warning("drift not absorbed by selection at frames %d-%d", e.frame_start, e.frame_end)
+        logger.warning(
+            "drift not absorbed by selection at frames %d-%d (%s)", e.frame_start, e.frame_end, e.summary
+        )
         result = dispatch_retraining(e, instrument, mode, registry)
         logger.info(result["reason"])
         return result
@@ -87,15 +89,28 @@ def edge_flow(
     n = frame_count(dataset)
     reports: list[BatchReport] = []
     for stop in range(batch_size, n + batch_size, batch_size):
-        reports += edge_batch_task(
+        batch = edge_batch_task(
             dataset, quote(state), quote(reg), quote(settings), min(stop, n), quote(escalate)
         )
+        for r in batch:
+            d = r.outcome.decision
+            if d.detected:
+                logger.warning(
+                    "drift at frame %d (%s): %s → %s",
+                    d.first_alarm,
+                    ", ".join(d.fired()),
+                    d.summary,
+                    r.outcome.action,
+                )
+        reports += batch
     summary = summarize(Path(dataset), state.adaptive, reports)
     summary["retraining"] = [r.retrain for r in reports if r.retrain is not None]
+    logger.info("drift monitor: %s", summary["monitor"])
     f1 = f"- F1 against truth: **{summary['f1']:.4f}**\n" if "f1" in summary else ""
     actions = (
         "".join(f"- frame {start}: {action}\n" for start, action in summary["actions"]) or "- no drift\n"
-    )
+    ) + "".join(f"- drift at frame {frame}: {text}\n" for frame, text in summary["attributions"])
+    actions += f"- monitor: {summary['monitor']}\n"
     images = publish_edge_run("edge", dataset, reports)
     figures = "".join(f"\n![{caption}]({url})\n" for caption, url in images)
     create_markdown_artifact(

@@ -23,8 +23,13 @@ def emit_drift(
     members: list[int],
     scores: dict[str, float],
     model_version: str,
+    attribution: dict[str, Any] | None = None,
 ) -> Any:
-    """Announce drift that member selection could not absorb; the retrain deployment listens."""
+    """Announce drift that member selection could not absorb; the retrain deployment listens.
+
+    ``attribution``: what changed and by how much (``changed``, ``summary`` and the estimates in
+    physical units, e.g. ``dose_ratio``, ``defocus_A``), as the monitor named it.
+    """
     return emit_event(
         event=DRIFT_EVENT,
         resource=instrument_resource(instrument),
@@ -35,5 +40,8 @@ def emit_drift(
             "members": ",".join(map(str, members)),
             "scores": {k: float(v) for k, v in scores.items()},
             "model_version": model_version,
+            "attribution": {
+                k: (float(v) if isinstance(v, float) else v) for k, v in (attribution or {}).items()
+            },
         },
     )

@@ -137,12 +137,15 @@ def loop_flow(
     instrument = make_instrument("twin", seed=seed, drift=drift)
     writer = DatasetWriter.open(dataset, instrument.state())
     settings = EdgeLoopSettings(ert=ert, reference_frames=reference_frames, batch_size=batch_size, seed=seed)
-    state = new_state(load_ensemble("production", reg), settings)
+    state = new_state(load_ensemble("production", reg), settings, reg)
     retrains: list[dict] = []
 
     def escalate(e: Escalation) -> dict:
         logger.warning(
-            "drift not absorbed by selection at frames %d-%d: retraining", e.frame_start, e.frame_end
+            "drift not absorbed by selection at frames %d-%d (%s): retraining",
+            e.frame_start,
+            e.frame_end,
+            e.summary,
         )
         result = dispatch_retraining(e, instrument.name, "inprocess", registry, retrain_steps)
         if not result.get("promoted"):

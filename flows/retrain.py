@@ -105,7 +105,17 @@ def dispatch_retraining(
 
     e = escalation
     members = ",".join(map(str, e.members))
-    emit_drift(instrument, e.dataset, e.frame_start, e.frame_end, list(e.members), e.scores, e.model_version)
+    attribution = {"changed": ";".join(e.changed), "summary": e.summary, **e.attribution}
+    emit_drift(
+        instrument,
+        e.dataset,
+        e.frame_start,
+        e.frame_end,
+        list(e.members),
+        e.scores,
+        e.model_version,
+        attribution,
+    )
     if mode == "report":  # no server, retraining not asked for: say so rather than retrain
         return {
             "promoted": False,

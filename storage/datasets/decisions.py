@@ -2,8 +2,15 @@
 
 Columns along ``decision``: ``frame_start``, ``frame_end``, ``detected``, ``action``
 (``none``, ``select`` or ``retrain``), ``members`` (the ensemble members in use after the
-decision, comma-separated), ``model_version``, and one ``score_<detector>`` column per
-detector (its statistic as a multiple of its threshold: > 1 fired).
+decision, comma-separated), ``model_version``, one ``score_<detector>`` column per
+detector (its statistic as a multiple of its threshold: > 1 fired), and the attribution of a
+detection: ``changed`` (conditions named, ``;``-separated), ``summary`` (in words) and one
+``attr_<estimate>`` column per estimate in physical units (``attr_dose_ratio``,
+``attr_defocus_A``, …; NaN when not estimated).
+
+The drift monitor's state (its reference frames, calibration and window) is kept beside the
+decisions in the ``drift_monitor`` group, so a later ``edge`` run on the grown dataset
+continues where this one stopped (``write_monitor_state`` / ``read_monitor_state``).
 """
 
 from __future__ import annotations
@@ -11,8 +18,9 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
@@ -21,6 +29,7 @@ from zarr.storage import LocalStore
 from .tables import Table, commit, open_root, storage_errors
 
 GROUP = "drift"
+MONITOR_GROUP = "drift_monitor"
 DIM = "decision"
 ACTIONS = ("none", "select", "retrain")
 HEADER = ("frame_start", "frame_end", "detected", "action")
@@ -37,6 +46,9 @@ class DecisionRow:
     members: Sequence[int]
     model_version: str
     scores: Mapping[str, float]
+    changed: Sequence[str] = ()
+    summary: str = ""
+    attribution: Mapping[str, float] = field(default_factory=dict)
 
 
 class DecisionWriter:
@@ -66,6 +78,10 @@ class DecisionWriter:
         }
         for name in names:
             columns[f"score_{name}"] = np.array([r.scores.get(name, np.nan) for r in rows], np.float64)
+        columns["changed"] = np.array([";".join(r.changed) for r in rows], dtype=str)
+        columns["summary"] = np.array([r.summary for r in rows], dtype=str)
+        for name in sorted({k for r in rows for k in r.attribution}):
+            columns[f"attr_{name}"] = np.array([r.attribution.get(name, np.nan) for r in rows], np.float64)
         with storage_errors(self.path):
             n = self.table.append(columns)
         if commit_now:
@@ -82,12 +98,22 @@ def read_decisions(dataset: str | Path) -> dict[str, np.ndarray]:
 
 
 def decisions_csv(dataset: str | Path) -> str:
-    """CSV: ``frame_start,frame_end,detected,action`` then one column per detector score."""
+    """CSV: ``frame_start,frame_end,detected,action``, one column per detector score, then the
+    attribution: ``changed``, ``summary`` and the estimates (``dose_ratio``, ``defocus_A``, …)."""
     cols = read_decisions(dataset)
     scores = sorted(k for k in cols if k.startswith("score_"))
+    attrs = sorted(k for k in cols if k.startswith("attr_"))
+    texts = [k for k in ("changed", "summary") if k in cols]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([*HEADER, *(s.removeprefix("score_") for s in scores)])
+    writer.writerow(
+        [
+            *HEADER,
+            *(s.removeprefix("score_") for s in scores),
+            *texts,
+            *(a.removeprefix("attr_") for a in attrs),
+        ]
+    )
     for i in range(len(cols.get("frame_start", []))):
         writer.writerow(
             [
@@ -96,6 +122,40 @@ def decisions_csv(dataset: str | Path) -> str:
                 str(bool(cols["detected"][i])).lower(),
                 str(cols["action"][i]),
                 *(f"{float(cols[s][i]):.4g}" for s in scores),
+                *(str(cols[t][i]) for t in texts),
+                *("" if not np.isfinite(cols[a][i]) else f"{float(cols[a][i]):.4g}" for a in attrs),
             ]
         )
     return out.getvalue()
+
+
+def write_monitor_state(
+    dataset: str | Path, attrs: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+) -> None:
+    """Replace the stored monitor state (JSON ``attrs`` and arrays); visible at the next commit.
+
+    ``attrs["frames_seen"]`` must be the first frame not yet decided: a reader checks it against
+    the decisions, so a state left by a run killed between the two writes is recognised as stale.
+    """
+    path = Path(dataset)
+    root = open_root(path, create=False)
+    with storage_errors(path):
+        if MONITOR_GROUP in root:
+            del root[MONITOR_GROUP]
+        group = root.create_group(MONITOR_GROUP, attributes=dict(attrs))
+        for name, value in arrays.items():
+            arr = np.asarray(value)
+            stored = group.create_array(
+                name, shape=arr.shape, dtype=arr.dtype, chunks=tuple(max(1, n) for n in arr.shape) or None
+            )
+            if arr.size:
+                stored[...] = arr
+
+
+def read_monitor_state(dataset: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+    """The committed monitor state (attrs, arrays), or None when no run stored one."""
+    root = zarr.open_group(store=LocalStore(Path(dataset), read_only=True), mode="r", use_consolidated=True)
+    if MONITOR_GROUP not in root:
+        return None
+    group = root[MONITOR_GROUP]
+    return dict(group.attrs), {name: arr[...] for name, arr in group.arrays()}

@@ -43,6 +43,7 @@ from scopeflow.errors import InputError, IntegrityError, NotFoundError, StorageE
 SCHEMA_VERSION = 1
 WEIGHTS = "weights.safetensors"
 MANIFEST = "manifest.json"
+REGIME_STATISTICS = "regime_statistics.json"  # beside a manifest that predates them
 ALIASES = ("production", "candidate")
 DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "default_models"
 _VERSION_RE = re.compile(r"^v(\d{4,})-[0-9a-f]{8}$")
@@ -251,6 +252,22 @@ class ModelRegistry:
             return shipped[-1]
         self._version_dir(ref)
         return ref
+
+    def regime_statistics(self, ref: str) -> dict[str, Any] | None:
+        """The stored signatures of the regimes' training frames of version ``ref``: from its
+        manifest's lineage, or from ``regime_statistics.json`` beside a manifest made before
+        they were recorded (None when neither has them)."""
+        version = self.resolve(ref)
+        stored = self.manifest(version).get("lineage", {}).get("regime_statistics")
+        if stored is not None:
+            return stored
+        path = self._version_dir(version) / REGIME_STATISTICS
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise IntegrityError(f"{path} is not valid JSON: {exc}") from exc
 
     def manifest(self, ref: str) -> dict[str, Any]:
         """The manifest of the version ``ref`` names."""

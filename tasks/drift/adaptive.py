@@ -2,8 +2,9 @@
 
 Per batch: the active members locate the columns; the monitor scores the batch on encoder
 features (averaged over the active members, so the feature space does not depend on how
-many are active), ensemble disagreement and physics proxies. On a detection, an ensemble
-of specialists makes the members of the regime its frames vote for (``regimes``) active;
+many are active), ensemble disagreement, physics proxies and the frames' spectra. On a detection, an ensemble
+of specialists makes the members of the regime its frames vote for (``regimes``, against the
+regime statistics stored with the model) active;
 otherwise the members are scored one by one on the batch and the fitting subset becomes
 active. If the physics proxies of the active members' columns are back within the
 reference's bounds the action is ``select``, else ``retrain`` (the caller dispatches it).
@@ -12,20 +13,19 @@ After any detection the monitor takes a new reference under the new conditions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from tasks.inference.atoms import Atoms
 from tasks.inference.ensemble import Ensemble
-from tasks.training.matching import lattice_from_columns
-from tasks.training.specialists import REGIMES
 
 from .monitor import Decision, DriftMonitor
-from .physics import columns_proxies, frame_proxies
-from .regimes import regime_vote
+from .physics import frame_proxies
+from .regimes import RegimeStatistics, regime_vote
 from .selection import Selection, select_members, select_regime
+from .spectrum import image_stats
 
 
 @dataclass(frozen=True)
@@ -41,14 +41,6 @@ class BatchOutcome:
     selection: Selection | None = None
 
 
-def _lattice_shown(atoms: Sequence[Atoms], frames: Sequence[np.ndarray], pixel_size: float) -> str | None:
-    """The twin lattice the columns' median spacing and density point to (None: too few columns)."""
-    proxies = columns_proxies([a.rowcol for a in atoms], frames, pixel_size)
-    if not (np.isfinite(proxies.nn_distance) and proxies.density > 0):
-        return None
-    return lattice_from_columns(proxies.nn_distance, proxies.density)
-
-
 def _mean_features(features: np.ndarray, members: int) -> np.ndarray:
     n = features.shape[0]
     return features.reshape(n, members, -1).mean(axis=1)
@@ -57,14 +49,24 @@ def _mean_features(features: np.ndarray, members: int) -> np.ndarray:
 class AdaptiveEnsemble:
     """A production ensemble whose active members follow the imaging conditions."""
 
-    def __init__(self, ensemble: Ensemble, monitor: DriftMonitor, min_members: int = 2) -> None:
+    def __init__(
+        self,
+        ensemble: Ensemble,
+        monitor: DriftMonitor,
+        min_members: int = 2,
+        regime_statistics: Mapping[str, RegimeStatistics] | None = None,
+    ) -> None:
         self.monitor = monitor
         self.min_members = min_members
-        self.use(ensemble)
+        self.use(ensemble, regime_statistics)
 
-    def use(self, ensemble: Ensemble) -> None:
-        """Switch to a (new) production ensemble: all members active, a fresh reference."""
+    def use(
+        self, ensemble: Ensemble, regime_statistics: Mapping[str, RegimeStatistics] | None = None
+    ) -> None:
+        """Switch to a (new) production ensemble: all members active, a fresh reference.
+        ``regime_statistics``: the signatures of its regimes' training frames (from its manifest)."""
         self.ensemble = ensemble
+        self.regime_statistics = dict(regime_statistics or {})
         self.members: tuple[int, ...] = tuple(range(ensemble.members))
         self.active = ensemble
         self.monitor.rereference()
@@ -79,7 +81,7 @@ class AdaptiveEnsemble:
         ]
         uncertainty = np.array([float(np.mean(a.uncertainty)) if len(a) else np.nan for a in atoms])
         decision = self.monitor.observe(
-            start, _mean_features(features, len(self.members)), uncertainty, proxies
+            start, _mean_features(features, len(self.members)), uncertainty, proxies, frames, pixel_sizes
         )
         version = self.ensemble.version
         if not decision.detected:
@@ -117,24 +119,24 @@ class AdaptiveEnsemble:
         )
 
     def _select_regime(self, frames: list[np.ndarray], p: float, consensus: list[Atoms]) -> Selection | None:
-        """The specialists of the regime the frames vote for (None: no specialists, or the vote
-        is for the standard conditions)."""
+        """The specialists of the regime the frames vote for (None: no specialists or no stored
+        statistics for them, or the vote is for the standard conditions)."""
         regimes = self.ensemble.config.regimes
-        known = {name: REGIMES[name] for name in dict.fromkeys(regimes) if name in REGIMES}
-        if not any(not r.is_standard for r in known.values()):
+        known = {
+            name: self.regime_statistics[name]
+            for name in dict.fromkeys(regimes)
+            if name in self.regime_statistics
+        }
+        if not any(not r.standard for r in known.values()):
             return None
-        lattice = _lattice_shown(consensus, frames, p)
-        if lattice is None:
-            return None
-        vote = regime_vote(frames, p, lattice, {name: r.ranges for name, r in known.items()})
-        standard = [name for name, r in known.items() if r.is_standard]
+        vote = regime_vote([image_stats(f, p) for f in frames], known)
+        standard = [name for name, r in known.items() if r.standard]
         return select_regime(regimes, vote, standard)
 
     def _restored(self, frames: list[np.ndarray], pixel_sizes: Sequence[float]) -> bool:
         """Whether the selected members' columns look like the reference lattice again."""
         atoms = self.active.locate(frames, list(pixel_sizes))
-        scores = [
-            self.monitor.physics_score(frame_proxies(a.rowcol, f.shape, p))
-            for a, f, p in zip(atoms, frames, pixel_sizes, strict=True)
+        proxies = [
+            frame_proxies(a.rowcol, f.shape, p) for a, f, p in zip(atoms, frames, pixel_sizes, strict=True)
         ]
-        return self.monitor.physics.shift(scores) <= self.monitor.physics.threshold
+        return self.monitor.physics_shift(proxies) <= 1.0

@@ -1,94 +1,203 @@
-"""Thresholds for windowed online detectors, set by the expected run time between false alarms.
+"""Thresholds for windowed detectors from the reference frames and the user's ERT alone.
 
-A detector compares the last ``window`` frames with a reference. Its statistic at every
-frame is a function of the frames in the window; on a stationary stream it stays under the
-threshold, and the threshold is chosen so that, on simulated stationary streams drawn from
-held-out reference frames, the mean number of frames to the first false alarm (the ERT) is
-the one the user asked for. Overlapping windows make successive statistics correlated, so a
-per-frame quantile of 1 - 1/ERT would be wrong in either direction: we simulate run lengths.
+Each detector watches one per-frame feature: its statistic is |mean of the last ``window``
+frames − mean of the ``lookback`` frames before them| in units of the reference's robust
+spread. Comparing with the frames just before (not with a reference fixed once) is what keeps
+slow, harmless wander quiet — the sample drifting so that defects come into view, slowly
+growing contamination — while an abrupt change or a ramp faster than the threshold per
+``lookback`` frames is caught: the slowest rate that is absorbed is, per feature,
+threshold × scale / lookback per frame, and the run log reports it.
+
+Thresholds come from simulated stationary streams drawn from the reference itself by a
+circular block bootstrap: consecutive frames are correlated, so frames are drawn in blocks as
+long as the measured autocorrelation lasts (the integrated autocorrelation time). All
+detectors are calibrated together on the same streams, at one common per-frame tail level
+chosen so that the simulated mean run length to the first alarm of any detector is the ERT.
+No constant enters but the ERT, the window and the look-back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
-# stat(indices (streams, window)) -> (streams,) statistic for windows drawn from the pool.
-WindowStat = Callable[[np.ndarray], np.ndarray]
+from scopeflow.errors import InputError
+
+MIN_REFERENCE = 16  # frames: fewer cannot hold a block bootstrap with W = 10 windows
+STREAMS = 64  # simulated stationary streams
 
 
-def simulate_statistics(
-    stat: WindowStat, pool_size: int, window: int, length: int, streams: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Statistics (streams, length) along bootstrap streams of pool indices, one per frame.
-
-    No index repeats within a window: real frames are distinct, and a repeated sample would
-    inflate kernel statistics (k(x, x) = 1) and so the threshold.
-    """
-    total = length + window - 1
-    draws = np.empty((streams, total), dtype=np.int64)
-    rows = np.arange(streams)
-    for t in range(total):
-        recent = draws[:, max(0, t - window + 1) : t]
-        pick = rng.integers(0, pool_size, size=streams)
-        clash = (recent == pick[:, None]).any(axis=1)
-        while clash.any() and pool_size > window:
-            pick[clash] = rng.integers(0, pool_size, size=int(clash.sum()))
-            clash = (
-                (draws[rows, max(0, t - window + 1) : t] == pick[:, None]).any(axis=1) if t else clash & False
-            )
-        draws[:, t] = pick
-    out = np.empty((streams, length))
-    for t in range(length):
-        out[:, t] = stat(draws[:, t : t + window])
-    return out
+def integrated_autocorrelation(x: np.ndarray) -> float:
+    """Integrated autocorrelation time (frames) of a series (n,) or (n, d), the longest over columns
+    (one block length serves all detectors: blocks long enough for the slowest keep every one's):
+    1 + 2·Σ ρ_k summed until the first non-positive ρ_k (Geyer's initial positive sequence)."""
+    arr = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    taus = []
+    for col in arr.T:
+        col = col[np.isfinite(col)]
+        if len(col) < 8 or np.var(col) <= 0:
+            continue
+        c = col - col.mean()
+        den = float((c * c).sum())
+        tau = 1.0
+        for k in range(1, len(c) // 3):
+            rho = float((c[k:] * c[:-k]).sum() / den)
+            if rho <= 0:
+                break
+            tau += 2.0 * rho
+        taus.append(tau)
+    return float(np.max(taus)) if taus else 1.0
 
 
-def mean_run_length(stats: np.ndarray, threshold: float) -> float:
-    """Mean frames to the first exceedance of ``threshold`` (censored at the stream length)."""
-    above = stats > threshold
-    first = np.where(above.any(axis=1), above.argmax(axis=1) + 1, stats.shape[1])
-    return float(first.mean())
+def block_length(x: np.ndarray) -> int:
+    """Bootstrap block length (frames): the integrated autocorrelation time, at most n/4 so a
+    resample still mixes several blocks."""
+    return int(np.clip(np.ceil(integrated_autocorrelation(x)), 1, max(1, len(x) // 4)))
 
 
-def threshold_for_ert(stats: np.ndarray, ert: float) -> float:
-    """The smallest threshold whose simulated mean run length reaches ``ert`` frames."""
-    candidates = np.unique(np.quantile(stats, np.linspace(0.5, 1.0, 400)))
-    lo, hi = 0, len(candidates) - 1
-    if mean_run_length(stats, candidates[hi]) < ert:
-        # Streams too short to see so rare an alarm: extrapolate the per-frame tail.
-        return float(candidates[hi] * 1.05)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if mean_run_length(stats, candidates[mid]) >= ert:
-            hi = mid
+def block_indices(n: int, length: int, block: int, streams: int, rng: np.random.Generator) -> np.ndarray:
+    """(streams, length) indices into a reference of ``n`` frames: circular blocks of ``block``."""
+    blocks = -(-length // block)
+    starts = rng.integers(0, n, size=(streams, blocks, 1))
+    idx = (starts + np.arange(block)[None, None, :]) % n
+    return idx.reshape(streams, blocks * block)[:, :length]
+
+
+def _robust(reference: np.ndarray, resolution: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    with warnings.catch_warnings():
+        # A feature with no value on any reference frame (no columns found at all) stays NaN
+        # and never fires.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        centre = np.nanmedian(reference, axis=0)
+        mad = 1.4826 * np.nanmedian(np.abs(reference - centre), axis=0)
+        sd = np.nanstd(reference, axis=0)
+    # The MAD ignores outlier frames; where most frames are identical (MAD 0) the plain spread
+    # is all there is; where every frame is identical, the feature's own resolution.
+    scale = np.where(mad > 0, mad, sd)
+    return centre, np.maximum(scale, resolution)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Per-detector centre and scale (feature units) and threshold (in scales), the bootstrap
+    block length (frames), the simulated ERT (frames) and the window (frames)."""
+
+    names: tuple[str, ...]
+    centre: np.ndarray
+    scale: np.ndarray
+    threshold: np.ndarray
+    block: int
+    window: int
+    lookback: int
+    simulated_ert: float
+
+    def statistics(self, features: np.ndarray) -> np.ndarray:
+        """|mean of the last ``window`` − mean of the ``lookback`` before| / scale per detector,
+        from the latest features (k, d), time order; NaN features (a frame without columns)
+        are left out of their detector's means."""
+        f = np.asarray(features, dtype=np.float64).reshape(-1, len(self.names))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            now = np.nanmean(f[-self.window :], axis=0)
+            before = np.nanmean(f[-self.window - self.lookback : -self.window], axis=0)
+        return np.abs(now - before) / self.scale
+
+    def absorbed_rate(self) -> dict[str, float]:
+        """Per detector, the slowest steady change (feature units per frame) that is reported:
+        anything slower is absorbed by the look-back."""
+        return {
+            n: float(t * s / (self.lookback + self.window) * 2)
+            for n, t, s in zip(self.names, self.threshold, self.scale, strict=True)
+        }
+
+    def as_dict(self) -> dict:
+        """Readable form (for the dataset's monitor state and the run log)."""
+
+        def num(values: np.ndarray) -> list[float | None]:
+            return [float(v) if np.isfinite(v) else None for v in values]
+
+        return {
+            "detectors": list(self.names),
+            "centre": num(self.centre),
+            "scale": num(self.scale),
+            "threshold": num(self.threshold),
+            "block_frames": self.block,
+            "window_frames": self.window,
+            "lookback_frames": self.lookback,
+            "simulated_ert_frames": self.simulated_ert,
+        }
+
+
+def _run_lengths(exceed: np.ndarray) -> np.ndarray:
+    """Frames to the first True per stream (censored at the stream length)."""
+    return np.where(exceed.any(axis=1), exceed.argmax(axis=1) + 1, exceed.shape[1])
+
+
+def calibrate(
+    reference: np.ndarray,
+    names: tuple[str, ...],
+    *,
+    ert: float,
+    window: int,
+    lookback: int,
+    seed: int = 0,
+    streams: int = STREAMS,
+    resolution: np.ndarray | None = None,
+) -> Calibration:
+    """Thresholds for detectors on ``reference`` features (n frames, d detectors) in time order,
+        such that on stationary streams like the reference the mean frames to the first false alarm
+        of any detector is ``ert``. ``resolution`` (d,): the smallest meaningful change of each feature
+    (its scale where the reference never varied)."""
+    ref = np.asarray(reference, dtype=np.float64)
+    if ref.ndim != 2 or ref.shape[1] != len(names):
+        raise InputError(f"reference features must be (frames, {len(names)}), got {ref.shape}")
+    if len(ref) < MIN_REFERENCE:
+        raise InputError(f"reference needs ≥ {MIN_REFERENCE} frames, got {len(ref)}")
+    res = np.full(len(names), 1e-12) if resolution is None else np.asarray(resolution, np.float64)
+    centre, scale = _robust(ref, res)
+    # A frame without a value (no columns found) is drawn as the reference median: it would
+    # have been left out of the live window's mean.
+    z = np.where(np.isfinite(ref), (ref - centre) / scale, 0.0)
+    n, d = z.shape
+    rng = np.random.default_rng(seed)
+    block = block_length(z)
+    length = int(min(max(3 * ert, 300), 6000))
+    span = window + lookback
+    idx = block_indices(n, length + span - 1, block, streams, rng)
+    csum = np.cumsum(np.concatenate([np.zeros((streams, 1, d)), z[idx]], axis=1), axis=1)
+    # At stream frame t (span - 1 + t): the last ``window`` frames and the ``lookback`` before.
+    end = np.arange(span, length + span)
+    now = (csum[:, end] - csum[:, end - window]) / window
+    before = (csum[:, end - window] - csum[:, end - span]) / lookback
+    # Each stream is judged with the spread of its own reference, a block resample of the
+    # reference: the live spread is estimated from n frames too, and a reference that happened
+    # to be calm must not make the ERT a promise only for calm references.
+    own = z[block_indices(n, n, block, streams, rng)]  # (streams, n, d)
+    own_mad = 1.4826 * np.median(np.abs(own - np.median(own, axis=1, keepdims=True)), axis=1)
+    own_scale = np.where(own_mad > 0, own_mad, np.maximum(own.std(axis=1), 1.0))
+    stats = np.abs(now - before) / own_scale[:, None, :]  # (streams, length, d)
+    flat = stats.reshape(-1, d)
+
+    def thresholds(p: float) -> np.ndarray:
+        # A feature the reference never moved alarms at one resolution step.
+        return np.maximum(np.quantile(flat, 1.0 - p, axis=0), np.where(flat.max(axis=0) > 0, 0.0, 1.0))
+
+    def run_length(p: float) -> float:
+        return float(_run_lengths((stats > thresholds(p)[None, None, :]).any(axis=2)).mean())
+
+    lo, hi = 1e-7, 0.5
+    if run_length(lo) < ert:
+        # Streams too short to see so rare an alarm: the largest simulated statistics, which
+        # no simulated stream exceeded.
+        th = np.maximum(flat.max(axis=0) * (1.0 + 1.0 / np.sqrt(len(flat))), thresholds(0.0))
+        return Calibration(names, centre, scale, th, block, window, lookback, float(length))
+    for _ in range(40):
+        mid = np.sqrt(lo * hi)
+        if run_length(mid) >= ert:
+            lo = mid
         else:
-            lo = mid + 1
-    return float(candidates[lo])
-
-
-def window_inflation(reference: np.ndarray, window: int) -> float:
-    """Variance of a ``window``-frame mean on a stream as autocorrelated as ``reference``,
-    relative to independent frames: 1 + 2·Σ_{k<W} (1 - k/W)·ρ_k, from the reference's
-    sample autocorrelations ρ_k (median over columns when ``reference`` is (n, d)).
-
-    The bootstrap above treats frames as exchangeable; consecutive microscope frames are not
-    (the same area drifts slowly through view), so a window's mean varies more than the
-    bootstrap says and thresholds are widened by this factor. The finite-window sum matters:
-    the long-window limit (1 + ρ)/(1 - ρ) overstates it several-fold at ρ ≈ 0.95, W = 10,
-    which made detectors blind. ``reference`` is in time order.
-    """
-    x = np.asarray(reference, dtype=np.float64)
-    x = x.reshape(len(x), -1)
-    x = x - x.mean(axis=0)
-    den = (x * x).sum(axis=0)
-    ok = den > 1e-12
-    lags = min(window - 1, len(x) // 3)
-    if lags < 1 or not ok.any():
-        return 1.0
-    x, den = x[:, ok], den[ok]
-    factor = 1.0 + 2.0 * sum(
-        (1.0 - k / window) * np.median((x[k:] * x[:-k]).sum(axis=0) / den) for k in range(1, lags + 1)
-    )
-    return float(np.clip(factor, 1.0, window))
+            hi = mid
+    th = thresholds(lo)
+    return Calibration(names, centre, scale, th, block, window, lookback, run_length(lo))

@@ -4,7 +4,8 @@ Plain Python; ``flows/edge.py`` wraps it. Between batches it checks the registry
 ``production`` alias and adopts a newly promoted version without restarting; a refused or
 failed retraining leaves it on the version it had. Decisions go to the dataset's ``drift``
 table, atoms to the prediction set of the version that found them. A rerun resumes after
-the last decided frame.
+the last decided frame, with the drift monitor (reference, calibration, window) and the
+members in use as the last run left them.
 """
 
 from __future__ import annotations
@@ -17,8 +18,15 @@ from typing import Any
 
 import numpy as np
 
+from scopeflow.errors import NotFoundError
 from storage.datasets import commit, open_dataset, read_truths
-from storage.datasets.decisions import DecisionRow, DecisionWriter, read_decisions
+from storage.datasets.decisions import (
+    DecisionRow,
+    DecisionWriter,
+    read_decisions,
+    read_monitor_state,
+    write_monitor_state,
+)
 from storage.datasets.predictions import PredictionWriter
 from storage.models import ModelRegistry, load_ensemble
 from tasks.inference.ensemble import Ensemble
@@ -26,6 +34,7 @@ from tasks.inference.metrics import Scores, evaluate
 
 from .adaptive import AdaptiveEnsemble, BatchOutcome
 from .monitor import DriftMonitor
+from .regimes import RegimeStatistics, read_statistics
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,9 @@ class Escalation:
     members: tuple[int, ...]
     scores: dict[str, float]
     model_version: str
+    changed: tuple[str, ...] = ()  # conditions named as changed (``Decision.changed``)
+    attribution: dict[str, float] = field(default_factory=dict)  # estimates, physical units
+    summary: str = ""
 
 
 @dataclass
@@ -75,10 +87,38 @@ class EdgeLoopSettings:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _resume_from(dataset: Path) -> int:
+OPTICS = ("voltage_kv", "semiangle_mrad", "cs_mm")  # instrument settings, not drifting conditions
+
+
+def _resume(dataset: Path, adaptive: AdaptiveEnsemble) -> int:
+    """First frame not yet decided; the monitor and the members continue from the stored state."""
     decided = read_decisions(dataset)
     ends = decided.get("frame_end")
-    return 0 if ends is None or len(ends) == 0 else int(ends.max()) + 1
+    start = 0 if ends is None or len(ends) == 0 else int(ends.max()) + 1
+    try:
+        stored = read_monitor_state(dataset)
+    except (OSError, KeyError, ValueError):
+        # A run killed between replacing the state and committing it: start a fresh reference.
+        stored = None
+    if stored is not None and int(stored[0].get("frames_seen", -1)) == start:
+        adaptive.monitor.restore(*stored)
+        if str(decided["model_version"][-1]) == adaptive.ensemble.version:
+            members = tuple(int(m) for m in str(decided["members"][-1]).split(",") if m)
+            if members:
+                adaptive.members = members
+                adaptive.active = adaptive.ensemble.select(list(members))
+    return start
+
+
+def _optics(ds: Any) -> dict[str, float] | None:
+    """The instrument's voltage, aperture and Cs as the dataset records them (None if not)."""
+    if "conditions" not in ds or "condition" not in ds.coords:
+        return None
+    names = [str(n) for n in ds["condition"].values]
+    if not {"voltage_kv", "semiangle_mrad"} <= set(names):
+        return None
+    first = ds["conditions"].isel(frame=0).values
+    return {k: float(first[names.index(k)]) for k in OPTICS if k in names}
 
 
 def run_adaptive_edge(
@@ -101,7 +141,7 @@ def run_adaptive_edge(
     settings = settings or EdgeLoopSettings()
     registry = registry or ModelRegistry()
     if state is None:
-        state = new_state(load_ensemble("production", registry), settings)
+        state = new_state(load_ensemble("production", registry), settings, registry)
     adaptive = state.adaptive
     ds = open_dataset(path)
     n = int(ds.sizes.get("frame", 0)) if stop_at is None else min(stop_at, int(ds.sizes.get("frame", 0)))
@@ -109,7 +149,9 @@ def run_adaptive_edge(
     reports: list[BatchReport] = []
     if state.decisions is None or state.decisions.path != path:
         state.decisions = DecisionWriter(path)
-        state.next_frame = _resume_from(path)
+        state.next_frame = _resume(path, adaptive)
+        if adaptive.monitor.optics is None and n:
+            adaptive.monitor.optics = _optics(ds)
     start = state.next_frame
     while start < n:
         stop = min(start + settings.batch_size, n)
@@ -129,18 +171,38 @@ def run_adaptive_edge(
         state.decisions.append(
             [
                 DecisionRow(
-                    d.frame_start, d.frame_end, d.detected, outcome.action, outcome.members, version, d.scores
+                    d.frame_start,
+                    d.frame_end,
+                    d.detected,
+                    outcome.action,
+                    outcome.members,
+                    version,
+                    d.scores,
+                    d.changed,
+                    d.summary,
+                    d.attribution,
                 )
             ],
             commit_now=False,
         )
+        write_monitor_state(path, *adaptive.monitor.state())
         commit(path)  # the batch's atoms and its decision become visible together
         state.next_frame = stop
         retrain_result = None
         if outcome.action == "retrain" and escalate is not None:
             first = d.first_alarm if d.first_alarm is not None else d.frame_start
             retrain_result = escalate(
-                Escalation(str(path.resolve()), first, d.frame_end, outcome.members, dict(d.scores), version)
+                Escalation(
+                    str(path.resolve()),
+                    first,
+                    d.frame_end,
+                    outcome.members,
+                    dict(d.scores),
+                    version,
+                    d.changed,
+                    dict(d.attribution),
+                    d.summary,
+                )
             )
         report = BatchReport(outcome, stop, time.perf_counter() - t0, scores, adopted, retrain_result)
         reports.append(report)
@@ -150,17 +212,31 @@ def run_adaptive_edge(
     return summarize(path, adaptive, reports)
 
 
-def new_state(ensemble: Ensemble, settings: EdgeLoopSettings) -> EdgeState:
-    """A fresh loop state: all members of ``ensemble`` active, a monitor still to calibrate."""
+def new_state(
+    ensemble: Ensemble, settings: EdgeLoopSettings, registry: ModelRegistry | None = None
+) -> EdgeState:
+    """A fresh loop state: all members of ``ensemble`` active, a monitor still to calibrate,
+    and the regime statistics stored with the model in ``registry`` (for member selection)."""
     monitor = DriftMonitor(settings.ert, settings.window, settings.reference_frames, settings.seed)
-    return EdgeState(AdaptiveEnsemble(ensemble, monitor))
+    return EdgeState(
+        AdaptiveEnsemble(ensemble, monitor, regime_statistics=_statistics(registry, ensemble.version))
+    )
+
+
+def _statistics(registry: ModelRegistry | None, version: str) -> dict[str, RegimeStatistics]:
+    if registry is None:
+        return {}
+    try:
+        return read_statistics(registry.regime_statistics(version))
+    except NotFoundError:
+        return {}
 
 
 def _adopt_new_production(adaptive: AdaptiveEnsemble, registry: ModelRegistry) -> str | None:
     current = registry.resolve("production")
     if current == adaptive.ensemble.version:
         return None
-    adaptive.use(load_ensemble(current, registry))
+    adaptive.use(load_ensemble(current, registry), _statistics(registry, current))
     return current
 
 
@@ -169,6 +245,17 @@ def _score(ds: Any, outcome: BatchOutcome, start: int, stop: int, pixel_sizes: l
     if truths is None:
         return None
     return evaluate([a.rowcol for a in outcome.atoms], [t.rowcol for t in truths], pixel_sizes)
+
+
+def monitor_status(monitor: DriftMonitor) -> str:
+    """One line on whether the monitor decides yet (a short run may end before it can)."""
+    if monitor.calibrated:
+        return f"watching: reference of {monitor.calibrated_on} frames, ERT {monitor.ert:g} frames"
+    need = monitor.frames_to_calibrate()
+    return (
+        f"collecting the reference: {len(monitor.history)} of {monitor.reference_frames} frames, "
+        f"no drift decisions until {need} more frames arrive (run edge again when they have)"
+    )
 
 
 def summarize(path: Path, adaptive: AdaptiveEnsemble, reports: list[BatchReport]) -> dict[str, Any]:
@@ -190,6 +277,12 @@ def summarize(path: Path, adaptive: AdaptiveEnsemble, reports: list[BatchReport]
             if r.outcome.selection is not None
         ],
         "adopted": [(r.outcome.start, r.adopted) for r in reports if r.adopted],
+        "attributions": [
+            (r.outcome.decision.first_alarm, r.outcome.decision.summary)
+            for r in reports
+            if r.outcome.decision.detected
+        ],
+        "monitor": monitor_status(adaptive.monitor),
         "f1_by_batch": [
             (r.outcome.start, r.scores.f1)
             for r in reports

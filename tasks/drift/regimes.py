@@ -1,89 +1,108 @@
-"""Which training regime recent frames were imaged in, from the frames alone (no labels).
+"""Which training regime recent frames were imaged in, from the frames and stored statistics.
 
-A specialist ensemble (``tasks.training.specialists``) has members trained for regimes of
-imaging conditions (low dose, strong defocus). Member selection can only pick them if it
-can tell which regime the microscope is in now, and the members' own outputs cannot tell
-it: their agreement and physics proxies did not rank the regime pairs by F1. The frames
-can. We render twin frames from each regime's condition ranges, at the frames' pixel size
-and shape and of the lattice their columns show, summarise every frame by the statistics
-the conditions move (``matching.frame_statistics``: mean counts, contrast, high- and
-low-frequency power) and let each recent frame's nearest rendered frames vote.
+A specialist ensemble has members trained for regimes of imaging conditions (low dose,
+strong defocus). Member selection can only pick them if it can tell which regime the
+microscope is in now, and the members' own outputs cannot tell it. The frames can: each
+frame's spectrum ``signature`` (counts per Å², contrast, high-frequency share) is compared with
+the signatures measured on each regime's training frames when the specialists were made,
+stored with the model (``RegimeStatistics``; no simulator runs at decision time). Each frame
+votes for the regime under which its signature is most likely (a Gaussian per regime).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from tasks.acquisition.twin import DigitalTwin, DriftSchedule
-from tasks.training.conditions import ConditionRanges, sample_conditions
-from tasks.training.matching import frame_statistics
+from .spectrum import SIGNATURE, ImageStats, signature
 
-RENDERS = 40  # twin frames per regime
-NEIGHBOURS = 7  # rendered frames that vote for each recent frame
+SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class RegimeStatistics:
+    """One regime's signature distribution on its training frames: mean (3,), covariance (3, 3),
+    frames measured, and whether it is the standard conditions."""
+
+    mean: np.ndarray
+    cov: np.ndarray
+    frames: int
+    standard: bool
+
+    @classmethod
+    def measure(cls, images: Sequence[ImageStats], standard: bool) -> RegimeStatistics:
+        """The statistics of a regime from spectrum summaries of its training frames."""
+        sig = np.stack([signature(s) for s in images])
+        # A covariance from n frames, with each diagonal kept at least the squared spread of
+        # the mean (so one degenerate statistic cannot make a regime infinitely sharp).
+        cov = np.cov(sig, rowvar=False) + np.diag(sig.var(axis=0) / len(sig) + 1e-12)
+        return cls(sig.mean(axis=0), cov, len(sig), standard)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form (for the model's manifest or the file beside it)."""
+        return {
+            "mean": self.mean.tolist(),
+            "cov": self.cov.tolist(),
+            "frames": self.frames,
+            "standard": self.standard,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RegimeStatistics:
+        """Back from ``as_dict``."""
+        return cls(
+            np.asarray(d["mean"], float), np.asarray(d["cov"], float), int(d["frames"]), bool(d["standard"])
+        )
+
+    def log_likelihood(self, x: np.ndarray) -> np.ndarray:
+        """Gaussian log-likelihood of signatures x (n, 3)."""
+        diff = np.atleast_2d(x) - self.mean
+        inv = np.linalg.inv(self.cov)
+        _, logdet = np.linalg.slogdet(self.cov)
+        return -0.5 * (np.einsum("ni,ij,nj->n", diff, inv, diff) + logdet)
+
+
+def statistics_document(regimes: Mapping[str, RegimeStatistics]) -> dict[str, Any]:
+    """The stored form: schema, signature names and each regime's statistics."""
+    return {
+        "schema": SCHEMA,
+        "signature": list(SIGNATURE),
+        "regimes": {name: r.as_dict() for name, r in regimes.items()},
+    }
+
+
+def read_statistics(document: Mapping[str, Any] | None) -> dict[str, RegimeStatistics]:
+    """Regime statistics from their stored form ({} when none or of another schema)."""
+    if (
+        not document
+        or document.get("schema") != SCHEMA
+        or list(document.get("signature", [])) != list(SIGNATURE)
+    ):
+        return {}
+    return {name: RegimeStatistics.from_dict(d) for name, d in document["regimes"].items()}
 
 
 @dataclass(frozen=True)
 class RegimeVote:
-    """The regime most of the recent frames' nearest renders came from, and every regime's share
-    of the votes (0–1; equal renders per regime, so an uninformative frame splits evenly)."""
+    """The regime most of the recent frames voted for, and every regime's share of the votes."""
 
     regime: str
     shares: dict[str, float]
 
 
-def _renders(
-    ranges: ConditionRanges, lattice: str, pixel_size: float, shape: tuple[int, int], n: int, seed: int
-) -> list[np.ndarray]:
-    # One lattice, the frames' pixel size: what the instrument's settings and the sample fix;
-    # everything else (dose, optics, noise, contamination) varies over the regime's ranges.
-    fixed = replace(ranges, lattices=(lattice,), lattice_weights=(1.0,), pixel_size=(pixel_size, pixel_size))
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        base = sample_conditions(rng, fixed)
-        out.append(DigitalTwin(seed + i, DriftSchedule(base=base), shape).acquire(0).image)
-    return out
-
-
-def regime_vote(
-    frames: Sequence[np.ndarray],
-    pixel_size: float,
-    lattice: str,
-    regimes: Mapping[str, ConditionRanges],
-    *,
-    renders: int = RENDERS,
-    neighbours: int = NEIGHBOURS,
-    seed: int = 0,
-) -> RegimeVote:
-    """Vote on which of ``regimes`` (name → condition ranges) ``frames`` were imaged in.
-
-    ``pixel_size`` in Å/px; ``lattice`` a twin lattice name (the one the frames' columns show).
-    Costs ``renders`` twin frames per regime of the frames' shape (~3 ms each at 128² px).
-    """
+def regime_vote(images: Sequence[ImageStats], regimes: Mapping[str, RegimeStatistics]) -> RegimeVote:
+    """Vote on which of ``regimes`` the frames summarised by ``images`` were imaged in."""
     if not regimes:
         raise ValueError("no regimes to vote between")
-    if not frames:
+    if not images:
         raise ValueError("no frames to vote on")
-    shape = tuple(np.asarray(frames[0]).shape)
     names = list(regimes)
-    stats, labels = [], []
-    for j, name in enumerate(names):
-        for image in _renders(regimes[name], lattice, pixel_size, shape, renders, seed + 7919 * j):
-            stats.append(frame_statistics(image, pixel_size))
-            labels.append(j)
-    table = np.array(stats)
-    centre, scale = table.mean(axis=0), table.std(axis=0) + 1e-9
-    table = (table - centre) / scale
-    label_arr = np.array(labels)
-    votes = np.zeros(len(names))
-    k = min(neighbours, len(table))
-    for frame in frames:
-        z = (frame_statistics(np.asarray(frame), pixel_size) - centre) / scale
-        nearest = np.argsort(((table - z) ** 2).sum(axis=1), kind="stable")[:k]
-        votes += np.bincount(label_arr[nearest], minlength=len(names))
+    sig = np.stack([signature(s) for s in images])
+    ll = np.stack([regimes[n].log_likelihood(sig) for n in names], axis=1)  # (frames, regimes)
+    votes = np.bincount(np.argmax(ll, axis=1), minlength=len(names)).astype(float)
     shares = votes / votes.sum()
     return RegimeVote(
         names[int(np.argmax(shares))], {n: float(s) for n, s in zip(names, shares, strict=True)}

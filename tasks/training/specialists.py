@@ -33,10 +33,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from tasks.acquisition.twin import DigitalTwin, DriftSchedule
+from tasks.drift.regimes import RegimeStatistics, statistics_document
+from tasks.drift.spectrum import image_stats
 from tasks.inference.ensemble import Ensemble, EnsembleConfig, default_device
 from tasks.inference.network import FusedUNet
 
-from .conditions import ConditionRanges
+from .conditions import ConditionRanges, sample_conditions
 from .data import TrainingSet, concatenate, make_training_set
 from .train import Log, _fit
 
@@ -249,5 +252,24 @@ def specialise(
         "training_data": data.lineage,
         "specialise_config": config.as_dict(),
         "torch": torch.__version__,
+        "regime_statistics": regime_statistics(config.layout, seed=config.seed + 20_000),
     }
     return SpecialiseResult(ensemble, lineage, metrics)
+
+
+def regime_statistics(
+    layout: tuple[Regime, ...] | list[Regime], *, frames: int = 96, side: int = 128, seed: int = 0
+) -> dict[str, Any]:
+    """Spectrum signatures of twin frames drawn from each regime's training ranges (lattices and
+    pixel sizes included), as stored with the model: member selection compares the frames with
+    these at decision time instead of rendering twin frames then (``tasks.drift.regimes``)."""
+    out = {}
+    for j, regime in enumerate(dict.fromkeys(layout)):
+        rng = np.random.default_rng(seed + 7919 * j)
+        images = []
+        for i in range(frames):
+            base = sample_conditions(rng, regime.ranges)
+            image = DigitalTwin(seed + i, DriftSchedule(base=base), (side, side)).acquire(0).image
+            images.append(image_stats(image, float(base["pixel_size"])))
+        out[regime.name] = RegimeStatistics.measure(images, regime.is_standard)
+    return statistics_document(out)

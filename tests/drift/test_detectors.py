@@ -2,47 +2,9 @@ import numpy as np
 import pytest
 
 from scopeflow.errors import InputError
-from tasks.drift import DriftMonitor, EmbeddingDetector, MeanShiftDetector, frame_proxies, select_members
-from tasks.drift.calibration import window_inflation
+from tasks.drift import DriftMonitor, frame_proxies, select_members
+from tasks.drift.calibration import calibrate, integrated_autocorrelation
 from tasks.drift.physics import median_proxies
-
-
-def _false_alarms(detector, draw, n):
-    alarms = 0
-    for _ in range(n):
-        if detector.update(draw()) > detector.threshold:
-            alarms += 1
-            detector.restart()  # after an alarm, as the monitor re-references
-    return alarms
-
-
-def test_embedding_false_alarms_consistent_with_ert():
-    rng = np.random.default_rng(1)
-    det = EmbeddingDetector(ert=100, window=10, seed=1).fit(rng.normal(size=(160, 8)))
-    alarms = _false_alarms(det, lambda: rng.normal(size=8), 3000)
-    assert alarms <= 2 * 3000 / 100  # never much more often than the user asked for
-    assert alarms >= 3000 / 100 / 5  # and not blind either
-
-
-def test_mean_shift_false_alarms_consistent_with_ert():
-    rng = np.random.default_rng(2)
-    det = MeanShiftDetector(ert=100, window=10, seed=2).fit(rng.gamma(4.0, size=200))
-    alarms = _false_alarms(det, lambda: rng.gamma(4.0), 3000)
-    assert 3000 / 100 / 5 <= alarms <= 2 * 3000 / 100
-
-
-def test_embedding_detects_a_known_shift_quickly():
-    rng = np.random.default_rng(3)
-    det = EmbeddingDetector(ert=1000, window=10).fit(rng.normal(size=(128, 16)))
-    for _ in range(30):
-        assert not det.update(rng.normal(size=16)) > det.threshold
-    delay = next(t for t in range(1, 200) if det.update(rng.normal(size=16) + 0.6) > det.threshold)
-    assert delay <= 15
-
-
-def test_reference_too_small_is_refused():
-    with pytest.raises(InputError, match="reference"):
-        EmbeddingDetector().fit(np.zeros((3, 4)))
 
 
 def _lattice(n=12, spacing=10.0, jitter=0.3, seed=0):
@@ -73,66 +35,63 @@ def test_selection_prefers_members_that_agree_and_look_like_a_lattice():
     assert chosen.members == (1, 3, 4)
 
 
-def test_monitor_calibrates_then_decides_per_batch():
+def _run_lengths(cal, stream):
+    """Frames between false alarms of a calibrated detector set on a stationary ``stream``."""
+    span = cal.window + cal.lookback
+    alarms, last = [], 0
+    for t in range(span, len(stream)):
+        if t - last >= span and (cal.statistics(stream[t - span + 1 : t + 1]) > cal.threshold).any():
+            alarms.append(t - last)
+            last = t
+    return alarms
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.8])
+def test_block_bootstrap_thresholds_keep_the_ert_on_stationary_streams(rho):
+    # Simulation on stationary streams, independent and autocorrelated (the same area drifting).
+    rng = np.random.default_rng(1)
+    n, d = 6200, 3
+    x = np.zeros((n, d))
+    for t in range(1, n):
+        x[t] = rho * x[t - 1] + np.sqrt(1 - rho**2) * rng.normal(size=d)
+    cal = calibrate(x[:200], ("a", "b", "c"), ert=300, window=10, lookback=54, seed=1)
+    alarms = _run_lengths(cal, x[200:])
+    assert len(alarms) <= 2 * 6000 / 300  # never much more often than the user asked for
+    assert len(alarms) >= 6000 / 300 / 6  # and not blind either
+    if rho:
+        assert cal.block >= 3  # blocks as long as the correlation lasts
+        assert integrated_autocorrelation(x[:2000, 0]) == pytest.approx((1 + rho) / (1 - rho), rel=0.3)
+
+
+def test_a_change_of_a_few_reference_spreads_is_caught_within_a_window():
+    rng = np.random.default_rng(3)
+    ref = rng.normal(size=(64, 2))
+    cal = calibrate(ref, ("a", "b"), ert=1000, window=10, lookback=54)
+    stream = np.vstack([rng.normal(size=(64, 2)), rng.normal(size=(30, 2)) + np.array([0.0, 3.0])])
+    fired = [t for t in range(64, len(stream)) if (cal.statistics(stream[: t + 1]) > cal.threshold).any()]
+    assert fired and fired[0] - 64 <= 10
+
+
+def test_too_short_a_reference_is_refused():
+    with pytest.raises(InputError, match="reference"):
+        calibrate(np.zeros((3, 2)), ("a", "b"), ert=100, window=10, lookback=10)
+
+
+def test_monitor_calibrates_then_decides_per_batch_and_names_what_changed():
+    from tasks.acquisition.twin import DigitalTwin, DriftSchedule
+
+    twin = DigitalTwin(seed=3, schedule=DriftSchedule.parse("dose=1e6@96"), shape=(96, 96))
     rng = np.random.default_rng(6)
     mon = DriftMonitor(ert=500, window=8, reference_frames=48)
     proxies = [frame_proxies(_lattice(seed=s), (128, 128), 0.2) for s in range(8)]
-
-    def batch(start, shift=0.0, unc=0.1):
-        emb = rng.normal(size=(8, 6)) + shift
-        return mon.observe(start, emb, rng.normal(unc, 0.01, 8), proxies)
-
-    for start in range(0, 48, 8):
-        assert not batch(start).detected
-    assert mon.calibrated
-    quiet = [batch(start) for start in range(48, 160, 8)]
-    assert sum(d.detected for d in quiet) <= 1
-    shifted = batch(160, shift=6.0, unc=0.2)  # several reference spreads, like the twin's drifts
-    assert shifted.detected
-    assert {"embedding", "disagreement"} <= set(shifted.fired())
-
-
-def test_autocorrelated_stationary_stream_keeps_the_ert():
-    # Consecutive frames resemble each other (the same area drifting slowly through view).
-    rng = np.random.default_rng(7)
-    rho = 0.8
-
-    def ar1(n, d=8):
-        x = np.zeros((n, d))
-        for t in range(1, n):
-            x[t] = rho * x[t - 1] + np.sqrt(1 - rho**2) * rng.normal(size=d)
-        return x
-
-    stream = ar1(3200)
-    det = EmbeddingDetector(ert=100, window=10, seed=7).fit(stream[:200])
-    it = iter(stream[200:])
-    alarms = _false_alarms(det, lambda: next(it), 3000)
-    assert alarms <= 2 * 3000 / 100
-    # and the widening is the finite-window one: 1 + 2·Σ(1 - k/W)·ρ^k, not (1 + ρ)/(1 - ρ) = 9
-    expected = 1 + 2 * sum((1 - k / 10) * rho**k for k in range(1, 10))
-    assert window_inflation(stream[:1000], 10) == pytest.approx(expected, rel=0.15)
-
-
-def test_min_shift_keeps_small_significant_changes_quiet():
-    # A shift the test can see but too small to matter for the network: no alarm with a floor.
-    rng = np.random.default_rng(8)
-    reference = rng.normal(1.0, 0.01, 200)
-    strict = MeanShiftDetector(ert=1000, window=10).fit(reference)
-    floored = MeanShiftDetector(ert=1000, window=10, min_shift=0.1).fit(reference)
-    small = [strict.update(x) > strict.threshold for x in rng.normal(1.03, 0.01, 30)]
-    assert any(small)
-    assert not any(floored.update(x) > floored.threshold for x in rng.normal(1.03, 0.01, 30))
-    assert any(floored.update(x) > floored.threshold for x in rng.normal(1.2, 0.01, 30))
-
-
-def test_monitor_widens_its_reference_while_the_stream_is_quiet():
-    rng = np.random.default_rng(9)
-    mon = DriftMonitor(ert=500, window=8, reference_frames=32)
-    proxies = [frame_proxies(_lattice(seed=s), (128, 128), 0.2) for s in range(8)]
-    thresholds = []
-    for start in range(0, 160, 8):
-        mon.observe(start, rng.normal(size=(8, 6)), rng.normal(0.1, 0.01, 8), proxies)
-        thresholds.append(mon.embedding.threshold)
-    # calibrated at 32 frames, again at 64 and 128, never later
-    changes = [i for i in range(1, len(thresholds)) if thresholds[i] != thresholds[i - 1]]
-    assert [(i + 1) * 8 for i in changes] == [32, 64, 128]
+    decisions = []
+    for start in range(0, 128, 8):
+        frames = [twin.acquire(i).image for i in range(start, start + 8)]
+        d = mon.observe(start, rng.normal(size=(8, 6)), rng.normal(0.1, 0.01, 8), proxies, frames, [0.12] * 8)
+        decisions.append(d)
+        if d.detected:
+            break
+    assert not any(d.detected for d in decisions[:12])
+    assert decisions[-1].detected and 96 <= decisions[-1].first_alarm < 96 + 8
+    assert decisions[-1].changed[0] == "dose"
+    assert decisions[-1].attribution["dose_ratio"] == pytest.approx(0.2, rel=0.25)

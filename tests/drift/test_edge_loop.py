@@ -47,6 +47,30 @@ def test_a_rerun_resumes_after_the_last_decision(drifting_dataset, tmp_path):
     assert again["frames_processed"] == 0
 
 
+def test_edge_on_a_growing_dataset_continues_the_monitor(tmp_path):
+    # Issue #15 item 2: a first run at 48 frames cannot calibrate (64 are needed) and says so;
+    # the second, at 144 frames, continues that reference instead of starting a new one at
+    # frame 48, so the dose drop at frame 64 is the change it is (not part of a reference).
+    path = tmp_path / "growing.zarr"
+    twin = DigitalTwin(seed=5, schedule=DriftSchedule.parse("dose=5e5@64"), shape=(128, 128))
+    registry = ModelRegistry(tmp_path / "registry")
+    acquire_run(twin, str(path), 48, batch_size=16)
+    first = run_adaptive_edge(path, registry=registry)
+    assert first["frames_processed"] == 48
+    assert "collecting the reference: 48 of 64 frames" in first["monitor"]
+    acquire_run(twin, str(path), 144, batch_size=16)
+    second = run_adaptive_edge(path, registry=registry)
+    assert second["frames_processed"] == 96
+    assert second["detections"] and 64 <= second["detections"][0] < 64 + 16
+    decided = read_decisions(path)
+    detected = int(np.flatnonzero(decided["detected"])[0])
+    assert "dose" in str(decided["changed"][detected])
+    assert decided["attr_dose_ratio"][detected] == pytest.approx(0.1, rel=0.25)
+    report = decisions_csv(path).splitlines()
+    assert report[0].startswith("frame_start,frame_end,detected,action,")
+    assert "dose_ratio" in report[0] and "changed" in report[0]
+
+
 @pytest.mark.parametrize(
     ("f1", "promote"),
     [

@@ -1,8 +1,10 @@
 """Selection with real specialist networks: the frames vote for their regime, its members take over.
 
 The shipped production ensemble is deliberately diverse (``storage/default_models``: members
-0–1 reference, 2–3 low dose, 4–5 strong defocus). Nothing here reads the twin's truth until
-the last assertion, which checks that the choice pays: F1 against truth.
+0–1 reference, 2–3 low dose, 4–5 strong defocus), with the spectrum signatures of each regime's
+training frames stored beside its manifest. The vote compares the frames with those: no twin
+frame is rendered at decision time. Nothing here reads the twin's truth until the last
+assertion, which checks that the choice pays: F1 against truth.
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ from storage.models import ModelRegistry, load_ensemble
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 from tasks.drift.adaptive import AdaptiveEnsemble
 from tasks.drift.monitor import DriftMonitor
-from tasks.drift.regimes import regime_vote
+from tasks.drift.regimes import read_statistics, regime_vote
+from tasks.drift.spectrum import image_stats
 from tasks.inference.metrics import evaluate
 from tasks.training.evaluation import condition_frames
-from tasks.training.specialists import REGIMES
 
-RANGES = {name: r.ranges for name, r in REGIMES.items()}
+
+@pytest.fixture(scope="module")
+def statistics(tmp_path_factory):
+    registry = ModelRegistry(tmp_path_factory.mktemp("registry"))
+    return read_statistics(registry.regime_statistics("production"))
 
 
 @pytest.mark.parametrize(
@@ -31,18 +37,18 @@ RANGES = {name: r.ranges for name, r in REGIMES.items()}
         ({"defocus": -110.0}, "blur"),
     ],
 )
-def test_frames_vote_for_the_regime_they_were_imaged_in(changes, regime):
+def test_frames_vote_for_the_regime_they_were_imaged_in(statistics, changes, regime):
     frames = condition_frames("vote", changes, n=8, seed=77, shape=(128, 128))
-    vote = regime_vote([f.image for f in frames], frames[0].pixel_size, "graphene", RANGES)
+    vote = regime_vote([image_stats(f.image, f.pixel_size) for f in frames], statistics)
     assert vote.regime == regime, vote.shares
     assert abs(sum(vote.shares.values()) - 1.0) < 1e-9
 
 
-def test_a_vote_needs_regimes_and_frames():
+def test_a_vote_needs_regimes_and_frames(statistics):
     with pytest.raises(ValueError, match="no regimes"):
-        regime_vote([np.zeros((32, 32))], 0.12, "graphene", {})
+        regime_vote([image_stats(np.ones((32, 32)), 0.12)], {})
     with pytest.raises(ValueError, match="no frames"):
-        regime_vote([], 0.12, "graphene", RANGES)
+        regime_vote([], statistics)
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +61,11 @@ def production(tmp_path_factory):
 @pytest.mark.parametrize(("change", "regime"), [("defocus=130", "blur"), ("dose=4e4", "low-dose")])
 def test_on_drift_the_members_trained_for_the_new_conditions_take_over(production, change, regime):
     twin = DigitalTwin(seed=5, schedule=DriftSchedule.parse(f"{change}@44"), shape=(128, 128))
-    adaptive = AdaptiveEnsemble(production, DriftMonitor(1000.0, reference_frames=32))
+    registry = ModelRegistry()
+    stats = read_statistics(registry.regime_statistics(production.version))
+    adaptive = AdaptiveEnsemble(
+        production, DriftMonitor(1000.0, reference_frames=32), regime_statistics=stats
+    )
     chosen = None
     for start in range(0, 80, 8):
         shots = [twin.acquire(i) for i in range(start, start + 8)]

@@ -26,7 +26,16 @@ def _runs_of(deployment_id):
 def test_drift_event_starts_a_retrain_run(prefect_api):
     deployment_id = retrain_flow.to_deployment("retrain-on-drift", triggers=[drift_trigger()]).apply()
     assert _runs_of(deployment_id) == []
-    emit_drift("twin", "/data/run.zarr", 120, 151, [0, 2, 3], {"mmd": 3.2}, "v0001-abc")
+    emit_drift(
+        "twin",
+        "/data/run.zarr",
+        120,
+        151,
+        [0, 2, 3],
+        {"mmd": 3.2},
+        "v0001-abc",
+        {"changed": "dose", "dose_ratio": 0.1},
+    )
     deadline = time.monotonic() + 90
     runs = []
     while not runs and time.monotonic() < deadline:

@@ -1,0 +1,286 @@
+"""Drift detection on streams the twin did not make, and on the twin's: delay, false alarms,
+attribution, against a plain baseline calibrated the same way (issue #13).
+
+Every stream goes through the edge's adaptive ensemble (production model, network detectors
+included) in batches of 16. The baseline watches two features of the raw frames (mean counts
+and the mean periodogram power above half the Nyquist frequency) with the same calibration
+(block bootstrap from the reference, same ERT, window, look-back and re-referencing).
+Writes ``results/drift_detection.json``.
+Run: ``.venv/bin/python benchmarks/drift_detection.py [--ert 1000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import deque
+
+import drift_streams as S
+import numpy as np
+import torch
+from _common import write_result
+
+from storage.models import ModelRegistry, load_ensemble
+from tasks.acquisition.twin import DigitalTwin, DriftSchedule
+from tasks.drift.adaptive import AdaptiveEnsemble
+from tasks.drift.calibration import calibrate
+from tasks.drift.monitor import DriftMonitor
+
+BATCH = 16
+WINDOW = 10
+REFERENCE = 64
+
+
+def _baseline_features(frame: np.ndarray) -> np.ndarray:
+    img = np.asarray(frame, np.float64)
+    p = np.abs(np.fft.rfft2(img - img.mean())) ** 2 / img.size
+    ky = np.abs(np.fft.fftfreq(img.shape[0]))[:, None]
+    kx = np.fft.rfftfreq(img.shape[1])[None, :]
+    return np.array([img.mean(), p[np.hypot(ky, kx) > 0.25].mean()])
+
+
+def baseline_detections(frames: np.ndarray, ert: float) -> list[int]:
+    """First-alarm frames of the two-feature baseline (re-referencing after each alarm)."""
+    names = ("mean", "high_frequency_power")
+    out: list[int] = []
+    history: list[np.ndarray] = []
+    cal = None
+    recent: deque = deque()
+    for start in range(0, len(frames), BATCH):
+        feats = [_baseline_features(f) for f in frames[start : start + BATCH]]
+        if cal is None:
+            history += feats
+            if len(history) >= REFERENCE:
+                lookback = REFERENCE - WINDOW
+                cal = calibrate(np.array(history), names, ert=ert, window=WINDOW, lookback=lookback)
+                recent = deque(history[-(WINDOW + lookback) :], maxlen=WINDOW + lookback)
+            continue
+        for i, f in enumerate(feats):
+            recent.append(f)
+            if (cal.statistics(np.stack(recent)) > cal.threshold).any():
+                out.append(start + i)
+                cal, history = None, []
+                break
+    return out
+
+
+def run_stream(adaptive: AdaptiveEnsemble, frames: np.ndarray, pixel_size: float) -> list[dict]:
+    """Detections of the adaptive ensemble: first alarm, conditions named, estimates."""
+    adaptive.use(adaptive.ensemble)
+    out = []
+    for start in range(0, len(frames), BATCH):
+        batch = list(frames[start : start + BATCH])
+        o = adaptive.process(batch, [pixel_size] * len(batch), start)
+        d = o.decision
+        if d.detected:
+            out.append(
+                {
+                    "frame": d.first_alarm,
+                    "changed": list(d.changed),
+                    "summary": d.summary,
+                    "fired": d.fired(),
+                    "action": o.action,
+                    **{k: v for k, v in d.attribution.items() if np.isfinite(v)},
+                }
+            )
+    return out
+
+
+GOAL = {"defocus": 40.0, "dose": 3.0}  # the issue's smallest changes: ±40 Å, ×0.3 or ×3
+
+
+def _goal_frame(c: int, cond: str, end: int, dose: np.ndarray | None, defocus: np.ndarray | None) -> int:
+    """Frame at which a change starting at ``c`` reached the goal's size (a ramp takes a while)."""
+    for t in range(c, end):
+        if cond == "defocus" and defocus is not None and abs(defocus[t] - defocus[c - 1]) >= GOAL["defocus"]:
+            return t
+        if (
+            cond == "dose"
+            and dose is not None
+            and max(dose[t] / dose[c - 1], dose[c - 1] / dose[t]) >= GOAL["dose"]
+        ):
+            return t
+    return c
+
+
+def score(
+    changes: list[tuple[int, str, str]],
+    detections: list[int],
+    n: int,
+    attributions: list[dict] | None = None,
+    dose: np.ndarray | None = None,
+    defocus: np.ndarray | None = None,
+) -> dict:
+    """Delays (from the frame where a change reached the goal's size), misses, false alarms per
+    1000 watched frames, attribution and estimate errors. An alarm after the first inside a
+    ramp (the change is still going on) is neither a detection nor a false alarm."""
+    starts = [c[0] for c in changes] + [n]
+    matched: set[int] = set()
+    repeats: set[int] = set()
+    per_change = []
+    for (c, cond, kind), nxt in zip(changes, starts[1:], strict=True):
+        goal = _goal_frame(c, cond, nxt, dose, defocus) if kind == "ramp" else c
+        hit = next((d for d in detections if c <= d < nxt and d not in matched), None)
+        row: dict = {
+            "frame": c,
+            "condition": cond,
+            "kind": kind,
+            "goal_size_at": goal,
+            "delay": None if hit is None else max(hit - goal, 0),
+        }
+        if kind == "ramp" and hit is not None:
+            ramp_end = next(
+                (
+                    t
+                    for t in range(c + 1, nxt)
+                    if (dose is None or dose[t] == dose[t - 1])
+                    and (defocus is None or defocus[t] == defocus[t - 1])
+                ),
+                nxt,
+            )
+            repeats |= {d for d in detections if hit < d <= ramp_end + REFERENCE}
+        if hit is not None:
+            matched.add(hit)
+            if attributions is not None:
+                a = next(x for x in attributions if x["frame"] == hit)
+                row["named"] = a["changed"]
+                row["named_right"] = cond in a["changed"]
+                row["summary"] = a["summary"]
+                if kind == "step" and dose is not None and "dose_ratio" in a:
+                    truth = dose[min(hit + 8, n - 1)] / dose[c - 1]
+                    row["dose_ratio"] = a["dose_ratio"]
+                    row["dose_ratio_truth"] = float(truth)
+                    row["dose_error"] = float(a["dose_ratio"] / truth - 1)
+                if kind == "step" and defocus is not None and "defocus_change_A" in a:
+                    truth = float(abs(defocus[min(hit + 8, n - 1)]) - abs(defocus[c - 1]))
+                    row["defocus_change_A"] = a["defocus_change_A"]
+                    row["defocus_change_truth_A"] = truth
+                    row["defocus_error_A"] = float(a["defocus_change_A"] - truth)
+        per_change.append(row)
+    false = [d for d in detections if d not in matched and d not in repeats]
+    # Frames the monitor watched: all but the references (REFERENCE after the start and each alarm).
+    watched = max(n - REFERENCE * (1 + len(detections)), 1)
+    delays = [r["delay"] for r in per_change if r["delay"] is not None]
+    return {
+        "changes": per_change,
+        "detections": list(detections),
+        "caught_within_16": sum(1 for d in delays if d <= 16),
+        "missed": sum(1 for r in per_change if r["delay"] is None),
+        "false_alarms": len(false),
+        "false_alarm_frames": false,
+        "watched_frames": watched,
+        "false_alarms_per_1000": 1000 * len(false) / watched,
+    }
+
+
+def twin_stream(name: str, schedule: str, n: int, seed: int, base: dict | None = None) -> S.Stream:
+    """A twin stream (128² px) with its truth."""
+    twin = DigitalTwin(seed=seed, schedule=DriftSchedule.parse(schedule, base=base), shape=(128, 128))
+    acquired = [twin.acquire(i) for i in range(n)]
+    c = [f.conditions for f in acquired]
+    changes = tuple(
+        (
+            ch.start,
+            {"source_size": "blur", "region": "lattice"}.get(ch.key, ch.key),
+            "ramp" if ch.ramp else "step",
+        )
+        for ch in twin.schedule.changes
+        if ch.key != "contamination"
+    )
+    return S.Stream(
+        name,
+        np.stack([f.image for f in acquired]),
+        float(acquired[0].pixel_size),
+        np.array([x["defocus"] for x in c]),
+        np.array([x["dose"] for x in c]),
+        changes,
+        {"voltage_kv": c[0]["voltage_kv"], "semiangle_mrad": c[0]["semiangle_mrad"]},
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ert", type=float, default=1000.0)
+    ap.add_argument("--quick", action="store_true", help="abTEM streams only")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    import tempfile
+
+    registry = ModelRegistry(tempfile.mkdtemp(prefix="drift-det-"))
+    ensemble = load_ensemble("production", registry)
+    streams = [S.issue_stream(), S.goal_steps(crops="random"), S.goal_steps(), S.ramps(), S.stationary(1000)]
+    if not args.quick:
+        streams += [
+            twin_stream("twin-standard", "standard", 2400, 21),
+            twin_stream(
+                "twin-steps",
+                "defocus=40@150,defocus=0@300,source_size=0.6@450,source_size=0.3@600,"
+                "dose=1.5e6@750,dose=5e6@900,region=1@1050",
+                1200,
+                22,
+            ),
+            # Slow sample drift (the twin's default 0.02 Å/frame), scan jitter and contamination
+            # growing from none to 10 % of the area over the stream: no alarm expected.
+            twin_stream("twin-stationary", "contamination=0.1@0~1000", 1000, 23),
+        ]
+    results = {}
+    for st in streams:
+        monitor = DriftMonitor(args.ert, WINDOW, REFERENCE, optics=st.optics)
+        adaptive = AdaptiveEnsemble(ensemble, monitor)
+        t0 = time.perf_counter()
+        found = run_stream(adaptive, st.frames, st.pixel_size)
+        seconds = time.perf_counter() - t0
+        ours = score(
+            list(st.changes), [f["frame"] for f in found], len(st.frames), found, st.dose, st.defocus
+        )
+        base = score(list(st.changes), baseline_detections(st.frames, args.ert), len(st.frames))
+        results[st.name] = {
+            "frames": len(st.frames),
+            "ours": ours,
+            "baseline": base,
+            "detections": found,
+            "frames_per_s": len(st.frames) / seconds,
+        }
+        print(
+            st.name,
+            ours["caught_within_16"],
+            ours["missed"],
+            ours["false_alarms"],
+            base["caught_within_16"],
+            flush=True,
+        )
+    rows = [r for v in results.values() for r in v["ours"]["changes"]]
+    named = [r["named_right"] for r in rows if "named_right" in r]
+    summary = {
+        "changes": len(rows),
+        "caught_within_16": sum(v["ours"]["caught_within_16"] for v in results.values()),
+        "baseline_caught_within_16": sum(v["baseline"]["caught_within_16"] for v in results.values()),
+        "false_alarms": sum(v["ours"]["false_alarms"] for v in results.values()),
+        "baseline_false_alarms": sum(v["baseline"]["false_alarms"] for v in results.values()),
+        "watched_frames": sum(v["ours"]["watched_frames"] for v in results.values()),
+        "named_right_share": float(np.mean(named)) if named else None,
+        "defocus_errors_A": [r["defocus_error_A"] for r in rows if "defocus_error_A" in r],
+        "dose_errors": [r["dose_error"] for r in rows if "dose_error" in r],
+    }
+    write_result(
+        "drift_detection",
+        {
+            "ert_frames": args.ert,
+            "window_frames": WINDOW,
+            "reference_frames": REFERENCE,
+            "batch_frames": BATCH,
+            "summary": summary,
+            "streams": results,
+            "goals": {
+                "caught_within_16": "all",
+                "false_alarms_per_1000": 1,
+                "named_right_share": 0.9,
+                "defocus_error_A": 20,
+                "dose_error": 0.25,
+            },
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

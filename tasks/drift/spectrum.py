@@ -1,0 +1,336 @@
+"""What the image formation did to a frame, read from its Fourier spectrum (no network involved).
+
+A HAADF frame is counts = dose × (object ⊗ probe) + noise. Its power spectrum separates the
+parts: the noise of counting (Poisson, plus read noise) is white, so where the optics pass no
+signal the spectrum is flat at the noise variance; the signal's power, after that floor is
+taken off, falls with spatial frequency as the probe's transfer function squared (defocus,
+probe and source size move it); the lattice shows as sharp reflections whose positions
+(spacing, rotation) do not change when the sample drifts under the probe (a translation only
+changes phases). Each frame is summarised once (``image_stats``, ~1 ms at 128² px); a
+reference stretch fixes what to compare with (``SpectrumReference``), and ``features`` turns a
+frame into the numbers the monitor watches, all in physical units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from scipy.ndimage import maximum_filter
+
+from scopeflow.optics import probe_otf
+
+PEAKS = 16  # strongest reflections kept per frame (a lattice shows 6-12 in the passband)
+# The noise floor is the median of the periodogram over the corners beyond the Nyquist circle;
+# a white noise periodogram bin is exponentially distributed, whose median is ln 2 × its mean.
+LN2 = float(np.log(2.0))
+
+
+@dataclass(frozen=True)
+class ImageStats:
+    """One frame's spectrum summary: ``mean`` counts/px, ``noise`` white noise variance
+    (counts²/px), ``profile`` radially averaged power per ring (counts²/px, rings of width one
+    Fourier bin, centres ``ring_k`` 1/Å), ``peaks`` (PEAKS, 3): the strongest local maxima (ky,
+    kx in 1/Å, power / noise), NaN rows when fewer."""
+
+    mean: float
+    noise: float
+    profile: np.ndarray
+    ring_k: np.ndarray
+    peaks: np.ndarray
+    pixel_size: float
+    ring_bins: np.ndarray  # Fourier bins per ring (the ring mean's noise scales as 1/√bins)
+
+    def as_row(self) -> np.ndarray:
+        """Flat float vector (for storage): mean, noise, pixel size, profile, peaks."""
+        return np.concatenate([[self.mean, self.noise, self.pixel_size], self.profile, self.peaks.ravel()])
+
+
+@lru_cache(maxsize=16)
+def _grid(shape: tuple[int, int], pixel_size: float) -> tuple[np.ndarray, ...]:
+    ny, nx = shape
+    ky = np.fft.fftfreq(ny, d=pixel_size)[:, None] * np.ones((1, nx // 2 + 1))
+    kx = np.fft.rfftfreq(nx, d=pixel_size)[None, :] * np.ones((ny, 1))
+    k = np.hypot(ky, kx)
+    dk = 1.0 / (max(ny, nx) * pixel_size)  # one Fourier bin, 1/Å
+    ring = np.floor(k / dk + 0.5).astype(np.int64)
+    nyquist = 0.5 / pixel_size
+    window = np.outer(np.hanning(ny), np.hanning(nx))
+    return ky, kx, k, ring, dk, k > nyquist, window, window / np.sqrt((window**2).sum())
+
+
+def image_stats(image: np.ndarray, pixel_size: float) -> ImageStats:
+    """Spectrum summary of one frame (``pixel_size`` Å/px).
+
+    The frame is Hann-windowed so its edges (a crop is not periodic) do not leak a cross of
+    power through the spectrum; the window is normalised so that white noise of variance σ²
+    gives a periodogram of mean σ² at every frequency.
+    """
+    img = np.asarray(image, dtype=np.float64)
+    shape = (int(img.shape[0]), int(img.shape[1]))
+    ky, kx, _k, ring, dk, corners, window, norm = _grid(shape, float(pixel_size))
+    mean = float(
+        (img * window).sum() / window.sum()
+    )  # tapered like the spectrum: columns at the edge enter smoothly
+    power = np.abs(np.fft.rfft2((img - (img * window).sum() / window.sum()) * norm)) ** 2
+    # The half-plane kx = 0 column holds each power once; others stand for their mirror too.
+    noise = float(np.median(power[corners]) / LN2) if corners.any() else float(np.median(power) / LN2)
+    bins = np.bincount(ring.ravel(), minlength=ring.max() + 1).astype(np.float64)
+    profile = np.bincount(ring.ravel(), weights=power.ravel(), minlength=len(bins)) / np.maximum(bins, 1)
+    ring_k = np.arange(len(bins)) * dk
+    # Reflections: local maxima that white noise would reach by chance (an exponential bin over
+    # t × floor has probability e^-t) less than once in 10⁵ frames over the whole half-plane:
+    # rarer than any ERT a user sets by two orders, so a noise peak is never "a new reflection".
+    t = np.log(1e5 * power.size)
+    local = (power == maximum_filter(power, size=3, mode="wrap")) & (power > t * noise) & (ring >= 2)
+    rows, cols = np.nonzero(local)
+    order = np.argsort(-power[rows, cols])[:PEAKS]
+    peaks = np.full((PEAKS, 3), np.nan)
+    for i, (r, c) in enumerate(zip(rows[order], cols[order], strict=True)):
+        # Sub-bin position: power-weighted centroid of the 3×3 neighbourhood (a peak's position
+        # to a fraction of a bin, so a spacing change of a few % is measurable on 128² frames).
+        rr = (r + np.arange(-1, 2)) % shape[0]
+        cc = np.clip(c + np.arange(-1, 2), 0, power.shape[1] - 1)
+        w = power[np.ix_(rr, cc)]
+        peaks[i, 0] = float((ky[np.ix_(rr, cc)] * w).sum() / w.sum())
+        peaks[i, 1] = float((kx[np.ix_(rr, cc)] * w).sum() / w.sum())
+        peaks[i, 2] = power[r, c] / noise
+    return ImageStats(mean, noise, profile, ring_k, peaks, float(pixel_size), bins)
+
+
+def _fold(peaks: np.ndarray) -> np.ndarray:
+    """Reflections as points of the half-plane kx ≥ 0 with Friedel mates folded (k ≡ -k)."""
+    p = np.asarray(peaks, dtype=np.float64)[:, :2]
+    flip = (p[:, 1] < 0) | ((p[:, 1] == 0) & (p[:, 0] < 0))
+    p[flip] *= -1
+    return p
+
+
+def _near(a: np.ndarray, b: np.ndarray, tol: float) -> np.ndarray:
+    """For each point of ``a`` (n, 2), whether a point of ``b`` (m, 2) or its Friedel mate is within ``tol``."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros(len(a), dtype=bool)
+    d = np.minimum(
+        np.linalg.norm(a[:, None, :] - b[None, :, :], axis=-1),
+        np.linalg.norm(a[:, None, :] + b[None, :, :], axis=-1),
+    )
+    return (d <= tol).any(axis=1)
+
+
+@dataclass(frozen=True)
+class SpectrumReference:
+    """What a reference stretch of frames fixed: its median signal profile (counts²/px per ring,
+    noise removed, relative to mean² so a dose change alone leaves it), the rings that hold
+    signal (``band``: from two bins to the information limit ``k_info`` 1/Å), and its
+    reflections (``reflections`` (r, 2) ky, kx 1/Å, folded to kx ≥ 0; ``tolerance`` 1/Å)."""
+
+    profile: np.ndarray
+    band: np.ndarray
+    k_info: float
+    reflections: np.ndarray
+    tolerance: float
+    ring_k: np.ndarray
+    ring_bins: np.ndarray
+    share_resolution: float = 0.0
+
+    @classmethod
+    def fit(cls, stats: Sequence[ImageStats]) -> SpectrumReference:
+        """The reference of a stretch of frames of one shape and pixel size."""
+        rel = np.stack([_relative_signal(s) for s in stats])
+        profile = np.median(rel, axis=0)
+        s0 = stats[0]
+        noise_rel = np.median([s.noise / max(s.mean, 1e-12) ** 2 for s in stats])
+        # A ring holds signal where the median frame's excess over the floor exceeds three
+        # standard errors of a ring mean of white noise (Hann-windowed bins are pairwise
+        # correlated: half as many independent ones).
+        se = noise_rel * np.sqrt(2.0 / np.maximum(s0.ring_bins, 1))
+        signal = (profile > 3.0 * se) & (np.arange(len(profile)) >= 2)
+        k_nyq = 0.5 / s0.pixel_size
+        signal &= s0.ring_k <= k_nyq
+        k_info = float(s0.ring_k[signal].max()) if signal.any() else float(s0.ring_k[2])
+        band = (np.arange(len(profile)) >= 2) & (s0.ring_k <= k_info)
+        dk = float(s0.ring_k[1])
+        tolerance = 1.5 * dk  # a Hann-windowed peak's centroid scatters within its 3-bin main lobe
+        pts = [_fold(s.peaks[np.isfinite(s.peaks[:, 0])]) for s in stats]
+        allpts = np.concatenate(pts) if pts else np.empty((0, 2))
+        # The lattice's reflections: every peak the reference frames showed (a noise peak is a
+        # 1e-5 event per frame, so what the reference saw, the lattice made).
+        keep: list[np.ndarray] = []
+        for p in allpts:
+            if not (keep and _near(p[None], np.array(keep), tolerance)[0]):
+                keep.append(p)
+        refl = np.array(keep).reshape(-1, 2)
+        # The share of reflection power one typical reference reflection takes on a typical
+        # reference frame: the smallest "new reflections" change that means a new reflection
+        # rather than one of the lattice's own peaks wandering past the tolerance or a weak
+        # order flickering over the detection limit (seen on drifting crops of abTEM frames).
+        shares = [
+            np.nanmedian(s.peaks[:, 2]) / np.nansum(s.peaks[:, 2])
+            for s in stats
+            if np.isfinite(s.peaks[:, 2]).any()
+        ]
+        share = float(np.median(shares)) if shares else 1.0
+        return cls(profile, band, k_info, refl, tolerance, s0.ring_k, s0.ring_bins, share)
+
+    def features(self, s: ImageStats) -> dict[str, float]:
+        """A frame's image-formation features against this reference.
+
+        ``dose``: ln mean counts. ``blur``: the change of the Gaussian-equivalent blur variance
+        σ² (Å²) that best explains the signal profile's ratio to the reference (ln ratio =
+        c - 4π²·Δσ²·k² over the band, rings weighted by their signal), positive when finer
+        detail is lost (defocus, a larger probe or source). ``contrast``: that fit's ln signal
+        amplitude change c at k → 0 (contamination and thickness change it, dose alone does
+        not). ``reflections``: the share of the frame's reflection power at positions that are
+        not reference reflections (0 same lattice, 1 a new one).
+        """
+        rel = _relative_signal(s)
+        blur, contrast = self._blur_fit(rel)
+        if not np.isfinite(contrast):
+            # A reference with too few rings of signal for the fit (strong defocus, very low
+            # dose): contrast as the total signal power over mean² against the reference's, so a
+            # return to focus from there is still seen.
+            inside = (np.arange(len(rel)) >= 2) & (self.ring_k <= 0.5 / s.pixel_size)
+            total = float((np.clip(rel, 0.0, None) * self.ring_bins)[inside].sum())
+            ref_total = float((np.clip(self.profile, 0.0, None) * self.ring_bins)[inside].sum())
+            contrast = float(np.log(max(total, 1e-12) / max(ref_total, 1e-12)))
+        pk = s.peaks[np.isfinite(s.peaks[:, 0])]
+        if len(pk) and len(self.reflections):
+            new = ~_near(_fold(pk), self.reflections, self.tolerance)
+            reflections = float(pk[new, 2].sum() / pk[:, 2].sum())
+        else:
+            reflections = 0.0 if len(pk) == 0 else 1.0
+        return {
+            "dose": float(np.log(max(s.mean, 1e-12))),
+            "blur": blur,
+            "contrast": contrast,
+            "reflections": reflections,
+        }
+
+    def _blur_fit(self, rel: np.ndarray) -> tuple[float, float]:
+        """(Δσ² Å², ln amplitude change) from a relative signal profile against the reference."""
+        band = self.band & (self.profile > 0)
+        if band.sum() < 3:
+            return float("nan"), float("nan")
+        k2 = self.ring_k[band] ** 2
+        # Rings where the frame lost its signal to the noise are floored at one standard error
+        # of the ring mean, so the fit sees "at most this much" rather than a log of a negative.
+        floor = self.profile[band] * 1e-3
+        y = np.log(np.maximum(rel[band], floor) / self.profile[band])
+        w = self.profile[band] * np.sqrt(self.ring_bins[band])
+        a = np.stack([np.ones_like(k2), -4.0 * np.pi**2 * k2], axis=1)
+        coef, *_ = np.linalg.lstsq(a * w[:, None], y * w, rcond=None)
+        return float(coef[1]), float(coef[0])
+
+    def lattice_change(self, stats: Sequence[ImageStats]) -> dict[str, float]:
+        """Spacing change (relative, +0.12 = 12 % larger spacing), rotation (degrees) of the
+        frames' strongest reflections against the nearest reference ones, and their new share."""
+        pk = np.concatenate([s.peaks[np.isfinite(s.peaks[:, 0])] for s in stats] or [np.empty((0, 3))])
+        if len(pk) == 0 or len(self.reflections) == 0:
+            return {"spacing": float("nan"), "rotation_deg": float("nan"), "new_reflections": float("nan")}
+        strongest = _fold(pk[np.argsort(-pk[:, 2])[: max(6, len(pk) // 4)]])
+        ref = self.reflections
+        k_now = np.median(np.hypot(*strongest.T))
+        k_ref_strong = np.hypot(*ref.T)
+        # The nearest reference ring in |k| names the reflection order being compared.
+        k_ref = k_ref_strong[np.argmin(np.abs(k_ref_strong - k_now))]
+        ang_now = np.degrees(np.arctan2(strongest[:, 0], strongest[:, 1]))
+        ang_ref = np.degrees(np.arctan2(ref[:, 0], ref[:, 1]))
+        diff = (ang_now[:, None] - ang_ref[None, :] + 90.0) % 180.0 - 90.0
+        rotation = float(np.median(diff[np.arange(len(diff)), np.argmin(np.abs(diff), axis=1)]))
+        new = ~_near(strongest, ref, self.tolerance)
+        return {
+            "spacing": float(k_ref / k_now - 1.0),
+            "rotation_deg": rotation,
+            "new_reflections": float(new.mean()),
+        }
+
+
+def _relative_signal(s: ImageStats) -> np.ndarray:
+    """Signal power per ring with the noise floor removed, relative to mean² (dose-free)."""
+    return (s.profile - s.noise) / max(s.mean, 1e-12) ** 2
+
+
+def mean_profile(stats: Sequence[ImageStats]) -> np.ndarray:
+    """Median relative signal profile of several frames (per ring, noise removed, / mean²)."""
+    return np.median(np.stack([_relative_signal(s) for s in stats]), axis=0)
+
+
+def fit_defocus(
+    reference: SpectrumReference,
+    stats: Sequence[ImageStats],
+    shape: tuple[int, int],
+    *,
+    voltage_kv: float,
+    semiangle_mrad: float,
+    cs_mm: float = 0.0,
+    reference_defocus: float = 0.0,
+    defoci: np.ndarray | None = None,
+) -> tuple[float, float]:
+    """|Defocus| (Å) that makes the probe's transfer explain the frames' spectrum, and its ± (Å).
+
+    The ratio of the frames' signal profile to the reference's is modelled as
+    |OTF(df)|² / |OTF(df_ref)|² up to a constant (contrast), the OTF being the probe's
+    (``scopeflow.optics.probe_otf``, the same physics the twin renders with) at the
+    instrument's voltage and aperture; ``reference_defocus`` is where the operator focused
+    (0: in focus). With Cs = 0, +df and -df transfer alike, so the sign is not observable.
+    The ± is the spread of the per-frame fits divided by √frames (a standard error).
+    """
+    band = reference.band & (reference.profile > 0)
+    pixel_size = stats[0].pixel_size
+    grid = np.arange(0.0, 305.0, 5.0) if defoci is None else np.asarray(defoci, float)
+    ring = _grid(shape, pixel_size)[3]
+    counts = np.bincount(ring.ravel(), minlength=len(reference.profile)).astype(np.float64)
+
+    def radial(df: float) -> np.ndarray:
+        otf = np.abs(probe_otf(shape, pixel_size, voltage_kv, semiangle_mrad, df, cs_mm, 0.0)) ** 2
+        return np.bincount(ring.ravel(), weights=otf.ravel(), minlength=len(counts)) / np.maximum(counts, 1)
+
+    # Only rings where the frames' mean signal stands three standard errors above their noise
+    # floor inform the fit: below it a ring says "at most this much", not how much.
+    noise_rel = np.median([s.noise / max(s.mean, 1e-12) ** 2 for s in stats])
+    se = noise_rel * np.sqrt(2.0 / np.maximum(reference.ring_bins, 1) / len(stats))
+    band = band & (mean_profile(stats) > 3.0 * se)
+    if band.sum() < 3:  # an offset (contrast) and a defocus need more rings than two
+        return float("nan"), float("nan")
+    base = radial(reference_defocus)[band]
+    models = np.stack([np.log(np.maximum(radial(df)[band], 1e-12) / np.maximum(base, 1e-12)) for df in grid])
+    w = reference.profile[band] * np.sqrt(reference.ring_bins[band])
+
+    def best(rel: np.ndarray) -> float:
+        y = np.log(np.maximum(rel[band], reference.profile[band] * 1e-3) / reference.profile[band])
+        # Free contrast: remove the weighted mean of residuals for each candidate.
+        r = y[None, :] - models
+        r -= ((r * w).sum(axis=1) / w.sum())[:, None]
+        return float(grid[int(np.argmin((w * r**2).sum(axis=1)))])
+
+    per_frame = np.array([best(_relative_signal(s)) for s in stats])
+    estimate = best(mean_profile(stats))
+    if estimate >= grid[-1]:
+        # At the edge of the candidates the spectrum no longer constrains the defocus (too
+        # little signal survives): no estimate rather than the largest candidate.
+        return float("nan"), float("nan")
+    spread = float(np.std(per_frame) / np.sqrt(len(per_frame))) if len(per_frame) > 1 else float("nan")
+    step = float(np.median(np.diff(grid))) if len(grid) > 1 else 0.0
+    return estimate, max(spread, step / 2)
+
+
+SIGNATURE = ("log10_counts_per_A2", "log10_contrast", "high_k_share")
+HIGH_K = 0.4  # 1/Å: detail finer than 2.5 Å, what separating columns 1-2 Å apart needs
+
+
+def signature(s: ImageStats) -> np.ndarray:
+    """Lattice- and pixel-size-robust statistics of one frame that place it in a regime of
+    imaging conditions (``SIGNATURE``): counts per Å² as Poisson statistics give them
+    (mean² / noise variance, free of the detector gain; it follows the dose), signal variance
+    relative to mean² (contrast, which defocus and contamination lower), and the share of the
+    signal power above ``HIGH_K`` (what a blurred probe no longer transfers)."""
+    counts = s.mean**2 / max(s.noise, 1e-12) / s.pixel_size**2
+    rel = np.clip(_relative_signal(s), 0.0, None) * s.ring_bins
+    dk = s.ring_k[1]
+    band = (s.ring_k >= 2 * dk) & (s.ring_k <= 0.5 / s.pixel_size)
+    total = rel[band].sum()
+    high = rel[band & (s.ring_k > HIGH_K)].sum() / total if total > 0 else 0.0
+    contrast = total / s.ring_bins.sum()
+    return np.array([np.log10(max(counts, 1e-12)), np.log10(max(contrast, 1e-12)), high])
