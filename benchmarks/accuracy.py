@@ -126,20 +126,26 @@ def score(atoms, truth: np.ndarray, vacancies: np.ndarray, shape, pixel_size: fl
     return out
 
 
-def proposals_auroc(raw, checked, truth: np.ndarray, shape, pixel_size: float) -> float:  # type: ignore[no-untyped-def]
-    """AUROC over the network's proposals of the doubt the check leaves on each: a proposal it
-    reports keeps its uncertainty, one it refuses gets 0.5 (an even split, not reported).
-    False proposals (a filled vacancy, a column in noise) should rank above true ones."""
-    if len(raw) == 0:
-        return float("nan")
+def proposal_doubts(
+    raw, checked, truth: np.ndarray, shape, pixel_size: float
+) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+    """The doubt the check leaves on each of the network's proposals away from the border, split
+    into (false, true) proposals: a proposal it reports keeps its uncertainty, one it refuses
+    gets 0.5 (an even split, not reported)."""
     doubt = np.full(len(raw), 0.5)
-    if len(checked):
+    if len(checked) and len(raw):
         d, j = cKDTree(checked.rowcol).query(raw.rowcol)
         kept = d < 0.5 * MATCH / pixel_size
         doubt[kept] = checked.uncertainty[j[kept]]
-    sel = inner(raw.rowcol, shape, 1.0 / pixel_size)
     _, _, hit, _, _ = bordered(raw.rowcol, truth, shape, MATCH / pixel_size, 1.0 / pixel_size)
-    return auroc(doubt[sel][~hit], doubt[sel][hit])
+    doubt = doubt[inner(raw.rowcol, shape, 1.0 / pixel_size)]
+    return doubt[~hit], doubt[hit]
+
+
+def proposals_auroc(raw, checked, truth: np.ndarray, shape, pixel_size: float) -> float:  # type: ignore[no-untyped-def]
+    """AUROC over the network's proposals of the check's doubt: false proposals (a filled
+    vacancy, a column in noise) should rank above true ones."""
+    return auroc(*proposal_doubts(raw, checked, truth, shape, pixel_size))
 
 
 def abtem_vacancies(truth: np.ndarray) -> np.ndarray:
@@ -242,15 +248,9 @@ def twin(ensemble, seeds: int = 3) -> dict:  # type: ignore[no-untyped-def]
                 t["vtp"] += len(vp)
                 t["vfp"] += len(rep) - len(vp)
                 t["vfn"] += len(vac) - len(vp)
-            raw, checked = found["raw"], found["checked"]
-            doubt = np.full(len(raw), 0.5)
-            if len(checked) and len(raw):
-                d, j = cKDTree(checked.rowcol).query(raw.rowcol)
-                doubt[d < 0.5 * MATCH / p] = checked.uncertainty[j[d < 0.5 * MATCH / p]]
-            _, _, hit, _, _ = bordered(raw.rowcol, frame.truth.rowcol, (256, 256), MATCH / p, margin)
-            doubt = doubt[inner(raw.rowcol, (256, 256), margin)]
-            uncertainty["proposals"][0].append(doubt[~hit])
-            uncertainty["proposals"][1].append(doubt[hit])
+            false, true = proposal_doubts(found["raw"], found["checked"], frame.truth.rowcol, (256, 256), p)
+            uncertainty["proposals"][0].append(false)
+            uncertainty["proposals"][1].append(true)
         row = {}
         for key, t in totals.items():
             row[key] = {
