@@ -11,8 +11,9 @@ there at all. So every column is measured again on the *original* frame:
   Levenberg–Marquardt fit of overlapping Gaussians was tried first: its block iterations
   diverged where columns overlap strongly, graphene at 80 Å defocus; a free width per
   column traded off against height and background and made positions noisier.)
-- **Height** above the local background by linear least squares of ``A·g + b`` on a square
-  of about the column spacing, with its standard error from the residuals.
+- **Height** above the background: the Gaussians of all columns and a smooth background fitted
+  jointly over the frame by linear least squares (``joint_heights``; neighbours' tails overlap),
+  with a standard error from the residuals near each column.
 - **Position standard error** from the Fisher information of that column with the
   residuals' variance, and the **Cramér–Rao bound**: the least standard error any unbiased
   estimator reaches for a column of this height, width and background, when the variance is
@@ -42,7 +43,7 @@ class ColumnFit:
 
     ``rowcol`` (n, 2) refined positions; ``sigma_rowcol`` (n, 2) their standard errors;
     ``crb`` (n,) the Cramér–Rao bound per axis (geometric mean of the two); ``amplitude``
-    height above the local ``background`` at the *starting* position (is a column there?),
+    height above the ``background`` at the *starting* position (is a column there?),
     ``amplitude_se`` its standard error; ``width`` the columns' Gaussian standard deviation;
     ``gain`` the frame's noise variance per unit of signal (≈ 1 for counts, ≈ 0 noise-free).
     """
