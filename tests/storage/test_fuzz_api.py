@@ -149,7 +149,9 @@ def test_api_holds_against_generated_requests(
         try:
             _fuzz(operation, mode, caller)
         except Exception as error:  # every operation is tried; all failures are reported together
-            failures.append(f"{operation.method.upper()} {operation.path}: {str(error)[:1500]}")
+            # A flaky run wraps what failed first: say that too, not only "unreliable".
+            inner = "; ".join(str(e)[:600] for e in getattr(error, "exceptions", ()))
+            failures.append(f"{operation.method.upper()} {operation.path}: {str(error)[:1500]} {inner}")
     assert not failures, "\n\n".join(failures)
 
 
