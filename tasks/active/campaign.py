@@ -15,6 +15,16 @@ from .scoring import CandidateModel, Scorer
 from .surrogate import GPSurrogate
 
 
+def unmeasured(n_candidates: int, taken: Sequence[Sequence[int]], k: int) -> np.ndarray:
+    """Candidate indices in none of ``taken`` (measured, pending, skipped); at least ``k`` of them,
+    or an ``InputError`` saying how many remain."""
+    used = set().union(*map(set, taken))
+    free = np.array([i for i in range(n_candidates) if i not in used], dtype=np.int64)
+    if len(free) < k:
+        raise InputError(f"asked for {k} new measurements but only {len(free)} unmeasured candidates remain")
+    return free
+
+
 @dataclass(frozen=True)
 class Proposal:
     """Candidates chosen for measurement, how they were chosen, and what deciding cost (s)."""
@@ -72,12 +82,7 @@ class Campaign:
 
     def propose(self, k: int = 1) -> Proposal:
         """Choose ``k`` new candidates and mark them pending."""
-        taken = set(self.measured) | set(self.pending) | set(self.skipped)
-        free = np.array([i for i in range(self.n_candidates) if i not in taken], dtype=np.int64)
-        if len(free) < k:
-            raise InputError(
-                f"asked for {k} new measurements but only {len(free)} unmeasured candidates remain"
-            )
+        free = unmeasured(self.n_candidates, (self.measured, self.pending, self.skipped), k)
         fit_s = select_s = 0.0
         if len(self.measured) < self.n_initial:
             chosen = [int(i) for i in self.rng.choice(free, size=k, replace=False)]

@@ -24,7 +24,7 @@ import torch
 
 from scopeflow.errors import InputError
 
-from .campaign import Proposal, predicted
+from .campaign import Proposal, predicted, unmeasured
 from .scoring import Scorer
 from .structured import Fit, Hypothesis, StructuredSurrogate
 
@@ -151,12 +151,7 @@ class HypothesisCampaign:
 
     def propose(self, k: int = 1) -> Proposal:
         """Choose ``k`` new candidates and mark them pending; ``how`` names scorer and hypothesis."""
-        taken = set(self.measured) | set(self.pending) | set(self.skipped)
-        free = np.array([i for i in range(self.n_candidates) if i not in taken], dtype=np.int64)
-        if len(free) < k:
-            raise InputError(
-                f"asked for {k} new measurements but only {len(free)} unmeasured candidates remain"
-            )
+        free = unmeasured(self.n_candidates, (self.measured, self.pending, self.skipped), k)
         fit_s = select_s = 0.0
         if len(self.measured) < self.n_initial:
             chosen = [int(i) for i in self.rng.choice(free, size=k, replace=False)]
