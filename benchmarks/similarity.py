@@ -62,17 +62,14 @@ def _update(part: str, figures: dict[str, Any]) -> None:
     print(json.dumps({part: figures}, indent=2, default=float))
 
 
-def archive(n_frames: int, rng: np.random.Generator, keep: set[int]) -> dict[str, Any]:
-    """Render the archive; returns labels, pixel sizes, descriptors, 32² thumbnails, kept frames."""
-    combos = [(lat, d, df) for lat in LATTICES for d in DEFECTS for df in DEFOCI]
-    per = int(np.ceil(n_frames / len(combos)))
-    out: dict[str, list[Any]] = {
-        k: [] for k in ("region", "lattice", "defect", "pixel_size", "dose", "emb", "raw")
-    }
-    kept: dict[int, np.ndarray] = {}
-    t_render = t_embed = 0.0
-    n = 0
-    for r, (lat, defect, df) in enumerate(combos):
+COMBOS = [(lat, d, df) for lat in LATTICES for d in DEFECTS for df in DEFOCI]
+
+
+def _region_twins(per: int, rng: np.random.Generator):  # type: ignore[no-untyped-def]
+    """Per archive region: its index, (lattice, defect class, defocus) and a twin whose ``per``
+    frames each get their own dose and pixel size from ``rng`` (the draws stay in step, so the
+    encoder baseline re-renders exactly the archive's frames)."""
+    for r, (lat, defect, df) in enumerate(COMBOS):
         doses = np.exp(rng.uniform(np.log(1e5), np.log(2e7), per))
         sizes = rng.uniform(0.09, 0.16, per)
         changes = [Change("dose", float(v), i) for i, v in enumerate(doses)]
@@ -85,7 +82,19 @@ def archive(n_frames: int, rng: np.random.Generator, keep: set[int]) -> dict[str
             "drift_y": 3.1,
             **DEFECTS[defect],
         }
-        twin = DigitalTwin(seed=SEED, schedule=DriftSchedule(tuple(changes), base))
+        yield r, (lat, defect, df), DigitalTwin(seed=SEED, schedule=DriftSchedule(tuple(changes), base))
+
+
+def archive(n_frames: int, rng: np.random.Generator, keep: set[int]) -> dict[str, Any]:
+    """Render the archive; returns labels, pixel sizes, descriptors, 32² thumbnails, kept frames."""
+    per = int(np.ceil(n_frames / len(COMBOS)))
+    out: dict[str, list[Any]] = {
+        k: [] for k in ("region", "lattice", "defect", "pixel_size", "dose", "emb", "raw")
+    }
+    kept: dict[int, np.ndarray] = {}
+    t_render = t_embed = 0.0
+    n = 0
+    for r, (lat, defect, _df), twin in _region_twins(per, rng):
         for i in range(per):
             if n >= n_frames:
                 break
@@ -252,24 +261,10 @@ def _encoder_archive(n_frames: int, n_queries: int) -> np.ndarray:
     ens = load_ensemble("production")
     rng = np.random.default_rng(7)
     rng.choice(n_frames, n_queries, replace=False)  # keep the archive's draws in step
-    combos = [(lat, d, df) for lat in LATTICES for d in DEFECTS for df in DEFOCI]
-    per = int(np.ceil(n_frames / len(combos)))
+    per = int(np.ceil(n_frames / len(COMBOS)))
     feats = []
     n = 0
-    for r, (lat, defect, df) in enumerate(combos):
-        doses = np.exp(rng.uniform(np.log(1e5), np.log(2e7), per))
-        sizes = rng.uniform(0.09, 0.16, per)
-        changes = [Change("dose", float(v), i) for i, v in enumerate(doses)]
-        changes += [Change("pixel_size", float(v), i) for i, v in enumerate(sizes)]
-        base = {
-            "lattice": lat,
-            "region": r + 1,
-            "defocus": df,
-            "drift_x": 7.3,
-            "drift_y": 3.1,
-            **DEFECTS[defect],
-        }
-        twin = DigitalTwin(seed=SEED, schedule=DriftSchedule(tuple(changes), base))
+    for _, _, twin in _region_twins(per, rng):
         m = min(per, n_frames - n)
         frames = [twin.acquire(i) for i in range(m)]
         feats.append(ens.embed([f.image for f in frames], [f.pixel_size for f in frames]))
