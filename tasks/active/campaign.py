@@ -25,6 +25,16 @@ def unmeasured(n_candidates: int, taken: Sequence[Sequence[int]], k: int) -> np.
     return free
 
 
+def skip_pending(pending: list[int], skipped: list[int], indices: Sequence[int]) -> None:
+    """Move ``indices`` out of ``pending`` into ``skipped`` (in place): never proposed again."""
+    for i in indices:
+        i = int(i)
+        if i in pending:
+            pending.remove(i)
+        if i not in skipped:
+            skipped.append(i)
+
+
 @dataclass(frozen=True)
 class Proposal:
     """Candidates chosen for measurement, how they were chosen, and what deciding cost (s)."""
@@ -137,12 +147,7 @@ class Campaign:
 
     def skip(self, indices: Sequence[int]) -> None:
         """Drop pending candidates without measuring them (a rejected batch): never proposed again."""
-        for i in indices:
-            i = int(i)
-            if i in self.pending:
-                self.pending.remove(i)
-            if i not in self.skipped:
-                self.skipped.append(i)
+        skip_pending(self.pending, self.skipped, indices)
 
 
 def predicted(cm: CandidateModel, indices: list[int]) -> tuple[list[float], list[float]]:

@@ -24,7 +24,7 @@ import torch
 
 from scopeflow.errors import InputError
 
-from .campaign import Proposal, predicted, unmeasured
+from .campaign import Proposal, predicted, skip_pending, unmeasured
 from .scoring import Scorer
 from .structured import Fit, Hypothesis, StructuredSurrogate
 
@@ -234,12 +234,7 @@ class HypothesisCampaign:
 
     def skip(self, indices: Sequence[int]) -> None:
         """Drop pending candidates without measuring them: never proposed again."""
-        for i in indices:
-            i = int(i)
-            if i in self.pending:
-                self.pending.remove(i)
-            if i not in self.skipped:
-                self.skipped.append(i)
+        skip_pending(self.pending, self.skipped, indices)
 
     def leading(self) -> str:
         """The hypothesis with the highest running weight."""
