@@ -117,7 +117,8 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
     if lattice.found:
         # A proposal on the frame's edge whose lattice neighbours put its centre outside the
         # frame is the mirror image the network's padding made of a column beyond the edge.
-        predicted, counts = _lattice_prediction(np.asarray(atoms.rowcol, np.float64), lattice)
+        net_prediction = _lattice_prediction(np.asarray(atoms.rowcol, np.float64), lattice)
+        predicted, counts = net_prediction
         beyond = (counts >= 2) & ((predicted < -0.5) | (predicted > np.array(shape) - 0.5)).any(axis=1)
         q = np.where(beyond, 0.0, q)
     keep = q >= 0.5
@@ -133,7 +134,7 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
     substituted = on & (expected >= 0) & (expected != cls) & np.isfinite(z_sub) & (z_sub > z_star)
     kind = np.where(substituted, 2, 0).astype(np.int8)
     if lattice.found:
-        rowcol, sigma = _combine(atoms.rowcol, fit.rowcol[:n], lattice)
+        rowcol, sigma = _combine(atoms.rowcol, fit.rowcol[:n], lattice, net_prediction)
     else:
         rowcol, sigma = atoms.rowcol, np.full((n, 2), np.nan, np.float32)
     keep &= ~_duplicates(rowcol, q, keep, 0.5 * lattice.separation)
@@ -194,7 +195,12 @@ def _log_prior_odds(llr: np.ndarray, iterations: int = 20) -> float:
     return float(np.log(pi / (1 - pi)))
 
 
-def _combine(network: np.ndarray, fitted: np.ndarray, lattice: SiteLattice) -> tuple[np.ndarray, np.ndarray]:
+def _combine(
+    network: np.ndarray,
+    fitted: np.ndarray,
+    lattice: SiteLattice,
+    net_prediction: tuple[np.ndarray, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
     """Inverse-variance mean of the network's and the fit's positions, and its standard error (px).
 
     Neither estimator's error is known beforehand (the fit's own standard error misses its
@@ -202,11 +208,12 @@ def _combine(network: np.ndarray, fitted: np.ndarray, lattice: SiteLattice) -> t
     its positions about where the lattice puts them (the mean of ``x_j − t`` over the
     column's lattice neighbours ``j``). That scatter also holds the lattice's real distortion,
     the same for both estimators, so it weighs them fairly and bounds the error from above.
+    ``net_prediction`` is ``_lattice_prediction`` of the network's positions, already made.
     """
     x_net = np.asarray(network, np.float64)
     x_fit = np.asarray(fitted, np.float64)
-    var_net = _lattice_scatter(x_net, lattice)
-    var_fit = _lattice_scatter(x_fit, lattice)
+    var_net = _lattice_scatter(x_net, *net_prediction)
+    var_fit = _lattice_scatter(x_fit, *_lattice_prediction(x_fit, lattice))
     w_net, w_fit = 1.0 / var_net, 1.0 / var_fit
     x = (x_net * w_net + x_fit * w_fit) / (w_net + w_fit)
     sigma = np.broadcast_to(np.sqrt(1.0 / (w_net + w_fit)), x.shape)
@@ -228,9 +235,9 @@ def _lattice_prediction(x: np.ndarray, lattice: SiteLattice) -> tuple[np.ndarray
     return sums / np.maximum(counts, 1)[:, None], counts
 
 
-def _lattice_scatter(x: np.ndarray, lattice: SiteLattice) -> np.ndarray:
-    """Robust variance per axis (px²) of positions about their lattice prediction."""
-    predicted, counts = _lattice_prediction(x, lattice)
+def _lattice_scatter(x: np.ndarray, predicted: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Robust variance per axis (px²) of positions about their lattice prediction
+    (``_lattice_prediction``: where the lattice puts them, and on how many neighbours)."""
     have = counts >= 2
     if have.sum() < 3:
         return np.full(2, 1.0)
