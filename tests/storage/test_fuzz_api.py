@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -79,6 +80,11 @@ def fuzzed_store(
         admin.set_allocation("local", user="mallory", max_bytes=10**8, max_records=10**4)
         admin.create_record("target", alias="target", tags=["fuzz"])
     running.mallory = token  # type: ignore[attr-defined]
+    # The store runs in this process: compile UMAP's numba code (seconds, once per process) here,
+    # so that the first fuzzed map query is not a race against the HTTP timeout.
+    from storage.federation.similarity.map_view import layout
+
+    layout(np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32))
     yield running
     running.stop()
 
@@ -150,7 +156,7 @@ def test_api_holds_against_generated_requests(
             _fuzz(operation, mode, caller)
         except Exception as error:  # every operation is tried; all failures are reported together
             # A flaky run wraps what failed first: say that too, not only "unreliable".
-            inner = "; ".join(str(e)[:600] for e in getattr(error, "exceptions", ()))
+            inner = "; ".join(f"{type(e).__name__}: {e!s:.600}" for e in getattr(error, "exceptions", ()))
             failures.append(f"{operation.method.upper()} {operation.path}: {str(error)[:1500]} {inner}")
     assert not failures, "\n\n".join(failures)
 

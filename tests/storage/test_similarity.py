@@ -294,3 +294,36 @@ def test_a_filter_far_from_the_query_still_gets_the_nearest_allowed(monkeypatch:
     sims = vectors[1500:] @ vectors[0]
     best = {(int(record[1500 + i]), int((1500 + i) % 100)) for i in np.argsort(-sims)[:5]}
     assert {h[:2] for h in hits} == best
+
+
+def _payload(vectors: np.ndarray) -> dict[str, object]:
+    import base64
+
+    return {
+        "frames": list(range(len(vectors))),
+        "vectors": base64.b64encode(vectors.astype("<f4").tobytes()).decode(),
+    }
+
+
+def test_embedders_with_dotted_names_keep_their_own_index(
+    archive: dict[str, str], alice: StoreClient, bob: StoreClient, tmp_path: Path
+) -> None:
+    from scopeflow.errors import InputError
+
+    rng = np.random.default_rng(5)
+    mine, theirs = rng.normal(size=(3, 8)), rng.normal(size=(3, 12))
+    put_embeddings(alice, archive["alice_mos2"], {"embedder": "probe.a", **_payload(mine)})
+    assert len(similar(alice, embedder="probe.a", vector=mine[0].tolist(), k=3)["items"]) == 3
+    # Another embedder whose name differs only after a dot, with vectors of another length: its
+    # own index (one file per name), not the first one's saved files.
+    put_embeddings(bob, archive["bob_graphene"], {"embedder": "probe.b", **_payload(theirs)})
+    hits = similar(bob, embedder="probe.b", vector=theirs[1].tolist(), k=5)["items"]
+    assert [(h["id"], h["frame"]) for h in hits][:1] == [(archive["bob_graphene"], 1)] and len(hits) == 3
+    for name in ("probe.a", "probe.b", ".", ".."):
+        npz, graph = VectorIndexes(tmp_path).get(name)._paths()  # type: ignore[misc]
+        assert npz.parent == tmp_path and graph.parent == tmp_path
+    # A later upload of another length to the same embedder is refused, so it cannot stop the
+    # queries of everybody else.
+    with pytest.raises(InputError, match="holds vectors of 8"):
+        put_embeddings(bob, archive["bob_graphene"], {"embedder": "probe.a", **_payload(theirs)})
+    assert len(similar(alice, embedder="probe.a", vector=mine[0].tolist(), k=3)["items"]) == 3

@@ -63,9 +63,13 @@ class VectorIndex:
     def _paths(self) -> tuple[Path, Path] | None:
         if self.directory is None:
             return None
-        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in self.embedder)
-        base = self.directory / safe
-        return base.with_suffix(".npz"), base.with_suffix(".faiss")
+        # The name is appended to, never given a suffix: ``with_suffix`` made "a.b" and "a.c"
+        # share one file and "." a file beside the directory. Names outside the API's pattern
+        # (letters, digits, ".", "_", "-") are hex-encoded so that no two names meet.
+        name = self.embedder
+        if not name or not all(ch.isalnum() or ch in "-_." for ch in name):
+            name = "x" + name.encode().hex()
+        return self.directory / f"{name}.npz", self.directory / f"{name}.faiss"
 
     def _load(self) -> None:
         import faiss
@@ -154,8 +158,16 @@ class VectorIndex:
             ).all()
             if not batch:
                 break
-            dim = len(batch[0][3]) // 4
+            # Uploads of one embedder with another length are refused (ops.put_embeddings);
+            # rows from before that rule are skipped, never allowed to stop every query.
+            dim = self.dim or len(batch[0][3]) // 4
             ok = [b for b in batch if len(b[3]) == 4 * dim]
+            if len(ok) < len(batch):
+                log.warning(
+                    "similarity index %s: %d rows of another length skipped",
+                    self.embedder,
+                    len(batch) - len(ok),
+                )
             self.add(
                 np.array([b[0] for b in ok]),
                 np.array([b[1] for b in ok]),

@@ -12,7 +12,7 @@ import binascii
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from scopeflow.errors import InputError, NotFoundError
 from storage.federation.access import Level
@@ -62,6 +62,14 @@ def put_embeddings(
     if len(set(frames)) != len(frames) or min(frames) < 0:
         raise InputError("frames must be distinct and ≥ 0")
     matrix = decode_vectors(vectors, len(frames))
+    held = ctx.session.scalar(
+        select(func.length(FrameEmbedding.vector)).where(FrameEmbedding.embedder == embedder).limit(1)
+    )
+    if held is not None and held != 4 * matrix.shape[1]:
+        # One index per embedder: vectors of another length would be skipped by every query.
+        raise InputError(
+            f"embedder {embedder} holds vectors of {held // 4} values, these have {matrix.shape[1]}"
+        )
     thumbs: list[bytes | None] = [None] * len(frames)
     if thumbnails is not None:
         if len(thumbnails) != len(frames):
