@@ -321,3 +321,19 @@ def empty_sites(
         sites.append(empty[members].mean(axis=0))
         support.append(len(members))
     return np.array(sites), np.array(support, np.int64)
+
+
+def predicted_by(positions: np.ndarray, columns: np.ndarray, lattice: SiteLattice) -> np.ndarray:
+    """How many of ``columns`` (m, 2) px a lattice translation carries to within the tolerance
+    of each of ``positions`` (n, 2) px: the support of a site by the columns around it."""
+    positions = np.asarray(positions, np.float64).reshape(-1, 2)
+    columns = np.asarray(columns, np.float64).reshape(-1, 2)
+    count = np.zeros(len(positions), np.int64)
+    if not lattice.found or not len(positions) or not len(columns):
+        return count
+    tree = cKDTree(positions)
+    tol = TOLERANCE * lattice.separation
+    for v in lattice.vectors:
+        dist, j = tree.query(columns + v, distance_upper_bound=tol)
+        np.add.at(count, j[np.isfinite(dist)], 1)
+    return count

@@ -16,7 +16,11 @@ proposal is measured on the frame itself (``refine.fit_columns``) and judged by 
    two-component mixture). The posterior of "present" is the column's probability; its
    Bernoulli standard deviation, together with the members' votes, is the reported
    ``uncertainty``. Sites the lattice predicts but no member proposed are measured the same
-   way: an empty site is a **vacancy**, a proposal found empty as well.
+   way: an empty site is a **vacancy**, a proposal found empty as well. A height that rejects
+   "nothing here" at the frame-wide level is a column whatever the two-hypothesis test says (a
+   column lighter than its site's species, e.g. one S of an S2 pair, lies between the two); a
+   vacancy must be predicted by at least two columns that are there, and none is called within
+   a spacing of the frame's edge, where the fit cannot judge a site.
 3. **Does a column match its sublattice?** A height away from its sublattice's median by
    more than the frame-wide significance level allows is a **substitution**.
 
@@ -40,6 +44,7 @@ from .lattice import (
     empty_sites,
     independent,
     noise_limited,
+    predicted_by,
     site_lattice,
 )
 from .refine import fit_columns
@@ -103,6 +108,12 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
     tau = np.array([spreads.get(int(c), spreads[lightest]) for c in site_class])
     llr = (height * ref - 0.5 * ref**2) / np.maximum(se**2 + tau**2, 1e-30)
     p_present = expit(llr + _log_prior_odds(llr))
+    # "Nothing here" rejected at the frame-wide level wins over the two-hypothesis test: a
+    # column lighter than its site's species (one S left of an S2 pair, a lighter dopant) lies
+    # between the two hypotheses, and is a column, not a vacancy. The sublattice's scatter
+    # ``tau`` is in the spread so that a noise-free frame's misfit is not taken for a column.
+    z_absent = height / np.sqrt(se**2 + tau**2 + 1e-30)
+    p_present = np.maximum(p_present, 1.0 - np.minimum(1.0, norm.sf(z_absent) * len(fit)))
     # Within a spacing of the frame's edge a column's neighbours beyond the edge are not in
     # the fit, and their tails are: the fit cannot judge such a column; the members' vote stands.
     positions = np.concatenate([atoms.rowcol, sites]).astype(np.float64)
@@ -123,6 +134,13 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
         q = np.where(beyond, 0.0, q)
     keep = q >= 0.5
     vacant = np.concatenate([(~keep) & on & (p_present[:n] < 0.5), p_present[n:] < 0.5]) & lattice.found
+    # A vacancy is a site that columns which are really there predict: a site predicted only
+    # by proposals found empty (a row of the network's false columns at the frame's edge
+    # forms a "sublattice" of its own) is no site of this crystal. Two, as for empty sites.
+    vacant[vacant] = predicted_by(positions[vacant], atoms.rowcol[keep], lattice) >= 2
+    # Within a spacing of the edge the fit cannot judge a site (above): a proposal the members
+    # voted down there is dropped, but it is no evidence of a vacancy either way.
+    vacant &= ~near_edge
     vacancy_rc = np.concatenate([atoms.rowcol, sites])[vacant].astype(np.float32)
     vacancy_conf = (1.0 - p_present[vacant]).astype(np.float32)
 

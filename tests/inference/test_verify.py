@@ -97,6 +97,34 @@ def test_twin_vacancies_are_found_where_the_twin_made_them(ensemble) -> None:  #
     assert found / (found + false) >= 0.7
 
 
+def test_a_column_lighter_than_its_site_is_a_column_not_a_vacancy(ensemble) -> None:  # type: ignore[no-untyped-def]
+    # MoS2 with one S of many S2 pairs gone: half a column, between "an S2 column" and
+    # "nothing". It is still a column; no site of these frames is empty.
+    kept = total = false = 0
+    for seed in range(2):
+        twin = DigitalTwin(
+            seed,
+            DriftSchedule(base={"lattice": "mos2", "vacancy_rate": 0.0, "substitution_rate": 0.08}),
+            (256, 256),
+        )
+        frame = twin.acquire(1)
+        p = frame.pixel_size
+        scene = twin.scene(1)
+        origin, _ = twin.window(1)
+        single_s = (
+            scene.xy[scene.weight == scene.weight[scene.weight > 0].min()][:, ::-1] - origin[::-1]
+        ) / p
+        single_s = single_s[(single_s.min(1) > 2.0 / p) & (single_s.max(1) < 256 - 2.0 / p)]
+        atoms = ensemble.locate(frame.image, p)[0]
+        kept += len(match(atoms.rowcol, single_s, 0.5 / p)[0])
+        total += len(single_s)
+        v = atoms.vacancies
+        false += int(((v.min(1) > 2.0 / p) & (v.max(1) < 256 - 2.0 / p)).sum()) if len(v) else 0
+    assert total >= 5
+    assert kept / total >= 0.9
+    assert false == 0
+
+
 def test_no_crystal_no_columns(ensemble) -> None:  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(3)
     frames = {
