@@ -196,3 +196,22 @@ def test_destination_that_never_verifies_is_not_put_in_place(
         sync_directory(src, dest, LocalBackend(workers=1), state_dir=state)
     assert not [p for p in dest.rglob("*") if p.is_file()]  # nothing unverified in place
     assert not _journal_ok(state)
+
+
+@pytest.mark.parametrize("size", [4096, local_backend.TRAIL_MIN + 12345])
+def test_a_file_system_without_kernel_copy_gets_the_same_verified_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    import errno
+
+    def unsupported(*args: Any, **kwargs: Any) -> int:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(local_backend.os, "copy_file_range", unsupported)
+    src, dest, state = tmp_path / "src", tmp_path / "dest", tmp_path / "state"
+    files = {"f": os.urandom(size)}
+    src.mkdir()
+    (src / "f").write_bytes(files["f"])
+    report = sync_directory(src, dest, LocalBackend(), state_dir=state)
+    assert report.sent == ["f"]
+    _same_tree(src, dest, files)
