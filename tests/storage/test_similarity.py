@@ -327,3 +327,22 @@ def test_embedders_with_dotted_names_keep_their_own_index(
     with pytest.raises(InputError, match="holds vectors of 8"):
         put_embeddings(bob, archive["bob_graphene"], {"embedder": "probe.a", **_payload(theirs)})
     assert len(similar(alice, embedder="probe.a", vector=mine[0].tolist(), k=3)["items"]) == 3
+
+
+def test_a_large_map_places_the_unfitted_frames_beside_their_own_kind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from scipy.spatial import cKDTree
+
+    from storage.federation.similarity import map_view
+
+    monkeypatch.setattr(map_view, "FIT_SAMPLE", 150)  # the sample path, at a test's size
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(3, 16))
+    label = np.repeat(np.arange(3), 300)
+    vectors = (centres[label] + 0.15 * rng.normal(size=(900, 16))).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    xy = map_view.layout(vectors)
+    assert xy.shape == (900, 2) and np.isfinite(xy).all() and xy.min() >= 0 and xy.max() <= 1
+    _, near = cKDTree(xy).query(xy, k=6)
+    assert (label[near[:, 1:]] == label[:, None]).mean() >= 0.95

@@ -23,10 +23,13 @@ from storage.federation.similarity.ops import allowed_records
 
 #: Most frames one projection takes.
 MAX_POINTS = 200_000
-#: Past this many points UMAP learns the layout on a sample of this size and places the rest
-#: with ``transform`` (its nearest-neighbour graph of the sample): most of the cost of UMAP
-#: is the optimisation of the layout, which then runs on the sample only.
-FIT_SAMPLE = 10_000
+#: Past this many points UMAP learns the layout on a sample of this size and the rest are
+#: placed among their nearest sample points (``place``). The size is the selection the issue
+#: bounds for a re-projection (5 000 frames in under 10 s): the first view of a large archive
+#: then costs one such projection plus a nearest-neighbour search.
+FIT_SAMPLE = 5_000
+#: Rows per nearest-neighbour search batch while placing points (bounds the distance matrix).
+PLACE_BATCH = 20_000
 
 
 def layout(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -53,13 +56,40 @@ def layout(vectors: np.ndarray, seed: int = 0) -> np.ndarray:
     )
     if n > FIT_SAMPLE:
         rng = np.random.default_rng(seed)
-        sample = rng.choice(n, FIT_SAMPLE, replace=False)
-        model.fit(vectors[sample])
-        xy = model.transform(vectors)
+        sample = np.sort(rng.choice(n, FIT_SAMPLE, replace=False))
+        fitted = model.fit_transform(vectors[sample])
+        xy = place(vectors, vectors[sample], fitted, neighbours)
+        xy[sample] = fitted
     else:
         xy = model.fit_transform(vectors)
     lo, hi = xy.min(axis=0), xy.max(axis=0)
     return ((xy - lo) / np.maximum(hi - lo, 1e-9)).astype(np.float32)
+
+
+def place(vectors: np.ndarray, sample: np.ndarray, sample_xy: np.ndarray, k: int) -> np.ndarray:
+    """(n, 2) positions of unit ``vectors`` among the laid-out ``sample`` (m, d) at ``sample_xy``:
+    the mean of their ``k`` nearest sample points' positions, weighted by UMAP's own fuzzy
+    membership (``smooth_knn_dist``: each point's kernel fitted so its memberships sum to
+    log2 k). This is how UMAP's ``transform`` starts; its further optimisation of each point
+    against the graph (most of its cost: 50 s of a 55 s map of 100 000 frames) moves points
+    less than the frames of one region are apart, and is skipped.
+    """
+    import faiss
+    from umap.umap_ import smooth_knn_dist
+
+    k = int(min(k, len(sample)))
+    index = faiss.IndexFlatIP(sample.shape[1])
+    index.add(np.ascontiguousarray(sample, np.float32))
+    out = np.empty((len(vectors), 2), np.float32)
+    for start in range(0, len(vectors), PLACE_BATCH):
+        part = np.ascontiguousarray(vectors[start : start + PLACE_BATCH], np.float32)
+        sim, nearest = index.search(part, k)
+        dist = np.maximum(1.0 - sim, 0.0).astype(np.float32)  # cosine distance, as the fit used
+        sigma, rho = smooth_knn_dist(dist, float(k))
+        weight = np.exp(-np.maximum(dist - rho[:, None], 0.0) / np.maximum(sigma[:, None], 1e-12))
+        weight /= weight.sum(axis=1, keepdims=True)
+        out[start : start + len(part)] = (weight[:, :, None] * sample_xy[nearest]).sum(axis=1)
+    return out
 
 
 def project(
