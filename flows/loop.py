@@ -11,10 +11,11 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.utilities.annotations import quote
 
 from storage.datasets import DatasetWriter
-from storage.models import ModelRegistry, load_ensemble
+from storage.models import ModelRegistry
 from tasks.acquisition import make_instrument
 from tasks.acquisition.loop import batches
 from tasks.drift.edge_loop import BatchReport, EdgeLoopSettings, Escalation, new_state
+from tasks.inference.registry import load_ensemble
 
 from .acquire import acquire_batch_task
 from .artifacts import publish_edge_run

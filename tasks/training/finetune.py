@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tasks.inference.atoms import Atoms
+from scopeflow.atoms import Atoms
 from tasks.inference.ensemble import Ensemble
 from tasks.inference.resample import scaling_for, to_model_scale
 

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from scopeflow.errors import InputError
-from storage.models import DEFAULT_MODELS_DIR, ModelRegistry, load_ensemble, save_ensemble
+from storage.models import DEFAULT_MODELS_DIR, ModelRegistry
 from tasks.inference.ensemble import Ensemble, EnsembleConfig
 from tasks.inference.network import FusedUNet
+from tasks.inference.registry import load_ensemble, save_ensemble
 from tasks.training.conditions import ConditionRanges
 from tasks.training.specialists import (
     BLUR,
