@@ -33,6 +33,7 @@ def _publish(
     """Records for the dataset, models, predictions, decisions and retraining runs (each
     candidate ``ver`` its parent and ``der`` the run that made it); the dataset synced."""
     from storage.federation.embedded import serve_in_thread
+    from storage.federation.push import push_dataset
     from storage.provenance import (
         record_dataset,
         record_decision,
@@ -40,7 +41,6 @@ def _publish(
         record_prediction,
         record_training_run,
     )
-    from storage.transfer.push import push_dataset
     from tasks.embedding.ingest import send_to_store
 
     known = set(registry.versions())
