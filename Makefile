@@ -22,6 +22,8 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	# The layers and cycles contracts in pyproject.toml ([tool.importlinter]).
+	$(BIN)/lint-imports
 	bash scripts/install-browser.sh
 	# PostgreSQL for the store's tests (they start a throwaway cluster on loopback).
 	bash scripts/postgres-test.sh install

@@ -36,10 +36,11 @@ from scipy.cluster.hierarchy import fclusterdata
 from scipy.ndimage import gaussian_filter, zoom
 from scipy.spatial import cKDTree
 
-from storage.models import ModelRegistry, load_ensemble
+from storage.models import ModelRegistry
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 from tasks.acquisition.twin.scene import VACANCY
 from tasks.inference.metrics import match
+from tasks.inference.registry import load_ensemble
 
 ABTEM = Path(__file__).resolve().parents[2] / "shared" / "data" / "abtem-graphene"
 MATCH = 0.5  # Å: a found column within this of a true one is a hit

@@ -32,8 +32,8 @@ import numpy as np
 from _common import write_result
 from accuracy import ABTEM, abtem_vacancies, score
 
-from storage.models import load_ensemble
-from tasks.inference.atoms import Atoms
+from scopeflow.atoms import Atoms
+from tasks.inference.registry import load_ensemble
 
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venv-atomap"

@@ -22,9 +22,10 @@ from sqlalchemy import func, select
 
 from storage.federation.client import StoreClient
 from storage.federation.database import Database, sqlite_url
-from storage.federation.embedded import init_store, spawn_server, store_paths
+from storage.federation.embedded import init_store, spawn_server
 from storage.federation.metadata_index import flatten
 from storage.federation.models import MetadataEntry, Record, RecordTag, User
+from storage.federation.paths import store_paths
 
 N_RECORDS = 100_000
 MATERIALS = ["MoS2", "WS2", "graphene", "hBN", "MoSe2", "WSe2"]

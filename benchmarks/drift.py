@@ -20,11 +20,12 @@ from _common import write_result
 
 from storage.datasets import open_dataset, read_truth
 from storage.datasets.predictions import read_atoms, read_predictions
-from storage.models import ModelRegistry, load_ensemble
+from storage.models import ModelRegistry
 from tasks.acquisition.loop import acquire_run
 from tasks.acquisition.twin import PRESETS, DigitalTwin, DriftSchedule
 from tasks.drift.edge_loop import EdgeLoopSettings, Escalation, run_adaptive_edge
 from tasks.inference.metrics import evaluate
+from tasks.inference.registry import load_ensemble
 from tasks.training.retrain import retrain
 
 SEGMENT = 50  # frames per F1 point

@@ -20,11 +20,12 @@ import numpy as np
 import torch
 from _common import write_result
 
-from storage.models import ModelRegistry, load_ensemble
+from storage.models import ModelRegistry
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 from tasks.drift.adaptive import AdaptiveEnsemble
 from tasks.drift.calibration import calibrate
 from tasks.drift.monitor import DriftMonitor
+from tasks.inference.registry import load_ensemble
 
 BATCH = 16
 WINDOW = 10

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from _common import write_result
 
-from storage.models import load_ensemble
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 from tasks.inference.ensemble import BATCH, Ensemble
 from tasks.inference.metrics import evaluate
+from tasks.inference.registry import load_ensemble
 from tasks.training.evaluation import TestFrame, condition_frames, scenario_frames, score_ensemble
 
 CASES: dict[str, dict[str, Any]] = {

@@ -25,12 +25,12 @@ import numpy as np
 import psutil
 import torch
 
-from storage.models import load_ensemble
+from scopeflow.atoms import Atoms
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
-from tasks.inference.atoms import Atoms
 from tasks.inference.baseline import ClassicalFinder
 from tasks.inference.ensemble import BATCH, BORDER, Ensemble
 from tasks.inference.metrics import evaluate
+from tasks.inference.registry import load_ensemble
 from tasks.training.evaluation import report
 
 ATOMAI_FPS = 7.2  # design.md: AtomAI 0.8.1 EnsemblePredictor, 5 × 594k-param U-Net, 2 threads

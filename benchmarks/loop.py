@@ -19,9 +19,10 @@ import torch
 from _common import write_result
 
 from storage.datasets import DatasetWriter
-from storage.models import ModelRegistry, load_ensemble
+from storage.models import ModelRegistry
 from tasks.acquisition import make_instrument
 from tasks.drift.edge_loop import EdgeLoopSettings, new_state, run_adaptive_edge
+from tasks.inference.registry import load_ensemble
 
 
 def plain_loop(path: Path, frames: int, batch: int, registry: ModelRegistry) -> tuple[list[float], float]:

@@ -22,11 +22,11 @@ from benchmarks._common import write_result
 from flows.reprocess import reprocess
 from scopeflow.errors import NotFoundError
 from storage.datasets import DatasetWriter, open_dataset
-from storage.models import ModelRegistry, load_ensemble
-from storage.models.ensembles import save_ensemble
+from storage.models import ModelRegistry
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 from tasks.inference.ensemble import Ensemble, EnsembleConfig
 from tasks.inference.network import FusedUNet
+from tasks.inference.registry import load_ensemble, save_ensemble
 
 
 def model_for(ref: str, scratch: Path) -> tuple[ModelRegistry, str, str]:

@@ -170,7 +170,7 @@ def _topk(db: np.ndarray, q: np.ndarray, k: int, exclude: np.ndarray | None = No
 
 
 def _encoder(frames: list[np.ndarray], sizes: list[float]) -> np.ndarray:
-    from storage.models import load_ensemble
+    from tasks.inference.registry import load_ensemble
 
     ens = load_ensemble("production")
     return _unit(ens.embed(frames, sizes))
@@ -256,7 +256,7 @@ def quality_part(args: argparse.Namespace) -> dict[str, Any]:
 
 def _encoder_archive(n_frames: int, n_queries: int) -> np.ndarray:
     """Pooled encoder features of the archive (re-rendered with the same seeds, in region blocks)."""
-    from storage.models import load_ensemble
+    from tasks.inference.registry import load_ensemble
 
     ens = load_ensemble("production")
     rng = np.random.default_rng(7)
@@ -275,7 +275,7 @@ def _encoder_archive(n_frames: int, n_queries: int) -> np.ndarray:
 def cost(rounds: int = 5, batch: int = 16) -> dict[str, Any]:
     """Seconds per 256² frame: the descriptor against edge inference (fused ensemble, atoms
     decoded), in alternating rounds on the same frames; the ratio of the medians."""
-    from storage.models import load_ensemble
+    from tasks.inference.registry import load_ensemble
 
     ens = load_ensemble("production")
     twin = DigitalTwin(seed=3)

@@ -54,7 +54,7 @@ def sync(
     before goes to its own record and replica, so only new or changed files move."""
     if record is None:
         from storage.federation.client import DEFAULT_URL, StoreClient
-        from storage.federation.embedded import read_token
+        from storage.federation.paths import read_token
         from storage.provenance import find_dataset_record
 
         with StoreClient(url or DEFAULT_URL, token or read_token()) as client:

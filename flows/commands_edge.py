@@ -46,7 +46,8 @@ def _registry(path: Path | None):  # type: ignore[no-untyped-def]
 
 def _ship(ensemble, lineage: dict, metrics: dict, parent: str | None = None) -> str:  # type: ignore[no-untyped-def]
     """Add ``ensemble`` to ``storage/default_models`` as the next version; returns its name."""
-    from storage.models import DEFAULT_MODELS_DIR, ModelRegistry, save_ensemble
+    from storage.models import DEFAULT_MODELS_DIR, ModelRegistry
+    from tasks.inference.registry import save_ensemble
 
     with tempfile.TemporaryDirectory() as tmp:
         # Number the new version after those already shipped, which stay (lineage).
@@ -70,7 +71,8 @@ def _keep(
     parent: str | None = None,
 ) -> None:  # type: ignore[no-untyped-def]
     """Ship ``ensemble`` as the next default, or register it and point ``promote`` at it; say where."""
-    from storage.models import DEFAULT_MODELS_DIR, save_ensemble
+    from storage.models import DEFAULT_MODELS_DIR
+    from tasks.inference.registry import save_ensemble
 
     if ship:
         version = _ship(ensemble, lineage, metrics, parent=parent)
@@ -123,7 +125,7 @@ def locate(
             )
         import torch
 
-        from storage.models import load_ensemble
+        from tasks.inference.registry import load_ensemble
 
         torch.set_num_threads(min(2, torch.get_num_threads()))
         ensemble = load_ensemble(model, _registry(registry))
@@ -152,7 +154,7 @@ def locate(
 def _write_atoms_csv(buf: io.StringIO, atoms, classes: bool, defects: bool) -> None:  # type: ignore[no-untyped-def]
     """The locate contract's columns, then ``kind,sigma_row,sigma_col,confidence`` (px; vacancies
     have no uncertainty or class: their confidence is that the site is empty)."""
-    from tasks.inference.atoms import KINDS
+    from scopeflow.atoms import KINDS
 
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(
@@ -227,7 +229,7 @@ def train(
     try:
         base_net = None
         if baseline is not None:
-            from storage.models import load_ensemble
+            from tasks.inference.registry import load_ensemble
 
             base_net = load_ensemble(baseline, _registry(registry)).net.member(0).cpu()
         result = train_ensemble(config, log=console.print, baseline=base_net)
@@ -270,7 +272,7 @@ def specialise(
 
     import torch
 
-    from storage.models import load_ensemble
+    from tasks.inference.registry import load_ensemble
     from tasks.training.specialists import SpecialiseConfig
     from tasks.training.specialists import specialise as run_specialise
 

@@ -28,7 +28,7 @@ def _fail(exc: Exception) -> typer.Exit:
 
 def _client(url: str | None, token: str | None) -> Any:
     from storage.federation.client import DEFAULT_URL, StoreClient
-    from storage.federation.embedded import read_token
+    from storage.federation.paths import read_token
 
     return StoreClient(url or DEFAULT_URL, token or read_token(None))
 
@@ -121,7 +121,7 @@ def map_url(
 ) -> None:
     """Print the address of the store's map page (the token rides in the fragment, never sent)."""
     from storage.federation.client import DEFAULT_URL
-    from storage.federation.embedded import read_token
+    from storage.federation.paths import read_token
     from tasks.embedding import EMBEDDER_VERSION
 
     base = (url or DEFAULT_URL).rstrip("/")

@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
 from storage.datasets import frame_count
-from storage.models import ModelRegistry, load_ensemble
+from storage.models import ModelRegistry
 from tasks.drift.edge_loop import (
     BatchReport,
     EdgeLoopSettings,
@@ -23,6 +23,7 @@ from tasks.drift.edge_loop import (
     summarize,
 )
 from tasks.embedding.ingest import embed_missing
+from tasks.inference.registry import load_ensemble
 
 from .artifacts import publish_edge_run
 from .retrain import default_dispatch, dispatch_retraining

@@ -6,7 +6,8 @@ from typing import Any
 
 from prefect.events import emit_event
 
-from .retrain import DRIFT_EVENT
+#: What the edge emits when member selection cannot absorb drift; the retrain deployment listens.
+DRIFT_EVENT = "scopeflow.drift.detected"
 
 
 def instrument_resource(name: str) -> dict[str, str]:

@@ -25,8 +25,9 @@ from pydantic import Field
 
 import scopeflow
 from scopeflow.errors import InputError
+from scopeflow.frame import Frame
 from storage.datasets import DatasetWriter
-from tasks.acquisition.instrument import Frame, Instrument, Spectrometer
+from tasks.acquisition.instrument import Instrument, Spectrometer
 from tasks.active import (
     BandIntensity,
     Campaign,

@@ -11,10 +11,11 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.utilities.annotations import quote
 
 from storage.datasets import DatasetWriter
-from storage.models import ModelRegistry, load_ensemble
+from storage.models import ModelRegistry
 from tasks.acquisition import make_instrument
 from tasks.acquisition.loop import batches
 from tasks.drift.edge_loop import BatchReport, EdgeLoopSettings, Escalation, new_state
+from tasks.inference.registry import load_ensemble
 
 from .acquire import acquire_batch_task
 from .artifacts import publish_edge_run
@@ -32,6 +33,7 @@ def _publish(
     """Records for the dataset, models, predictions, decisions and retraining runs (each
     candidate ``ver`` its parent and ``der`` the run that made it); the dataset synced."""
     from storage.federation.embedded import serve_in_thread
+    from storage.federation.push import push_dataset
     from storage.provenance import (
         record_dataset,
         record_decision,
@@ -39,7 +41,6 @@ def _publish(
         record_prediction,
         record_training_run,
     )
-    from storage.transfer.push import push_dataset
     from tasks.embedding.ingest import send_to_store
 
     known = set(registry.versions())

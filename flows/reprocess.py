@@ -29,14 +29,15 @@ import torch
 from prefect import flow, get_run_logger
 
 import scopeflow
+from scopeflow.atoms import Atoms
 from scopeflow.errors import InputError
 from storage.datasets import commit, open_dataset
 from storage.datasets.predictions import PredictionWriter
-from storage.models import ModelRegistry, load_ensemble
-from tasks.inference.atoms import Atoms
+from storage.models import ModelRegistry
 from tasks.inference.edge import contiguous_batches
 from tasks.inference.ensemble import Ensemble, EnsembleConfig
 from tasks.inference.metrics import evaluate
+from tasks.inference.registry import load_ensemble
 
 #: Ensembles already built in this (worker) process, by version: built once, reused per batch.
 _WORKER_ENSEMBLES: dict[str, Ensemble] = {}

@@ -11,7 +11,7 @@ from storage.models import ModelRegistry
 from tasks.drift.edge_loop import Escalation
 from tasks.training.retrain import RetrainOutcome, retrain
 
-DRIFT_EVENT = "scopeflow.drift.detected"
+from .events import DRIFT_EVENT, emit_drift
 
 
 def drift_trigger() -> DeploymentEventTrigger:
@@ -101,8 +101,6 @@ def dispatch_retraining(
     returns its outcome; ``mode="report"`` only says that retraining is needed. A failed retraining is reported, never raised: the edge goes on
     with the version it has.
     """
-    from .events import emit_drift
-
     e = escalation
     members = ",".join(map(str, e.members))
     attribution = {"changed": ";".join(e.changed), "summary": e.summary, **e.attribution}

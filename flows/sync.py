@@ -1,6 +1,6 @@
 """Prefect flow: push datasets (Zarr directories) into a store repository, verified and incremental.
 
-The work is ``storage.transfer.push.push_dataset`` (usable without Prefect); this module only
+The work is ``storage.federation.push.push_dataset`` (usable without Prefect); this module only
 wraps it. Deploy ``flows/sync.py:sync_all`` on a schedule to keep the facility copy current.
 """
 
@@ -14,8 +14,8 @@ from prefect import flow, get_run_logger, task
 from scopeflow.config import default_dataset_dir
 from scopeflow.errors import ServiceError
 from storage.federation.client import StoreClient
+from storage.federation.push import push_dataset
 from storage.provenance import find_dataset_record
-from storage.transfer.push import push_dataset
 
 
 def _transient(_task: Any, _run: Any, state: Any) -> bool:

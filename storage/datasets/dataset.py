@@ -30,7 +30,7 @@ from zarr.codecs import BloscCodec
 from zarr.storage import LocalStore
 
 from scopeflow.errors import InputError, NotFoundError, ShapeMismatchError
-from tasks.acquisition.instrument import Frame, Truth
+from scopeflow.frame import Frame, Truth
 
 from .tables import DirectChunks, Table, commit, open_root, repair, storage_errors
 

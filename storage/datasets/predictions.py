@@ -7,7 +7,7 @@ that grow together and commit atomically with the dataset (consolidated metadata
   ``atom_col`` (px of the frame), ``atom_uncertainty`` (std of the members' votes, 0–0.5),
   ``atom_score`` (mean heatmap), ``atom_position_std`` (members' spread of the position,
   Å), ``atom_class`` (0 light, 1 medium, 2 heavy; -1 none), ``atom_kind`` (0 column,
-  2 substitution: ``tasks.inference.atoms.KINDS``), ``atom_sigma_row``, ``atom_sigma_col``
+  2 substitution: ``scopeflow.atoms.KINDS``), ``atom_sigma_row``, ``atom_sigma_col``
   (standard error of the position, px), ``atom_confidence`` (probability the column is there);
 - along ``vacancy``: ``vacancy_frame``, ``vacancy_row``, ``vacancy_col`` (px) and
   ``vacancy_confidence``: lattice sites the frame shows empty;
@@ -31,8 +31,8 @@ import xarray as xr
 import zarr
 from zarr.storage import LocalStore
 
+from scopeflow.atoms import Atoms
 from scopeflow.errors import InputError, NotFoundError
-from tasks.inference.atoms import Atoms
 
 from .tables import Table, commit, open_root, repair, storage_errors
 

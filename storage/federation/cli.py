@@ -43,7 +43,7 @@ def _errors() -> Iterator[None]:
 
 def _client(url: str | None, token: str | None, store_dir: Path | None = None) -> Any:
     from storage.federation.client import DEFAULT_URL, StoreClient
-    from storage.federation.embedded import read_token
+    from storage.federation.paths import read_token
 
     return StoreClient(url or DEFAULT_URL, token or read_token(store_dir))
 
@@ -93,7 +93,8 @@ def init(
     store_dir: Path | None = DirOpt, user: str | None = typer.Option(None, help="Admin user name.")
 ) -> None:
     """Create or open an embedded store; prints where its admin token is."""
-    from storage.federation.embedded import init_store, store_paths
+    from storage.federation.embedded import init_store
+    from storage.federation.paths import store_paths
 
     with _errors():
         init_store(store_dir, user=user)
@@ -318,8 +319,8 @@ def sync_command(
     token: str | None = TokenOpt,
 ) -> None:
     """Sync PATH into a repository; only new or changed files move; a killed sync resumes."""
+    from storage.federation.push import push_dataset
     from storage.transfer.local import LocalBackend
-    from storage.transfer.push import push_dataset
 
     with _errors(), _client(url, token) as client:
         backend = LocalBackend(max_rate=max_rate * 1e6 if max_rate else None, verify=verify)

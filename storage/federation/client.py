@@ -21,6 +21,7 @@ from scopeflow.errors import IntegrityError, ScopeflowError, ServiceError
 from storage.federation import errors as federation_errors
 from storage.federation.errors import BY_STATUS
 from storage.federation.identifiers import safe_relative_path
+from storage.federation.paths import read_token
 
 #: Where ``scopeflow store serve`` listens unless told otherwise.
 DEFAULT_URL = "http://127.0.0.1:8765"
@@ -55,8 +56,6 @@ class StoreClient:
 
         Without a token variable, the embedded store's token file (``<store dir>/token``) is read.
         """
-        from storage.federation.embedded import read_token
-
         url = os.environ.get("SCOPEFLOW_STORE_URL", DEFAULT_URL)
         token = os.environ.get("SCOPEFLOW_STORE_TOKEN") or read_token(store_dir)
         return cls(url, token)

@@ -1,11 +1,6 @@
 """The embedded store: a SQLite catalog and a local repository under one directory.
 
-Layout of a store directory (default ``scopeflow.config.default_store_dir()``)::
-
-    catalog.db   the SQLite catalog (WAL mode)
-    repo/        the local repository "local"
-    token        the bearer token of the local admin user (mode 0600)
-
+The directory's layout and token file: ``storage.federation.paths``.
 ``init_store`` creates it (idempotent); ``serve_in_thread`` runs uvicorn inside this process
 (for ``scopeflow run`` and tests); ``spawn_server`` runs ``python -m storage.federation serve``
 as a subprocess; ``serve`` blocks (the CLI).
@@ -25,30 +20,19 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from scopeflow.config import default_store_dir
 from scopeflow.errors import NotFoundError, ServiceError
 from storage.federation.auth import issue_token, token_digest
 from storage.federation.catalog.context import Limits
+from storage.federation.client import StoreClient
 from storage.federation.database import Database, sqlite_url
 from storage.federation.identifiers import check_user_name
 from storage.federation.models import Allocation, JsonSchemaDoc, Repository, Token, User
+from storage.federation.paths import store_paths
 
 #: Name of the local repository every embedded store has.
 LOCAL_REPOSITORY = "local"
 #: Default quota of the local admin on the local repository: 1 TiB, 10 million records.
 DEFAULT_ALLOCATION = (1 << 40, 10_000_000)
-
-
-def store_paths(store_dir: Path | None) -> tuple[Path, Path, Path]:
-    """(catalog file, repository directory, token file) of a store directory."""
-    root = Path(store_dir or default_store_dir()).resolve()
-    return root / "catalog.db", root / "repo", root / "token"
-
-
-def read_token(store_dir: Path | None = None) -> str | None:
-    """The local admin token of an embedded store, or None without one."""
-    token_file = store_paths(store_dir)[2]
-    return token_file.read_text().strip() if token_file.is_file() else None
 
 
 def _user_name() -> str:
@@ -162,8 +146,6 @@ class RunningStore:
 
     def client(self):  # type: ignore[no-untyped-def]
         """A ``StoreClient`` for the local admin."""
-        from storage.federation.client import StoreClient
-
         return StoreClient(self.url, self.token)
 
     def stop(self) -> None:

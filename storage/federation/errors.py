@@ -7,7 +7,7 @@ behind HTTP.
 
 from __future__ import annotations
 
-from scopeflow.errors import InputError, NotFoundError, ScopeflowError, ServiceError
+from scopeflow.errors import InputError, NotFoundError, ScopeflowError
 
 
 class PermissionDeniedError(ScopeflowError, PermissionError):
@@ -43,10 +43,6 @@ class QuerySyntaxError(InputError):
 
 class SchemaValidationError(InputError):
     """Metadata that does not satisfy the JSON Schema its record names (HTTP 422)."""
-
-
-class TransferError(ServiceError):
-    """A transfer backend failed: a Globus API error or task failure, a copy that broke off."""
 
 
 #: HTTP status per error class; the first matching class (most specific first) wins.

@@ -6,7 +6,7 @@ directories) and ``GlobusBackend`` (``globus_sdk.TransferClient``). See ``protoc
 
 from storage.transfer.local import LocalBackend
 from storage.transfer.manifest import FileEntry, build_manifest, sha256_file
-from storage.transfer.protocol import TransferBackend
+from storage.transfer.protocol import TransferBackend, TransferError
 from storage.transfer.state import SyncState
 from storage.transfer.sync import SyncReport, sync_directory
 
@@ -16,6 +16,7 @@ __all__ = [
     "SyncReport",
     "SyncState",
     "TransferBackend",
+    "TransferError",
     "build_manifest",
     "sha256_file",
     "sync_directory",

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from scopeflow.errors import IntegrityError
-from storage.federation.errors import TransferError
 from storage.transfer.manifest import FileEntry, sha256_file
+from storage.transfer.protocol import TransferError
 from storage.transfer.state import SyncState
 
 #: Terminal task states of the Transfer API.

@@ -6,8 +6,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from scopeflow.errors import ServiceError
 from storage.transfer.manifest import FileEntry
 from storage.transfer.state import SyncState
+
+
+class TransferError(ServiceError):
+    """A transfer backend failed: a Globus API error or task failure, a copy that broke off."""
 
 
 @runtime_checkable

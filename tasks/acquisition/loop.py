@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scopeflow.errors import InputError
+from scopeflow.frame import Frame
 from storage.datasets import DatasetWriter
 from tasks.embedding.ingest import embed_appended
 
-from .instrument import Frame, Instrument
+from .instrument import Instrument
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 
 from scopeflow.errors import InputError, WaitTimeoutError
-
-from .instrument import Frame
+from scopeflow.frame import Frame
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.inference.atoms import Atoms
+from scopeflow.atoms import Atoms
 from tasks.inference.ensemble import Ensemble
 
 from .monitor import Decision, DriftMonitor

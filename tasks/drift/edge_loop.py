@@ -28,9 +28,10 @@ from storage.datasets.decisions import (
     write_monitor_state,
 )
 from storage.datasets.predictions import PredictionWriter
-from storage.models import ModelRegistry, load_ensemble
+from storage.models import ModelRegistry
 from tasks.inference.ensemble import Ensemble
 from tasks.inference.metrics import Scores, evaluate
+from tasks.inference.registry import load_ensemble
 
 from .adaptive import AdaptiveEnsemble, BatchOutcome
 from .monitor import DriftMonitor

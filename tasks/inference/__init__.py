@@ -1,6 +1,5 @@
 """Edge inference: the fused ensemble atom finder, its decoding, and the classical baseline."""
 
-from .atoms import Atoms
 from .baseline import ClassicalFinder
 from .ensemble import Ensemble, EnsembleConfig, Maps, default_device
 from .metrics import MATCH_DISTANCE, Scores, evaluate, match
@@ -11,7 +10,6 @@ __all__ = [
     "MATCH_DISTANCE",
     "MAX_PIXEL_SIZE",
     "MIN_PIXEL_SIZE",
-    "Atoms",
     "ClassicalFinder",
     "Ensemble",
     "EnsembleConfig",

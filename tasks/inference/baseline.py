@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from .atoms import Atoms
+from scopeflow.atoms import Atoms
+
 from .peaks import find_peaks
 
 

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from scopeflow.atoms import Atoms
 from scopeflow.errors import InputError
 
-from .atoms import Atoms
 from .network import DEFAULT_WIDTHS, FusedUNet
 from .peaks import local_maxima
 from .resample import Scaling, check_pixel_size, scaling_for, to_model_scale

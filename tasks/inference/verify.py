@@ -35,7 +35,8 @@ from scipy.spatial import cKDTree
 from scipy.special import expit
 from scipy.stats import norm
 
-from .atoms import Atoms
+from scopeflow.atoms import Atoms
+
 from .lattice import (
     TOLERANCE,
     SiteLattice,

@@ -2,12 +2,14 @@
 
 Each draw is one frame's ``DriftSchedule`` base: lattice and crystal rotation (``region``),
 pixel size (scale), optics (voltage, convergence, defocus, Cs, source size: blur), dose and
-detector noise, scan jitter (distortion) and amorphous contamination.
+detector noise, scan jitter (distortion) and amorphous contamination. ``Regime``: a named part of
+those ranges that a specialist member is trained for (``REGIMES``; used by ``specialists`` and
+``finetune``).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -70,3 +72,39 @@ def sample_conditions(
         "drift_x": float(rng.uniform(0.0, 200.0)),
         "drift_y": float(rng.uniform(0.0, 200.0)),
     }
+
+
+@dataclass(frozen=True)
+class Regime:
+    """A regime of imaging conditions a member can be trained for.
+
+    ``ranges`` are the training conditions inside the regime (units as in
+    ``ConditionRanges``: e/Å², Å, Å/px, kV, mrad); ``share`` is the fraction (0–1) of a
+    member's training pool drawn from the regime, the rest from the standard ranges. A
+    regime whose ranges are the standard ones draws nothing extra.
+    """
+
+    name: str
+    ranges: ConditionRanges = field(default_factory=ConditionRanges)
+    share: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.share <= 1.0:
+            raise ValueError(f"regime {self.name!r}: share must be in (0, 1], got {self.share}")
+
+    @property
+    def is_standard(self) -> bool:
+        """True when the regime is the standard ranges (no samples of its own)."""
+        return self.ranges == ConditionRanges()
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form, for the model's lineage."""
+        return {"name": self.name, "share": self.share, "ranges": self.ranges.as_dict()}
+
+
+REFERENCE = Regime("reference", ConditionRanges(), share=1.0)
+LOW_DOSE = Regime("low-dose", replace(ConditionRanges(), dose=(1e4, 3e5)), share=0.75)
+BLUR = Regime("blur", replace(ConditionRanges(), defocus=(90.0, 180.0)), share=0.75)
+REGIMES: dict[str, Regime] = {r.name: r for r in (REFERENCE, LOW_DOSE, BLUR)}
+# Two members per regime: a selected pair still has a spread, so its uncertainty means something.
+DEFAULT_LAYOUT: tuple[Regime, ...] = (REFERENCE, REFERENCE, LOW_DOSE, LOW_DOSE, BLUR, BLUR)

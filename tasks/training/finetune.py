@@ -4,7 +4,7 @@ The training set mixes (a) pseudo-labels — the confident consensus columns of 
 members on the drifted frames themselves — and (b) twin frames rendered under conditions
 estimated from those frames (``matching``), with their exact truth. Every member starts from
 its production weights and sees its own batches, so the ensemble stays diverse. Each member
-also replays samples of the regime it was trained for (``specialists.REGIMES``; the standard
+also replays samples of the regime it was trained for (``conditions.REGIMES``; the standard
 ranges for a generalist): trained on the new conditions alone, a specialist ensemble's
 members would all drift to the same place and the regimes selection relies on would wash out.
 """
@@ -19,15 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from tasks.inference.atoms import Atoms
+from scopeflow.atoms import Atoms
 from tasks.inference.ensemble import Ensemble
 from tasks.inference.resample import scaling_for, to_model_scale
 
-from .conditions import ConditionRanges
+from .conditions import REGIMES, ConditionRanges
 from .data import TrainingSet, concatenate, make_training_set
-from .specialists import REGIMES
 from .targets import targets as make_targets
-from .train import Log, _fit
+from .train import Log, fit
 
 # A frame is used for pseudo-labels only if the members agree on nearly all its columns.
 MAX_UNCERTAINTY = 0.2
@@ -145,7 +144,7 @@ def fine_tune(
     pools = [torch.cat([new, index[f"replay {name}"]]) for name in member_regimes]
     net = copy.deepcopy(production.net).float()
     gens = [torch.Generator().manual_seed(seed * 7919 + k) for k in range(production.members)]
-    losses = _fit(net, data, steps, 8, lr, gens, production.device, log, "fine-tune", pools)
+    losses = fit(net, data, steps, 8, lr, gens, production.device, log, "fine-tune", pools)
     tuned = Ensemble(net, production.config, device=production.device)
     lineage = {
         "parent": production.version,

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from scopeflow.atoms import Atoms
 from storage.datasets import open_dataset
-from storage.models import ModelRegistry, load_ensemble
-from storage.models.ensembles import save_ensemble
+from storage.models import ModelRegistry
 from tasks.drift.physics import Proxies, columns_proxies, frame_proxies, proxy_score
-from tasks.inference.atoms import Atoms
 from tasks.inference.ensemble import Ensemble
+from tasks.inference.registry import load_ensemble, save_ensemble
 
 from .evaluation import condition_frames, score_ensemble
 from .finetune import fine_tune, pseudo_labels

@@ -4,7 +4,7 @@ After Ghosh et al. 2021 (ensembles against out-of-distribution drift, selecting 
 from the ensemble): member selection under drift can only help if some members are better
 than others on the drifted frames. Ensembles of generalists (``train.train_ensemble``)
 are not — at a dose of 4e4 e/Å² every member of v0002 loses the same F1 — so here each
-member is trained for a **regime** of imaging conditions:
+member is trained for a **regime** of imaging conditions (``conditions.REGIMES``):
 
 - ``reference``: the standard training ranges (``ConditionRanges``);
 - ``low-dose``: dose log-uniform 1e4–3e5 e/Å², the rest standard;
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -39,47 +39,11 @@ from tasks.drift.spectrum import image_stats
 from tasks.inference.ensemble import Ensemble, EnsembleConfig, default_device
 from tasks.inference.network import FusedUNet
 
-from .conditions import ConditionRanges, sample_conditions
+from .conditions import DEFAULT_LAYOUT, ConditionRanges, Regime, sample_conditions
 from .data import TrainingSet, concatenate, make_training_set
-from .train import Log, _fit
+from .train import Log, fit
 
 STANDARD = "standard"  # the source name of the samples drawn from the standard ranges
-
-
-@dataclass(frozen=True)
-class Regime:
-    """A regime of imaging conditions a member can be trained for.
-
-    ``ranges`` are the training conditions inside the regime (units as in
-    ``ConditionRanges``: e/Å², Å, Å/px, kV, mrad); ``share`` is the fraction (0–1) of a
-    member's training pool drawn from the regime, the rest from the standard ranges. A
-    regime whose ranges are the standard ones draws nothing extra.
-    """
-
-    name: str
-    ranges: ConditionRanges = field(default_factory=ConditionRanges)
-    share: float = 0.5
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.share <= 1.0:
-            raise ValueError(f"regime {self.name!r}: share must be in (0, 1], got {self.share}")
-
-    @property
-    def is_standard(self) -> bool:
-        """True when the regime is the standard ranges (no samples of its own)."""
-        return self.ranges == ConditionRanges()
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-able form, for the model's lineage."""
-        return {"name": self.name, "share": self.share, "ranges": self.ranges.as_dict()}
-
-
-REFERENCE = Regime("reference", ConditionRanges(), share=1.0)
-LOW_DOSE = Regime("low-dose", replace(ConditionRanges(), dose=(1e4, 3e5)), share=0.75)
-BLUR = Regime("blur", replace(ConditionRanges(), defocus=(90.0, 180.0)), share=0.75)
-REGIMES: dict[str, Regime] = {r.name: r for r in (REFERENCE, LOW_DOSE, BLUR)}
-# Two members per regime: a selected pair still has a spread, so its uncertainty means something.
-DEFAULT_LAYOUT: tuple[Regime, ...] = (REFERENCE, REFERENCE, LOW_DOSE, LOW_DOSE, BLUR, BLUR)
 
 
 @dataclass(frozen=True)
@@ -223,7 +187,7 @@ def specialise(
     net, origin = initial_members(source, k, config.perturb, config.seed)
     gens = [torch.Generator().manual_seed(config.seed * 1000 + 1 + m) for m in range(k)]
     pools = member_pools(config.layout, index, gens)
-    losses = _fit(net, data, config.steps, config.batch, config.lr, gens, device, log, "specialists", pools)
+    losses = fit(net, data, config.steps, config.batch, config.lr, gens, device, log, "specialists", pools)
     ens_cfg = EnsembleConfig(
         **{**cfg.as_dict(), "members": k, "regimes": tuple(r.name for r in config.layout)}
     )

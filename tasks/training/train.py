@@ -81,7 +81,7 @@ def _step_batches(
     return [order[i * batch : (i + 1) * batch] for i in range(steps)]
 
 
-def _fit(
+def fit(
     net: FusedUNet,
     data: TrainingSet,
     steps: int,
@@ -172,7 +172,7 @@ def train_ensemble(
     else:
         base_net, base_losses = FusedUNet(1, config.widths, data.targets.shape[1] - 2), []
     base_gen = torch.Generator().manual_seed(config.seed)
-    base_losses = base_losses or _fit(
+    base_losses = base_losses or fit(
         base_net, data, config.baseline_steps, config.batch, config.lr, [base_gen], device, log, "baseline"
     )
     net = FusedUNet.stack([base_net] * config.members)
@@ -183,7 +183,7 @@ def train_ensemble(
             p.mul_(SHRINK).add_(q, alpha=PERTURB)
     gens = [torch.Generator().manual_seed(config.seed * 1000 + 1 + k) for k in range(config.members)]
     pools = [torch.randint(len(data), (len(data),), generator=g) for g in gens]  # bootstrap resamples
-    member_losses = _fit(
+    member_losses = fit(
         net,
         data,
         config.member_steps,

@@ -3,8 +3,8 @@ import pytest
 import xarray as xr
 
 from scopeflow.errors import InputError, ShapeMismatchError, StorageError
+from scopeflow.frame import Frame
 from storage.datasets import DatasetWriter, open_dataset, read_truth
-from tasks.acquisition import Frame
 from tasks.acquisition.loop import acquire_run
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 

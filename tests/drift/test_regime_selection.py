@@ -12,13 +12,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from storage.models import ModelRegistry, load_ensemble
+from storage.models import ModelRegistry
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 from tasks.drift.adaptive import AdaptiveEnsemble
 from tasks.drift.monitor import DriftMonitor
 from tasks.drift.regimes import read_statistics, regime_vote
 from tasks.drift.spectrum import image_stats
 from tasks.inference.metrics import evaluate
+from tasks.inference.registry import load_ensemble
 from tasks.training.evaluation import condition_frames
 
 

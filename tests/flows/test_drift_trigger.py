@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
-from flows.events import emit_drift
-from flows.retrain import DRIFT_EVENT, drift_trigger, parse_members, retrain_flow
+from flows.events import DRIFT_EVENT, emit_drift
+from flows.retrain import drift_trigger, parse_members, retrain_flow
 
 
 def _runs_of(deployment_id):

@@ -16,11 +16,11 @@ from storage.datasets import DatasetWriter
 from storage.datasets.decisions import DecisionRow, DecisionWriter
 from storage.federation.embedded import RunningStore, serve_in_thread
 from storage.models import ModelRegistry
-from storage.models.ensembles import save_ensemble
 from storage.provenance import lineage_text, record_dataset
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 from tasks.inference.ensemble import Ensemble, EnsembleConfig
 from tasks.inference.network import FusedUNet
+from tasks.inference.registry import save_ensemble
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,9 +12,10 @@ from zarr.storage import LocalStore
 
 from storage.datasets import DatasetWriter
 from storage.datasets.predictions import prediction_versions, read_atoms, read_predictions
-from storage.models import ModelRegistry, load_ensemble
+from storage.models import ModelRegistry
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 from tasks.inference.edge import run_edge
+from tasks.inference.registry import load_ensemble
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,9 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from storage.models import ModelRegistry, load_ensemble
+from storage.models import ModelRegistry
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
+from tasks.inference.registry import load_ensemble
 
 
 @pytest.fixture(scope="module")

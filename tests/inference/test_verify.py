@@ -18,12 +18,13 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from storage.datasets.predictions import PredictionWriter, read_atoms, read_predictions
-from storage.models import ModelRegistry, load_ensemble
+from storage.models import ModelRegistry
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 from tasks.acquisition.twin.scene import VACANCY
 from tasks.inference.lattice import bragg_reflections, carried_reflections, independent, site_lattice
 from tasks.inference.metrics import evaluate, match
 from tasks.inference.refine import fit_columns
+from tasks.inference.registry import load_ensemble
 
 ABTEM = Path(__file__).resolve().parents[3] / "shared" / "data" / "abtem-graphene"
 runner = CliRunner()

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from scopeflow.errors import IntegrityError, NotFoundError
-from storage.models import ModelRegistry, load_ensemble, save_ensemble
+from storage.models import ModelRegistry
 from storage.models.registry import WEIGHTS
 from tasks.inference.ensemble import Ensemble, EnsembleConfig
 from tasks.inference.network import FusedUNet
+from tasks.inference.registry import load_ensemble, save_ensemble
 
 
 def tiny_ensemble(seed: int) -> Ensemble:

@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 
 from storage.models import DEFAULT_MODELS_DIR, ModelRegistry
-from storage.models.ensembles import save_ensemble
 from tasks.inference.ensemble import Ensemble, EnsembleConfig
 from tasks.inference.network import FusedUNet
+from tasks.inference.registry import save_ensemble
 
 
 def test_local_versions_are_numbered_after_the_shipped_ones(tmp_path: Path) -> None:

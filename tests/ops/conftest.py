@@ -10,10 +10,10 @@ import torch
 
 from storage.datasets import DatasetWriter
 from storage.models import ModelRegistry
-from storage.models.ensembles import save_ensemble
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 from tasks.inference.ensemble import Ensemble, EnsembleConfig
 from tasks.inference.network import FusedUNet
+from tasks.inference.registry import save_ensemble
 
 
 @dataclass

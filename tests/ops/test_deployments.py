@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from flows.events import DRIFT_EVENT
 from flows.ops import ROOT, apply_deployments, load_spec, pool_names
-from flows.retrain import DRIFT_EVENT
 
 
 async def _read_back(ids: dict[str, Any]) -> dict[str, Any]:

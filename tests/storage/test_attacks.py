@@ -24,8 +24,8 @@ from storage.federation.errors import (
     ConflictError,
     PermissionDeniedError,
 )
+from storage.federation.push import push_dataset
 from storage.transfer.local import LocalBackend
-from storage.transfer.push import push_dataset
 from tests.storage.conftest import make_tree
 
 

@@ -172,7 +172,7 @@ def test_map_projects_readable_frames_and_reprojects_a_selection(
 def test_index_is_rebuilt_from_the_catalog_when_lost(archive: dict[str, str], store: RunningStore) -> None:
     from storage.federation.catalog import Catalog
     from storage.federation.database import Database
-    from storage.federation.embedded import store_paths
+    from storage.federation.paths import store_paths
 
     db_path = store_paths(store.store_dir)[0]
     directory = db_path.parent / "vectors"

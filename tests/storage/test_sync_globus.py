@@ -11,9 +11,9 @@ import pytest
 import responses
 from globus_sdk.testing import RegisteredResponse, load_response
 
-from storage.federation.errors import TransferError
 from storage.transfer import sha256_file, sync_directory
 from storage.transfer.globus import GlobusBackend
+from storage.transfer.protocol import TransferError
 from storage.transfer.state import SyncState
 from tests.storage.conftest import make_tree
 

@@ -15,9 +15,9 @@ import pytest
 
 from scopeflow.errors import InputError, IntegrityError, NotFoundError
 from storage.federation.client import StoreClient
+from storage.federation.push import push_dataset
 from storage.transfer import LocalBackend, sha256_file, sync_directory
 from storage.transfer import local as local_backend
-from storage.transfer.push import push_dataset
 from tests.storage.conftest import make_tree
 
 

@@ -1,5 +1,6 @@
-from storage.models import ModelRegistry, load_ensemble
+from storage.models import ModelRegistry
 from tasks.drift.physics import frame_proxies, median_proxies
+from tasks.inference.registry import load_ensemble
 from tasks.training.evaluation import condition_frames
 from tasks.training.retrain import _sample_lattice
 

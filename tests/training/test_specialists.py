@@ -10,17 +10,13 @@ import pytest
 import torch
 
 from scopeflow.errors import InputError
-from storage.models import DEFAULT_MODELS_DIR, ModelRegistry, load_ensemble, save_ensemble
+from storage.models import DEFAULT_MODELS_DIR, ModelRegistry
 from tasks.inference.ensemble import Ensemble, EnsembleConfig
 from tasks.inference.network import FusedUNet
-from tasks.training.conditions import ConditionRanges
+from tasks.inference.registry import load_ensemble, save_ensemble
+from tasks.training.conditions import BLUR, DEFAULT_LAYOUT, LOW_DOSE, REFERENCE, ConditionRanges, Regime
 from tasks.training.specialists import (
-    BLUR,
-    DEFAULT_LAYOUT,
-    LOW_DOSE,
-    REFERENCE,
     STANDARD,
-    Regime,
     SpecialiseConfig,
     combined_training_set,
     member_pools,

@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from ..instrument import Frame, Truth
+from scopeflow.frame import Frame, Truth
+
 from .render import AMORPHOUS_WEIGHT, form_image, splat
 from .scene import VACANCY, Scene, columns_in_window, contamination_points
 from .schedule import DriftSchedule

@@ -1,4 +1,7 @@
-"""Ensembles in the registry: save a trained ``Ensemble`` as a version, load one back."""
+"""Ensembles in the model registry: save a trained ``Ensemble`` as a version, load one back.
+
+``storage.models.ModelRegistry`` keeps tensors and configs; the ensemble is built here.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,9 @@ from typing import Any
 import torch
 
 from scopeflow.errors import InputError
-from tasks.inference.ensemble import Ensemble, EnsembleConfig, default_device
+from storage.models.registry import ModelRegistry
 
-from .registry import ModelRegistry
+from .ensemble import Ensemble, EnsembleConfig, default_device
 
 KIND = "scopeflow.fused-unet-ensemble"
 

@@ -1,4 +1,8 @@
-"""What the atom finders return: columns of one frame at sub-pixel precision."""
+"""What the atom finders return: columns of one frame at sub-pixel precision.
+
+It lives in the lowest layer because storage writes it (``storage.datasets.predictions``) and
+tasks make it (``tasks.inference``).
+"""
 
 from __future__ import annotations
 
