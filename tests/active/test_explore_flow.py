@@ -52,7 +52,7 @@ def test_config_errors() -> None:
     with pytest.raises(InputError, match="lattice"):
         ExploreConfig(lattice="ice")
     with pytest.raises(InputError, match="qlogei"):
-        ExploreConfig(acquisition="best-guess")
+        ExploreConfig(scorer="best-guess")
     with pytest.raises(InputError, match="policy"):
         ExploreConfig(policy="vote")
 
@@ -144,7 +144,7 @@ def test_the_gate_acts_on_approve_reject_and_replace(tmp_path: Path, prefect_api
     from prefect.client.orchestration import get_client
 
     cfg = ExploreConfig(
-        budget=5, stride=16, margin=40, n_initial=3, batch=1, property="plasmon", acquisition="maxvar",
+        budget=5, stride=16, margin=40, n_initial=3, batch=1, property="plasmon", scorer="maxvar",
         hypotheses="tasks.active.hypotheses.strain",
     )  # fmt: skip
     answers = [
