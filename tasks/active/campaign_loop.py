@@ -259,7 +259,7 @@ class _Run:
             spectra=measurement.counts,
             values=values,
             step=proposal.step,
-            acquisition=proposal.how,
+            scorer=proposal.how,
             approval=answer.verdict,
             predicted_mean=mean,
             predicted_std=std,
