@@ -36,7 +36,8 @@ def up(
     timeout: Annotated[float, typer.Option(help="Seconds each service may take to start.")] = 120.0,
 ) -> None:
     """Start the Prefect server, store, media server, work pools, deployments and workers on this machine."""
-    from .ops import DEFAULT_SPEC, ROOT, OpsSettings
+    from .deploy import DEFAULT_SPEC, ROOT
+    from .ops import OpsSettings
     from .ops import up as start
 
     spec_path = spec if spec.is_absolute() or spec.exists() else ROOT / spec
@@ -79,7 +80,7 @@ def deploy(
     spec: Annotated[Path, typer.Option(help="Deployments file to apply.")] = Path("deployments/prefect.yaml"),
 ) -> None:
     """Apply the deployments (pools, schedules, triggers) to the Prefect API in PREFECT_API_URL."""
-    from .ops import ROOT, apply_deployments
+    from .deploy import ROOT, apply_deployments
 
     spec_path = spec if spec.is_absolute() or spec.exists() else ROOT / spec
     ids = asyncio.run(apply_deployments(spec_path))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from flows.ops import ROOT, apply_deployments, load_spec, pool_names
+from flows.deploy import ROOT, apply_deployments, load_spec, pool_names
 from flows.retrain import DRIFT_EVENT
 
 
@@ -36,6 +36,12 @@ def test_deployments_apply_with_schedules_and_trigger(prefect_api: None) -> None
     assert deps["edge"].pull_steps == [
         {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
     ]
+    # Entrypoints stay relative to the repository (the pull step's directory), whatever this
+    # process's working directory, and the flows' parameter schemas go with them.
+    assert {name: d.entrypoint for name, d in deps.items()} == {
+        d["name"]: d["entrypoint"] for d in load_spec()["deployments"]
+    }
+    assert "dataset" in deps["edge"].parameter_openapi_schema["properties"]
     crons = {name: [(s.schedule.cron, s.schedule.timezone) for s in d.schedules] for name, d in deps.items()}
     assert crons["sync"] == [("*/30 * * * *", "UTC")]
     assert crons["reprocess-nightly"] == [("0 2 * * *", "UTC")]
