@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from flows.deploy import ROOT, apply_deployments, load_spec, pool_names
 from flows.retrain import DRIFT_EVENT
+from scopeflow.errors import NotFoundError
 
 
 async def _read_back(ids: dict[str, Any]) -> dict[str, Any]:
@@ -56,3 +58,24 @@ def test_deployments_apply_with_schedules_and_trigger(prefect_api: None) -> None
     assert trigger.expect == {DRIFT_EVENT}
     assert trigger.match.model_dump(mode="json") == {"prefect.resource.id": "scopeflow.instrument.*"}
     assert owned[0].actions[0].parameters["dataset"] == "{{ event.payload.dataset }}"
+
+
+def test_the_deploy_command_prints_each_deployment_and_its_id(prefect_api: None) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    out = CliRunner().invoke(app, ["deploy"])
+    assert out.exit_code == 0, out.output
+    rows = [line.split("\t") for line in out.stdout.splitlines() if "\t" in line]
+    assert [name for name, _ in rows] == [d["name"] for d in load_spec()["deployments"]]
+
+
+def test_a_missing_deployments_file_is_named(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    out = CliRunner().invoke(app, ["deploy", "--spec", str(tmp_path / "nope.yaml")])
+    assert isinstance(out.exception, NotFoundError)
+    assert "nope.yaml" in str(out.exception)
