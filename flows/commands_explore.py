@@ -55,7 +55,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Survey image → candidates → fit, choose, measure, record until budget or target."""
-        from flows.explore import ExploreConfig, explore, explore_flow
+        from flows.explore import explore, explore_flow
+        from tasks.active.campaign_loop import ExploreConfig
 
         try:
             config = ExploreConfig(

@@ -26,8 +26,6 @@ from tasks.acquisition.instrument import Instrument, Spectrometer
 from tasks.active import BandIntensity, PeakPosition, PeakRatio, Proposal, Scalarizer
 from tasks.active.campaign_loop import PROPERTIES, Answer, Approve, ExploreConfig, ExploreResult, run_campaign
 
-__all__ = ["Answer", "ExploreConfig", "ExploreResult", "explore", "explore_flow", "twin_sources"]
-
 
 def scalarizer_for(prop: str, lattice: str) -> Scalarizer:
     """The scalarizer of a named property on a lattice's low-loss spectrum."""
