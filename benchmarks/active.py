@@ -35,9 +35,10 @@ import numpy as np
 import torch
 
 from benchmarks._common import write_result
-from flows.explore import ExploreConfig, build_twin, scalarizer_for
+from flows.explore import build_twin, scalarizer_for
 from tasks.acquisition.twin.spectra import PEAKS, SpectrumChannel
 from tasks.active import Campaign, GPSurrogate, candidate_grid, extract_patches, make_scorer, standardise
+from tasks.active.campaign_loop import ExploreConfig
 from tasks.active.hypotheses import load_hypotheses
 from tasks.active.hypothesis_learning import HypothesisCampaign
 from tasks.active.scalarizers import counting_sd

@@ -29,7 +29,10 @@ def register(app: typer.Typer) -> None:
         ),
         model: str = typer.Option("dkl", help="dkl (deep kernel learning) or gp (plain GP on raw patches)."),
         acquisition: str = typer.Option(
-            "logei", help="BoTorch acquisition: logei (ei), pi, ucb, maxvar, thompson, qlogei, qucb."
+            "logei",
+            "--acquisition",
+            help="BoTorch acquisition function scoring the candidates: "
+            "logei (ei), pi, ucb, maxvar, thompson, qlogei, qucb.",
         ),
         beta: float = typer.Option(4.0, help="UCB exploration weight (mean + sqrt(beta)·std)."),
         batch: int = typer.Option(1, help="Measurements chosen per step."),
@@ -52,7 +55,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Survey image → candidates → fit, choose, measure, record until budget or target."""
-        from flows.explore import ExploreConfig, explore, explore_flow
+        from flows.explore import explore, explore_flow
+        from tasks.active.campaign_loop import ExploreConfig
 
         try:
             config = ExploreConfig(
@@ -60,7 +64,7 @@ def register(app: typer.Typer) -> None:
                 lattice=lattice,
                 property=prop,
                 model=model,
-                acquisition=acquisition,
+                scorer=acquisition,
                 beta=beta,
                 batch=batch,
                 budget=budget,

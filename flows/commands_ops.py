@@ -36,10 +36,11 @@ def up(
     timeout: Annotated[float, typer.Option(help="Seconds each service may take to start.")] = 120.0,
 ) -> None:
     """Start the Prefect server, store, media server, work pools, deployments and workers on this machine."""
-    from .ops import DEFAULT_SPEC, ROOT, OpsSettings
+    from .deploy import DEFAULT_SPEC
+    from .ops import OpsSettings
     from .ops import up as start
 
-    spec_path = spec if spec.is_absolute() or spec.exists() else ROOT / spec
+    spec_path = _spec_path(spec)
     settings = OpsSettings(
         host=host,
         prefect_port=prefect_port,
@@ -55,6 +56,13 @@ def up(
     console.print("to run flows against it from a shell:")
     for key, value in state.env.items():
         sys.stdout.write(f"export {key}={value}\n")
+
+
+def _spec_path(spec: Path) -> Path:
+    """A relative spec not found here is taken from the repository (where the default lives)."""
+    from .deploy import ROOT
+
+    return spec if spec.is_absolute() or spec.exists() else ROOT / spec
 
 
 def down() -> None:
@@ -79,10 +87,9 @@ def deploy(
     spec: Annotated[Path, typer.Option(help="Deployments file to apply.")] = Path("deployments/prefect.yaml"),
 ) -> None:
     """Apply the deployments (pools, schedules, triggers) to the Prefect API in PREFECT_API_URL."""
-    from .ops import ROOT, apply_deployments
+    from .deploy import apply_deployments
 
-    spec_path = spec if spec.is_absolute() or spec.exists() else ROOT / spec
-    ids = asyncio.run(apply_deployments(spec_path))
+    ids = asyncio.run(apply_deployments(_spec_path(spec)))
     for name, deployment_id in ids.items():
         sys.stdout.write(f"{name}\t{deployment_id}\n")
 

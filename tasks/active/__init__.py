@@ -1,6 +1,7 @@
 """Active learning: a GP over image patches, or physical laws competing, chooses where to measure next.
 
-Plain Python, no Prefect: ``flows/explore.py`` wraps it. The pieces compose as in gpytorch:
+Plain Python, no Prefect: ``campaign_loop.run_campaign`` is the exploration loop (survey,
+propose, measure, record, resume), which ``flows/explore.py`` wraps. The pieces compose as in gpytorch:
 a ``PatchFeatureExtractor`` feeds a ``DKLModel`` that a ``GPSurrogate`` trains; a
 ``Campaign`` asks a ``Scorer`` (BoTorch's LogEI, PI, UCB, max-variance, Thompson, qLogEI,
 qUCB) for batches; scalarizers turn measured spectra into the value maximised. Structured GPs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,16 +26,6 @@ def unmeasured(n_candidates: int, taken: Sequence[Sequence[int]], k: int) -> np.
     return free
 
 
-def skip_pending(pending: list[int], skipped: list[int], indices: Sequence[int]) -> None:
-    """Move ``indices`` out of ``pending`` into ``skipped`` (in place): never proposed again."""
-    for i in indices:
-        i = int(i)
-        if i in pending:
-            pending.remove(i)
-        if i not in skipped:
-            skipped.append(i)
-
-
 @dataclass(frozen=True)
 class Proposal:
     """Candidates chosen for measurement, how they were chosen, and what deciding cost (s)."""
@@ -53,7 +44,109 @@ class Proposal:
         return self.fit_seconds + self.select_seconds
 
 
-class Campaign:
+class CampaignBase:
+    """What every campaign shares: measured, pending and skipped candidates, the values and their
+    noise, the step count, and ``propose``'s shape (random seeding points, then fit and score).
+
+    A subclass says how many candidates there are and, in ``_fit``, which surrogate decides
+    this step (fitted on the measurements so far) and what to call the choice.
+    """
+
+    def __init__(self, scorer: Scorer, *, n_initial: int, seed: int) -> None:
+        self.scorer = scorer
+        self.n_initial = n_initial
+        self.rng = np.random.default_rng(seed)
+        self.measured: list[int] = []
+        self.values: list[float] = []
+        self.pending: list[int] = []
+        self.skipped: list[int] = []
+        self.noise_sd: list[float] = []
+        self.step = 0
+
+    @property
+    def n_candidates(self) -> int:
+        """Size of the candidate set."""
+        raise NotImplementedError
+
+    @property
+    def best(self) -> float:
+        """Largest value measured so far (−inf before any)."""
+        return max(self.values, default=-np.inf)
+
+    def _fit(self) -> tuple[Any, str]:
+        """The surrogate that chooses this step, fitted (it has ``candidate_model()``), and ``how``."""
+        raise NotImplementedError
+
+    def propose(self, k: int = 1) -> Proposal:
+        """Choose ``k`` new candidates and mark them pending."""
+        free = unmeasured(self.n_candidates, (self.measured, self.pending, self.skipped), k)
+        fit_s = select_s = 0.0
+        if len(self.measured) < self.n_initial:
+            chosen = [int(i) for i in self.rng.choice(free, size=k, replace=False)]
+            how, mean, std = "initial", [float("nan")] * k, [float("nan")] * k
+        else:
+            t0 = time.perf_counter()
+            surrogate, how = self._fit()
+            t1 = time.perf_counter()
+            cm = surrogate.candidate_model()
+            excluded = np.zeros(self.n_candidates, dtype=bool)
+            excluded[np.asarray(self.measured + self.skipped, dtype=np.int64)] = True
+            chosen = self.scorer.choose(
+                cm, k, excluded=excluded, pending=self.pending, best=self.best, rng=self.rng
+            )
+            select_s = time.perf_counter() - t1
+            fit_s = t1 - t0
+            mean, std = predicted(cm, chosen)
+        self.pending.extend(chosen)
+        self.step += 1
+        return Proposal(chosen, self.step, how, fit_s, select_s, mean, std)
+
+    def known_noise(self) -> float | None:
+        """Median measurement noise sd reported with the measurements so far (None if none was)."""
+        return float(np.median(self.noise_sd)) if self.noise_sd else None
+
+    def _check_new(self, indices: Sequence[int], values: Sequence[float]) -> list[int]:
+        """``indices`` as ints, once each is known to be unmeasured and matched by a value."""
+        if len(indices) != len(values):
+            raise InputError(f"{len(indices)} indices but {len(values)} values")
+        idx = [int(i) for i in indices]
+        for i in idx:
+            if i in self.measured:
+                raise InputError(f"candidate {i} was already measured")
+        return idx
+
+    def _store(
+        self, indices: Sequence[int], values: Sequence[float], noise_sd: Sequence[float] | None = None
+    ) -> None:
+        """Store measured ``values`` at candidates ``indices`` (which stop being pending)."""
+        idx = self._check_new(indices, values)
+        if noise_sd is not None:
+            self.noise_sd.extend(float(v) for v in noise_sd)
+        for i, v in zip(idx, values, strict=True):
+            if i in self.pending:
+                self.pending.remove(i)
+            self.measured.append(i)
+            self.values.append(float(v))
+
+    def restore(
+        self, indices: Sequence[int], values: Sequence[float], *, skipped: Sequence[int] = (), step: int = 0
+    ) -> None:
+        """Take up a campaign where an earlier run left it: its measurements, skipped points and step."""
+        self._store(indices, values)
+        self.skip(skipped)
+        self.step = max(self.step, int(step))
+
+    def skip(self, indices: Sequence[int]) -> None:
+        """Drop pending candidates without measuring them (a rejected batch): never proposed again."""
+        for i in indices:
+            i = int(i)
+            if i in self.pending:
+                self.pending.remove(i)
+            if i not in self.skipped:
+                self.skipped.append(i)
+
+
+class Campaign(CampaignBase):
     """Drives a surrogate and a scorer (a BoTorch acquisition function) over a fixed candidate set.
 
     The first ``n_initial`` points are drawn at random (a GP needs something to fit); after
@@ -69,85 +162,24 @@ class Campaign:
         n_initial: int = 5,
         seed: int = 0,
     ) -> None:
+        super().__init__(scorer, n_initial=max(2, int(n_initial)), seed=seed)
         self.surrogate = surrogate
-        self.scorer = scorer
-        self.n_initial = max(2, int(n_initial))
-        self.rng = np.random.default_rng(seed)
-        self.measured: list[int] = []
-        self.values: list[float] = []
-        self.pending: list[int] = []
-        self.skipped: list[int] = []
-        self.noise_sd: list[float] = []
-        self.step = 0
 
     @property
     def n_candidates(self) -> int:
         """Size of the candidate set."""
         return self.surrogate.n_candidates
 
-    @property
-    def best(self) -> float:
-        """Largest value measured so far (−inf before any)."""
-        return max(self.values, default=-np.inf)
-
-    def propose(self, k: int = 1) -> Proposal:
-        """Choose ``k`` new candidates and mark them pending."""
-        free = unmeasured(self.n_candidates, (self.measured, self.pending, self.skipped), k)
-        fit_s = select_s = 0.0
-        if len(self.measured) < self.n_initial:
-            chosen = [int(i) for i in self.rng.choice(free, size=k, replace=False)]
-            how, mean, std = "initial", [float("nan")] * k, [float("nan")] * k
-        else:
-            t0 = time.perf_counter()
-            self.surrogate.fit(self.measured, np.asarray(self.values), noise_sd=self.known_noise())
-            t1 = time.perf_counter()
-            cm = self.surrogate.candidate_model()
-            excluded = np.zeros(self.n_candidates, dtype=bool)
-            excluded[np.asarray(self.measured + self.skipped, dtype=np.int64)] = True
-            chosen = self.scorer.choose(
-                cm, k, excluded=excluded, pending=self.pending, best=self.best, rng=self.rng
-            )
-            select_s = time.perf_counter() - t1
-            fit_s = t1 - t0
-            how = self.scorer.name
-            mean, std = predicted(cm, chosen)
-        self.pending.extend(chosen)
-        self.step += 1
-        return Proposal(chosen, self.step, how, fit_s, select_s, mean, std)
-
-    def restore(
-        self, indices: Sequence[int], values: Sequence[float], *, skipped: Sequence[int] = (), step: int = 0
-    ) -> None:
-        """Take up a campaign where an earlier run left it: its measurements, skipped points and step."""
-        self.record(indices, values)
-        self.skip(skipped)
-        self.step = max(self.step, int(step))
-
-    def known_noise(self) -> float | None:
-        """Median measurement noise sd reported with the measurements so far (None if none was)."""
-        return float(np.median(self.noise_sd)) if self.noise_sd else None
+    def _fit(self) -> tuple[GPSurrogate, str]:
+        self.surrogate.fit(self.measured, np.asarray(self.values), noise_sd=self.known_noise())
+        return self.surrogate, self.scorer.name
 
     def record(
         self, indices: Sequence[int], values: Sequence[float], noise_sd: Sequence[float] | None = None
     ) -> None:
         """Store measured ``values`` at candidates ``indices`` (which stop being pending);
         ``noise_sd`` (per value, the values' units) is their counting noise if known."""
-        if len(indices) != len(values):
-            raise InputError(f"{len(indices)} indices but {len(values)} values")
-        if noise_sd is not None:
-            self.noise_sd.extend(float(v) for v in noise_sd)
-        for i, v in zip(indices, values, strict=True):
-            i = int(i)
-            if i in self.measured:
-                raise InputError(f"candidate {i} was already measured")
-            if i in self.pending:
-                self.pending.remove(i)
-            self.measured.append(i)
-            self.values.append(float(v))
-
-    def skip(self, indices: Sequence[int]) -> None:
-        """Drop pending candidates without measuring them (a rejected batch): never proposed again."""
-        skip_pending(self.pending, self.skipped, indices)
+        self._store(indices, values, noise_sd)
 
 
 def predicted(cm: CandidateModel, indices: list[int]) -> tuple[list[float], list[float]]:

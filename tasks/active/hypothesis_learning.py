@@ -13,8 +13,6 @@ are the Laplace approximations of the evidence, with each law's fitted parameter
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -24,7 +22,7 @@ import torch
 
 from scopeflow.errors import InputError
 
-from .campaign import Proposal, predicted, skip_pending, unmeasured
+from .campaign import CampaignBase
 from .scoring import Scorer
 from .structured import Fit, Hypothesis, StructuredSurrogate
 
@@ -72,7 +70,7 @@ class HypothesisReport:
         }
 
 
-class HypothesisCampaign:
+class HypothesisCampaign(CampaignBase):
     """Measures where the currently favoured hypothesis is least sure, learning which law holds.
 
     ``positions`` (n, 2) Å are the candidates; ``temperature`` (nats per measurement) sets how
@@ -98,24 +96,16 @@ class HypothesisCampaign:
             raise InputError(f"need temperature > 0 and 0 ≤ epsilon ≤ 1, got {temperature}, {epsilon}")
         if len(hypotheses) < 2:
             raise InputError("hypothesis learning needs ≥ 2 hypotheses")
+        super().__init__(scorer, n_initial=max(3, int(n_initial)), seed=seed)
         self.hypotheses = list(hypotheses)
         self.surrogates = [
             StructuredSurrogate(positions, h, seed=seed + i, **surrogate_kw) for i, h in enumerate(hypotheses)
         ]
-        self.scorer = scorer
         self.policy, self.temperature, self.epsilon = policy, float(temperature), float(epsilon)
-        self.n_initial = max(3, int(n_initial))
-        self.rng = np.random.default_rng(seed)
-        self.measured: list[int] = []
-        self.values: list[float] = []
-        self.pending: list[int] = []
-        self.skipped: list[int] = []
-        self.step = 0
         self.rewards: list[list[float]] = [[] for _ in hypotheses]
         self.chosen_counts = [0] * len(hypotheses)
         self.history: list[dict[str, Any]] = []
         self.last_choice: int | None = None
-        self.noise_sd: list[float] = []
 
     @property
     def names(self) -> list[str]:
@@ -126,11 +116,6 @@ class HypothesisCampaign:
     def n_candidates(self) -> int:
         """Size of the candidate set."""
         return self.surrogates[0].n_candidates
-
-    @property
-    def best(self) -> float:
-        """Largest value measured so far (−inf before any)."""
-        return max(self.values, default=-np.inf)
 
     def weights(self) -> np.ndarray:
         """Running posterior weights: softmax of each hypothesis's summed log predictive density."""
@@ -149,54 +134,25 @@ class HypothesisCampaign:
             return int(np.argmax(mean))
         return int(self.rng.choice(h, p=_softmax(mean / self.temperature)))
 
-    def propose(self, k: int = 1) -> Proposal:
-        """Choose ``k`` new candidates and mark them pending; ``how`` names scorer and hypothesis."""
-        free = unmeasured(self.n_candidates, (self.measured, self.pending, self.skipped), k)
-        fit_s = select_s = 0.0
-        if len(self.measured) < self.n_initial:
-            chosen = [int(i) for i in self.rng.choice(free, size=k, replace=False)]
-            how, mean, std = "initial", [math.nan] * k, [math.nan] * k
-        else:
-            t0 = time.perf_counter()
-            if all(s.model is None for s in self.surrogates):
-                # The first decision fits every hypothesis once, so each can predict (be rewarded) from now on.
-                for s in self.surrogates:
-                    s.fit(self.measured, np.asarray(self.values), noise_sd=self.known_noise())
-            h = self.choose_hypothesis()
-            surrogate = self.surrogates[h]
-            surrogate.fit(self.measured, np.asarray(self.values), noise_sd=self.known_noise())
-            t1 = time.perf_counter()
-            cm = surrogate.candidate_model()
-            excluded = np.zeros(self.n_candidates, dtype=bool)
-            excluded[np.asarray(self.measured + self.skipped, dtype=np.int64)] = True
-            chosen = self.scorer.choose(
-                cm, k, excluded=excluded, pending=self.pending, best=self.best, rng=self.rng
-            )
-            select_s = time.perf_counter() - t1
-            fit_s = t1 - t0
-            self.chosen_counts[h] += 1
-            self.last_choice = h
-            how = f"{self.scorer.name}:{self.hypotheses[h].name}"
-            mean, std = predicted(cm, chosen)
-        self.pending.extend(chosen)
-        self.step += 1
-        return Proposal(chosen, self.step, how, fit_s, select_s, mean, std)
-
-    def known_noise(self) -> float | None:
-        """Median measurement noise sd reported with the measurements so far (None if none was)."""
-        return float(np.median(self.noise_sd)) if self.noise_sd else None
+    def _fit(self) -> tuple[StructuredSurrogate, str]:
+        """The policy's hypothesis, refitted; ``how`` names the scorer and the hypothesis."""
+        if all(s.model is None for s in self.surrogates):
+            # The first decision fits every hypothesis once, so each can predict (be rewarded) from now on.
+            for s in self.surrogates:
+                s.fit(self.measured, np.asarray(self.values), noise_sd=self.known_noise())
+        h = self.choose_hypothesis()
+        surrogate = self.surrogates[h]
+        surrogate.fit(self.measured, np.asarray(self.values), noise_sd=self.known_noise())
+        self.chosen_counts[h] += 1
+        self.last_choice = h
+        return surrogate, f"{self.scorer.name}:{self.hypotheses[h].name}"
 
     def record(
         self, indices: Sequence[int], values: Sequence[float], noise_sd: Sequence[float] | None = None
     ) -> None:
         """Reward every fitted hypothesis by its log predictive density of the new values, then
         store them; ``noise_sd`` (per value, property units) is their counting noise if known."""
-        if len(indices) != len(values):
-            raise InputError(f"{len(indices)} indices but {len(values)} values")
-        idx = [int(i) for i in indices]
-        for i in idx:
-            if i in self.measured:
-                raise InputError(f"candidate {i} was already measured")
+        idx = self._check_new(indices, values)
         y_new = np.asarray(values, dtype=np.float64)
         if len(self.measured) >= 2:
             for h, s in enumerate(self.surrogates):
@@ -206,13 +162,7 @@ class HypothesisCampaign:
                 post = cm.posterior(cm.inputs[torch.as_tensor(idx)].unsqueeze(0), observation_noise=True)
                 with torch.no_grad():
                     self.rewards[h].append(float(post.mvn.log_prob(torch.as_tensor(y_new).unsqueeze(0))))
-        if noise_sd is not None:
-            self.noise_sd.extend(float(v) for v in noise_sd)
-        for i, v in zip(idx, y_new, strict=True):
-            if i in self.pending:
-                self.pending.remove(i)
-            self.measured.append(i)
-            self.values.append(float(v))
+        self._store(idx, y_new.tolist(), noise_sd)
         if any(self.rewards):
             self.history.append(
                 {
@@ -221,20 +171,6 @@ class HypothesisCampaign:
                     "weights": dict(zip(self.names, self.weights().round(4).tolist(), strict=True)),
                 }
             )
-
-    def restore(
-        self, indices: Sequence[int], values: Sequence[float], *, skipped: Sequence[int] = (), step: int = 0
-    ) -> None:
-        """Take up a campaign where an earlier run left it (no rewards for the old measurements)."""
-        for i, v in zip(indices, values, strict=True):
-            self.measured.append(int(i))
-            self.values.append(float(v))
-        self.skip(skipped)
-        self.step = max(self.step, int(step))
-
-    def skip(self, indices: Sequence[int]) -> None:
-        """Drop pending candidates without measuring them: never proposed again."""
-        skip_pending(self.pending, self.skipped, indices)
 
     def leading(self) -> str:
         """The hypothesis with the highest running weight."""

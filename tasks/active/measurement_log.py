@@ -126,14 +126,15 @@ class MeasurementLog:
         spectra: np.ndarray,
         values: np.ndarray,
         step: int,
-        acquisition: str,
+        scorer: str,
         approval: str,
         predicted_mean: Sequence[float],
         predicted_std: Sequence[float],
         seconds: np.ndarray,
         dose: np.ndarray,
     ) -> int:
-        """Append one batch of measurements and commit; returns the total count."""
+        """Append one batch of measurements and commit; returns the total count. ``scorer`` (the
+        acquisition function's name, or "initial") is stored in the column ``acquisition``."""
         n = len(candidate)
         now = np.datetime64(dt.datetime.now(dt.UTC).replace(tzinfo=None), "ns").astype(np.int64)
         data = {
@@ -144,7 +145,7 @@ class MeasurementLog:
             "value": np.asarray(values, dtype=np.float64),
             "step": np.full(n, step, dtype=np.int64),
             "run": np.full(n, self.run, dtype=np.int64),
-            "acquisition": np.full(n, acquisition),
+            "acquisition": np.full(n, scorer),
             "approval": np.full(n, approval),
             "predicted_mean": np.asarray(predicted_mean, dtype=np.float64),
             "predicted_std": np.asarray(predicted_std, dtype=np.float64),

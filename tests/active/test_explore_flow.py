@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from flows.explore import ExploreConfig, explore, explore_flow
+from flows.explore import explore, explore_flow
 from scopeflow.errors import InputError
+from tasks.active.campaign_loop import ExploreConfig
 from tasks.active.measurement_log import measurement_attrs, open_measurements
 
 # A small grid (12 × 12 candidates) keeps each decision in milliseconds.
@@ -52,7 +53,7 @@ def test_config_errors() -> None:
     with pytest.raises(InputError, match="lattice"):
         ExploreConfig(lattice="ice")
     with pytest.raises(InputError, match="qlogei"):
-        ExploreConfig(acquisition="best-guess")
+        ExploreConfig(scorer="best-guess")
     with pytest.raises(InputError, match="policy"):
         ExploreConfig(policy="vote")
 
@@ -74,7 +75,7 @@ def test_a_new_run_takes_the_campaign_up_without_repeating_a_point(tmp_path: Pat
 def test_a_killed_campaign_loses_no_recorded_measurement(tmp_path: Path) -> None:
     path = tmp_path / "run"
     code = (
-        "from flows.explore import ExploreConfig, explore\n"
+        "from flows.explore import explore\nfrom tasks.active.campaign_loop import ExploreConfig\n"
         f"explore({str(path)!r}, ExploreConfig(budget=100000, stride=16, margin=40, n_initial=3, batch=1))\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], env=os.environ.copy())
@@ -144,7 +145,7 @@ def test_the_gate_acts_on_approve_reject_and_replace(tmp_path: Path, prefect_api
     from prefect.client.orchestration import get_client
 
     cfg = ExploreConfig(
-        budget=5, stride=16, margin=40, n_initial=3, batch=1, property="plasmon", acquisition="maxvar",
+        budget=5, stride=16, margin=40, n_initial=3, batch=1, property="plasmon", scorer="maxvar",
         hypotheses="tasks.active.hypotheses.strain",
     )  # fmt: skip
     answers = [

@@ -24,7 +24,8 @@ def test_active_learning_does_not_import_the_twin() -> None:
 
 
 def test_the_twins_eels_channel_is_a_spectrometer() -> None:
-    from flows.explore import ExploreConfig, twin_sources
+    from flows.explore import twin_sources
+    from tasks.active.campaign_loop import ExploreConfig
 
     _, spectrometer = twin_sources(ExploreConfig())
     assert isinstance(spectrometer, Spectrometer)

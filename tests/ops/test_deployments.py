@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
+from flows.deploy import ROOT, apply_deployments, load_spec, pool_names
 from flows.events import DRIFT_EVENT
-from flows.ops import ROOT, apply_deployments, load_spec, pool_names
+from scopeflow.errors import NotFoundError
 
 
 async def _read_back(ids: dict[str, Any]) -> dict[str, Any]:
@@ -36,6 +38,12 @@ def test_deployments_apply_with_schedules_and_trigger(prefect_api: None) -> None
     assert deps["edge"].pull_steps == [
         {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
     ]
+    # Entrypoints stay relative to the repository (the pull step's directory), whatever this
+    # process's working directory, and the flows' parameter schemas go with them.
+    assert {name: d.entrypoint for name, d in deps.items()} == {
+        d["name"]: d["entrypoint"] for d in load_spec()["deployments"]
+    }
+    assert "dataset" in deps["edge"].parameter_openapi_schema["properties"]
     crons = {name: [(s.schedule.cron, s.schedule.timezone) for s in d.schedules] for name, d in deps.items()}
     assert crons["sync"] == [("*/30 * * * *", "UTC")]
     assert crons["reprocess-nightly"] == [("0 2 * * *", "UTC")]
@@ -50,3 +58,24 @@ def test_deployments_apply_with_schedules_and_trigger(prefect_api: None) -> None
     assert trigger.expect == {DRIFT_EVENT}
     assert trigger.match.model_dump(mode="json") == {"prefect.resource.id": "scopeflow.instrument.*"}
     assert owned[0].actions[0].parameters["dataset"] == "{{ event.payload.dataset }}"
+
+
+def test_the_deploy_command_prints_each_deployment_and_its_id(prefect_api: None) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    out = CliRunner().invoke(app, ["deploy"])
+    assert out.exit_code == 0, out.output
+    rows = [line.split("\t") for line in out.stdout.splitlines() if "\t" in line]
+    assert [name for name, _ in rows] == [d["name"] for d in load_spec()["deployments"]]
+
+
+def test_a_missing_deployments_file_is_named(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    out = CliRunner().invoke(app, ["deploy", "--spec", str(tmp_path / "nope.yaml")])
+    assert isinstance(out.exception, NotFoundError)
+    assert "nope.yaml" in str(out.exception)

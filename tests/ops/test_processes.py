@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.ops import OpsSettings, Service, State, check_port, down, spawn, stop, up, wait_until
+from flows.ops import OpsSettings, State, down, up
+from flows.processes import Service, check_port, spawn, stop, wait_until
 from scopeflow.errors import ServiceError
 
 
