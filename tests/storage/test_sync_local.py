@@ -18,7 +18,7 @@ from storage.federation.client import StoreClient
 from storage.transfer import LocalBackend, sha256_file, sync_directory
 from storage.transfer import local as local_backend
 from storage.transfer.push import push_dataset
-from tests.storage.conftest import make_tree
+from tests.helpers.trees import make_tree
 
 
 def _same_tree(src: Path, dest: Path, files: dict[str, bytes]) -> None:
