@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from storage.federation.errors import TransferError
 from storage.transfer import LocalBackend, TransferBackend
 from storage.transfer.globus import GlobusBackend
 from tests.conformance.transfer import Destination, TransferContract
 from tests.helpers.globus import TransferService
+from tests.helpers.trees import make_tree
 
 SRC = "aaaaaaaa-1111-4111-8111-111111111111"
 DST = "bbbbbbbb-2222-4222-8222-222222222222"
@@ -56,7 +58,7 @@ class TestGlobusBackend(TransferContract):
 
     @pytest.fixture(autouse=True)
     def _service(self, service: TransferService) -> None:
-        self.service = service
+        self.service = service  # for the refuse/allow hooks, which take no fixtures
 
     def refuse(self, destination: Destination) -> None:
         self.service.refusing.add(DST)
@@ -68,9 +70,6 @@ class TestGlobusBackend(TransferContract):
         self, backend: TransferBackend, destination: Destination, src: Path, tmp_path: Path
     ) -> None:
         # Beyond the contract: the checksum Globus verifies is ours, so a faulty destination is caught.
-        from storage.federation.errors import TransferError
-        from tests.helpers.trees import make_tree
-
         make_tree(src, 2, 100)
         self.service.corrupting = True
         with pytest.raises(TransferError, match="CHECKSUM_MISMATCH"):
