@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from storage.models import ModelRegistry, load_ensemble
+from storage.models import ModelRegistry
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 from tasks.drift.adaptive import AdaptiveEnsemble
 from tasks.drift.monitor import DriftMonitor
@@ -52,8 +52,7 @@ def test_a_vote_needs_regimes_and_frames(statistics):
 
 
 @pytest.fixture(scope="module")
-def production(tmp_path_factory):
-    ensemble = load_ensemble("production", ModelRegistry(tmp_path_factory.mktemp("registry")))
+def production(ensemble):
     assert len(set(ensemble.config.regimes)) == 3, "the shipped ensemble should be the specialist one"
     return ensemble
 
