@@ -80,6 +80,9 @@ class TransferContract:
         assert report.files_total == report.files_sent == len(files)
         assert report.bytes_total == sum(len(d) for d in files.values())
         self.assert_arrived(destination, files)
+        # Nothing else is left there: no temporary or partial files of the backend's own.
+        landed = {p.relative_to(destination.local).as_posix() for p in destination.local.rglob("*")}
+        assert {p for p in landed if not (destination.local / p).is_dir()} == set(files)
         assert {p: e.sha256 for p, e in report.manifest.items()} == {
             p: hashlib.sha256(d).hexdigest() for p, d in files.items()
         }
@@ -110,6 +113,7 @@ class TransferContract:
         os.utime(src / "frames/c/0/1", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
         report = self.sync(src, destination, backend, tmp_path)
         assert report.sent == sorted(changed)
+        assert report.bytes_sent == sum(len(d) for d in changed.values())
         self.assert_arrived(destination, files | changed)
 
     def test_files_removed_at_the_source_stay_at_the_destination(
