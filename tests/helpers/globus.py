@@ -1,4 +1,4 @@
-"""A Globus Transfer service built from software parts, on loopback-free HTTP interception.
+"""A Globus Transfer service built from software parts, answering the real SDK offline.
 
 ``globus_sdk.testing`` replays canned answers, which is enough to check a request; a
 conformance suite needs a destination that really receives bytes. ``TransferService``
