@@ -1,4 +1,5 @@
-"""Every Instrument of scopeflow against the shared contract (tests/conformance/instrument.py)."""
+"""Every Instrument and Spectrometer of scopeflow against the shared contracts
+(tests/conformance/instrument.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import numpy as np
 import tifffile
 
 from tasks.acquisition import Instrument
+from tasks.acquisition.instrument import Spectrometer
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
+from tasks.acquisition.twin.spectra import SpectrumChannel
 from tasks.acquisition.watcher import FolderWatcher
-from tests.conformance.instrument import InstrumentContract
+from tests.conformance.instrument import InstrumentContract, SpectrometerContract
 
 
 class TestDigitalTwin(InstrumentContract):
@@ -34,3 +37,12 @@ class TestFolderWatcher(InstrumentContract):
             else:
                 np.save(path, image)
             os.utime(path, ns=(1_800_000_000_000_000_000 + i * 10**9,) * 2)
+
+
+class TestTwinSpectrumChannel(SpectrometerContract):
+    def make(self) -> Spectrometer:
+        return SpectrumChannel(DigitalTwin(3, shape=(64, 64)))
+
+    def survey_shape(self, spectrometer: Spectrometer) -> tuple[int, int]:
+        assert isinstance(spectrometer, SpectrumChannel)
+        return spectrometer.twin.shape

@@ -1,4 +1,4 @@
-"""The contract of ``tasks.acquisition.Instrument``, for every microscope behind it.
+"""The contracts of ``Instrument`` and ``Spectrometer``, for every microscope behind them.
 
 Subclass ``InstrumentContract`` as ``TestSomething`` and implement ``make`` (and ``supply``
 for an instrument whose frames are made elsewhere, such as files a vendor program writes).
@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from scopeflow.errors import InputError
 from tasks.acquisition import Frame, Instrument, Truth
+from tasks.acquisition.instrument import Spectra, Spectrometer
 from tasks.acquisition.loop import acquire_run
 
 
@@ -94,3 +96,47 @@ class InstrumentContract:
         for i in range(self.frames):
             assert np.array_equal(ds["frames"][i].values, reference.acquire(i).image), f"frame {i}"
         assert ds.attrs["instrument"] == reference.state()
+
+
+class SpectrometerContract:
+    """Every ``Spectrometer`` passes these tests: subclass and implement ``make`` and ``survey_shape``."""
+
+    def make(self) -> Spectrometer:
+        """A fresh spectrometer on its survey frame."""
+        raise NotImplementedError
+
+    def survey_shape(self, spectrometer: Spectrometer) -> tuple[int, int]:
+        """(rows, cols) px of the survey frame the probe positions refer to."""
+        raise NotImplementedError
+
+    @pytest.fixture
+    def spectrometer(self) -> Spectrometer:
+        return self.make()
+
+    def test_implements_the_protocol(self, spectrometer: Spectrometer) -> None:
+        assert isinstance(spectrometer, Spectrometer)
+        energy = np.asarray(spectrometer.energy)
+        assert energy.ndim == 1 and len(energy) >= 2 and (np.diff(energy) > 0).all()  # eV, increasing
+
+    def test_state_is_json_with_a_kind(self, spectrometer: Spectrometer) -> None:
+        state = spectrometer.state()
+        assert json.loads(json.dumps(state)) == state
+        assert isinstance(state["kind"], str) and state["kind"]
+
+    def test_spectra_at_the_positions_asked_with_their_cost(self, spectrometer: Spectrometer) -> None:
+        ny, nx = self.survey_shape(spectrometer)
+        rowcol = np.array([[0.0, 0.0], [ny / 2, nx / 3], [ny - 1.0, nx - 1.0]])
+        got = spectrometer.measure(rowcol)
+        assert isinstance(got, Spectra)
+        n, n_e = len(rowcol), len(spectrometer.energy)
+        assert np.array_equal(got.rowcol, rowcol)
+        assert np.array_equal(got.energy, spectrometer.energy)
+        assert got.counts.shape == (n, n_e) and got.counts.dtype == np.float32
+        assert np.isfinite(got.counts).all() and (got.counts >= 0).all()
+        assert got.seconds.shape == got.dose.shape == (n,)
+        assert (got.seconds > 0).all() and np.isfinite(got.dose).all() and (got.dose >= 0).all()
+
+    def test_positions_off_the_frame_are_refused_clearly(self, spectrometer: Spectrometer) -> None:
+        ny, nx = self.survey_shape(spectrometer)
+        with pytest.raises(InputError, match="inside"):
+            spectrometer.measure(np.array([[ny + 5.0, nx / 2]]))
