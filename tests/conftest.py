@@ -27,3 +27,15 @@ def prefect_api() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="session")
+def ensemble(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """The shipped production ensemble (``storage/default_models``) on the CPU, loaded once for
+    the session: tests read it and never change it. An empty registry falls back to it."""
+    import torch
+
+    from storage.models import ModelRegistry, load_ensemble
+
+    registry = ModelRegistry(tmp_path_factory.mktemp("empty-registry"))
+    return load_ensemble("production", registry, device=torch.device("cpu"))

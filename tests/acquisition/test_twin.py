@@ -2,12 +2,7 @@ import numpy as np
 import pytest
 
 from scopeflow.errors import InputError
-from tasks.acquisition import Instrument
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
-
-
-def test_twin_is_an_instrument():
-    assert isinstance(DigitalTwin(), Instrument)
 
 
 def test_frame_depends_only_on_seed_index_and_schedule():

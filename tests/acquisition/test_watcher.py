@@ -9,7 +9,6 @@ import tifffile
 import xarray as xr
 
 from scopeflow.errors import InputError, WaitTimeoutError
-from tasks.acquisition import Instrument
 from tasks.acquisition.loop import acquire_run
 from tasks.acquisition.watcher import FolderWatcher
 from tests.inference.test_readers import write_hspy
@@ -19,10 +18,6 @@ SETTLE = 0.2
 
 def _image(seed, shape=(48, 64)):
     return np.random.default_rng(seed).poisson(20, size=shape).astype(np.float32)
-
-
-def test_watcher_is_an_instrument(tmp_path):
-    assert isinstance(FolderWatcher(tmp_path), Instrument)
 
 
 def test_each_file_ingested_once_in_order(tmp_path):

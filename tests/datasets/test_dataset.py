@@ -83,21 +83,3 @@ def test_not_a_dataset_directory_is_refused(tmp_path, twin):
     (tmp_path / "x" / "notes.txt").write_text("hello")
     with pytest.raises(InputError, match="not a scopeflow dataset"):
         DatasetWriter.open(tmp_path / "x", twin.state())
-
-
-def test_frames_take_the_direct_chunk_path_with_zarrs_own_bytes(tmp_path, twin):
-    import zarr
-
-    from storage.datasets.dataset import FRAME_CODEC
-
-    writer = DatasetWriter.open(tmp_path / "run.zarr", twin.state())
-    writer.append([twin.acquire(i) for i in range(3)])
-    arr = writer.frames.columns()["frames"]
-    assert writer.frames.direct["frames"].applies(arr)  # the fast path is not silently off
-    image = twin.acquire(2).image
-    reference = zarr.open_group(tmp_path / "ref.zarr", mode="w").create_array(
-        "frames", shape=(1, *image.shape), chunks=(1, *image.shape), dtype="float32", compressors=FRAME_CODEC
-    )
-    reference[0] = image  # written by zarr itself
-    ours = (tmp_path / "run.zarr" / "frames" / "c" / "2" / "0" / "0").read_bytes()
-    assert ours == (tmp_path / "ref.zarr" / "frames" / "c" / "0" / "0" / "0").read_bytes()

@@ -19,7 +19,6 @@ from tasks.drift.monitor import DriftMonitor
 from tasks.drift.regimes import read_statistics, regime_vote
 from tasks.drift.spectrum import image_stats
 from tasks.inference.metrics import evaluate
-from tasks.inference.registry import load_ensemble
 from tasks.training.evaluation import condition_frames
 
 
@@ -53,8 +52,7 @@ def test_a_vote_needs_regimes_and_frames(statistics):
 
 
 @pytest.fixture(scope="module")
-def production(tmp_path_factory):
-    ensemble = load_ensemble("production", ModelRegistry(tmp_path_factory.mktemp("registry")))
+def production(ensemble):
     assert len(set(ensemble.config.regimes)) == 3, "the shipped ensemble should be the specialist one"
     return ensemble
 

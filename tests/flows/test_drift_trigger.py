@@ -1,6 +1,5 @@
 """drift event → automation → retrain deployment, against a real Prefect server (the harness)."""
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -8,24 +7,12 @@ import yaml
 
 from flows.events import DRIFT_EVENT, emit_drift
 from flows.retrain import drift_trigger, parse_members, retrain_flow
-
-
-def _runs_of(deployment_id):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-
-    async def read():
-        async with get_client() as client:
-            return await client.read_flow_runs(
-                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
-            )
-
-    return asyncio.run(read())
+from tests.helpers.prefect_api import flow_runs
 
 
 def test_drift_event_starts_a_retrain_run(prefect_api):
     deployment_id = retrain_flow.to_deployment("retrain-on-drift", triggers=[drift_trigger()]).apply()
-    assert _runs_of(deployment_id) == []
+    assert flow_runs(deployment_id=deployment_id) == []
     emit_drift(
         "twin",
         "/data/run.zarr",
@@ -40,7 +27,7 @@ def test_drift_event_starts_a_retrain_run(prefect_api):
     runs = []
     while not runs and time.monotonic() < deadline:
         time.sleep(1.0)
-        runs = _runs_of(deployment_id)
+        runs = flow_runs(deployment_id=deployment_id)
     assert len(runs) == 1, "the automation did not start the retrain deployment"
     params = runs[0].parameters
     assert params["dataset"] == "/data/run.zarr"

@@ -11,6 +11,7 @@ from flows.cli import app
 from tasks.acquisition.loop import acquire_run
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 from tasks.acquisition.watcher import FolderWatcher
+from tests.helpers.prefect_api import artifacts
 
 
 def test_edge_then_drift_report_on_a_watched_folder(prefect_api, tmp_path):
@@ -41,20 +42,4 @@ def test_edge_then_drift_report_on_a_watched_folder(prefect_api, tmp_path):
     assert all(r[3] in {"none", "select", "retrain"} for r in rows[1:])
 
     keys = {"edge-batches", "edge-overlay", "edge-drift", "edge-summary"}
-    assert keys <= _artifact_keys(keys)
-
-
-def _artifact_keys(keys):
-    import asyncio
-
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
-    async def read():
-        async with get_client() as client:
-            found = await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=list(keys)))
-            )
-            return {a.key for a in found}
-
-    return asyncio.run(read())
+    assert keys <= {a.key for a in artifacts(keys=keys)}

@@ -5,22 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 import xarray as xr
 from zarr.storage import LocalStore
 
 from storage.datasets import DatasetWriter
 from storage.datasets.predictions import prediction_versions, read_atoms, read_predictions
-from storage.models import ModelRegistry
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 from tasks.inference.edge import run_edge
-from tasks.inference.registry import load_ensemble
-
-
-@pytest.fixture(scope="module")
-def ensemble():  # type: ignore[no-untyped-def]
-    return load_ensemble("production", ModelRegistry("/nonexistent-registry"), device=torch.device("cpu"))
 
 
 def test_edge_writes_atoms_per_frame_and_resumes(tmp_path: Path, ensemble) -> None:  # type: ignore[no-untyped-def]

@@ -3,18 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-import torch
 from scipy.ndimage import gaussian_filter
 
-from storage.models import ModelRegistry
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
-from tasks.inference.registry import load_ensemble
-
-
-@pytest.fixture(scope="module")
-def ensemble():  # type: ignore[no-untyped-def]
-    return load_ensemble("production", ModelRegistry("/nonexistent-registry"), device=torch.device("cpu"))
 
 
 def frames(base: dict, n: int = 3) -> list[np.ndarray]:

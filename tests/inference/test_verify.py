@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from scipy.cluster.hierarchy import fclusterdata
 from scipy.ndimage import gaussian_filter
 from scipy.spatial import cKDTree
@@ -18,21 +17,14 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from storage.datasets.predictions import PredictionWriter, read_atoms, read_predictions
-from storage.models import ModelRegistry
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 from tasks.acquisition.twin.scene import VACANCY
 from tasks.inference.lattice import bragg_reflections, carried_reflections, independent, site_lattice
 from tasks.inference.metrics import evaluate, match
 from tasks.inference.refine import fit_columns
-from tasks.inference.registry import load_ensemble
 
 ABTEM = Path(__file__).resolve().parents[3] / "shared" / "data" / "abtem-graphene"
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def ensemble():  # type: ignore[no-untyped-def]
-    return load_ensemble("production", ModelRegistry("/nonexistent-registry"), device=torch.device("cpu"))
 
 
 def abtem_vacancies(truth: np.ndarray) -> np.ndarray:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from prefect import flow
 
 from flows.artifacts import BatchTable
+from tests.helpers.prefect_api import artifacts
 
 
 @flow(name="table-once")
@@ -22,18 +22,8 @@ def _table_run() -> str:
     return str(flow_run.id)
 
 
-async def _tables(run_id: str) -> list:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    async with get_client() as client:
-        return await client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
-        )
-
-
 def test_the_batch_table_is_published_once_per_run(prefect_api: None) -> None:
-    tables = asyncio.run(_tables(_table_run()))
+    tables = artifacts(flow_run_id=_table_run())
     assert [t.key for t in tables] == ["table-once-batches"]
     rows = tables[0].data
     assert len(json.loads(rows) if isinstance(rows, str) else rows) == 3

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from zarr.storage import LocalStore
 from flows.reprocess import reprocess, reprocess_flow
 from storage.datasets import open_dataset
 from storage.datasets.predictions import prediction_versions, read_atoms, read_predictions
+from tests.helpers.prefect_api import artifacts
 
 from .conftest import TinyModel, make_dataset
 
@@ -62,20 +62,6 @@ def test_dask_reanalysis_matches_in_process_inference(
     assert again.frames_processed == 0
 
 
-def _artifacts(flow_run_id: str) -> dict[str, str]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    async def read() -> dict[str, str]:
-        async with get_client() as client:
-            found = await client.read_artifacts(
-                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
-            )
-            return {a.key: a.type for a in found if a.key}
-
-    return asyncio.run(read())
-
-
 def test_reprocess_flow_publishes_artifacts(
     prefect_api: None, tmp_path: Path, tiny_model: TinyModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -93,7 +79,8 @@ def test_reprocess_flow_publishes_artifacts(
     summary = state.result()
     assert summary["frames_processed"] == 3
     assert summary["prediction_set"] in prediction_versions(path)
-    assert _artifacts(str(state.state_details.flow_run_id)) == {
+    found = artifacts(flow_run_id=str(state.state_details.flow_run_id))
+    assert {a.key: a.type for a in found if a.key} == {
         "reprocess-batches": "table",
         "reprocess-progress": "progress",
         "reprocess-overlay": "image",

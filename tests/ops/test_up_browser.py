@@ -8,7 +8,6 @@ browser check is skipped, except under CI where that is a failure.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pytest
 
 from flows.ops import OpsSettings, State, down, up
 from storage.federation.embedded import free_port
+from tests.helpers.prefect_api import artifacts, flow_runs
 
 from .browser import Browser, find_chromium
 from .conftest import TinyModel, make_dataset
@@ -77,7 +77,7 @@ def test_worker_runs_a_deployment_and_the_ui_shows_it(
         assert run.state is not None and run.state.is_completed(), run.state
         assert run.work_pool_name == "scopeflow-cloud"
 
-        images = asyncio.run(_image_artifacts(str(run.id)))
+        images = _image_artifacts(str(run.id))
     assert set(images) == {"reprocess-overlay", "reprocess-f1"}
 
     binary = find_chromium()
@@ -126,8 +126,7 @@ def test_an_image_made_outside_up_stays_viewable(running: tuple[OpsSettings, Sta
     )
     assert done.returncode == 0, done.stderr[-2000:]
     run_id = done.stdout.strip().splitlines()[-1]
-    with temporary_settings_for(settings):
-        images = asyncio.run(_image_artifacts(run_id))
+    images = _image_artifacts(run_id, settings.prefect_api_url)
     artifact_id, url = images["outside-up-f1"]
     binary = find_chromium()
     if binary is None:
@@ -136,12 +135,6 @@ def test_an_image_made_outside_up_stays_viewable(running: tuple[OpsSettings, Sta
         pytest.skip("no Chromium (run scripts/install-browser.sh)")
     with Browser(binary) as browser:
         assert _image_width(browser, f"{settings.ui_url}/artifacts/artifact/{artifact_id}", url) == 640
-
-
-def temporary_settings_for(settings: OpsSettings):  # type: ignore[no-untyped-def]
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    return temporary_settings({PREFECT_API_URL: settings.prefect_api_url})
 
 
 def _image_width(browser: Browser, page: str, src: str) -> int:
@@ -167,7 +160,7 @@ def test_cron_deployments_get_scheduled_runs(running: tuple[OpsSettings, State])
     deadline = time.monotonic() + 150
     scheduled: dict[str, int] = {}
     while time.monotonic() < deadline and not all(scheduled.get(name) for name in cron):
-        scheduled = asyncio.run(_scheduled_runs(settings, {n: state.deployments[n] for n in cron}))
+        scheduled = _scheduled_runs(settings, {n: state.deployments[n] for n in cron})
         time.sleep(1.0)
     assert all(scheduled.get(name) for name in cron), (scheduled, _log_tail(settings))
 
@@ -177,31 +170,14 @@ def _log_tail(settings: OpsSettings) -> str:
     return log.read_text(errors="replace")[-1500:] if log.exists() else ""
 
 
-async def _scheduled_runs(settings: OpsSettings, deployments: dict[str, str]) -> dict[str, int]:
+def _scheduled_runs(settings: OpsSettings, deployments: dict[str, str]) -> dict[str, int]:
     """Runs in the Scheduled state per deployment name."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        DeploymentFilter,
-        DeploymentFilterId,
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
     from prefect.client.schemas.objects import StateType
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    counts = {}
-    with temporary_settings({PREFECT_API_URL: settings.prefect_api_url}):
-        async with get_client() as client:
-            for name, deployment_id in deployments.items():
-                runs = await client.read_flow_runs(
-                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
-                    flow_run_filter=FlowRunFilter(
-                        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))
-                    ),
-                )
-                counts[name] = len(runs)
-    return counts
+    return {
+        name: len(flow_runs(deployment_id=i, states=[StateType.SCHEDULED], api_url=settings.prefect_api_url))
+        for name, i in deployments.items()
+    }
 
 
 def test_down_stops_every_process_it_started(running: tuple[OpsSettings, State]) -> None:
@@ -215,16 +191,7 @@ def test_down_stops_every_process_it_started(running: tuple[OpsSettings, State])
     assert not settings.state_file.exists()
 
 
-async def _image_artifacts(flow_run_id: str) -> dict[str, tuple[str, str]]:
+def _image_artifacts(flow_run_id: str, api_url: str | None = None) -> dict[str, tuple[str, str]]:
     """Image artifacts of a flow run: key → (artifact id, image URL)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
-
-    async with get_client() as client:
-        found = await client.read_artifacts(
-            artifact_filter=ArtifactFilter(
-                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]),
-                type=ArtifactFilterType(any_=["image"]),
-            )
-        )
+    found = artifacts(flow_run_id=flow_run_id, types=["image"], api_url=api_url)
     return {a.key: (str(a.id), str(a.data)) for a in found if a.key}

@@ -89,17 +89,3 @@ def bob(store: RunningStore, admin: StoreClient) -> Iterator[StoreClient]:
 def tag() -> str:
     """A tag no other test uses, to scope searches to one test's records."""
     return "t" + uuid.uuid4().hex[:12]
-
-
-def make_tree(root: Path, n_files: int, size: int, seed: int = 0) -> dict[str, bytes]:
-    """A Zarr-like tree of ``n_files`` chunk files of ``size`` bytes; returns path -> bytes."""
-    import random
-
-    rng = random.Random(seed)
-    files = {"zarr.json": b'{"zarr_format": 3, "node_type": "group", "attributes": {"instrument": "twin"}}'}
-    for i in range(n_files):
-        files[f"frames/c/{i // 50}/{i % 50}"] = rng.randbytes(size)
-    for rel, data in files.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(data)
-    return files

@@ -26,7 +26,7 @@ from storage.federation.errors import (
 )
 from storage.federation.push import push_dataset
 from storage.transfer.local import LocalBackend
-from tests.storage.conftest import make_tree
+from tests.helpers.trees import make_tree
 
 
 def test_read_never_becomes_admin_through_a_collection_link(

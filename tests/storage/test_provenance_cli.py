@@ -26,7 +26,7 @@ from storage.provenance import (
     record_training_run,
     to_prov_json,
 )
-from tests.storage.conftest import make_tree
+from tests.helpers.trees import make_tree
 
 
 def _loop(client: StoreClient, tmp_path: Path) -> dict[str, str]:

@@ -15,7 +15,7 @@ from storage.transfer import sha256_file, sync_directory
 from storage.transfer.globus import GlobusBackend
 from storage.transfer.protocol import TransferError
 from storage.transfer.state import SyncState
-from tests.storage.conftest import make_tree
+from tests.helpers.trees import make_tree
 
 SRC = "aaaaaaaa-1111-4111-8111-111111111111"
 DST = "bbbbbbbb-2222-4222-8222-222222222222"

@@ -18,34 +18,13 @@ from storage.federation.client import StoreClient
 from storage.federation.push import push_dataset
 from storage.transfer import LocalBackend, sha256_file, sync_directory
 from storage.transfer import local as local_backend
-from tests.storage.conftest import make_tree
+from tests.helpers.trees import make_tree
 
 
 def _same_tree(src: Path, dest: Path, files: dict[str, bytes]) -> None:
     for rel, data in files.items():
         assert (dest / rel).read_bytes() == data, rel
     assert not (dest / ".scopeflow-partial").exists()
-
-
-def test_sync_moves_only_new_and_changed_files(tmp_path: Path) -> None:
-    src, dest, state = tmp_path / "src", tmp_path / "dest", tmp_path / "state"
-    files = make_tree(src, 40, 4096)
-    first = sync_directory(src, dest, LocalBackend(), state_dir=state)
-    assert (first.files_sent, first.files_total) == (41, 41)
-    assert first.bytes_sent == first.bytes_total == sum(map(len, files.values()))
-    assert first.manifest["frames/c/0/3"].sha256 == sha256_file(src / "frames/c/0/3")
-    _same_tree(src, dest, files)
-
-    again = sync_directory(src, dest, LocalBackend(), state_dir=state)
-    assert (again.files_sent, again.bytes_sent) == (0, 0)
-
-    (src / "frames/c/0/7").write_bytes(b"changed" * 100)
-    (src / "frames/c/9").mkdir(parents=True)
-    (src / "frames/c/9/0").write_bytes(b"new chunk")
-    third = sync_directory(src, dest, LocalBackend(), state_dir=state)
-    assert third.sent == ["frames/c/0/7", "frames/c/9/0"]
-    assert third.bytes_sent == 700 + 9
-    assert (dest / "frames/c/9/0").read_bytes() == b"new chunk"
 
 
 def test_existing_identical_destination_is_not_resent_without_a_journal(tmp_path: Path) -> None:

@@ -1,6 +1,4 @@
-from storage.models import ModelRegistry
 from tasks.drift.physics import frame_proxies, median_proxies
-from tasks.inference.registry import load_ensemble
 from tasks.training.evaluation import condition_frames
 from tasks.training.retrain import _sample_lattice
 
@@ -13,10 +11,10 @@ def _proxies(ensemble, frames):
     )
 
 
-def test_retraining_renders_the_lattice_the_drifted_frames_show(tmp_path):
+def test_retraining_renders_the_lattice_the_drifted_frames_show(ensemble):
     # Validating a candidate on the lattice seen before the drift would judge it on the wrong
     # sample when the drift is a new lattice region; an imaging drift keeps the old one.
-    production = load_ensemble("production", ModelRegistry(tmp_path / "registry"))
+    production = ensemble
     before = _proxies(production, condition_frames("before", {}, n=4, seed=3, shape=(128, 128)))
     for changes, expected in (({"lattice": "mos2"}, "mos2"), ({"dose": 1e5}, "graphene")):
         drifted = condition_frames("after", changes, n=4, seed=4, shape=(128, 128))
