@@ -35,7 +35,8 @@ def ensemble(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
     the session: tests read it and never change it. An empty registry falls back to it."""
     import torch
 
-    from storage.models import ModelRegistry, load_ensemble
+    from storage.models import ModelRegistry
+    from tasks.inference.registry import load_ensemble
 
     registry = ModelRegistry(tmp_path_factory.mktemp("empty-registry"))
     return load_ensemble("production", registry, device=torch.device("cpu"))
