@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
-from scopeflow.errors import InputError
+from scopeflow.errors import InputError, ScopeflowError
 from storage.federation import json_schemas
 from storage.federation.access import Level
 from storage.federation.api_models import DependencyIn, RecordIn, RecordPatch
@@ -179,6 +180,46 @@ def create_record(ctx: Ctx, body: RecordIn, validated: dict[str, Any] | None = N
     ctx.audit("record.create", format_id("d", record.id), title=body.title)
     ctx.session.flush()
     return record_dicts(ctx, [record])[0]
+
+
+@contextmanager
+def _item(index: int) -> Iterator[None]:
+    """Re-raise an error of one batch item as the same class, its message naming the item."""
+    try:
+        yield
+    except ScopeflowError as error:
+        raise type(error)(f"records[{index}]: {error}") from None
+
+
+def check_batch(ctx: Ctx, bodies: Sequence[RecordIn]) -> None:
+    """Refuse a batch over ``Limits.max_batch`` records (413)."""
+    if len(bodies) > ctx.limits.max_batch:
+        raise PayloadTooLargeError(
+            f"{len(bodies)} records in one batch; the limit is {ctx.limits.max_batch} (send several batches)"
+        )
+
+
+def validate_many(ctx: Ctx, bodies: Sequence[RecordIn]) -> list[dict[str, Any]]:
+    """``validate_new`` for each record of a batch (before the write)."""
+    check_batch(ctx, bodies)
+    out = []
+    for i, body in enumerate(bodies):
+        with _item(i):
+            out.append(validate_new(ctx, body))
+    return out
+
+
+def create_records(
+    ctx: Ctx, bodies: Sequence[RecordIn], validated: Sequence[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Create every record of a batch, each with the checks of ``create_record``, in the
+    caller's transaction: one refused item refuses the batch (its error names the item's index)."""
+    check_batch(ctx, bodies)
+    out = []
+    for i, body in enumerate(bodies):
+        with _item(i):
+            out.append(create_record(ctx, body, validated[i] if validated else None))
+    return out
 
 
 def get_record(ctx: Ctx, ref: str) -> dict[str, Any]:
