@@ -86,12 +86,12 @@ class Grants:
         if projects:
             member = Record.project_id.in_(projects)
             routes.append((member, select(Record.id).where(member)))
-        direct = select(Grant.target_id).where(
-            Grant.target_kind == "d",
-            or_(Grant.user_id == p.user_id, Grant.user_id.is_(None)),
-            Grant.level >= int(level),
-        )
-        routes.append((Record.id.in_(direct), direct))
+        # Grants to the user and grants to everyone (user NULL): two ranges of one index.
+        for grantee in (Grant.user_id == p.user_id, Grant.user_id.is_(None)):
+            direct = select(Grant.target_id).where(
+                grantee, Grant.target_kind == "d", Grant.level >= int(level)
+            )
+            routes.append((Record.id.in_(direct), direct))
         collections = [cid for cid, lvl in self.collections.items() if lvl >= level]
         if collections:
             held = select(CollectionItem.record_id).where(

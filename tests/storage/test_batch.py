@@ -13,6 +13,7 @@ from storage.federation.errors import (
     ConflictError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    QuotaExceededError,
     SchemaValidationError,
 )
 
@@ -117,3 +118,17 @@ def test_oversized_batch_refused(store: RunningStore, alice: StoreClient, tag: s
     )
     assert answer.status_code == 400 and "records.0" in answer.json()["detail"]
     assert alice.search(tags=[tag])["total"] == 0
+
+
+def test_batch_counts_its_own_records_against_the_quota(admin: StoreClient, tag: str) -> None:
+    token = admin.create_user(f"q{tag}")
+    admin.set_allocation("local", user=f"q{tag}", max_bytes=10**6, max_records=3)
+    with StoreClient(admin.url, token) as user:
+        user.create_record("first", repository="local", tags=[tag])
+        items = [{"title": f"f{i}", "repository": "local", "tags": [tag]} for i in range(3)]
+        # Two fit, the third is one too many: the whole batch is refused, naming it.
+        with pytest.raises(QuotaExceededError, match=r"records\[2\]: .*at most 3 records"):
+            user.create_records(items)
+        assert user.search(tags=[tag])["total"] == 1
+        user.create_records(items[:2])
+        assert user.search(tags=[tag])["total"] == 3

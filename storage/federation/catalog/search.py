@@ -264,15 +264,19 @@ def search(ctx: Ctx, q: SearchIn) -> dict[str, Any]:
     if bound is not None:
         # At most ``bound`` matches (a few thousand at most): sort them all, counted in the
         # same pass, at a cost in proportion to the starting criterion's rows.
+        # Only (sort key, id) pairs are sorted; the page's rows are read after.
         page = (
-            select(Record, func.count().over())
+            select(Record.id, func.count().over())
             .where(Record.id.in_(matches))
             .order_by(*order)
             .offset(window[0])
             .limit(window[1])
         )
         found = ctx.session.execute(page).all()
-        rows = [r for r, _ in found]
+        by_id = {
+            r.id: r for r in ctx.session.scalars(select(Record).where(Record.id.in_([i for i, _ in found])))
+        }
+        rows = [by_id[i] for i, _ in found]
         total = found[0][1] if found else _count(ctx, matches, None)
         lower_bound = False
         if cap is not None and total > cap and not (rows and len(rows) < window[1]):
