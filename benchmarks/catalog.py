@@ -35,7 +35,7 @@ from sqlalchemy import func, select, text
 
 from storage.federation.catalog.context import Limits
 from storage.federation.client import StoreClient
-from storage.federation.database import FTS_TABLE, Database, sqlite_url
+from storage.federation.database import FTS_TABLE, TRIGRAM_SUFFIX, Database, sqlite_url
 from storage.federation.embedded import init_store, spawn_server, store_paths
 from storage.federation.metadata_index import flatten
 from storage.federation.models import (
@@ -111,6 +111,18 @@ def populate(url: str, n: int, seed: int = 0) -> float:
             conn.exec_driver_sql("DROP TRIGGER records_fts_insert")
         for ix in indexes:
             ix.drop(conn)
+        # PostgreSQL's trigram indexes (migration 0006) have no model: dropped and rebuilt too.
+        trigram = (
+            []
+            if sqlite
+            else list(
+                conn.exec_driver_sql(
+                    f"SELECT indexname, indexdef FROM pg_indexes WHERE indexname LIKE '%{TRIGRAM_SUFFIX}'"
+                )
+            )
+        )
+        for name, _ in trigram:
+            conn.exec_driver_sql(f"DROP INDEX {name}")
         for lo in range(0, n, CHUNK):
             records, tags, md_rows, grants, links = [], [], [], [], []
             for i in range(lo, min(n, lo + CHUNK)):
@@ -166,6 +178,8 @@ def populate(url: str, n: int, seed: int = 0) -> float:
             _copy(conn, "collection_items", ("collection_id", "record_id", "max_level"), links)
         for ix in indexes:
             ix.create(conn)
+        for _, definition in trigram:
+            conn.exec_driver_sql(definition)
         if sqlite:
             conn.exec_driver_sql(fts_trigger)
             conn.exec_driver_sql(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('rebuild')")

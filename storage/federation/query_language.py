@@ -174,7 +174,8 @@ def and_terms(text: str) -> list[_Leaf]:
 def driven_ids(
     text: str, driver: _Leaf | Sequence[Select[Any]], where: list[ColumnElement[bool]]
 ) -> Select[Any]:
-    """``SELECT DISTINCT records.id`` of the records matching the expression and ``where``,
+    """``SELECT records.id`` of the records matching the expression and ``where`` (a record
+    may come more than once),
     driven by ``driver``: one of ``and_terms(text)`` (a range of its value index), or
     selects of record ids whose union holds every match (the records a user may read).
 
@@ -208,7 +209,9 @@ def driven_ids(
             query = query.join(P, and_(*on))
         else:
             query = query.where(_to_sql(part, correlated=True))
-    return query.where(*where).distinct()
+    # No DISTINCT: a record appears once per row of the driver's key (several for a list), and
+    # DISTINCT before a LIMIT makes PostgreSQL collect every match before the first is out.
+    return query.where(*where)
 
 
 _OPS = {

@@ -190,7 +190,8 @@ def _capped_counter(ctx: Ctx) -> Callable[[Select[Any], int | None], int]:
 
 
 def _matches(ctx: Ctx, q: SearchIn) -> tuple[Select[Any], int | None]:
-    """``SELECT records.id`` of every match, each once, in no particular order, and an upper
+    """``SELECT records.id`` of every match, in no particular order (a record may come more
+    than once from a metadata index: ``.distinct()`` counts each once), and an upper
     bound on their number when one below ``ESTIMATE_CAP`` is known (else None).
 
     The search starts from the criterion with the fewest index rows (counted up to the
@@ -237,6 +238,7 @@ def _matches(ctx: Ctx, q: SearchIn) -> tuple[Select[Any], int | None]:
 
 def _count(ctx: Ctx, matches: Select[Any], cap: int | None) -> int:
     """Rows of ``matches``, counting no further than ``cap + 1`` (None: all)."""
+    matches = matches.distinct()
     if cap is not None:
         matches = matches.limit(cap + 1)
     return ctx.session.scalar(select(func.count()).select_from(matches.subquery())) or 0
@@ -285,7 +287,10 @@ def search(ctx: Ctx, q: SearchIn) -> dict[str, Any]:
     small = SMALL_RESULT if cap is None else min(cap, SMALL_RESULT)
     # Few matches: collect their ids from the indexes and sort just those. Many matches: walk
     # the sort order and probe each record, stopping once the page is full.
-    ids = ctx.session.scalars(matches.limit(small + 1)).all()
+    found_ids = ctx.session.scalars(matches.limit(small + 1)).all()
+    ids = list(dict.fromkeys(found_ids))
+    if len(found_ids) > small >= len(ids):  # repeats filled the limit: count each once
+        ids = list(ctx.session.scalars(matches.distinct().limit(small + 1)))
     lower_bound = False
     if len(ids) <= small:
         total = len(ids)
