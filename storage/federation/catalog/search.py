@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -192,7 +193,8 @@ def _capped_counter(ctx: Ctx) -> Callable[[Select[Any], int | None], int]:
 def _matches(ctx: Ctx, q: SearchIn) -> tuple[Select[Any], int | None]:
     """``SELECT records.id`` of every match, in no particular order (a record may come more
     than once from a metadata index: ``.distinct()`` counts each once), and an upper
-    bound on their number when one below ``ESTIMATE_CAP`` is known (else None).
+    bound on their number when one below ``ESTIMATE_CAP`` is known and sorting every match
+    is expected to cost less than walking the sort order (else None).
 
     The search starts from the criterion with the fewest index rows (counted up to the
     fewest so far): a metadata term of an expression joined by "and", a tag, the text index,
@@ -220,12 +222,18 @@ def _matches(ctx: Ctx, q: SearchIn) -> tuple[Select[Any], int | None]:
     ranked.sort(key=lambda r: r[:2])
     if ranked and ranked[0][0] < ESTIMATE_CAP:
         # Few rows to start from: every match is found from them (the other criteria checked
-        # per row), so their number bounds the matches.
-        best = ranked[0][2]
+        # per row), so their number bounds the matches. Collecting them all costs those rows;
+        # walking the sort order meets a match every n / expected records (expected as if the
+        # criteria were independent; counts stopped at a cap make it an overestimate of the
+        # walk), so the cheaper of the two is taken.
+        rows, best = ranked[0][0], ranked[0][2]
+        n = ctx.session.scalar(select(func.max(Record.id))) or 1
+        expected = rows * math.prod(min(other, n) / n for other, _, _ in ranked[1:])
+        bound = rows if rows <= (q.offset + q.limit) * n / max(expected, 1.0) else None
         if q.md:
-            return driven_ids(q.md, best, where), ranked[0][0]
+            return driven_ids(q.md, best, where), bound
         ids = union_all(*best).subquery() if len(best) > 1 else best[0].subquery()
-        return select(Record.id).where(Record.id.in_(select(ids.c[0])), *where), ranked[0][0]
+        return select(Record.id).where(Record.id.in_(select(ids.c[0])), *where), bound
     # Many rows from each: the caller takes the first few matches, and the planner's own
     # choice (or the fewest metadata term's range) finds those soonest.
     if q.md:
