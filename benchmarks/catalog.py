@@ -112,15 +112,13 @@ def populate(url: str, n: int, seed: int = 0) -> float:
         for ix in indexes:
             ix.drop(conn)
         # PostgreSQL's trigram indexes (migration 0006) have no model: dropped and rebuilt too.
-        trigram = (
-            []
-            if sqlite
-            else list(
-                conn.exec_driver_sql(
-                    f"SELECT indexname, indexdef FROM pg_indexes WHERE indexname LIKE '%{TRIGRAM_SUFFIX}'"
-                )
+        trigram = [
+            (name, definition)
+            for name, definition in (
+                [] if sqlite else conn.exec_driver_sql("SELECT indexname, indexdef FROM pg_indexes")
             )
-        )
+            if name.endswith(TRIGRAM_SUFFIX)
+        ]
         for name, _ in trigram:
             conn.exec_driver_sql(f"DROP INDEX {name}")
         for lo in range(0, n, CHUNK):
