@@ -123,7 +123,11 @@ def _criteria(
     if q.id:
         if not _ID_PATTERN.match(q.id):
             raise InputError(f"id pattern {q.id!r}: use d/<digits> with * or ? wildcards, e.g. d/12*")
-        on_records(_id_condition(q.id))
+        digits = q.id.removeprefix("d/")
+        if digits.isdigit() or (digits.endswith("*") and digits[:-1].isdigit()):
+            on_records(_id_condition(q.id))  # ranges of the primary key
+        else:
+            where.append(_id_condition(q.id))  # a pattern over every id: no index to start from
     if q.alias:
         where.append(Record.alias.like(_like(q.alias), escape="\\"))
     if q.text:
