@@ -136,6 +136,12 @@ class RecordIn(_Body):
     dependencies: list[DependencyIn] = Field(default_factory=list, max_length=256)
 
 
+class RecordsIn(_Body):
+    """Many new records, created in one transaction (all or none); at most ``Limits.max_batch``."""
+
+    records: list[RecordIn] = Field(min_length=1)
+
+
 class RecordPatch(_Body):
     """Changes to a record; fields left out stay as they are."""
 

@@ -43,9 +43,18 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 FTS_TABLE = "records_fts"
 
 
+#: Suffix of PostgreSQL's trigram indexes for text search (migration 0006; no model).
+TRIGRAM_SUFFIX = "_trgm"
+
+
 def include_name(name: str | None, type_: str, _parents: object) -> bool:
-    """Alembic filter: leave the full-text index and its shadow tables out of comparisons."""
-    return not (type_ == "table" and name is not None and name.startswith(FTS_TABLE))
+    """Alembic filter: leave the full-text indexes (SQLite's FTS table and its shadow tables,
+    PostgreSQL's trigram indexes) out of comparisons."""
+    if name is None:
+        return True
+    if type_ == "table":
+        return not name.startswith(FTS_TABLE)
+    return not (type_ == "index" and name.endswith(TRIGRAM_SUFFIX))
 
 
 def sqlite_url(path: Path) -> str:

@@ -212,10 +212,17 @@ def serve_in_thread(
 
 
 def spawn_server(
-    store_dir: Path | None = None, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 60.0
+    store_dir: Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    timeout_s: float = 60.0,
+    database_url: str | None = None,
 ) -> RunningStore:
-    """Start ``python -m storage.federation serve`` as a subprocess; returns once it answers."""
-    token = init_store(store_dir)
+    """Start ``python -m storage.federation serve`` as a subprocess; returns once it answers.
+
+    ``database_url``: the catalog's database (default the SQLite file in ``store_dir``).
+    """
+    token = init_store(store_dir, database_url=database_url)
     root = store_paths(store_dir)[0].parent
     port = port or free_port(host)
     log = open(root / "server.log", "ab")  # noqa: SIM115 - closed in stop()
@@ -231,6 +238,7 @@ def spawn_server(
             host,
             "--port",
             str(port),
+            *(["--db", database_url] if database_url else []),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -253,7 +261,7 @@ def spawn_server(
             proc.wait()
         log.close()
 
-    return RunningStore(url, token, root, stop)
+    return RunningStore(url, token, root, stop, database_url)
 
 
 def serve(

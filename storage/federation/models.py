@@ -206,8 +206,10 @@ class RecordTag(Base):
     """One tag of one record (a table, not a list column, so tag search uses an index)."""
 
     __tablename__ = "record_tags"
+    # Covering: a tag's record ids are read from the index alone.
+    __table_args__ = (Index("ix_record_tags_tag_record", "tag", "record_id"),)
     record_id: Mapped[int] = mapped_column(ForeignKey("records.id", ondelete="CASCADE"), primary_key=True)
-    tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 
 class MetadataEntry(Base):
@@ -297,7 +299,8 @@ class Grant(Base):
     __tablename__ = "grants"
     __table_args__ = (
         UniqueConstraint("target_kind", "target_id", "user_id", name="uq_grant"),
-        Index("ix_grants_user", "user_id", "target_kind"),
+        # Covering: the records granted to one user (or to everyone) at a level, from the index.
+        Index("ix_grants_user", "user_id", "target_kind", "level", "target_id"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     target_kind: Mapped[str] = mapped_column(String(1))  # "d" | "c" | "p"

@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
-from sqlalchemy import ColumnElement, Select, and_, exists, literal, not_, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, literal, not_, or_, select, union_all
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.elements import True_
 
 from storage.federation.errors import QuerySyntaxError
 from storage.federation.models import MetadataEntry, Record
@@ -158,53 +159,59 @@ def _and_parts(node: Any) -> list[Any]:
     return [*merged.values(), *others]
 
 
-def _leaf_rows(leaf: _Leaf) -> Select[Any]:
+def leaf_rows(leaf: _Leaf) -> Select[Any]:
     """``SELECT 1`` per index row a leaf matches (answered from a covering index)."""
     E = MetadataEntry
     return select(literal(1)).where(E.key == leaf.key, *[c(E.num, E.text, E.kind) for c in leaf.conditions])
 
 
-def driven_ids(
-    text: str, leaf_rows: Callable[[Select[Any], int | None], int], where: list[ColumnElement[bool]]
-) -> Select[Any] | None:
-    """``SELECT DISTINCT records.id`` of the records matching the expression and ``where``,
-    driven by the expression's top-level term with the fewest index rows; None when the
-    expression is not an "and" of terms (an "or" or "not" at the top).
+def and_terms(text: str) -> list[_Leaf]:
+    """The top-level terms of an expression joined by "and" that one index range answers
+    (comparisons of one key merged); empty when the top is an "or" or a "not"."""
+    return [p for p in _and_parts(_compile(text)) if isinstance(p, _Leaf)]
 
-    ``leaf_rows(select, cap)`` counts the rows of a term's index query, stopping at ``cap``
-    (None: its own cap) or before. The driving term is a range of its value index; the others
-    join the per-record index by (record id, key), with values wrapped so that the planner
-    cannot turn them into value ranges of their own. The cost is then in proportion to the
-    rows of the smallest term, where ``IN`` sets for every term cost the sum of all of them.
+
+def driven_ids(
+    text: str, driver: _Leaf | Sequence[Select[Any]], where: list[ColumnElement[bool]]
+) -> Select[Any]:
+    """``SELECT records.id`` of the records matching the expression and ``where`` (a record
+    may come more than once),
+    driven by ``driver``: one of ``and_terms(text)`` (a range of its value index), or
+    selects of record ids whose union holds every match (the records a user may read).
+
+    The other terms join the per-record index by (record id, key), with values wrapped so
+    that the planner cannot turn them into value ranges of their own. The cost is then in
+    proportion to the driver's rows, where ``IN`` sets for every term cost the sum of all.
     """
     parts = _and_parts(_compile(text))
-    leaves = [p for p in parts if isinstance(p, _Leaf)]
-    if not leaves:
-        return None
-    driver, fewest = leaves[0], None
-    for leaf in leaves if len(leaves) > 1 else ():
-        # Each term is counted only as far as the smallest so far: enough to rank them.
-        rows = leaf_rows(_leaf_rows(leaf), fewest)
-        if fewest is None or rows < fewest:
-            driver, fewest = leaf, rows
-    D = aliased(MetadataEntry)
-    query = (
-        select(Record.id)
-        .select_from(D)
-        .join(Record, Record.id == D.record_id)
-        .where(D.key == driver.key, *[c(D.num, D.text, D.kind) for c in driver.conditions])
-    )
+    # Records rows are read only for conditions on them (an admin's search of metadata alone
+    # is answered from the metadata indexes: a records row costs a random read per match).
+    where = [w for w in where if not isinstance(w, True_)]
+    if isinstance(driver, _Leaf):
+        D = aliased(MetadataEntry)
+        query = select(D.record_id).where(
+            D.key == driver.key, *[c(D.num, D.text, D.kind) for c in driver.conditions]
+        )
+        anchor = D.record_id
+    else:
+        ids = union_all(*driver).subquery() if len(driver) > 1 else driver[0].subquery()
+        query = select(ids.c[0]).select_from(ids)
+        anchor = ids.c[0]
+    if where or any(not isinstance(p, _Leaf) for p in parts):
+        query = query.join(Record, Record.id == anchor)
     for part in parts:
-        if part is driver:
-            continue
+        if isinstance(part, _Leaf) and isinstance(driver, _Leaf) and part.key == driver.key:
+            continue  # keys are unique among the parts: comparisons of one key are merged
         if isinstance(part, _Leaf):
             P = aliased(MetadataEntry)
             values = (P.num + 0, P.text.concat(""), P.kind)
-            on = [P.record_id == D.record_id, P.key == part.key, *[c(*values) for c in part.conditions]]
+            on = [P.record_id == anchor, P.key == part.key, *[c(*values) for c in part.conditions]]
             query = query.join(P, and_(*on))
         else:
             query = query.where(_to_sql(part, correlated=True))
-    return query.where(*where).distinct()
+    # No DISTINCT: a record appears once per row of the driver's key (several for a list), and
+    # DISTINCT before a LIMIT makes PostgreSQL collect every match before the first is out.
+    return query.where(*where)
 
 
 _OPS = {

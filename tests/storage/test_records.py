@@ -75,6 +75,7 @@ def test_search_criteria(alice: StoreClient, tag: str) -> None:
     assert ids(alias=f"flake-*-{tag}") == {a["id"]}
     assert ids(id=a["id"]) == {a["id"]}
     assert a["id"] in ids(id=a["id"] + "*")
+    assert a["id"] in ids(id=a["id"][:-1] + "?")  # a pattern no index range answers
     assert ids(md="md.drift_score > 0.2 and md.drift_score < 0.6") == {a["id"]}  # one range
     assert ids(owner="alice") == {a["id"], b["id"], c["id"]}
     now = dt.datetime.now(dt.UTC)

@@ -54,12 +54,20 @@ def usage(ctx: Ctx, alloc: Allocation) -> tuple[int, int]:
     return int(used_bytes or 0), int(used_records or 0)
 
 
-def check_record_quota(ctx: Ctx, repo: Repository, project: Project | None) -> None:
-    """Refuse a new record in ``repo`` past the record quota."""
+def check_record_quota(
+    ctx: Ctx, repo: Repository, project: Project | None, in_use: dict[int, int] | None = None
+) -> None:
+    """Refuse a new record in ``repo`` past the record quota.
+
+    ``in_use``: records per allocation id counted so far in this write, the ones it adds
+    included (for a batch whose records are inserted together after every check); updated.
+    """
     alloc = _require(ctx, repo, ctx.principal.user_id, project)
     if alloc is None:
         return
-    _, records = usage(ctx, alloc)
+    records = in_use[alloc.id] if in_use is not None and alloc.id in in_use else usage(ctx, alloc)[1]
+    if in_use is not None:
+        in_use[alloc.id] = records + 1
     if records + 1 > alloc.max_records:
         raise QuotaExceededError(
             f"repository {repo.name!r}: the allocation holds at most {alloc.max_records} records "

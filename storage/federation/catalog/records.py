@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
+from typing import Any, TypeVar
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
-from scopeflow.errors import InputError
+from scopeflow.errors import InputError, ScopeflowError
 from storage.federation import json_schemas
 from storage.federation.access import Level
 from storage.federation.api_models import DependencyIn, RecordIn, RecordPatch
@@ -27,6 +29,7 @@ from storage.federation.errors import ConflictError, PayloadTooLargeError
 from storage.federation.identifiers import check_alias, format_id
 from storage.federation.metadata_index import flatten
 from storage.federation.models import (
+    AuditEntry,
     Collection,
     CollectionItem,
     Dependency,
@@ -40,6 +43,8 @@ from storage.federation.models import (
     User,
     utcnow,
 )
+
+T = TypeVar("T")
 
 
 def _check_metadata(
@@ -89,12 +94,17 @@ def _patched_metadata(record: Record, patch: RecordPatch) -> dict[str, Any]:
 def _index_metadata(ctx: Ctx, record_id: int, md: dict[str, Any], replace: bool) -> None:
     if replace:
         ctx.session.execute(delete(MetadataEntry).where(MetadataEntry.record_id == record_id))
-    rows = [
+    rows = _md_rows(record_id, md)
+    if rows:
+        ctx.session.execute(MetadataEntry.__table__.insert(), rows)
+
+
+def _md_rows(record_id: int, md: dict[str, Any]) -> list[dict[str, Any]]:
+    """The search-index rows (``MetadataEntry``) of one record's metadata."""
+    return [
         {"record_id": record_id, "key": k, "kind": kind, "num": num, "text": text}
         for k, kind, num, text in flatten(md)
     ]
-    if rows:
-        ctx.session.execute(MetadataEntry.__table__.insert(), rows)
 
 
 def _add_dependency(ctx: Ctx, record: Record, dep: DependencyIn) -> None:
@@ -140,45 +150,167 @@ def create_record(ctx: Ctx, body: RecordIn, validated: dict[str, Any] | None = N
 
     ``validated``: what ``validate_new`` returned, when it ran first.
     """
-    if body.alias is not None:
-        check_alias(body.alias)
-    tags = check_tags(body.tags)
-    schema = schema_by_name(ctx, body.md_schema) if body.md_schema else None
-    _check_metadata(ctx, body.metadata, schema, validated)
-    project = project_by_name(ctx, body.project, Level.WRITE) if body.project else None
-    repo = repository_by_name(ctx, body.repository) if body.repository else None
-    if repo is not None:
-        check_record_quota(ctx, repo, project)
-    collections = [resolve_collection(ctx, c, Level.WRITE) for c in body.collections]
-    now = utcnow()
-    record = Record(
-        alias=body.alias,
-        title=body.title,
-        description=body.description,
-        md=body.metadata,
-        schema_id=schema.id if schema else None,
-        owner_id=ctx.principal.user_id,
-        project_id=project.id if project else None,
-        repository_id=repo.id if repo else None,
-        size=0,
-        created=now,
-        updated=now,
-    )
-    ctx.session.add(record)
-    _flush_unique(ctx, f"alias {body.alias!r}")
-    if tags:
-        ctx.session.execute(RecordTag.__table__.insert(), [{"record_id": record.id, "tag": t} for t in tags])
-    _index_metadata(ctx, record.id, body.metadata, replace=False)
-    for coll in collections:
-        # The creator owns the record: the link passes the collection's grants on in full.
-        ctx.session.add(
-            CollectionItem(collection_id=coll.id, record_id=record.id, max_level=int(Level.ADMIN))
+    return _create(ctx, [body], [validated] if validated is not None else None, batch=False)[0]
+
+
+@contextmanager
+def _item(index: int | None) -> Iterator[None]:
+    """Re-raise an error of one batch item as the same class, its message naming the item."""
+    try:
+        yield
+    except ScopeflowError as error:
+        if index is None:
+            raise
+        raise type(error)(f"records[{index}]: {error}") from None
+
+
+def check_batch(ctx: Ctx, bodies: Sequence[RecordIn]) -> None:
+    """Refuse a batch over ``Limits.max_batch`` records (413)."""
+    if len(bodies) > ctx.limits.max_batch:
+        raise PayloadTooLargeError(
+            f"{len(bodies)} records in one batch; the limit is {ctx.limits.max_batch} (send several batches)"
         )
-    for dep in body.dependencies:
-        _add_dependency(ctx, record, dep)
-    ctx.audit("record.create", format_id("d", record.id), title=body.title)
+
+
+def validate_many(ctx: Ctx, bodies: Sequence[RecordIn]) -> list[dict[str, Any]]:
+    """``validate_new`` for each record of a batch (before the write)."""
+    check_batch(ctx, bodies)
+    out = []
+    for i, body in enumerate(bodies):
+        with _item(i):
+            out.append(validate_new(ctx, body))
+    return out
+
+
+def create_records(
+    ctx: Ctx, bodies: Sequence[RecordIn], validated: Sequence[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Create every record of a batch, each with the checks of ``create_record``, in the
+    caller's transaction: one refused item refuses the batch (its error names the item's index)."""
+    check_batch(ctx, bodies)
+    return _create(ctx, bodies, validated, batch=True)
+
+
+class _Lookups:
+    """Names resolved once per batch (schema, project, repository, collection)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str], Any] = {}
+
+    def get(self, kind: str, name: str, find: Callable[[], T]) -> T:
+        if (kind, name) not in self._seen:
+            self._seen[kind, name] = find()
+        return self._seen[kind, name]
+
+
+def _create(
+    ctx: Ctx, bodies: Sequence[RecordIn], validated: Sequence[dict[str, Any] | None] | None, batch: bool
+) -> list[dict[str, Any]]:
+    """Records created with one statement per table: every item checked first (each name
+    looked up once), then the rows of every item inserted together."""
+    seen = _Lookups()
+    in_use: dict[int, int] = {}  # records under each allocation, this batch's included
+    now = utcnow()
+    rows, links = [], []
+    for i, body in enumerate(bodies):
+        with _item(i if batch else None):
+            if body.alias is not None:
+                check_alias(body.alias)
+            check_tags(body.tags)
+            schema = None
+            if body.md_schema:
+                schema = seen.get("s", body.md_schema, partial(schema_by_name, ctx, body.md_schema))
+            _check_metadata(ctx, body.metadata, schema, validated[i] if validated else None)
+            project = None
+            if body.project:
+                project = seen.get(
+                    "p", body.project, partial(project_by_name, ctx, body.project, Level.WRITE)
+                )
+            repo = None
+            if body.repository:
+                repo = seen.get("r", body.repository, partial(repository_by_name, ctx, body.repository))
+                check_record_quota(ctx, repo, project, in_use)
+            links.append(
+                [seen.get("c", c, partial(resolve_collection, ctx, c, Level.WRITE)) for c in body.collections]
+            )
+            rows.append(
+                {
+                    "alias": body.alias,
+                    "title": body.title,
+                    "description": body.description,
+                    "md": body.metadata,
+                    "schema_id": schema.id if schema else None,
+                    "owner_id": ctx.principal.user_id,
+                    "project_id": project.id if project else None,
+                    "repository_id": repo.id if repo else None,
+                    "size": 0,
+                    "created": now,
+                    "updated": now,
+                }
+            )
+    _check_aliases(ctx, bodies, batch)
+    try:
+        inserted = ctx.session.scalars(
+            insert(Record).returning(Record.id, sort_by_parameter_order=True), rows
+        )
+        ids = list(inserted)
+    except SAIntegrityError as error:  # an alias taken since the check, by a concurrent writer
+        if "UNIQUE" in str(error.orig).upper() or "duplicate" in str(error.orig).lower():
+            raise ConflictError("an alias of these records is already taken") from None
+        raise
+    pairs = list(zip(ids, bodies, strict=True))
+    tags = [{"record_id": rid, "tag": t} for rid, body in pairs for t in check_tags(body.tags)]
+    md = [row for rid, body in pairs for row in _md_rows(rid, body.metadata)]
+    # The creator owns the record: the link passes the collection's grants on in full.
+    items = [
+        {"collection_id": c.id, "record_id": rid, "max_level": int(Level.ADMIN)}
+        for rid, colls in zip(ids, links, strict=True)
+        for c in colls
+    ]
+    audit = [
+        {
+            "at": now,
+            "user_id": ctx.principal.user_id,
+            "action": "record.create",
+            "target": format_id("d", rid),
+            "detail": {"title": body.title},
+        }
+        for rid, body in pairs
+    ]
+    for table, values in (
+        (RecordTag.__table__, tags),
+        (MetadataEntry.__table__, md),
+        (CollectionItem.__table__, items),
+        (AuditEntry.__table__, audit),
+    ):
+        if values:
+            ctx.session.execute(table.insert(), values)
+    records = list(ctx.session.scalars(select(Record).where(Record.id.in_(ids)).order_by(Record.id)))
+    for i, (record, body) in enumerate(zip(records, bodies, strict=True)):
+        with _item(i if batch else None):
+            for dep in body.dependencies:
+                _add_dependency(ctx, record, dep)
     ctx.session.flush()
-    return record_dicts(ctx, [record])[0]
+    return record_dicts(ctx, records)
+
+
+def _check_aliases(ctx: Ctx, bodies: Sequence[RecordIn], batch: bool) -> None:
+    """A clear 409 for an alias taken already, or twice in one batch (naming the item)."""
+    aliases = [b.alias for b in bodies if b.alias is not None]
+    if not aliases:
+        return
+    taken = set(
+        ctx.session.scalars(
+            select(Record.alias).where(Record.owner_id == ctx.principal.user_id, Record.alias.in_(aliases))
+        )
+    )
+    for i, body in enumerate(bodies):
+        if body.alias is None:
+            continue
+        if body.alias in taken:
+            with _item(i if batch else None):
+                raise ConflictError(f"alias {body.alias!r} is already taken")
+        taken.add(body.alias)
 
 
 def get_record(ctx: Ctx, ref: str) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -14,10 +15,10 @@ from sqlalchemy import (
     cast,
     false,
     func,
-    literal,
     literal_column,
     or_,
     select,
+    union_all,
 )
 from sqlalchemy import column as sql_column
 from sqlalchemy import table as sql_table
@@ -37,11 +38,13 @@ from storage.federation.catalog.records import record_dicts
 from storage.federation.database import FTS_TABLE
 from storage.federation.identifiers import MAX_ID
 from storage.federation.models import Collection, CollectionItem, Record, RecordTag
-from storage.federation.query_language import compile_expression, driven_ids
+from storage.federation.query_language import and_terms, compile_expression, driven_ids, leaf_rows
 
 #: Up to this many matches, a search sorts the matching ids instead of walking an index.
 SMALL_RESULT = 2000
-#: Index rows counted per metadata term to pick the term that drives a search.
+#: Index rows counted per criterion to pick the one a search starts from; when the smallest
+#: has fewer, every match is collected from it and sorted (cost in proportion to its rows),
+#: else the sort order's index is walked.
 ESTIMATE_CAP = 20_000
 
 SORT_KEYS = {
@@ -98,11 +101,33 @@ def conditions(ctx: Ctx, q: SearchIn, correlated: bool = False, md: bool = True)
     ``correlated``: metadata terms as per-record probes (for walking one sorted page) rather
     than id sets; both select the same records. ``md=False`` leaves the metadata expression out.
     """
+    return _criteria(ctx, q, correlated, md)[0]
+
+
+def _criteria(
+    ctx: Ctx, q: SearchIn, correlated: bool = False, md: bool = True
+) -> tuple[list[ColumnElement[bool]], list[Select[Any]]]:
+    """``conditions``, and for each criterion an index answers, a select of the record ids it
+    admits (a superset of the matches: a search may start from any one of them)."""
     where: list[ColumnElement[bool]] = [ctx.grants.record_filter(Level.READ)]
+    drivers: list[Select[Any]] = []
+
+    def on_records(condition: ColumnElement[bool]) -> None:
+        where.append(condition)
+        drivers.append(select(Record.id).where(condition))
+
+    def among(ids: Select[Any]) -> None:
+        where.append(Record.id.in_(ids))
+        drivers.append(ids)
+
     if q.id:
         if not _ID_PATTERN.match(q.id):
             raise InputError(f"id pattern {q.id!r}: use d/<digits> with * or ? wildcards, e.g. d/12*")
-        where.append(_id_condition(q.id))
+        digits = q.id.removeprefix("d/")
+        if digits.isdigit() or (digits.endswith("*") and digits[:-1].isdigit()):
+            on_records(_id_condition(q.id))  # ranges of the primary key
+        else:
+            where.append(_id_condition(q.id))  # a pattern over every id: no index to start from
     if q.alias:
         where.append(Record.alias.like(_like(q.alias), escape="\\"))
     if q.text:
@@ -113,7 +138,7 @@ def conditions(ctx: Ctx, q: SearchIn, correlated: bool = False, md: bool = True)
             # Candidates from the trigram index (a superset of the LIKE matches: it folds case
             # beyond ASCII too); the LIKE conditions below still decide.
             phrases = " ".join('"' + w.replace('"', '""') + '"' for w in indexed)
-            where.append(Record.id.in_(select(_FTS.c.rowid).where(_FTS_MATCH.op("MATCH")(phrases))))
+            among(select(_FTS.c.rowid).where(_FTS_MATCH.op("MATCH")(phrases)))
         for word in q.text.split():
             pattern = f"%{_like(word)}%"
             if sqlite:
@@ -125,30 +150,32 @@ def conditions(ctx: Ctx, q: SearchIn, correlated: bool = False, md: bool = True)
                     Record.title.ilike(pattern, escape="\\") | Record.description.ilike(pattern, escape="\\")
                 )
     for tag in check_tags(q.tags):
-        where.append(Record.id.in_(select(RecordTag.record_id).where(RecordTag.tag == tag)))
+        among(select(RecordTag.record_id).where(RecordTag.tag == tag))
     if q.owner:
-        where.append(Record.owner_id == user_by_name(ctx, q.owner).id)
+        on_records(Record.owner_id == user_by_name(ctx, q.owner).id)
     if q.md_schema:
-        where.append(Record.schema_id == schema_by_name(ctx, q.md_schema).id)
+        on_records(Record.schema_id == schema_by_name(ctx, q.md_schema).id)
     if q.project:
-        where.append(Record.project_id == project_by_name(ctx, q.project).id)
+        on_records(Record.project_id == project_by_name(ctx, q.project).id)
     if q.collection:
         coll = resolve_collection(ctx, q.collection)
-        inside = select(CollectionItem.record_id).where(
-            CollectionItem.collection_id.in_(_descendants(ctx, coll.id))
+        among(
+            select(CollectionItem.record_id).where(
+                CollectionItem.collection_id.in_(_descendants(ctx, coll.id))
+            )
         )
-        where.append(Record.id.in_(inside))
     if q.md and md:
         where.append(compile_expression(q.md, correlated=correlated))
     for column, after, before in (
         (Record.created, q.created_after, q.created_before),
         (Record.updated, q.updated_after, q.updated_before),
     ):
-        if after is not None:
-            where.append(column >= after)
-        if before is not None:
-            where.append(column < before)
-    return where
+        span = [column >= after] if after is not None else []
+        span += [column < before] if before is not None else []
+        if span:
+            where.extend(span)
+            drivers.append(select(Record.id).where(*span))
+    return where, drivers
 
 
 def _on_column(condition: ColumnElement[bool], column: Any) -> bool:
@@ -161,26 +188,69 @@ def _capped_counter(ctx: Ctx) -> Callable[[Select[Any], int | None], int]:
 
     def count(query: Select[Any], cap: int | None) -> int:
         limit = ESTIMATE_CAP if cap is None else min(cap, ESTIMATE_CAP)
-        capped = query.with_only_columns(literal(1)).limit(limit).subquery()
+        capped = query.limit(limit).subquery()
         return ctx.session.scalar(select(func.count()).select_from(capped)) or 0
 
     return count
 
 
-def _matches(ctx: Ctx, q: SearchIn) -> Select[Any]:
-    """``SELECT records.id`` of every match, each once, in no particular order: driven by the
-    smallest metadata term when there is an expression of terms joined by "and"."""
-    where = conditions(ctx, q, md=False)
+def _matches(ctx: Ctx, q: SearchIn) -> tuple[Select[Any], int | None]:
+    """``SELECT records.id`` of every match, in no particular order (a record may come more
+    than once from a metadata index: ``.distinct()`` counts each once), and an upper
+    bound on their number when one below ``ESTIMATE_CAP`` is known and sorting every match
+    is expected to cost less than walking the sort order (else None).
+
+    The search starts from the criterion with the fewest index rows (counted up to the
+    fewest so far): a metadata term of an expression joined by "and", a tag, the text index,
+    an owner, a date range..., or the records a non-admin user may read (their own, their
+    projects', granted ones, those of collections granted to them: one index each).
+    """
+    where, drivers = _criteria(ctx, q, md=False)
+    count = _capped_counter(ctx)
+    terms = and_terms(q.md) if q.md else []
+    candidates: list[tuple[Any, list[Select[Any]]]] = [(t, [leaf_rows(t)]) for t in terms]
+    candidates += [([d], [d]) for d in drivers]
+    readable = ctx.grants.readable_ids(Level.READ)
+    if readable is not None:
+        candidates.append((readable, readable))
+    ranked: list[tuple[int, int, Any]] = []
+    fewest = None
+    for i, (driver, selects) in enumerate(candidates):
+        rows = 0
+        for part in selects:  # a union counts as the sum of its parts: an upper bound
+            rows += count(part, None if fewest is None else fewest - rows)
+            if fewest is not None and rows >= fewest:
+                break
+        ranked.append((rows, i, driver))
+        fewest = rows if fewest is None else min(fewest, rows)
+    ranked.sort(key=lambda r: r[:2])
+    if ranked and ranked[0][0] < ESTIMATE_CAP:
+        # Few rows to start from: every match is found from them (the other criteria checked
+        # per row), so their number bounds the matches. Collecting them all costs those rows;
+        # walking the sort order meets a match every n / expected records (expected as if the
+        # criteria were independent; counts stopped at a cap make it an overestimate of the
+        # walk), so the cheaper of the two is taken.
+        rows, best = ranked[0][0], ranked[0][2]
+        n = ctx.session.scalar(select(func.max(Record.id))) or 1
+        expected = rows * math.prod(min(other, n) / n for other, _, _ in ranked[1:])
+        bound = rows if rows <= (q.offset + q.limit) * n / max(expected, 1.0) else None
+        if q.md:
+            return driven_ids(q.md, best, where), bound
+        ids = union_all(*best).subquery() if len(best) > 1 else best[0].subquery()
+        return select(Record.id).where(Record.id.in_(select(ids.c[0])), *where), bound
+    # Many rows from each: the caller takes the first few matches, and the planner's own
+    # choice (or the fewest metadata term's range) finds those soonest.
     if q.md:
-        driven = driven_ids(q.md, _capped_counter(ctx), where)
-        if driven is not None:
-            return driven
+        leaves = [driver for _, _, driver in ranked if not isinstance(driver, list)]
+        if leaves:
+            return driven_ids(q.md, leaves[0], where), None
         where.append(compile_expression(q.md))
-    return select(Record.id).where(*where)
+    return select(Record.id).where(*where), None
 
 
 def _count(ctx: Ctx, matches: Select[Any], cap: int | None) -> int:
     """Rows of ``matches``, counting no further than ``cap + 1`` (None: all)."""
+    matches = matches.distinct()
     if cap is not None:
         matches = matches.limit(cap + 1)
     return ctx.session.scalar(select(func.count()).select_from(matches.subquery())) or 0
@@ -202,13 +272,37 @@ def search(ctx: Ctx, q: SearchIn) -> dict[str, Any]:
     column = SORT_KEYS[key]
     descending = q.sort.startswith("-")
     order = [column.desc(), Record.id.desc()] if descending else [column.asc(), Record.id.asc()]
-    matches = _matches(ctx, q)
+    matches, bound = _matches(ctx, q)
     window = (q.offset, min(q.limit, ctx.limits.max_page))
     cap = q.count_limit
+    if bound is not None:
+        # At most ``bound`` matches (a few thousand at most): sort them all, counted in the
+        # same pass, at a cost in proportion to the starting criterion's rows.
+        # Only (sort key, id) pairs are sorted; the page's rows are read after.
+        page = (
+            select(Record.id, func.count().over())
+            .where(Record.id.in_(matches))
+            .order_by(*order)
+            .offset(window[0])
+            .limit(window[1])
+        )
+        found = ctx.session.execute(page).all()
+        by_id = {
+            r.id: r for r in ctx.session.scalars(select(Record).where(Record.id.in_([i for i, _ in found])))
+        }
+        rows = [by_id[i] for i, _ in found]
+        total = found[0][1] if found else _count(ctx, matches, None)
+        lower_bound = False
+        if cap is not None and total > cap and not (rows and len(rows) < window[1]):
+            total, lower_bound = max(cap, q.offset + len(rows)), True
+        return _page(ctx, q, total, lower_bound, rows)
     small = SMALL_RESULT if cap is None else min(cap, SMALL_RESULT)
     # Few matches: collect their ids from the indexes and sort just those. Many matches: walk
     # the sort order and probe each record, stopping once the page is full.
-    ids = ctx.session.scalars(matches.limit(small + 1)).all()
+    found_ids = ctx.session.scalars(matches.limit(small + 1)).all()
+    ids = list(dict.fromkeys(found_ids))
+    if len(found_ids) > small >= len(ids):  # repeats filled the limit: count each once
+        ids = list(ctx.session.scalars(matches.distinct().limit(small + 1)))
     lower_bound = False
     if len(ids) <= small:
         total = len(ids)
@@ -239,6 +333,10 @@ def search(ctx: Ctx, q: SearchIn) -> dict[str, Any]:
                 total, lower_bound = shown, False  # the page ran out: that is every match
             else:
                 total = max(total, shown)
+    return _page(ctx, q, total, lower_bound, rows)
+
+
+def _page(ctx: Ctx, q: SearchIn, total: int, lower_bound: bool, rows: Sequence[Record]) -> dict[str, Any]:
     return {
         "total": total,
         "total_is_lower_bound": lower_bound,

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse
 
 from storage.federation.access import Principal
-from storage.federation.api_models import DependencyIn, RecordIn, RecordPatch, ReplicaIn, SearchIn
+from storage.federation.api_models import DependencyIn, RecordIn, RecordPatch, RecordsIn, ReplicaIn, SearchIn
 from storage.federation.catalog import Catalog
 from storage.federation.catalog import lineage as lineage_ops
 from storage.federation.catalog import records as ops
@@ -24,6 +24,13 @@ def create_record(body: RecordIn, p: Principal = Depends(principal), c: Catalog 
     # Schema validation runs before the write transaction: it holds no lock.
     md = c.read(p, lambda ctx: ops.validate_new(ctx, body))
     return c.write(p, lambda ctx: ops.create_record(ctx, body, md))
+
+
+@router.post("/records/batch", status_code=201)
+def create_records(body: RecordsIn, p: Principal = Depends(principal), c: Catalog = Depends(catalog)) -> Any:
+    """Create up to ``max_batch`` records in one transaction: every one or none."""
+    md = c.read(p, lambda ctx: ops.validate_many(ctx, body.records))
+    return {"items": c.write(p, lambda ctx: ops.create_records(ctx, body.records, md))}
 
 
 @router.get("/records/{ref}")
