@@ -15,7 +15,10 @@ round-off) and whose speed depends on the device, the torch build and the frame 
 
 ``Execution`` measures the exact paths on the first batch of each shape (a short trial,
 alternating, after one warm-up call each) and keeps the fastest for that shape: the choice
-is never a constant, it is made on the device and build it runs on. A path whose outputs
+is never a constant, it is made on the device and build it runs on. Speed depends on the
+architecture, not the weights, so the choice is kept for the process per (members, widths,
+classes, device, threads, input shape): a member selection of the same size, or the next
+model version, does not pay the trial again. A path whose outputs
 differ from the fused pass by more than ``TOLERANCE`` is refused; a path that cannot be
 built here (no onnxruntime, not a CPU) is skipped.
 """
@@ -117,6 +120,9 @@ class Choice:
     refused: dict[str, str] = field(default_factory=dict)
 
 
+_CHOICES: dict[tuple, Choice] = {}  # see the module docstring; filled by Execution's trials
+
+
 class Execution:
     """Runs ``net`` (a ``FusedUNet`` already on ``device``) by the fastest exact path per input shape.
 
@@ -130,7 +136,6 @@ class Execution:
         self.net = net
         self.device = device
         self.path = path
-        self.choices: dict[tuple[int, ...], Choice] = {}
         self._runners: dict[str, Runner | None] = {}
         self._weights = self._weights_version()
 
@@ -143,7 +148,6 @@ class Execution:
         """Path ``name``'s runner, or None where it cannot run here (logged once)."""
         if self._weights_version() != self._weights:
             self._runners.clear()
-            self.choices.clear()
             self._weights = self._weights_version()
         if name not in self._runners:
             try:
@@ -160,13 +164,25 @@ class Execution:
             if run is None:
                 raise InputError(f"execution path {self.path!r} cannot run on {self.device} here")
             return run(x)
-        key = tuple(x.shape)
-        choice = self.choices.get(key)
+        choice = _CHOICES.get(self._key(x))
         if choice is not None:
             run = self.runner(choice.path)
             if run is not None:
                 return run(x)
         return self._trial(x)
+
+    def _prefix(self) -> tuple:
+        net = self.net
+        return (net.members, net.widths, net.n_classes, str(self.device), torch.get_num_threads())
+
+    def _key(self, x: torch.Tensor) -> tuple:
+        return (*self._prefix(), *x.shape)
+
+    @property
+    def choices(self) -> dict[tuple[int, ...], Choice]:
+        """The choices made for this network's architecture on this device, by input shape."""
+        mine = self._prefix()
+        return {key[len(mine) :]: c for key, c in _CHOICES.items() if key[: len(mine)] == mine}
 
     def _trial(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Time every exact path on ``x`` (alternating rounds) and keep the fastest for its shape."""
@@ -194,9 +210,14 @@ class Execution:
                 run(x)
                 best[name] = min(best[name], time.perf_counter() - start)
         path = min(best, key=best.__getitem__)
-        self.choices[tuple(x.shape)] = Choice(path, best, refused)
+        _CHOICES[self._key(x)] = Choice(path, best, refused)
         log.info("execution for %s on %s: %s (%s)", tuple(x.shape), self.device, path, best)
         return expected
+
+
+def forget_choices() -> None:
+    """Drop every choice made in this process (the next batch of each shape is timed again)."""
+    _CHOICES.clear()
 
 
 def excess(
