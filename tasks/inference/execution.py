@@ -136,7 +136,7 @@ class Execution:
         self.net = net
         self.device = device
         self.path = path
-        self._runners: dict[str, Runner | None] = {}
+        self._runners: dict[tuple[str, int], Runner | None] = {}
         self._weights = self._weights_version()
 
     def _weights_version(self) -> tuple[int, int]:
@@ -149,13 +149,15 @@ class Execution:
         if self._weights_version() != self._weights:
             self._runners.clear()
             self._weights = self._weights_version()
-        if name not in self._runners:
+        # ONNX Runtime's pool is sized when its session is made: a new thread count, a new runner.
+        key = (name, torch.get_num_threads())
+        if key not in self._runners:
             try:
-                self._runners[name] = build(name, self.net, self.device)
+                self._runners[key] = build(name, self.net, self.device)
             except (ImportError, RuntimeError) as exc:
                 log.info("execution path %s unavailable on %s: %s", name, self.device, exc)
-                self._runners[name] = None
-        return self._runners[name]
+                self._runners[key] = None
+        return self._runners[key]
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (B, K, n_classes + 2, H, W) and encoder features (B, K·c3) of frames ``x`` (B, 1, H, W)."""
