@@ -2,8 +2,9 @@
 
 ``Ensemble`` wraps a ``FusedUNet`` with what is needed to use it on real frames: the
 model's pixel size (frames are resampled to it and coordinates mapped back), the peak
-threshold and spacing, the class names, and the version it was loaded as. All members
-run in one pass; the mean heatmap finds the columns, the members' spread at a column is
+threshold and spacing, the class names, and the version it was loaded as. How the members'
+network runs (one fused pass, a loop, ONNX Runtime) is measured per device and batch shape
+(``execution``); the mean heatmap finds the columns, the members' spread at a column is
 its uncertainty.
 """
 
