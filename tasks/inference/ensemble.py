@@ -2,8 +2,9 @@
 
 ``Ensemble`` wraps a ``FusedUNet`` with what is needed to use it on real frames: the
 model's pixel size (frames are resampled to it and coordinates mapped back), the peak
-threshold and spacing, the class names, and the version it was loaded as. All members
-run in one pass; the mean heatmap finds the columns, the members' spread at a column is
+threshold and spacing, the class names, and the version it was loaded as. How the members'
+network runs (one fused pass, a loop, ONNX Runtime) is measured per device and batch shape
+(``execution``); the mean heatmap finds the columns, the members' spread at a column is
 its uncertainty.
 """
 
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from scopeflow.atoms import Atoms
 from scopeflow.errors import InputError
 
+from .execution import Execution
 from .network import DEFAULT_WIDTHS, FusedUNet
 from .peaks import local_maxima
 from .resample import Scaling, check_pixel_size, scaling_for, to_model_scale
@@ -118,6 +120,9 @@ class Ensemble:
     ``check`` (default True): every frame's proposals are checked against the frame itself
     (``tasks.inference.verify``: crystal or not, vacancies, substitutions, positions refined on
     the input frame, calibrated uncertainty); False gives the network's raw decoding.
+    ``execution`` how the network runs (``tasks.inference.execution``): ``"auto"`` (default)
+    the fastest exact path on this device, measured on the first batch of each shape; or a
+    path's name (``"fused"``, ``"loop"``, ``"onnx"``, ``"bf16"``, ...).
     """
 
     net: FusedUNet
@@ -125,12 +130,21 @@ class Ensemble:
     version: str = "unregistered"
     device: torch.device = field(default_factory=default_device)
     check: bool = True
+    execution: str = "auto"
 
     def __post_init__(self) -> None:
         self.net = self.net.to(self.device).eval()
         if self.device.type == "cpu":
             # oneDNN's NHWC kernels are ~2× faster than NCHW for these thin convolutions.
             self.net = self.net.to(memory_format=torch.channels_last)
+        self._runner = Execution(self.net, self.device, self.execution)
+
+    @property
+    def runner(self) -> Execution:
+        """The network's execution (rebuilt if ``net`` or ``execution`` was reassigned)."""
+        if self._runner.net is not self.net or self._runner.path != self.execution:
+            self._runner = Execution(self.net, self.device, self.execution)
+        return self._runner
 
     @property
     def members(self) -> int:
@@ -173,7 +187,9 @@ class Ensemble:
             _check_frame(img, i)
         x, scaling = self._prepare(stack, check_pixel_size(pixel_size))
         h, w = scaling.model_shape
-        return Maps(self.net(x)[..., BORDER : BORDER + h, BORDER : BORDER + w].float(), scaling)
+        raw = self.runner(x)[0][..., BORDER : BORDER + h, BORDER : BORDER + w].float()
+        n_cls = self.net.n_classes
+        return Maps(torch.cat([torch.sigmoid(raw[:, :, :n_cls]), raw[:, :, n_cls:]], dim=2), scaling)
 
     def locate(
         self, frames: np.ndarray | Sequence[np.ndarray], pixel_size: float | Sequence[float]
@@ -192,7 +208,7 @@ class Ensemble:
         for idx, stack, p in self._batches(frames, pixel_size):
             x, scaling = self._prepare(stack, p)
             h, w = scaling.model_shape
-            raw, feats = self.net.logits_and_features(x)
+            raw, feats = self.runner(x)
             n_cls = self.net.n_classes
             # Logits, not probabilities: _decode applies the sigmoid only where it must.
             crop = (..., slice(BORDER, BORDER + h), slice(BORDER, BORDER + w))
@@ -287,7 +303,12 @@ class Ensemble:
     def member(self, k: int) -> Ensemble:
         """Member ``k`` alone, as a one-member ensemble (for per-member loops and selection)."""
         return Ensemble(
-            self.net.member(k), self._config_for([k]), f"{self.version}#m{k}", self.device, self.check
+            self.net.member(k),
+            self._config_for([k]),
+            f"{self.version}#m{k}",
+            self.device,
+            self.check,
+            self.execution,
         )
 
     def select(self, keep: Sequence[int]) -> Ensemble:
@@ -301,6 +322,7 @@ class Ensemble:
             f"{self.version}[{','.join(map(str, keep))}]",
             self.device,
             self.check,
+            self.execution,
         )
 
     def _config_for(self, keep: Sequence[int]) -> EnsembleConfig:
@@ -320,8 +342,9 @@ class Ensemble:
         config: EnsembleConfig,
         version: str = "unregistered",
         device: torch.device | None = None,
+        execution: str = "auto",
     ) -> Ensemble:
-        """An ensemble from saved weights and its config."""
+        """An ensemble from saved weights and its config (``execution`` as in the class)."""
         net = FusedUNet(config.members, config.widths, len(config.class_names))
         net.load_state_dict(tensors)
-        return cls(net, config, version, device or default_device())
+        return cls(net, config, version, device or default_device(), execution=execution)
