@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from scopeflow.errors import InputError
-from storage.models import ModelRegistry, load_ensemble
+from storage.models import ModelRegistry
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 from tasks.inference.ensemble import Ensemble
 from tasks.inference.execution import EXACT, Execution, build, excess, forget_choices
 from tasks.inference.network import FusedUNet
+from tasks.inference.registry import load_ensemble
 
 
 @pytest.fixture(autouse=True)
