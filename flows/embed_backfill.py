@@ -22,7 +22,7 @@ from storage.datasets import open_dataset
 from storage.datasets.embeddings import EmbeddingWriter
 from tasks.embedding import EMBEDDER_VERSION
 from tasks.embedding.ingest import embed_block, missing_frames, send_to_store
-from tasks.inference.edge import contiguous_batches
+from tasks.inference.batching import contiguous_batches
 
 from .artifacts import Progress
 from .reprocess import _Cluster

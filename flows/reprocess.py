@@ -34,7 +34,7 @@ from storage.datasets import commit, open_dataset
 from storage.datasets.predictions import PredictionWriter
 from storage.models import ModelRegistry, load_ensemble
 from tasks.inference.atoms import Atoms
-from tasks.inference.edge import contiguous_batches
+from tasks.inference.batching import contiguous_batches
 from tasks.inference.ensemble import Ensemble, EnsembleConfig
 from tasks.inference.metrics import evaluate
 

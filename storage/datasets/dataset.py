@@ -72,7 +72,8 @@ class DatasetWriter:
         if path.exists() and not exists and any(path.iterdir()):
             raise InputError(f"{path} exists and is not a scopeflow dataset (no zarr.json)")
         if exists:
-            repair(path)
+            # Its own tables only (root-level arrays): the edge appends to subgroups meanwhile.
+            repair(path, owned=lambda name: "/" not in name)
             root = open_root(path, create=False)
             recorded = root.attrs.get("instrument")
             if instrument and recorded:

@@ -52,11 +52,14 @@ class DecisionRow:
 
 
 class DecisionWriter:
-    """Appends decisions to a dataset's ``drift`` table; keep one open across batches."""
+    """Appends decisions to a dataset's ``drift`` table; keep one open across batches.
 
-    def __init__(self, dataset: str | Path) -> None:
+    ``root``: the write handle of a ``Dataset`` that owns this table (default: a handle of its own).
+    """
+
+    def __init__(self, dataset: str | Path, root: zarr.Group | None = None) -> None:
         self.path = Path(dataset)
-        root = open_root(self.path, create=False)
+        root = root if root is not None else open_root(self.path, create=False)
         with storage_errors(self.path):
             group = root[GROUP] if GROUP in root else root.create_group(GROUP)
         self.table = Table(group, DIM)
@@ -130,7 +133,10 @@ def decisions_csv(dataset: str | Path) -> str:
 
 
 def write_monitor_state(
-    dataset: str | Path, attrs: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+    dataset: str | Path,
+    attrs: Mapping[str, Any],
+    arrays: Mapping[str, np.ndarray],
+    root: zarr.Group | None = None,
 ) -> None:
     """Replace the stored monitor state (JSON ``attrs`` and arrays); visible at the next commit.
 
@@ -138,7 +144,7 @@ def write_monitor_state(
     the decisions, so a state left by a run killed between the two writes is recognised as stale.
     """
     path = Path(dataset)
-    root = open_root(path, create=False)
+    root = root if root is not None else open_root(path, create=False)
     with storage_errors(path):
         if MONITOR_GROUP in root:
             del root[MONITOR_GROUP]

@@ -38,7 +38,7 @@ class EmbeddingWriter:
             raise NotFoundError(f"no scopeflow dataset at {path} (no zarr.json)")
         if not embedder_version or "/" in embedder_version:
             raise InputError(f"bad embedder version name {embedder_version!r}")
-        repair(path)
+        repair(path, owned=lambda name: name.startswith(f"{GROUP}/{embedder_version}/"))
         root = open_root(path, create=False)
         with storage_errors(path):
             group = root.require_group(GROUP).require_group(embedder_version)

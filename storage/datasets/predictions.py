@@ -34,7 +34,7 @@ from zarr.storage import LocalStore
 from scopeflow.errors import InputError, NotFoundError
 from tasks.inference.atoms import Atoms
 
-from .tables import Table, commit, open_root, repair, storage_errors
+from .tables import Table, commit, storage_errors
 
 GROUP = "predictions"
 ATOM_DIM = "atom"
@@ -43,7 +43,8 @@ VACANCY_DIM = "vacancy"
 
 
 class PredictionWriter:
-    """Appends the atoms of processed frames to ``predictions/<model_version>``; each append commits."""
+    """Appends the atoms of processed frames to ``predictions/<model_version>``; each append commits
+    unless told not to (the edge commits a batch's atoms and decision together)."""
 
     def __init__(self, path: Path, group: zarr.Group, model_version: str) -> None:
         self.path = path
@@ -57,26 +58,14 @@ class PredictionWriter:
     def open(
         cls, path: str | Path, model_version: str, attrs: dict[str, Any] | None = None
     ) -> PredictionWriter:
-        """Open (creating if needed) the prediction set of ``model_version`` in the dataset at ``path``."""
-        path = Path(path)
-        if not (path / "zarr.json").exists():
-            raise NotFoundError(f"no scopeflow dataset at {path} (no zarr.json)")
-        if not model_version or "/" in model_version:
-            raise InputError(f"bad model version name {model_version!r}")
-        repair(path)
-        root = open_root(path, create=False)
-        with storage_errors(path):
-            group = root.require_group(GROUP).require_group(model_version)
-            if "model_version" not in group.attrs:
-                group.attrs.update(
-                    {
-                        "model_version": model_version,
-                        "created": dt.datetime.now(dt.UTC).isoformat(),
-                        **(attrs or {}),
-                    }
-                )
-        commit(path)
-        return cls(path, group, model_version)
+        """Open (creating and committing if needed) the prediction set ``model_version`` of the
+        dataset at ``path``, through a ``Dataset`` handle (which repairs only this set)."""
+        from .handle import Dataset
+
+        dataset = Dataset(path)
+        writer = dataset.predictions(model_version, attrs)
+        dataset.commit()
+        return writer
 
     def done(self) -> np.ndarray:
         """Frame positions already processed (committed or appended by this writer)."""
@@ -141,6 +130,19 @@ class PredictionWriter:
         if commit_now:
             commit(self.path)
         return int(counts.sum())
+
+
+def new_prediction_group(
+    path: Path, root: zarr.Group, name: str, attrs: dict[str, Any] | None = None
+) -> zarr.Group:
+    """The group ``predictions/<name>`` under ``root``, created with its attributes if absent."""
+    with storage_errors(path):
+        group = root.require_group(GROUP).require_group(name)
+        if "model_version" not in group.attrs:
+            group.attrs.update(
+                {"model_version": name, "created": dt.datetime.now(dt.UTC).isoformat(), **(attrs or {})}
+            )
+    return group
 
 
 def prediction_versions(path: str | Path) -> list[str]:

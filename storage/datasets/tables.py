@@ -15,7 +15,7 @@ import errno
 import os
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -115,20 +115,33 @@ def _all_arrays(group: zarr.Group) -> Iterator[tuple[str, zarr.Array]]:
             yield f"{gname}/{name}", arr
 
 
-def repair(path: Path) -> None:
-    """Bring every array back to its committed shape (drop a batch that never committed)."""
+def repair(path: Path, owned: Callable[[str], bool] | None = None) -> None:
+    """Bring arrays back to their committed shape (drop a batch that never committed).
+
+    ``owned`` (an array's path in the group → bool) limits the repair to the tables the caller
+    appends to: another writer's arrays beyond their committed shape are its batch in flight,
+    not debris. Commits only when something was trimmed.
+    """
+    owned = owned or (lambda name: True)
     committed = committed_shapes(path)
     root = open_root(path, create=False)
+    changed = False
     with storage_errors(path):
         for name, arr in list(_all_arrays(root)):
+            if not owned(name):
+                continue
             if name not in committed:
                 parent, _, leaf = name.rpartition("/")
                 del (root[parent] if parent else root)[leaf]
+                changed = True
             elif tuple(arr.shape) != committed[name]:
                 arr.resize(committed[name])
+                changed = True
         for partial in path.rglob("*.partial"):
-            partial.unlink(missing_ok=True)
-    commit(path)
+            if owned(partial.relative_to(path).as_posix().split("/c/")[0]):
+                partial.unlink(missing_ok=True)
+    if changed:
+        commit(path)
 
 
 class DirectChunks:

@@ -2,13 +2,17 @@
 
 import numpy as np
 import pytest
+import xarray as xr
+from zarr.storage import LocalStore
 
+from scopeflow.settings import EdgeSettings
+from storage.datasets import DatasetWriter
 from storage.datasets.decisions import decisions_csv, read_decisions
-from storage.datasets.predictions import prediction_versions
+from storage.datasets.predictions import prediction_versions, read_atoms, read_predictions
 from storage.models import ModelRegistry
 from tasks.acquisition.loop import acquire_run
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
-from tasks.drift.edge_loop import EdgeLoopSettings, run_adaptive_edge
+from tasks.drift.edge_loop import EdgeLoop, run_adaptive_edge
 from tasks.training.retrain import verdict
 
 
@@ -25,7 +29,7 @@ def test_loop_decides_every_batch_detects_the_jump_and_escalates(drifting_datase
     summary = run_adaptive_edge(
         drifting_dataset,
         registry=ModelRegistry(tmp_path / "registry"),
-        settings=EdgeLoopSettings(ert=1000, reference_frames=32, batch_size=8),
+        settings=EdgeSettings(ert=1000, reference_frames=32, batch_size=8),
         escalate=escalations.append,
     )
     decided = read_decisions(drifting_dataset)
@@ -40,6 +44,35 @@ def test_loop_decides_every_batch_detects_the_jump_and_escalates(drifting_datase
     assert prediction_versions(drifting_dataset) == [summary["model_version"]]
     header = decisions_csv(drifting_dataset).splitlines()[0]
     assert header.startswith("frame_start,frame_end,detected,action,")
+
+
+def test_atoms_per_frame_in_plain_xarray_and_a_kept_loop_does_only_new_frames(tmp_path):
+    # What the fixed-model edge loop (run_edge) checked, now on the one loop.
+    twin = DigitalTwin(3, DriftSchedule.parse("defocus=40@3"), (96, 96))
+    path = tmp_path / "run.zarr"
+    writer = DatasetWriter.open(path, twin.state())
+    writer.append([twin.acquire(i) for i in range(5)])
+    loop = EdgeLoop.open(
+        path, registry=ModelRegistry(tmp_path / "registry"), settings=EdgeSettings(batch_size=2)
+    )
+    batches = []
+    summary = run_adaptive_edge(path, loop=loop, on_batch=batches.append)
+    assert [(b.start, b.stop) for b in batches] == [(0, 2), (2, 4), (4, 5)]
+    assert summary["frames_processed"] == 5
+    assert summary["f1"] > 0.9
+    assert prediction_versions(path) == [summary["model_version"]]
+    # Plain xarray reads the prediction set; the frames are untouched.
+    ds = xr.open_zarr(LocalStore(path, read_only=True), group=f"predictions/{summary['model_version']}")
+    assert ds.attrs["model_version"] == summary["model_version"]
+    assert int(ds["atom_count"].sum()) == summary["atoms"] == ds.sizes["atom"]
+    atoms = read_atoms(read_predictions(path), 4)
+    assert len(atoms) > 20 and np.isfinite(atoms.uncertainty).all()
+    # More frames arrive; the loop, kept open, does only those.
+    writer.append([twin.acquire(i) for i in range(5, 7)])
+    again = run_adaptive_edge(path, loop=loop)
+    assert again["frames_processed"] == 2
+    assert sorted(read_predictions(path)["predicted_frame"].values.tolist()) == list(range(7))
+    assert list(read_decisions(path)["frame_start"]) == [0, 2, 4, 5]
 
 
 def test_a_rerun_resumes_after_the_last_decision(drifting_dataset, tmp_path):
