@@ -48,12 +48,13 @@ DEFAULTS = EdgeSettings()
 
 
 def limit_threads(most: int = DEFAULTS.max_threads) -> int:
-    """Cap torch's intra-op threads at ``most`` (never above what it has); returns the count set.
+    """Set torch's intra-op threads to ``most``, never more than the machine's cores; returns it.
 
-    Imports torch lazily, so this module stays importable without it.
+    One helper for the CLI, the flows and the dask workers. Imports torch lazily, so this
+    module stays importable without it.
     """
     import torch
 
-    threads = max(1, min(most, torch.get_num_threads(), os.cpu_count() or most))
+    threads = max(1, min(most, os.cpu_count() or most))
     torch.set_num_threads(threads)
     return threads

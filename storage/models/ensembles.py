@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -9,7 +12,7 @@ import torch
 from scopeflow.errors import InputError
 from tasks.inference.ensemble import Ensemble, EnsembleConfig, default_device
 
-from .registry import ModelRegistry
+from .registry import DEFAULT_MODELS_DIR, ModelRegistry
 
 KIND = "scopeflow.fused-unet-ensemble"
 
@@ -32,6 +35,25 @@ def save_ensemble(
         parent=parent,
     )
     ensemble.version = version
+    return version
+
+
+def ship_ensemble(
+    ensemble: Ensemble,
+    *,
+    lineage: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    parent: str | None = None,
+    shipped: Path = DEFAULT_MODELS_DIR,
+) -> str:
+    """Add ``ensemble`` to the shipped versions (``storage/default_models``) as the next version;
+    returns it. Numbered after the versions already shipped, which stay (lineage)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        # A registry whose fallback is the shipped directory numbers after what it holds.
+        staging = ModelRegistry(tmp, fallback=shipped)
+        version = save_ensemble(staging, ensemble, lineage=lineage, metrics=metrics, parent=parent)
+        shipped.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(staging.versions_dir / version, shipped / version)
     return version
 
 
