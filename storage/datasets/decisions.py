@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
-from .tables import Table, commit, open_root, storage_errors
+from .tables import Table, commit, open_root, storage_errors, writing
 
 GROUP = "drift"
 MONITOR_GROUP = "drift_monitor"
@@ -66,7 +67,8 @@ class DecisionWriter:
 
     def append(self, rows: Sequence[DecisionRow], *, commit_now: bool = True) -> int:
         """Append decisions; returns the stored count. ``commit_now=False`` leaves the commit to the
-        caller (one commit for a batch's predictions and decisions)."""
+        caller, who holds the writers' lock (``Dataset.batch``: one commit for a batch's predictions
+        and decisions)."""
         for r in rows:
             if r.action not in ACTIONS:
                 raise ValueError(f"action must be one of {ACTIONS}, got {r.action!r}")
@@ -85,10 +87,10 @@ class DecisionWriter:
         columns["summary"] = np.array([r.summary for r in rows], dtype=str)
         for name in sorted({k for r in rows for k in r.attribution}):
             columns[f"attr_{name}"] = np.array([r.attribution.get(name, np.nan) for r in rows], np.float64)
-        with storage_errors(self.path):
+        with writing(self.path) if commit_now else nullcontext(), storage_errors(self.path):
             n = self.table.append(columns)
-        if commit_now:
-            commit(self.path)
+            if commit_now:
+                commit(self.path)
         return n
 
 

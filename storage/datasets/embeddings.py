@@ -17,7 +17,7 @@ import xarray as xr
 
 from scopeflow.errors import InputError, NotFoundError
 
-from .tables import Table, commit, open_root, repair, storage_errors
+from .tables import Table, commit, open_root, repair, storage_errors, writing
 
 GROUP = "embeddings"
 DIM = "embedded"
@@ -61,12 +61,12 @@ class EmbeddingWriter:
             raise InputError(f"{len(frames)} frame positions but embeddings of shape {vectors.shape}")
         if not len(frames):
             return 0
-        with storage_errors(self.path):
+        with writing(self.path), storage_errors(self.path):
             self.table.append(
                 {"embedded_frame": np.asarray(frames, np.int64), "embedding": vectors},
                 dims={"embedding": ("feature",)},
             )
-        commit(self.path)
+            commit(self.path)
         return len(frames)
 
 

@@ -10,6 +10,8 @@ across batches: ``refresh`` rereads only the consolidated metadata to see frames
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from .decisions import GROUP as DECISIONS
 from .decisions import MONITOR_GROUP, DecisionWriter, write_monitor_state
 from .predictions import GROUP as PREDICTIONS
 from .predictions import PredictionWriter, new_prediction_group
-from .tables import ROW_CHUNK, commit, open_root, repair
+from .tables import ROW_CHUNK, commit, open_root, repair, writing
 
 OPTICS = ("voltage_kv", "semiangle_mrad", "cs_mm")  # instrument settings, not drifting conditions
 
@@ -158,6 +160,16 @@ class Dataset:
         """Replace the drift monitor's stored state; visible at the next ``commit``."""
         write_monitor_state(self.path, attrs, arrays, root=self._root)
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """One batch of this handle's appends: under the writers' lock, committed together on
+        leaving (an exception leaves them uncommitted: the next ``repair`` of these tables trims
+        them). Get the writers (``predictions``, ``decision_writer``) before entering."""
+        with writing(self.path):
+            yield
+            commit(self.path)
+
     def commit(self) -> None:
-        """Make this batch's atoms, decisions and monitor state visible together (atomically)."""
-        commit(self.path)
+        """Make what this handle wrote visible (atomically), under the writers' lock."""
+        with writing(self.path):
+            commit(self.path)

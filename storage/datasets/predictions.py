@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from zarr.storage import LocalStore
 from scopeflow.errors import InputError, NotFoundError
 from tasks.inference.atoms import Atoms
 
-from .tables import Table, commit, storage_errors
+from .tables import Table, commit, storage_errors, writing
 
 GROUP = "predictions"
 ATOM_DIM = "atom"
@@ -74,13 +75,13 @@ class PredictionWriter:
 
     def append(self, frames: Sequence[int], atoms: Sequence[Atoms], *, commit_now: bool = True) -> int:
         """Record the atoms of frames at positions ``frames``; commit (unless ``commit_now`` is
-        False: the caller commits). Returns atoms written."""
+        False: the caller holds the writers' lock and commits, ``Dataset.batch``). Returns atoms written."""
         if len(frames) != len(atoms):
             raise InputError(f"{len(frames)} frame positions but {len(atoms)} atom sets")
         if not frames:
             return 0
         counts = np.array([len(a) for a in atoms], np.int64)
-        with storage_errors(self.path):
+        with writing(self.path) if commit_now else nullcontext(), storage_errors(self.path):
             if counts.sum():
                 self.atoms.append(
                     {
@@ -127,8 +128,8 @@ class PredictionWriter:
                     "trusted": np.array([a.trusted for a in atoms], bool),
                 }
             )
-        if commit_now:
-            commit(self.path)
+            if commit_now:
+                commit(self.path)
         return int(counts.sum())
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import os
 import uuid
 import warnings
@@ -91,6 +92,24 @@ def consolidate(store: LocalStore) -> None:
         zarr.consolidate_metadata(store)
 
 
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Hold the dataset's writer lock across a batch's appends and its commit.
+
+    The acquirer and the edge append to one group; a commit publishes every array's current
+    shape, so without the lock one writer's commit could publish the other's half-written batch.
+    The lock is an ``flock`` on the dataset directory itself (a file in it would be taken for a
+    node by zarr). Not reentrant: take it once per batch. The kernel releases it when a writer dies.
+    """
+    with storage_errors(path):
+        fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def commit(path: Path) -> None:
     """Make everything written so far visible to readers, atomically."""
     with storage_errors(path):
@@ -123,25 +142,26 @@ def repair(path: Path, owned: Callable[[str], bool] | None = None) -> None:
     not debris. Commits only when something was trimmed.
     """
     owned = owned or (lambda name: True)
-    committed = committed_shapes(path)
-    root = open_root(path, create=False)
-    changed = False
-    with storage_errors(path):
-        for name, arr in list(_all_arrays(root)):
-            if not owned(name):
-                continue
-            if name not in committed:
-                parent, _, leaf = name.rpartition("/")
-                del (root[parent] if parent else root)[leaf]
-                changed = True
-            elif tuple(arr.shape) != committed[name]:
-                arr.resize(committed[name])
-                changed = True
-        for partial in path.rglob("*.partial"):
-            if owned(partial.relative_to(path).as_posix().split("/c/")[0]):
-                partial.unlink(missing_ok=True)
-    if changed:
-        commit(path)
+    with writing(path):
+        committed = committed_shapes(path)
+        root = open_root(path, create=False)
+        changed = False
+        with storage_errors(path):
+            for name, arr in list(_all_arrays(root)):
+                if not owned(name):
+                    continue
+                if name not in committed:
+                    parent, _, leaf = name.rpartition("/")
+                    del (root[parent] if parent else root)[leaf]
+                    changed = True
+                elif tuple(arr.shape) != committed[name]:
+                    arr.resize(committed[name])
+                    changed = True
+            for partial in path.rglob("*.partial"):
+                if owned(partial.relative_to(path).as_posix().split("/c/")[0]):
+                    partial.unlink(missing_ok=True)
+        if changed:
+            commit(path)
 
 
 class DirectChunks:

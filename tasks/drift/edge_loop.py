@@ -163,27 +163,24 @@ class EdgeLoop:
         outcome = adaptive.process(list(self.data.frames(start, stop)), pixel_sizes, start)
         version = outcome.model_version
         writer = self.data.predictions(version, attrs={"config": adaptive.ensemble.config.as_dict()})
-        writer.append(list(range(start, stop)), outcome.atoms, commit_now=False)
+        decisions = self.data.decision_writer
         d = outcome.decision
-        self.data.decision_writer.append(
-            [
-                DecisionRow(
-                    d.frame_start,
-                    d.frame_end,
-                    d.detected,
-                    outcome.action,
-                    outcome.members,
-                    version,
-                    d.scores,
-                    d.changed,
-                    d.summary,
-                    d.attribution,
-                )
-            ],
-            commit_now=False,
+        row = DecisionRow(
+            d.frame_start,
+            d.frame_end,
+            d.detected,
+            outcome.action,
+            outcome.members,
+            version,
+            d.scores,
+            d.changed,
+            d.summary,
+            d.attribution,
         )
-        self.data.write_monitor_state(*adaptive.monitor.state())
-        self.data.commit()  # the batch's atoms, its decision and the monitor state together
+        with self.data.batch():  # the batch's atoms, its decision and the monitor state: one commit
+            writer.append(list(range(start, stop)), outcome.atoms, commit_now=False)
+            decisions.append([row], commit_now=False)
+            self.data.write_monitor_state(*adaptive.monitor.state())
         self.next_frame = stop
         truths = self.data.truths(start, stop)
         scores = None

@@ -238,8 +238,7 @@ def reprocess(
         for (a, b), future in zip(batches, futures, strict=True):
             atoms, seconds = future.result()
             future.release()
-            writer.append(list(range(a, b)), atoms, commit_now=False)
-            data.commit()
+            writer.append(list(range(a, b)), atoms)  # one commit per batch
             atoms_total += sum(len(x) for x in atoms)
             truths = data.truths(a, b)
             scores = None
