@@ -26,7 +26,7 @@ from .decisions import GROUP as DECISIONS
 from .decisions import MONITOR_GROUP, DecisionWriter, write_monitor_state
 from .predictions import GROUP as PREDICTIONS
 from .predictions import PredictionWriter, new_prediction_group
-from .tables import ROW_CHUNK, commit, open_root, repair, writing
+from .tables import ROW_CHUNK, commit, open_root, repair, trim, writing
 
 OPTICS = ("voltage_kv", "semiangle_mrad", "cs_mm")  # instrument settings, not drifting conditions
 
@@ -163,11 +163,24 @@ class Dataset:
     @contextmanager
     def batch(self) -> Iterator[None]:
         """One batch of this handle's appends: under the writers' lock, committed together on
-        leaving (an exception leaves them uncommitted: the next ``repair`` of these tables trims
-        them). Get the writers (``predictions``, ``decision_writer``) before entering."""
+        leaving; on an exception they are trimmed away and this handle's writers must not be used
+        again (open a new ``Dataset``). Get the writers (``predictions``, ``decision_writer``)
+        before entering."""
         with writing(self.path):
-            yield
+            try:
+                yield
+            except BaseException:
+                # Trimmed before the lock is released: no other writer's commit may publish them.
+                trim(self.path, self._owns)
+                raise
             commit(self.path)
+
+    def _owns(self, name: str) -> bool:
+        """Whether array ``name`` belongs to a table this handle appends to (the monitor state is
+        replaced whole and checked against the decisions when read, so it is not trimmed)."""
+        return name.startswith(f"{DECISIONS}/") or any(
+            name.startswith(f"{PREDICTIONS}/{set_name}/") for set_name in self._predictions
+        )
 
     def commit(self) -> None:
         """Make what this handle wrote visible (atomically), under the writers' lock."""

@@ -139,29 +139,35 @@ def repair(path: Path, owned: Callable[[str], bool] | None = None) -> None:
 
     ``owned`` (an array's path in the group → bool) limits the repair to the tables the caller
     appends to: another writer's arrays beyond their committed shape are its batch in flight,
-    not debris. Commits only when something was trimmed.
+    not debris. Takes the writers' lock; commits only when something was trimmed.
     """
-    owned = owned or (lambda name: True)
     with writing(path):
-        committed = committed_shapes(path)
-        root = open_root(path, create=False)
-        changed = False
-        with storage_errors(path):
-            for name, arr in list(_all_arrays(root)):
-                if not owned(name):
-                    continue
-                if name not in committed:
-                    parent, _, leaf = name.rpartition("/")
-                    del (root[parent] if parent else root)[leaf]
-                    changed = True
-                elif tuple(arr.shape) != committed[name]:
-                    arr.resize(committed[name])
-                    changed = True
-            for partial in path.rglob("*.partial"):
-                if owned(partial.relative_to(path).as_posix().split("/c/")[0]):
-                    partial.unlink(missing_ok=True)
-        if changed:
+        if trim(path, owned):
             commit(path)
+
+
+def trim(path: Path, owned: Callable[[str], bool] | None = None) -> bool:
+    """``repair`` without the lock and the commit (for a writer that holds the lock); returns
+    whether anything was trimmed. The committed metadata is untouched: no commit is needed."""
+    owned = owned or (lambda name: True)
+    committed = committed_shapes(path)
+    root = open_root(path, create=False)
+    changed = False
+    with storage_errors(path):
+        for name, arr in list(_all_arrays(root)):
+            if not owned(name):
+                continue
+            if name not in committed:
+                parent, _, leaf = name.rpartition("/")
+                del (root[parent] if parent else root)[leaf]
+                changed = True
+            elif tuple(arr.shape) != committed[name]:
+                arr.resize(committed[name])
+                changed = True
+        for partial in path.rglob("*.partial"):
+            if owned(partial.relative_to(path).as_posix().split("/c/")[0]):
+                partial.unlink(missing_ok=True)
+    return changed
 
 
 class DirectChunks:

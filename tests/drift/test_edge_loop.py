@@ -3,11 +3,13 @@
 import numpy as np
 import pytest
 import xarray as xr
+import zarr
 from zarr.storage import LocalStore
 
+from scopeflow.errors import ShapeMismatchError
 from scopeflow.settings import EdgeSettings
-from storage.datasets import DatasetWriter
-from storage.datasets.decisions import decisions_csv, read_decisions
+from storage.datasets import DatasetWriter, commit
+from storage.datasets.decisions import decisions_csv, read_decisions, read_monitor_state
 from storage.datasets.predictions import prediction_versions, read_atoms, read_predictions
 from storage.models import ModelRegistry
 from tasks.acquisition.loop import acquire_run
@@ -73,6 +75,33 @@ def test_atoms_per_frame_in_plain_xarray_and_a_kept_loop_does_only_new_frames(tm
     assert again["frames_processed"] == 2
     assert sorted(read_predictions(path)["predicted_frame"].values.tolist()) == list(range(7))
     assert list(read_decisions(path)["frame_start"]) == [0, 2, 4, 5]
+
+
+def test_a_failed_batch_is_forgotten_so_a_retry_neither_repeats_nor_skips(tmp_path):
+    # A Prefect retry of the edge-batch task calls the same loop again after a failure.
+    twin = DigitalTwin(2, DriftSchedule(), (96, 96))
+    path = tmp_path / "run.zarr"
+    DatasetWriter.open(path, twin.state()).append([twin.acquire(i) for i in range(8)])
+    # A drift table whose frame_start column another tool stored as floats: the append fails
+    # after the monitor has seen the batch and the atoms were written (uncommitted).
+    root = zarr.open_group(store=LocalStore(path), mode="r+")
+    root.create_group("drift").create_array(
+        "frame_start", shape=(0,), dtype="float64", chunks=(8,), dimension_names=("decision",)
+    )
+    commit(path)
+    loop = EdgeLoop.open(
+        path, registry=ModelRegistry(tmp_path / "registry"), settings=EdgeSettings(batch_size=4)
+    )
+    with pytest.raises(ShapeMismatchError):
+        loop.advance(max_batches=1)
+    del root["drift"]
+    commit(path)
+    assert [(r.start, r.stop) for r in loop.advance()] == [(0, 4), (4, 8)]
+    assert list(read_decisions(path)["frame_start"]) == [0, 4]
+    assert read_predictions(path)["predicted_frame"].values.tolist() == list(range(8))
+    assert len(loop.adaptive.monitor.history) == 8  # the failed batch's frames were not seen twice
+    attrs, _ = read_monitor_state(path)
+    assert attrs["frames_seen"] == 8
 
 
 def test_a_rerun_resumes_after_the_last_decision(drifting_dataset, tmp_path):
