@@ -11,7 +11,7 @@ from scopeflow.settings import EdgeSettings
 from storage.datasets import DatasetWriter, commit
 from storage.datasets.decisions import decisions_csv, read_decisions, read_monitor_state
 from storage.datasets.predictions import prediction_versions, read_atoms, read_predictions
-from storage.models import ModelRegistry
+from storage.models import ModelRegistry, load_ensemble, save_ensemble
 from tasks.acquisition.loop import acquire_run
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 from tasks.drift.edge_loop import EdgeLoop, run_adaptive_edge
@@ -102,6 +102,22 @@ def test_a_failed_batch_is_forgotten_so_a_retry_neither_repeats_nor_skips(tmp_pa
     assert len(loop.adaptive.monitor.history) == 8  # the failed batch's frames were not seen twice
     attrs, _ = read_monitor_state(path)
     assert attrs["frames_seen"] == 8
+
+
+def test_a_newly_promoted_model_is_adopted_at_the_next_batch(tmp_path):
+    twin = DigitalTwin(2, DriftSchedule(), (96, 96))
+    path = tmp_path / "run.zarr"
+    DatasetWriter.open(path, twin.state()).append([twin.acquire(i) for i in range(8)])
+    registry = ModelRegistry(tmp_path / "registry")
+    loop = EdgeLoop.open(path, registry=registry, settings=EdgeSettings(batch_size=4))
+    (first,) = loop.advance(max_batches=1)
+    # Retraining (elsewhere) promotes a new version between two batches.
+    promoted = save_ensemble(registry, load_ensemble("production", registry))
+    registry.promote(promoted, "production")
+    (second,) = loop.advance()
+    assert (first.adopted, second.adopted) == (None, promoted)
+    assert first.model_version != promoted == second.model_version
+    assert prediction_versions(path) == sorted([first.model_version, promoted])
 
 
 def test_a_rerun_resumes_after_the_last_decision(drifting_dataset, tmp_path):
