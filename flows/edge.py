@@ -38,7 +38,7 @@ def run_batches(
     """Edge batches up to ``stop_at``, one task run each; retraining dispatched from the flow
     (its own run) before the next batch, so a promoted model is adopted there."""
     reports: list[BatchReport] = []
-    while batch := edge_batch_task(quote(loop), stop_at):
+    while loop.next_frame < stop_at and (batch := edge_batch_task(quote(loop), stop_at)):
         for r in batch:
             log(r)
             if r.escalation is not None:
