@@ -18,12 +18,13 @@ import numpy as np
 import torch
 from _common import write_result
 
+from scopeflow.settings import EdgeSettings
 from storage.datasets import open_dataset, read_truth
 from storage.datasets.predictions import read_atoms, read_predictions
 from storage.models import ModelRegistry
 from tasks.acquisition.loop import acquire_run
 from tasks.acquisition.twin import PRESETS, DigitalTwin, DriftSchedule
-from tasks.drift.edge_loop import EdgeLoopSettings, Escalation, run_adaptive_edge
+from tasks.drift.edge_loop import Escalation, run_adaptive_edge
 from tasks.inference.metrics import evaluate
 from tasks.inference.registry import load_ensemble
 from tasks.training.retrain import retrain
@@ -57,7 +58,7 @@ def main() -> None:
         summary = run_adaptive_edge(
             path,
             registry=registry,
-            settings=EdgeLoopSettings(ert=args.ert, batch_size=16),
+            settings=EdgeSettings(ert=args.ert, batch_size=16),
             escalate=escalations.append,
         )
         adaptive_s = time.perf_counter() - t0
@@ -113,7 +114,7 @@ def main() -> None:
                 "best_group_recovered_share": (best - f_full) / lost if lost > 0.02 else None,
             }
         # Frames spent re-referencing are not watched.
-        stationary = args.frames - len(changes) * EdgeLoopSettings().reference_frames
+        stationary = args.frames - len(changes) * EdgeSettings().reference_frames
         retrained: dict[str, dict] = {}
         for e in escalations[:3]:
             outcome = retrain(

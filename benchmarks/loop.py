@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from _common import write_result
 
+from scopeflow.settings import EdgeSettings
 from storage.datasets import DatasetWriter
 from storage.models import ModelRegistry
 from tasks.acquisition import make_instrument
-from tasks.drift.edge_loop import EdgeLoopSettings, new_state, run_adaptive_edge
+from tasks.drift.edge_loop import EdgeLoop, run_adaptive_edge
 from tasks.inference.registry import load_ensemble
 
 
@@ -29,8 +30,8 @@ def plain_loop(path: Path, frames: int, batch: int, registry: ModelRegistry) -> 
     """Latencies (s) of every frame and the total time, without Prefect."""
     instrument = make_instrument("twin", seed=0, drift=None)  # stationary: no retraining in either run
     writer = DatasetWriter.open(path, instrument.state())
-    settings = EdgeLoopSettings(batch_size=batch)
-    state = new_state(load_ensemble("production", registry), settings)
+    settings = EdgeSettings(batch_size=batch)
+    loop = EdgeLoop(path, load_ensemble("production", registry), registry=registry, settings=settings)
     latencies: list[float] = []
     t_start = time.perf_counter()
     for first in range(0, frames, batch):
@@ -40,9 +41,7 @@ def plain_loop(path: Path, frames: int, batch: int, registry: ModelRegistry) -> 
             acquired.append(instrument.acquire(i))
             stamps.append(time.perf_counter())
         writer.append(acquired)
-        run_adaptive_edge(
-            path, registry=registry, settings=settings, state=state, stop_at=first + len(acquired)
-        )
+        run_adaptive_edge(path, loop=loop, stop_at=first + len(acquired))
         done = time.perf_counter()
         latencies += [done - s for s in stamps]
     return latencies, time.perf_counter() - t_start

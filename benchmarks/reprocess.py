@@ -1,7 +1,7 @@
 """Re-analysis throughput over dask.distributed: 1 and 2 worker processes, and the scaling ratio.
 
 Run: ``PYTHONPATH=. python benchmarks/reprocess.py [--frames 64] [--model production]``.
-Writes ``benchmarks/results/reprocess.json``: frames/s of ``flows.reprocess.reprocess`` on a
+Writes ``benchmarks/results/reprocess.json``: frames/s of ``tasks.inference.reprocess.reprocess`` on a
 twin dataset of 256² frames (LocalCluster, worker processes of one torch thread each; the
 cluster start and model broadcast are reported apart and not counted), the same frames
 in-process on one thread for reference, and the 2-worker/1-worker ratio (2.0 is perfect on
@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 
 from benchmarks._common import write_result
-from flows.reprocess import reprocess
 from scopeflow.errors import NotFoundError
 from storage.datasets import DatasetWriter, open_dataset
 from storage.models import ModelRegistry
@@ -27,6 +26,7 @@ from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 from tasks.inference.ensemble import Ensemble, EnsembleConfig
 from tasks.inference.network import FusedUNet
 from tasks.inference.registry import load_ensemble, save_ensemble
+from tasks.inference.reprocess import reprocess
 
 
 def model_for(ref: str, scratch: Path) -> tuple[ModelRegistry, str, str]:

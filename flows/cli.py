@@ -13,6 +13,7 @@ from rich.console import Console
 
 from scopeflow.config import default_dataset_dir, home, home_source
 from scopeflow.errors import InputError, ScopeflowError, TerminatedError
+from scopeflow.settings import DEFAULTS
 from storage.federation.cli import TokenOpt, UrlOpt, sync_command
 from storage.federation.cli import app as store_app
 
@@ -129,7 +130,7 @@ def run(
     dataset: Annotated[
         Path | None, typer.Option(help="Dataset path (default: a new one under the home).")
     ] = None,
-    ert: Annotated[float, typer.Option(help="Expected frames between false drift alarms.")] = 1000.0,
+    ert: Annotated[float, typer.Option(help="Expected frames between false drift alarms.")] = DEFAULTS.ert,
     publish: Annotated[bool, typer.Option(help="Record provenance and sync into the embedded store.")] = True,
 ) -> None:
     """Run the closed loop on the digital twin with embedded defaults and say where everything is."""
@@ -144,11 +145,11 @@ def run(
 
         check_target(dataset, inst)
     prepare_prefect(console.print)
-    import torch
+    from scopeflow.settings import limit_threads
 
     from .loop import loop_flow
 
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    limit_threads()
     if dataset is None:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
         dataset = default_dataset_dir() / f"twin-{stamp}.zarr"

@@ -9,9 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +17,7 @@ import typer
 from rich.console import Console
 
 from scopeflow.errors import InputError, ScopeflowError
+from scopeflow.settings import DEFAULTS
 
 console = Console(stderr=True, soft_wrap=True)
 models_app = typer.Typer(help="The model registry: list versions, promote, roll back.", no_args_is_help=True)
@@ -29,36 +28,10 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def staging_sources() -> list[Path]:
-    """The version directories shipped in ``storage/default_models``."""
-    from storage.models import DEFAULT_MODELS_DIR
-
-    if not DEFAULT_MODELS_DIR.is_dir():
-        return []
-    return [p for p in sorted(DEFAULT_MODELS_DIR.iterdir()) if (p / "manifest.json").is_file()]
-
-
 def _registry(path: Path | None):  # type: ignore[no-untyped-def]
     from storage.models import ModelRegistry
 
     return ModelRegistry(path) if path else ModelRegistry()
-
-
-def _ship(ensemble, lineage: dict, metrics: dict, parent: str | None = None) -> str:  # type: ignore[no-untyped-def]
-    """Add ``ensemble`` to ``storage/default_models`` as the next version; returns its name."""
-    from storage.models import DEFAULT_MODELS_DIR, ModelRegistry
-    from tasks.inference.registry import save_ensemble
-
-    with tempfile.TemporaryDirectory() as tmp:
-        # Number the new version after those already shipped, which stay (lineage).
-        staging = ModelRegistry(tmp, fallback=None)
-        staging.versions_dir.mkdir(parents=True)
-        for old in staging_sources():
-            shutil.copytree(old, staging.versions_dir / old.name)
-        version = save_ensemble(staging, ensemble, lineage=lineage, metrics=metrics, parent=parent)
-        DEFAULT_MODELS_DIR.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(staging.versions_dir / version, DEFAULT_MODELS_DIR / version)
-    return version
 
 
 def _keep(
@@ -72,10 +45,10 @@ def _keep(
 ) -> None:  # type: ignore[no-untyped-def]
     """Ship ``ensemble`` as the next default, or register it and point ``promote`` at it; say where."""
     from storage.models import DEFAULT_MODELS_DIR
-    from tasks.inference.registry import save_ensemble
+    from tasks.inference.registry import save_ensemble, ship_ensemble
 
     if ship:
-        version = _ship(ensemble, lineage, metrics, parent=parent)
+        version = ship_ensemble(ensemble, lineage=lineage, metrics=metrics, parent=parent)
         console.print(f"[green]shipped[/green] {version} in {DEFAULT_MODELS_DIR}")
         return
     reg = _registry(registry)
@@ -123,11 +96,10 @@ def locate(
                 + (" with one value everywhere" if float(np.ptp(image)) == 0.0 else "")
                 + " holds no resolvable columns"
             )
-        import torch
-
+        from scopeflow.settings import limit_threads
         from tasks.inference.registry import load_ensemble
 
-        torch.set_num_threads(min(2, torch.get_num_threads()))
+        limit_threads()
         ensemble = load_ensemble(model, _registry(registry))
         atoms = ensemble.locate(image, size)[0]
     except (ScopeflowError, OSError) as exc:
@@ -299,7 +271,9 @@ def specialise(
 def edge(
     dataset: Annotated[Path, typer.Option(help="Zarr dataset whose frames to process.")],
     model: Annotated[str, typer.Option(help="Model version or alias.")] = "production",
-    batch_size: Annotated[int, typer.Option(help="Frames per task run.")] = 32,
+    batch_size: Annotated[
+        int, typer.Option(help="Frames per task run (one decision each).")
+    ] = DEFAULTS.batch_size,
     registry: Annotated[Path | None, typer.Option(help="Model registry directory.")] = None,
     retrain: Annotated[
         bool,
@@ -327,11 +301,11 @@ def edge(
         dispatch = "inprocess" if retrain else "event" if os.environ.get("PREFECT_API_URL") else "report"
         console.print(f"model {version} ({model}) from {reg.root}; {frames} frames in {dataset}")
         prepare_prefect(console.print)
-        import torch
+        from scopeflow.settings import limit_threads
 
         from .edge import edge_flow
 
-        torch.set_num_threads(min(2, torch.get_num_threads()))
+        limit_threads()
         summary = edge_flow(
             dataset=str(dataset),
             model=model,

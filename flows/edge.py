@@ -11,45 +11,39 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
-from storage.datasets import frame_count
+from scopeflow.settings import DEFAULTS, EdgeSettings
 from storage.models import ModelRegistry
-from tasks.drift.edge_loop import (
-    BatchReport,
-    EdgeLoopSettings,
-    EdgeState,
-    Escalation,
-    new_state,
-    run_adaptive_edge,
-    summarize,
-)
+from tasks.drift.edge_loop import EdgeLoop, Escalation
 from tasks.embedding.ingest import embed_missing
-from tasks.inference.registry import load_ensemble
+from tasks.inference.batching import BatchReport
 
 from .artifacts import publish_edge_run
 from .retrain import default_dispatch, dispatch_retraining
 
 
 @task(name="edge-batch", cache_policy=NO_CACHE)
-def edge_batch_task(
-    dataset: str,
-    state: EdgeState,
-    registry: ModelRegistry,
-    settings: EdgeLoopSettings,
-    stop_at: int,
-    escalate: Callable[[Escalation], Any] | None,
+def edge_batch_task(loop: EdgeLoop, stop_at: int) -> list[BatchReport]:
+    """Atoms and a drift decision for the next batch of frames before ``stop_at`` ([] when none).
+
+    Returns data; an escalation in it is the flow's to dispatch. The loop forgets a batch that
+    failed before its commit, so a retry continues from the committed state.
+    """
+    embed_missing(str(loop.path))  # frames another writer appended have no embeddings yet
+    return loop.advance(stop_at, max_batches=1)
+
+
+def run_batches(
+    loop: EdgeLoop, stop_at: int, escalate: Callable[[Escalation], Any], log: Callable[[BatchReport], None]
 ) -> list[BatchReport]:
-    """Atoms and a drift decision for the frames before ``stop_at`` not yet decided."""
+    """Edge batches up to ``stop_at``, one task run each; retraining dispatched from the flow
+    (its own run) before the next batch, so a promoted model is adopted there."""
     reports: list[BatchReport] = []
-    embed_missing(dataset)  # frames another writer appended have no embeddings yet
-    run_adaptive_edge(
-        dataset,
-        registry=registry,
-        settings=settings,
-        state=state,
-        stop_at=stop_at,
-        escalate=escalate,
-        on_batch=reports.append,
-    )
+    while loop.next_frame < stop_at and (batch := edge_batch_task(quote(loop), stop_at)):
+        for r in batch:
+            log(r)
+            if r.escalation is not None:
+                r.retrain = escalate(r.escalation)
+        reports += batch
     return reports
 
 
@@ -57,24 +51,25 @@ def edge_batch_task(
 def edge_flow(
     dataset: str,
     model: str = "production",
-    batch_size: int = 16,
+    batch_size: int = DEFAULTS.batch_size,
     registry: str | None = None,
-    ert: float = 1000.0,
-    reference_frames: int = 64,
+    ert: float = DEFAULTS.ert,
+    reference_frames: int = DEFAULTS.reference_frames,
     instrument: str = "twin",
     dispatch: str | None = None,
 ) -> dict:
     """Locate atoms and decide about drift for every frame of ``dataset`` not yet decided.
 
     ``dispatch``: ``event`` (emit ``scopeflow.drift.detected`` for the retrain deployment) or
-    ``inprocess`` (also retrain here); default: ``event`` when a Prefect server is configured.
+    ``inprocess`` (also retrain here, as a subflow run); default: ``event`` when a Prefect server
+    is configured.
     """
     logger = get_run_logger()
     reg = ModelRegistry(registry) if registry else ModelRegistry()
     mode = dispatch or default_dispatch()
-    settings = EdgeLoopSettings(ert=ert, reference_frames=reference_frames, batch_size=batch_size)
-    ensemble = load_ensemble(model, reg)
-    state = new_state(ensemble, settings, reg)
+    settings = EdgeSettings(ert=ert, reference_frames=reference_frames, batch_size=batch_size)
+    loop = EdgeLoop.open(dataset, model, registry=reg, settings=settings)
+    ensemble = loop.adaptive.ensemble
     logger.info(
         "model %s (%d members) on %s; retraining by %s", ensemble.version, ensemble.members, dataset, mode
     )
@@ -83,28 +78,23 @@ def edge_flow(
         logger.warning(
             "drift not absorbed by selection at frames %d-%d (%s)", e.frame_start, e.frame_end, e.summary
         )
-        result = dispatch_retraining(e, instrument, mode, registry)
+        result = dispatch_retraining(e, instrument, mode, registry, settings.retrain_steps)
         logger.info(result["reason"])
         return result
 
-    n = frame_count(dataset)
-    reports: list[BatchReport] = []
-    for stop in range(batch_size, n + batch_size, batch_size):
-        batch = edge_batch_task(
-            dataset, quote(state), quote(reg), quote(settings), min(stop, n), quote(escalate)
-        )
-        for r in batch:
-            d = r.outcome.decision
-            if d.detected:
-                logger.warning(
-                    "drift at frame %d (%s): %s → %s",
-                    d.first_alarm,
-                    ", ".join(d.fired()),
-                    d.summary,
-                    r.outcome.action,
-                )
-        reports += batch
-    summary = summarize(Path(dataset), state.adaptive, reports)
+    def log(r: BatchReport) -> None:
+        d = r.outcome.decision
+        if d.detected:
+            logger.warning(
+                "drift at frame %d (%s): %s → %s",
+                d.first_alarm,
+                ", ".join(d.fired()),
+                d.summary,
+                r.outcome.action,
+            )
+
+    reports = run_batches(loop, loop.data.n_frames, escalate, log)
+    summary = loop.summary(reports)
     summary["retraining"] = [r.retrain for r in reports if r.retrain is not None]
     logger.info("drift monitor: %s", summary["monitor"])
     f1 = f"- F1 against truth: **{summary['f1']:.4f}**\n" if "f1" in summary else ""

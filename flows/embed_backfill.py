@@ -22,10 +22,10 @@ from storage.datasets import open_dataset
 from storage.datasets.embeddings import EmbeddingWriter
 from tasks.embedding import EMBEDDER_VERSION
 from tasks.embedding.ingest import embed_block, missing_frames, send_to_store
-from tasks.inference.edge import contiguous_batches
+from tasks.inference.batching import contiguous_batches
+from tasks.inference.reprocess import Cluster
 
 from .artifacts import Progress
-from .reprocess import _Cluster
 
 
 def store_datasets(client: Any) -> list[tuple[str, str]]:
@@ -73,7 +73,7 @@ def backfill_flow(
         progress = Progress("embed-backfill", f"frames embedded ({EMBEDDER_VERSION})")
         done, summary = 0, {}
         t0 = time.perf_counter()
-        cluster = _Cluster(scheduler, n_workers, 1, processes)
+        cluster = Cluster(scheduler, n_workers, 1, processes)
         try:
             import dask
 

@@ -10,16 +10,17 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.utilities.annotations import quote
 
+from scopeflow.settings import DEFAULTS, EdgeSettings
 from storage.datasets import DatasetWriter
 from storage.models import ModelRegistry
 from tasks.acquisition import make_instrument
 from tasks.acquisition.loop import batches
-from tasks.drift.edge_loop import BatchReport, EdgeLoopSettings, Escalation, new_state
-from tasks.inference.registry import load_ensemble
+from tasks.drift.edge_loop import EdgeLoop, Escalation
+from tasks.inference.batching import BatchReport
 
 from .acquire import acquire_batch_task
 from .artifacts import publish_edge_run
-from .edge import edge_batch_task
+from .edge import run_batches
 from .retrain import dispatch_retraining
 
 
@@ -125,11 +126,11 @@ def loop_flow(
     dataset: str,
     seed: int = 0,
     drift: str | None = "demo",
-    batch_size: int = 16,
-    ert: float = 1000.0,
-    reference_frames: int = 64,
+    batch_size: int = DEFAULTS.batch_size,
+    ert: float = DEFAULTS.ert,
+    reference_frames: int = DEFAULTS.reference_frames,
     registry: str | None = None,
-    retrain_steps: int = 120,
+    retrain_steps: int = DEFAULTS.retrain_steps,
     publish: bool = True,
 ) -> dict:
     """The whole loop on the twin; returns F1 per batch, decisions, retraining outcomes, store ids."""
@@ -137,8 +138,14 @@ def loop_flow(
     reg = ModelRegistry(registry) if registry else ModelRegistry()
     instrument = make_instrument("twin", seed=seed, drift=drift)
     writer = DatasetWriter.open(dataset, instrument.state())
-    settings = EdgeLoopSettings(ert=ert, reference_frames=reference_frames, batch_size=batch_size, seed=seed)
-    state = new_state(load_ensemble("production", reg), settings, reg)
+    settings = EdgeSettings(
+        ert=ert,
+        reference_frames=reference_frames,
+        batch_size=batch_size,
+        seed=seed,
+        retrain_steps=retrain_steps,
+    )
+    loop = EdgeLoop.open(dataset, registry=reg, settings=settings)  # open across batches
     retrains: list[dict] = []
 
     def escalate(e: Escalation) -> dict:
@@ -148,11 +155,22 @@ def loop_flow(
             e.frame_end,
             e.summary,
         )
-        result = dispatch_retraining(e, instrument.name, "inprocess", registry, retrain_steps)
+        result = dispatch_retraining(e, instrument.name, "inprocess", registry, settings.retrain_steps)
         if not result.get("promoted"):
             logger.warning(result["reason"])
         retrains.append({"frames": [e.frame_start, e.frame_end], **result})
         return result
+
+    def log(r: BatchReport) -> None:
+        f1 = f"F1 {r.scores.f1:.3f}" if r.scores else ""
+        sel = r.outcome.selection
+        regime = f", the {sel.regime_name} regime's" if sel is not None and sel.regime_name else ""
+        note = (
+            f" [{r.outcome.action}: members {list(r.outcome.members)}{regime}]"
+            if r.outcome.action != "none"
+            else ""
+        )
+        logger.info("frames %d-%d %s%s", r.start, r.stop - 1, f1, note)
 
     progress = create_progress_artifact(
         progress=0.0, key="loop-progress", description=f"twin loop into {dataset}"
@@ -160,24 +178,13 @@ def loop_flow(
     reports: list[BatchReport] = []
     for first, end in batches(writer.n_frames, frames, batch_size):
         acquire_batch_task(quote(instrument), quote(writer), first, end)
-        new = edge_batch_task(dataset, quote(state), quote(reg), quote(settings), end, quote(escalate))
-        for r in new:
-            f1 = f"F1 {r.scores.f1:.3f}" if r.scores else ""
-            sel = r.outcome.selection
-            regime = f", the {sel.regime_name} regime's" if sel is not None and sel.regime_name else ""
-            note = (
-                f" [{r.outcome.action}: members {list(r.outcome.members)}{regime}]"
-                if r.outcome.action != "none"
-                else ""
-            )
-            logger.info("frames %d-%d %s%s", r.outcome.start, r.stop - 1, f1, note)
-        reports.extend(new)
+        reports += run_batches(loop, end, escalate, log)
         update_progress_artifact(progress, 100.0 * end / frames)
-    versions = sorted({r.outcome.model_version for r in reports})
+    versions = sorted({r.model_version for r in reports})
     out: dict[str, Any] = {
         "dataset": str(Path(dataset).resolve()),
         "frames": writer.n_frames,
-        "f1_by_batch": [(r.outcome.start, round(r.scores.f1, 4)) for r in reports if r.scores],
+        "f1_by_batch": [(r.start, round(r.scores.f1, 4)) for r in reports if r.scores],
         "decisions": [
             {
                 "frames": [r.outcome.decision.frame_start, r.outcome.decision.frame_end],

@@ -7,6 +7,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import DeploymentEventTrigger
 
+from scopeflow.settings import DEFAULTS
 from storage.models import ModelRegistry
 from tasks.drift.edge_loop import Escalation
 from tasks.training.retrain import RetrainOutcome, retrain
@@ -69,7 +70,7 @@ def retrain_flow(
     frame_end: int,
     members: str | None = None,
     registry: str | None = None,
-    steps: int = 120,
+    steps: int = DEFAULTS.retrain_steps,
 ) -> dict:
     """Fine-tune production on drifted frames; promote only a validated, better candidate.
 
@@ -92,13 +93,17 @@ def retrain_flow(
 
 
 def dispatch_retraining(
-    escalation: Escalation, instrument: str, mode: str, registry: str | None = None, steps: int = 120
+    escalation: Escalation,
+    instrument: str,
+    mode: str,
+    registry: str | None = None,
+    steps: int = DEFAULTS.retrain_steps,
 ) -> dict:
     """Hand drift that selection could not absorb to retraining: one decision, two dispatches.
 
     The event ``scopeflow.drift.detected`` is always emitted (a deployed ``retrain`` listens);
-    ``mode="inprocess"`` (embedded defaults, no server) also runs the retraining here and
-    returns its outcome; ``mode="report"`` only says that retraining is needed. A failed retraining is reported, never raised: the edge goes on
+    ``mode="inprocess"`` (embedded defaults, no server) also runs the retraining as a subflow run
+    of the calling flow (call this from the flow, not from a task) and returns its outcome; ``mode="report"`` only says that retraining is needed. A failed retraining is reported, never raised: the edge goes on
     with the version it has.
     """
     e = escalation

@@ -10,12 +10,14 @@ from .dataset import (
     read_truth,
     read_truths,
 )
+from .handle import Dataset
 from .tables import Table, commit, repair
 
 __all__ = [
     "FRAME_DIM",
     "SCHEMA_VERSION",
     "TRUTH_DIM",
+    "Dataset",
     "DatasetWriter",
     "Table",
     "commit",

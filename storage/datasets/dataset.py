@@ -32,7 +32,7 @@ from zarr.storage import LocalStore
 from scopeflow.errors import InputError, NotFoundError, ShapeMismatchError
 from scopeflow.frame import Frame, Truth
 
-from .tables import DirectChunks, Table, commit, open_root, repair, storage_errors
+from .tables import DirectChunks, Table, commit, open_root, repair, storage_errors, writing
 
 SCHEMA_VERSION = 1
 # lz4 with byte shuffle: ~3x smaller Poisson-count frames at memory speed, so appends keep up.
@@ -72,7 +72,8 @@ class DatasetWriter:
         if path.exists() and not exists and any(path.iterdir()):
             raise InputError(f"{path} exists and is not a scopeflow dataset (no zarr.json)")
         if exists:
-            repair(path)
+            # Its own tables only (root-level arrays): the edge appends to subgroups meanwhile.
+            repair(path, owned=lambda name: "/" not in name)
             root = open_root(path, create=False)
             recorded = root.attrs.get("instrument")
             if instrument and recorded:
@@ -180,7 +181,7 @@ class DatasetWriter:
             "pixel_size": {"units": "angstrom / pixel"},
             "conditions": {"description": "numeric imaging conditions per frame; names in `condition`"},
         }
-        with storage_errors(self.path):
+        with writing(self.path), storage_errors(self.path):
             self.frames.append(
                 columns, dims={"frames": ("y", "x"), "conditions": (CONDITION_DIM,)}, attrs=attrs
             )
@@ -197,7 +198,7 @@ class DatasetWriter:
                         "truth_weight": np.concatenate([t.weight for _, t in truths]).astype(np.float32),
                     }
                 )
-        commit(self.path)
+            commit(self.path)
         return n0 + len(batch)
 
 

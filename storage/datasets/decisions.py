@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
-from .tables import Table, commit, open_root, storage_errors
+from .tables import Table, commit, open_root, storage_errors, writing
 
 GROUP = "drift"
 MONITOR_GROUP = "drift_monitor"
@@ -52,18 +53,22 @@ class DecisionRow:
 
 
 class DecisionWriter:
-    """Appends decisions to a dataset's ``drift`` table; keep one open across batches."""
+    """Appends decisions to a dataset's ``drift`` table; keep one open across batches.
 
-    def __init__(self, dataset: str | Path) -> None:
+    ``root``: the write handle of a ``Dataset`` that owns this table (default: a handle of its own).
+    """
+
+    def __init__(self, dataset: str | Path, root: zarr.Group | None = None) -> None:
         self.path = Path(dataset)
-        root = open_root(self.path, create=False)
+        root = root if root is not None else open_root(self.path, create=False)
         with storage_errors(self.path):
             group = root[GROUP] if GROUP in root else root.create_group(GROUP)
         self.table = Table(group, DIM)
 
     def append(self, rows: Sequence[DecisionRow], *, commit_now: bool = True) -> int:
         """Append decisions; returns the stored count. ``commit_now=False`` leaves the commit to the
-        caller (one commit for a batch's predictions and decisions)."""
+        caller, who holds the writers' lock (``Dataset.batch``: one commit for a batch's predictions
+        and decisions)."""
         for r in rows:
             if r.action not in ACTIONS:
                 raise ValueError(f"action must be one of {ACTIONS}, got {r.action!r}")
@@ -82,10 +87,10 @@ class DecisionWriter:
         columns["summary"] = np.array([r.summary for r in rows], dtype=str)
         for name in sorted({k for r in rows for k in r.attribution}):
             columns[f"attr_{name}"] = np.array([r.attribution.get(name, np.nan) for r in rows], np.float64)
-        with storage_errors(self.path):
+        with writing(self.path) if commit_now else nullcontext(), storage_errors(self.path):
             n = self.table.append(columns)
-        if commit_now:
-            commit(self.path)
+            if commit_now:
+                commit(self.path)
         return n
 
 
@@ -130,7 +135,10 @@ def decisions_csv(dataset: str | Path) -> str:
 
 
 def write_monitor_state(
-    dataset: str | Path, attrs: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+    dataset: str | Path,
+    attrs: Mapping[str, Any],
+    arrays: Mapping[str, np.ndarray],
+    root: zarr.Group | None = None,
 ) -> None:
     """Replace the stored monitor state (JSON ``attrs`` and arrays); visible at the next commit.
 
@@ -138,7 +146,7 @@ def write_monitor_state(
     the decisions, so a state left by a run killed between the two writes is recognised as stale.
     """
     path = Path(dataset)
-    root = open_root(path, create=False)
+    root = root if root is not None else open_root(path, create=False)
     with storage_errors(path):
         if MONITOR_GROUP in root:
             del root[MONITOR_GROUP]

@@ -17,7 +17,7 @@ import xarray as xr
 
 from scopeflow.errors import InputError, NotFoundError
 
-from .tables import Table, commit, open_root, repair, storage_errors
+from .tables import Table, commit, open_root, repair, storage_errors, writing
 
 GROUP = "embeddings"
 DIM = "embedded"
@@ -38,7 +38,7 @@ class EmbeddingWriter:
             raise NotFoundError(f"no scopeflow dataset at {path} (no zarr.json)")
         if not embedder_version or "/" in embedder_version:
             raise InputError(f"bad embedder version name {embedder_version!r}")
-        repair(path)
+        repair(path, owned=lambda name: name.startswith(f"{GROUP}/{embedder_version}/"))
         root = open_root(path, create=False)
         with storage_errors(path):
             group = root.require_group(GROUP).require_group(embedder_version)
@@ -61,12 +61,12 @@ class EmbeddingWriter:
             raise InputError(f"{len(frames)} frame positions but embeddings of shape {vectors.shape}")
         if not len(frames):
             return 0
-        with storage_errors(self.path):
+        with writing(self.path), storage_errors(self.path):
             self.table.append(
                 {"embedded_frame": np.asarray(frames, np.int64), "embedding": vectors},
                 dims={"embedding": ("feature",)},
             )
-        commit(self.path)
+            commit(self.path)
         return len(frames)
 
 

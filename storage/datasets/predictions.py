@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from zarr.storage import LocalStore
 from scopeflow.atoms import Atoms
 from scopeflow.errors import InputError, NotFoundError
 
-from .tables import Table, commit, open_root, repair, storage_errors
+from .tables import Table, commit, storage_errors, writing
 
 GROUP = "predictions"
 ATOM_DIM = "atom"
@@ -43,7 +44,8 @@ VACANCY_DIM = "vacancy"
 
 
 class PredictionWriter:
-    """Appends the atoms of processed frames to ``predictions/<model_version>``; each append commits."""
+    """Appends the atoms of processed frames to ``predictions/<model_version>``; each append commits
+    unless told not to (the edge commits a batch's atoms and decision together)."""
 
     def __init__(self, path: Path, group: zarr.Group, model_version: str) -> None:
         self.path = path
@@ -53,31 +55,6 @@ class PredictionWriter:
         self.vacancies = Table(group, VACANCY_DIM)
         self.frames = Table(group, FRAME_DIM)
 
-    @classmethod
-    def open(
-        cls, path: str | Path, model_version: str, attrs: dict[str, Any] | None = None
-    ) -> PredictionWriter:
-        """Open (creating if needed) the prediction set of ``model_version`` in the dataset at ``path``."""
-        path = Path(path)
-        if not (path / "zarr.json").exists():
-            raise NotFoundError(f"no scopeflow dataset at {path} (no zarr.json)")
-        if not model_version or "/" in model_version:
-            raise InputError(f"bad model version name {model_version!r}")
-        repair(path)
-        root = open_root(path, create=False)
-        with storage_errors(path):
-            group = root.require_group(GROUP).require_group(model_version)
-            if "model_version" not in group.attrs:
-                group.attrs.update(
-                    {
-                        "model_version": model_version,
-                        "created": dt.datetime.now(dt.UTC).isoformat(),
-                        **(attrs or {}),
-                    }
-                )
-        commit(path)
-        return cls(path, group, model_version)
-
     def done(self) -> np.ndarray:
         """Frame positions already processed (committed or appended by this writer)."""
         arr = self.frames.columns().get("predicted_frame")
@@ -85,13 +62,13 @@ class PredictionWriter:
 
     def append(self, frames: Sequence[int], atoms: Sequence[Atoms], *, commit_now: bool = True) -> int:
         """Record the atoms of frames at positions ``frames``; commit (unless ``commit_now`` is
-        False: the caller commits). Returns atoms written."""
+        False: the caller holds the writers' lock and commits, ``Dataset.batch``). Returns atoms written."""
         if len(frames) != len(atoms):
             raise InputError(f"{len(frames)} frame positions but {len(atoms)} atom sets")
         if not frames:
             return 0
         counts = np.array([len(a) for a in atoms], np.int64)
-        with storage_errors(self.path):
+        with writing(self.path) if commit_now else nullcontext(), storage_errors(self.path):
             if counts.sum():
                 self.atoms.append(
                     {
@@ -138,9 +115,22 @@ class PredictionWriter:
                     "trusted": np.array([a.trusted for a in atoms], bool),
                 }
             )
-        if commit_now:
-            commit(self.path)
+            if commit_now:
+                commit(self.path)
         return int(counts.sum())
+
+
+def new_prediction_group(
+    path: Path, root: zarr.Group, name: str, attrs: dict[str, Any] | None = None
+) -> zarr.Group:
+    """The group ``predictions/<name>`` under ``root``, created with its attributes if absent."""
+    with storage_errors(path):
+        group = root.require_group(GROUP).require_group(name)
+        if "model_version" not in group.attrs:
+            group.attrs.update(
+                {"model_version": name, "created": dt.datetime.now(dt.UTC).isoformat(), **(attrs or {})}
+            )
+    return group
 
 
 def prediction_versions(path: str | Path) -> list[str]:

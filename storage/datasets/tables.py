@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import os
 import uuid
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -97,6 +98,24 @@ def consolidate(store: LocalStore) -> None:
         zarr.consolidate_metadata(store)
 
 
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Hold the dataset's writer lock across a batch's appends and its commit.
+
+    The acquirer and the edge append to one group; a commit publishes every array's current
+    shape, so without the lock one writer's commit could publish the other's half-written batch.
+    The lock is an ``flock`` on the dataset directory itself (a file in it would be taken for a
+    node by zarr). Not reentrant: take it once per batch. The kernel releases it when a writer dies.
+    """
+    with storage_errors(path):
+        fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def commit(path: Path) -> None:
     """Make everything written so far visible to readers, atomically."""
     with storage_errors(path):
@@ -121,20 +140,40 @@ def _all_arrays(group: zarr.Group) -> Iterator[tuple[str, zarr.Array]]:
             yield f"{gname}/{name}", arr
 
 
-def repair(path: Path) -> None:
-    """Bring every array back to its committed shape (drop a batch that never committed)."""
+def repair(path: Path, owned: Callable[[str], bool] | None = None) -> None:
+    """Bring arrays back to their committed shape (drop a batch that never committed).
+
+    ``owned`` (an array's path in the group → bool) limits the repair to the tables the caller
+    appends to: another writer's arrays beyond their committed shape are its batch in flight,
+    not debris. Takes the writers' lock; commits only when something was trimmed.
+    """
+    with writing(path):
+        if trim(path, owned):
+            commit(path)
+
+
+def trim(path: Path, owned: Callable[[str], bool] | None = None) -> bool:
+    """``repair`` without the lock and the commit (for a writer that holds the lock); returns
+    whether anything was trimmed. The committed metadata is untouched: no commit is needed."""
+    owned = owned or (lambda name: True)
     committed = committed_shapes(path)
     root = open_root(path, create=False)
+    changed = False
     with storage_errors(path):
         for name, arr in list(_all_arrays(root)):
+            if not owned(name):
+                continue
             if name not in committed:
                 parent, _, leaf = name.rpartition("/")
                 del (root[parent] if parent else root)[leaf]
+                changed = True
             elif tuple(arr.shape) != committed[name]:
                 arr.resize(committed[name])
+                changed = True
         for partial in path.rglob("*.partial"):
-            partial.unlink(missing_ok=True)
-    commit(path)
+            if owned(partial.relative_to(path).as_posix().split("/c/")[0]):
+                partial.unlink(missing_ok=True)
+    return changed
 
 
 class DirectChunks:

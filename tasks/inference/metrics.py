@@ -35,6 +35,20 @@ class Scores:
         total = 2 * self.true_positives + self.false_positives + self.false_negatives
         return 2 * self.true_positives / total if total else 1.0
 
+    @classmethod
+    def total(cls, parts: Sequence[Scores]) -> Scores | None:
+        """The scores of several batches together (None for none): counts add up; the median
+        error is the batches' medians weighted by their matches (px)."""
+        if not parts:
+            return None
+        weights = [max(p.true_positives, 1) for p in parts]
+        return cls(
+            sum(p.true_positives for p in parts),
+            sum(p.false_positives for p in parts),
+            sum(p.false_negatives for p in parts),
+            float(np.average([p.median_error for p in parts], weights=weights)),
+        )
+
     def as_dict(self) -> dict[str, float]:
         """Counts, precision, recall, F1 and median error (px) as a JSON-able dict."""
         return asdict(self) | {"precision": self.precision, "recall": self.recall, "f1": self.f1}

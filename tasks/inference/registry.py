@@ -5,12 +5,15 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from scopeflow.errors import InputError
-from storage.models.registry import ModelRegistry
+from storage.models.registry import DEFAULT_MODELS_DIR, ModelRegistry
 
 from .ensemble import Ensemble, EnsembleConfig, default_device
 
@@ -35,6 +38,25 @@ def save_ensemble(
         parent=parent,
     )
     ensemble.version = version
+    return version
+
+
+def ship_ensemble(
+    ensemble: Ensemble,
+    *,
+    lineage: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    parent: str | None = None,
+    shipped: Path = DEFAULT_MODELS_DIR,
+) -> str:
+    """Add ``ensemble`` to the shipped versions (``storage/default_models``) as the next version;
+    returns it. Numbered after the versions already shipped, which stay (lineage)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        # A registry whose fallback is the shipped directory numbers after what it holds.
+        staging = ModelRegistry(tmp, fallback=shipped)
+        version = save_ensemble(staging, ensemble, lineage=lineage, metrics=metrics, parent=parent)
+        shipped.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(staging.versions_dir / version, shipped / version)
     return version
 
 

@@ -2,13 +2,20 @@
 
 import numpy as np
 import pytest
+import xarray as xr
+import zarr
+from zarr.storage import LocalStore
 
-from storage.datasets.decisions import decisions_csv, read_decisions
-from storage.datasets.predictions import prediction_versions
+from scopeflow.errors import ShapeMismatchError
+from scopeflow.settings import EdgeSettings
+from storage.datasets import DatasetWriter, commit
+from storage.datasets.decisions import decisions_csv, read_decisions, read_monitor_state
+from storage.datasets.predictions import prediction_versions, read_atoms, read_predictions
 from storage.models import ModelRegistry
 from tasks.acquisition.loop import acquire_run
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
-from tasks.drift.edge_loop import EdgeLoopSettings, run_adaptive_edge
+from tasks.drift.edge_loop import EdgeLoop, run_adaptive_edge
+from tasks.inference.registry import load_ensemble, save_ensemble
 from tasks.training.retrain import verdict
 
 
@@ -25,7 +32,7 @@ def test_loop_decides_every_batch_detects_the_jump_and_escalates(drifting_datase
     summary = run_adaptive_edge(
         drifting_dataset,
         registry=ModelRegistry(tmp_path / "registry"),
-        settings=EdgeLoopSettings(ert=1000, reference_frames=32, batch_size=8),
+        settings=EdgeSettings(ert=1000, reference_frames=32, batch_size=8),
         escalate=escalations.append,
     )
     decided = read_decisions(drifting_dataset)
@@ -40,6 +47,78 @@ def test_loop_decides_every_batch_detects_the_jump_and_escalates(drifting_datase
     assert prediction_versions(drifting_dataset) == [summary["model_version"]]
     header = decisions_csv(drifting_dataset).splitlines()[0]
     assert header.startswith("frame_start,frame_end,detected,action,")
+
+
+def test_atoms_per_frame_in_plain_xarray_and_a_kept_loop_does_only_new_frames(tmp_path):
+    # What the fixed-model edge loop (run_edge) checked, now on the one loop.
+    twin = DigitalTwin(3, DriftSchedule.parse("defocus=40@3"), (96, 96))
+    path = tmp_path / "run.zarr"
+    writer = DatasetWriter.open(path, twin.state())
+    writer.append([twin.acquire(i) for i in range(5)])
+    loop = EdgeLoop.open(
+        path, registry=ModelRegistry(tmp_path / "registry"), settings=EdgeSettings(batch_size=2)
+    )
+    batches = []
+    summary = run_adaptive_edge(path, loop=loop, on_batch=batches.append)
+    assert [(b.start, b.stop) for b in batches] == [(0, 2), (2, 4), (4, 5)]
+    assert summary["frames_processed"] == 5
+    assert summary["f1"] > 0.9
+    assert prediction_versions(path) == [summary["model_version"]]
+    # Plain xarray reads the prediction set; the frames are untouched.
+    ds = xr.open_zarr(LocalStore(path, read_only=True), group=f"predictions/{summary['model_version']}")
+    assert ds.attrs["model_version"] == summary["model_version"]
+    assert int(ds["atom_count"].sum()) == summary["atoms"] == ds.sizes["atom"]
+    atoms = read_atoms(read_predictions(path), 4)
+    assert len(atoms) > 20 and np.isfinite(atoms.uncertainty).all()
+    # More frames arrive; the loop, kept open, does only those.
+    writer.append([twin.acquire(i) for i in range(5, 7)])
+    again = run_adaptive_edge(path, loop=loop)
+    assert again["frames_processed"] == 2
+    assert sorted(read_predictions(path)["predicted_frame"].values.tolist()) == list(range(7))
+    assert list(read_decisions(path)["frame_start"]) == [0, 2, 4, 5]
+
+
+def test_a_failed_batch_is_forgotten_so_a_retry_neither_repeats_nor_skips(tmp_path):
+    # A Prefect retry of the edge-batch task calls the same loop again after a failure.
+    twin = DigitalTwin(2, DriftSchedule(), (96, 96))
+    path = tmp_path / "run.zarr"
+    DatasetWriter.open(path, twin.state()).append([twin.acquire(i) for i in range(8)])
+    # A drift table whose frame_start column another tool stored as floats: the append fails
+    # after the monitor has seen the batch and the atoms were written (uncommitted).
+    root = zarr.open_group(store=LocalStore(path), mode="r+")
+    root.create_group("drift").create_array(
+        "frame_start", shape=(0,), dtype="float64", chunks=(8,), dimension_names=("decision",)
+    )
+    commit(path)
+    loop = EdgeLoop.open(
+        path, registry=ModelRegistry(tmp_path / "registry"), settings=EdgeSettings(batch_size=4)
+    )
+    with pytest.raises(ShapeMismatchError):
+        loop.advance(max_batches=1)
+    del root["drift"]
+    commit(path)
+    assert [(r.start, r.stop) for r in loop.advance()] == [(0, 4), (4, 8)]
+    assert list(read_decisions(path)["frame_start"]) == [0, 4]
+    assert read_predictions(path)["predicted_frame"].values.tolist() == list(range(8))
+    assert len(loop.adaptive.monitor.history) == 8  # the failed batch's frames were not seen twice
+    attrs, _ = read_monitor_state(path)
+    assert attrs["frames_seen"] == 8
+
+
+def test_a_newly_promoted_model_is_adopted_at_the_next_batch(tmp_path):
+    twin = DigitalTwin(2, DriftSchedule(), (96, 96))
+    path = tmp_path / "run.zarr"
+    DatasetWriter.open(path, twin.state()).append([twin.acquire(i) for i in range(8)])
+    registry = ModelRegistry(tmp_path / "registry")
+    loop = EdgeLoop.open(path, registry=registry, settings=EdgeSettings(batch_size=4))
+    (first,) = loop.advance(max_batches=1)
+    # Retraining (elsewhere) promotes a new version between two batches.
+    promoted = save_ensemble(registry, load_ensemble("production", registry))
+    registry.promote(promoted, "production")
+    (second,) = loop.advance()
+    assert (first.adopted, second.adopted) == (None, promoted)
+    assert first.model_version != promoted == second.model_version
+    assert prediction_versions(path) == sorted([first.model_version, promoted])
 
 
 def test_a_rerun_resumes_after_the_last_decision(drifting_dataset, tmp_path):

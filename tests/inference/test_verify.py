@@ -16,7 +16,8 @@ from scipy.spatial import cKDTree
 from typer.testing import CliRunner
 
 from flows.cli import app
-from storage.datasets.predictions import PredictionWriter, read_atoms, read_predictions
+from storage.datasets.handle import open_predictions
+from storage.datasets.predictions import read_atoms, read_predictions
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 from tasks.acquisition.twin.scene import VACANCY
 from tasks.inference.lattice import bragg_reflections, carried_reflections, independent, site_lattice
@@ -202,7 +203,7 @@ def test_predictions_keep_defects_and_trust(tmp_path: Path, ensemble) -> None:  
     DatasetWriter.open(path, instrument=twin.state()).append(frames)
     atoms = ensemble.locate([f.image for f in frames], frames[0].pixel_size)
     noise = ensemble.locate(np.random.default_rng(0).poisson(40.0, (128, 128)).astype(np.float32), 0.12)[0]
-    writer = PredictionWriter.open(path, ensemble.version, attrs={"config": json.dumps({})})
+    writer = open_predictions(path, ensemble.version, attrs={"config": json.dumps({})})
     writer.append([0, 1, 2], [*atoms, noise])
     ds = read_predictions(path, ensemble.version)
     assert ds["crystal"].values.tolist() == [True, True, False]

@@ -10,9 +10,10 @@ import pytest
 import xarray as xr
 from zarr.storage import LocalStore
 
-from flows.reprocess import reprocess, reprocess_flow
+from flows.reprocess import reprocess_flow
 from storage.datasets import open_dataset
 from storage.datasets.predictions import prediction_versions, read_atoms, read_predictions
+from tasks.inference.reprocess import reprocess
 from tests.helpers.prefect_api import artifacts
 
 from .conftest import TinyModel, make_dataset
