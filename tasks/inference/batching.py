@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .atoms import Atoms
+from scopeflow.atoms import Atoms
+
 from .metrics import Scores
 
 

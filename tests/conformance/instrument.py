@@ -17,7 +17,8 @@ import pytest
 import xarray as xr
 
 from scopeflow.errors import InputError
-from tasks.acquisition import Frame, Instrument, Truth
+from scopeflow.frame import Frame, Truth
+from tasks.acquisition import Instrument
 from tasks.acquisition.instrument import Spectra, Spectrometer
 from tasks.acquisition.loop import acquire_run
 

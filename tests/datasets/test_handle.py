@@ -4,9 +4,9 @@ repair that trims only the tables the handle owns (never another writer's batch 
 import numpy as np
 import pytest
 import zarr
-from tasks.inference.atoms import Atoms
 from zarr.storage import LocalStore
 
+from scopeflow.atoms import Atoms
 from storage.datasets import Dataset, DatasetWriter, open_dataset, read_truths
 from storage.datasets.handle import open_predictions
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule

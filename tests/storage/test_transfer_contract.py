@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.federation.errors import TransferError
-from storage.transfer import LocalBackend, TransferBackend
+from storage.transfer import LocalBackend, TransferBackend, TransferError
 from storage.transfer.globus import GlobusBackend
 from tests.conformance.transfer import Destination, TransferContract
 from tests.helpers.globus import TransferService
