@@ -33,15 +33,12 @@ from typing import Any
 import numpy as np
 
 from scopeflow.errors import InputError
-from scopeflow.optics import wavelength
 
+from .attribution import DETECTORS, IMAGE_DETECTORS, attribute
 from .calibration import MIN_REFERENCE, Calibration, calibrate
 from .physics import Proxies, median_proxies, proxy_score
-from .spectrum import PEAKS, ImageStats, SpectrumReference, fit_defocus, image_stats
+from .spectrum import PEAKS, ImageStats, SpectrumReference, image_stats
 
-IMAGE_DETECTORS = ("dose", "blur", "contrast", "reflections")
-NETWORK_DETECTORS = ("embedding", "disagreement", "physics")
-DETECTORS = IMAGE_DETECTORS + NETWORK_DETECTORS
 REFERENCE_GROWTH = (1, 2, 4)  # calibrate at these multiples of ``reference_frames``
 BANDWIDTH = 3.0  # embedding kernel width as a multiple of the reference's median distance
 SCHEMA = 1  # version of the monitor state stored with a dataset's decisions
@@ -307,71 +304,22 @@ class DriftMonitor:
     def attribute(
         self, scores: Mapping[str, float], images: Sequence[ImageStats], before: np.ndarray | None = None
     ) -> tuple[tuple[str, ...], dict[str, float], str]:
-        """What changed on ``images`` against the frames ``before`` them (their mean features;
-        default the reference's centre), by how much, and in words."""
+        """What changed on ``images`` against the frames ``before`` them (``attribution``); a
+        named defocus becomes the next reference's."""
         ref = self.reference
         assert ref is not None
-        cal = ref.calibration
-        feats = np.array([[ref.spectrum.features(s)[n] for n in IMAGE_DETECTORS] for s in images])
-        med = np.nanmedian(feats, axis=0)
-        centre = dict(zip(DETECTORS, cal.centre if before is None else before, strict=True))
-        att: dict[str, float] = {
-            "dose_ratio": float(np.exp(med[0] - centre["dose"])),
-            "blur_A2": float(med[1] - centre["blur"]),
-            "contrast_ratio": float(np.exp(med[2] - centre["contrast"])),
-        }
-        att.update(ref.spectrum.lattice_change(images))
-        fired = {n for n, v in scores.items() if np.isfinite(v) and v > 1.0}
-        changed: list[str] = []
-        words: list[str] = []
-        if "reflections" in fired:
-            changed.append("lattice")
-            words.append(
-                f"lattice: spacing {100 * att['spacing']:+.0f} %, rotation {att['rotation_deg']:+.1f}°, "
-                f"new reflections {100 * att['new_reflections']:.0f} %"
-            )
-        if "dose" in fired:
-            changed.append("dose")
-            words.append(f"dose ×{att['dose_ratio']:.2g}")
-        if fired & {"blur", "contrast"}:
-            if self.optics is not None:
-                shape = _shape_of(images[0])
-                df, err = fit_defocus(
-                    ref.spectrum,
-                    images,
-                    shape,
-                    voltage_kv=float(self.optics["voltage_kv"]),
-                    semiangle_mrad=float(self.optics["semiangle_mrad"]),
-                    cs_mm=float(self.optics.get("cs_mm", 0.0)),
-                    reference_defocus=self.reference_defocus,
-                )
-                att["defocus_A"], att["defocus_err_A"] = df, err
-                att["defocus_change_A"] = df - self.reference_defocus
-            change = att.get("defocus_change_A", float("nan"))
-            # A defocus change is named when it is outside twice its error and beyond Rayleigh's
-            # quarter-wave depth of focus λ/(4α²) (~20 Å at 60 kV, 25 mrad): a smaller one
-            # leaves the probe as it was (and a dose drop's noise can fake that much).
-            depth = 0.0
-            if self.optics is not None:
-                alpha = float(self.optics["semiangle_mrad"]) * 1e-3
-                depth = wavelength(float(self.optics["voltage_kv"])) / (4 * alpha**2)
-            if np.isfinite(change) and abs(change) > max(2 * att["defocus_err_A"], depth):
-                changed.append("defocus")
-                self._defocus_next = att["defocus_A"]
-                words.append(
-                    f"|defocus| {self.reference_defocus:.0f} → {att['defocus_A']:.0f} Å (±{att['defocus_err_A']:.0f})"
-                )
-            elif "blur" in fired:
-                changed.append("blur")
-                words.append(f"blur σ² {att['blur_A2']:+.2f} Å²")
-            else:
-                changed.append("contrast")
-                words.append(f"contrast ×{att['contrast_ratio']:.2g}")
-        network = sorted(fired & set(NETWORK_DETECTORS))
-        if network:
-            changed.append("network")
-            words.append("the network's view changed too (" + ", ".join(network) + ")")
-        return tuple(changed), att, "; ".join(words)
+        changed, att, words, defocus_next = attribute(
+            ref.spectrum,
+            ref.calibration,
+            scores,
+            images,
+            before,
+            optics=self.optics,
+            reference_defocus=self.reference_defocus,
+        )
+        if defocus_next is not None:
+            self._defocus_next = defocus_next
+        return changed, att, words
 
     # --- persistence -----------------------------------------------------------------------
 
@@ -417,12 +365,6 @@ class DriftMonitor:
         if self.reference is not None:
             cal = self.reference.calibration
             self.recent = deque(list(recent), maxlen=cal.window + cal.lookback)
-
-
-def _shape_of(s: ImageStats) -> tuple[int, int]:
-    # Rings of one Fourier bin: the frame side is twice the Nyquist ring (square frames).
-    side = round(2 * 0.5 / s.pixel_size / s.ring_k[1])
-    return side, side
 
 
 def _pack(obs: Sequence[Observation]) -> dict[str, np.ndarray]:

@@ -30,7 +30,7 @@ from storage.federation.catalog.lookup import (
     user_by_name,
 )
 from storage.federation.catalog.quota import usage
-from storage.federation.catalog.records import _flush_unique
+from storage.federation.catalog.records import flush_unique
 from storage.federation.errors import ConflictError, PermissionDeniedError
 from storage.federation.identifiers import check_name, check_user_name, format_id
 from storage.federation.models import (
@@ -57,7 +57,7 @@ def create_user(ctx: Ctx, body: UserIn) -> dict[str, Any]:
     require_admin(ctx, "creating users")
     user = User(name=check_user_name(body.name), is_admin=body.is_admin)
     ctx.session.add(user)
-    _flush_unique(ctx, f"user name {body.name!r}")
+    flush_unique(ctx, f"user name {body.name!r}")
     token = issue_token(ctx.session, user, label="first", days=DEFAULT_TOKEN_DAYS)
     ctx.audit("user.create", f"u/{user.name}", is_admin=body.is_admin)
     return {"name": user.name, "is_admin": user.is_admin, "token": token}
@@ -129,7 +129,7 @@ def put_schema(ctx: Ctx, body: SchemaIn) -> dict[str, Any]:
     json_schemas.check_schema(body.body)
     doc = JsonSchemaDoc(name=body.name, body=body.body, owner_id=ctx.principal.user_id)
     ctx.session.add(doc)
-    _flush_unique(ctx, f"schema name {body.name!r}")
+    flush_unique(ctx, f"schema name {body.name!r}")
     ctx.audit("schema.create", f"s/{body.name}")
     return {"name": doc.name, "body": doc.body}
 
@@ -145,7 +145,7 @@ def create_project(ctx: Ctx, body: ProjectIn) -> dict[str, Any]:
     name = check_name(body.name.removeprefix("p/"), "project")
     project = Project(name=name, title=body.title, owner_id=ctx.principal.user_id)
     ctx.session.add(project)
-    _flush_unique(ctx, f"project name {name!r}")
+    flush_unique(ctx, f"project name {name!r}")
     ctx.audit("project.create", f"p/{name}")
     return {"id": f"p/{name}", "title": body.title, "owner": ctx.principal.name}
 
@@ -193,7 +193,7 @@ def create_repository(ctx: Ctx, body: RepositoryIn) -> dict[str, Any]:
         title=body.title,
     )
     ctx.session.add(repo)
-    _flush_unique(ctx, f"repository name {body.name!r}")
+    flush_unique(ctx, f"repository name {body.name!r}")
     ctx.audit("repository.create", f"r/{body.name}", kind=body.kind, path=body.path)
     return repository_dict(repo)
 

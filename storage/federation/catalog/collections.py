@@ -10,7 +10,7 @@ from storage.federation.access import Level
 from storage.federation.api_models import CollectionIn, LinkIn
 from storage.federation.catalog.context import Ctx
 from storage.federation.catalog.lookup import project_by_name, resolve_collection, resolve_record
-from storage.federation.catalog.records import _flush_unique
+from storage.federation.catalog.records import flush_unique
 from storage.federation.identifiers import check_alias, format_id
 from storage.federation.models import Collection, CollectionItem, Grant, Project, Record, User, utcnow
 
@@ -66,7 +66,7 @@ def create_collection(ctx: Ctx, body: CollectionIn) -> dict[str, Any]:
         updated=now,
     )
     ctx.session.add(coll)
-    _flush_unique(ctx, f"collection alias {body.alias!r}")
+    flush_unique(ctx, f"collection alias {body.alias!r}")
     ctx.audit("collection.create", format_id("c", coll.id), title=body.title)
     ctx._grants = None  # the new collection changes what the caller holds
     return collection_dict(ctx, coll)

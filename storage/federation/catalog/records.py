@@ -1,4 +1,4 @@
-"""Records: create, read, update, delete, dependencies, and their JSON form."""
+"""Records: create, read, update, delete and dependencies (their JSON form: ``record_json``)."""
 
 from __future__ import annotations
 
@@ -25,22 +25,18 @@ from storage.federation.catalog.lookup import (
     schema_by_name,
 )
 from storage.federation.catalog.quota import check_record_quota
+from storage.federation.catalog.record_json import record_dicts
 from storage.federation.errors import ConflictError, PayloadTooLargeError
 from storage.federation.identifiers import check_alias, format_id
 from storage.federation.metadata_index import flatten
 from storage.federation.models import (
     AuditEntry,
-    Collection,
     CollectionItem,
     Dependency,
     JsonSchemaDoc,
     MetadataEntry,
-    Project,
     Record,
     RecordTag,
-    Replica,
-    Repository,
-    User,
     utcnow,
 )
 
@@ -136,7 +132,7 @@ def _reaches(ctx: Ctx, start: int, goal: int) -> bool:
     return False
 
 
-def _flush_unique(ctx: Ctx, what: str) -> None:
+def flush_unique(ctx: Ctx, what: str) -> None:
     try:
         ctx.session.flush()
     except SAIntegrityError as error:
@@ -355,7 +351,7 @@ def update_record(
             )
         changed.append("tags")
     record.updated = utcnow()
-    _flush_unique(ctx, f"alias {patch.alias!r}")
+    flush_unique(ctx, f"alias {patch.alias!r}")
     ctx.audit("record.update", format_id("d", record.id), fields=changed)
     return record_dicts(ctx, [record], full=True)[0]
 
@@ -376,98 +372,3 @@ def add_dependency(ctx: Ctx, ref: str, dep: DependencyIn) -> dict[str, Any]:
     ctx.audit("record.dependency", format_id("d", record.id), kind=dep.kind, object=dep.id)
     ctx.session.flush()
     return record_dicts(ctx, [record], full=True)[0]
-
-
-def record_dicts(ctx: Ctx, records: Sequence[Record], full: bool = False) -> list[dict[str, Any]]:
-    """JSON forms of ``records`` with few queries (one per related table, not per record).
-
-    ``full`` adds collections, dependencies and replicas.
-    """
-    if not records:
-        return []
-    ids = [r.id for r in records]
-    s = ctx.session
-    tags: dict[int, list[str]] = {i: [] for i in ids}
-    for rid, tag in s.execute(select(RecordTag.record_id, RecordTag.tag).where(RecordTag.record_id.in_(ids))):
-        tags[rid].append(tag)
-    users = dict(
-        s.execute(select(User.id, User.name).where(User.id.in_({r.owner_id for r in records}))).all()
-    )
-    schema_ids = {r.schema_id for r in records if r.schema_id}
-    schemas = (
-        dict(
-            s.execute(
-                select(JsonSchemaDoc.id, JsonSchemaDoc.name).where(JsonSchemaDoc.id.in_(schema_ids))
-            ).all()
-        )
-        if schema_ids
-        else {}
-    )
-    project_ids = {r.project_id for r in records if r.project_id}
-    projects = (
-        dict(s.execute(select(Project.id, Project.name).where(Project.id.in_(project_ids))).all())
-        if project_ids
-        else {}
-    )
-    repo_ids = {r.repository_id for r in records if r.repository_id}
-    repos = (
-        dict(s.execute(select(Repository.id, Repository.name).where(Repository.id.in_(repo_ids))).all())
-        if repo_ids
-        else {}
-    )
-    out = []
-    for r in records:
-        item: dict[str, Any] = {
-            "id": format_id("d", r.id),
-            "alias": r.alias,
-            "title": r.title,
-            "description": r.description,
-            "tags": sorted(tags[r.id]),
-            "metadata": r.md or {},
-            "md_schema": schemas.get(r.schema_id) if r.schema_id else None,
-            "owner": users.get(r.owner_id),
-            "project": projects.get(r.project_id) if r.project_id else None,
-            "repository": repos.get(r.repository_id) if r.repository_id else None,
-            "size": r.size,
-            "created": r.created.isoformat(),
-            "updated": r.updated.isoformat(),
-        }
-        out.append(item)
-    if full:
-        # Only the collections and dependencies the caller may read are named: an id is
-        # enough to learn that something exists.
-        readable_colls = ctx.grants.collection_filter(Level.READ)
-        readable_recs = ctx.grants.record_filter(Level.READ)
-        for item, r in zip(out, records, strict=True):
-            item["access"] = ctx.grants.record_level(s, r).name.lower()
-            item["collections"] = [
-                format_id("c", cid)
-                for cid in s.scalars(
-                    select(CollectionItem.collection_id)
-                    .join(Collection, Collection.id == CollectionItem.collection_id)
-                    .where(CollectionItem.record_id == r.id, readable_colls)
-                )
-            ]
-            item["dependencies"] = [
-                {"kind": kind, "id": format_id("d", obj)}
-                for obj, kind in s.execute(
-                    select(Dependency.object_id, Dependency.kind)
-                    .join(Record, Record.id == Dependency.object_id)
-                    .where(Dependency.subject_id == r.id, readable_recs)
-                )
-            ]
-            item["replicas"] = [
-                {
-                    "repository": name,
-                    "path": rep.path,
-                    "size": rep.size,
-                    "n_files": rep.n_files,
-                    "verified": rep.verified.isoformat(),
-                }
-                for rep, name in s.execute(
-                    select(Replica, Repository.name)
-                    .join(Repository, Repository.id == Replica.repository_id)
-                    .where(Replica.record_id == r.id)
-                )
-            ]
-    return out

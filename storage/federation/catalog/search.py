@@ -34,7 +34,7 @@ from storage.federation.catalog.lookup import (
     schema_by_name,
     user_by_name,
 )
-from storage.federation.catalog.records import record_dicts
+from storage.federation.catalog.record_json import record_dicts
 from storage.federation.database import FTS_TABLE
 from storage.federation.identifiers import MAX_ID
 from storage.federation.models import Collection, CollectionItem, Record, RecordTag

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from storage.federation.api_models import SearchIn
 from storage.federation.catalog.context import Ctx
-from storage.federation.catalog.records import record_dicts
+from storage.federation.catalog.record_json import record_dicts
 from storage.federation.identifiers import format_id
 from storage.federation.models import Record
 from storage.federation.similarity.index import VectorIndex

@@ -19,7 +19,7 @@ from storage.federation.access import Level
 from storage.federation.api_models import SearchIn
 from storage.federation.catalog.context import Ctx
 from storage.federation.catalog.lookup import resolve_record
-from storage.federation.catalog.records import record_dicts
+from storage.federation.catalog.record_json import record_dicts
 from storage.federation.catalog.search import conditions
 from storage.federation.identifiers import format_id
 from storage.federation.models import FrameEmbedding, Record

@@ -1,0 +1,109 @@
+"""What changed at a detection, by how much, in the units a microscopist uses.
+
+The image-formation features of the frames since the change are compared with those before
+it (or the reference's centre); a blur or contrast change is named a defocus when the probe's
+transfer (``spectrum.fit_defocus``) explains it beyond the depth of focus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from scopeflow.optics import wavelength
+
+from .calibration import Calibration
+from .spectrum import ImageStats, SpectrumReference, fit_defocus
+
+IMAGE_DETECTORS = ("dose", "blur", "contrast", "reflections")
+NETWORK_DETECTORS = ("embedding", "disagreement", "physics")
+DETECTORS = IMAGE_DETECTORS + NETWORK_DETECTORS
+
+
+def shape_of(s: ImageStats) -> tuple[int, int]:
+    """The (square) frame shape behind a spectrum summary, px."""
+    # Rings of one Fourier bin: the frame side is twice the Nyquist ring (square frames).
+    side = round(2 * 0.5 / s.pixel_size / s.ring_k[1])
+    return side, side
+
+
+def attribute(
+    spectrum: SpectrumReference,
+    cal: Calibration,
+    scores: Mapping[str, float],
+    images: Sequence[ImageStats],
+    before: np.ndarray | None = None,
+    *,
+    optics: Mapping[str, float] | None = None,
+    reference_defocus: float = 0.0,
+) -> tuple[tuple[str, ...], dict[str, float], str, float | None]:
+    """What changed on ``images`` against the frames ``before`` them (their mean features;
+    default the calibration's centre), by how much, and in words; and the |defocus| (Å) the
+    next reference is at when a defocus change was named (None otherwise).
+
+    ``scores`` are the detectors' scores in units of their thresholds (> 1: fired);
+    ``optics`` (``voltage_kv``, ``semiangle_mrad``, optional ``cs_mm``) lets a blur be named as
+    a defocus, measured from ``reference_defocus`` (Å).
+    """
+    defocus_next: float | None = None
+    feats = np.array([[spectrum.features(s)[n] for n in IMAGE_DETECTORS] for s in images])
+    med = np.nanmedian(feats, axis=0)
+    centre = dict(zip(DETECTORS, cal.centre if before is None else before, strict=True))
+    att: dict[str, float] = {
+        "dose_ratio": float(np.exp(med[0] - centre["dose"])),
+        "blur_A2": float(med[1] - centre["blur"]),
+        "contrast_ratio": float(np.exp(med[2] - centre["contrast"])),
+    }
+    att.update(spectrum.lattice_change(images))
+    fired = {n for n, v in scores.items() if np.isfinite(v) and v > 1.0}
+    changed: list[str] = []
+    words: list[str] = []
+    if "reflections" in fired:
+        changed.append("lattice")
+        words.append(
+            f"lattice: spacing {100 * att['spacing']:+.0f} %, rotation {att['rotation_deg']:+.1f}°, "
+            f"new reflections {100 * att['new_reflections']:.0f} %"
+        )
+    if "dose" in fired:
+        changed.append("dose")
+        words.append(f"dose ×{att['dose_ratio']:.2g}")
+    if fired & {"blur", "contrast"}:
+        if optics is not None:
+            shape = shape_of(images[0])
+            df, err = fit_defocus(
+                spectrum,
+                images,
+                shape,
+                voltage_kv=float(optics["voltage_kv"]),
+                semiangle_mrad=float(optics["semiangle_mrad"]),
+                cs_mm=float(optics.get("cs_mm", 0.0)),
+                reference_defocus=reference_defocus,
+            )
+            att["defocus_A"], att["defocus_err_A"] = df, err
+            att["defocus_change_A"] = df - reference_defocus
+        change = att.get("defocus_change_A", float("nan"))
+        # A defocus change is named when it is outside twice its error and beyond Rayleigh's
+        # quarter-wave depth of focus λ/(4α²) (~20 Å at 60 kV, 25 mrad): a smaller one
+        # leaves the probe as it was (and a dose drop's noise can fake that much).
+        depth = 0.0
+        if optics is not None:
+            alpha = float(optics["semiangle_mrad"]) * 1e-3
+            depth = wavelength(float(optics["voltage_kv"])) / (4 * alpha**2)
+        if np.isfinite(change) and abs(change) > max(2 * att["defocus_err_A"], depth):
+            changed.append("defocus")
+            defocus_next = att["defocus_A"]
+            words.append(
+                f"|defocus| {reference_defocus:.0f} → {att['defocus_A']:.0f} Å (±{att['defocus_err_A']:.0f})"
+            )
+        elif "blur" in fired:
+            changed.append("blur")
+            words.append(f"blur σ² {att['blur_A2']:+.2f} Å²")
+        else:
+            changed.append("contrast")
+            words.append(f"contrast ×{att['contrast_ratio']:.2g}")
+    network = sorted(fired & set(NETWORK_DETECTORS))
+    if network:
+        changed.append("network")
+        words.append("the network's view changed too (" + ", ".join(network) + ")")
+    return tuple(changed), att, "; ".join(words), defocus_next
