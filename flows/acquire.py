@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
+from scopeflow.settings import DEFAULTS
 from tasks.acquisition import make_instrument
 from tasks.acquisition.loop import BatchResult, acquire_batch, acquire_run
 
@@ -27,7 +28,7 @@ def acquire_flow(
     drift: str | None = None,
     watch: str | None = None,
     pixel_size: float | None = None,
-    batch_size: int = 16,
+    batch_size: int = DEFAULTS.batch_size,
     timeout: float = 60.0,
 ) -> dict:
     """Acquire up to ``frames`` frames into ``dataset`` (resuming), with progress and a summary;

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from scopeflow.errors import InputError
 from scopeflow.frame import Frame
+from scopeflow.settings import DEFAULTS
 from storage.datasets import DatasetWriter
 from tasks.embedding.ingest import embed_appended
 
@@ -66,7 +67,7 @@ def acquire_run(
     instrument: Instrument,
     dataset: str,
     n_frames: int,
-    batch_size: int = 16,
+    batch_size: int = DEFAULTS.batch_size,
     on_batch: Callable[[BatchResult], None] | None = None,
     run_batch: Callable[[Instrument, DatasetWriter, int, int], BatchResult] = acquire_batch,
 ) -> int:

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 
 import scopeflow
 from scopeflow.errors import InputError
 from scopeflow.frame import Frame
+from scopeflow.settings import limit_threads
 from storage.datasets import DatasetWriter
 from tasks.acquisition.instrument import Instrument, Spectrometer
 
@@ -325,7 +325,7 @@ def run_campaign(
     ``values``) and the ``survey`` image. ``on_step(state)`` hears about every batch measured
     (progress, the map, the hypotheses' weights).
     """
-    torch.set_num_threads(config.threads)
+    limit_threads(config.threads)
     run = _Run(dataset, config, sources, scalarizer, nominal)
     while run.wants_more():
         proposal = run.propose()

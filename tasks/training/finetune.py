@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from scopeflow.atoms import Atoms
+from scopeflow.settings import DEFAULTS
 from tasks.inference.ensemble import Ensemble
 from tasks.inference.resample import scaling_for, to_model_scale
 
@@ -104,7 +105,7 @@ def fine_tune(
     *,
     twin_samples: int = 160,
     replay_samples: int = 80,
-    steps: int = 120,
+    steps: int = DEFAULTS.retrain_steps,
     lr: float = 5e-4,
     patch: int = 64,
     seed: int = 0,

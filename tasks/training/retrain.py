@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from scopeflow.atoms import Atoms
+from scopeflow.settings import DEFAULTS
 from storage.datasets import open_dataset
 from storage.models import ModelRegistry
 from tasks.drift.physics import Proxies, columns_proxies, frame_proxies, proxy_score
@@ -50,7 +51,7 @@ def retrain(
     registry: ModelRegistry | None = None,
     members: Sequence[int] | None = None,
     reference: dict[str, Any] | None = None,
-    steps: int = 120,
+    steps: int = DEFAULTS.retrain_steps,
     validation_frames: int = 6,
     seed: int = 0,
     log: Log = print,
