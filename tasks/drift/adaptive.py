@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scopeflow.atoms import Atoms
-from tasks.inference.ensemble import Ensemble
+from tasks.inference.ensemble import Ensemble, Outputs
 
 from .monitor import Decision, DriftMonitor
 from .physics import frame_proxies
@@ -89,24 +89,29 @@ class AdaptiveEnsemble:
         # Choose on the frames from the first alarm on: the batch may begin under the old conditions.
         since = decision.first_alarm - start if decision.first_alarm is not None else 0
         recent = slice(since if 0 <= since < len(frames) else 0, None)
-        selection = self._select(frames[recent], pixel_sizes[recent], atoms[recent])
+        # One pass of every member over these frames serves both the choice and its check.
+        outputs = self.ensemble.outputs(frames[recent], pixel_sizes[recent])
+        selection = self._select(frames[recent], pixel_sizes[recent], atoms[recent], outputs)
         self.members = selection.members
         self.active = self.ensemble.select(list(self.members))
-        restored = self._restored(frames[recent], pixel_sizes[recent])
+        restored = self._restored(frames[recent], pixel_sizes[recent], outputs)
         self.monitor.rereference()
         action = "select" if restored else "retrain"
         return BatchOutcome(start, atoms, decision, action, self.members, version, selection)
 
     def _select(
-        self, frames: list[np.ndarray], pixel_sizes: Sequence[float], consensus: list[Atoms]
+        self,
+        frames: list[np.ndarray],
+        pixel_sizes: Sequence[float],
+        consensus: list[Atoms],
+        outputs: Outputs,
     ) -> Selection:
         p = float(np.median(pixel_sizes))
         by_regime = self._select_regime(frames, p, consensus)
         if by_regime is not None:
             return by_regime
         per_member = [
-            [a.rowcol for a in self.ensemble.member(k).locate(frames, list(pixel_sizes))]
-            for k in range(self.ensemble.members)
+            [a.rowcol for a in self.ensemble.atoms_of(outputs, [k])] for k in range(self.ensemble.members)
         ]
         reference = self.monitor.reference_proxies
         return select_members(
@@ -133,9 +138,9 @@ class AdaptiveEnsemble:
         standard = [name for name, r in known.items() if r.standard]
         return select_regime(regimes, vote, standard)
 
-    def _restored(self, frames: list[np.ndarray], pixel_sizes: Sequence[float]) -> bool:
+    def _restored(self, frames: list[np.ndarray], pixel_sizes: Sequence[float], outputs: Outputs) -> bool:
         """Whether the selected members' columns look like the reference lattice again."""
-        atoms = self.active.locate(frames, list(pixel_sizes))
+        atoms = self.ensemble.atoms_of(outputs, self.members)
         proxies = [
             frame_proxies(a.rowcol, f.shape, p) for a, f, p in zip(atoms, frames, pixel_sizes, strict=True)
         ]

@@ -101,6 +101,26 @@ class Maps:
         return self.heat.var(dim=1, unbiased=False)
 
 
+@dataclass(frozen=True)
+class _Pass:
+    """The network's outputs for one group of frames (one shape and pixel size): their
+    positions in the call, the frames, the logits (B, K, C + 2, h, w) and the features."""
+
+    index: list[int]
+    stack: np.ndarray
+    raw: torch.Tensor
+    scaling: Scaling
+    features: np.ndarray
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """One pass of the network over ``n`` frames (``Ensemble.outputs``)."""
+
+    n: int
+    parts: list[_Pass]
+
+
 def _check_frame(img: np.ndarray, i: int) -> None:
     if img.ndim != 2:
         raise InputError(f"frame {i}: expected a 2-D image, got shape {img.shape}")
@@ -205,19 +225,45 @@ class Ensemble:
         n = 1 if isinstance(frames, np.ndarray) and frames.ndim == 2 else len(frames)
         out: list[Atoms] = [Atoms.empty()] * n
         features = np.zeros((n, self.members * self.config.widths[2]), np.float32)
+        for part in self._passes(frames, pixel_size):
+            self._atoms_into(out, part, None)
+            features[part.index] = part.features
+        return out, features
+
+    @torch.inference_mode()
+    def outputs(
+        self, frames: np.ndarray | Sequence[np.ndarray], pixel_size: float | Sequence[float]
+    ) -> Outputs:
+        """One pass of the network over ``frames``, kept so that several subsets of members
+        can be decoded from it (``atoms_of``) without running the network again."""
+        n = 1 if isinstance(frames, np.ndarray) and frames.ndim == 2 else len(frames)
+        return Outputs(n, list(self._passes(frames, pixel_size)))
+
+    def atoms_of(self, outputs: Outputs, members: Sequence[int] | None = None) -> list[Atoms]:
+        """Atoms of each frame as the ``members`` (all: None) alone find them: the columns
+        ``select(members).locate`` finds (to the network's float tolerance), decoded from ``outputs``."""
+        if members is not None and (not members or any(not 0 <= k < self.members for k in members)):
+            raise InputError(f"atoms_of needs member indices in 0..{self.members - 1}, got {list(members)}")
+        out: list[Atoms] = [Atoms.empty()] * outputs.n
+        for part in outputs.parts:
+            self._atoms_into(out, part, members)
+        return out
+
+    def _passes(self, frames: np.ndarray | Sequence[np.ndarray], pixel_size: float | Sequence[float]):
         for idx, stack, p in self._batches(frames, pixel_size):
             x, scaling = self._prepare(stack, p)
             h, w = scaling.model_shape
             raw, feats = self.runner(x)
-            n_cls = self.net.n_classes
-            # Logits, not probabilities: _decode applies the sigmoid only where it must.
             crop = (..., slice(BORDER, BORDER + h), slice(BORDER, BORDER + w))
-            raw = raw[crop]
-            decoded = self._decode(raw[:, :, :n_cls], raw[:, :, n_cls:], scaling, logits=True)
-            for j, (i, atoms) in enumerate(zip(idx, decoded, strict=True)):
-                out[i] = verify(stack[j], atoms) if self.check else atoms
-            features[idx] = feats.float().cpu().numpy()
-        return out, features
+            yield _Pass(idx, stack, raw[crop], scaling, feats.float().cpu().numpy())
+
+    def _atoms_into(self, out: list[Atoms], part: _Pass, members: Sequence[int] | None) -> None:
+        raw = part.raw if members is None else part.raw[:, list(members)]
+        n_cls = self.net.n_classes
+        # Logits, not probabilities: _decode applies the sigmoid only where it must.
+        decoded = self._decode(raw[:, :, :n_cls], raw[:, :, n_cls:], part.scaling, logits=True)
+        for j, (i, atoms) in enumerate(zip(part.index, decoded, strict=True)):
+            out[i] = verify(part.stack[j], atoms) if self.check else atoms
 
     def decode(self, maps: Maps, threshold: float | None = None) -> list[Atoms]:
         """Atoms from network outputs (at ``threshold``, default the config's), in input px.
@@ -249,7 +295,7 @@ class Ensemble:
         b, r, c = idx[:, 0], idx[:, 1], idx[:, 2]
         shifts = offsets[b, :, :, r, c].float().clamp(-MAX_OFFSET, MAX_OFFSET)  # (n, K, 2)
         rowcol = idx[:, 1:].to(shifts.dtype) + shifts.mean(dim=1)
-        if self.members > 1 and len(b):
+        if probs.shape[1] > 1 and len(b):
             # Each member votes for the column if its own heatmap passes the threshold within
             # one pixel of it; the votes' standard deviation is the column's uncertainty. (The
             # spread of the members' peak heights is no guide: it is as large on familiar frames.)

@@ -60,3 +60,22 @@ def test_locate_and_embed_handle_any_shape_and_pixel_size(tiny: Ensemble) -> Non
 def test_bad_frames_are_refused(tiny: Ensemble, frame: np.ndarray, pixel_size: float, message: str) -> None:
     with pytest.raises(InputError, match=message):
         tiny.locate([frame], pixel_size)
+
+
+def test_subsets_of_members_decode_from_one_pass(ensemble: Ensemble) -> None:
+    from tasks.acquisition.twin import DigitalTwin, DriftSchedule
+
+    twin = DigitalTwin(4, DriftSchedule.parse("defocus=60@0"), (128, 128))
+    frames = [twin.acquire(i) for i in range(3)]
+    images, sizes = [f.image for f in frames], [f.pixel_size for f in frames]
+    outputs = ensemble.outputs(images, sizes)
+    everyone = ensemble.atoms_of(outputs)
+    for got, want in zip(everyone, ensemble.locate(images, sizes), strict=True):
+        assert np.allclose(got.rowcol, want.rowcol, atol=1e-4)
+    for members in ([1], [0, 3]):
+        alone = ensemble.select(members).locate(images, sizes)
+        for got, want in zip(ensemble.atoms_of(outputs, members), alone, strict=True):
+            assert len(got) == len(want)
+            assert np.allclose(got.rowcol, want.rowcol, atol=1e-3)
+    with pytest.raises(InputError):
+        ensemble.atoms_of(outputs, [ensemble.members])
