@@ -14,7 +14,13 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from scopeflow.errors import NotFoundError
+
 console = Console(stderr=True, soft_wrap=True)
+
+
+#: What --spec means when not given (relative: here, else the repository's own).
+SPEC_OPTION_DEFAULT = Path("deployments/prefect.yaml")
 
 
 def up(
@@ -24,7 +30,7 @@ def up(
     prefect_port: Annotated[int, typer.Option(help="Prefect server (UI and API) port.")] = 4200,
     store_port: Annotated[int, typer.Option(help="Store server port.")] = 8765,
     media_port: Annotated[int, typer.Option(help="Media server (image artifacts) port.")] = 8766,
-    spec: Annotated[Path, typer.Option(help="Deployments file to apply.")] = Path("deployments/prefect.yaml"),
+    spec: Annotated[Path, typer.Option(help="Deployments file to apply.")] = SPEC_OPTION_DEFAULT,
     workers: Annotated[bool, typer.Option(help="Start one process worker per work pool.")] = True,
     database_url: Annotated[
         str | None,
@@ -41,12 +47,17 @@ def up(
     from .ops import up as start
 
     spec_path = _spec_path(spec)
+    if not spec_path.exists():
+        if spec != SPEC_OPTION_DEFAULT:
+            # A file the user named and that is not there: say so before any server starts.
+            raise NotFoundError(f"no deployments file at {spec}")
+        spec_path = DEFAULT_SPEC
     settings = OpsSettings(
         host=host,
         prefect_port=prefect_port,
         store_port=store_port,
         media_port=media_port,
-        spec=spec_path if spec_path.exists() else DEFAULT_SPEC,
+        spec=spec_path,
         database_url=database_url,
         workers=workers,
         timeout_s=timeout,
@@ -84,7 +95,7 @@ def status() -> None:
 
 
 def deploy(
-    spec: Annotated[Path, typer.Option(help="Deployments file to apply.")] = Path("deployments/prefect.yaml"),
+    spec: Annotated[Path, typer.Option(help="Deployments file to apply.")] = SPEC_OPTION_DEFAULT,
 ) -> None:
     """Apply the deployments (pools, schedules, triggers) to the Prefect API in PREFECT_API_URL."""
     from .deploy import apply_deployments

@@ -79,3 +79,20 @@ def test_a_missing_deployments_file_is_named(tmp_path: Path) -> None:
     out = CliRunner().invoke(app, ["deploy", "--spec", str(tmp_path / "nope.yaml")])
     assert isinstance(out.exception, NotFoundError)
     assert "nope.yaml" in str(out.exception)
+
+
+def test_up_with_a_missing_deployments_file_stops_before_any_server(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {**__import__("os").environ, "SCOPEFLOW_HOME": str(tmp_path / "home")}
+    out = subprocess.run(
+        [sys.executable, "-m", "flows", "up", "--spec", str(tmp_path / "nope.yaml")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 2
+    assert "nope.yaml" in out.stderr + out.stdout
+    assert not (tmp_path / "home" / "ops" / "state.json").exists()  # nothing was started
