@@ -346,3 +346,27 @@ def test_a_large_map_places_the_unfitted_frames_beside_their_own_kind(
     assert xy.shape == (900, 2) and np.isfinite(xy).all() and xy.min() >= 0 and xy.max() <= 1
     _, near = cKDTree(xy).query(xy, k=6)
     assert (label[near[:, 1:]] == label[:, None]).mean() >= 0.95
+
+
+def test_the_graph_walk_widens_its_beam_until_the_promised_recall(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from storage.federation.similarity import index as index_module
+
+    monkeypatch.setattr(index_module, "EXACT_BELOW", 1000)
+    rng = np.random.default_rng(2)
+    base = rng.normal(size=(100, 32))
+    # 50 near-copies of each of 100 frames: the ten nearest of a query are close ties.
+    vectors = (np.repeat(base, 50, axis=0) + 0.05 * rng.normal(size=(5000, 32))).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ix = index_module.VectorIndex("dups", tmp_path)
+    ix.add(np.arange(5000) + 1, np.arange(5000) + 1, np.zeros(5000, np.int32), vectors)
+    assert ix.ef_search == index_module.EF_SEARCH  # this small graph reaches 0.95 at once
+    # A recall the walk cannot promise: the beam widens to its cap, and the index says so.
+    monkeypatch.setattr(index_module, "TARGET_RECALL", 1.01)
+    ix.add(np.arange(5000, 10000) + 1, np.arange(5000, 10000) + 1, np.zeros(5000, np.int32), vectors)
+    assert ix.ef_search == index_module.MAX_CANDIDATES
+    ix.save()
+    again = index_module.VectorIndex("dups", tmp_path)
+    again._load()
+    assert again.ef_search == index_module.MAX_CANDIDATES and len(again) == 10000
