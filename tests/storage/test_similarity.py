@@ -353,20 +353,38 @@ def test_the_graph_walk_widens_its_beam_until_the_promised_recall(
 ) -> None:
     from storage.federation.similarity import index as index_module
 
-    monkeypatch.setattr(index_module, "EXACT_BELOW", 1000)
     rng = np.random.default_rng(2)
     base = rng.normal(size=(100, 32))
     # 50 near-copies of each of 100 frames: the ten nearest of a query are close ties.
     vectors = (np.repeat(base, 50, axis=0) + 0.05 * rng.normal(size=(5000, 32))).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    ix = index_module.VectorIndex("dups", tmp_path)
-    ix.add(np.arange(5000) + 1, np.arange(5000) + 1, np.zeros(5000, np.int32), vectors)
-    assert ix.ef_search == index_module.EF_SEARCH  # this small graph reaches 0.95 at once
-    # A recall the walk cannot promise: the beam widens to its cap, and the index says so.
-    monkeypatch.setattr(index_module, "TARGET_RECALL", 1.01)
-    ix.add(np.arange(5000, 10000) + 1, np.arange(5000, 10000) + 1, np.zeros(5000, np.int32), vectors)
-    assert ix.ef_search == index_module.MAX_CANDIDATES
-    ix.save()
-    again = index_module.VectorIndex("dups", tmp_path)
+    monkeypatch.setattr(index_module, "EXACT_BELOW", 1000)
+    good = index_module.VectorIndex("good")
+    good.add(np.arange(5000) + 1, np.arange(5000) + 1, np.zeros(5000, np.int32), vectors)
+    assert good.ef_search == index_module.EF_SEARCH  # this graph reaches 0.95 at once
+    # A sparsely linked graph (few links, shallow construction) cannot: its beam widens.
+    monkeypatch.setattr(index_module, "HNSW_M", 4)
+    monkeypatch.setattr(index_module, "EF_CONSTRUCTION", 8)
+    monkeypatch.setattr(index_module, "EF_SEARCH", 8)
+    sparse = index_module.VectorIndex("sparse", tmp_path)
+    sparse.add(np.arange(5000) + 1, np.arange(5000) + 1, np.zeros(5000, np.int32), vectors)
+    assert sparse.ef_search > 8
+    queries = (base[:40].repeat(2, axis=0) + 0.05 * rng.normal(size=(80, 32))).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+
+    def recall(ix: index_module.VectorIndex) -> float:
+        found = []
+        for q in queries:
+            exact = set((np.argsort(-(vectors @ q))[:10] + 1).tolist())
+            found.append(len(exact & {h[0] for h in ix.search(q, 10, None)}) / 10)
+        return float(np.mean(found))
+
+    measured = recall(sparse)
+    beam = sparse.ef_search
+    sparse.ef_search = 8
+    assert measured > recall(sparse)
+    sparse.ef_search = beam
+    sparse.save()
+    again = index_module.VectorIndex("sparse", tmp_path)
     again._load()
-    assert again.ef_search == index_module.MAX_CANDIDATES and len(again) == 10000
+    assert again.ef_search == beam and len(again) == 5000

@@ -156,8 +156,9 @@ class VectorIndex:
     def _calibrate_beam(self, k: int = 10) -> None:
         """The smallest beam width (a power of two from ``EF_SEARCH``) whose graph walk finds
         ``TARGET_RECALL`` of the exact ``k`` nearest on a sample of the index's own vectors
-        (each query's own row left out of both answers). How hard the walk is depends on the
-        data (near-duplicate frames of one region make close ties), so it is measured here."""
+        (each query's own row left out of both answers), or the width past which the walk
+        gains nothing more. How hard the walk is depends on the data (near-duplicate frames of
+        one region make close ties), so it is measured here."""
         import faiss
 
         n = len(self.rows)
@@ -166,15 +167,31 @@ class VectorIndex:
         storage = faiss.downcast_index(self.graph.storage)
         _, exact = storage.search(queries, k + 1)
         truth = [[p for p in row if p != s][:k] for row, s in zip(exact, sample, strict=True)]
-        beam = EF_SEARCH
         params = faiss.SearchParametersHNSW()
-        while True:
+
+        def recall_at(beam: int) -> float:
             params.efSearch = beam
             _, found = self.graph.search(queries, k + 1, params=params)
-            recall = np.mean([len(set(t) & set(f.tolist())) / k for t, f in zip(truth, found, strict=True)])
-            if recall >= TARGET_RECALL or beam >= MAX_CANDIDATES:
+            return float(
+                np.mean([len(set(t) & set(f.tolist())) / k for t, f in zip(truth, found, strict=True)])
+            )
+
+        beam, recall = EF_SEARCH, recall_at(EF_SEARCH)
+        while recall < TARGET_RECALL and beam < MAX_CANDIDATES:
+            wider = recall_at(2 * beam)
+            # A walk that no longer gains (by more than two standard errors of the measured
+            # recall) has reached what the graph's links allow: a wider beam only costs time.
+            if wider - recall <= 2 * np.sqrt(max(recall * (1 - recall), 1e-6) / (len(queries) * k)):
+                log.warning(
+                    "similarity index %s: recall@%d %.3f at beam %d, short of %.2f (the graph's limit)",
+                    self.embedder,
+                    k,
+                    recall,
+                    beam,
+                    TARGET_RECALL,
+                )
                 break
-            beam *= 2
+            beam, recall = 2 * beam, wider
         log.info(
             "similarity index %s: beam %d reaches recall@%d %.3f at %d vectors",
             self.embedder,
