@@ -130,6 +130,24 @@ class Calibration:
         }
 
 
+def sorted_quantile(columns: np.ndarray, q: float) -> np.ndarray:
+    """``np.quantile(x, q, axis=0)`` (its default, linear method) of columns already sorted along
+    axis 0: the same numbers by numpy's own formula, without the partition of the whole column
+    that each call of ``np.quantile`` costs (the calibration asks for ~40 quantiles of ~200 000
+    simulated statistics per detector). Columns must be free of NaN."""
+    n = columns.shape[0]
+    virtual = (n - 1) * q
+    if virtual >= n - 1:
+        return columns[-1].copy()
+    if virtual < 0:
+        return columns[0].copy()
+    prev = int(np.floor(virtual))
+    gamma = virtual - prev
+    a, b = columns[prev], columns[prev + 1]
+    diff = b - a
+    return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
+
+
 def _run_lengths(exceed: np.ndarray) -> np.ndarray:
     """Frames to the first True per stream (censored at the stream length)."""
     return np.where(exceed.any(axis=1), exceed.argmax(axis=1) + 1, exceed.shape[1])
@@ -179,10 +197,12 @@ def calibrate(
     own_scale = np.where(own_mad > 0, own_mad, np.maximum(own.std(axis=1), 1.0))
     stats = np.abs(now - before) / own_scale[:, None, :]  # (streams, length, d)
     flat = stats.reshape(-1, d)
+    ordered = np.sort(flat, axis=0)  # once: every threshold below is two order statistics
+    never_moved = np.where(ordered[-1] > 0, 0.0, 1.0)
 
     def thresholds(p: float) -> np.ndarray:
         # A feature the reference never moved alarms at one resolution step.
-        return np.maximum(np.quantile(flat, 1.0 - p, axis=0), np.where(flat.max(axis=0) > 0, 0.0, 1.0))
+        return np.maximum(sorted_quantile(ordered, 1.0 - p), never_moved)
 
     def run_length(p: float) -> float:
         return float(_run_lengths((stats > thresholds(p)[None, None, :]).any(axis=2)).mean())
