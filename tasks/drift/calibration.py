@@ -211,7 +211,7 @@ def calibrate(
     if run_length(lo) < ert:
         # Streams too short to see so rare an alarm: the largest simulated statistics, which
         # no simulated stream exceeded.
-        th = np.maximum(flat.max(axis=0) * (1.0 + 1.0 / np.sqrt(len(flat))), thresholds(0.0))
+        th = np.maximum(ordered[-1] * (1.0 + 1.0 / np.sqrt(len(flat))), thresholds(0.0))
         return Calibration(names, centre, scale, th, block, window, lookback, float(length))
     for _ in range(40):
         mid = np.sqrt(lo * hi)

@@ -89,3 +89,14 @@ def bob(store: RunningStore, admin: StoreClient) -> Iterator[StoreClient]:
 def tag() -> str:
     """A tag no other test uses, to scope searches to one test's records."""
     return "t" + uuid.uuid4().hex[:12]
+
+
+@pytest.fixture(scope="session")
+def compiled_map() -> None:
+    """The stores run in the tests' process: compile UMAP's numba code (seconds, once per
+    process) here, so that no map query races an HTTP timeout while it compiles."""
+    import numpy as np
+
+    from storage.federation.similarity.map_view import layout
+
+    layout(np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32))

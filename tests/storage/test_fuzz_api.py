@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -67,7 +66,7 @@ def _database(request: pytest.FixtureRequest, name: str) -> str | None:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def fuzzed_store(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, compiled_map: None
 ) -> Iterator[RunningStore]:
     """A store of its own (fuzzing deletes and grants at random), with a record to aim at."""
     running = serve_in_thread(
@@ -80,11 +79,6 @@ def fuzzed_store(
         admin.set_allocation("local", user="mallory", max_bytes=10**8, max_records=10**4)
         admin.create_record("target", alias="target", tags=["fuzz"])
     running.mallory = token  # type: ignore[attr-defined]
-    # The store runs in this process: compile UMAP's numba code (seconds, once per process) here,
-    # so that the first fuzzed map query is not a race against the HTTP timeout.
-    from storage.federation.similarity.map_view import layout
-
-    layout(np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32))
     yield running
     running.stop()
 

@@ -35,7 +35,9 @@ def _dataset(root: Path, lattice: str, seed: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory: pytest.TempPathFactory, alice: StoreClient, bob: StoreClient) -> dict[str, str]:
+def archive(
+    tmp_path_factory: pytest.TempPathFactory, alice: StoreClient, bob: StoreClient, compiled_map: None
+) -> dict[str, str]:
     root = tmp_path_factory.mktemp("sim")
     out = {}
     for who, client, lattice, seed in (
@@ -48,11 +50,6 @@ def archive(tmp_path_factory: pytest.TempPathFactory, alice: StoreClient, bob: S
         put_embeddings(client, rec["id"], upload_payload(path))
         out[who] = rec["id"]
         out[who + "_path"] = str(path)
-    # The store runs in this process: compile UMAP's numba code (~30 s, once per process)
-    # here, where no HTTP timeout is waiting on it.
-    from storage.federation.similarity.map_view import layout
-
-    layout(np.random.default_rng(0).normal(size=(20, 8)).astype(np.float32))
     return out
 
 
