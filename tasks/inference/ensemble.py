@@ -25,7 +25,7 @@ from .execution import Execution
 from .network import DEFAULT_WIDTHS, FusedUNet
 from .peaks import local_maxima
 from .resample import Scaling, check_pixel_size, scaling_for, to_model_scale
-from .verify import verify
+from .verify import verify_many
 
 BORDER = 4  # model px mirrored around each frame: columns on the edge are found whole
 MAX_OFFSET = 1.5  # model px: an offset beyond this belongs to another pixel's column
@@ -262,8 +262,12 @@ class Ensemble:
         n_cls = self.net.n_classes
         # Logits, not probabilities: _decode applies the sigmoid only where it must.
         decoded = self._decode(raw[:, :, :n_cls], raw[:, :, n_cls:], part.scaling, logits=True)
-        for j, (i, atoms) in enumerate(zip(part.index, decoded, strict=True)):
-            out[i] = verify(part.stack[j], atoms) if self.check else atoms
+        if self.check:
+            # As many frames checked at once as torch may use threads (the user's thread cap):
+            # the network has finished with the cores by now.
+            decoded = verify_many(part.stack, decoded, workers=torch.get_num_threads())
+        for i, atoms in zip(part.index, decoded, strict=True):
+            out[i] = atoms
 
     def decode(self, maps: Maps, threshold: float | None = None) -> list[Atoms]:
         """Atoms from network outputs (at ``threshold``, default the config's), in input px.

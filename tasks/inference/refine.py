@@ -168,7 +168,7 @@ def joint_heights(
     # One BLAS thread: products and a solve of a few hundred unknowns gain little from more,
     # and where the inference's threads hold the other cores a second BLAS thread waits on
     # them (a 600-unknown Cholesky took 50 ms with two, 5.5 ms with one, machine loaded).
-    with _blas().limit(limits=1, user_api="blas"):
+    with one_blas_thread():
         columns = sparse.csr_matrix(
             (g[inside], (np.repeat(np.arange(n), inside.sum(1)), pix[inside])), shape=(n, h * w)
         )
@@ -210,6 +210,13 @@ def _blas():  # type: ignore[no-untyped-def]
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
+
+
+def one_blas_thread():  # type: ignore[no-untyped-def]
+    """A context in which BLAS runs on one thread. The limit is process-wide: callers that
+    fit from several threads at once enter it once around them all, not once per thread (a
+    thread leaving its own context would restore the limit under another's feet)."""
+    return _blas().limit(limits=1, user_api="blas")
 
 
 def _tents(length: int, knot: float):  # type: ignore[no-untyped-def]

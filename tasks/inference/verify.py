@@ -30,6 +30,9 @@ The significance level is ``alpha``, the expected number of false calls per fram
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from scipy.spatial import cKDTree
 from scipy.special import expit
@@ -48,7 +51,7 @@ from .lattice import (
     predicted_by,
     site_lattice,
 )
-from .refine import fit_columns
+from .refine import fit_columns, one_blas_thread
 
 ALPHA = 0.01  # expected false calls (columns off the lattice, substitutions) per frame
 TRUST_FALSE_FRACTION = 0.01  # a frame is trusted when its expected false columns are under 1 %
@@ -177,6 +180,25 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
         crystal=True,
         trusted=trusted,
     )
+
+
+def verify_many(
+    images: Sequence[np.ndarray], proposals: Sequence[Atoms], workers: int = 1, alpha: float = ALPHA
+) -> list[Atoms]:
+    """``verify`` of each frame of ``images`` with its ``proposals``, ``workers`` frames at a time.
+
+    Frames are checked in threads: the check spends most of its time in numpy, scipy and
+    BLAS calls that release the GIL. BLAS runs on one thread throughout (``joint_heights``
+    solves a few hundred unknowns, too small to split), so ``workers`` threads use
+    ``workers`` cores. The results are those of ``verify`` frame by frame, exactly.
+    """
+    if len(images) != len(proposals):
+        raise ValueError(f"verify_many got {len(images)} frames and {len(proposals)} proposals")
+    with one_blas_thread():
+        if workers <= 1 or len(images) <= 1:
+            return [verify(img, atoms, alpha) for img, atoms in zip(images, proposals, strict=True)]
+        with ThreadPoolExecutor(min(workers, len(images)), thread_name_prefix="verify") as pool:
+            return list(pool.map(lambda pair: verify(*pair, alpha), zip(images, proposals, strict=True)))
 
 
 def _duplicates(rowcol: np.ndarray, q: np.ndarray, keep: np.ndarray, radius: float) -> np.ndarray:

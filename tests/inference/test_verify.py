@@ -91,6 +91,34 @@ def test_twin_vacancies_are_found_where_the_twin_made_them(ensemble) -> None:  #
     assert found / (found + false) >= 0.7
 
 
+def test_frames_checked_in_parallel_give_the_serial_answer(ensemble) -> None:  # type: ignore[no-untyped-def]
+    # The edge checks a batch's frames in threads; each answer must be the one-frame check's,
+    # bit for bit, and the process's BLAS thread limit must be what it was before.
+    from tasks.inference.refine import _blas
+    from tasks.inference.verify import verify, verify_many
+
+    twin = DigitalTwin(4, DriftSchedule(base={"vacancy_rate": 0.02}), (160, 160))
+    frames = [twin.acquire(i) for i in range(6)]
+    images = [f.image for f in frames]
+    ensemble.check = False
+    try:
+        raw = [ensemble.locate(f.image, f.pixel_size)[0] for f in frames]
+    finally:
+        ensemble.check = True
+    before = [p["num_threads"] for p in _blas().info() if p["user_api"] == "blas"]
+    serial = [verify(img, a) for img, a in zip(images, raw, strict=True)]
+    parallel = verify_many(images, raw, workers=3)
+    assert [p["num_threads"] for p in _blas().info() if p["user_api"] == "blas"] == before
+    assert sum(len(a) for a in serial) > 100
+    for one, other in zip(serial, parallel, strict=True):
+        for name in one.__dataclass_fields__:
+            assert np.array_equal(
+                np.asarray(getattr(one, name)), np.asarray(getattr(other, name)), equal_nan=True
+            )
+    with pytest.raises(ValueError, match="2 frames and 1 proposals"):
+        verify_many(images[:2], raw[:1])
+
+
 def test_a_column_lighter_than_its_site_is_a_column_not_a_vacancy(ensemble) -> None:  # type: ignore[no-untyped-def]
     # MoS2 with one S of many S2 pairs gone: half a column, between "an S2 column" and
     # "nothing". It is still a column; no site of these frames is empty.
