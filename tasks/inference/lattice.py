@@ -42,6 +42,8 @@ class SiteLattice:
     separation: float
     sublattice: np.ndarray
     expected_class: np.ndarray
+    # Per vector: whether it maps columns onto columns of their own class (None: unknown).
+    keeps_class: np.ndarray | None = None
 
     @property
     def found(self) -> bool:
@@ -230,7 +232,13 @@ def site_lattice(rowcol: np.ndarray, shape: tuple[int, int], cls: np.ndarray | N
     if len(joining) < 4:  # classes too noisy to name two crystal translations: sites alone
         joining = vectors_arr
     labels = _sublattices(rowcol, tree, joining, tol)
-    return SiteLattice(vectors_arr, sep, labels, _expected_class(rowcol, tree, joining, tol, labels, cls))
+    return SiteLattice(
+        vectors_arr,
+        sep,
+        labels,
+        _expected_class(rowcol, tree, joining, tol, labels, cls),
+        np.array(same_class, bool),
+    )
 
 
 def translation_fractions(
@@ -295,12 +303,12 @@ def _sublattices(rowcol: np.ndarray, tree: cKDTree, vectors: np.ndarray, tol: fl
 
 
 def empty_sites(
-    rowcol: np.ndarray, lattice: SiteLattice, shape: tuple[int, int]
+    rowcol: np.ndarray, lattice: SiteLattice, shape: tuple[int, int], margin: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sites ``x + t`` that no column occupies, with the number of columns that predict each.
 
-    Returns positions (m, 2) px (mean of the predictions) and support counts (m,). A site
-    at least one spacing inside the frame only: at the edge half its neighbours are missing.
+    Returns positions (m, 2) px (mean of the predictions) and support counts (m,), of sites
+    at least ``margin`` px inside the frame.
     """
     rowcol = np.asarray(rowcol, np.float64).reshape(-1, 2)
     if not lattice.found or len(rowcol) == 0:
@@ -308,7 +316,6 @@ def empty_sites(
     tol = TOLERANCE * lattice.separation
     tree = cKDTree(rowcol)
     predicted = (rowcol[:, None, :] + lattice.vectors[None]).reshape(-1, 2)
-    margin = lattice.separation
     inside = (
         (predicted >= margin).all(1)
         & (predicted[:, 0] < shape[0] - margin)
@@ -333,6 +340,54 @@ def empty_sites(
         sites.append(empty[members].mean(axis=0))
         support.append(len(members))
     return np.array(sites), np.array(support, np.int64)
+
+
+def beyond_edge(
+    rowcol: np.ndarray, lattice: SiteLattice, shape: tuple[int, int], reach: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sites of the lattice just outside the frame: within ``reach`` px of its edge, where
+    a column's tails still fall inside. Returns positions (m, 2) px and each site's species
+    (the class the lattice puts there, −1 unknown).
+
+    A site is ``x + t`` for a column ``x`` on a sublattice and a translation ``t`` that keeps
+    the class (so that the site's species is the column's); any translation when the classes
+    are too noisy to tell. Predictions of one site are merged.
+    """
+    rowcol = np.asarray(rowcol, np.float64).reshape(-1, 2)
+    none = np.zeros((0, 2)), np.zeros(0, np.int64)
+    if not lattice.found or len(rowcol) == 0:
+        return none
+    keeps = lattice.keeps_class
+    vectors = lattice.vectors if keeps is None or keeps.sum() < 4 else lattice.vectors[keeps]
+    on = lattice.sublattice >= 0
+    source = np.repeat(np.flatnonzero(on), len(vectors))
+    predicted = (rowcol[on][:, None, :] + vectors[None]).reshape(-1, 2)
+    limit = np.array(shape, np.float64) - 1
+    out = (predicted < 0).any(1) | (predicted > limit).any(1)
+    near = (predicted > -reach).all(1) & (predicted < limit + reach).all(1)
+    keep = out & near
+    predicted, source = predicted[keep], source[keep]
+    if len(predicted) == 0:
+        return none
+    # A column proposed just inside the edge is the site itself (as in ``empty_sites``).
+    taken = np.isfinite(cKDTree(rowcol).query(predicted, distance_upper_bound=0.5 * lattice.separation)[0])
+    predicted, source = predicted[~taken], source[~taken]
+    if len(predicted) == 0:
+        return none
+    tol = TOLERANCE * lattice.separation
+    # An outside site is predicted by each of its in-frame translation neighbours: merge them.
+    groups = cKDTree(predicted).query_ball_point(predicted, tol)
+    seen = np.zeros(len(predicted), bool)
+    sites, species = [], []
+    for i, g in enumerate(groups):
+        if seen[i]:
+            continue
+        members = [j for j in g if not seen[j]]
+        seen[members] = True
+        sites.append(predicted[members].mean(axis=0))
+        classes = lattice.expected_class[source[members]]
+        species.append(int(np.bincount(classes + 1).argmax()) - 1)
+    return np.array(sites), np.array(species, np.int64)
 
 
 def predicted_by(positions: np.ndarray, columns: np.ndarray, lattice: SiteLattice) -> np.ndarray:

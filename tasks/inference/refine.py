@@ -99,14 +99,25 @@ def noise_gain(image: np.ndarray) -> float:
 
 
 def fit_columns(
-    image: np.ndarray, rowcol: np.ndarray, separation: float | None = None, width: float | None = None
+    image: np.ndarray,
+    rowcol: np.ndarray,
+    separation: float | None = None,
+    width: float | None = None,
+    beyond: tuple[np.ndarray, np.ndarray] | None = None,
+    sure: float | None = None,
 ) -> ColumnFit:
     """Measure every column of ``image`` (H, W) near its starting position ``rowcol`` (n, 2) px.
 
     ``separation`` is the columns' typical nearest-neighbour distance in px (measured from
     the starting positions when not given); ``width`` their Gaussian standard deviation in px
     (measured on the frame when not given). A position moves at most a quarter of the
-    separation from its start.
+    separation from its start. ``beyond`` (centres (m, 2) px, species labels (m,)): columns
+    outside the frame whose tails reach into it, one shared height per species
+    (``joint_heights``). ``sure``: a height this many standard errors above nothing makes a
+    column certain; the heights are then solved again with the certain columns where the
+    fit puts them (a heavy column modelled 1.5 px off leaves a residual as large as a light
+    neighbour's whole height), the uncertain ones still at their starts (a vacant site must
+    not be moved onto its neighbours' tails).
     """
     img = np.asarray(image, np.float64)
     start = np.asarray(rowcol, np.float64).reshape(-1, 2)
@@ -120,7 +131,13 @@ def fit_columns(
     if width is None:
         width = common_width(img, start, int(np.clip(round(0.5 * separation), 2, 32)))
     refined = _matched_peaks(img, start, width, core, 0.25 * separation)
-    at_start = joint_heights(img, start, width, separation)
+    at_start = joint_heights(img, start, width, separation, beyond)
+    if sure is not None:
+        certain = at_start["height"] > sure * at_start["height_se"]
+        if certain.any():
+            at_start = joint_heights(
+                img, np.where(certain[:, None], refined, start), width, separation, beyond
+            )
     at_peak = _heights(img, refined, width, core)
     gain = noise_gain(img)
     return ColumnFit(
@@ -136,7 +153,11 @@ def fit_columns(
 
 
 def joint_heights(
-    image: np.ndarray, centres: np.ndarray, width: float, separation: float
+    image: np.ndarray,
+    centres: np.ndarray,
+    width: float,
+    separation: float,
+    beyond: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Heights of Gaussians of ``width`` px at fixed ``centres`` (n, 2), fitted jointly with a
     smooth background, by linear least squares over the whole frame.
@@ -146,14 +167,26 @@ def joint_heights(
     together. The background is bilinear between knots two column spacings apart: it follows
     contamination and thickness, and is four spacings wide where it peaks, far too broad to
     take up a column. Standard errors come from the residual variance near each column.
+
+    ``beyond`` (centres (m, 2) px outside the frame, labels (m,)): columns the frame cuts off,
+    whose tails still fall inside it. Left out, those tails raise the heights of the columns
+    and sites along the edge. Each one alone is seen too little to measure, so all columns of
+    one label (a species) share one height.
     """
     from scipy import sparse
     from scipy.linalg import LinAlgError, cho_factor, cho_solve
 
     h, w = image.shape
     n = len(centres)
+    unknown = np.arange(n)  # the height each Gaussian's square belongs to
+    if beyond is not None and len(beyond[0]):
+        _, label = np.unique(np.asarray(beyond[1]), return_inverse=True)
+        centres = np.concatenate([centres, np.asarray(beyond[0], np.float64).reshape(-1, 2)])
+        unknown = np.concatenate([unknown, n + label.ravel()])
+    heights = int(unknown.max(initial=-1)) + 1
     half = max(2, int(np.ceil(3.0 * width)))
     side = 2 * half + 1
+    m = len(centres)
     rows, cols, inside = _squares(image.shape, centres, half)
     g = np.exp(-((rows - centres[:, :1]) ** 2 + (cols - centres[:, 1:]) ** 2) / (2 * width * width)) * inside
     pix = rows * w + cols
@@ -170,23 +203,28 @@ def joint_heights(
     # them (a 600-unknown Cholesky took 50 ms with two, 5.5 ms with one, machine loaded).
     with one_blas_thread():
         columns = sparse.csr_matrix(
-            (g[inside], (np.repeat(np.arange(n), inside.sum(1)), pix[inside])), shape=(n, h * w)
+            (g[inside], (np.repeat(unknown, inside.sum(1)), pix[inside])), shape=(heights, h * w)
         )
-        square = g.reshape(n, side, side)
-        th_rows = th[rows.reshape(n, side, side)[:, :, 0]]  # (n, side, kh)
-        tw_cols = tw[cols.reshape(n, side, side)[:, 0, :]]  # (n, side, kw)
-        cross = np.matmul(np.matmul(th_rows.transpose(0, 2, 1), square), tw_cols).reshape(n, kh * kw)
+        square = g.reshape(m, side, side)
+        th_rows = th[rows.reshape(m, side, side)[:, :, 0]]  # (m, side, kh)
+        tw_cols = tw[cols.reshape(m, side, side)[:, 0, :]]  # (m, side, kw)
+        cross = np.matmul(np.matmul(th_rows.transpose(0, 2, 1), square), tw_cols).reshape(m, kh * kw)
+        own = (g * y.ravel()[pix]).sum(1)
+        if heights != m:  # squares sharing a height add up
+            cross = np.stack([np.bincount(unknown, weights=c, minlength=heights) for c in cross.T], 1)
+            own = np.bincount(unknown, weights=own, minlength=heights)
         gram = np.block([[(columns @ columns.T).toarray(), cross], [cross.T, np.kron(th.T @ th, tw.T @ tw)]])
-        rhs = np.concatenate([(g * y.ravel()[pix]).sum(1), (th.T @ y @ tw).ravel()])
+        rhs = np.concatenate([own, (th.T @ y @ tw).ravel()])
         # A tiny ridge keeps the system positive definite where a column sits on a knot's tent alone.
         gram[np.diag_indices_from(gram)] += 1e-9 * max(float(gram.diagonal().max()), 1e-30)
         try:
             coef = cho_solve(cho_factor(gram), rhs)
         except LinAlgError:  # not positive definite in floating point: least squares instead
             coef = np.linalg.lstsq(gram, rhs, rcond=None)[0]
-        model = np.bincount(pix[inside], weights=(g * coef[:n, None])[inside], minlength=h * w)
-        smooth = th @ coef[n:].reshape(kh, kw) @ tw.T
+        model = np.bincount(pix[inside], weights=(g * coef[unknown, None])[inside], minlength=h * w)
+        smooth = th @ coef[heights:].reshape(kh, kw) @ tw.T
         resid = y.ravel() - model - smooth.ravel()
+    g, pix, inside, centres = g[:n], pix[:n], inside[:n], centres[:n]
     local = np.where(inside, resid[pix] ** 2, 0.0).sum(1) / np.maximum(inside.sum(1) - 1, 1)
     # The height's variance from its own square (height and local level), as if its neighbours
     # were known: the full inverse costs ~100× the solve for little change where columns

@@ -19,8 +19,10 @@ proposal is measured on the frame itself (``refine.fit_columns``) and judged by 
    way: an empty site is a **vacancy**, a proposal found empty as well. A height that rejects
    "nothing here" at the frame-wide level is a column whatever the two-hypothesis test says (a
    column lighter than its site's species, e.g. one S of an S2 pair, lies between the two); a
-   vacancy must be predicted by at least two columns that are there, and none is called within
-   a spacing of the frame's edge, where the fit cannot judge a site.
+   vacancy must be predicted by at least two columns that are there. The lattice's columns
+   just beyond the frame's edge are fitted too (one shared height per species), so that
+   their tails are not taken for a column on an edge site; a site within one column width
+   of the edge shows too little of itself to judge, and is not called.
 3. **Does a column match its sublattice?** A height away from its sublattice's median by
    more than the frame-wide significance level allows is a **substitution**.
 
@@ -43,6 +45,7 @@ from scopeflow.atoms import Atoms
 from .lattice import (
     TOLERANCE,
     SiteLattice,
+    beyond_edge,
     bragg_reflections,
     carried_reflections,
     empty_sites,
@@ -81,8 +84,18 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
     # A site predicted by one column alone may be the edge of the crystal; two agree on a hole.
     sites = sites[support >= 2]
     n = len(atoms)
-    fit = fit_columns(image, np.concatenate([atoms.rowcol, sites]), separation=lattice.separation)
-    z_star = float(norm.isf(alpha / max(1, len(fit))))
+    # The columns just beyond the frame's edge are in the fit too (their tails fall inside it,
+    # and would be taken for a column on a vacant edge site). Out to 1.5 spacings: a resolved
+    # column's width is under half a spacing, and its tails end at 3 widths.
+    outside = beyond_edge(atoms.rowcol, lattice, shape, reach=1.5 * lattice.separation)
+    z_star = float(norm.isf(alpha / max(1, n + len(sites))))
+    fit = fit_columns(
+        image,
+        np.concatenate([atoms.rowcol, sites]),
+        separation=lattice.separation,
+        beyond=outside,
+        sure=z_star,
+    )
     height, se = fit.amplitude.astype(np.float64), fit.amplitude_se.astype(np.float64)
     cls = atoms.cls.astype(np.int64)
     sub = np.concatenate([lattice.sublattice, np.full(len(sites), -2)])
@@ -96,11 +109,15 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
     members = regular if regular.sum() >= 3 else (on if on.sum() >= 3 else np.ones(n, bool))
     levels, spreads = {}, {}
     for c in np.unique(cls[members]):
-        h = height[:n][members & (cls == c)]
-        if len(h) >= 3:
+        in_class = members & (cls == c)
+        h = height[:n][in_class]
+        # A class whose typical height is not clearly above nothing is no species: the network
+        # names the sites it fills (vacant S2 sites of MoS2, say) a class of their own. Its
+        # columns are weighed against the lightest species there is.
+        if len(h) >= 3 and np.median(h) > z_star * np.median(se[:n][in_class]):
             levels[int(c)] = float(np.median(h))
             spreads[int(c)] = _MAD * float(np.median(np.abs(h - levels[int(c)])))
-    if not levels or min(levels.values()) <= 0:
+    if not levels:
         # The frame shows a crystal but its columns cannot be measured one by one (too blurred
         # or too few counts): report the network's columns as they are, untrusted.
         return Atoms(**{**_fields(atoms), "crystal": True, "trusted": False})
@@ -118,10 +135,10 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
     # ``tau`` is in the spread so that a noise-free frame's misfit is not taken for a column.
     z_absent = height / np.sqrt(se**2 + tau**2 + 1e-30)
     p_present = np.maximum(p_present, 1.0 - np.minimum(1.0, norm.sf(z_absent) * len(fit)))
-    # Within a spacing of the frame's edge a column's neighbours beyond the edge are not in
-    # the fit, and their tails are: the fit cannot judge such a column; the members' vote stands.
+    # A column whose centre lies within one width of the frame's edge shows less than its
+    # core to the fit: the fit cannot judge it; the members' vote stands.
     positions = np.concatenate([atoms.rowcol, sites]).astype(np.float64)
-    margin = lattice.separation if np.isfinite(lattice.separation) else 0.0
+    margin = fit.width if np.isfinite(fit.width) else 0.0
     near_edge = ((positions < margin) | (positions > np.array(shape) - 1 - margin)).any(axis=1)
     p_present = np.where(near_edge, np.concatenate([atoms.votes, np.ones(len(sites))]), p_present)
     if lattice.found:
@@ -142,7 +159,7 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
     # by proposals found empty (a row of the network's false columns at the frame's edge
     # forms a "sublattice" of its own) is no site of this crystal. Two, as for empty sites.
     vacant[vacant] = predicted_by(positions[vacant], atoms.rowcol[keep], lattice) >= 2
-    # Within a spacing of the edge the fit cannot judge a site (above): a proposal the members
+    # Within a width of the edge the fit cannot judge a site (above): a proposal the members
     # voted down there is dropped, but it is no evidence of a vacancy either way.
     vacant &= ~near_edge
     vacancy_rc = np.concatenate([atoms.rowcol, sites])[vacant].astype(np.float32)

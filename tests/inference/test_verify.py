@@ -22,7 +22,7 @@ from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 from tasks.acquisition.twin.scene import VACANCY
 from tasks.inference.lattice import bragg_reflections, carried_reflections, independent, site_lattice
 from tasks.inference.metrics import evaluate, match
-from tasks.inference.refine import fit_columns
+from tasks.inference.refine import fit_columns, joint_heights
 
 ABTEM = Path(__file__).resolve().parents[3] / "shared" / "data" / "abtem-graphene"
 runner = CliRunner()
@@ -65,30 +65,64 @@ def test_abtem_vacancies_stay_empty_and_are_reported(ensemble, name: str) -> Non
     assert evaluate([inner(atoms.rowcol)], [inner(truth)], 0.1).f1 >= 0.99
 
 
-def test_twin_vacancies_are_found_where_the_twin_made_them(ensemble) -> None:  # type: ignore[no-untyped-def]
+def _twin_vacancies(ensemble, lattice: str, seeds: range) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
+    """Vacancies found, missed and falsely reported on twin frames, at least 1 Å inside."""
     found = missed = false = 0
-    for seed in range(3):
-        twin = DigitalTwin(
-            seed, DriftSchedule(base={"vacancy_rate": 0.03, "substitution_rate": 0.0}), (256, 256)
-        )
-        frame = twin.acquire(2)
+    for seed in seeds:
+        base = {"vacancy_rate": 0.03, "substitution_rate": 0.02, "lattice": lattice}
+        twin = DigitalTwin(100 + seed, DriftSchedule(base=base), (256, 256))
+        frame = twin.acquire(3)
         p = frame.pixel_size
-        scene = twin.scene(2)
-        origin, _ = twin.window(2)
+        scene = twin.scene(3)
+        origin, _ = twin.window(3)
         true = (scene.xy[scene.kind == VACANCY][:, ::-1] - np.array(origin[::-1])) / p
-        margin = 1.0 / p  # a spacing from the edge: the frame cuts the neighbourhood there
+        margin = 1.0 / p
 
         def inside(rc: np.ndarray, margin: float = margin) -> np.ndarray:
-            return rc[(rc.min(1) > margin) & (rc.max(1) < 256 - margin)]
+            return rc[(rc.min(1) > margin) & (rc.max(1) < 256 - margin)] if len(rc) else rc.reshape(0, 2)
 
         atoms = ensemble.locate(frame.image, p)[0]
         pairs, _ = match(inside(atoms.vacancies), inside(true), 0.5 / p)
         found += len(pairs)
         missed += len(inside(true)) - len(pairs)
         false += len(inside(atoms.vacancies)) - len(pairs)
-    assert found >= 10
-    assert found / (found + missed) >= 0.85
-    assert found / (found + false) >= 0.7
+    return found, missed, false
+
+
+def test_columns_beyond_the_edge_do_not_raise_the_edge_heights() -> None:
+    # A square lattice of equal Gaussians (height 100 on 5) that runs on past the frame.
+    # Left out, the outside columns' tails add a quarter to the edge columns' heights;
+    # fitted with one shared height, every column comes out within 1 %.
+    centres = np.stack(np.mgrid[-24:88:6.0, -24:88:6.0], -1).reshape(-1, 2) + np.array([0.3, 0.7])
+    r, c = np.mgrid[0:64, 0:64]
+    image = 5.0 + sum(100 * np.exp(-((r - a) ** 2 + (c - b) ** 2) / 8.0) for a, b in centres)
+    inside = ((centres >= 0) & (centres <= 63)).all(1)
+    outside = ~inside & ((centres > -9) & (centres < 72)).all(1)
+    edge = (centres[inside].min(1) < 6) | (centres[inside].max(1) > 57)
+    alone = joint_heights(image, centres[inside], 2.0, 6.0)["height"]
+    beyond = (centres[outside], np.zeros(outside.sum(), int))
+    joint = joint_heights(image, centres[inside], 2.0, 6.0, beyond)["height"]
+    assert np.abs(alone[edge] - 100).max() > 10
+    assert np.abs(joint - 100).max() < 1
+
+
+def test_twin_vacancies_are_found_up_to_the_frames_edge(ensemble) -> None:  # type: ignore[no-untyped-def]
+    # Ten graphene frames hold vacancies between 1 Å and a column spacing (1.42 Å) of the edge:
+    # the lattice's columns beyond the edge are fitted, so those sites are judged too.
+    found, missed, false = _twin_vacancies(ensemble, "graphene", range(10))
+    assert found + missed >= 60
+    assert found / (found + missed) >= 0.95
+    assert found / (found + false) >= 0.9
+
+
+def test_a_class_of_filled_sites_does_not_switch_the_check_off(ensemble) -> None:  # type: ignore[no-untyped-def]
+    # On this MoS2 frame the network names its columns on vacant S2 sites a class of their own
+    # ("light", heights ~0). That class is no species; the frame is still checked and its
+    # eight vacancies reported.
+    found, missed, false = _twin_vacancies(ensemble, "mos2", range(4, 5))
+    assert found + missed == 8
+    assert found >= 7
+    assert false <= 1
 
 
 def test_frames_checked_in_parallel_give_the_serial_answer(ensemble) -> None:  # type: ignore[no-untyped-def]
