@@ -111,10 +111,12 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
     for c in np.unique(cls[members]):
         in_class = members & (cls == c)
         h = height[:n][in_class]
-        # A class whose typical height is not clearly above nothing is no species: the network
-        # names the sites it fills (vacant S2 sites of MoS2, say) a class of their own. Its
-        # columns are weighed against the lightest species there is.
-        if len(h) >= 3 and np.median(h) > z_star * np.median(se[:n][in_class]):
+        # A class whose median height is not significantly above nothing is no species: the
+        # network names the sites it fills (vacant S2 sites of MoS2, say) a class of their own.
+        # Its columns are weighed against the lightest species there is. (The median of m
+        # heights has a standard error of ~1.25 se / √m.)
+        median_se = 1.2533 * np.median(se[:n][in_class]) / np.sqrt(max(len(h), 1))
+        if len(h) >= 3 and np.median(h) > z_star * median_se:
             levels[int(c)] = float(np.median(h))
             spreads[int(c)] = _MAD * float(np.median(np.abs(h - levels[int(c)])))
     if not levels:
