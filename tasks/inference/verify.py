@@ -76,8 +76,7 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
         if independent(reflections) and noise_limited(image):
             # A crystal the network's columns do not follow (strong defocus, a lattice it was
             # not trained for): nothing can confirm them; report them as unconfirmed.
-            doubt = np.maximum(atoms.uncertainty, 0.5).astype(np.float32)
-            return Atoms(**{**_fields(atoms), "uncertainty": doubt, "crystal": True, "trusted": False})
+            return _unconfirmed(atoms)
         return Atoms.empty(crystal=False)
     lattice = site_lattice(atoms.rowcol, shape, atoms.cls)
     sites, support = empty_sites(atoms.rowcol, lattice, shape)
@@ -121,8 +120,8 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
             spreads[int(c)] = _MAD * float(np.median(np.abs(h - levels[int(c)])))
     if not levels:
         # The frame shows a crystal but its columns cannot be measured one by one (too blurred
-        # or too few counts): report the network's columns as they are, untrusted.
-        return Atoms(**{**_fields(atoms), "crystal": True, "trusted": False})
+        # or too few counts): report the network's columns as unconfirmed.
+        return _unconfirmed(atoms)
     lightest = min(levels, key=levels.__getitem__)
     # A column is weighed against its own site's species; an empty site (whose species the
     # lattice's translations may mix) and a site of unknown species against the lightest.
@@ -232,6 +231,13 @@ def _duplicates(rowcol: np.ndarray, q: np.ndarray, keep: np.ndarray, radius: flo
         i, j = idx[a], idx[b]
         out[j if q[i] >= q[j] else i] = True
     return out
+
+
+def _unconfirmed(atoms: Atoms) -> Atoms:
+    """The network's columns on a crystal the frame cannot confirm column by column: untrusted,
+    each with at least even doubt (the frame's evidence says neither yes nor no)."""
+    doubt = np.maximum(atoms.uncertainty, 0.5).astype(np.float32)
+    return Atoms(**{**_fields(atoms), "uncertainty": doubt, "crystal": True, "trusted": False})
 
 
 def _fields(atoms: Atoms) -> dict:
