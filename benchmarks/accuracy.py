@@ -229,7 +229,6 @@ def twin(ensemble, seeds: int = 3) -> dict:  # type: ignore[no-untyped-def]
             scene = tw.scene(3)
             origin, _ = tw.window(3)
             vac = (scene.xy[scene.kind == VACANCY][:, ::-1] - np.array(origin[::-1])) / p
-            vac = vac[inner(vac, (256, 256), margin)]
             found = {}
             for key, check in (("raw", False), ("checked", True)):
                 ensemble.check = check
@@ -244,12 +243,18 @@ def twin(ensemble, seeds: int = 3) -> dict:  # type: ignore[no-untyped-def]
                 unc = atoms.uncertainty[inner(atoms.rowcol, (256, 256), margin)]
                 uncertainty[key][0].append(unc[~hit])
                 uncertainty[key][1].append(unc[hit])
-                rep = atoms.vacancies
-                rep = rep[inner(rep, (256, 256), margin)] if len(rep) else rep
+                # As for columns: reported vacancies inside the border against every true one,
+                # true ones inside it against every reported one (a hit across the border is
+                # neither false nor missed).
+                rep = atoms.vacancies.reshape(-1, 2)
                 vp, _ = match(rep, vac, MATCH / p)
-                t["vtp"] += len(vp)
-                t["vfp"] += len(rep) - len(vp)
-                t["vfn"] += len(vac) - len(vp)
+                rep_in, vac_in = inner(rep, (256, 256), margin), inner(vac, (256, 256), margin)
+                rep_hit, vac_hit = np.zeros(len(rep), bool), np.zeros(len(vac), bool)
+                if len(vp):
+                    rep_hit[vp[:, 0]] = vac_hit[vp[:, 1]] = True
+                t["vtp"] += int((vac_in & vac_hit).sum())
+                t["vfp"] += int((rep_in & ~rep_hit).sum())
+                t["vfn"] += int((vac_in & ~vac_hit).sum())
             false, true = proposal_doubts(found["raw"], found["checked"], frame.truth.rowcol, (256, 256), p)
             uncertainty["proposals"][0].append(false)
             uncertainty["proposals"][1].append(true)

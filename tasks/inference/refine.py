@@ -104,7 +104,6 @@ def fit_columns(
     separation: float | None = None,
     width: float | None = None,
     beyond: tuple[np.ndarray, np.ndarray] | None = None,
-    sure: float | None = None,
 ) -> ColumnFit:
     """Measure every column of ``image`` (H, W) near its starting position ``rowcol`` (n, 2) px.
 
@@ -113,11 +112,7 @@ def fit_columns(
     (measured on the frame when not given). A position moves at most a quarter of the
     separation from its start. ``beyond`` (centres (m, 2) px, species labels (m,)): columns
     outside the frame whose tails reach into it, one shared height per species
-    (``joint_heights``). ``sure``: a height this many standard errors above nothing makes a
-    column certain; the heights are then solved again with the certain columns where the
-    fit puts them (a heavy column modelled 1.5 px off leaves a residual as large as a light
-    neighbour's whole height), the uncertain ones still at their starts (a vacant site must
-    not be moved onto its neighbours' tails).
+    (``joint_heights``).
     """
     img = np.asarray(image, np.float64)
     start = np.asarray(rowcol, np.float64).reshape(-1, 2)
@@ -132,12 +127,6 @@ def fit_columns(
         width = common_width(img, start, int(np.clip(round(0.5 * separation), 2, 32)))
     refined = _matched_peaks(img, start, width, core, 0.25 * separation)
     at_start = joint_heights(img, start, width, separation, beyond)
-    if sure is not None:
-        certain = at_start["height"] > sure * at_start["height_se"]
-        if certain.any():
-            at_start = joint_heights(
-                img, np.where(certain[:, None], refined, start), width, separation, beyond
-            )
     at_peak = _heights(img, refined, width, core)
     gain = noise_gain(img)
     return ColumnFit(

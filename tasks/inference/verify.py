@@ -54,7 +54,7 @@ from .lattice import (
     predicted_by,
     site_lattice,
 )
-from .refine import fit_columns, one_blas_thread
+from .refine import fit_columns, joint_heights, one_blas_thread
 
 ALPHA = 0.01  # expected false calls (columns off the lattice, substitutions) per frame
 TRUST_FALSE_FRACTION = 0.01  # a frame is trusted when its expected false columns are under 1 %
@@ -89,13 +89,24 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
     outside = beyond_edge(atoms.rowcol, lattice, shape, reach=1.5 * lattice.separation)
     z_star = float(norm.isf(alpha / max(1, n + len(sites))))
     fit = fit_columns(
-        image,
-        np.concatenate([atoms.rowcol, sites]),
-        separation=lattice.separation,
-        beyond=outside,
-        sure=z_star,
+        image, np.concatenate([atoms.rowcol, sites]), separation=lattice.separation, beyond=outside
     )
     height, se = fit.amplitude.astype(np.float64), fit.amplitude_se.astype(np.float64)
+    if lattice.found:
+        net_prediction = _lattice_prediction(np.asarray(atoms.rowcol, np.float64), lattice)
+        rowcol, sigma = _combine(atoms.rowcol, fit.rowcol[:n], lattice, net_prediction)
+        # Heights are measured at the proposals (a vacant site must not be moved onto its
+        # neighbours' tails). But a certain column whose reported position lies significantly
+        # away from its proposal is measured again where it is: a heavy column modelled
+        # 1.5 px off leaves a residual as large as a light neighbour's whole height.
+        shift = np.hypot(*((rowcol - atoms.rowcol) / np.maximum(sigma, 1e-9)).T)
+        moved = (height[:n] > z_star * se[:n]) & (shift > z_star)
+        if moved.any():
+            at = np.concatenate([np.where(moved[:, None], fit.rowcol[:n], atoms.rowcol), sites])
+            again = joint_heights(image, at, fit.width, lattice.separation, outside)
+            height, se = again["height"], again["height_se"]
+    else:
+        rowcol, sigma = atoms.rowcol, np.full((n, 2), np.nan, np.float32)
     cls = atoms.cls.astype(np.int64)
     sub = np.concatenate([lattice.sublattice, np.full(len(sites), -2)])
     on = sub[:n] >= 0
@@ -144,13 +155,12 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
     p_present = np.where(near_edge, np.concatenate([atoms.votes, np.ones(len(sites))]), p_present)
     if lattice.found:
         # Off the lattice (an adatom, or a false column): only a significant peak is a column.
-        p_present = np.where((sub == -1) & (fit.significance <= z_star), 0.0, p_present)
+        p_present = np.where((sub == -1) & (height <= z_star * se), 0.0, p_present)
 
     q = p_present[:n]
     if lattice.found:
         # A proposal on the frame's edge whose lattice neighbours put its centre outside the
         # frame is the mirror image the network's padding made of a column beyond the edge.
-        net_prediction = _lattice_prediction(np.asarray(atoms.rowcol, np.float64), lattice)
         predicted, counts = net_prediction
         beyond = (counts >= 2) & ((predicted < -0.5) | (predicted > np.array(shape) - 0.5)).any(axis=1)
         q = np.where(beyond, 0.0, q)
@@ -163,7 +173,13 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
     # Within a width of the edge the fit cannot judge a site (above): a proposal the members
     # voted down there is dropped, but it is no evidence of a vacancy either way.
     vacant &= ~near_edge
-    vacancy_rc = np.concatenate([atoms.rowcol, sites])[vacant].astype(np.float32)
+    # A vacancy is a lattice site: where its neighbours put it, not where the network put a
+    # column that is not there (that can be pixels off, most of all at the frame's edge).
+    site_rc = positions.copy()
+    if lattice.found:
+        placed = net_prediction[1] >= 2
+        site_rc[:n][placed] = net_prediction[0][placed]
+    vacancy_rc = site_rc[vacant].astype(np.float32)
     vacancy_conf = (1.0 - p_present[vacant]).astype(np.float32)
 
     # A substitution: a column of another class than its sublattice's, whose height departs
@@ -173,10 +189,6 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
     z_sub = np.abs(height[:n] - level) / np.sqrt(se[:n] ** 2 + spread**2 + 1e-30)
     substituted = on & (expected >= 0) & (expected != cls) & np.isfinite(z_sub) & (z_sub > z_star)
     kind = np.where(substituted, 2, 0).astype(np.int8)
-    if lattice.found:
-        rowcol, sigma = _combine(atoms.rowcol, fit.rowcol[:n], lattice, net_prediction)
-    else:
-        rowcol, sigma = atoms.rowcol, np.full((n, 2), np.nan, np.float32)
     keep &= ~_duplicates(rowcol, q, keep, 0.5 * lattice.separation)
     expected_false = float((1.0 - q[keep]).sum())
     trusted = lattice.found and bool(keep.any()) and expected_false <= TRUST_FALSE_FRACTION * keep.sum()

@@ -82,10 +82,12 @@ def _twin_vacancies(ensemble, lattice: str, seeds: range) -> tuple[int, int, int
             return rc[(rc.min(1) > margin) & (rc.max(1) < 256 - margin)] if len(rc) else rc.reshape(0, 2)
 
         atoms = ensemble.locate(frame.image, p)[0]
-        pairs, _ = match(inside(atoms.vacancies), inside(true), 0.5 / p)
-        found += len(pairs)
-        missed += len(inside(true)) - len(pairs)
-        false += len(inside(atoms.vacancies)) - len(pairs)
+        # Reported ones inside against all true ones, true ones inside against all reported.
+        hit_true, _ = match(inside(true), atoms.vacancies.reshape(-1, 2), 0.5 / p)
+        hit_reported, _ = match(inside(atoms.vacancies), true, 0.5 / p)
+        found += len(hit_true)
+        missed += len(inside(true)) - len(hit_true)
+        false += len(inside(atoms.vacancies)) - len(hit_reported)
     return found, missed, false
 
 
