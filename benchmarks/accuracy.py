@@ -66,6 +66,17 @@ def auroc(false: np.ndarray, true: np.ndarray) -> float:
     return float((ranks[: len(false)].sum() - len(false) * (len(false) + 1) / 2) / (len(false) * len(true)))
 
 
+SURE = 0.05  # uncertainty at most this: every member votes for the column and the frame agrees
+
+
+def sure_precision(split: list) -> float:  # type: ignore[type-arg]
+    """Of the columns with uncertainty ≤ ``SURE``, the share that are real; ``split`` holds
+    the lists of false and of true columns' uncertainties."""
+    false, true = (np.concatenate(x) if x else np.zeros(0) for x in split)
+    sure_true, sure_false = int((true <= SURE).sum()), int((false <= SURE).sum())
+    return sure_true / (sure_true + sure_false) if sure_true + sure_false else float("nan")
+
+
 def inner(rc: np.ndarray, shape: tuple[int, int], margin: float) -> np.ndarray:
     """Mask of positions at least ``margin`` px inside the frame."""
     rc = np.asarray(rc).reshape(-1, 2)
@@ -264,6 +275,9 @@ def twin(ensemble, seeds: int = 3) -> dict:  # type: ignore[no-untyped-def]
                 "f1": 2 * t["tp"] / max(2 * t["tp"] + t["fp"] + t["fn"], 1),
                 "false_columns": t["fp"],
                 "auroc": auroc(np.concatenate(uncertainty[key][0]), np.concatenate(uncertainty[key][1])),
+                # "A column all members agree on must be right nearly always": the share of
+                # columns reported with (almost) no doubt that are real.
+                "sure_precision": sure_precision(uncertainty[key]),
                 "vacancy_recall": t["vtp"] / max(t["vtp"] + t["vfn"], 1),
                 "vacancy_precision": t["vtp"] / (t["vtp"] + t["vfp"])
                 if t["vtp"] + t["vfp"]
