@@ -27,7 +27,7 @@ from storage.datasets import Dataset
 from storage.datasets.decisions import DecisionRow
 from storage.models import ModelRegistry
 from tasks.inference.batching import BatchReport, contiguous_batches
-from tasks.inference.ensemble import Ensemble
+from tasks.inference.ensemble import BATCH, Ensemble
 from tasks.inference.metrics import Scores, evaluate
 from tasks.inference.registry import load_ensemble
 
@@ -91,6 +91,11 @@ class EdgeLoop:
         self._production = registry.resolve("production") if registry is not None else None
         self.data = Dataset(self.path)
         self.next_frame = self._resume()
+        if self.data.n_frames:
+            last = self.data.n_frames - 1
+            self.warm(
+                self.data.frames(last, last + 1).shape[1:], float(self.data.pixel_sizes(last, last + 1)[0])
+            )
 
     @classmethod
     def open(
@@ -104,6 +109,14 @@ class EdgeLoop:
         """A loop over ``dataset`` with model ``model`` (alias or version) of ``registry``."""
         registry = registry or ModelRegistry()
         return cls(dataset, load_ensemble(model, registry), registry=registry, settings=settings)
+
+    def warm(self, frame_shape: tuple[int, ...], pixel_size: float) -> None:
+        """Choose how the network runs (``tasks.inference.execution``: a trial of its paths, ~1 s
+        on the first batch of a shape) for batches of ``frame_shape`` (pixels) at ``pixel_size``
+        (Å/px) now, so that no batch's latency pays for it. Cheap when already chosen (one pass
+        of a blank batch): the choice is kept per process and architecture."""
+        n = min(self.settings.batch_size, BATCH)
+        self.adaptive.active.maps(np.zeros((n, *frame_shape), np.float32), pixel_size)
 
     def _resume(self) -> int:
         """First frame not yet decided; the monitor and the members continue from the stored state."""
@@ -255,6 +268,7 @@ def _statistics(registry: ModelRegistry | None, version: str) -> dict[str, Regim
 
 def monitor_status(monitor: DriftMonitor) -> str:
     """One line on whether the monitor decides yet (a short run may end before it can)."""
+    monitor.settle()  # a calibration still running in the background counts as done
     if monitor.calibrated:
         return f"watching: reference of {monitor.calibrated_on} frames, ERT {monitor.ert:g} frames"
     need = monitor.frames_to_calibrate()
