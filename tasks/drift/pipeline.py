@@ -8,8 +8,10 @@ before ``end``). The edge reads only committed frames and commits its own tables
 dataset's writer lock (``storage.datasets.tables.writing``), so a crash anywhere loses nothing
 committed and a new run resumes after the last decision, as without the thread.
 
-The queue holds at most ``depth`` committed batches: a producer faster than the edge waits
-instead of piling up frames (their latency would grow without bound). A failure of the
+The producer runs at most ``depth`` batches ahead of the one being consumed: it starts the
+next batch when the edge takes the last one, so a producer faster than the edge waits rather
+than piling up frames (each batch ahead adds a batch's processing time to its frames' latency;
+an instrument faster than the edge needs a faster edge, not a longer queue). A failure of the
 producer is raised in the calling thread after the batches committed before it were consumed;
 a failure of ``consume`` stops the producer after the batch it is on; the thread is joined
 before ``run_pipelined`` returns or raises, so none outlives it.
@@ -24,7 +26,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-POLL_S = 0.05  # how often a producer blocked on a full queue checks that the consumer still runs
+POLL_S = 0.05  # how often a producer waiting for its turn checks that the consumer still runs
 
 
 class _Failed:
@@ -47,36 +49,34 @@ def run_pipelined(
     returns ``consume``'s results in order (see the module docstring)."""
     if depth < 1:
         raise ValueError(f"pipeline depth must be ≥ 1, got {depth}")
-    handoff: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    handoff: queue.Queue[Any] = queue.Queue()
+    ahead = threading.Semaphore(depth)  # batches produced and not yet taken by the consumer
     stop = threading.Event()
 
-    def put(item: object) -> bool:
+    def wait_turn() -> bool:
         while not stop.is_set():
-            try:
-                handoff.put(item, timeout=POLL_S)
+            if ahead.acquire(timeout=POLL_S):
                 return True
-            except queue.Full:
-                continue
         return False
 
     def producer() -> None:
         try:
             for first, end in ranges:
-                if stop.is_set():
+                if not wait_turn():
                     return
                 produce(first, end)
-                if not put(end):
-                    return
+                handoff.put(end)
         except BaseException as exc:  # handed to the consumer, which raises it
-            put(_Failed(exc))
+            handoff.put(_Failed(exc))
             return
-        put(_DONE)
+        handoff.put(_DONE)
 
     thread = threading.Thread(target=producer, name="acquisition-writer", daemon=True)
     thread.start()
     results: list[T] = []
     try:
         while (item := handoff.get()) is not _DONE:
+            ahead.release()
             if isinstance(item, _Failed):
                 raise item.error
             results.append(consume(item))
