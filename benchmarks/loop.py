@@ -7,11 +7,14 @@ Three plain-Python runs over the same twin stream, then the Prefect flow:
   loop before it was pipelined; the twin waits for the edge, which no microscope does);
 - ``pipelined``: ``tasks.drift.pipeline.run_pipelined`` as ``flows/loop.py`` runs it, the twin
   flat out: the rate the loop sustains end to end (frames over the wall time);
-- ``paced``: the same with the twin producing frames at ``--rate`` frames/s (the issue's
-  20 frames/s), as a microscope does: the latency a user sees at that rate.
+- ``paced``: the same with the twin's scans ending on a schedule of ``--rate`` frames/s (the
+  issue's 20 frames/s), as a microscope's do, latency counted from each scan's end: the
+  latency a user sees at that rate, and whether the loop keeps up.
 
 Latency is measured from the moment each frame is acquired. Prefect's share is
-1 − (pipelined plain time / flow time): the flow runs the same pipeline over the same batches.
+1 − (pipelined plain time / flow time): the flow runs the same pipeline over the same batches;
+on a shared machine the load moves between the two runs, so the same run also gives each task
+run's wall time against the loop's own time inside it (``task_run_overhead_*``).
 Run: ``.venv/bin/python benchmarks/loop.py [--frames 160] [--batch 4] [--rate 20]``.
 """
 
@@ -53,11 +56,14 @@ class Stamped:
     def acquire(self, index: int) -> Frame:
         if self.t0 is None:
             self.t0 = time.perf_counter()
-        if self.rate:
-            # The frame exists no earlier than its scan ends; a loop that falls behind takes it late.
-            time.sleep(max(0.0, self.t0 + (index + 1) / self.rate - time.perf_counter()))
         frame = self.twin.acquire(index)
         self.stamps[index] = time.perf_counter()
+        if self.rate:
+            # The scan of frame ``index`` ends at its time in the schedule: a loop that asks
+            # earlier waits for it, one that asks later finds it waiting since then.
+            scanned = self.t0 + (index + 1) / self.rate
+            time.sleep(max(0.0, scanned - time.perf_counter()))
+            self.stamps[index] = scanned
         return frame
 
     def conditions(self, index: int) -> dict[str, Any]:
@@ -118,6 +124,22 @@ def inference_floor(registry: ModelRegistry, batch: int, rounds: int = 10) -> fl
     return float(np.median(times))
 
 
+def _timed(owner: Any, name: str) -> list[float]:
+    """Wrap ``owner.name`` so that each call's wall time (s) is appended to the returned list."""
+    seconds: list[float] = []
+    inner = getattr(owner, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            seconds.append(time.perf_counter() - t0)
+
+    setattr(owner, name, wrapper)
+    return seconds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=160)
@@ -138,11 +160,14 @@ def main() -> None:
             out[mode] = run(mode, work / f"{mode}.zarr", args.frames, args.batch, registry, args.rate)
             print(mode, out[mode], flush=True)
         if "flow" in modes and "pipelined" in out:
+            import flows.edge
             from flows.loop import loop_flow
 
             loop_flow(
                 frames=8, dataset=str(work / "warm.zarr"), drift=None, batch_size=8, publish=False
             )  # server start
+            # In the same run: each task run's wall time against the loop's own time inside it.
+            inside, calls = _timed(EdgeLoop, "advance"), _timed(flows.edge, "edge_batch_task")
             t0 = time.perf_counter()
             loop_flow(
                 frames=args.frames,
@@ -158,6 +183,9 @@ def main() -> None:
                 "plain_seconds": plain_s,
                 "prefect_flow_seconds": flow_s,
                 "prefect_overhead_share": max(0.0, 1.0 - plain_s / flow_s),
+                "task_runs": len(calls),
+                "task_run_overhead_ms_median": 1000 * float(np.median(np.subtract(calls, inside))),
+                "task_run_overhead_share": 1.0 - sum(inside) / sum(calls),
             }
         out |= {
             "paced_rate": args.rate,
