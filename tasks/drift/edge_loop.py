@@ -5,7 +5,9 @@ Plain Python; ``flows/edge.py`` and ``flows/loop.py`` run it one batch per Prefe
 batch's atoms (to the prediction set of the version that found them), its decision and the
 drift monitor's state in one commit, and returns what it did as ``BatchReport`` data: a batch
 whose drift member selection could not absorb carries an ``Escalation`` and ends the call, so
-the caller dispatches retraining before the next batch. Between batches it adopts a newly
+the caller dispatches retraining before the next batch. ``warm`` makes the network's execution
+choice before the first batch (at open on a dataset with frames; ``tasks/drift/pipeline.py``
+overlaps acquisition with the loop). Between batches it adopts a newly
 promoted ``production`` version without restarting; a refused or failed retraining leaves it on
 the version it had. A new loop resumes after the last decided frame, with the drift monitor
 (reference, calibration, window) and the members in use as the last run left them.

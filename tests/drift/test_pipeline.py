@@ -160,3 +160,21 @@ def test_sigkill_at_any_moment_then_resume(unbroken, tmp_path):
     assert kills == 2  # really killed mid-run, not finished
     subprocess.run([sys.executable, "-c", SCRIPT, str(path), str(N), str(registry)], env=env, check=True)
     _assert_same_decisions(read_decisions(path), expected)
+
+
+def test_warm_makes_the_execution_choice_the_batches_use(tmp_path):
+    # The trial runs before the first frame, for the shape the loop's batches then have: the
+    # first batch finds its choice made instead of timing every path inside its latency.
+    from tasks.inference.execution import forget_choices
+
+    twin = _twin()
+    path = tmp_path / "warm.zarr"
+    writer = DatasetWriter.open(path, twin.state())
+    loop = EdgeLoop.open(path, registry=ModelRegistry(tmp_path / "registry"), settings=SETTINGS)
+    forget_choices()
+    loop.warm(twin.shape, float(twin.conditions(0)["pixel_size"]))
+    chosen = dict(loop.adaptive.active.runner.choices)
+    assert len(chosen) == 1
+    writer.append([twin.acquire(i) for i in range(BATCH)])
+    loop.advance(BATCH)
+    assert loop.adaptive.active.runner.choices == chosen
