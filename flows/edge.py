@@ -28,7 +28,6 @@ def edge_batch_task(loop: EdgeLoop, stop_at: int) -> list[BatchReport]:
     Returns data; an escalation in it is the flow's to dispatch. The loop forgets a batch that
     failed before its commit, so a retry continues from the committed state.
     """
-    embed_missing(str(loop.path))  # frames another writer appended have no embeddings yet
     return loop.advance(stop_at, max_batches=1)
 
 
@@ -93,7 +92,11 @@ def edge_flow(
                 r.outcome.action,
             )
 
-    reports = run_batches(loop, loop.data.n_frames, escalate, log)
+    stop_at = loop.data.n_frames
+    # Frames another writer appended have no embeddings yet: once for all, not per batch (it
+    # opens the dataset), before the frames this run decides.
+    embed_missing(str(loop.path))
+    reports = run_batches(loop, stop_at, escalate, log)
     summary = loop.summary(reports)
     summary["retraining"] = [r.retrain for r in reports if r.retrain is not None]
     logger.info("drift monitor: %s", summary["monitor"])

@@ -8,20 +8,21 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
-from prefect.utilities.annotations import quote
 
 from scopeflow.settings import DEFAULTS, EdgeSettings
 from storage.datasets import DatasetWriter
 from storage.models import ModelRegistry
 from tasks.acquisition import make_instrument
-from tasks.acquisition.loop import batches
+from tasks.acquisition.loop import acquire_batch, batches
 from tasks.drift.edge_loop import EdgeLoop, Escalation
+from tasks.drift.pipeline import run_pipelined
 from tasks.inference.batching import BatchReport
 
-from .acquire import acquire_batch_task
 from .artifacts import publish_edge_run
 from .edge import run_batches
 from .retrain import dispatch_retraining
+
+PROGRESS_STEP = 10.0  # percent of the run between progress artifact updates
 
 
 def _publish(
@@ -175,11 +176,28 @@ def loop_flow(
     progress = create_progress_artifact(
         progress=0.0, key="loop-progress", description=f"twin loop into {dataset}"
     )
-    reports: list[BatchReport] = []
-    for first, end in batches(writer.n_frames, frames, batch_size):
-        acquire_batch_task(quote(instrument), quote(writer), first, end)
-        reports += run_batches(loop, end, escalate, log)
-        update_progress_artifact(progress, 100.0 * end / frames)
+    shown = [0.0]
+
+    def edge(end: int) -> list[BatchReport]:
+        done = run_batches(loop, end, escalate, log)
+        # Each update is a call to the API: every PROGRESS_STEP %, not every batch.
+        if 100.0 * end / frames >= shown[0] + PROGRESS_STEP or end >= frames:
+            shown[0] = 100.0 * end / frames
+            update_progress_artifact(progress, shown[0])
+        return done
+
+    # The execution trial before the first frame is taken, not inside its latency.
+    loop.warm(instrument.shape, float(instrument.conditions(writer.n_frames)["pixel_size"]))
+    # The next batch is acquired and committed (in a writer thread, not a task run) while this
+    # one is inferred; one task run per batch.
+    acquired = run_pipelined(
+        lambda first, end: acquire_batch(instrument, writer, first, end),
+        batches(writer.n_frames, frames, batch_size),
+        edge,
+    )
+    # Frames a killed run committed but never decided, when this run had none left to acquire.
+    acquired.append(run_batches(loop, writer.n_frames, escalate, log))
+    reports = [r for batch in acquired for r in batch]
     versions = sorted({r.model_version for r in reports})
     out: dict[str, Any] = {
         "dataset": str(Path(dataset).resolve()),

@@ -40,13 +40,15 @@ class EmbeddingWriter:
             raise InputError(f"bad embedder version name {embedder_version!r}")
         repair(path, owned=lambda name: name.startswith(f"{GROUP}/{embedder_version}/"))
         root = open_root(path, create=False)
-        with storage_errors(path):
+        # Under the writers' lock: a commit publishes every array's current shape (another
+        # writer's half-written batch without it), and another writer's commit lists the nodes.
+        with writing(path), storage_errors(path):
             group = root.require_group(GROUP).require_group(embedder_version)
             if "embedder_version" not in group.attrs:
                 group.attrs.update(
                     {"embedder_version": embedder_version, "created": dt.datetime.now(dt.UTC).isoformat()}
                 )
-        commit(path)
+            commit(path)
         return cls(path, Table(group, DIM))
 
     def done(self) -> np.ndarray:

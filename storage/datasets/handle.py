@@ -140,7 +140,9 @@ class Dataset:
         """The ``drift`` table's writer on this handle (its table repaired on first use)."""
         if self._decisions is None:
             repair(self.path, owned=lambda name: name.startswith(f"{DECISIONS}/"))
-            self._decisions = DecisionWriter(self.path, root=self._root)
+            # Nodes are created under the lock: another writer's commit lists the hierarchy.
+            with writing(self.path):
+                self._decisions = DecisionWriter(self.path, root=self._root)
         return self._decisions
 
     def predictions(self, name: str, attrs: dict[str, Any] | None = None) -> PredictionWriter:
@@ -152,7 +154,8 @@ class Dataset:
                 raise InputError(f"bad prediction set name {name!r}")
             prefix = f"{PREDICTIONS}/{name}/"
             repair(self.path, owned=lambda array: array.startswith(prefix))
-            group = new_prediction_group(self.path, self._root, name, attrs)
+            with writing(self.path):  # as for the decisions' table
+                group = new_prediction_group(self.path, self._root, name, attrs)
             writer = self._predictions[name] = PredictionWriter(self.path, group, name)
         return writer
 

@@ -5,7 +5,9 @@ Plain Python; ``flows/edge.py`` and ``flows/loop.py`` run it one batch per Prefe
 batch's atoms (to the prediction set of the version that found them), its decision and the
 drift monitor's state in one commit, and returns what it did as ``BatchReport`` data: a batch
 whose drift member selection could not absorb carries an ``Escalation`` and ends the call, so
-the caller dispatches retraining before the next batch. Between batches it adopts a newly
+the caller dispatches retraining before the next batch. ``warm`` makes the network's execution
+choice before the first batch (at open on a dataset with frames; ``tasks/drift/pipeline.py``
+overlaps acquisition with the loop). Between batches it adopts a newly
 promoted ``production`` version without restarting; a refused or failed retraining leaves it on
 the version it had. A new loop resumes after the last decided frame, with the drift monitor
 (reference, calibration, window) and the members in use as the last run left them.
@@ -27,7 +29,7 @@ from storage.datasets import Dataset
 from storage.datasets.decisions import DecisionRow
 from storage.models import ModelRegistry
 from tasks.inference.batching import BatchReport, contiguous_batches
-from tasks.inference.ensemble import Ensemble
+from tasks.inference.ensemble import BATCH, Ensemble
 from tasks.inference.metrics import Scores, evaluate
 from tasks.inference.registry import load_ensemble
 
@@ -91,6 +93,11 @@ class EdgeLoop:
         self._production = registry.resolve("production") if registry is not None else None
         self.data = Dataset(self.path)
         self.next_frame = self._resume()
+        if self.data.n_frames:
+            last = self.data.n_frames - 1
+            self.warm(
+                self.data.frames(last, last + 1).shape[1:], float(self.data.pixel_sizes(last, last + 1)[0])
+            )
 
     @classmethod
     def open(
@@ -104,6 +111,14 @@ class EdgeLoop:
         """A loop over ``dataset`` with model ``model`` (alias or version) of ``registry``."""
         registry = registry or ModelRegistry()
         return cls(dataset, load_ensemble(model, registry), registry=registry, settings=settings)
+
+    def warm(self, frame_shape: tuple[int, ...], pixel_size: float) -> None:
+        """Choose how the network runs (``tasks.inference.execution``: a trial of its paths, ~1 s
+        on the first batch of a shape) for batches of ``frame_shape`` (pixels) at ``pixel_size``
+        (Å/px) now, so that no batch's latency pays for it. Cheap when already chosen (one pass
+        of a blank batch): the choice is kept per process and architecture."""
+        n = min(self.settings.batch_size, BATCH)
+        self.adaptive.active.maps(np.zeros((n, *frame_shape), np.float32), pixel_size)
 
     def _resume(self) -> int:
         """First frame not yet decided; the monitor and the members continue from the stored state."""
@@ -255,6 +270,7 @@ def _statistics(registry: ModelRegistry | None, version: str) -> dict[str, Regim
 
 def monitor_status(monitor: DriftMonitor) -> str:
     """One line on whether the monitor decides yet (a short run may end before it can)."""
+    monitor.settle()  # a calibration still running in the background counts as done
     if monitor.calibrated:
         return f"watching: reference of {monitor.calibrated_on} frames, ERT {monitor.ert:g} frames"
     need = monitor.frames_to_calibrate()

@@ -24,6 +24,8 @@ detectors). A detection carries its attribution: what changed, by how much, in p
 
 from __future__ import annotations
 
+import copy
+import threading
 import warnings
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -118,6 +120,8 @@ class DriftMonitor:
     # Quiet frames since the last re-reference, time order; and the last ``window`` frames.
     history: list[Observation] = field(default_factory=list, init=False, repr=False)
     recent: deque = field(default_factory=deque, init=False, repr=False)
+    # A calibration running in a worker thread (see ``_grow``), adopted before the next batch.
+    _pending: _Background | None = field(default=None, init=False, repr=False)
 
     @property
     def calibrated(self) -> bool:
@@ -139,6 +143,7 @@ class DriftMonitor:
 
     def rereference(self) -> None:
         """Forget the reference: the next ``reference_frames`` frames become the new one."""
+        self._pending = None  # a calibration of the forgotten reference is never adopted
         self.reference = None
         self.history.clear()
         self.recent.clear()
@@ -248,6 +253,7 @@ class DriftMonitor:
     def observe_observations(self, frame_start: int, batch: list[Observation]) -> Decision:
         """Decide about a batch already summarised (see ``observe``)."""
         k = len(batch)
+        self.settle()
         self.frames_seen = max(self.frames_seen, frame_start + k)
         if self.reference is None:
             self._grow(batch)
@@ -287,7 +293,24 @@ class DriftMonitor:
             any(before < c <= len(self.history) for c in self._checkpoints)
             and len(self.history) >= MIN_REFERENCE
         ):
-            self._calibrate()
+            # Off the batch's critical path: the block bootstrap (~0.3 s) runs in a worker thread
+            # while the loop commits this batch and infers the next; ``settle`` adopts it before
+            # that batch is decided, so every decision is the one a calibration in place would
+            # give (and a resumed run recomputes it from the committed reference frames).
+            self._pending = _Background(self)
+
+    @property
+    def calibrating(self) -> bool:
+        """Whether a calibration is running in the background (adopted by ``settle``)."""
+        return self._pending is not None
+
+    def settle(self) -> None:
+        """Adopt the calibration running in the background, waiting for it if need be (its
+        error, if it failed, is raised here)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            done = pending.result()
+            self.reference, self.calibrated_on, self.recent = done.reference, done.calibrated_on, done.recent
 
     def physics_shift(self, proxies: Sequence[Proxies]) -> float:
         """The physics detector's statistic for frames with these proxies, as a multiple of its
@@ -338,6 +361,8 @@ class DriftMonitor:
             "reference_defocus_A": self.reference_defocus,
             "calibration": None if self.reference is None else self.reference.calibration.as_dict(),
             "recent_frames": len(self.recent),
+            # The reference frames are all stored: a resumed run recalibrates on them.
+            "calibration_pending": self.calibrating,
         }
         arrays = {f"history_{k}": v for k, v in _pack(self.history).items()}
         arrays["recent_features"] = np.stack(self.recent) if self.recent else np.empty((0, len(DETECTORS)))
@@ -357,6 +382,12 @@ class DriftMonitor:
         self.frames_seen = int(attrs.get("frames_seen", 0))
         self.reference_defocus = float(attrs.get("reference_defocus_A", 0.0))
         on = int(attrs.get("calibrated_on", 0))
+        if attrs.get("calibration_pending"):
+            # Stored between the batch that completed a checkpoint and the adoption of its
+            # calibration: the same calibration, on the same frames, before the next batch.
+            self.history = history
+            self._calibrate()
+            return
         if on:
             self.history = history[:on]
             self._calibrate()
@@ -365,6 +396,36 @@ class DriftMonitor:
         if self.reference is not None:
             cal = self.reference.calibration
             self.recent = deque(list(recent), maxlen=cal.window + cal.lookback)
+
+
+class _Background:
+    """``DriftMonitor._calibrate`` of a monitor's current reference frames, in a worker thread.
+
+    It runs on a shallow copy with its own list of the frames: ``_calibrate`` only reads them
+    and assigns new objects, so the monitor goes on observing while it runs.
+    """
+
+    def __init__(self, monitor: DriftMonitor) -> None:
+        self._copy = copy.copy(monitor)
+        self._copy.history = list(monitor.history)
+        self._copy._pending = None
+        self._error: BaseException | None = None
+        # A daemon: pure computation that holds nothing, so an exiting process need not wait.
+        self._thread = threading.Thread(target=self._run, name="drift-calibration", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._copy._calibrate()
+        except BaseException as exc:  # handed to the thread that adopts it
+            self._error = exc
+
+    def result(self) -> DriftMonitor:
+        """The calibrated copy (waits for it); re-raises what the calibration raised."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._copy
 
 
 def _pack(obs: Sequence[Observation]) -> dict[str, np.ndarray]:

@@ -1,0 +1,108 @@
+"""Acquisition and edge inference overlapped: the next batch is acquired and committed while
+this one is inferred.
+
+A writer thread runs ``produce(first, end)`` (acquire frames ``first``..``end-1`` and commit
+them to the dataset) batch after batch and hands each committed range through a queue to the
+calling thread, which runs ``consume(end)`` (the ``EdgeLoop`` over the frames committed before
+``end``). The edge reads only committed frames and commits its own tables under the dataset's
+writer lock (``storage.datasets.tables.writing``), so a crash anywhere loses nothing committed
+and a new run resumes after the last decision, as without the thread.
+
+The producer is one batch ahead at most, and just in time: it starts the next batch when the
+edge is about to finish this one (the edge's last batch time less its own last batch time),
+not as soon as it can. A batch produced earlier would only wait, and its frames' latency
+(acquired → decided) would grow by that wait; so the loop's cycle is the longer of the two
+stages rather than their sum, and a frame's latency stays what it is without the thread. (An
+instrument that delivers frames at its own pace faster than the edge decides them needs a
+faster edge; no queue helps it.) A failure of the producer is raised in the calling thread
+after the batches committed before it were consumed; a failure of ``consume`` stops the
+producer after the batch it is on; the thread is joined before ``run_pipelined`` returns or
+raises, so none outlives it.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+POLL_S = 0.05  # how often a waiting producer checks that the consumer still runs
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_DONE = object()
+
+
+class _Timing:
+    """When the consumer took its last batch and how long each stage last took (s)."""
+
+    def __init__(self) -> None:
+        self.taken_at: float | None = None
+        self.consume_s = 0.0
+        self.produce_s = 0.0
+
+    def start_at(self) -> float:
+        """When the producer should start: its batch is then ready as the consumer needs it."""
+        if self.taken_at is None:
+            return 0.0
+        return self.taken_at + self.consume_s - self.produce_s
+
+
+def run_pipelined(
+    produce: Callable[[int, int], Any],
+    ranges: Iterable[tuple[int, int]],
+    consume: Callable[[int], T],
+) -> list[T]:
+    """``consume(end)`` for every ``(first, end)`` of ``ranges`` once ``produce(first, end)`` has
+    committed it, the production of each range overlapping the consumption of the one before;
+    returns ``consume``'s results in order (see the module docstring)."""
+    handoff: queue.Queue[Any] = queue.Queue()
+    turn = threading.Semaphore(1)  # one batch produced and not yet taken, at most
+    stop = threading.Event()
+    timing = _Timing()
+
+    def wait_turn() -> bool:
+        while not stop.is_set():
+            if turn.acquire(timeout=POLL_S):
+                # Interruptible: a consumer that fails sets ``stop``.
+                stop.wait(max(0.0, timing.start_at() - time.perf_counter()))
+                return not stop.is_set()
+        return False
+
+    def producer() -> None:
+        try:
+            for first, end in ranges:
+                if not wait_turn():
+                    return
+                t0 = time.perf_counter()
+                produce(first, end)
+                timing.produce_s = time.perf_counter() - t0
+                handoff.put(end)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            handoff.put(_Failed(exc))
+            return
+        handoff.put(_DONE)
+
+    thread = threading.Thread(target=producer, name="acquisition-writer", daemon=True)
+    thread.start()
+    results: list[T] = []
+    try:
+        while (item := handoff.get()) is not _DONE:
+            if isinstance(item, _Failed):
+                raise item.error
+            timing.taken_at = time.perf_counter()
+            turn.release()
+            results.append(consume(item))
+            timing.consume_s = time.perf_counter() - timing.taken_at
+    finally:
+        stop.set()
+        thread.join()
+    return results
