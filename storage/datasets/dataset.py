@@ -32,7 +32,7 @@ from zarr.storage import LocalStore
 from scopeflow.errors import InputError, NotFoundError, ShapeMismatchError
 from scopeflow.frame import Frame, Truth
 
-from .tables import DirectChunks, Table, commit, open_root, repair, storage_errors, writing
+from .tables import Table, commit, open_root, repair, storage_errors, writing
 
 SCHEMA_VERSION = 1
 # lz4 with byte shuffle: ~3x smaller Poisson-count frames at memory speed, so appends keep up.
@@ -51,14 +51,9 @@ class DatasetWriter:
     def __init__(self, path: Path, root: zarr.Group) -> None:
         self.path = path
         self.root = root
-        self.frames = Table(
-            root,
-            FRAME_DIM,
-            chunk_rows={"frames": 1},
-            compressors={"frames": FRAME_CODEC},
-            direct={"frames": DirectChunks(FRAME_CODEC)},
-        )
+        self.frames = Table(root, FRAME_DIM, chunk_rows={"frames": 1}, compressors={"frames": FRAME_CODEC})
         self.truth = Table(root, TRUTH_DIM)
+        self._conditions: list[str] | None = None  # names of the numeric conditions, once stored
 
     @classmethod
     def open(cls, path: str | Path, instrument: dict[str, Any] | None = None) -> DatasetWriter:
@@ -101,13 +96,15 @@ class DatasetWriter:
     @property
     def frame_shape(self) -> tuple[int, int] | None:
         """(rows, cols) of the stored frames, or None while the dataset is empty."""
-        arr = self.frames.columns().get("frames")
-        return None if arr is None else (int(arr.shape[1]), int(arr.shape[2]))
+        shape = self.frames.trailing_shape("frames")
+        return None if shape is None else (shape[0], shape[1])
 
     def condition_names(self) -> list[str]:
         """Names of the numeric conditions, in the column order of ``conditions``."""
-        arr = self.root.get(CONDITION_DIM) if CONDITION_DIM in self.root else None
-        return [] if arr is None else [str(s) for s in arr[:]]
+        if not self._conditions:  # written once, with the first batch that has conditions
+            arr = self.root.get(CONDITION_DIM) if CONDITION_DIM in self.root else None
+            self._conditions = [] if arr is None else [str(s) for s in arr[:]]
+        return list(self._conditions)
 
     def _condition_columns(self, batch: Sequence[Frame]) -> dict[str, np.ndarray]:
         """Numeric conditions as one (k, C) array; text ones as columns; new numbers as JSON."""
@@ -126,13 +123,14 @@ class DatasetWriter:
                 dimension_names=(CONDITION_DIM,),
             )
             names_arr[:] = np.array(names, dtype=str)
+            self._conditions = list(names)
         out: dict[str, np.ndarray] = {}
         if names:
             out["conditions"] = np.array(
                 [[float(f.conditions.get(k, np.nan)) for k in names] for f in batch], dtype=np.float64
             )
         extra = [k for k in numeric if k not in names]
-        if extra or "metadata" in self.frames.columns():
+        if extra or "metadata" in self.frames:
             out["metadata"] = np.array(
                 [json.dumps({k: f.conditions[k] for k in extra if k in f.conditions}) for f in batch]
             )
@@ -198,7 +196,8 @@ class DatasetWriter:
                         "truth_weight": np.concatenate([t.weight for _, t in truths]).astype(np.float32),
                     }
                 )
-            commit(self.path)
+            published = self.frames.paths() + self.truth.paths()
+            commit(self.path, [*published, CONDITION_DIM] if self._conditions else published)
         return n0 + len(batch)
 
 

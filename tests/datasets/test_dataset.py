@@ -65,13 +65,12 @@ def test_write_failure_is_clear_and_keeps_committed_frames(tmp_path, twin):
     path = tmp_path / "run.zarr"
     writer = DatasetWriter.open(path, twin.state())
     writer.append([twin.acquire(i) for i in range(3)])
-    # The disk refuses the next chunk: a file sits where the chunk directory must go.
-    chunk_dir = path / "frames" / "c" / "3"
-    chunk_dir.parent.mkdir(parents=True, exist_ok=True)
-    chunk_dir.write_bytes(b"not a directory")
+    # The disk refuses the next chunk: a directory sits where its file must go.
+    blocker = path / "frames" / "c.3.0.0"
+    blocker.mkdir()
     with pytest.raises(StorageError, match="frames committed before this batch are intact"):
         writer.append([twin.acquire(3)])
-    chunk_dir.unlink()
+    blocker.rmdir()
     ds = open_dataset(path)
     assert ds.sizes["frame"] == 3
     assert np.array_equal(ds["frames"][2].values, twin.acquire(2).image)
