@@ -5,6 +5,7 @@ Run: ``.venv/bin/python benchmarks/acquire.py``; writes benchmarks/results/acqui
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import tempfile
@@ -21,7 +22,7 @@ from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 
 FRAMES = 256
 BATCH = 32
-ROUNDS = 9  # alternating which of the dataset and numpy.save runs first (shared machine)
+ROUNDS = int(os.environ.get("ACQUIRE_ROUNDS", 9))  # alternating which of the dataset and numpy.save runs first (shared machine)
 
 
 def twin_rate() -> float:
@@ -63,7 +64,7 @@ def _frames_only(frames: list, path: Path) -> float:
     t0 = time.perf_counter()
     for b in range(0, len(frames), BATCH):
         table.append({"frames": images[b : b + BATCH]})
-        commit(path, table.paths())
+        commit(path, table.metadata())
     return time.perf_counter() - t0
 
 

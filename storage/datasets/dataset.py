@@ -32,7 +32,7 @@ from zarr.storage import LocalStore
 from scopeflow.errors import InputError, NotFoundError, ShapeMismatchError
 from scopeflow.frame import Frame, Truth
 
-from .tables import Table, commit, open_root, repair, storage_errors, writing
+from .tables import ROW_CHUNK, Table, commit, open_root, repair, storage_errors, writing
 
 SCHEMA_VERSION = 1
 # lz4 with byte shuffle: ~3x smaller Poisson-count frames at memory speed, so appends keep up.
@@ -52,7 +52,10 @@ class DatasetWriter:
         self.path = path
         self.root = root
         self.frames = Table(root, FRAME_DIM, chunk_rows={"frames": 1}, compressors={"frames": FRAME_CODEC})
-        self.truth = Table(root, TRUTH_DIM)
+        # A few hundred atoms a frame (~360 in a 256² graphene frame at 0.12 Å/px): 8192-row chunks
+        # would make a new file every ~23 frames, each as costly as a frame's; 2^16 rows (256 KiB
+        # of float32) span ~180 frames.
+        self.truth = Table(root, TRUTH_DIM, rows=ROW_CHUNK * 8)
         self._conditions: list[str] | None = None  # names of the numeric conditions, once stored
 
     @classmethod
@@ -196,8 +199,8 @@ class DatasetWriter:
                         "truth_weight": np.concatenate([t.weight for _, t in truths]).astype(np.float32),
                     }
                 )
-            published = self.frames.paths() + self.truth.paths()
-            commit(self.path, [*published, CONDITION_DIM] if self._conditions else published)
+            published = self.frames.metadata() | self.truth.metadata()
+            commit(self.path, published | {CONDITION_DIM: None} if self._conditions else published)
         return n0 + len(batch)
 
 

@@ -20,7 +20,7 @@ from zarr.storage import LocalStore, MemoryStore
 
 from storage.datasets import DatasetWriter
 from storage.datasets.dataset import FRAME_CODEC
-from storage.datasets.tables import ChunkFiles, Table, commit, open_root
+from storage.datasets.tables import SPARE, ChunkFiles, Table, array_metadata, commit, fill_for, open_root
 from tasks.acquisition.twin import DigitalTwin
 
 ROWS = 11
@@ -52,7 +52,7 @@ def _chunk_files(array_dir: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(array_dir)): p.read_bytes()
         for p in sorted(array_dir.rglob("*"))
-        if p.is_file() and p.name != "zarr.json"
+        if p.is_file() and p.name not in ("zarr.json", SPARE)  # the spare holds an old version
     }
 
 
@@ -104,7 +104,7 @@ def test_chunk_files_are_zarrs_own_bytes_and_tensorstore_reads_them(
     assert ChunkFiles.of(ours) is not None  # the fast path is not silently off for this layout
     for batch in BATCHES:
         table.append({"a": values[batch]})
-        commit(tmp_path / "ours.zarr", table.paths())
+        commit(tmp_path / "ours.zarr", table.metadata())
     reference = _array(tmp_path / "ref.zarr", values, rows, compressors=codec, chunk_key_encoding=keys)
     reference.resize(values.shape)
     reference[...] = values  # zarr's own write path
@@ -129,7 +129,7 @@ def test_a_reopened_table_continues_the_tail_chunk_it_did_not_write(tmp_path):
     again = Table(open_root(path, create=False), "row")  # a new writer: the tail is read from disk
     assert len(again) == 5
     again.append({"a": values[5:]})
-    commit(path, again.paths())
+    commit(path, again.metadata())
     assert np.array_equal(_tensorstore_read(path / "a"), values)
 
 
@@ -186,3 +186,33 @@ def test_the_writers_dataset_reads_the_same_in_tensorstore_and_xarray(tmp_path):
     assert stack.shape == (9, 64, 64)
     for i in range(9):
         assert np.array_equal(stack[i], twin.acquire(i).image)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "shape", "chunks", "compressors"),
+    [
+        ("float32", (0, 8, 8), (1, 8, 8), FRAME_CODEC),
+        ("int64", (0,), (8192,), None),
+        ("float64", (2,), (8192,), None),
+        ("float64", (0, 17), (481, 17), None),
+        ("float32", (0, 64), (1, 64), "auto"),
+        ("int8", (0,), (16,), None),
+        ("bool", (0,), (16,), None),
+        ("uint16", (3, 4), (1, 4), "auto"),
+        ("str", (0,), (8192,), None),
+        ("str", (5,), (1,), "auto"),
+    ],
+)
+def test_new_columns_get_the_metadata_zarr_would_write(tmp_path, dtype, shape, chunks, compressors):
+    spec = {
+        "shape": shape,
+        "dtype": str if dtype == "str" else np.dtype(dtype),
+        "chunks": chunks,
+        "fill_value": fill_for(np.dtype("U1") if dtype == "str" else np.dtype(dtype)),
+        "dimension_names": ("row", *(f"d{i}" for i in range(len(shape) - 1))),
+        "attributes": {"units": "pixel"},
+        "compressors": compressors,
+        "chunk_key_encoding": {"name": "default", "separator": "."},
+    }
+    zarr.open_group(tmp_path / "z.zarr", mode="w").create_array("a", **spec)
+    assert array_metadata(**spec) == json.loads((tmp_path / "z.zarr" / "a" / "zarr.json").read_bytes())
