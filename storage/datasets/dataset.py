@@ -57,6 +57,7 @@ class DatasetWriter:
         # of float32) span ~180 frames.
         self.truth = Table(root, TRUTH_DIM, rows=ROW_CHUNK * 8)
         self._conditions: list[str] | None = None  # names of the numeric conditions, once stored
+        self._names: Table | None = None  # their array, when this writer made it (to commit)
 
     @classmethod
     def open(cls, path: str | Path, instrument: dict[str, Any] | None = None) -> DatasetWriter:
@@ -118,14 +119,9 @@ class DatasetWriter:
         names = self.condition_names()
         if not names and numeric:
             names = numeric
-            names_arr = self.root.create_array(
-                CONDITION_DIM,
-                shape=(len(names),),
-                dtype=str,
-                chunks=(len(names),),
-                dimension_names=(CONDITION_DIM,),
-            )
-            names_arr[:] = np.array(names, dtype=str)
+            # Written directly like every column (zarr's create_array costs a few ms), in one chunk.
+            self._names = Table(self.root, CONDITION_DIM, chunk_rows={CONDITION_DIM: len(names)})
+            self._names.append({CONDITION_DIM: np.array(names, dtype=str)})
             self._conditions = list(names)
         out: dict[str, np.ndarray] = {}
         if names:
@@ -168,8 +164,9 @@ class DatasetWriter:
                     f"frame {f.index} ({f.source}): dtype {img.dtype} is not a real number type"
                 )
         n0 = self.n_frames
-        columns: dict[str, np.ndarray] = {
-            "frames": np.stack(images).astype(np.float32, copy=False),
+        columns: dict[str, Any] = {
+            # Rows, not one stacked array: each frame is a chunk of its own, encoded from where it lies.
+            "frames": [img.astype(np.float32, copy=False) for img in images],
             "frame_index": np.array([f.index for f in batch], dtype=np.int64),
             "time": np.array([np.datetime64(f.time, "ns") for f in batch]).astype(np.int64),
             "pixel_size": np.array([f.pixel_size for f in batch], dtype=np.float64),
@@ -200,7 +197,7 @@ class DatasetWriter:
                     }
                 )
             published = self.frames.metadata() | self.truth.metadata()
-            commit(self.path, published | {CONDITION_DIM: None} if self._conditions else published)
+            commit(self.path, published | self._names.metadata() if self._names else published)
         return n0 + len(batch)
 
 
