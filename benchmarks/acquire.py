@@ -22,7 +22,7 @@ from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 
 FRAMES = 256
 BATCH = 32
-ROUNDS = int(os.environ.get("ACQUIRE_ROUNDS", 9))  # alternating which of the dataset and numpy.save runs first (shared machine)
+ROUNDS = int(os.environ.get("ACQUIRE_ROUNDS", 9))
 
 
 def twin_rate() -> float:
@@ -34,60 +34,54 @@ def twin_rate() -> float:
     return FRAMES / (time.perf_counter() - t0)
 
 
-def _save(frames: list, folder: Path) -> float:
-    """Seconds to ``numpy.save`` each frame to its own file (the reference)."""
-    folder.mkdir()
-    t0 = time.perf_counter()
-    for f in frames:
-        np.save(folder / f"{f.index}.npy", f.image)
-    return time.perf_counter() - t0
-
-
-def _append(frames: list, path: Path) -> tuple[float, float]:
-    """(seconds to create the dataset, seconds to append every batch with its commit)."""
-    t0 = time.perf_counter()
-    writer = DatasetWriter.open(path, {"kind": "bench"})
-    t1 = time.perf_counter()
-    for b in range(0, len(frames), BATCH):
-        writer.append(frames[b : b + BATCH])
-    return t1 - t0, time.perf_counter() - t1
-
-
-def _frames_only(frames: list, path: Path) -> float:
-    """Seconds to append the frames array alone, the way the dataset writes it (same chunks,
-    codec, chunk files, metadata and commit), without the per-frame columns or truth."""
-    open_root(path, create=True)
-    table = Table(
-        open_root(path, create=False), "frame", chunk_rows={"frames": 1}, compressors={"frames": FRAME_CODEC}
-    )
-    images = np.stack([f.image for f in frames])
-    t0 = time.perf_counter()
-    for b in range(0, len(frames), BATCH):
-        table.append({"frames": images[b : b + BATCH]})
-        commit(path, table.metadata())
-    return time.perf_counter() - t0
-
-
-def append_vs_save(frames: list, workdir: Path, first: str) -> dict[str, float]:
-    """One round: the dataset writer (frames, conditions, truth, commit), ``numpy.save`` of the
-    same frames, and the frames array alone; ``first`` says which of the first two runs first."""
+def append_vs_save(frames: list, workdir: Path, round_no: int) -> dict[str, float]:
+    """One round over the frames, batch by batch: ``numpy.save`` of each frame to its own file,
+    the dataset writer's append (frames, conditions, truth, commit), and the frames array alone
+    (the way the dataset writes it: same layout, codec, metadata and commit). The three take
+    turns within every batch, in an order that rotates, so a shared machine's load falls on all
+    of them alike; the dataset's creation (once per run) is timed apart."""
     nbytes = sum(f.image.nbytes for f in frames)
-    if first == "numpy":
-        npy_s = _save(frames, workdir / "npy")
-        open_s, zarr_s = _append(frames, workdir / "bench.zarr")
-    else:
-        open_s, zarr_s = _append(frames, workdir / "bench.zarr")
-        npy_s = _save(frames, workdir / "npy")
-    frames_s = _frames_only(frames, workdir / "frames.zarr")
-    for p in (workdir / "bench.zarr", workdir / "npy", workdir / "frames.zarr"):
+    npy_dir = workdir / "npy"
+    npy_dir.mkdir()
+    t0 = time.perf_counter()
+    writer = DatasetWriter.open(workdir / "bench.zarr", {"kind": "bench"})
+    creation_s = time.perf_counter() - t0
+    frames_path = workdir / "frames.zarr"
+    open_root(frames_path, create=True)
+    table = Table(
+        open_root(frames_path, create=False),
+        "frame",
+        chunk_rows={"frames": 1},
+        compressors={"frames": FRAME_CODEC},
+    )
+    spent = {"numpy": 0.0, "dataset": 0.0, "frames": 0.0}
+
+    def save(batch: list) -> None:
+        for f in batch:
+            np.save(npy_dir / f"{f.index}.npy", f.image)
+
+    def frames_only(batch: list) -> None:
+        table.append({"frames": [f.image for f in batch]})
+        commit(frames_path, table.metadata())
+
+    steps = {"numpy": save, "dataset": writer.append, "frames": frames_only}
+    order = list(steps)
+    for b in range(0, len(frames), BATCH):
+        batch = frames[b : b + BATCH]
+        turn = (b // BATCH + round_no) % len(order)
+        for name in order[turn:] + order[:turn]:
+            t0 = time.perf_counter()
+            steps[name](batch)
+            spent[name] += time.perf_counter() - t0
+    for p in (workdir / "bench.zarr", npy_dir, frames_path):
         shutil.rmtree(p)
     return {
-        "zarr_MBps": nbytes / zarr_s / 1e6,
-        "npy_MBps": nbytes / npy_s / 1e6,
-        "ratio": npy_s / zarr_s,
-        "ratio_with_creation": npy_s / (zarr_s + open_s),
-        "creation_s": open_s,
-        "frames_only_ratio": npy_s / frames_s,
+        "zarr_MBps": nbytes / spent["dataset"] / 1e6,
+        "npy_MBps": nbytes / spent["numpy"] / 1e6,
+        "ratio": spent["numpy"] / spent["dataset"],
+        "ratio_with_creation": spent["numpy"] / (spent["dataset"] + creation_s),
+        "creation_s": creation_s,
+        "frames_only_ratio": spent["numpy"] / spent["frames"],
     }
 
 
@@ -102,7 +96,7 @@ def main() -> None:
     # Same disk as the repository: the figure is about this file system, not /tmp.
     with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
         for i in range(ROUNDS):
-            rounds.append(append_vs_save(frames, Path(tmp), "numpy" if i % 2 else "dataset"))
+            rounds.append(append_vs_save(frames, Path(tmp), i))
     ratio = statistics.median(r["ratio"] for r in rounds)
     write_result(
         "acquire",

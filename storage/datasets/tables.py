@@ -19,7 +19,7 @@ import os
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 import zarr
 from zarr import AsyncArray
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, BytesCodec, ShardingCodec, ZstdCodec
 
 # The one private zarr name here: zarr's own event loop, so that a batch's resizes and writes of
 # every column take one round trip (public per-array calls cost ~25% more: 46 vs 37 ms for a
@@ -39,6 +39,7 @@ from zarr.storage import LocalStore
 from scopeflow.errors import ShapeMismatchError, StorageError
 
 ROW_CHUNK = 8192  # rows per chunk of 1-D columns: few files, cheap partial rewrites
+SHARD_BYTES = 64 * 2**20  # raw bytes of the rows in one shard of a one-row-per-chunk column
 
 
 def fill_for(dtype: np.dtype) -> Any:
@@ -246,8 +247,10 @@ class ChunkFiles:
         self.dtype = np.dtype(object) if meta["data_type"] == "string" else np.dtype(meta["data_type"])
         self.fill = _fill_from_json(meta.get("fill_value"), self.dtype)
         self._encode = encode
+        # Shards of one-row chunks with the index first (``from_metadata`` checked the layout).
+        self.sharded = meta["codecs"][0]["name"] == "sharding_indexed"
         # Raw fixed-width chunks (no compressor): a row sits at a fixed offset of its chunk file.
-        self.raw = len(meta["codecs"]) == 1 and self.dtype.kind != "O"
+        self.raw = len(meta["codecs"]) == 1 and self.dtype.kind != "O" and not self.sharded
         self._tail: np.ndarray | None = None  # the decoded chunk holding the next row to append
         self._tail_start = -1  # its first row
 
@@ -282,7 +285,21 @@ class ChunkFiles:
         ):
             return None
         try:
-            encode = _encoder(meta, len(shape))
+            codecs = meta.get("codecs") or []
+            if codecs and codecs[0].get("name") == "sharding_indexed":
+                config = codecs[0].get("configuration") or {}
+                if not (
+                    len(codecs) == 1
+                    and list(config.get("chunk_shape") or []) == [1, *shape[1:]]
+                    and config.get("index_location") == "start"
+                    and config.get("index_codecs")
+                    == [{"name": "bytes", "configuration": {"endian": "little"}}]
+                ):
+                    return None
+                meta_inner = {"codecs": config.get("codecs"), "data_type": meta.get("data_type")}
+                encode = _encoder(meta_inner, len(shape))
+            else:
+                encode = _encoder(meta, len(shape))
             return None if encode is None else cls(root, path, meta, encode)
         except (TypeError, ValueError, KeyError):  # a data type or fill value spelled otherwise
             return None
@@ -327,6 +344,18 @@ class ChunkFiles:
         k = len(values)
         r = self.rows
         jobs: list[Callable[[], None]] = []
+        if self.sharded:
+            for shard in range(n // r, (n + k - 1) // r + 1):
+                lo, hi = max(n, shard * r), min(n + k, (shard + 1) * r)
+                # Encoding (as costly as writing) starts now in threads of its own, so the shard's
+                # writer writes each row as soon as it is encoded.
+                pool = _pool("encode", ENCODE_THREADS)
+                blobs = [pool.submit(self._encode, values[i - n : i - n + 1]) for i in range(lo, hi)]
+                key = self._key(shard)
+                jobs.append(
+                    lambda key=key, first=lo - shard * r, blobs=blobs: self._extend(key, first, blobs)
+                )
+            return jobs
         for chunk in range(n // r, (n + k - 1) // r + 1):
             lo, hi = max(n, chunk * r), min(n + k, (chunk + 1) * r)
             key = self._key(chunk)
@@ -355,6 +384,49 @@ class ChunkFiles:
         with open(key, "wb") as f:
             f.write(self._encode(rows))
 
+    def _extend(self, key: Path, first: int, blobs: list[Future[bytes]]) -> None:
+        """Inner chunks ``first``… of the shard ``key``: their bytes at the file's end, then their
+        index entries (offset, length) in place. Rows a reader may read keep their bytes and
+        their entries; a new shard is written whole (nothing in it is committed)."""
+        entries = np.full((self.rows, 2), 2**64 - 1, dtype="<u8")  # the spec's "missing"
+        header = entries.nbytes
+        try:
+            fd = os.open(key, os.O_RDWR)
+        except FileNotFoundError:
+            fd = -1
+        try:
+            end = -1 if fd < 0 else os.fstat(fd).st_size
+            if end < header:
+                # A new shard; or earlier rows committed without a file (zarr writes no shard of
+                # fill values only): then the whole shard, atomically.
+                self._new_shard(key, entries, first, [b.result() for b in blobs], atomic=first > 0)
+            else:
+                new = entries[first : first + len(blobs)]
+                for i, blob in enumerate(blobs):
+                    data = blob.result()
+                    _pwrite_all(fd, data, end)
+                    new[i] = (end, len(data))
+                    end += len(data)
+                _pwrite_all(fd, new.tobytes(), first * 16)  # after the bytes they point to
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    def _new_shard(
+        self, key: Path, entries: np.ndarray, first: int, blobs: list[bytes], *, atomic: bool
+    ) -> None:
+        sizes = np.array([len(b) for b in blobs], dtype="<u8")
+        entries[first : first + len(blobs), 0] = entries.nbytes + np.cumsum(sizes) - sizes
+        entries[first : first + len(blobs), 1] = sizes
+        data = entries.tobytes() + b"".join(blobs)
+        if atomic:
+            _atomic_write(key, data, self.spare)
+            return
+        if self.separator == "/":
+            key.parent.mkdir(parents=True, exist_ok=True)
+        with open(key, "wb") as f:
+            f.write(data)
+
     def _patch(self, key: Path, buf: np.ndarray, lo: int, hi: int) -> None:
         """Rows ``lo``..``hi``-1 of the raw chunk ``buf`` into its file, in place; the whole chunk
         atomically where the file is not the full raw chunk (zarr skips writing a chunk that
@@ -369,11 +441,7 @@ class ChunkFiles:
             if os.fstat(fd).st_size != buf.nbytes:
                 _atomic_write(key, self._encode(buf), self.spare)
                 return
-            offset = lo * buf[0].nbytes
-            view = memoryview(data)
-            while view:
-                done = os.pwrite(fd, view, offset)
-                view, offset = view[done:], offset + done
+            _pwrite_all(fd, data, lo * buf[0].nbytes)
         finally:
             os.close(fd)
 
@@ -448,6 +516,13 @@ def _encoder(meta: dict[str, Any], ndim: int) -> Callable[[np.ndarray], bytes] |
     return lambda rows: compressor.encode(serialise(rows))
 
 
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
+
+
 SPARE = ".scopeflow-spare"  # per directory: the file a replacement is written into, then swapped in
 
 
@@ -464,10 +539,7 @@ def _atomic_write(target: Path, data: bytes, spare: Path | None = None) -> None:
     if spare is not None and _renameat2 is not None:
         fd = os.open(spare, os.O_WRONLY | os.O_CREAT, 0o666)
         try:
-            view, offset = memoryview(data), 0
-            while view:  # pwrite, not O_TRUNC: truncating a file makes ext4 flush it, as a rename does
-                done = os.pwrite(fd, view, offset)
-                view, offset = view[done:], offset + done
+            _pwrite_all(fd, data, 0)  # not O_TRUNC: truncating makes ext4 flush, as a rename does
             os.ftruncate(fd, len(data))
         finally:
             os.close(fd)
@@ -648,20 +720,31 @@ class Table:
         # chunk of its own; the conditions of ~500 frames share one), so a batch touches few files.
         row_bytes = max(1, values.dtype.itemsize * int(np.prod(extra)))
         rows = self.chunk_rows.get(name, max(1, ROW_CHUNK * 8 // row_bytes) if extra else self.rows)
-        spec = {
+        spec: dict[str, Any] = {
             "shape": (n, *extra),
             "dtype": str if values.dtype.kind in "UTO" else values.dtype,
             "chunks": (rows, *extra),
             "fill_value": fill_for(values.dtype),
             "dimension_names": (self.dim, *trailing),
             "attributes": dict(attrs or {}),
-            # A chunk of many rows gets rows in place batch after batch, which needs it raw; a
-            # chunk of one row is written once, and compressed.
-            "compressors": self.compressors.get(name, "auto" if rows == 1 else None),
-            # Chunk files side by side (c.<row>.0.0) rather than a directory per row (c/<row>/0/0):
-            # two mkdirs per frame were half the cost of writing one (measured 2026-11-30).
+            # A chunk of many rows gets rows in place batch after batch, which needs it raw.
+            "compressors": None,
+            # Files side by side (c.<n>.0.0) rather than a directory per chunk (c/<n>/0/0).
             "chunk_key_encoding": {"name": "default", "separator": "."},
         }
+        if rows == 1 and values.dtype.kind not in "UTO":
+            # One row per chunk (a frame), compressed, and the chunks of many rows in one shard
+            # file: a file per frame cost as much as numpy.save's whole write of it (measured
+            # 2026-11-30); shards of SHARD_BYTES keep the files few and none huge.
+            compressor = self.compressors.get(name, "auto")
+            inner = ZstdCodec(level=0, checksum=False) if compressor == "auto" else compressor
+            spec["chunks"] = (max(1, SHARD_BYTES // row_bytes), *extra)
+            spec["serializer"] = ShardingCodec(
+                chunk_shape=(1, *extra),
+                codecs=[BytesCodec(), *([inner] if inner is not None else [])],
+                index_codecs=[BytesCodec()],
+                index_location="start",
+            )
         store = self.group.store
         meta = array_metadata(**spec) if isinstance(store, LocalStore) else None
         path = f"{self.group.path}/{name}" if self.group.path else name
@@ -678,6 +761,31 @@ class Table:
         self._files[name] = files
 
 
+def _codecs_json(dt: np.dtype | None, string: bool, compressor: Any) -> list[dict[str, Any]] | None:
+    """The codecs of a chunk (serialiser, then ``compressor``) as the spec spells them."""
+    codecs: list[dict[str, Any]] = (
+        [{"name": "vlen-utf8", "configuration": {}}]
+        if string or dt is None
+        else [
+            {"name": "bytes"}
+            if dt.itemsize == 1
+            else {"name": "bytes", "configuration": {"endian": "little"}}
+        ]
+    )
+    if compressor == "auto":
+        codecs.append({"name": "zstd", "configuration": {"level": 0, "checksum": False}})
+    elif isinstance(compressor, ZstdCodec):
+        codecs.append(
+            {"name": "zstd", "configuration": {"level": compressor.level, "checksum": compressor.checksum}}
+        )
+    elif isinstance(compressor, BloscCodec) and compressor.shuffle is not None and dt is not None:
+        config = compressor.to_dict()["configuration"]
+        codecs.append({"name": "blosc", "configuration": {**config, "typesize": dt.itemsize}})
+    elif compressor is not None:
+        return None
+    return codecs
+
+
 def array_metadata(
     *,
     shape: tuple[int, ...],
@@ -688,6 +796,7 @@ def array_metadata(
     attributes: dict[str, Any],
     compressors: Any,
     chunk_key_encoding: dict[str, str],
+    serializer: Any = "auto",
 ) -> dict[str, Any] | None:
     """The ``zarr.json`` of a new array as the Zarr v3 spec writes it (and zarr-python's
     ``create_array`` with these arguments: tests/datasets/test_direct_chunks.py compares them),
@@ -696,22 +805,36 @@ def array_metadata(
     dt = None if string else np.dtype(dtype)
     if dt is not None and (dt.kind not in "biuf" or dt.byteorder == ">"):
         return None
-    codecs: list[dict[str, Any]] = (
-        [{"name": "vlen-utf8", "configuration": {}}]
-        if string
-        else [
-            {"name": "bytes"}
-            if dt.itemsize == 1
-            else {"name": "bytes", "configuration": {"endian": "little"}}
+    if isinstance(serializer, ShardingCodec):
+        # Rows as inner chunks of shards, the index first and without a checksum: appending a row
+        # writes its bytes at the shard's end and its own index entry, nothing a reader has read.
+        inner = [c for c in serializer.codecs if not isinstance(c, BytesCodec)]
+        inner_codecs = _codecs_json(dt, string, inner[0] if len(inner) == 1 else None if not inner else 0)
+        if (
+            compressors is not None
+            or inner_codecs is None
+            or str(serializer.index_location.value) != "start"
+            or list(serializer.index_codecs) != [BytesCodec()]
+            or list(serializer.chunk_shape) != [1, *chunks[1:]]
+        ):
+            return None
+        codecs = [
+            {
+                "name": "sharding_indexed",
+                "configuration": {
+                    "chunk_shape": list(serializer.chunk_shape),
+                    "codecs": inner_codecs,
+                    "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
+                    "index_location": "start",
+                },
+            }
         ]
-    )
-    if compressors == "auto":
-        codecs.append({"name": "zstd", "configuration": {"level": 0, "checksum": False}})
-    elif isinstance(compressors, BloscCodec) and compressors.shuffle is not None and dt is not None:
-        config = compressors.to_dict()["configuration"]
-        codecs.append({"name": "blosc", "configuration": {**config, "typesize": dt.itemsize}})
-    elif compressors is not None:
+    elif serializer != "auto":
         return None
+    else:
+        codecs = _codecs_json(dt, string, compressors)
+        if codecs is None:
+            return None
     if string:
         fill: Any = str(fill_value)
     elif isinstance(fill_value, float) and not np.isfinite(fill_value):
@@ -736,20 +859,28 @@ def array_metadata(
     }
 
 
-WRITE_THREADS = 4  # file writes mostly wait on the file system; two cores encode
-_POOL: ThreadPoolExecutor | None = None
+WRITE_THREADS = 4  # file writes mostly wait on the file system
+ENCODE_THREADS = 2  # compression is CPU work: a thread per core of the edge box (2 here)
+_POOLS: dict[str, ThreadPoolExecutor] = {}
+
+
+def _pool(role: str, threads: int) -> ThreadPoolExecutor:
+    """The module's threads for ``role`` (apart, so a writer waiting on an encoder never
+    holds the thread that encoder needs)."""
+    pool = _POOLS.get(role)
+    if pool is None:
+        pool = _POOLS[role] = ThreadPoolExecutor(threads, thread_name_prefix=f"scopeflow-{role}")
+    return pool
 
 
 def _run(jobs: list[Callable[[], None]]) -> None:
     """Run file writes in the module's threads; the first error is raised once all are done."""
-    global _POOL
     if len(jobs) <= 1:
         for job in jobs:
             job()
         return
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="scopeflow-chunks")
-    futures = [_POOL.submit(job) for job in jobs]
+    pool = _pool("write", WRITE_THREADS)
+    futures = [pool.submit(job) for job in jobs]
     wait(futures)  # none still writing when the caller's error handling (or lock release) runs
     for future in futures:
         future.result()

@@ -5,6 +5,7 @@ import xarray as xr
 from scopeflow.errors import InputError, ShapeMismatchError, StorageError
 from scopeflow.frame import Frame
 from storage.datasets import DatasetWriter, open_dataset, read_truth
+from storage.datasets.tables import SPARE
 from tasks.acquisition.loop import acquire_run
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 
@@ -65,8 +66,10 @@ def test_write_failure_is_clear_and_keeps_committed_frames(tmp_path, twin):
     path = tmp_path / "run.zarr"
     writer = DatasetWriter.open(path, twin.state())
     writer.append([twin.acquire(i) for i in range(3)])
-    # The disk refuses the next chunk: a directory sits where its file must go.
-    blocker = path / "frames" / "c.3.0.0"
+    # The disk refuses the frames' new shape: a directory sits where the file it is written
+    # into must go (after the frame's bytes went into its shard).
+    blocker = path / "frames" / SPARE
+    blocker.unlink(missing_ok=True)
     blocker.mkdir()
     with pytest.raises(StorageError, match="frames committed before this batch are intact"):
         writer.append([twin.acquire(3)])

@@ -15,7 +15,7 @@ import pytest
 import tensorstore as ts
 import xarray as xr
 import zarr
-from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
+from zarr.codecs import BloscCodec, BytesCodec, ShardingCodec, ZstdCodec
 from zarr.storage import LocalStore, MemoryStore
 
 from storage.datasets import DatasetWriter
@@ -212,6 +212,61 @@ def test_new_columns_get_the_metadata_zarr_would_write(tmp_path, dtype, shape, c
         "dimension_names": ("row", *(f"d{i}" for i in range(len(shape) - 1))),
         "attributes": {"units": "pixel"},
         "compressors": compressors,
+        "chunk_key_encoding": {"name": "default", "separator": "."},
+    }
+    zarr.open_group(tmp_path / "z.zarr", mode="w").create_array("a", **spec)
+    assert array_metadata(**spec) == json.loads((tmp_path / "z.zarr" / "a" / "zarr.json").read_bytes())
+
+
+def _sharding(inner, shape: tuple[int, ...]) -> ShardingCodec:
+    """One-row chunks in shards, the index first and unchecksummed: how ``Table`` lays out frames."""
+    return ShardingCodec(
+        chunk_shape=(1, *shape),
+        codecs=[BytesCodec(), *([inner] if inner is not None else [])],
+        index_codecs=[BytesCodec()],
+        index_location="start",
+    )
+
+
+@pytest.mark.parametrize(
+    ("inner", "dtype", "shape"),
+    [
+        pytest.param(FRAME_CODEC, "float32", (64, 64), id="frames-lz4-shuffle"),
+        pytest.param(ZstdCodec(level=0), "uint16", (8, 8), id="zstd"),
+        pytest.param(None, "float64", (5,), id="raw"),
+    ],
+)
+def test_shards_appended_row_by_row_are_the_bytes_zarr_writes_at_once(tmp_path, inner, dtype, shape):
+    values = _values(dtype, shape)
+    kw = {"serializer": _sharding(inner, shape), "compressors": None}
+    kw["chunk_key_encoding"] = {"name": "default", "separator": "."}
+    _array(tmp_path / "ours.zarr", values, 4, **kw)  # shards of 4 rows: 11 rows end in a partial one
+    table = Table(open_root(tmp_path / "ours.zarr", create=False), "row")
+    for batch in BATCHES:
+        table.append({"a": values[batch]})
+        commit(tmp_path / "ours.zarr", table.metadata())
+    reference = _array(tmp_path / "ref.zarr", values, 4, **kw)
+    reference.resize(values.shape)
+    reference[...] = values
+
+    written = _chunk_files(tmp_path / "ours.zarr" / "a")
+    assert len(written) == 3
+    assert written == _chunk_files(tmp_path / "ref.zarr" / "a")
+    committed = zarr.open_group(tmp_path / "ours.zarr", mode="r", use_consolidated=True)["a"]
+    assert np.array_equal(committed[...], values)
+    assert np.array_equal(_tensorstore_read(tmp_path / "ours.zarr" / "a"), values)
+
+
+def test_new_one_row_columns_are_sharded_as_zarr_would_spell_it(tmp_path):
+    spec = {
+        "shape": (0, 8, 8),
+        "dtype": np.dtype("float32"),
+        "chunks": (16, 8, 8),
+        "fill_value": np.nan,
+        "dimension_names": ("frame", "y", "x"),
+        "attributes": {},
+        "compressors": None,
+        "serializer": _sharding(FRAME_CODEC, (8, 8)),
         "chunk_key_encoding": {"name": "default", "separator": "."},
     }
     zarr.open_group(tmp_path / "z.zarr", mode="w").create_array("a", **spec)
