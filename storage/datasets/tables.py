@@ -40,6 +40,7 @@ from scopeflow.errors import ShapeMismatchError, StorageError
 
 ROW_CHUNK = 8192  # rows per chunk of 1-D columns: few files, cheap partial rewrites
 SHARD_BYTES = 64 * 2**20  # raw bytes of the rows in one shard of a one-row-per-chunk column
+SHARD_ROWS = 4096  # and at most this many rows: a 64 KiB index
 
 
 def fill_for(dtype: np.dtype) -> Any:
@@ -388,8 +389,7 @@ class ChunkFiles:
         """Inner chunks ``first``… of the shard ``key``: their bytes at the file's end, then their
         index entries (offset, length) in place. Rows a reader may read keep their bytes and
         their entries; a new shard is written whole (nothing in it is committed)."""
-        entries = np.full((self.rows, 2), 2**64 - 1, dtype="<u8")  # the spec's "missing"
-        header = entries.nbytes
+        header = self.rows * 16  # the index: (offset, length) as two uint64 per row
         try:
             fd = os.open(key, os.O_RDWR)
         except FileNotFoundError:
@@ -399,9 +399,9 @@ class ChunkFiles:
             if end < header:
                 # A new shard; or earlier rows committed without a file (zarr writes no shard of
                 # fill values only): then the whole shard, atomically.
-                self._new_shard(key, entries, first, [b.result() for b in blobs], atomic=first > 0)
+                self._new_shard(key, first, [b.result() for b in blobs], atomic=first > 0)
             else:
-                new = entries[first : first + len(blobs)]
+                new = np.empty((len(blobs), 2), dtype="<u8")
                 for i, blob in enumerate(blobs):
                     data = blob.result()
                     _pwrite_all(fd, data, end)
@@ -412,9 +412,8 @@ class ChunkFiles:
             if fd >= 0:
                 os.close(fd)
 
-    def _new_shard(
-        self, key: Path, entries: np.ndarray, first: int, blobs: list[bytes], *, atomic: bool
-    ) -> None:
+    def _new_shard(self, key: Path, first: int, blobs: list[bytes], *, atomic: bool) -> None:
+        entries = np.full((self.rows, 2), 2**64 - 1, dtype="<u8")  # the spec's "missing"
         sizes = np.array([len(b) for b in blobs], dtype="<u8")
         entries[first : first + len(blobs), 0] = entries.nbytes + np.cumsum(sizes) - sizes
         entries[first : first + len(blobs), 1] = sizes
@@ -609,15 +608,18 @@ class Table:
             if arr.metadata.dimension_names and arr.metadata.dimension_names[0] == dim
         }
         self._files = {name: ChunkFiles.of(arr) for name, arr in self._arrays.items()}
+        self._unwritten: set[str] = set()  # new columns whose zarr.json the next resize writes
 
     def columns(self) -> dict[str, zarr.Array]:
         """zarr's handles on the columns of this table, by name (as written, committed or not)."""
-        for name, files in self._files.items():
+        written = [name for name in self._files if name not in self._unwritten]
+        for name in written:
+            files = self._files[name]
             if files is not None and (
                 name not in self._arrays or self._arrays[name].shape[0] != files.length
             ):
                 self._arrays[name] = self.group[name]
-        return {name: self._arrays[name] for name in self._files}
+        return {name: self._arrays[name] for name in written}
 
     def __contains__(self, name: str) -> bool:
         return name in self._files
@@ -682,6 +684,11 @@ class Table:
                     f"got {values.dtype} of shape (n, {', '.join(map(str, values.shape[1:]))})"
                 )
         if not k:
+            for name in self._unwritten:
+                files = self._files[name]
+                if files is not None:
+                    files.resize(n)
+            self._unwritten.clear()
             return n
         through_zarr = []
         direct: list[ChunkFiles] = []
@@ -703,6 +710,7 @@ class Table:
         if through_zarr:
             sync(_grow_and_write(through_zarr, n, k))
         _run([lambda files=files: files.resize(n + k) for files in direct])
+        self._unwritten.clear()
         return n + k
 
     def _create(
@@ -738,7 +746,7 @@ class Table:
             # 2026-11-30); shards of SHARD_BYTES keep the files few and none huge.
             compressor = self.compressors.get(name, "auto")
             inner = ZstdCodec(level=0, checksum=False) if compressor == "auto" else compressor
-            spec["chunks"] = (max(1, SHARD_BYTES // row_bytes), *extra)
+            spec["chunks"] = (min(SHARD_ROWS, max(1, SHARD_BYTES // row_bytes)), *extra)
             spec["serializer"] = ShardingCodec(
                 chunk_shape=(1, *extra),
                 codecs=[BytesCodec(), *([inner] if inner is not None else [])],
@@ -754,11 +762,12 @@ class Table:
             self._arrays[name] = arr
             self._files[name] = ChunkFiles.of(arr)
             return
-        # zarr's create_array costs ~2.5 ms a column (a dataset's first batch makes a dozen); the
-        # new array is invisible to readers until committed, like its first rows.
+        # zarr's create_array costs ~2.5 ms a column (a dataset's first batch makes a dozen). The
+        # array's zarr.json is written once, with its first rows' shape (``resize``): the new
+        # array is invisible to readers until committed, like those rows.
         files.directory.mkdir(exist_ok=True)  # a crashed creation may have left it
-        _atomic_write(files.directory / "zarr.json", _json_bytes(meta))
         self._files[name] = files
+        self._unwritten.add(name)
 
 
 def _codecs_json(dt: np.dtype | None, string: bool, compressor: Any) -> list[dict[str, Any]] | None:
