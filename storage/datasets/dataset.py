@@ -2,7 +2,7 @@
 
 Layout (readable with plain ``xarray.open_zarr(path)``):
 
-- ``frames`` (frame, y, x) float32, one chunk per frame, with coordinates ``frame_index``,
+- ``frames`` (frame, y, x) float32, one chunk per frame in shard files, with coordinates ``frame_index``,
   ``time`` (UTC) and ``pixel_size`` (Å) along ``frame``;
 - ``conditions`` (frame, condition) float64 with the names in ``condition``
   (``ds.conditions.sel(condition="defocus")``); text conditions (``lattice``) as string

@@ -1,8 +1,9 @@
 """Appendable columns in a Zarr v3 group, committed atomically through consolidated metadata.
 
-Every batch is written in three steps: new chunks (invisible: beyond the committed shape),
-then each array's own metadata (resized), then the root's consolidated metadata, rewritten
-atomically by zarr's LocalStore (temporary file, then rename). Readers that open the
+Every batch is written in three steps: new chunks (invisible: beyond the committed shape; a
+chunk that also holds committed rows gets only the new rows' bytes or is replaced atomically),
+then each array's own metadata (resized), then the root's consolidated metadata, replaced
+atomically with the new entries of the committing writer's arrays. Readers that open the
 dataset the default way (``xarray.open_zarr``, ``zarr.open_group``) read shapes from the
 consolidated metadata, so they only ever see whole batches; a writer killed at any moment
 leaves the last committed batch readable, and ``repair`` trims what lies beyond it.
@@ -39,7 +40,10 @@ from zarr.storage import LocalStore
 from scopeflow.errors import ShapeMismatchError, StorageError
 
 ROW_CHUNK = 8192  # rows per chunk of 1-D columns: few files, cheap partial rewrites
-SHARD_BYTES = 64 * 2**20  # raw bytes of the rows in one shard of a one-row-per-chunk column
+# Raw bytes of the rows in one shard of a one-row-per-chunk column: few files (a file per frame
+# cost as much as numpy.save's whole write of it), and an incremental sync during acquisition
+# re-sends at most this much of the shard still growing.
+SHARD_BYTES = 16 * 2**20
 SHARD_ROWS = 4096  # and at most this many rows: a 64 KiB index
 
 
@@ -608,18 +612,15 @@ class Table:
             if arr.metadata.dimension_names and arr.metadata.dimension_names[0] == dim
         }
         self._files = {name: ChunkFiles.of(arr) for name, arr in self._arrays.items()}
-        self._unwritten: set[str] = set()  # new columns whose zarr.json the next resize writes
 
     def columns(self) -> dict[str, zarr.Array]:
         """zarr's handles on the columns of this table, by name (as written, committed or not)."""
-        written = [name for name in self._files if name not in self._unwritten]
-        for name in written:
-            files = self._files[name]
+        for name, files in self._files.items():
             if files is not None and (
                 name not in self._arrays or self._arrays[name].shape[0] != files.length
             ):
                 self._arrays[name] = self.group[name]
-        return {name: self._arrays[name] for name in written}
+        return {name: self._arrays[name] for name in self._files}
 
     def __contains__(self, name: str) -> bool:
         return name in self._files
@@ -684,11 +685,6 @@ class Table:
                     f"got {values.dtype} of shape (n, {', '.join(map(str, values.shape[1:]))})"
                 )
         if not k:
-            for name in self._unwritten:
-                files = self._files[name]
-                if files is not None:
-                    files.resize(n)
-            self._unwritten.clear()
             return n
         through_zarr = []
         direct: list[ChunkFiles] = []
@@ -710,7 +706,6 @@ class Table:
         if through_zarr:
             sync(_grow_and_write(through_zarr, n, k))
         _run([lambda files=files: files.resize(n + k) for files in direct])
-        self._unwritten.clear()
         return n + k
 
     def _create(
@@ -742,8 +737,7 @@ class Table:
         }
         if rows == 1 and values.dtype.kind not in "UTO":
             # One row per chunk (a frame), compressed, and the chunks of many rows in one shard
-            # file: a file per frame cost as much as numpy.save's whole write of it (measured
-            # 2026-11-30); shards of SHARD_BYTES keep the files few and none huge.
+            # file of SHARD_BYTES (see there; measured 2026-11-30).
             compressor = self.compressors.get(name, "auto")
             inner = ZstdCodec(level=0, checksum=False) if compressor == "auto" else compressor
             spec["chunks"] = (min(SHARD_ROWS, max(1, SHARD_BYTES // row_bytes)), *extra)
@@ -763,11 +757,11 @@ class Table:
             self._files[name] = ChunkFiles.of(arr)
             return
         # zarr's create_array costs ~2.5 ms a column (a dataset's first batch makes a dozen). The
-        # array's zarr.json is written once, with its first rows' shape (``resize``): the new
-        # array is invisible to readers until committed, like those rows.
+        # new array is invisible to readers until committed; written now, it is one that
+        # ``repair`` sees (and removes) if this writer dies before the commit.
         files.directory.mkdir(exist_ok=True)  # a crashed creation may have left it
+        _atomic_write(files.directory / "zarr.json", _json_bytes(meta))
         self._files[name] = files
-        self._unwritten.add(name)
 
 
 def _codecs_json(dt: np.dtype | None, string: bool, compressor: Any) -> list[dict[str, Any]] | None:
