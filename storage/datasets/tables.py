@@ -394,6 +394,42 @@ class ChunkFiles:
         with open(key, "wb") as f:
             f.write(self._encode(rows))
 
+    def read_rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start``..``stop``-1 of a sharded array, straight from its shard files: per shard
+        one read of their index entries and one of their bytes (zarr reads each row's bytes
+        apart, ~2x slower here). The caller reads committed rows only: their entries and bytes
+        never change."""
+        if not self.sharded:
+            raise ValueError(f"array {self.path!r} is not sharded")
+        inner = self.meta["codecs"][0]["configuration"]["codecs"]
+        decode = _decoder(inner)
+        rest = tuple(self.meta["shape"][1:])
+        little = self.dtype.newbyteorder("<")
+        out = np.empty((stop - start, *rest), dtype=self.dtype)
+        r = self.rows
+        for shard in range(start // r, (stop - 1) // r + 1):
+            lo, hi = max(start, shard * r), min(stop, (shard + 1) * r)
+            try:
+                f = open(self._key(shard), "rb")  # noqa: SIM115 (closed below, after two reads)
+            except FileNotFoundError:
+                out[lo - start : hi - start] = self.fill  # zarr writes no shard of fill values
+                continue
+            with f:
+                f.seek((lo - shard * r) * 16)
+                entries = np.frombuffer(f.read((hi - lo) * 16), dtype="<u8").reshape(-1, 2)
+                present = entries[:, 0] != 2**64 - 1
+                first = int(entries[present, 0].min()) if present.any() else 0
+                end = int((entries[present, 0] + entries[present, 1]).max()) if present.any() else 0
+                f.seek(first)
+                blob = memoryview(f.read(end - first))
+            for i, (offset, size) in enumerate(entries.tolist()):
+                if offset == 2**64 - 1:
+                    out[lo - start + i] = self.fill
+                    continue
+                raw = decode(blob[offset - first : offset - first + size])
+                out[lo - start + i] = np.frombuffer(raw, dtype=little).reshape(rest)
+        return out
+
     def _encode_rows(self, values: Any, rows: range) -> list[bytes]:
         return [self._encode(values[i : i + 1]) for i in rows]
 
@@ -476,6 +512,18 @@ def _fill_from_json(value: Any, dtype: np.dtype) -> Any:
     if isinstance(value, str):
         return {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf}[value]
     return value
+
+
+def _decoder(codecs: list[dict[str, Any]]) -> Callable[[Any], Any]:
+    """Bytes of a chunk encoded with ``codecs`` (``bytes``, then blosc or zstd), decoded back to
+    raw little-endian bytes (``ChunkFiles.from_metadata`` accepted the chain)."""
+    import numcodecs
+
+    if len(codecs) == 1:
+        return bytes
+    name = codecs[1]["name"]
+    codec = numcodecs.Blosc() if name == "blosc" else numcodecs.Zstd()
+    return codec.decode
 
 
 def _encoder(meta: dict[str, Any], ndim: int) -> Callable[[np.ndarray], bytes] | None:

@@ -255,6 +255,9 @@ def test_shards_appended_row_by_row_are_the_bytes_zarr_writes_at_once(tmp_path, 
     committed = zarr.open_group(tmp_path / "ours.zarr", mode="r", use_consolidated=True)["a"]
     assert np.array_equal(committed[...], values)
     assert np.array_equal(_tensorstore_read(tmp_path / "ours.zarr" / "a"), values)
+    files = ChunkFiles.of(committed)
+    assert np.array_equal(files.read_rows(2, 11), values[2:11])  # across shards, as written
+    assert np.array_equal(files.read_rows(5, 6), values[5:6])
 
 
 def test_new_one_row_columns_are_sharded_as_zarr_would_spell_it(tmp_path):
