@@ -22,11 +22,12 @@ from zarr.storage import LocalStore
 from scopeflow.errors import InputError, NotFoundError
 from scopeflow.frame import Truth
 
+from .chunk_files import ChunkFiles
 from .decisions import GROUP as DECISIONS
 from .decisions import MONITOR_GROUP, DecisionWriter, write_monitor_state
 from .predictions import GROUP as PREDICTIONS
 from .predictions import PredictionWriter, new_prediction_group
-from .tables import ROW_CHUNK, ChunkFiles, commit, open_root, repair, trim, writing
+from .tables import ROW_CHUNK, commit, open_root, repair, trim, writing
 
 OPTICS = ("voltage_kv", "semiangle_mrad", "cs_mm")  # instrument settings, not drifting conditions
 

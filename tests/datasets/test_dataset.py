@@ -8,7 +8,7 @@ import xarray as xr
 from scopeflow.errors import InputError, ShapeMismatchError, StorageError
 from scopeflow.frame import Frame
 from storage.datasets import DatasetWriter, open_dataset, read_truth
-from storage.datasets.tables import SPARE
+from storage.datasets.chunk_files import SPARE
 from tasks.acquisition.loop import acquire_run
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 

@@ -19,8 +19,9 @@ from zarr.codecs import BloscCodec, BytesCodec, ShardingCodec, ZstdCodec
 from zarr.storage import LocalStore, MemoryStore
 
 from storage.datasets import DatasetWriter
+from storage.datasets.chunk_files import SPARE, ChunkFiles, array_metadata
 from storage.datasets.dataset import FRAME_CODEC
-from storage.datasets.tables import SPARE, ChunkFiles, Table, array_metadata, commit, fill_for, open_root
+from storage.datasets.tables import Table, commit, fill_for, open_root
 from tasks.acquisition.twin import DigitalTwin
 
 ROWS = 11
