@@ -2,7 +2,7 @@
 
 Layout (readable with plain ``xarray.open_zarr(path)``):
 
-- ``frames`` (frame, y, x) float32, one chunk per frame, with coordinates ``frame_index``,
+- ``frames`` (frame, y, x) float32, one chunk per frame in shard files, with coordinates ``frame_index``,
   ``time`` (UTC) and ``pixel_size`` (Å) along ``frame``;
 - ``conditions`` (frame, condition) float64 with the names in ``condition``
   (``ds.conditions.sel(condition="defocus")``); text conditions (``lattice``) as string
@@ -32,7 +32,7 @@ from zarr.storage import LocalStore
 from scopeflow.errors import InputError, NotFoundError, ShapeMismatchError
 from scopeflow.frame import Frame, Truth
 
-from .tables import DirectChunks, Table, commit, open_root, repair, storage_errors, writing
+from .tables import ROW_CHUNK, Table, commit, open_root, repair, storage_errors, writing
 
 SCHEMA_VERSION = 1
 # lz4 with byte shuffle: ~3x smaller Poisson-count frames at memory speed, so appends keep up.
@@ -51,14 +51,13 @@ class DatasetWriter:
     def __init__(self, path: Path, root: zarr.Group) -> None:
         self.path = path
         self.root = root
-        self.frames = Table(
-            root,
-            FRAME_DIM,
-            chunk_rows={"frames": 1},
-            compressors={"frames": FRAME_CODEC},
-            direct={"frames": DirectChunks(FRAME_CODEC)},
-        )
-        self.truth = Table(root, TRUTH_DIM)
+        self.frames = Table(root, FRAME_DIM, chunk_rows={"frames": 1}, compressors={"frames": FRAME_CODEC})
+        # A few hundred atoms a frame (~360 in a 256² graphene frame at 0.12 Å/px): 8192-row chunks
+        # would make a new file every ~23 frames, each as costly as a frame's; 2^16 rows (256 KiB
+        # of float32) span ~180 frames.
+        self.truth = Table(root, TRUTH_DIM, rows=ROW_CHUNK * 8)
+        self._conditions: list[str] | None = None  # names of the numeric conditions, once stored
+        self._names: Table | None = None  # their array, when this writer made it (to commit)
 
     @classmethod
     def open(cls, path: str | Path, instrument: dict[str, Any] | None = None) -> DatasetWriter:
@@ -101,13 +100,15 @@ class DatasetWriter:
     @property
     def frame_shape(self) -> tuple[int, int] | None:
         """(rows, cols) of the stored frames, or None while the dataset is empty."""
-        arr = self.frames.columns().get("frames")
-        return None if arr is None else (int(arr.shape[1]), int(arr.shape[2]))
+        shape = self.frames.trailing_shape("frames")
+        return None if shape is None else (shape[0], shape[1])
 
     def condition_names(self) -> list[str]:
         """Names of the numeric conditions, in the column order of ``conditions``."""
-        arr = self.root.get(CONDITION_DIM) if CONDITION_DIM in self.root else None
-        return [] if arr is None else [str(s) for s in arr[:]]
+        if not self._conditions:  # written once, with the first batch that has conditions
+            arr = self.root.get(CONDITION_DIM) if CONDITION_DIM in self.root else None
+            self._conditions = [] if arr is None else [str(s) for s in arr[:]]
+        return list(self._conditions)
 
     def _condition_columns(self, batch: Sequence[Frame]) -> dict[str, np.ndarray]:
         """Numeric conditions as one (k, C) array; text ones as columns; new numbers as JSON."""
@@ -118,21 +119,17 @@ class DatasetWriter:
         names = self.condition_names()
         if not names and numeric:
             names = numeric
-            names_arr = self.root.create_array(
-                CONDITION_DIM,
-                shape=(len(names),),
-                dtype=str,
-                chunks=(len(names),),
-                dimension_names=(CONDITION_DIM,),
-            )
-            names_arr[:] = np.array(names, dtype=str)
+            # Written directly like every column (zarr's create_array costs a few ms), in one chunk.
+            self._names = Table(self.root, CONDITION_DIM, chunk_rows={CONDITION_DIM: len(names)})
+            self._names.append({CONDITION_DIM: np.array(names, dtype=str)})
+            self._conditions = list(names)
         out: dict[str, np.ndarray] = {}
         if names:
             out["conditions"] = np.array(
                 [[float(f.conditions.get(k, np.nan)) for k in names] for f in batch], dtype=np.float64
             )
         extra = [k for k in numeric if k not in names]
-        if extra or "metadata" in self.frames.columns():
+        if extra or "metadata" in self.frames:
             out["metadata"] = np.array(
                 [json.dumps({k: f.conditions[k] for k in extra if k in f.conditions}) for f in batch]
             )
@@ -167,8 +164,9 @@ class DatasetWriter:
                     f"frame {f.index} ({f.source}): dtype {img.dtype} is not a real number type"
                 )
         n0 = self.n_frames
-        columns: dict[str, np.ndarray] = {
-            "frames": np.stack(images).astype(np.float32, copy=False),
+        columns: dict[str, Any] = {
+            # Rows, not one stacked array: each frame is a chunk of its own, encoded from where it lies.
+            "frames": [img.astype(np.float32, copy=False) for img in images],
             "frame_index": np.array([f.index for f in batch], dtype=np.int64),
             "time": np.array([np.datetime64(f.time, "ns") for f in batch]).astype(np.int64),
             "pixel_size": np.array([f.pixel_size for f in batch], dtype=np.float64),
@@ -198,7 +196,8 @@ class DatasetWriter:
                         "truth_weight": np.concatenate([t.weight for _, t in truths]).astype(np.float32),
                     }
                 )
-            commit(self.path)
+            published = self.frames.metadata() | self.truth.metadata()
+            commit(self.path, published | self._names.metadata() if self._names else published)
         return n0 + len(batch)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import zarr
@@ -22,6 +22,7 @@ from zarr.storage import LocalStore
 from scopeflow.errors import InputError, NotFoundError
 from scopeflow.frame import Truth
 
+from .chunk_files import ChunkFiles
 from .decisions import GROUP as DECISIONS
 from .decisions import MONITOR_GROUP, DecisionWriter, write_monitor_state
 from .predictions import GROUP as PREDICTIONS
@@ -42,6 +43,7 @@ class Dataset:
         self._decisions: DecisionWriter | None = None
         self._predictions: dict[str, PredictionWriter] = {}
         self._truth_at = (0, 0)  # (frame, first truth row of that frame): where the last read ended
+        self._frame_files: ChunkFiles | Literal[False] | None = None  # the frames' files, if direct
         self.refresh()
 
     # ------------------------------------------------------------------ reads (committed)
@@ -61,6 +63,11 @@ class Dataset:
 
     def frames(self, start: int, stop: int) -> np.ndarray:
         """Frames at positions ``start``..``stop``-1, (k, H, W) float32 counts."""
+        if self._frame_files is None:  # the layout, read once (it never changes)
+            self._frame_files = ChunkFiles.of(self._arrays["frames"]) or False
+        stop = min(stop, self.n_frames)
+        if self._frame_files and self._frame_files.sharded and stop > start:
+            return self._frame_files.read_rows(start, stop)  # committed rows only (stop clipped)
         return np.asarray(self._arrays["frames"][start:stop])
 
     def pixel_sizes(self, start: int, stop: int) -> np.ndarray:

@@ -1,3 +1,6 @@
+import threading
+import time
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -5,6 +8,7 @@ import xarray as xr
 from scopeflow.errors import InputError, ShapeMismatchError, StorageError
 from scopeflow.frame import Frame
 from storage.datasets import DatasetWriter, open_dataset, read_truth
+from storage.datasets.chunk_files import SPARE
 from tasks.acquisition.loop import acquire_run
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 
@@ -65,13 +69,14 @@ def test_write_failure_is_clear_and_keeps_committed_frames(tmp_path, twin):
     path = tmp_path / "run.zarr"
     writer = DatasetWriter.open(path, twin.state())
     writer.append([twin.acquire(i) for i in range(3)])
-    # The disk refuses the next chunk: a file sits where the chunk directory must go.
-    chunk_dir = path / "frames" / "c" / "3"
-    chunk_dir.parent.mkdir(parents=True, exist_ok=True)
-    chunk_dir.write_bytes(b"not a directory")
+    # The disk refuses the frames' new shape: a directory sits where the file it is written
+    # into must go (after the frame's bytes went into its shard).
+    blocker = path / "frames" / SPARE
+    blocker.unlink(missing_ok=True)
+    blocker.mkdir()
     with pytest.raises(StorageError, match="frames committed before this batch are intact"):
         writer.append([twin.acquire(3)])
-    chunk_dir.unlink()
+    blocker.rmdir()
     ds = open_dataset(path)
     assert ds.sizes["frame"] == 3
     assert np.array_equal(ds["frames"][2].values, twin.acquire(2).image)
@@ -83,3 +88,37 @@ def test_not_a_dataset_directory_is_refused(tmp_path, twin):
     (tmp_path / "x" / "notes.txt").write_text("hello")
     with pytest.raises(InputError, match="not a scopeflow dataset"):
         DatasetWriter.open(tmp_path / "x", twin.state())
+
+
+def test_readers_during_appends_see_whole_committed_batches(tmp_path):
+    """While a writer appends, every open sees a prefix of whole batches: all columns agree."""
+    twin = DigitalTwin(seed=3, shape=(32, 32))
+    frames = [twin.acquire(i) for i in range(300)]
+    path = tmp_path / "run.zarr"
+    writer = DatasetWriter.open(path, twin.state())
+    writer.append(frames[:5])
+    done = threading.Event()
+
+    def write() -> None:
+        try:
+            for b in range(5, 300, 5):
+                writer.append(frames[b : b + 5])
+                time.sleep(0.005)  # frames arrive over time; the reader gets the GIL meanwhile
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    seen = set()
+    while not done.is_set() or not seen:
+        ds = xr.open_zarr(path)
+        n = ds.sizes["frame"]
+        seen.add(n)
+        assert n % 5 == 0  # whole batches only
+        assert list(ds["frame_index"].values) == list(range(n))
+        assert ds["conditions"].shape[0] == ds["time"].shape[0] == ds["source"].shape[0] == n
+        last = ds["frames"][n - 1].values
+        assert np.array_equal(last, frames[n - 1].image)
+        assert ds["truth_frame"].values.max() == n - 1
+    thread.join()
+    assert max(seen) <= 300 and len(seen) > 1  # it read while the writer wrote

@@ -1,42 +1,50 @@
-"""DirectChunks writes the bytes zarr writes, and an independent Zarr v3 reader agrees.
+"""ChunkFiles writes the bytes zarr writes, and an independent Zarr v3 reader agrees.
 
 The direct path bypasses zarr-python's codec pipeline for speed; these tests are what keeps
-it honest across zarr releases: for every blosc configuration it accepts, each chunk file is
+it honest across zarr releases: for every layout it accepts, appended in uneven batches that
+cross chunk boundaries (so the tail chunk is patched in place or replaced), each chunk file is
 compared byte for byte with the one ``arr[...] = values`` writes, and tensorstore (another
 implementation of the spec) reads the array back.
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorstore as ts
+import xarray as xr
 import zarr
-from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
+from zarr.codecs import BloscCodec, BytesCodec, ShardingCodec, ZstdCodec
 from zarr.storage import LocalStore, MemoryStore
 
 from storage.datasets import DatasetWriter
+from storage.datasets.chunk_files import SPARE, ChunkFiles, array_metadata
 from storage.datasets.dataset import FRAME_CODEC
-from storage.datasets.tables import DirectChunks, Table
+from storage.datasets.tables import Table, commit, fill_for, open_root
 from tasks.acquisition.twin import DigitalTwin
 
-ROWS = 5
+ROWS = 11
+BATCHES = (slice(0, 3), slice(3, 4), slice(4, 11))  # uneven, crossing chunk boundaries
 
 
 def _values(dtype: str, shape: tuple[int, ...]) -> np.ndarray:
     """Poisson counts like a detector's, in ``dtype``: compressible but not trivially."""
     rng = np.random.default_rng(3)
-    return rng.poisson(40.0, size=(ROWS, *shape)).astype(dtype)
+    counts = rng.poisson(40.0, size=(ROWS, *shape))
+    if dtype == "str":
+        return np.array([f"frame-{c}" * (1 + c % 3) for c in counts], dtype=str)
+    return counts.astype(dtype)
 
 
-def _array(root: Path, name: str, values: np.ndarray, codec: BloscCodec, **kw) -> zarr.Array:
+def _array(root: Path, values: np.ndarray, rows: int, **kw) -> zarr.Array:
+    open_root(root, create=True)
     return zarr.open_group(root, mode="a").create_array(
-        name,
+        "a",
         shape=(0, *values.shape[1:]),
-        chunks=(1, *values.shape[1:]),
-        dtype=values.dtype,
-        compressors=codec,
-        fill_value=0,
+        chunks=(rows, *values.shape[1:]),
+        dtype=str if values.dtype.kind == "U" else values.dtype,
+        dimension_names=("row", *(f"d{i}" for i in range(values.ndim - 1))),
         **kw,
     )
 
@@ -44,8 +52,8 @@ def _array(root: Path, name: str, values: np.ndarray, codec: BloscCodec, **kw) -
 def _chunk_files(array_dir: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(array_dir)): p.read_bytes()
-        for p in sorted((array_dir / "c").rglob("*"))
-        if p.is_file()
+        for p in sorted(array_dir.rglob("*"))
+        if p.is_file() and p.name not in ("zarr.json", SPARE)  # the spare holds an old version
     }
 
 
@@ -54,65 +62,94 @@ def _tensorstore_read(array_dir: Path) -> np.ndarray:
     return ts.open(spec, open=True, read=True).result().read().result()
 
 
-# The project's one configuration (frames: float32 under FRAME_CODEC) first, then the other
-# corners the direct path accepts: each compressor, each shuffle, a block size, 1-, 2- and
-# 8-byte types, and rows of other ranks.
+# The project's layouts first (frames: one float32 row per chunk under FRAME_CODEC; raw
+# columns of many rows; strings), then the other corners the direct path accepts: each
+# compressor, each shuffle, a block size, 1-, 2- and 8-byte types, rows of other ranks,
+# encoded tails (replaced whole) and both chunk-key separators.
 CASES = [
-    pytest.param(FRAME_CODEC, "float32", (64, 64), id="frames-float32-lz4-shuffle"),
-    pytest.param(BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"), "uint16", (32, 48), id="zstd-bit"),
+    pytest.param(FRAME_CODEC, "float32", (64, 64), 1, ".", id="frames-float32-lz4-shuffle"),
+    pytest.param(None, "int64", (), 4, ".", id="raw-int64-column"),
+    pytest.param(None, "float64", (3,), 4, ".", id="raw-float64-rows"),
+    pytest.param(None, "bool", (), 8, "/", id="raw-bool-slash-keys"),
+    pytest.param(None, "str", (), 4, ".", id="strings"),
+    pytest.param(ZstdCodec(level=1), "str", (), 4, "/", id="strings-zstd"),
+    pytest.param(ZstdCodec(level=3), "float32", (5,), 4, ".", id="zstd-tail-replaced"),
     pytest.param(
-        BloscCodec(cname="blosclz", clevel=9, shuffle="noshuffle"), "float64", (40,), id="blosclz-1d"
+        BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"), "uint16", (32, 48), 1, "/", id="zstd-bit"
+    ),
+    pytest.param(
+        BloscCodec(cname="blosclz", clevel=9, shuffle="noshuffle"), "float64", (40,), 2, ".", id="blosclz-1d"
     ),
     pytest.param(
         BloscCodec(cname="lz4hc", clevel=3, shuffle="shuffle", blocksize=4096),
         "int8",
         (16, 16),
+        1,
+        "/",
         id="lz4hc-blocksize-int8",
     ),
-    pytest.param(BloscCodec(cname="zlib", clevel=1, shuffle="shuffle"), "int32", (4, 8, 8), id="zlib-3d"),
+    pytest.param(
+        BloscCodec(cname="zlib", clevel=1, shuffle="shuffle"), "int32", (4, 8, 8), 3, ".", id="zlib-3d"
+    ),
 ]
 
 
-@pytest.mark.parametrize(("codec", "dtype", "shape"), CASES)
-def test_direct_chunks_are_zarrs_own_bytes_and_tensorstore_reads_them(tmp_path, codec, dtype, shape):
+@pytest.mark.parametrize(("codec", "dtype", "shape", "rows", "separator"), CASES)
+def test_chunk_files_are_zarrs_own_bytes_and_tensorstore_reads_them(
+    tmp_path, codec, dtype, shape, rows, separator
+):
     values = _values(dtype, shape)
-    ours = _array(tmp_path / "ours.zarr", "a", values, codec)
-    direct = DirectChunks(codec)
-    assert direct.applies(ours)  # the fast path is not silently off for this configuration
-    direct.write(ours, 0, values[:2])  # two batches: the second starts past row 0
-    direct.write(ours, 2, values[2:])
-    ours.resize(values.shape)
-    reference = _array(tmp_path / "ref.zarr", "a", values, codec)
+    keys = {"name": "default", "separator": separator}
+    ours = _array(tmp_path / "ours.zarr", values, rows, compressors=codec, chunk_key_encoding=keys)
+    table = Table(open_root(tmp_path / "ours.zarr", create=False), "row")
+    assert ChunkFiles.of(ours) is not None  # the fast path is not silently off for this layout
+    for batch in BATCHES:
+        table.append({"a": values[batch]})
+        commit(tmp_path / "ours.zarr", table.metadata())
+    reference = _array(tmp_path / "ref.zarr", values, rows, compressors=codec, chunk_key_encoding=keys)
     reference.resize(values.shape)
     reference[...] = values  # zarr's own write path
 
     written = _chunk_files(tmp_path / "ours.zarr" / "a")
-    assert len(written) == ROWS
+    assert len(written) == -(-ROWS // rows)
     assert written == _chunk_files(tmp_path / "ref.zarr" / "a")
     assert not list((tmp_path / "ours.zarr").rglob("*.partial"))  # every temporary file was renamed
-    assert np.array_equal(_tensorstore_read(tmp_path / "ours.zarr" / "a"), values)
-    assert np.array_equal(zarr.open_array(tmp_path / "ours.zarr" / "a", mode="r")[...], values)
+    ours_meta = json.loads((tmp_path / "ours.zarr" / "a" / "zarr.json").read_bytes())
+    assert ours_meta == json.loads((tmp_path / "ref.zarr" / "a" / "zarr.json").read_bytes())
+    committed = zarr.open_group(tmp_path / "ours.zarr", mode="r", use_consolidated=True)["a"]
+    assert np.array_equal(committed[...], values)
+    if dtype != "str":  # tensorstore has no variable-length strings
+        assert np.array_equal(_tensorstore_read(tmp_path / "ours.zarr" / "a"), values)
 
 
-def test_direct_chunks_take_big_endian_input_and_write_little_endian(tmp_path):
+def test_a_reopened_table_continues_the_tail_chunk_it_did_not_write(tmp_path):
+    values = _values("int64", ())
+    path = tmp_path / "t.zarr"
+    _array(path, values, 8, compressors=None)
+    Table(open_root(path, create=False), "row").append({"a": values[:5]})
+    again = Table(open_root(path, create=False), "row")  # a new writer: the tail is read from disk
+    assert len(again) == 5
+    again.append({"a": values[5:]})
+    commit(path, again.metadata())
+    assert np.array_equal(_tensorstore_read(path / "a"), values)
+
+
+def test_big_endian_input_is_written_little_endian(tmp_path):
     values = _values("float32", (8, 8))
-    arr = _array(tmp_path / "d.zarr", "a", values, FRAME_CODEC)
-    DirectChunks(FRAME_CODEC).write(arr, 0, values.astype(">f4"))
-    arr.resize(values.shape)
-    assert np.array_equal(_tensorstore_read(tmp_path / "d.zarr" / "a"), values)
+    path = tmp_path / "d.zarr"
+    files = ChunkFiles.of(_array(path, values, 1, compressors=FRAME_CODEC))
+    for write in files.writes(0, values.astype(">f4")):
+        write()
+    files.resize(ROWS)
+    assert np.array_equal(_tensorstore_read(path / "a"), values)
 
 
 @pytest.mark.parametrize(
     "layout",
     [
-        pytest.param({"compressors": ZstdCodec(level=1)}, id="another-compressor"),
-        pytest.param(
-            {"compressors": BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")}, id="another-blosc"
-        ),
-        pytest.param({"chunks": (2, 8, 8)}, id="two-rows-per-chunk"),
+        pytest.param({"chunks": (1, 4, 8)}, id="rows-split-in-chunks"),
         pytest.param({"chunks": (1, 8, 8), "shards": (2, 8, 8)}, id="sharded"),
         pytest.param({"serializer": BytesCodec(endian="big")}, id="big-endian"),
-        pytest.param({"chunk_key_encoding": {"name": "default", "separator": "."}}, id="dot-separator"),
         pytest.param({"chunk_key_encoding": {"name": "v2", "separator": "/"}}, id="v2-keys"),
         pytest.param({"store": "memory"}, id="memory-store"),
     ],
@@ -125,22 +162,116 @@ def test_other_layouts_fall_back_to_zarr_and_still_round_trip(tmp_path, layout):
     group.create_array(
         "frames", shape=(0, 8, 8), dtype="float32", fill_value=np.nan, dimension_names=("f", "y", "x"), **kw
     )
-    direct = DirectChunks(FRAME_CODEC)
-    assert not direct.applies(group["frames"])
-    table = Table(group, "f", direct={"frames": direct})
+    assert ChunkFiles.of(group["frames"]) is None
+    table = Table(group, "f")
     values = _values("float32", (8, 8))
     table.append({"frames": values[:3]})
     table.append({"frames": values[3:]})
     assert np.array_equal(group["frames"][...], values)
 
 
-def test_the_writers_frames_are_valid_zarr_for_tensorstore(tmp_path):
+def test_the_writers_dataset_reads_the_same_in_tensorstore_and_xarray(tmp_path):
     twin = DigitalTwin(seed=7, shape=(64, 64))
     path = tmp_path / "run.zarr"
     writer = DatasetWriter.open(path, twin.state())
-    writer.append([twin.acquire(i) for i in range(4)])
-    assert writer.frames.direct["frames"].applies(writer.frames.columns()["frames"])
+    for start in (0, 3, 4):  # batches of 3, 1 and 5 frames
+        writer.append([twin.acquire(i) for i in range(start, {0: 3, 3: 4, 4: 9}[start])])
+    assert all(ChunkFiles.of(arr) is not None for arr in writer.frames.columns().values())
+    ds = xr.open_zarr(path)
+    numeric = [name for name in ds.variables if ds[name].dtype.kind in "biufM"]
+    assert {"frames", "frame_index", "time", "pixel_size", "conditions", "truth_row"} <= set(numeric)
+    for name in numeric:
+        stored = zarr.open_array(path / name, mode="r")[...]  # raw values (time as int64 ns)
+        assert np.array_equal(_tensorstore_read(path / name), stored, equal_nan=True), name
     stack = _tensorstore_read(path / "frames")
-    assert stack.shape == (4, 64, 64)
-    for i in range(4):
+    assert stack.shape == (9, 64, 64)
+    for i in range(9):
         assert np.array_equal(stack[i], twin.acquire(i).image)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "shape", "chunks", "compressors"),
+    [
+        ("float32", (0, 8, 8), (1, 8, 8), FRAME_CODEC),
+        ("int64", (0,), (8192,), None),
+        ("float64", (2,), (8192,), None),
+        ("float64", (0, 17), (481, 17), None),
+        ("float32", (0, 64), (1, 64), "auto"),
+        ("int8", (0,), (16,), None),
+        ("bool", (0,), (16,), None),
+        ("uint16", (3, 4), (1, 4), "auto"),
+        ("str", (0,), (8192,), None),
+        ("str", (5,), (1,), "auto"),
+    ],
+)
+def test_new_columns_get_the_metadata_zarr_would_write(tmp_path, dtype, shape, chunks, compressors):
+    spec = {
+        "shape": shape,
+        "dtype": str if dtype == "str" else np.dtype(dtype),
+        "chunks": chunks,
+        "fill_value": fill_for(np.dtype("U1") if dtype == "str" else np.dtype(dtype)),
+        "dimension_names": ("row", *(f"d{i}" for i in range(len(shape) - 1))),
+        "attributes": {"units": "pixel"},
+        "compressors": compressors,
+        "chunk_key_encoding": {"name": "default", "separator": "."},
+    }
+    zarr.open_group(tmp_path / "z.zarr", mode="w").create_array("a", **spec)
+    assert array_metadata(**spec) == json.loads((tmp_path / "z.zarr" / "a" / "zarr.json").read_bytes())
+
+
+def _sharding(inner, shape: tuple[int, ...]) -> ShardingCodec:
+    """One-row chunks in shards, the index first and unchecksummed: how ``Table`` lays out frames."""
+    return ShardingCodec(
+        chunk_shape=(1, *shape),
+        codecs=[BytesCodec(), *([inner] if inner is not None else [])],
+        index_codecs=[BytesCodec()],
+        index_location="start",
+    )
+
+
+@pytest.mark.parametrize(
+    ("inner", "dtype", "shape"),
+    [
+        pytest.param(FRAME_CODEC, "float32", (64, 64), id="frames-lz4-shuffle"),
+        pytest.param(ZstdCodec(level=0), "uint16", (8, 8), id="zstd"),
+        pytest.param(None, "float64", (5,), id="raw"),
+    ],
+)
+def test_shards_appended_row_by_row_are_the_bytes_zarr_writes_at_once(tmp_path, inner, dtype, shape):
+    values = _values(dtype, shape)
+    kw = {"serializer": _sharding(inner, shape), "compressors": None}
+    kw["chunk_key_encoding"] = {"name": "default", "separator": "."}
+    _array(tmp_path / "ours.zarr", values, 4, **kw)  # shards of 4 rows: 11 rows end in a partial one
+    table = Table(open_root(tmp_path / "ours.zarr", create=False), "row")
+    for batch in BATCHES:
+        table.append({"a": values[batch]})
+        commit(tmp_path / "ours.zarr", table.metadata())
+    reference = _array(tmp_path / "ref.zarr", values, 4, **kw)
+    reference.resize(values.shape)
+    reference[...] = values
+
+    written = _chunk_files(tmp_path / "ours.zarr" / "a")
+    assert len(written) == 3
+    assert written == _chunk_files(tmp_path / "ref.zarr" / "a")
+    committed = zarr.open_group(tmp_path / "ours.zarr", mode="r", use_consolidated=True)["a"]
+    assert np.array_equal(committed[...], values)
+    assert np.array_equal(_tensorstore_read(tmp_path / "ours.zarr" / "a"), values)
+    files = ChunkFiles.of(committed)
+    assert np.array_equal(files.read_rows(2, 11), values[2:11])  # across shards, as written
+    assert np.array_equal(files.read_rows(5, 6), values[5:6])
+
+
+def test_new_one_row_columns_are_sharded_as_zarr_would_spell_it(tmp_path):
+    spec = {
+        "shape": (0, 8, 8),
+        "dtype": np.dtype("float32"),
+        "chunks": (16, 8, 8),
+        "fill_value": np.nan,
+        "dimension_names": ("frame", "y", "x"),
+        "attributes": {},
+        "compressors": None,
+        "serializer": _sharding(FRAME_CODEC, (8, 8)),
+        "chunk_key_encoding": {"name": "default", "separator": "."},
+    }
+    zarr.open_group(tmp_path / "z.zarr", mode="w").create_array("a", **spec)
+    assert array_metadata(**spec) == json.loads((tmp_path / "z.zarr" / "a" / "zarr.json").read_bytes())

@@ -39,6 +39,7 @@ def test_truth_by_offset_matches_the_whole_column_read_in_any_order(acquired):
     assert data.n_frames == 9 and data.refresh() == 12
     _same(data.truths(9, 12), read_truths(open_dataset(path), 9, 12))
     np.testing.assert_array_equal(data.frames(10, 12), open_dataset(path)["frames"][10:12].values)
+    assert len(data.frames(0, 100)) == 12 and data.frames(12, 12).shape[0] == 0  # committed only
 
 
 def _frames_on_disk(path):
