@@ -24,3 +24,24 @@ def test_retraining_renders_the_lattice_the_drifted_frames_show(ensemble):
         lattice, proxies = _sample_lattice(found, images, p, before)
         assert lattice == expected
         assert (proxies == before) == (expected == "graphene")
+
+
+def test_crystal_free_frames_have_no_columns_and_leave_other_draws_alone() -> None:
+    from dataclasses import replace
+
+    import numpy as np
+
+    from tasks.training.conditions import ConditionRanges, sample_conditions
+    from tasks.training.synthesis import render_sample
+
+    plain = sample_conditions(np.random.default_rng(5), ConditionRanges())
+    free = sample_conditions(
+        np.random.default_rng(5), replace(ConditionRanges(), crystal_free_probability=1.0)
+    )
+    assert free["vacancy_rate"] == 1.0
+    assert {k: v for k, v in free.items() if k != "vacancy_rate"} == {
+        k: v for k, v in plain.items() if k != "vacancy_rate"
+    }
+    sample = render_sample(free, 3, 48, 0.2)
+    assert len(sample.rowcol) == 0
+    assert np.isfinite(sample.image).all()
