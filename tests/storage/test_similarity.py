@@ -184,13 +184,18 @@ def test_index_is_rebuilt_from_the_catalog_when_lost(archive: dict[str, str], st
             shutil.move(directory, lost)
             rebuilt = VectorIndexes(directory).get(EMBEDDER_VERSION)
             assert rebuilt.catch_up(session) == len(first)
-        assert np.array_equal(rebuilt.vectors, first.vectors)
-        assert (directory / f"{EMBEDDER_VERSION}.npz").exists()  # saved again
+        everything = np.arange(len(first))
+        assert np.array_equal(rebuilt.vectors_at(everything), first.vectors_at(everything))
+        assert not (directory / f"{EMBEDDER_VERSION}.npz").exists()  # a query's catch-up writes nothing
+        rebuilt.maintain(db.reading)
+        assert (directory / f"{EMBEDDER_VERSION}.npz").exists()  # saved again, by the maintenance
         with db.reading() as session:
             loaded = VectorIndexes(directory).get(EMBEDDER_VERSION)
             assert loaded.catch_up(session) == 0  # read from its files, nothing new
-        assert np.array_equal(loaded.vectors, first.vectors) and len(loaded) == len(first)
-        assert loaded.search(first.vectors[0], 1, None)[0][:2] == (int(first.record[0]), int(first.frame[0]))
+        assert np.array_equal(loaded.vectors_at(everything), first.vectors_at(everything))
+        assert len(loaded) == len(first)
+        hit = loaded.search(first.vectors_at(everything[:1])[0], 1, None)[0][:2]
+        assert hit == (int(first.record[0]), int(first.frame[0]))
         (directory / f"{EMBEDDER_VERSION}.faiss").write_bytes(b"garbage")
         with db.reading() as session:
             again = VectorIndexes(directory).get(EMBEDDER_VERSION)
@@ -345,43 +350,57 @@ def test_a_large_map_places_the_unfitted_frames_beside_their_own_kind(
     assert (label[near[:, 1:]] == label[:, None]).mean() >= 0.95
 
 
-def test_the_graph_walk_widens_its_beam_until_the_promised_recall(
+def test_lists_are_built_and_measured_out_of_the_query_path(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from storage.federation.similarity import index as index_module
 
     rng = np.random.default_rng(2)
-    base = rng.normal(size=(100, 32))
-    # 50 near-copies of each of 100 frames: the ten nearest of a query are close ties.
-    vectors = (np.repeat(base, 50, axis=0) + 0.05 * rng.normal(size=(5000, 32))).astype(np.float32)
+    base = rng.normal(size=(100, 16))
+    # 50 copies of each of 100 frames, spread as far as the frames lie apart: the ten nearest
+    # of a query straddle several lists.
+    vectors = (np.repeat(base, 50, axis=0) + rng.normal(size=(5000, 16))).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    monkeypatch.setattr(index_module, "EXACT_BELOW", 1000)
-    good = index_module.VectorIndex("good")
-    good.add(np.arange(5000) + 1, np.arange(5000) + 1, np.zeros(5000, np.int32), vectors)
-    assert good.ef_search == index_module.EF_SEARCH  # this graph reaches 0.95 at once
-    # A sparsely linked graph (few links, shallow construction) cannot: its beam widens.
-    monkeypatch.setattr(index_module, "HNSW_M", 4)
-    monkeypatch.setattr(index_module, "EF_CONSTRUCTION", 8)
-    monkeypatch.setattr(index_module, "EF_SEARCH", 8)
-    sparse = index_module.VectorIndex("sparse", tmp_path)
-    sparse.add(np.arange(5000) + 1, np.arange(5000) + 1, np.zeros(5000, np.int32), vectors)
-    assert sparse.ef_search > 8
-    queries = (base[:40].repeat(2, axis=0) + 0.05 * rng.normal(size=(80, 32))).astype(np.float32)
+    queries = (base[:40].repeat(2, axis=0) + rng.normal(size=(80, 16))).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    monkeypatch.setattr(index_module, "EXACT_BELOW", 1000)
+    built = []
+    real_build = index_module._build
 
-    def recall(ix: index_module.VectorIndex) -> float:
+    def build(snapshot: np.ndarray) -> object:
+        built.append(len(snapshot))
+        return real_build(snapshot)
+
+    monkeypatch.setattr(index_module, "_build", build)
+    ix = index_module.VectorIndex("t", tmp_path)
+
+    def recall() -> float:
         found = []
         for q in queries:
-            exact = set((np.argsort(-(vectors @ q))[:10] + 1).tolist())
+            exact = set((np.argsort(-(vectors[: len(ix)] @ q))[:10] + 1).tolist())
             found.append(len(exact & {h[0] for h in ix.search(q, 10, None)}) / 10)
         return float(np.mean(found))
 
-    measured = recall(sparse)
-    beam = sparse.ef_search
-    sparse.ef_search = 8
-    assert measured > recall(sparse)
-    sparse.ef_search = beam
-    sparse.save()
-    again = index_module.VectorIndex("sparse", tmp_path)
+    for start in range(0, 5000, 500):  # rows arriving as a query's catch-up adds them
+        ix.add(
+            np.arange(start, start + 500) + 1,
+            np.arange(start, start + 500) + 1,
+            np.zeros(500, np.int32),
+            vectors[start : start + 500],
+        )
+        assert recall() == 1.0  # exact until the lists exist
+    assert (
+        built == [] and ix.lists == 0 and not list(tmp_path.iterdir())
+    )  # queries built nothing, wrote nothing
+    assert ix.due() and ix.reorganise() and built == [5000]
+    assert ix.lists == index_module.n_lists(5000) and 1 <= ix.nprobe < ix.lists
+    assert ix.recall >= index_module.TARGET_RECALL and recall() >= 0.95
+    assert not ix.due() and not ix.reorganise() and built == [5000]  # not again until it doubles
+    # Fewer lists scanned than measured lose recall: the measurement is what holds it.
+    measured, ix.nprobe = ix.nprobe, 1
+    assert recall() < index_module.TARGET_RECALL
+    ix.nprobe = measured
+    again = index_module.VectorIndex("t", tmp_path)
     again._load()
-    assert again.ef_search == beam and len(again) == 5000
+    assert again.nprobe == measured and again.lists == ix.lists and len(again) == 5000
+    assert np.array_equal(again.vectors_at(np.arange(5000)), ix.vectors_at(np.arange(5000)))

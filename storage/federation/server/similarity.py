@@ -68,11 +68,19 @@ def indexes(request: Request) -> VectorIndexes:
 
 @router.put("/api/records/{ref}/embeddings")
 def put_embeddings(
-    ref: RecordRef, body: EmbeddingsIn, p: Principal = Depends(principal), c: Catalog = Depends(catalog)
+    ref: RecordRef,
+    body: EmbeddingsIn,
+    p: Principal = Depends(principal),
+    c: Catalog = Depends(catalog),
+    ix: VectorIndexes = Depends(indexes),
 ) -> Any:
-    return c.write(
+    out = c.write(
         p, lambda ctx: ops.put_embeddings(ctx, ref, body.embedder, body.frames, body.vectors, body.thumbnails)
     )
+    # The index takes the new rows, rebuilds its lists when it has doubled and saves its
+    # files in a thread of its own: neither this request nor any query waits for that.
+    ix.get(body.embedder).maintain_soon(c.db.reading)
+    return out
 
 
 @router.post("/api/similar")
