@@ -77,7 +77,7 @@ def index_part(args: argparse.Namespace) -> dict[str, Any]:
     build_s = time.perf_counter() - t0
     rss = proc.memory_info().rss - rss0
     print(
-        f"built {n} in {build_s:.0f} s, {rss / n:.0f} B/vector, {index.lists} lists, nprobe {index.nprobe}",
+        f"built {n} in {build_s:.0f} s, {rss / n:.0f} B/vector resident, {index.nbytes() / n:.0f} B held, {index.lists} lists, nprobe {index.nprobe}",
         flush=True,
     )
     queries_src = rng.choice(len(np.unique(src)), 200, replace=False)
@@ -96,6 +96,7 @@ def index_part(args: argparse.Namespace) -> dict[str, Any]:
         "build_s": build_s,
         "build_vectors_per_s": n / build_s,
         "resident_bytes_per_vector": rss / n,
+        "index_bytes_per_vector": index.nbytes() / n,
         "jitter_per_component": sigma,
         "load_average_at_start": os.getloadavg(),
     }

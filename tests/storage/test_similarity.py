@@ -404,3 +404,23 @@ def test_lists_are_built_and_measured_out_of_the_query_path(
     again._load()
     assert again.nprobe == measured and again.lists == ix.lists and len(again) == 5000
     assert np.array_equal(again.vectors_at(np.arange(5000)), ix.vectors_at(np.arange(5000)))
+
+
+def test_an_upload_saves_the_index_in_the_background(
+    archive: dict[str, str], alice: StoreClient, store: RunningStore
+) -> None:
+    import time
+
+    from storage.federation.paths import store_paths
+
+    if store.database_url:
+        pytest.skip("a store on PostgreSQL keeps its vector index in memory, no files")
+    directory = store_paths(store.store_dir)[0].parent / "vectors"
+    rng = np.random.default_rng(8)
+    put_embeddings(alice, archive["alice_mos2"], {"embedder": "probe.bg", **_payload(rng.normal(size=(5, 6)))})
+    # No query has asked for this embedder: its index files come from the store's maintenance.
+    deadline = time.monotonic() + 30
+    while not (directory / "probe.bg.npz").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with np.load(directory / "probe.bg.npz") as z:
+        assert len(z["rows"]) == 5

@@ -62,7 +62,7 @@ def indexes(request: Request) -> VectorIndexes:
             cat: Catalog = state.catalog
             url = cat.db.url
             directory = Path(url.removeprefix("sqlite:///")).parent / "vectors" if cat.db.is_sqlite else None
-            state.vector_indexes = VectorIndexes(directory)
+            state.vector_indexes = VectorIndexes(directory, cat.db.reading)
         return state.vector_indexes
 
 
