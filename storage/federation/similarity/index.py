@@ -1,9 +1,11 @@
 """The vector index of one embedder version: a cache of the ``frame_embeddings`` rows.
 
-The vectors are held once, in a faiss index: exact (``IndexFlatIP``) while small, then an
-inverted file (``IndexIVFFlat``, inner product on unit vectors: about √n lists, the query's
-``nprobe`` nearest scanned exactly). A query whose filter leaves few vectors is answered
-exactly over those. Queries only catch up with rows added since the index last looked (row
+The vectors are held in a flat faiss index (``IndexFlatIP``, row order: exact scans, the
+map, a query frame's vector) and, past ``EXACT_BELOW`` vectors, in an inverted file
+(``IndexIVFFlat``, inner product on unit vectors: about √n lists, the query's ``nprobe``
+nearest scanned exactly). A query whose filter leaves few vectors is answered exactly over
+those, from the flat copy: gathering them from the lists (``reconstruct_batch``) took 20 ms
+per 10k vectors on the loaded machine, against under 1 ms from rows in order. Queries only catch up with rows added since the index last looked (row
 ids only grow: each new vector is assigned to its list, microseconds). The work that costs
 seconds at scale (training the lists, measuring how many lists a query must scan, writing the
 files) is ``reorganise``'s, run after uploads (``maintain_soon``, a background thread of the
@@ -14,8 +16,8 @@ Why an inverted file, not a graph: on an archive of runs of near-duplicate frame
 clusters of ~100 copies), faiss's HNSW (M=32) stopped at recall@10 0.87-0.90 whatever the beam
 (efSearch 64-1024, efConstruction 64), because a walk among near-ties misses; an inverted file
 scans whole lists exactly, so recall only depends on how many lists are scanned, and grows to
-1.0 (benchmarks/README.md, similarity rows). It also holds one copy of the vectors (~0.55 kB
-per 133-d vector against the graph's ~0.87 kB).
+1.0 (benchmarks/README.md, similarity rows). The price is memory: two copies of the vectors
+(~1.1 kB per 133-d vector against the graph's ~0.87 kB).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ TARGET_RECALL = 0.95
 #: Vectors of the index queried to measure that recall (each against the exact answer
 #: without itself): the recall's standard error is below 0.01 at 0.95.
 CALIBRATION_QUERIES = 500
+#: Most candidates one probe collects before the filter (beyond, the exact scan is as cheap).
+MAX_CANDIDATES = 4096
 #: Rows read per catalog query while catching up.
 CHUNK = 50_000
 #: Save the index files after this many new rows, or a tenth of the index if more: a save
@@ -77,7 +81,6 @@ def _build(vectors: np.ndarray, k: int = 10) -> tuple[Any, int, float]:
     index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
     index.cp.seed = 1234  # a rebuild of the same vectors gives the same lists
     index.train(train)
-    index.make_direct_map()  # vectors by position: filtered exact scans, the map, a query frame
     for start in range(0, n, CHUNK):
         index.add(vectors[start : start + CHUNK])
     nprobe, recall = _calibrate_nprobe(index, vectors, rng, k)
@@ -127,7 +130,9 @@ class VectorIndex:
         self.rows = np.zeros(0, np.int64)
         self.record = np.zeros(0, np.int64)
         self.frame = np.zeros(0, np.int32)
-        self.index: Any = None
+        self.flat: Any = None
+        self.ivf: Any = None
+        self.vectors = np.zeros((0, 0), np.float32)
         self.last_id = 0
         self.nprobe = 0
         self.recall = 0.0
@@ -142,23 +147,21 @@ class VectorIndex:
         return len(self.rows)
 
     def nbytes(self) -> int:
-        """Bytes the index holds: its vectors, list ids and position map, centroids, and the
-        row, record and frame of each vector (not counting a rebuild's passing copy)."""
-        per_vector = self.rows.itemsize + self.record.itemsize + self.frame.itemsize
-        if self.index is None:
-            return 0
-        n, held = self.index.ntotal, 4 * self.dim * self.index.ntotal
-        if self.lists:
-            held += 16 * n + 4 * self.dim * self.lists  # an id in its list, a slot in the map
-        return held + per_vector * n
+        """Bytes the index holds: the flat vectors, the lists' vectors, ids and centroids, and
+        the row, record and frame of each vector (not counting a rebuild's passing copy)."""
+        n = len(self.rows)
+        held = n * (4 * self.dim + self.rows.itemsize + self.record.itemsize + self.frame.itemsize)
+        if self.ivf is not None:
+            held += self.ivf.ntotal * (4 * self.dim + 8) + 4 * self.dim * self.lists
+        return held
 
     @property
     def lists(self) -> int:
         """Lists of the inverted file (0 while the index is exact)."""
-        return int(getattr(self.index, "nlist", 0))
+        return 0 if self.ivf is None else int(self.ivf.nlist)
 
     # -- persistence ----------------------------------------------------------------------
-    def _paths(self) -> tuple[Path, Path] | None:
+    def _paths(self) -> tuple[Path, Path, Path] | None:
         if self.directory is None:
             return None
         # The name is appended to, never given a suffix: ``with_suffix`` made "a.b" and "a.c"
@@ -167,7 +170,11 @@ class VectorIndex:
         name = self.embedder
         if not name or not all(ch.isalnum() or ch in "-_." for ch in name):
             name = "x" + name.encode().hex()
-        return self.directory / f"{name}.npz", self.directory / f"{name}.faiss"
+        return (
+            self.directory / f"{name}.npz",
+            self.directory / f"{name}.faiss",
+            self.directory / f"{name}.ivf",
+        )
 
     def _load(self) -> None:
         import faiss
@@ -179,16 +186,20 @@ class VectorIndex:
             with np.load(paths[0]) as z:
                 rows, record, frame = z["rows"], z["record"], z["frame"]
                 nprobe, built_at = int(z["nprobe"]), int(z["built_at"])
-            index = faiss.read_index(str(paths[1]))
-            if index.ntotal != len(rows) or (hasattr(index, "nlist") and not 1 <= nprobe <= index.nlist):
+            flat = faiss.read_index(str(paths[1]))
+            ivf = faiss.read_index(str(paths[2])) if nprobe else None
+            if flat.ntotal != len(rows) or (
+                ivf is not None and (ivf.ntotal != len(rows) or nprobe > ivf.nlist)
+            ):
                 raise ValueError("index files disagree")
         except (OSError, ValueError, KeyError, RuntimeError) as error:
             log.warning("similarity index %s unreadable (%s): rebuilding from the catalog", paths[0], error)
             return
         self.rows, self.record, self.frame = rows, record, frame
         self.nprobe, self._built_at = nprobe, built_at
-        self.dim = index.d
-        self.index = index
+        self.dim = flat.d
+        self.flat, self.ivf = flat, ivf
+        self._view_vectors()
         self.last_id = int(rows[-1]) if len(rows) else 0
 
     def save(self) -> None:
@@ -198,9 +209,11 @@ class VectorIndex:
 
         paths = self._paths()
         with self.lock:
-            if paths is None or self.index is None:
+            if paths is None or self.flat is None:
                 return
-            blob = faiss.serialize_index(self.index)
+            blobs = [faiss.serialize_index(self.flat)]
+            if self.ivf is not None:
+                blobs.append(faiss.serialize_index(self.ivf))
             meta = {
                 "rows": self.rows,
                 "record": self.record,
@@ -212,10 +225,12 @@ class VectorIndex:
         paths[0].parent.mkdir(parents=True, exist_ok=True)
         tmp_npz = paths[0].with_name(paths[0].name + ".tmp.npz")
         np.savez(tmp_npz, **meta)
-        tmp_graph = paths[1].with_name(paths[1].name + ".tmp")
-        blob.tofile(tmp_graph)
+        tmps = [path.with_name(path.name + ".tmp") for path in paths[1 : 1 + len(blobs)]]
+        for blob, tmp in zip(blobs, tmps, strict=True):
+            blob.tofile(tmp)
+        for tmp, path in zip(tmps, paths[1:], strict=False):
+            tmp.replace(path)
         tmp_npz.replace(paths[0])
-        tmp_graph.replace(paths[1])
 
     # -- growth ---------------------------------------------------------------------------
     def add(self, rows: np.ndarray, record: np.ndarray, frame: np.ndarray, vectors: np.ndarray) -> None:
@@ -224,16 +239,19 @@ class VectorIndex:
         if not len(rows):
             return
         vectors = np.ascontiguousarray(vectors, np.float32)
-        if self.index is None:
+        if self.flat is None:
             import faiss
 
             self.dim = vectors.shape[1]
-            self.index = faiss.IndexFlatIP(self.dim)
+            self.flat = faiss.IndexFlatIP(self.dim)
         if vectors.shape[1] != self.dim:
             raise InputError(
                 f"embedder {self.embedder}: vectors of {vectors.shape[1]} values, the index holds {self.dim}"
             )
-        self.index.add(vectors)
+        self.flat.add(vectors)
+        if self.ivf is not None:
+            self.ivf.add(vectors)
+        self._view_vectors()
         self.rows = np.concatenate([self.rows, rows.astype(np.int64)])
         self.record = np.concatenate([self.record, record.astype(np.int64)])
         self.frame = np.concatenate([self.frame, frame.astype(np.int32)])
@@ -254,14 +272,15 @@ class VectorIndex:
         with self.lock:
             n = len(self.rows)
             rebuild = self.due()
-            snapshot = self.vectors_at(np.arange(n)) if rebuild else None
+            # A copy: the flat index's buffer moves when a query's catch-up adds to it.
+            snapshot = self.vectors[:n].copy() if rebuild else None
         if snapshot is not None:
             index, nprobe, recall = _build(snapshot)
             with self.lock:
                 m = len(self.rows)
                 if m > n:
-                    index.add(self.vectors_at(np.arange(n, m)))
-                self.index, self.nprobe, self.recall, self._built_at = index, nprobe, recall, n
+                    index.add(self.vectors[n:m])
+                self.ivf, self.nprobe, self.recall, self._built_at = index, nprobe, recall, n
                 self._unsaved = m
             log.info(
                 "similarity index %s: %d lists, nprobe %d reaches recall@10 %.3f at %d vectors",
@@ -313,12 +332,13 @@ class VectorIndex:
         if worker is not None:
             worker.join(timeout_s)
 
-    def vectors_at(self, positions: np.ndarray) -> np.ndarray:
-        """Copies of the vectors at these index positions, (len(positions), dim) float32."""
-        positions = np.asarray(positions, np.int64)
-        if self.index is None or not len(positions):
-            return np.zeros((len(positions), self.dim), np.float32)
-        return self.index.reconstruct_batch(positions)
+    def _view_vectors(self) -> None:
+        """``vectors``: the flat index's own copy, viewed (not copied again). Re-taken after
+        every add, which may move faiss's buffer."""
+        import faiss
+
+        n = self.flat.ntotal
+        self.vectors = faiss.rev_swig_ptr(self.flat.get_xb(), n * self.dim).reshape(n, self.dim)
 
     def catch_up(self, session: Session) -> int:
         """Read rows added to the catalog since the last look; returns how many. Cheap per row
@@ -370,11 +390,11 @@ class VectorIndex:
         records (None: all), nearest first, one hit per (record, frame)."""
         import faiss
 
-        if self.index is None or not len(self.rows):
+        if self.flat is None or not len(self.rows):
             return []
         # One query, one core (OpenMP's thread count is per calling thread, restored after):
-        # faiss splits a gather of 10k vectors over both cores, and on a loaded 2-core machine
-        # that took 16 ms against 1.8 ms on one (p95 of filtered queries 21 ms against 0.4 ms).
+        # a single query gains nothing from a second thread, and faiss's parallel loops stall
+        # when the other core is busy (a 10k-vector gather: 16 ms on two threads, 1.8 on one).
         threads = faiss.omp_get_max_threads()
         faiss.omp_set_num_threads(1)
         try:
@@ -400,34 +420,42 @@ class VectorIndex:
         # Several hits may name one (record, frame) (a frame re-embedded): ask for 4k.
         want = min(n_allowed, 4 * k)
         if n_allowed <= EXACT_BELOW and idx is not None:
-            sims = self.vectors_at(idx) @ q[0]
+            sims = self.vectors[idx] @ q[0]
             best = np.argpartition(-sims, want - 1)[:want] if want < len(idx) else np.arange(len(idx))
             best = best[np.argsort(-sims[best])]
             pos, sim = idx[best], sims[best]
         else:
-            bits = None
+            member = None
             if idx is not None:
                 member = np.zeros(len(self.rows), bool)
                 member[idx] = True
-                bits = np.packbits(member, bitorder="little")
-            lists = self.lists
-            if lists and n_allowed > EXACT_BELOW:
+            lists = self.lists if n_allowed > EXACT_BELOW else 0
+            pos, sim = np.zeros(0, np.int64), np.zeros(0, np.float32)
+            if lists:
+                # Probe the lists unfiltered for as many candidates as should hold 4k allowed
+                # ones at this share s of allowed vectors, scanning 1/s times the calibrated
+                # lists (the k nearest allowed lie about as deep as the k/s nearest of all),
+                # then keep the allowed. A filter that leaves the query's neighbourhood empty
+                # (another material than the query's) leaves too few: that case is seen and
+                # answered by the exact scan. Filtering inside the probe instead returned
+                # allowed vectors of whatever lists it scanned, not the nearest allowed.
+                share = n_allowed / len(self.rows)
                 params = faiss.SearchParametersIVF()
-                # The k nearest allowed lie, at a share s of the vectors allowed, about as
-                # deep as the k/s nearest of all: scan 1/s times the calibrated lists.
-                params.nprobe = int(min(lists, np.ceil(self.nprobe * len(self.rows) / n_allowed)))
-            else:
-                params = faiss.SearchParameters()
-            if bits is not None:
-                params.sel = faiss.IDSelectorBitmap(len(self.rows), faiss.swig_ptr(bits))
-            sim_, pos_ = self.index.search(q, want, params=params)
-            keep = pos_[0] >= 0
-            pos, sim = pos_[0][keep], sim_[0][keep]
-            if len(pos) < min(k, n_allowed) and lists:
-                # The lists scanned hold too few allowed vectors (a filter far from the
-                # query: another material than the query's): every list, exactly.
-                params.nprobe = lists
-                sim_, pos_ = self.index.search(q, want, params=params)
+                params.nprobe = int(min(lists, np.ceil(self.nprobe / share)))
+                sim_, pos_ = self.ivf.search(
+                    q, int(min(MAX_CANDIDATES, np.ceil(want / share))), params=params
+                )
+                keep = pos_[0] >= 0
+                if member is not None:
+                    keep &= member[np.where(pos_[0] >= 0, pos_[0], 0)]
+                pos, sim = pos_[0][keep], sim_[0][keep]
+            if len(pos) < min(k, n_allowed):
+                # Exact: the flat vectors, filtered in faiss's C++ loop (no copy of them).
+                exact = faiss.SearchParameters()
+                if member is not None:
+                    bits = np.packbits(member, bitorder="little")
+                    exact.sel = faiss.IDSelectorBitmap(len(member), faiss.swig_ptr(bits))
+                sim_, pos_ = self.flat.search(q, want, params=exact)
                 keep = pos_[0] >= 0
                 pos, sim = pos_[0][keep], sim_[0][keep]
         out, seen = [], set()
@@ -466,7 +494,7 @@ class VectorIndex:
     def vector_of(self, record: int, frame: int) -> np.ndarray | None:
         """The stored vector of one frame (the newest), or None."""
         hit = np.flatnonzero((self.record == record) & (self.frame == frame))
-        return None if not len(hit) else self.vectors_at(hit[-1:])[0]
+        return None if not len(hit) else self.vectors[hit[-1]].copy()
 
 
 class VectorIndexes:

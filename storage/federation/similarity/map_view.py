@@ -117,7 +117,7 @@ def project(
         truncated = len(idx) > max_points
         if truncated:
             idx = np.sort(np.random.default_rng(0).choice(idx, max_points, replace=False))
-        vectors = index.vectors_at(idx)
+        vectors = index.vectors[idx]
         record, frame = index.record[idx], index.frame[idx]
     xy = layout(vectors)
     rows = ctx.session.scalars(select(Record).where(Record.id.in_(np.unique(record).tolist()))).all()
