@@ -140,6 +140,7 @@ class VectorIndex:
         self._unsaved = 0
         self._loaded = False
         self._by_record: tuple[np.ndarray, np.ndarray] | None = None
+        self._counts: tuple[int, np.ndarray] | None = None
         self._worker: threading.Thread | None = None
         self._again = False
 
@@ -409,26 +410,29 @@ class VectorIndex:
         if q.shape[1] != self.dim:
             raise InputError(f"query of {q.shape[1]} values; embedder {self.embedder} makes {self.dim}")
         q /= max(float(np.linalg.norm(q)), 1e-12)
-        idx: np.ndarray | None = None
+        # Allowed records as a lookup table and their vectors counted per record: a probe
+        # checks its candidates only, never every allowed vector.
+        lut: np.ndarray | None = None
         if allowed_records is None:
             n_allowed = len(self.rows)
         else:
-            idx = self._positions_of(np.asarray(allowed_records, np.int64))
-            n_allowed = len(idx)
+            counts = self._record_counts()
+            ids = np.asarray(allowed_records, np.int64)
+            ids = np.unique(ids[(ids >= 0) & (ids < len(counts))])
+            lut = np.zeros(len(counts), bool)
+            lut[ids] = True
+            n_allowed = int(counts[ids].sum())
         if n_allowed == 0:
             return []
         # Several hits may name one (record, frame) (a frame re-embedded): ask for 4k.
         want = min(n_allowed, 4 * k)
-        if n_allowed <= EXACT_BELOW and idx is not None:
+        if n_allowed <= EXACT_BELOW and lut is not None:
+            idx = self._positions_of(np.flatnonzero(lut))
             sims = self.vectors[idx] @ q[0]
             best = np.argpartition(-sims, want - 1)[:want] if want < len(idx) else np.arange(len(idx))
             best = best[np.argsort(-sims[best])]
             pos, sim = idx[best], sims[best]
         else:
-            member = None
-            if idx is not None:
-                member = np.zeros(len(self.rows), bool)
-                member[idx] = True
             lists = self.lists if n_allowed > EXACT_BELOW else 0
             pos, sim = np.zeros(0, np.int64), np.zeros(0, np.float32)
             if lists:
@@ -446,15 +450,15 @@ class VectorIndex:
                     q, int(min(MAX_CANDIDATES, np.ceil(want / share))), params=params
                 )
                 keep = pos_[0] >= 0
-                if member is not None:
-                    keep &= member[np.where(pos_[0] >= 0, pos_[0], 0)]
+                if lut is not None:
+                    keep &= lut[self.record[np.where(pos_[0] >= 0, pos_[0], 0)]]
                 pos, sim = pos_[0][keep], sim_[0][keep]
             if len(pos) < min(k, n_allowed):
                 # Exact: the flat vectors, filtered in faiss's C++ loop (no copy of them).
                 exact = faiss.SearchParameters()
-                if member is not None:
-                    bits = np.packbits(member, bitorder="little")
-                    exact.sel = faiss.IDSelectorBitmap(len(member), faiss.swig_ptr(bits))
+                if lut is not None:
+                    bits = np.packbits(lut[self.record], bitorder="little")
+                    exact.sel = faiss.IDSelectorBitmap(len(self.rows), faiss.swig_ptr(bits))
                 sim_, pos_ = self.flat.search(q, want, params=exact)
                 keep = pos_[0] >= 0
                 pos, sim = pos_[0][keep], sim_[0][keep]
@@ -468,6 +472,12 @@ class VectorIndex:
             if len(out) == k:
                 break
         return out
+
+    def _record_counts(self) -> np.ndarray:
+        """Vectors per record id (counted once per growth)."""
+        if self._counts is None or self._counts[0] != len(self.record):
+            self._counts = (len(self.record), np.bincount(self.record))
+        return self._counts[1]
 
     def _positions_of(self, records: np.ndarray) -> np.ndarray:
         """Index positions of every vector of these records, from the rows sorted by record
