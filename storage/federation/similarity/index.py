@@ -142,6 +142,7 @@ class VectorIndex:
         self._by_record: tuple[np.ndarray, np.ndarray] | None = None
         self._counts: tuple[int, np.ndarray] | None = None
         self._worker: threading.Thread | None = None
+        self._worker_lock = threading.Lock()
         self._again = False
 
     def __len__(self) -> int:
@@ -305,10 +306,10 @@ class VectorIndex:
 
     def maintain_soon(self, reading: Callable[[], AbstractContextManager[Session]]) -> None:
         """``maintain`` in a background thread (one per index; a call during a run makes it
-        run once more), so that no request waits for it."""
-        with self.lock:
+        run once more), so that no request waits for it (not even for a query holding ``lock``)."""
+        with self._worker_lock:
             self._again = True
-            if self._worker is not None and self._worker.is_alive():
+            if self._worker is not None:
                 return
             self._worker = threading.Thread(
                 target=self._maintain_loop, args=(reading,), name=f"vector-index-{self.embedder}", daemon=True
@@ -317,21 +318,15 @@ class VectorIndex:
 
     def _maintain_loop(self, reading: Callable[[], AbstractContextManager[Session]]) -> None:
         while True:
-            with self.lock:
+            with self._worker_lock:
                 if not self._again:
+                    self._worker = None  # under the lock: a later call starts a new thread
                     return
                 self._again = False
             try:
                 self.maintain(reading)
             except Exception:  # a background thread: logged, and the next upload tries again
                 log.exception("similarity index %s: maintenance failed", self.embedder)
-                return
-
-    def wait_maintained(self, timeout_s: float | None = None) -> None:
-        """Wait for a running ``maintain_soon`` (tests, and a store shutting down)."""
-        worker = self._worker
-        if worker is not None:
-            worker.join(timeout_s)
 
     def _view_vectors(self) -> None:
         """``vectors``: the flat index's own copy, viewed (not copied again). Re-taken after
