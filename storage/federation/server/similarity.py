@@ -62,17 +62,25 @@ def indexes(request: Request) -> VectorIndexes:
             cat: Catalog = state.catalog
             url = cat.db.url
             directory = Path(url.removeprefix("sqlite:///")).parent / "vectors" if cat.db.is_sqlite else None
-            state.vector_indexes = VectorIndexes(directory)
+            state.vector_indexes = VectorIndexes(directory, cat.db.reading)
         return state.vector_indexes
 
 
 @router.put("/api/records/{ref}/embeddings")
 def put_embeddings(
-    ref: RecordRef, body: EmbeddingsIn, p: Principal = Depends(principal), c: Catalog = Depends(catalog)
+    ref: RecordRef,
+    body: EmbeddingsIn,
+    p: Principal = Depends(principal),
+    c: Catalog = Depends(catalog),
+    ix: VectorIndexes = Depends(indexes),
 ) -> Any:
-    return c.write(
+    out = c.write(
         p, lambda ctx: ops.put_embeddings(ctx, ref, body.embedder, body.frames, body.vectors, body.thumbnails)
     )
+    # The index takes the new rows, rebuilds its lists when it has doubled and saves its
+    # files in a thread of its own: neither this request nor any query waits for that.
+    ix.get(body.embedder).maintain_soon(c.db.reading)
+    return out
 
 
 @router.post("/api/similar")

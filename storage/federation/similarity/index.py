@@ -1,17 +1,33 @@
 """The vector index of one embedder version: a cache of the ``frame_embeddings`` rows.
 
-faiss (``IndexHNSWFlat``, inner product on unit vectors) answers broad queries; a query whose
-filter leaves few vectors is answered exactly over those (a matrix product is then faster and
-never misses). The index catches up with rows added since it last looked (row ids only grow)
-before every query, is saved beside the catalog, and is rebuilt from the rows when its files
-are missing or unreadable.
+The vectors are held in a flat faiss index (``IndexFlatIP``, row order: exact scans, the
+map, a query frame's vector) and, past ``EXACT_BELOW`` vectors, in an inverted file
+(``IndexIVFFlat``, inner product on unit vectors: about √n lists, the query's ``nprobe``
+nearest scanned exactly). A query whose filter leaves few vectors is answered exactly over
+those, from the flat copy: gathering them from the lists (``reconstruct_batch``) took 20 ms
+per 10k vectors on the loaded machine, against under 1 ms from rows in order. Queries only catch up with rows added since the index last looked (row
+ids only grow: each new vector is assigned to its list, microseconds). The work that costs
+seconds at scale (training the lists, measuring how many lists a query must scan, writing the
+files) is ``reorganise``'s, run after uploads (``maintain_soon``, a background thread of the
+store), never inside a query. The files are saved beside the catalog and rebuilt from the rows
+when missing or unreadable.
+
+Why an inverted file, not a graph: on an archive of runs of near-duplicate frames (1M vectors,
+clusters of ~100 copies), faiss's HNSW (M=32) stopped at recall@10 0.87-0.90 whatever the beam
+(efSearch 64-1024, efConstruction 64), because a walk among near-ties misses; an inverted file
+scans whole lists exactly, so recall only depends on how many lists are scanned, and grows to
+1.0 (benchmarks/README.md, similarity rows). The price is memory: two copies of the vectors
+(~1.1 kB per 133-d vector against the graph's ~0.87 kB).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy import select
@@ -23,30 +39,88 @@ from storage.federation.models import FrameEmbedding
 log = logging.getLogger(__name__)
 
 #: Below this many allowed vectors, search is exact over them: ~2 ms per 20k vectors of 133
-#: dimensions on one core, less than a filtered graph walk that must skip most nodes.
+#: dimensions on one core, less than a filtered probe of the lists. Also the size at which the
+#: inverted file is first trained (below it every query is exact anyway).
 EXACT_BELOW = 20_000
-#: Beam width of a graph walk at the least (faiss's default is 16; 64 is the usual choice
-#: for recall near 0.9 on unfiltered data), and the most candidates one walk collects.
-EF_SEARCH = 64
-MAX_CANDIDATES = 4096
-#: HNSW graph degree and construction depth (faiss defaults are 32 and 40).
-HNSW_M = 32
-EF_CONSTRUCTION = 64
-#: Recall@10 of a graph walk against the exact answer that the index keeps (the figure users
-#: are promised, not a tuning): the beam width is raised until the walk reaches it on the
-#: index's own vectors (``_calibrate_beam``), every time the index has doubled.
+#: Training vectors per list: faiss's k-means warns below 39 per centroid; 64 keeps its
+#: training (the cost of a rebuild) a few seconds at 1M vectors.
+TRAIN_PER_LIST = 64
+#: Recall@10 of a query against the exact answer that the index keeps (the figure users are
+#: promised, not a tuning): the number of lists scanned is raised until a sample of the
+#: index's own vectors reaches it (``_calibrate_nprobe``) at every rebuild.
 TARGET_RECALL = 0.95
 #: Vectors of the index queried to measure that recall (each against the exact answer
 #: without itself): the recall's standard error is below 0.01 at 0.95.
 CALIBRATION_QUERIES = 500
+#: Most candidates one probe collects before the filter (beyond, the exact scan is as cheap).
+MAX_CANDIDATES = 4096
 #: Rows read per catalog query while catching up.
 CHUNK = 50_000
-#: Save the index files after this many new rows (and after a rebuild).
+#: Save the index files after this many new rows, or a tenth of the index if more: a save
+#: rewrites every vector, so its cost stays a fixed share of ingest, and a restart reads at
+#: most that share back from the catalog.
 SAVE_EVERY = 10_000
 
 
+def n_lists(n: int) -> int:
+    """Lists of an inverted file over ``n`` vectors: √n, faiss's usual order, balancing the
+    centroids a query compares against (nlist) with the vectors of one list (n / nlist)."""
+    return max(1, round(float(np.sqrt(n))))
+
+
+def _build(vectors: np.ndarray, k: int = 10) -> tuple[Any, int, float]:
+    """An inverted file over ``vectors`` (unit rows, positions kept as ids) and the fewest
+    lists per query (a power of two) whose recall@``k`` on a sample of these vectors
+    reaches ``TARGET_RECALL``; returns (index, nprobe, measured recall)."""
+    import faiss
+
+    n, dim = vectors.shape
+    nlist = n_lists(n)
+    rng = np.random.default_rng(n)
+    train = vectors[np.sort(rng.choice(n, min(n, TRAIN_PER_LIST * nlist), replace=False))]
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = 1234  # a rebuild of the same vectors gives the same lists
+    index.train(train)
+    for start in range(0, n, CHUNK):
+        index.add(vectors[start : start + CHUNK])
+    nprobe, recall = _calibrate_nprobe(index, vectors, rng, k)
+    return index, nprobe, recall
+
+
+def _calibrate_nprobe(index: Any, vectors: np.ndarray, rng: np.random.Generator, k: int) -> tuple[int, float]:
+    """The fewest lists (1, 2, 4, …, all) whose recall@k on ``CALIBRATION_QUERIES`` of the
+    index's own vectors (each query's own position left out of both answers) reaches
+    ``TARGET_RECALL`` with two standard errors to spare. How many lists the k nearest spread
+    over depends on the data (runs of near-duplicate frames straddle lists), so it is measured."""
+    import faiss
+
+    n = len(vectors)
+    sample = np.sort(rng.choice(n, min(CALIBRATION_QUERIES, n), replace=False))
+    queries = np.ascontiguousarray(vectors[sample])
+    # Brute force over the vectors in place (no second copy of them).
+    _, truth_ = faiss.knn(queries, vectors, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
+    truth = [set(row[row != s][:k].tolist()) for row, s in zip(truth_, sample, strict=True)]
+    params = faiss.SearchParametersIVF()
+    nprobe, recall = 1, 0.0
+    while True:
+        params.nprobe = nprobe
+        _, found = index.search(queries, k + 1, params=params)
+        recall = float(
+            np.mean(
+                [
+                    len(t & set(f[f != s][:k].tolist())) / k
+                    for t, f, s in zip(truth, found, sample, strict=True)
+                ]
+            )
+        )
+        margin = 2 * np.sqrt(max(recall * (1 - recall), 1e-6) / (len(queries) * k))
+        if recall - margin >= TARGET_RECALL or nprobe >= index.nlist:
+            return min(nprobe, index.nlist), recall
+        nprobe *= 2
+
+
 class VectorIndex:
-    """Vectors of one embedder: row id, record id and frame per vector, plus an HNSW graph."""
+    """Vectors of one embedder: row id, record id and frame per vector, in one faiss index."""
 
     def __init__(self, embedder: str, directory: Path | None = None) -> None:
         self.embedder = embedder
@@ -56,20 +130,40 @@ class VectorIndex:
         self.rows = np.zeros(0, np.int64)
         self.record = np.zeros(0, np.int64)
         self.frame = np.zeros(0, np.int32)
+        self.flat: Any = None
+        self.ivf: Any = None
         self.vectors = np.zeros((0, 0), np.float32)
-        self.graph = None
         self.last_id = 0
-        self.ef_search = EF_SEARCH
-        self._calibrated_at = 0
+        self.nprobe = 0
+        self.recall = 0.0
+        self._built_at = 0
         self._unsaved = 0
         self._loaded = False
         self._by_record: tuple[np.ndarray, np.ndarray] | None = None
+        self._counts: tuple[int, np.ndarray] | None = None
+        self._worker: threading.Thread | None = None
+        self._worker_lock = threading.Lock()
+        self._again = False
 
     def __len__(self) -> int:
         return len(self.rows)
 
+    def nbytes(self) -> int:
+        """Bytes the index holds: the flat vectors, the lists' vectors, ids and centroids, and
+        the row, record and frame of each vector (not counting a rebuild's passing copy)."""
+        n = len(self.rows)
+        held = n * (4 * self.dim + self.rows.itemsize + self.record.itemsize + self.frame.itemsize)
+        if self.ivf is not None:
+            held += self.ivf.ntotal * (4 * self.dim + 8) + 4 * self.dim * self.lists
+        return held
+
+    @property
+    def lists(self) -> int:
+        """Lists of the inverted file (0 while the index is exact)."""
+        return 0 if self.ivf is None else int(self.ivf.nlist)
+
     # -- persistence ----------------------------------------------------------------------
-    def _paths(self) -> tuple[Path, Path] | None:
+    def _paths(self) -> tuple[Path, Path, Path] | None:
         if self.directory is None:
             return None
         # The name is appended to, never given a suffix: ``with_suffix`` made "a.b" and "a.c"
@@ -78,7 +172,11 @@ class VectorIndex:
         name = self.embedder
         if not name or not all(ch.isalnum() or ch in "-_." for ch in name):
             name = "x" + name.encode().hex()
-        return self.directory / f"{name}.npz", self.directory / f"{name}.faiss"
+        return (
+            self.directory / f"{name}.npz",
+            self.directory / f"{name}.faiss",
+            self.directory / f"{name}.ivf",
+        )
 
     def _load(self) -> None:
         import faiss
@@ -89,130 +187,158 @@ class VectorIndex:
         try:
             with np.load(paths[0]) as z:
                 rows, record, frame = z["rows"], z["record"], z["frame"]
-                beam = int(z["ef_search"]) if "ef_search" in z else EF_SEARCH
-                calibrated_at = int(z["calibrated_at"]) if "calibrated_at" in z else 0
-            graph = faiss.read_index(str(paths[1]))
-            if graph.ntotal != len(rows):
+                nprobe, built_at = int(z["nprobe"]), int(z["built_at"])
+            flat = faiss.read_index(str(paths[1]))
+            ivf = faiss.read_index(str(paths[2])) if nprobe else None
+            if flat.ntotal != len(rows) or (
+                ivf is not None and (ivf.ntotal != len(rows) or nprobe > ivf.nlist)
+            ):
                 raise ValueError("index files disagree")
         except (OSError, ValueError, KeyError, RuntimeError) as error:
             log.warning("similarity index %s unreadable (%s): rebuilding from the catalog", paths[0], error)
             return
         self.rows, self.record, self.frame = rows, record, frame
-        self.ef_search, self._calibrated_at = beam, calibrated_at
-        self.dim = graph.d
-        self.graph = graph
+        self.nprobe, self._built_at = nprobe, built_at
+        self.dim = flat.d
+        self.flat, self.ivf = flat, ivf
         self._view_vectors()
         self.last_id = int(rows[-1]) if len(rows) else 0
 
     def save(self) -> None:
-        """Write the index files atomically (temporary file, then rename)."""
+        """Write the index files atomically (temporary file, then rename). The index is
+        serialised under the lock (a copy in memory), written to disk outside it."""
         import faiss
 
         paths = self._paths()
-        if paths is None or self.graph is None:
-            return
+        with self.lock:
+            if paths is None or self.flat is None:
+                return
+            blobs = [faiss.serialize_index(self.flat)]
+            if self.ivf is not None:
+                blobs.append(faiss.serialize_index(self.ivf))
+            meta = {
+                "rows": self.rows,
+                "record": self.record,
+                "frame": self.frame,
+                "nprobe": self.nprobe,
+                "built_at": self._built_at,
+            }
+            self._unsaved = 0
         paths[0].parent.mkdir(parents=True, exist_ok=True)
         tmp_npz = paths[0].with_name(paths[0].name + ".tmp.npz")
-        np.savez(
-            tmp_npz,
-            rows=self.rows,
-            record=self.record,
-            frame=self.frame,
-            ef_search=self.ef_search,
-            calibrated_at=self._calibrated_at,
-        )
-        tmp_graph = paths[1].with_name(paths[1].name + ".tmp")
-        faiss.write_index(self.graph, str(tmp_graph))
+        np.savez(tmp_npz, **meta)
+        tmps = [path.with_name(path.name + ".tmp") for path in paths[1 : 1 + len(blobs)]]
+        for blob, tmp in zip(blobs, tmps, strict=True):
+            blob.tofile(tmp)
+        for tmp, path in zip(tmps, paths[1:], strict=False):
+            tmp.replace(path)
         tmp_npz.replace(paths[0])
-        tmp_graph.replace(paths[1])
-        self._unsaved = 0
 
     # -- growth ---------------------------------------------------------------------------
     def add(self, rows: np.ndarray, record: np.ndarray, frame: np.ndarray, vectors: np.ndarray) -> None:
-        """Append vectors (unit length, one per row id, ids increasing) to the index."""
-        import faiss
-
+        """Append vectors (unit length, one per row id, ids increasing) to the index: cheap
+        (a list assignment each); the lists are rebuilt by ``reorganise``."""
         if not len(rows):
             return
         vectors = np.ascontiguousarray(vectors, np.float32)
-        if self.graph is None:
+        if self.flat is None:
+            import faiss
+
             self.dim = vectors.shape[1]
-            self.graph = faiss.IndexHNSWFlat(self.dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-            self.graph.hnsw.efConstruction = EF_CONSTRUCTION
+            self.flat = faiss.IndexFlatIP(self.dim)
         if vectors.shape[1] != self.dim:
             raise InputError(
                 f"embedder {self.embedder}: vectors of {vectors.shape[1]} values, the index holds {self.dim}"
             )
-        self.graph.add(vectors)
+        self.flat.add(vectors)
+        if self.ivf is not None:
+            self.ivf.add(vectors)
+        self._view_vectors()
         self.rows = np.concatenate([self.rows, rows.astype(np.int64)])
         self.record = np.concatenate([self.record, record.astype(np.int64)])
         self.frame = np.concatenate([self.frame, frame.astype(np.int32)])
-        self._view_vectors()
         self.last_id = int(rows[-1])
         self._unsaved += len(rows)
-        if len(self.rows) > EXACT_BELOW and len(self.rows) >= 2 * self._calibrated_at:
-            self._calibrate_beam()
 
-    def _calibrate_beam(self, k: int = 10) -> None:
-        """The smallest beam width (a power of two from ``EF_SEARCH``) whose graph walk finds
-        ``TARGET_RECALL`` of the exact ``k`` nearest on a sample of the index's own vectors
-        (each query's own row left out of both answers), or the width past which the walk
-        gains nothing more. How hard the walk is depends on the data (near-duplicate frames of
-        one region make close ties), so it is measured here."""
-        import faiss
-
+    def due(self) -> bool:
+        """Whether the lists should be (re)built: the index outgrew exact search, or doubled
+        since its lists were trained (√n lists, trained on vectors of that time)."""
         n = len(self.rows)
-        sample = np.random.default_rng(n).choice(n, min(CALIBRATION_QUERIES, n), replace=False)
-        queries = np.ascontiguousarray(self.vectors[sample])
-        storage = faiss.downcast_index(self.graph.storage)
-        _, exact = storage.search(queries, k + 1)
-        truth = [[p for p in row if p != s][:k] for row, s in zip(exact, sample, strict=True)]
-        params = faiss.SearchParametersHNSW()
+        return n > EXACT_BELOW and n >= 2 * self._built_at
 
-        def recall_at(beam: int) -> float:
-            params.efSearch = beam
-            _, found = self.graph.search(queries, k + 1, params=params)
-            return float(
-                np.mean([len(set(t) & set(f.tolist())) / k for t, f in zip(truth, found, strict=True)])
+    def reorganise(self) -> bool:
+        """Rebuild the inverted file and measure its ``nprobe`` if ``due``, then save the files
+        if enough is unsaved; returns whether it rebuilt. Seconds at 1M vectors: run after
+        uploads (``maintain_soon``), never by a query. Queries go on meanwhile: the build works
+        on a copy, and rows added during it join the new index before it replaces the old."""
+        with self.lock:
+            n = len(self.rows)
+            rebuild = self.due()
+            # A copy: the flat index's buffer moves when a query's catch-up adds to it.
+            snapshot = self.vectors[:n].copy() if rebuild else None
+        if snapshot is not None:
+            index, nprobe, recall = _build(snapshot)
+            with self.lock:
+                m = len(self.rows)
+                if m > n:
+                    index.add(self.vectors[n:m])
+                self.ivf, self.nprobe, self.recall, self._built_at = index, nprobe, recall, n
+                self._unsaved = m
+            log.info(
+                "similarity index %s: %d lists, nprobe %d reaches recall@10 %.3f at %d vectors",
+                self.embedder,
+                index.nlist,
+                nprobe,
+                recall,
+                n,
             )
+        if self._unsaved >= max(SAVE_EVERY, len(self.rows) // 10) or (
+            self._unsaved and not self._paths_exist()
+        ):
+            self.save()
+        return rebuild
 
-        beam, recall = EF_SEARCH, recall_at(EF_SEARCH)
-        while recall < TARGET_RECALL and beam < MAX_CANDIDATES:
-            wider = recall_at(2 * beam)
-            # A walk that no longer gains (by more than two standard errors of the measured
-            # recall) has reached what the graph's links allow: a wider beam only costs time.
-            if wider - recall <= 2 * np.sqrt(max(recall * (1 - recall), 1e-6) / (len(queries) * k)):
-                log.warning(
-                    "similarity index %s: recall@%d %.3f at beam %d, short of %.2f (the graph's limit)",
-                    self.embedder,
-                    k,
-                    recall,
-                    beam,
-                    TARGET_RECALL,
-                )
-                break
-            beam, recall = 2 * beam, wider
-        log.info(
-            "similarity index %s: beam %d reaches recall@%d %.3f at %d vectors",
-            self.embedder,
-            beam,
-            k,
-            recall,
-            n,
-        )
-        self.ef_search, self._calibrated_at = beam, n
+    def maintain(self, reading: Callable[[], AbstractContextManager[Session]]) -> bool:
+        """Catch up with the catalog, then ``reorganise``; ``reading`` opens a read session."""
+        with reading() as session, self.lock:
+            self.catch_up(session)
+        return self.reorganise()
+
+    def maintain_soon(self, reading: Callable[[], AbstractContextManager[Session]]) -> None:
+        """``maintain`` in a background thread (one per index; a call during a run makes it
+        run once more), so that no request waits for it (not even for a query holding ``lock``)."""
+        with self._worker_lock:
+            self._again = True
+            if self._worker is not None:
+                return
+            self._worker = threading.Thread(
+                target=self._maintain_loop, args=(reading,), name=f"vector-index-{self.embedder}", daemon=True
+            )
+            self._worker.start()
+
+    def _maintain_loop(self, reading: Callable[[], AbstractContextManager[Session]]) -> None:
+        while True:
+            with self._worker_lock:
+                if not self._again:
+                    self._worker = None  # under the lock: a later call starts a new thread
+                    return
+                self._again = False
+            try:
+                self.maintain(reading)
+            except Exception:  # a background thread: logged, and the next upload tries again
+                log.exception("similarity index %s: maintenance failed", self.embedder)
 
     def _view_vectors(self) -> None:
-        """``vectors``: the graph's own copy, viewed (one copy in memory, not two). Re-taken
-        after every add, which may move faiss's buffer."""
+        """``vectors``: the flat index's own copy, viewed (not copied again). Re-taken after
+        every add, which may move faiss's buffer."""
         import faiss
 
-        storage = faiss.downcast_index(self.graph.storage)
-        n = self.graph.ntotal
-        self.vectors = faiss.rev_swig_ptr(storage.get_xb(), n * self.dim).reshape(n, self.dim)
+        n = self.flat.ntotal
+        self.vectors = faiss.rev_swig_ptr(self.flat.get_xb(), n * self.dim).reshape(n, self.dim)
 
     def catch_up(self, session: Session) -> int:
-        """Read rows added to the catalog since the last look; returns how many."""
+        """Read rows added to the catalog since the last look; returns how many. Cheap per row
+        (no training, no file written): the caller holds ``lock``."""
         if not self._loaded:
             self._load()
             self._loaded = True
@@ -246,8 +372,6 @@ class VectorIndex:
             )
             self.last_id = int(batch[-1][0])
             added += len(batch)
-        if self._unsaved >= SAVE_EVERY or (added and not self._paths_exist()):
-            self.save()
         return added
 
     def _paths_exist(self) -> bool:
@@ -262,56 +386,75 @@ class VectorIndex:
         records (None: all), nearest first, one hit per (record, frame)."""
         import faiss
 
-        if self.graph is None or not len(self.rows):
+        if self.flat is None or not len(self.rows):
             return []
+        # One query, one core (OpenMP's thread count is per calling thread, restored after):
+        # a single query gains nothing from a second thread, and faiss's parallel loops stall
+        # when the other core is busy (a 10k-vector gather: 16 ms on two threads, 1.8 on one).
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            return self._search(faiss, query, k, allowed_records)
+        finally:
+            faiss.omp_set_num_threads(threads)
+
+    def _search(
+        self, faiss: Any, query: np.ndarray, k: int, allowed_records: np.ndarray | None
+    ) -> list[tuple[int, int, float]]:
         q = np.ascontiguousarray(np.asarray(query, np.float32).reshape(1, -1))
         if q.shape[1] != self.dim:
             raise InputError(f"query of {q.shape[1]} values; embedder {self.embedder} makes {self.dim}")
         q /= max(float(np.linalg.norm(q)), 1e-12)
-        idx: np.ndarray | None = None
+        # Allowed records as a lookup table and their vectors counted per record: a probe
+        # checks its candidates only, never every allowed vector.
+        lut: np.ndarray | None = None
         if allowed_records is None:
             n_allowed = len(self.rows)
         else:
-            idx = self._positions_of(np.asarray(allowed_records, np.int64))
-            n_allowed = len(idx)
+            counts = self._record_counts()
+            ids = np.asarray(allowed_records, np.int64)
+            ids = np.unique(ids[(ids >= 0) & (ids < len(counts))])
+            lut = np.zeros(len(counts), bool)
+            lut[ids] = True
+            n_allowed = int(counts[ids].sum())
         if n_allowed == 0:
             return []
-        if n_allowed <= EXACT_BELOW:
-            idx = np.arange(len(self.rows)) if idx is None else idx
+        # Several hits may name one (record, frame) (a frame re-embedded): ask for 4k.
+        want = min(n_allowed, 4 * k)
+        if n_allowed <= EXACT_BELOW and lut is not None:
+            idx = self._positions_of(np.flatnonzero(lut))
             sims = self.vectors[idx] @ q[0]
-            take = min(len(idx), 4 * k)
-            best = np.argpartition(-sims, take - 1)[:take] if take < len(idx) else np.arange(len(idx))
+            best = np.argpartition(-sims, want - 1)[:want] if want < len(idx) else np.arange(len(idx))
             best = best[np.argsort(-sims[best])]
             pos, sim = idx[best], sims[best]
         else:
-            share = n_allowed / len(self.rows)
-            # Walk the graph unfiltered for as many candidates as should hold 4k allowed ones
-            # at this share, then keep the allowed. A walk filtered inside faiss fills its
-            # beam with frames it may not return and, when the allowed frames all lie away
-            # from the query (another material than the query's), never reaches them
-            # (measured: recall 0.0005); here that case is seen (too few allowed candidates)
-            # and answered by the exact scan over the allowed frames instead.
-            want = int(min(MAX_CANDIDATES, np.ceil(4 * k / share)))
-            params = faiss.SearchParametersHNSW()
-            params.efSearch = max(self.ef_search, want)
-            sim_, pos_ = self.graph.search(q, want, params=params)
-            pos, sim = pos_[0], sim_[0]
-            keep = pos >= 0
-            member = None
-            if idx is not None:
-                member = np.zeros(len(self.rows), bool)
-                member[idx] = True
-                keep &= member[np.where(pos >= 0, pos, 0)]
-            pos, sim = pos[keep], sim[keep]
-            if len(pos) < k:
-                # The exact scan of the graph's own flat storage, filtered in faiss's C++ loop:
-                # no copy of the allowed vectors (a third of 1M is 177 MB).
+            lists = self.lists if n_allowed > EXACT_BELOW else 0
+            pos, sim = np.zeros(0, np.int64), np.zeros(0, np.float32)
+            if lists:
+                # Probe the lists unfiltered for as many candidates as should hold 4k allowed
+                # ones at this share s of allowed vectors, scanning 1/s times the calibrated
+                # lists (the k nearest allowed lie about as deep as the k/s nearest of all),
+                # then keep the allowed. A filter that leaves the query's neighbourhood empty
+                # (another material than the query's) leaves too few: that case is seen and
+                # answered by the exact scan. Filtering inside the probe instead returned
+                # allowed vectors of whatever lists it scanned, not the nearest allowed.
+                share = n_allowed / len(self.rows)
+                params = faiss.SearchParametersIVF()
+                params.nprobe = int(min(lists, np.ceil(self.nprobe / share)))
+                sim_, pos_ = self.ivf.search(
+                    q, int(min(MAX_CANDIDATES, np.ceil(want / share))), params=params
+                )
+                keep = pos_[0] >= 0
+                if lut is not None:
+                    keep &= lut[self.record[np.where(pos_[0] >= 0, pos_[0], 0)]]
+                pos, sim = pos_[0][keep], sim_[0][keep]
+            if len(pos) < min(k, n_allowed):
+                # Exact: the flat vectors, filtered in faiss's C++ loop (no copy of them).
                 exact = faiss.SearchParameters()
-                if member is not None:
-                    bits = np.packbits(member, bitorder="little")
-                    exact.sel = faiss.IDSelectorBitmap(len(member), faiss.swig_ptr(bits))
-                storage = faiss.downcast_index(self.graph.storage)
-                sim_, pos_ = storage.search(q, min(4 * k, n_allowed), params=exact)
+                if lut is not None:
+                    bits = np.packbits(lut[self.record], bitorder="little")
+                    exact.sel = faiss.IDSelectorBitmap(len(self.rows), faiss.swig_ptr(bits))
+                sim_, pos_ = self.flat.search(q, want, params=exact)
                 keep = pos_[0] >= 0
                 pos, sim = pos_[0][keep], sim_[0][keep]
         out, seen = [], set()
@@ -324,6 +467,12 @@ class VectorIndex:
             if len(out) == k:
                 break
         return out
+
+    def _record_counts(self) -> np.ndarray:
+        """Vectors per record id (counted once per growth)."""
+        if self._counts is None or self._counts[0] != len(self.record):
+            self._counts = (len(self.record), np.bincount(self.record))
+        return self._counts[1]
 
     def _positions_of(self, records: np.ndarray) -> np.ndarray:
         """Index positions of every vector of these records, from the rows sorted by record
@@ -354,10 +503,15 @@ class VectorIndex:
 
 
 class VectorIndexes:
-    """One ``VectorIndex`` per embedder version, kept in ``directory`` (None: memory only)."""
+    """One ``VectorIndex`` per embedder version, kept in ``directory`` (None: memory only).
+    Given ``reading`` (opens a catalog read session), an index's first use in this process
+    starts its maintenance (load or rebuild, lists, files) in the background."""
 
-    def __init__(self, directory: Path | None) -> None:
+    def __init__(
+        self, directory: Path | None, reading: Callable[[], AbstractContextManager[Session]] | None = None
+    ) -> None:
         self.directory = directory
+        self.reading = reading
         self._lock = threading.Lock()
         self._indexes: dict[str, VectorIndex] = {}
 
@@ -366,4 +520,6 @@ class VectorIndexes:
         with self._lock:
             if embedder not in self._indexes:
                 self._indexes[embedder] = VectorIndex(embedder, self.directory)
+                if self.reading is not None:
+                    self._indexes[embedder].maintain_soon(self.reading)
             return self._indexes[embedder]
