@@ -95,3 +95,39 @@ def test_monitor_calibrates_then_decides_per_batch_and_names_what_changed():
     assert decisions[-1].detected and 96 <= decisions[-1].first_alarm < 96 + 8
     assert decisions[-1].changed[0] == "dose"
     assert decisions[-1].attribution["dose_ratio"] == pytest.approx(0.2, rel=0.25)
+
+
+def test_a_second_change_a_few_batches_after_a_detection_is_caught():
+    # After a detection the monitor takes a new reference; a second change three batches
+    # later fell inside a reference of ``reference_frames`` frames and was never seen. Now the
+    # monitor decides again after MIN_REFERENCE frames, under thresholds no lower than the last
+    # full reference's.
+    from tasks.acquisition.twin import DigitalTwin, DriftSchedule
+
+    twin = DigitalTwin(seed=3, schedule=DriftSchedule.parse("dose=1e6@96,dose=3e6@144"), shape=(96, 96))
+    rng = np.random.default_rng(6)
+    mon = DriftMonitor(ert=500, window=8, reference_frames=48)
+    proxies = [frame_proxies(_lattice(seed=s), (128, 128), 0.2) for s in range(16)]
+    alarms, named = [], []
+    for start in range(0, 176, 16):
+        frames = [twin.acquire(i).image for i in range(start, start + 16)]
+        d = mon.observe(
+            start, rng.normal(size=(16, 6)), rng.normal(0.1, 0.01, 16), proxies, frames, [0.12] * 16
+        )
+        if d.detected:
+            alarms.append(d.first_alarm)
+            named.append((d.changed, d.attribution["dose_ratio"]))
+            mon.rereference()
+    assert len(alarms) == 2, alarms
+    assert 96 <= alarms[0] < 96 + 8 and 144 <= alarms[1] < 144 + 8
+    assert named[1][0][0] == "dose" and named[1][1] == pytest.approx(3.0, rel=0.25)
+    # A monitor resumed from the stored state mid-way decides exactly as this one: the last
+    # full reference's thresholds and spectrum are part of the state.
+    frames = [twin.acquire(i).image for i in range(176, 192)]
+    emb, unc = rng.normal(size=(16, 6)), rng.normal(0.1, 0.01, 16)
+    resumed = DriftMonitor(ert=500, window=8, reference_frames=48)
+    resumed.restore(*mon.state())
+    assert mon.carried is not None and resumed.carried is not None
+    a = mon.observe(176, emb, unc, proxies, frames, [0.12] * 16)
+    b = resumed.observe(176, emb, unc, proxies, frames, [0.12] * 16)
+    assert a.scores == pytest.approx(b.scores, nan_ok=True)
