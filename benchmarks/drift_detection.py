@@ -172,6 +172,8 @@ def score(
                     row["defocus_change_A"] = a["defocus_change_A"]
                     row["defocus_change_truth_A"] = truth
                     row["defocus_error_A"] = float(a["defocus_change_A"] - truth)
+                    # The Cramér–Rao bound from the same frames (spectrum.defocus_bound).
+                    row["defocus_bound_A"] = a.get("defocus_bound_A")
         per_change.append(row)
     false = [d for d in detections if d not in matched and d not in repeats]
     delays = [r["delay"] for r in per_change if r["delay"] is not None]

@@ -14,7 +14,7 @@ import numpy as np
 from scopeflow.optics import wavelength
 
 from .calibration import Calibration
-from .spectrum import ImageStats, SpectrumReference, fit_defocus
+from .spectrum import ImageStats, SpectrumReference, defocus_bound, fit_defocus
 
 IMAGE_DETECTORS = ("dose", "blur", "contrast", "reflections")
 NETWORK_DETECTORS = ("embedding", "disagreement", "physics")
@@ -85,6 +85,17 @@ def attribute(
             )
             att["defocus_A"], att["defocus_err_A"] = df, err
             att["defocus_change_A"] = df - reference_defocus
+            if np.isfinite(df):
+                # What the frames allow at best (Cramér–Rao), beside what the fit achieved.
+                att["defocus_bound_A"] = defocus_bound(
+                    spectrum,
+                    images,
+                    shape,
+                    voltage_kv=float(optics["voltage_kv"]),
+                    semiangle_mrad=float(optics["semiangle_mrad"]),
+                    cs_mm=float(optics.get("cs_mm", 0.0)),
+                    defocus=df,
+                )
         change = att.get("defocus_change_A", float("nan"))
         # A defocus change is named when it is outside twice its error and beyond Rayleigh's
         # quarter-wave depth of focus λ/(4α²) (~20 Å at 60 kV, 25 mrad): a smaller one

@@ -144,3 +144,23 @@ def test_a_second_change_soon_after_a_detection_is_caught(second):
     a = mon.observe(176, emb, unc, proxies, frames, [0.12] * 16)
     b = resumed.observe(176, emb, unc, proxies, frames, [0.12] * 16)
     assert a.scores == pytest.approx(b.scores, nan_ok=True)
+
+
+def test_the_defocus_bound_falls_as_one_over_root_frames():
+    from tasks.acquisition.twin import DigitalTwin, DriftSchedule
+    from tasks.drift.spectrum import SpectrumReference, defocus_bound, fit_defocus, image_stats
+
+    twin = DigitalTwin(seed=5, schedule=DriftSchedule.parse("defocus=60@32"), shape=(96, 96))
+    acquired = [twin.acquire(i) for i in range(48)]
+    c = acquired[0].conditions
+    optics = {"voltage_kv": c["voltage_kv"], "semiangle_mrad": c["semiangle_mrad"]}
+    stats = [image_stats(f.image, f.pixel_size) for f in acquired]
+    reference = SpectrumReference.fit(stats[:32])
+    few, many = (
+        defocus_bound(reference, stats[32 : 32 + n], (96, 96), **optics, defocus=60.0) for n in (4, 16)
+    )
+    assert 0 < many < few and many == pytest.approx(few / 2, rel=0.35)
+    estimate, _ = fit_defocus(reference, stats[32:], (96, 96), **optics)
+    # The fit stays within two of its 5 Å grid steps; that is several bounds (here 50 Å at a
+    # bound of ~2 Å): the fit's bias, not the frames' information, limits it.
+    assert abs(estimate - 60.0) <= 10.0
