@@ -89,7 +89,7 @@ def run_stream(adaptive: AdaptiveEnsemble, frames: np.ndarray, pixel_size: float
         o = adaptive.process(batch, [pixel_size] * len(batch), start)
         d = o.decision
         if np.isfinite(d.scores["dose"]):
-            watched += len(batch) if not d.detected else d.first_alarm - start + 1
+            watched += len(batch) if not d.detected else max(0, d.first_alarm - start + 1)
         if d.detected:
             out.append(
                 {
