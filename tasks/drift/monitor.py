@@ -127,15 +127,16 @@ class DriftMonitor:
     # the last detection estimated, so a return to focus is measured as the change it is.
     reference_defocus: float = field(default=0.0, init=False)
     _defocus_next: float | None = field(default=None, init=False, repr=False)
-    # Thresholds (feature units, len(IMAGE_DETECTORS)) of the last reference of at least
-    # ``reference_frames`` frames, kept through a re-reference until the new one is as long;
-    # and the frames after the last alarm, which start the next reference.
+    # Thresholds (feature units, len(IMAGE_DETECTORS)) and per-frame scales of the last
+    # reference of at least ``reference_frames`` frames, kept through a re-reference until the
+    # new one is as long.
     floor: np.ndarray | None = field(default=None, init=False, repr=False)
     floor_scale: np.ndarray | None = field(default=None, init=False, repr=False)
     # That reference's spectrum and the |defocus| (Å) it was taken at: the image features of a
     # short reference are measured against it, out of sample (a spectrum fitted to 16 frames
     # fits those frames better than the next ones, and their spread would look too small).
     carried: tuple[SpectrumReference, float] | None = field(default=None, init=False, repr=False)
+    # The frames after the last alarm, which start the next reference.
     _since_alarm: list[Observation] | None = field(default=None, init=False, repr=False)
     reference: Reference | None = field(default=None, init=False)
     frames_seen: int = field(default=0, init=False)
