@@ -154,6 +154,7 @@ def ramps(side: int = 128, seed: int = 2) -> Stream:
     )
 
 
-def stationary(n: int = 1000, side: int = 128, seed: int = 3) -> Stream:
-    """No change: drifting crops with scan jitter at 2e7, in focus."""
-    return build("abtem-stationary", np.zeros(n), np.full(n, 2e7), (), side=side, seed=seed, crops="drifting")
+def stationary(n: int = 1000, side: int = 128, seed: int = 3, crops: str = "drifting") -> Stream:
+    """No change: crops (drifting with scan jitter, or random) at 2e7, in focus."""
+    name = "abtem-stationary" + ("" if crops == "drifting" else f"-{crops}")
+    return build(name, np.zeros(n), np.full(n, 2e7), (), side=side, seed=seed, crops=crops)

@@ -14,7 +14,7 @@ import numpy as np
 from scopeflow.optics import wavelength
 
 from .calibration import Calibration
-from .spectrum import ImageStats, SpectrumReference, fit_defocus
+from .spectrum import ImageStats, SpectrumReference, defocus_bound, fit_defocus
 
 IMAGE_DETECTORS = ("dose", "blur", "contrast", "reflections")
 NETWORK_DETECTORS = ("embedding", "disagreement", "physics")
@@ -37,6 +37,7 @@ def attribute(
     *,
     optics: Mapping[str, float] | None = None,
     reference_defocus: float = 0.0,
+    spectrum_defocus: float | None = None,
 ) -> tuple[tuple[str, ...], dict[str, float], str, float | None]:
     """What changed on ``images`` against the frames ``before`` them (their mean features;
     default the calibration's centre), by how much, and in words; and the |defocus| (Å) the
@@ -44,7 +45,9 @@ def attribute(
 
     ``scores`` are the detectors' scores in units of their thresholds (> 1: fired);
     ``optics`` (``voltage_kv``, ``semiangle_mrad``, optional ``cs_mm``) lets a blur be named as
-    a defocus, measured from ``reference_defocus`` (Å).
+    a defocus, measured from ``reference_defocus`` (Å); ``spectrum_defocus`` is the |defocus|
+    the ``spectrum`` reference was taken at (default ``reference_defocus``; they differ while a
+    short reference after a detection is measured against the previous full one's spectrum).
     """
     defocus_next: float | None = None
     feats = np.array([[spectrum.features(s)[n] for n in IMAGE_DETECTORS] for s in images])
@@ -78,10 +81,21 @@ def attribute(
                 voltage_kv=float(optics["voltage_kv"]),
                 semiangle_mrad=float(optics["semiangle_mrad"]),
                 cs_mm=float(optics.get("cs_mm", 0.0)),
-                reference_defocus=reference_defocus,
+                reference_defocus=reference_defocus if spectrum_defocus is None else spectrum_defocus,
             )
             att["defocus_A"], att["defocus_err_A"] = df, err
             att["defocus_change_A"] = df - reference_defocus
+            if np.isfinite(df):
+                # What the frames allow at best (Cramér–Rao), beside what the fit achieved.
+                att["defocus_bound_A"] = defocus_bound(
+                    spectrum,
+                    images,
+                    shape,
+                    voltage_kv=float(optics["voltage_kv"]),
+                    semiangle_mrad=float(optics["semiangle_mrad"]),
+                    cs_mm=float(optics.get("cs_mm", 0.0)),
+                    defocus=df,
+                )
         change = att.get("defocus_change_A", float("nan"))
         # A defocus change is named when it is outside twice its error and beyond Rayleigh's
         # quarter-wave depth of focus λ/(4α²) (~20 Å at 60 kV, 25 mrad): a smaller one

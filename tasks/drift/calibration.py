@@ -221,3 +221,47 @@ def calibrate(
             hi = mid
     th = thresholds(lo)
     return Calibration(names, centre, scale, th, block, window, lookback, run_length(lo))
+
+
+def change_inside(
+    features: np.ndarray,
+    threshold: np.ndarray,
+    scale: np.ndarray,
+    *,
+    window: int,
+    lookback: int,
+) -> tuple[int, np.ndarray] | None:
+    """Whether a stretch of frames about to become a reference holds a change, by the standard
+    of a calibration (``threshold`` in units of its per-frame ``scale``, for the mean of
+    ``window`` frames against the ``lookback`` before): (t, per-detector ratio to the
+    threshold) for the split t of ``features`` (n, d) where the mean of up to ``window``
+    frames from t differs most from the mean of up to ``lookback`` frames before it, against
+    what the calibration allows; or None.
+
+    The segments are the calibrated statistic's own (so a wander slower than it absorbs is
+    absorbed here too), cut short at the stretch's ends; the threshold is carried over to
+    shorter segments by the standard error of the difference (σ·√(1/a + 1/b) instead of
+    σ·√(1/window + 1/lookback)), with σ the larger of the calibration's scale and the stretch's
+    own per-frame spread (from successive differences, which a single step moves only once):
+    a noisier stretch is not taken for a changing one. Segments are at least half a window long
+    (the thresholds are for means of many frames, not the tails of single ones).
+    """
+    f = np.asarray(features, dtype=np.float64)
+    n = len(f)
+    shortest = max(2, window // 2)
+    if n < 2 * shortest:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        own = 1.4826 * np.nanmedian(np.abs(np.diff(f, axis=0)), axis=0) / np.sqrt(2.0)
+        sigma = np.fmax(np.asarray(scale, np.float64), own)
+        allowed = np.asarray(threshold, np.float64) / np.sqrt(1.0 / window + 1.0 / lookback)
+        best, best_t, best_ratio = 1.0, None, None
+        for t in range(shortest, n - shortest + 1):
+            before, after = f[max(0, t - lookback) : t], f[t : t + window]
+            se = sigma * np.sqrt(1.0 / len(before) + 1.0 / len(after))
+            ratio = np.abs(np.nanmean(after, axis=0) - np.nanmean(before, axis=0)) / se / allowed
+            top = float(np.nanmax(np.where(np.isfinite(ratio), ratio, 0.0)))
+            if top > best:
+                best, best_t, best_ratio = top, t, ratio
+    return None if best_t is None else (best_t, best_ratio)

@@ -316,6 +316,53 @@ def fit_defocus(
     return estimate, max(spread, step / 2)
 
 
+def defocus_bound(
+    reference: SpectrumReference,
+    stats: Sequence[ImageStats],
+    shape: tuple[int, int],
+    *,
+    voltage_kv: float,
+    semiangle_mrad: float,
+    cs_mm: float = 0.0,
+    defocus: float,
+) -> float:
+    """Cramér–Rao bound (Å) on |defocus| from these frames' ring profile: the smallest standard
+    error any unbiased estimate from the same rings can have, at ``defocus`` Å.
+
+    A ring's mean periodogram over B Fourier bins (B/2 independent ones under the Hann
+    window) of n frames has relative variance 2/(B·n) on its total power; the log of its
+    noise-removed signal has that times (total / signal)². The model is the probe's transfer
+    |OTF(df)|² per ring (as in ``fit_defocus``) with a free amplitude, which is profiled out of
+    the Fisher information. The reference's own noise is left out, so the true limit is higher.
+    NaN where fewer than three rings carry signal.
+    """
+    pixel_size = stats[0].pixel_size
+    ring = _grid(shape, pixel_size)[3]
+    counts = np.bincount(ring.ravel(), minlength=len(reference.profile)).astype(np.float64)
+
+    def log_radial(df: float) -> np.ndarray:
+        otf = np.abs(probe_otf(shape, pixel_size, voltage_kv, semiangle_mrad, df, cs_mm, 0.0)) ** 2
+        radial = np.bincount(ring.ravel(), weights=otf.ravel(), minlength=len(counts)) / np.maximum(counts, 1)
+        return np.log(np.maximum(radial, 1e-300))
+
+    n = len(stats)
+    signal = mean_profile(stats)
+    total = np.median(np.stack([s.profile / max(s.mean, 1e-12) ** 2 for s in stats]), axis=0)
+    noise_rel = np.median([s.noise / max(s.mean, 1e-12) ** 2 for s in stats])
+    se = noise_rel * np.sqrt(2.0 / np.maximum(reference.ring_bins, 1) / n)
+    band = reference.band & (reference.profile > 0) & (signal > 3.0 * se)
+    if band.sum() < 3:
+        return float("nan")
+    h = 1.0  # Å: central difference step, far below the depth of focus
+    g = (
+        (log_radial(defocus + h) - log_radial(max(defocus - h, 0.0))) / (defocus + h - max(defocus - h, 0.0))
+    )[band]
+    var = (total[band] / signal[band]) ** 2 * 2.0 / (reference.ring_bins[band] * n)
+    w = 1.0 / var
+    info = float((w * g**2).sum() - (w * g).sum() ** 2 / w.sum())
+    return float(1.0 / np.sqrt(info)) if info > 0 else float("inf")
+
+
 SIGNATURE = ("log10_counts_per_A2", "log10_contrast", "high_k_share")
 HIGH_K = 0.4  # 1/Å: detail finer than 2.5 Å, what separating columns 1-2 Å apart needs
 

@@ -3,7 +3,7 @@ import pytest
 
 from scopeflow.errors import InputError
 from tasks.drift import DriftMonitor, frame_proxies, select_members
-from tasks.drift.calibration import calibrate, integrated_autocorrelation
+from tasks.drift.calibration import calibrate, change_inside, integrated_autocorrelation
 from tasks.drift.physics import median_proxies
 
 
@@ -95,3 +95,73 @@ def test_monitor_calibrates_then_decides_per_batch_and_names_what_changed():
     assert decisions[-1].detected and 96 <= decisions[-1].first_alarm < 96 + 8
     assert decisions[-1].changed[0] == "dose"
     assert decisions[-1].attribution["dose_ratio"] == pytest.approx(0.2, rel=0.25)
+
+
+def test_a_change_inside_a_stretch_is_found_where_it_is_and_noise_is_not_a_change():
+    rng = np.random.default_rng(2)
+    threshold, scale = np.array([4.0, 4.0]), np.array([1.0, 1.0])
+    step = rng.normal(size=(26, 2)) + np.r_[np.zeros((13, 2)), np.tile([0.0, 4.0], (13, 1))]
+    found = change_inside(step, threshold, scale, window=10, lookback=10)
+    assert found is not None and abs(found[0] - 13) <= 1 and found[1][1] > 1 >= found[1][0]
+    # Three times noisier than the calibration's scale, and no change: not a change.
+    assert change_inside(3 * rng.normal(size=(26, 2)), threshold, scale, window=10, lookback=10) is None
+
+
+@pytest.mark.parametrize("second", [144, 118])
+def test_a_second_change_soon_after_a_detection_is_caught(second):
+    # After a detection the monitor takes a new reference; a second change a few batches
+    # later fell inside a reference of ``reference_frames`` frames and was never seen. Now the
+    # monitor decides again after MIN_REFERENCE frames, under thresholds no lower than the last
+    # full reference's, and a change inside those frames is found by the same standard.
+    from tasks.acquisition.twin import DigitalTwin, DriftSchedule
+
+    # 144: three batches after the first change; 118: inside the first frames of the new reference.
+    schedule = DriftSchedule.parse(f"dose=1e6@96,dose=3e6@{second}")
+    twin = DigitalTwin(seed=3, schedule=schedule, shape=(96, 96))
+    rng = np.random.default_rng(6)
+    mon = DriftMonitor(ert=500, window=8, reference_frames=48)
+    proxies = [frame_proxies(_lattice(seed=s), (128, 128), 0.2) for s in range(16)]
+    alarms, named = [], []
+    for start in range(0, 176, 16):
+        frames = [twin.acquire(i).image for i in range(start, start + 16)]
+        d = mon.observe(
+            start, rng.normal(size=(16, 6)), rng.normal(0.1, 0.01, 16), proxies, frames, [0.12] * 16
+        )
+        if d.detected:
+            alarms.append(d.first_alarm)
+            named.append((d.changed, d.attribution["dose_ratio"]))
+            mon.rereference()
+    assert len(alarms) == 2, alarms
+    assert 96 <= alarms[0] < 96 + 8 and second <= alarms[1] < second + 8
+    assert named[1][0][0] == "dose" and named[1][1] == pytest.approx(3.0, rel=0.25)
+    # A monitor resumed from the stored state mid-way decides exactly as this one: the last
+    # full reference's thresholds and spectrum are part of the state.
+    frames = [twin.acquire(i).image for i in range(176, 192)]
+    emb, unc = rng.normal(size=(16, 6)), rng.normal(0.1, 0.01, 16)
+    resumed = DriftMonitor(ert=500, window=8, reference_frames=48)
+    resumed.restore(*mon.state())
+    mon.settle()  # a growth calibration may still run in the background (the resumed one redid it)
+    assert (mon.carried is None) == (resumed.carried is None) and (second == 118 or mon.carried is not None)
+    a = mon.observe(176, emb, unc, proxies, frames, [0.12] * 16)
+    b = resumed.observe(176, emb, unc, proxies, frames, [0.12] * 16)
+    assert a.scores == pytest.approx(b.scores, nan_ok=True)
+
+
+def test_the_defocus_bound_falls_as_one_over_root_frames():
+    from tasks.acquisition.twin import DigitalTwin, DriftSchedule
+    from tasks.drift.spectrum import SpectrumReference, defocus_bound, fit_defocus, image_stats
+
+    twin = DigitalTwin(seed=5, schedule=DriftSchedule.parse("defocus=60@32"), shape=(96, 96))
+    acquired = [twin.acquire(i) for i in range(48)]
+    c = acquired[0].conditions
+    optics = {"voltage_kv": c["voltage_kv"], "semiangle_mrad": c["semiangle_mrad"]}
+    stats = [image_stats(f.image, f.pixel_size) for f in acquired]
+    reference = SpectrumReference.fit(stats[:32])
+    few, many = (
+        defocus_bound(reference, stats[32 : 32 + n], (96, 96), **optics, defocus=60.0) for n in (4, 16)
+    )
+    assert 0 < many < few and many == pytest.approx(few / 2, rel=0.35)
+    estimate, _ = fit_defocus(reference, stats[32:], (96, 96), **optics)
+    # The fit stays within two of its 5 Å grid steps; that is several bounds (here 50 Å at a
+    # bound of ~2 Å): the fit's bias, not the frames' information, limits it.
+    assert abs(estimate - 60.0) <= 10.0
