@@ -15,7 +15,7 @@ from storage.models import ModelRegistry
 from tasks.acquisition import make_instrument
 from tasks.acquisition.loop import acquire_batch, batches
 from tasks.drift.edge_loop import EdgeLoop, Escalation
-from tasks.drift.pipeline import run_pipelined
+from tasks.drift.pipeline import overlap_pays, run_pipelined
 from tasks.inference.batching import BatchReport
 
 from .artifacts import publish_edge_run
@@ -188,12 +188,13 @@ def loop_flow(
 
     # The execution trial before the first frame is taken, not inside its latency.
     loop.warm(instrument.shape, float(instrument.conditions(writer.n_frames)["pixel_size"]))
-    # The next batch is acquired and committed (in a writer thread, not a task run) while this
-    # one is inferred; one task run per batch.
+    # Where a core is spare, the next batch is acquired and committed (in a writer thread, not a
+    # task run) while this one is inferred; one task run per batch.
     acquired = run_pipelined(
         lambda first, end: acquire_batch(instrument, writer, first, end),
         batches(writer.n_frames, frames, batch_size),
         edge,
+        overlap=overlap_pays(),
     )
     # Frames a killed run committed but never decided, when this run had none left to acquire.
     acquired.append(run_batches(loop, writer.n_frames, escalate, log))

@@ -22,6 +22,7 @@ raises, so none outlives it.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -56,14 +57,33 @@ class _Timing:
         return self.taken_at + self.consume_s - self.produce_s
 
 
+def overlap_pays() -> bool:
+    """Whether acquisition may overlap inference here: only where a core is left that the
+    edge's threads (torch's, and as many frame checks) do not use. On the 2-core CI machine,
+    idle, the overlapped loop ran 12.7 frames/s against 19.0 one stage after the other (p95
+    latency 796 against 331 ms, ``benchmarks/loop.py``, 2026-11-30): two stages on two cores
+    only take turns, and lose to the switching."""
+    import torch
+
+    return (os.cpu_count() or 1) > torch.get_num_threads()
+
+
 def run_pipelined(
     produce: Callable[[int, int], Any],
     ranges: Iterable[tuple[int, int]],
     consume: Callable[[int], T],
+    overlap: bool = True,
 ) -> list[T]:
     """``consume(end)`` for every ``(first, end)`` of ``ranges`` once ``produce(first, end)`` has
-    committed it, the production of each range overlapping the consumption of the one before;
-    returns ``consume``'s results in order (see the module docstring)."""
+    committed it, the production of each range overlapping the consumption of the one before
+    (``overlap``; else one after the other in the calling thread); returns ``consume``'s
+    results in order (see the module docstring)."""
+    if not overlap:
+        results: list[T] = []
+        for first, end in ranges:
+            produce(first, end)
+            results.append(consume(end))
+        return results
     handoff: queue.Queue[Any] = queue.Queue()
     turn = threading.Semaphore(1)  # one batch produced and not yet taken, at most
     stop = threading.Event()
@@ -93,7 +113,7 @@ def run_pipelined(
 
     thread = threading.Thread(target=producer, name="acquisition-writer", daemon=True)
     thread.start()
-    results: list[T] = []
+    results = []
     try:
         while (item := handoff.get()) is not _DONE:
             if isinstance(item, _Failed):

@@ -178,3 +178,30 @@ def test_warm_makes_the_execution_choice_the_batches_use(tmp_path):
     writer.append([twin.acquire(i) for i in range(BATCH)])
     loop.advance(BATCH)
     assert loop.adaptive.active.runner.choices == chosen
+
+
+def test_without_a_spare_core_the_stages_take_turns_in_the_calling_thread() -> None:
+    # Two stages on as many cores as the edge's threads only compete (benchmarks/loop.py):
+    # then each batch is produced, then consumed, by the caller, with no thread started.
+    from tasks.drift.pipeline import overlap_pays
+
+    assert isinstance(overlap_pays(), bool)
+    events: list[tuple[str, int, str]] = []
+    before = threading.active_count()
+    out = run_pipelined(
+        lambda first, end: events.append(("produce", end, threading.current_thread().name)),
+        [(0, 4), (4, 8), (8, 10)],
+        lambda end: events.append(("consume", end, threading.current_thread().name)) or end,
+        overlap=False,
+    )
+    assert out == [4, 8, 10]
+    assert [e[:2] for e in events] == [
+        ("produce", 4),
+        ("consume", 4),
+        ("produce", 8),
+        ("consume", 8),
+        ("produce", 10),
+        ("consume", 10),
+    ]
+    assert {e[2] for e in events} == {threading.current_thread().name}
+    assert threading.active_count() == before
