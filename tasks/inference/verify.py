@@ -94,7 +94,7 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
     height, se = fit.amplitude.astype(np.float64), fit.amplitude_se.astype(np.float64)
     if lattice.found:
         net_prediction = _lattice_prediction(np.asarray(atoms.rowcol, np.float64), lattice)
-        rowcol, sigma = _combine(atoms.rowcol, fit.rowcol[:n], lattice, net_prediction)
+        rowcol, sigma = _combine(atoms.rowcol, [fit.rowcol[:n]], lattice, net_prediction)
         # Heights are measured at the proposals (a vacant site must not be moved onto its
         # neighbours' tails). But a certain column whose reported position lies significantly
         # away from its proposal is measured again where it is: a heavy column modelled
@@ -189,6 +189,11 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
     z_sub = np.abs(height[:n] - level) / np.sqrt(se[:n] ** 2 + spread**2 + 1e-30)
     substituted = on & (expected >= 0) & (expected != cls) & np.isfinite(z_sub) & (z_sub > z_star)
     kind = np.where(substituted, 2, 0).astype(np.int8)
+    if lattice.found:
+        # The reported positions take in the deblended fit too (``refine.deblended_positions``):
+        # it is not pulled by the neighbours' tails, where the matched filter is. (The decisions
+        # above keep the two-estimator positions they were made with.)
+        rowcol, sigma = _combine(atoms.rowcol, [fit.rowcol[:n], fit.deblended[:n]], lattice, net_prediction)
     keep &= ~_duplicates(rowcol, q, keep, 0.5 * lattice.separation)
     expected_false = float((1.0 - q[keep]).sum())
     trusted = lattice.found and bool(keep.any()) and expected_false <= TRUST_FALSE_FRACTION * keep.sum()
@@ -275,26 +280,30 @@ def _log_prior_odds(llr: np.ndarray, iterations: int = 20) -> float:
 
 def _combine(
     network: np.ndarray,
-    fitted: np.ndarray,
+    measured: list[np.ndarray],
     lattice: SiteLattice,
     net_prediction: tuple[np.ndarray, np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse-variance mean of the network's and the fit's positions, and its standard error (px).
+    """Inverse-variance mean of the network's and the frame's position estimates (``measured``:
+    the matched filter's, and the deblended fit's), and its standard error (px).
 
-    Neither estimator's error is known beforehand (the fit's own standard error misses its
-    model error; the network reports none), so each is measured on the frame: the scatter of
-    its positions about where the lattice puts them (the mean of ``x_j − t`` over the
-    column's lattice neighbours ``j``). That scatter also holds the lattice's real distortion,
-    the same for both estimators, so it weighs them fairly and bounds the error from above.
-    ``net_prediction`` is ``_lattice_prediction`` of the network's positions, already made.
+    No estimator's error is known beforehand (a fit's own standard error misses its model
+    error; the network reports none), so each is measured on the frame: the scatter of its
+    positions about where the lattice puts them (the mean of ``x_j − t`` over the column's
+    lattice neighbours ``j``). That scatter also holds the lattice's real distortion, the same
+    for every estimator, so it weighs them fairly and bounds the error from above. (Two
+    measured estimates share the frame's noise; the standard error treats them as
+    independent, and so is a lower bound where both carry weight.) ``net_prediction`` is
+    ``_lattice_prediction`` of the network's positions, already made.
     """
     x_net = np.asarray(network, np.float64)
-    x_fit = np.asarray(fitted, np.float64)
-    var_net = _lattice_scatter(x_net, *net_prediction)
-    var_fit = _lattice_scatter(x_fit, *_lattice_prediction(x_fit, lattice))
-    w_net, w_fit = 1.0 / var_net, 1.0 / var_fit
-    x = (x_net * w_net + x_fit * w_fit) / (w_net + w_fit)
-    sigma = np.broadcast_to(np.sqrt(1.0 / (w_net + w_fit)), x.shape)
+    estimates = [(x_net, 1.0 / _lattice_scatter(x_net, *net_prediction))]
+    for m in measured:
+        x = np.asarray(m, np.float64)
+        estimates.append((x, 1.0 / _lattice_scatter(x, *_lattice_prediction(x, lattice))))
+    total = sum(w for _, w in estimates)
+    x = sum(x * w for x, w in estimates) / total
+    sigma = np.broadcast_to(np.sqrt(1.0 / total), x.shape)
     return x.astype(np.float32), sigma.astype(np.float32)
 
 
