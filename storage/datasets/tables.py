@@ -37,7 +37,9 @@ from zarr.storage import LocalStore
 
 from scopeflow.errors import ShapeMismatchError, StorageError
 
-from .chunk_files import ChunkFiles, array_metadata, atomic_write, json_bytes, run_writes
+from .chunk_files import ChunkFiles
+from .file_writes import atomic_write, json_bytes, run_writes
+from .zarr_metadata import array_metadata
 
 ROW_CHUNK = 8192  # rows per chunk of 1-D columns: few files, cheap partial rewrites
 # Raw bytes of the rows in one shard of a one-row-per-chunk column: few files (a file per frame

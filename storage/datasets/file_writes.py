@@ -1,0 +1,112 @@
+"""Files replaced atomically (``atomic_write``), bytes written in place (``pwrite_all``), the
+threads that run a batch's file writes and encodings (``run_writes``, ``thread_pool``), and the
+compact JSON a ``zarr.json`` is written as (``json_bytes``)."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import Any
+
+
+def pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        done = os.pwrite(fd, view, offset)
+        view, offset = view[done:], offset + done
+
+
+SPARE = ".scopeflow-spare"  # per directory: the file a replacement is written into, then swapped in
+
+
+def atomic_write(target: Path, data: bytes, spare: Path | None = None) -> None:
+    """Replace ``target`` with ``data`` atomically: readers see the old file or the new one.
+
+    With ``spare`` (a file of the caller's own, reused batch after batch), the bytes are written
+    into it and it is swapped with ``target`` (``_exchange``): it then holds the old version,
+    overwritten next time. Writing into an existing file and swapping costs ~20 µs against
+    ~350 µs for creating a temporary file (measured 2026-11-30): a batch replaces a dozen files.
+    Without it, a temporary file is created and swapped in (or, where the system cannot swap,
+    renamed over ``target``).
+    """
+    if spare is not None and _renameat2 is not None:
+        fd = os.open(spare, os.O_WRONLY | os.O_CREAT, 0o666)
+        try:
+            pwrite_all(fd, data, 0)  # not O_TRUNC: truncating makes ext4 flush, as a rename does
+            os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
+        if not _exchange(spare, target):
+            os.replace(spare, target)  # a new name: nothing to flush
+        return
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        if not _exchange(tmp, target):
+            os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)  # after an exchange: the old file, under the temporary name
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+
+
+def _exchange(tmp: Path, target: Path) -> bool:
+    """Swap ``tmp`` and an existing ``target`` atomically (Linux ``renameat2``); False where the
+    target is absent or the system cannot (the caller then renames).
+
+    ext4 flushes a file renamed over another before the rename returns (its ``auto_da_alloc``
+    safeguard): 0.4–3 ms a replace here, ~10 µs an exchange (measured 2026-11-30). Readers see
+    the old file or the new one either way.
+    """
+    if _renameat2 is None:
+        return False
+    at_cwd = -100
+    if _renameat2(at_cwd, os.fsencode(tmp), at_cwd, os.fsencode(target), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOENT, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(target))
+
+
+WRITE_THREADS = 4  # file writes mostly wait on the file system
+ENCODE_THREADS = 2  # compression is CPU work: a thread per core of the edge box (2 here)
+_POOLS: dict[str, ThreadPoolExecutor] = {}
+
+
+def thread_pool(role: str, threads: int) -> ThreadPoolExecutor:
+    """The module's threads for ``role`` (apart, so a writer waiting on an encoder never
+    holds the thread that encoder needs)."""
+    pool = _POOLS.get(role)
+    if pool is None:
+        pool = _POOLS[role] = ThreadPoolExecutor(threads, thread_name_prefix=f"scopeflow-{role}")
+    return pool
+
+
+def run_writes(heavy: list[Callable[[], None]], light: list[Callable[[], None]]) -> None:
+    """Run the ``heavy`` file writes in the module's threads and the ``light`` ones here,
+    meanwhile; the first error is raised once all are done."""
+    pool = thread_pool("write", WRITE_THREADS)
+    futures = [pool.submit(job) for job in heavy]
+    try:
+        for job in light:
+            job()
+    finally:
+        wait(futures)  # none still writing when the caller's error handling (or lock release) runs
+    for future in futures:
+        future.result()
+
+
+def json_bytes(doc: Any) -> bytes:
+    # Compact: with ``indent`` the json module falls back to its pure-Python encoder (~10x slower,
+    # 6 ms a commit of the dataset's root here); every reader parses it the same.
+    return json.dumps(doc, separators=(",", ":")).encode()

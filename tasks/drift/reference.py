@@ -1,0 +1,357 @@
+"""The reference a ``DriftMonitor`` decides against: taken from quiet frames, grown and
+calibrated, and taken anew after a detection.
+
+The first ``reference_frames`` frames are the reference, widened while the stream stays quiet
+(2× and 4× as many frames: a short reference sees little of a stationary stream's slow
+wander). Thresholds come from the reference and the ERT alone (``calibration.calibrate``:
+block bootstrap, joint over the detectors).
+
+After a detection the monitor is not blind for a whole reference: the frames of the alarm's
+batch after the first alarm start the new reference, and decisions resume as soon as it holds
+``MIN_REFERENCE`` frames (the fewest the bootstrap can use; usually after one more batch), then
+it grows to ``reference_frames`` and beyond as at the start. Until it reaches
+``reference_frames`` each image detector's threshold, in the feature's physical units, is the
+larger of the short reference's and the last full reference's: the short one measures the new
+conditions' noise, the full one the sample's slow wander that a short reference cannot see,
+and a threshold no lower than either keeps the run length of whichever is valid. The short
+reference's features are measured against the full one's spectrum (a spectrum fitted to 16
+frames fits them better than the next ones), and before it is used it is tested for a change
+inside it by the full reference's standard (``calibration.change_inside``): a second change
+within its frames is reported where it happened instead of becoming part of the reference.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import warnings
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .attribution import DETECTORS, IMAGE_DETECTORS, attribute
+from .calibration import MIN_REFERENCE, Calibration, calibrate, change_inside
+from .observation import Observation
+from .physics import Proxies, median_proxies, proxy_score
+from .spectrum import ImageStats, SpectrumReference
+
+REFERENCE_GROWTH = (1, 2, 4)  # calibrate at these multiples of ``reference_frames``
+BANDWIDTH = 3.0  # embedding kernel width as a multiple of the reference's median distance
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What a calibration fixed: the spectrum reference, median proxies, the embedding kernel
+    (reference embeddings, γ, mean cross-block similarity), the thresholds, and the |defocus|
+    (Å) the spectrum reference was taken at."""
+
+    spectrum: SpectrumReference
+    proxies: Proxies
+    embeddings: np.ndarray
+    gamma: float
+    self_similarity: float
+    calibration: Calibration
+    defocus: float = 0.0
+
+
+def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.maximum((a**2).sum(1)[:, None] + (b**2).sum(1)[None, :] - 2.0 * a @ b.T, 0.0)
+
+
+@dataclass
+class ReferenceKeeper:
+    """The reference, its calibration and the frames it is taken from, for ``DriftMonitor``
+    (settings: ``ert`` and ``window`` in frames; ``optics`` as there)."""
+
+    ert: float = 1000.0
+    window: int = 10
+    reference_frames: int = 64
+    seed: int = 0
+    optics: Mapping[str, float] | None = None
+    # |Defocus| (Å) of the current reference: 0 at the start (the operator focused), then what
+    # the last detection estimated, so a return to focus is measured as the change it is.
+    reference_defocus: float = field(default=0.0, init=False)
+    _defocus_next: float | None = field(default=None, init=False, repr=False)
+    # Thresholds (feature units, len(IMAGE_DETECTORS)) and per-frame scales of the last
+    # reference of at least ``reference_frames`` frames, kept through a re-reference until the
+    # new one is as long.
+    floor: np.ndarray | None = field(default=None, init=False, repr=False)
+    floor_scale: np.ndarray | None = field(default=None, init=False, repr=False)
+    # That reference's spectrum and the |defocus| (Å) it was taken at: the image features of a
+    # short reference are measured against it, out of sample (a spectrum fitted to 16 frames
+    # fits those frames better than the next ones, and their spread would look too small).
+    carried: tuple[SpectrumReference, float] | None = field(default=None, init=False, repr=False)
+    # The frames after the last alarm, which start the next reference.
+    _since_alarm: list[Observation] | None = field(default=None, init=False, repr=False)
+    reference: Reference | None = field(default=None, init=False)
+    frames_seen: int = field(default=0, init=False)
+    calibrated_on: int = field(default=0, init=False)
+    # Quiet frames since the last re-reference, time order; and the last ``window`` frames.
+    history: list[Observation] = field(default_factory=list, init=False, repr=False)
+    recent: deque = field(default_factory=deque, init=False, repr=False)
+    # A calibration running in a worker thread (see ``_grow``), adopted before the next batch.
+    _pending: _Background | None = field(default=None, init=False, repr=False)
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the detectors hold a reference (False while one is being collected)."""
+        return self.reference is not None
+
+    @property
+    def reference_proxies(self) -> Proxies | None:
+        """Median physics proxies of the reference frames."""
+        return None if self.reference is None else self.reference.proxies
+
+    @property
+    def _checkpoints(self) -> tuple[int, ...]:
+        full = tuple(self.reference_frames * m for m in REFERENCE_GROWTH)
+        # After a detection the thresholds are floored by the last full reference's and the
+        # features measured against its spectrum, so the shortest reference the bootstrap
+        # accepts is safe to decide on (benchmarks/README.md, drift_detection: the false-alarm
+        # rate did not rise measurably).
+        return ((MIN_REFERENCE,) if self.floor is not None and full[0] > MIN_REFERENCE else ()) + full
+
+    def frames_to_calibrate(self) -> int:
+        """Quiet frames still needed before decisions start (0 when calibrated)."""
+        return 0 if self.calibrated else max(0, self._checkpoints[0] - len(self.history))
+
+    def rereference(self) -> None:
+        """Take a new reference: the frames after the last alarm and those that follow become it.
+        After a detection decisions resume at ``MIN_REFERENCE`` frames under the last full
+        reference's thresholds (see the module's docstring); otherwise (a new model, a fresh
+        start) after ``reference_frames``."""
+        self._pending = None  # a calibration of the forgotten reference is never adopted
+        if self._since_alarm is None:
+            self.floor, self.carried = None, None
+        elif self.reference is not None and self.calibrated_on >= self.reference_frames:
+            cal = self.reference.calibration
+            m = len(IMAGE_DETECTORS)
+            self.floor = cal.threshold[:m] * cal.scale[:m]
+            self.floor_scale = cal.scale[:m].copy()
+            self.carried = (self.reference.spectrum, self.reference.defocus)
+        # (A detection on a short reference keeps the floor it was deciding under.)
+        self.reference = None
+        self.history = list(self._since_alarm or [])
+        self._since_alarm = None
+        self.recent.clear()
+        self.calibrated_on = 0
+        if self._defocus_next is not None:
+            self.reference_defocus, self._defocus_next = self._defocus_next, None
+
+    # --- features --------------------------------------------------------------------------
+
+    def _novelty(self, ref: Reference, embedding: np.ndarray) -> float:
+        x = np.asarray(embedding, dtype=np.float64).reshape(1, -1)
+        similarity = float(np.exp(-ref.gamma * _sq_dists(ref.embeddings, x)).mean())
+        return 1.0 - similarity / ref.self_similarity
+
+    def features(self, ref: Reference, obs: Observation) -> np.ndarray:
+        """One frame's features (len(DETECTORS),) against ``ref``."""
+        image = ref.spectrum.features(obs.image)
+        return np.array(
+            [
+                *(image[name] for name in IMAGE_DETECTORS),
+                self._novelty(ref, obs.embedding),
+                obs.uncertainty,
+                proxy_score(obs.proxies, ref.proxies),
+            ]
+        )
+
+    def _calibrate(self) -> None:
+        obs = self.history
+        short = self.floor is not None and len(obs) < self.reference_frames
+        if short and self.carried is not None:
+            spectrum, spectrum_defocus = self.carried
+        else:
+            spectrum, spectrum_defocus = SpectrumReference.fit([o.image for o in obs]), self.reference_defocus
+        proxies = median_proxies([o.proxies for o in obs])
+        emb = np.stack([np.asarray(o.embedding, dtype=np.float64).ravel() for o in obs])
+        d2 = _sq_dists(emb, emb)
+        median = float(np.median(d2[d2 > 0])) if (d2 > 0).any() else 1.0
+        gamma = 1.0 / max(BANDWIDTH**2 * median, 1e-12)
+        k = np.exp(-gamma * d2)
+        # Novelty of a reference frame is measured against the other blocks of ``window``
+        # frames only: its neighbours in time are near copies and would make it look familiar.
+        block = np.arange(len(emb)) // self.window
+        other = block[:, None] != block[None, :]
+        self_similarity = float(k[other].mean()) if other.any() else 1.0
+        novelty = 1.0 - (k * other).sum(1) / np.maximum(other.sum(1), 1) / self_similarity
+        partial = Reference(spectrum, proxies, emb, gamma, self_similarity, None, spectrum_defocus)  # type: ignore[arg-type]
+        feats = np.stack([self.features(partial, o) for o in obs])
+        feats[:, DETECTORS.index("embedding")] = novelty
+        # Smallest meaningful change per feature (its scale where the reference never varied):
+        # one just-detectable reflection's share for ``reflections``; float precision elsewhere.
+        resolution = np.array([spectrum.share_resolution if n == "reflections" else 1e-12 for n in DETECTORS])
+        # Compare the window with the window before it: wander slower than two windows (a
+        # defect drifting into view, contamination growing) cannot reach an alarm, while a step
+        # shows in full and a ramp shows as its change over one window.
+        lookback = self.window
+        # The image-formation detectors decide, jointly calibrated to the ERT. The network's
+        # detectors are calibrated to the same ERT on their own and reported beside them, but do
+        # not decide: their per-frame values follow the lattice's phase against the pixel grid
+        # and the content in view over longer than a reference (in the benchmark 19 of 27 false
+        # alarms came from them when they decided, benchmarks/README.md).
+        parts = [
+            calibrate(
+                feats[:, cols],
+                tuple(DETECTORS[c] for c in cols),
+                ert=self.ert,
+                window=self.window,
+                lookback=lookback,
+                seed=self.seed,
+                resolution=resolution[cols],
+            )
+            for cols in (list(range(len(IMAGE_DETECTORS))), list(range(len(IMAGE_DETECTORS), len(DETECTORS))))
+        ]
+        scale = np.concatenate([c.scale for c in parts])
+        threshold = np.concatenate([c.threshold for c in parts])
+        m = len(IMAGE_DETECTORS)
+        if short:
+            threshold[:m] = np.fmax(threshold[:m], self.floor / scale[:m])
+        elif len(obs) >= self.reference_frames:
+            self.floor, self.carried = None, None
+        cal = Calibration(
+            DETECTORS,
+            np.concatenate([c.centre for c in parts]),
+            scale,
+            threshold,
+            max(c.block for c in parts),
+            self.window,
+            lookback,
+            parts[0].simulated_ert,
+        )
+        self.reference = Reference(spectrum, proxies, emb, gamma, self_similarity, cal, spectrum_defocus)
+        self.calibrated_on = len(obs)
+        # Prime the window and look-back with the end of the reference.
+        span = self.window + lookback
+        self.recent = deque(feats[-span:], maxlen=span)
+
+    def _change_in_reference(
+        self, end: int, rest: list[Observation]
+    ) -> tuple[dict[str, float], int, tuple[str, ...], dict[str, float], str] | None:
+        """A short reference just taken after a detection, tested for a change inside it by the
+        last full reference's standard (``calibration.change_inside``): a second change soon
+        after the first must not become part of the reference that should reveal it. ``end``:
+        the frame after the reference; ``rest``: the batch's frames after it. Returns the detection's
+        (scores, first alarm, changed, attribution, summary) or None."""
+        if self.floor is None or self.floor_scale is None or self.carried is None or self.reference is None:
+            return None
+        if self.calibrated_on >= self.reference_frames:
+            return None
+        m = len(IMAGE_DETECTORS)
+        spectrum = self.carried[0]
+        # The frames after the reference are scanned too: a change in its last frames is then
+        # placed where it is, not at the last split the shortest segment allows.
+        frames = self.history + rest
+        feats = np.array([[spectrum.features(o.image)[n] for n in IMAGE_DETECTORS] for o in frames])
+        cal = self.reference.calibration
+        found = change_inside(
+            feats, self.floor / self.floor_scale, self.floor_scale, window=cal.window, lookback=cal.lookback
+        )
+        if found is None:
+            return None
+        t, ratio = found
+        first_alarm = end - len(self.history) + t
+        after = frames[t:]
+        self._since_alarm = after[:MIN_REFERENCE]
+        scores = dict.fromkeys(DETECTORS, float("nan"))
+        scores.update(zip(IMAGE_DETECTORS, map(float, ratio), strict=True))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            before = np.concatenate([np.nanmean(feats[:t], axis=0), np.full(len(DETECTORS) - m, np.nan)])
+        changed, attribution, summary = self.attribute(scores, [o.image for o in after], before)
+        return scores, first_alarm, changed, attribution, summary
+
+    def _grow(self, batch: list[Observation]) -> list[Observation]:
+        """Add quiet frames to the reference; calibrate when it reaches the next checkpoint. A
+        first calibration takes exactly its checkpoint's frames: the batch's frames beyond it
+        are returned, to be decided on at once (a change there must not hide in the reference)."""
+        if len(self.history) >= self._checkpoints[-1]:
+            return []
+        self.history.extend(batch)
+        crossed = [c for c in self._checkpoints if self.calibrated_on < c <= len(self.history)]
+        if not crossed or len(self.history) < MIN_REFERENCE:
+            return []
+        if self.reference is None:
+            # The first calibration of a reference is made in place: the batch's frames beyond
+            # it are decided at once (a change there must not hide in the reference).
+            rest = self.history[crossed[0] :]
+            del self.history[crossed[0] :]
+            self._calibrate()
+            return rest
+        # A growth calibration, off the batch's critical path: the block bootstrap (~0.3 s) runs
+        # in a worker thread while the loop commits this batch and infers the next; ``settle``
+        # adopts it before that batch is decided, so every decision is the one a calibration in
+        # place would give (and a resumed run recomputes it from the committed reference frames).
+        self._pending = _Background(self)
+        return []
+
+    @property
+    def calibrating(self) -> bool:
+        """Whether a calibration is running in the background (adopted by ``settle``)."""
+        return self._pending is not None
+
+    def settle(self) -> None:
+        """Adopt the calibration running in the background, waiting for it if need be (its
+        error, if it failed, is raised here)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            done = pending.result()
+            self.reference, self.calibrated_on, self.recent = done.reference, done.calibrated_on, done.recent
+            # A full reference reached retires the last full one's floor (``_calibrate``).
+            self.floor, self.floor_scale, self.carried = done.floor, done.floor_scale, done.carried
+
+    # --- attribution -----------------------------------------------------------------------
+
+    def attribute(
+        self, scores: Mapping[str, float], images: Sequence[ImageStats], before: np.ndarray | None = None
+    ) -> tuple[tuple[str, ...], dict[str, float], str]:
+        """What changed on ``images`` against the frames ``before`` them (``attribution``); a
+        named defocus becomes the next reference's."""
+        ref = self.reference
+        assert ref is not None
+        changed, att, words, defocus_next = attribute(
+            ref.spectrum,
+            ref.calibration,
+            scores,
+            images,
+            before,
+            optics=self.optics,
+            reference_defocus=self.reference_defocus,
+            spectrum_defocus=ref.defocus,
+        )
+        if defocus_next is not None:
+            self._defocus_next = defocus_next
+        return changed, att, words
+
+
+class _Background:
+    """``DriftMonitor._calibrate`` of a monitor's current reference frames, in a worker thread.
+
+    It runs on a shallow copy with its own list of the frames: ``_calibrate`` only reads them
+    and assigns new objects, so the monitor goes on observing while it runs.
+    """
+
+    def __init__(self, monitor: ReferenceKeeper) -> None:
+        self._copy = copy.copy(monitor)
+        self._copy.history = list(monitor.history)
+        self._copy._pending = None
+        self._error: BaseException | None = None
+        # A daemon: pure computation that holds nothing, so an exiting process need not wait.
+        self._thread = threading.Thread(target=self._run, name="drift-calibration", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._copy._calibrate()
+        except BaseException as exc:  # handed to the thread that adopts it
+            self._error = exc
+
+    def result(self) -> ReferenceKeeper:
+        """The calibrated copy (waits for it); re-raises what the calibration raised."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._copy
