@@ -9,8 +9,11 @@ still tell a six-fold lattice from a four-fold one. The white floor that countin
 noise add to the spectrum is estimated from frequencies beyond the band and subtracted, so
 dose and noise mostly drop out. Spectra are averaged over 14 Å tiles (one resolution whatever
 the field of view) of the frame binned to ≤ 0.42 Å/px (one cost whatever the sampling), under
-a circular window (a square one's leakage would turn with the pixels, not the lattice). A few quantiles of the frame's intensity (smoothed at a fixed
-size in Å) add what the spectrum hides: heavy substitutions and holes. All of it is a few
+a circular window (a square one's leakage would turn with the pixels, not the lattice).
+The tiles are zero-padded 4× before the FFT: read between whole frequency bins, a reflection's
+power depended on the lattice's orientation to the pixels (up to 15 %), a cue that told twin
+regions apart (each has its own crystal rotation) until the copy was turned. A few quantiles
+of the frame's intensity (smoothed at a fixed size in Å) add what the spectrum hides: heavy substitutions and holes. All of it is a few
 FFTs and interpolations per frame, cheap enough to run on every frame at the edge, which a
 second network pass would not be.
 
