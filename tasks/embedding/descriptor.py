@@ -13,9 +13,9 @@ a circular window (a square one's leakage would turn with the pixels, not the la
 The tiles are zero-padded 4× before the FFT: read between whole frequency bins, a reflection's
 power depended on the lattice's orientation to the pixels (up to 15 %), a cue that told twin
 regions apart (each has its own crystal rotation) until the copy was turned. A few quantiles
-of the frame's intensity (smoothed at a fixed size in Å) add what the spectrum hides: heavy substitutions and holes. All of it is a few
-FFTs and interpolations per frame, cheap enough to run on every frame at the edge, which a
-second network pass would not be.
+of the frame's intensity (smoothed at a fixed size in Å) add what the spectrum hides: heavy
+substitutions and holes. All of it is a few FFTs and interpolations per frame, cheap enough to
+run on every frame at the edge, which a second network pass would not be.
 
 Blocks (each unit-normalised, then the whole):
 - ``radial``: log of the noise-free power in ``N_RADIAL`` rings between ``K_MIN`` and
