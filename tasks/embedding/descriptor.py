@@ -9,10 +9,13 @@ still tell a six-fold lattice from a four-fold one. The white floor that countin
 noise add to the spectrum is estimated from frequencies beyond the band and subtracted, so
 dose and noise mostly drop out. Spectra are averaged over 14 Å tiles (one resolution whatever
 the field of view) of the frame binned to ≤ 0.42 Å/px (one cost whatever the sampling), under
-a circular window (a square one's leakage would turn with the pixels, not the lattice). A few quantiles of the frame's intensity (smoothed at a fixed
-size in Å) add what the spectrum hides: heavy substitutions and holes. All of it is a few
-FFTs and interpolations per frame, cheap enough to run on every frame at the edge, which a
-second network pass would not be.
+a circular window (a square one's leakage would turn with the pixels, not the lattice).
+The tiles are zero-padded 4× before the FFT: read between whole frequency bins, a reflection's
+power depended on the lattice's orientation to the pixels (up to 15 %), a cue that told twin
+regions apart (each has its own crystal rotation) until the copy was turned. A few quantiles
+of the frame's intensity (smoothed at a fixed size in Å) add what the spectrum hides: heavy
+substitutions and holes. All of it is a few FFTs and interpolations per frame, cheap enough to
+run on every frame at the edge, which a second network pass would not be.
 
 Blocks (each unit-normalised, then the whole):
 - ``radial``: log of the noise-free power in ``N_RADIAL`` rings between ``K_MIN`` and
@@ -35,7 +38,7 @@ from scipy import ndimage
 from scopeflow.errors import InputError
 
 #: Name of this descriptor, stored with every embedding; bump when the numbers would change.
-EMBEDDER_VERSION = "lattice-polar-v1"
+EMBEDDER_VERSION = "lattice-polar-v2"
 
 # Band in Å⁻¹: from three frequency bins of a tile (3/TILE_A: nearer zero the window's lobe
 # around zero frequency dominates, and leaks differently as the lattice turns) to 1.2 Å⁻¹, past
@@ -52,6 +55,13 @@ N_RADIAL = 55  # rings 0.02 Å⁻¹ apart: a quarter of the tiles' resolution
 # still fits under Nyquist, noise stays white, and the FFTs cost the same whatever the
 # sampling. The binning's sinc² transfer is divided out.
 BIN_TO = 1.0 / (2 * K_MAX)
+# Tiles are zero-padded to this many times their side before the FFT, so the spectrum is sampled
+# every 1/PAD of a frequency bin. The polar grid reads it by linear interpolation, which cuts a
+# peak between two samples h bins apart by about (h²/8)·|P''|/P; the Hann main lobe
+# (P ≈ cos²(πx/4), x in bins) has |P''|/P = π²/8 at its top, so h = 1 loses up to 15 % of a
+# reflection depending on where the lattice's orientation puts it between bins (a rotated copy
+# no longer matched its source), h = 1/4 about 1 %.
+PAD = 4
 N_ANGLES = 128  # over [0, π): under half a frequency bin apart on the outermost ring of a tile
 N_HARMONICS = 6  # up to twelve-fold
 N_BANDS = 11  # 5 rings per band
@@ -73,8 +83,8 @@ DIM = N_RADIAL + N_HARMONICS * N_BANDS + len(QUANTILES)
 def _geometry(
     shape: tuple[int, int], pixel_size: float, binning: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Hann window of a tile, polar sample coordinates in its row-shifted half spectrum, the
-    noise mask, and the power transfer of ``binning``² px blocks at the samples."""
+    """Hann window of a tile, polar sample coordinates in its padded, row-shifted half
+    spectrum, the noise mask, and the power transfer of ``binning``² px blocks at the samples."""
     ny, nx = shape
     # A circular Hann window: a separable one leaks along the tile's axes, and that cross
     # would turn with the frame, not with the lattice, breaking rotation invariance.
@@ -88,11 +98,13 @@ def _geometry(
     theta = np.linspace(-np.pi / 2, np.pi / 2, N_ANGLES, endpoint=False)
     kx = k[:, None] * np.cos(theta)[None, :]
     ky = k[:, None] * np.sin(theta)[None, :]
-    # Frequency k (Å⁻¹) sits k·n·p bins from zero; rows are shifted so that zero is at ny // 2.
-    cols = kx * nx * pixel_size
-    rows = ky * ny * pixel_size + ny // 2
-    fy = np.fft.fftshift(np.fft.fftfreq(ny))[:, None]
-    fx = np.fft.rfftfreq(nx)[None, :]
+    # Frequency k (Å⁻¹) sits k·n·p bins from zero in the padded spectrum; rows are shifted so
+    # that zero is at its middle row.
+    py, px = PAD * ny, PAD * nx
+    cols = kx * px * pixel_size
+    rows = ky * py * pixel_size + py // 2
+    fy = np.fft.fftshift(np.fft.fftfreq(py))[:, None]
+    fx = np.fft.rfftfreq(px)[None, :]
     noise = np.hypot(fy / 0.5, fx / 0.5) > FLOOR_FROM
 
     # A b-pixel box average has transfer sin(π k p_b) / (b sin(π k p_b / b)) per axis.
@@ -104,6 +116,23 @@ def _geometry(
 
     transfer = np.maximum((box(kx) * box(ky)) ** 2, 0.05)
     return window, np.stack([rows, cols]), noise, transfer
+
+
+def _padded_power(tiles: np.ndarray) -> np.ndarray:
+    """Mean power spectrum (rfft2 layout) of ``tiles`` zero-padded to ``PAD`` times their side.
+
+    Padding each tile that far costs PAD² per tile; the mean power is the transform of the mean
+    autocorrelation, which doubling the side already gets without wrap-around (its lags stop at
+    side - 1). So each tile is padded 2×, the average turned back into the autocorrelation,
+    and that alone padded to PAD× and transformed: the same spectrum, a few times cheaper.
+    """
+    ny, nx = tiles.shape[1:]
+    mean = (np.abs(scipy.fft.rfft2(tiles, s=(2 * ny, 2 * nx), workers=1)) ** 2).mean(axis=0)
+    acf = scipy.fft.irfft2(mean, s=(2 * ny, 2 * nx), workers=1)
+    ly, lx = np.arange(1 - ny, ny), np.arange(1 - nx, nx)
+    big = np.zeros((PAD * ny, PAD * nx), acf.dtype)
+    big[np.ix_(ly % (PAD * ny), lx % (PAD * nx))] = acf[np.ix_(ly % (2 * ny), lx % (2 * nx))]
+    return scipy.fft.rfft2(big, workers=1).real
 
 
 def _starts(n: int, size: int) -> list[int]:
@@ -155,8 +184,7 @@ def describe(image: np.ndarray, pixel_size: float) -> dict[str, np.ndarray]:
     )
     # Remove each tile's windowed mean, so the window's main lobe around zero frequency is empty.
     tiles = tiles - (tiles * window).sum(axis=(1, 2), keepdims=True) / window.sum()
-    spectra = np.abs(scipy.fft.rfft2(tiles * window, workers=1)) ** 2
-    power = np.fft.fftshift(spectra.mean(axis=0), axes=0)
+    power = np.fft.fftshift(_padded_power(tiles * window), axes=0)
     # Every 4th noise sample: the median of a few thousand is within ~2 % and 4× cheaper.
     floor = float(np.median(power[noise][::4]))
     polar = (ndimage.map_coordinates(power, coords, order=1, mode="nearest") - floor) / transfer
