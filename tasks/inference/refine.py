@@ -331,16 +331,20 @@ def deblended_positions(
     half = max(2, int(np.ceil(2.0 * width)))
     rows, cols, inside = _squares(img.shape, start, half)
     index = rows * w + cols
-    flat_model = np.asarray(model, np.float64).ravel().copy()
-    y = img.ravel()
+    # Single precision: the steps are a small fraction of a pixel, far above its rounding.
+    f32 = np.float32
+    flat_model = np.asarray(model, f32).ravel().copy()
+    y = img.astype(f32).ravel()
     movable = amp > 0
     pos = start.copy()
-    dr, dc = rows - pos[:, :1], cols - pos[:, 1:]
-    g = np.exp(-(dr * dr + dc * dc) / (2 * width * width)) * inside
+    rows_f, cols_f, mask = rows.astype(f32), cols.astype(f32), inside.astype(f32)
+    two_w2 = f32(2 * width * width)
+    dr, dc = rows_f - pos[:, :1].astype(f32), cols_f - pos[:, 1:].astype(f32)
+    g = np.exp(-(dr * dr + dc * dc) / two_w2) * mask
     for step_number in range(steps):
         resid = (y - flat_model)[index]
         # d model / d centre = height · G · (pixel − centre) / width².
-        weight = (amp / width**2)[:, None] * g
+        weight = (amp / width**2).astype(f32)[:, None] * g
         jr, jc = weight * dr, weight * dc
         a_rr, a_rc, a_cc = (jr * jr).sum(1), (jr * jc).sum(1), (jc * jc).sum(1)
         b_r, b_c = (jr * resid).sum(1), (jc * resid).sum(1)
@@ -353,11 +357,11 @@ def deblended_positions(
         new = start + np.clip(pos + step - start, -max_shift, max_shift)
         if step_number == steps - 1:
             return new
-        dr, dc = rows - new[:, :1], cols - new[:, 1:]
-        g_new = np.exp(-(dr * dr + dc * dc) / (2 * width * width)) * inside
+        dr, dc = rows_f - new[:, :1].astype(f32), cols_f - new[:, 1:].astype(f32)
+        g_new = np.exp(-(dr * dr + dc * dc) / two_w2) * mask
         flat_model += np.bincount(
             index[inside], weights=(amp[:, None] * (g_new - g))[inside], minlength=h * w
-        )
+        ).astype(f32)
         pos, g = new, g_new
     return pos
 

@@ -94,7 +94,11 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
     height, se = fit.amplitude.astype(np.float64), fit.amplitude_se.astype(np.float64)
     if lattice.found:
         net_prediction = _lattice_prediction(np.asarray(atoms.rowcol, np.float64), lattice)
-        rowcol, sigma = _combine(atoms.rowcol, [fit.rowcol[:n]], lattice, net_prediction)
+        estimates = [
+            _weighed(np.asarray(atoms.rowcol, np.float64), net_prediction),
+            _weighed(np.asarray(fit.rowcol[:n], np.float64), None, lattice),
+        ]
+        rowcol, sigma = _combine(estimates)
         # Heights are measured at the proposals (a vacant site must not be moved onto its
         # neighbours' tails). But a certain column whose reported position lies significantly
         # away from its proposal is measured again where it is: a heavy column modelled
@@ -193,7 +197,9 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
         # The reported positions take in the deblended fit too (``refine.deblended_positions``):
         # it is not pulled by the neighbours' tails, where the matched filter is. (The decisions
         # above keep the two-estimator positions they were made with.)
-        rowcol, sigma = _combine(atoms.rowcol, [fit.rowcol[:n], fit.deblended[:n]], lattice, net_prediction)
+        rowcol, sigma = _combine(
+            [*estimates, _weighed(np.asarray(fit.deblended[:n], np.float64), None, lattice)]
+        )
     keep &= ~_duplicates(rowcol, q, keep, 0.5 * lattice.separation)
     expected_false = float((1.0 - q[keep]).sum())
     trusted = lattice.found and bool(keep.any()) and expected_false <= TRUST_FALSE_FRACTION * keep.sum()
@@ -278,14 +284,20 @@ def _log_prior_odds(llr: np.ndarray, iterations: int = 20) -> float:
     return float(np.log(pi / (1 - pi)))
 
 
-def _combine(
-    network: np.ndarray,
-    measured: list[np.ndarray],
-    lattice: SiteLattice,
-    net_prediction: tuple[np.ndarray, np.ndarray],
+def _weighed(
+    x: np.ndarray, prediction: tuple[np.ndarray, np.ndarray] | None, lattice: SiteLattice | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse-variance mean of the network's and the frame's position estimates (``measured``:
-    the matched filter's, and the deblended fit's), and its standard error (px).
+    """A position estimate (n, 2) px with its weight per axis (1 / its scatter about the
+    lattice; ``prediction``: ``_lattice_prediction`` of ``x`` if already made)."""
+    if prediction is None:
+        assert lattice is not None
+        prediction = _lattice_prediction(x, lattice)
+    return x, 1.0 / _lattice_scatter(x, *prediction)
+
+
+def _combine(estimates: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse-variance mean of position estimates (``_weighed``: the network's, the matched
+    filter's, the deblended fit's), and its standard error (px).
 
     No estimator's error is known beforehand (a fit's own standard error misses its model
     error; the network reports none), so each is measured on the frame: the scatter of its
@@ -293,14 +305,8 @@ def _combine(
     lattice neighbours ``j``). That scatter also holds the lattice's real distortion, the same
     for every estimator, so it weighs them fairly and bounds the error from above. (Two
     measured estimates share the frame's noise; the standard error treats them as
-    independent, and so is a lower bound where both carry weight.) ``net_prediction`` is
-    ``_lattice_prediction`` of the network's positions, already made.
+    independent, and so is a lower bound where both carry weight.)
     """
-    x_net = np.asarray(network, np.float64)
-    estimates = [(x_net, 1.0 / _lattice_scatter(x_net, *net_prediction))]
-    for m in measured:
-        x = np.asarray(m, np.float64)
-        estimates.append((x, 1.0 / _lattice_scatter(x, *_lattice_prediction(x, lattice))))
     total = sum(w for _, w in estimates)
     x = sum(x * w for x, w in estimates) / total
     sigma = np.broadcast_to(np.sqrt(1.0 / total), x.shape)
