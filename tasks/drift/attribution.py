@@ -74,28 +74,23 @@ def attribute(
     if fired & {"blur", "contrast"}:
         if optics is not None:
             shape = shape_of(images[0])
+            probe = {
+                "voltage_kv": float(optics["voltage_kv"]),
+                "semiangle_mrad": float(optics["semiangle_mrad"]),
+                "cs_mm": float(optics.get("cs_mm", 0.0)),
+            }
             df, err = fit_defocus(
                 spectrum,
                 images,
                 shape,
-                voltage_kv=float(optics["voltage_kv"]),
-                semiangle_mrad=float(optics["semiangle_mrad"]),
-                cs_mm=float(optics.get("cs_mm", 0.0)),
+                **probe,
                 reference_defocus=reference_defocus if spectrum_defocus is None else spectrum_defocus,
             )
             att["defocus_A"], att["defocus_err_A"] = df, err
             att["defocus_change_A"] = df - reference_defocus
             if np.isfinite(df):
                 # What the frames allow at best (Cramér–Rao), beside what the fit achieved.
-                att["defocus_bound_A"] = defocus_bound(
-                    spectrum,
-                    images,
-                    shape,
-                    voltage_kv=float(optics["voltage_kv"]),
-                    semiangle_mrad=float(optics["semiangle_mrad"]),
-                    cs_mm=float(optics.get("cs_mm", 0.0)),
-                    defocus=df,
-                )
+                att["defocus_bound_A"] = defocus_bound(spectrum, images, shape, **probe, defocus=df)
         change = att.get("defocus_change_A", float("nan"))
         # A defocus change is named when it is outside twice its error and beyond Rayleigh's
         # quarter-wave depth of focus λ/(4α²) (~20 Å at 60 kV, 25 mrad): a smaller one
