@@ -274,8 +274,10 @@ def monitor_status(monitor: DriftMonitor) -> str:
     if monitor.calibrated:
         return f"watching: reference of {monitor.calibrated_on} frames, ERT {monitor.ert:g} frames"
     need = monitor.frames_to_calibrate()
+    # After a detection decisions resume at a shorter reference than at the start.
+    first = len(monitor.history) + need
     return (
-        f"collecting the reference: {len(monitor.history)} of {monitor.reference_frames} frames, "
+        f"collecting the reference: {len(monitor.history)} of {first} frames, "
         f"no drift decisions until {need} more frames arrive (run edge again when they have)"
     )
 

@@ -3,7 +3,8 @@ import pytest
 
 from scopeflow.errors import InputError
 from tasks.drift import DriftMonitor, frame_proxies, select_members
-from tasks.drift.calibration import calibrate, change_inside, integrated_autocorrelation
+from tasks.drift.calibration import MIN_REFERENCE, calibrate, change_inside, integrated_autocorrelation
+from tasks.drift.edge_loop import monitor_status
 from tasks.drift.physics import median_proxies
 
 
@@ -131,7 +132,11 @@ def test_a_second_change_soon_after_a_detection_is_caught(second):
             alarms.append(d.first_alarm)
             named.append((d.changed, d.attribution["dose_ratio"]))
             mon.rereference()
+            if len(alarms) == 1:
+                status = monitor_status(mon)
     assert len(alarms) == 2, alarms
+    # What the edge tells the user meanwhile: the short reference it waits for, not 48 frames.
+    assert f"of {MIN_REFERENCE} frames" in status, status
     assert 96 <= alarms[0] < 96 + 8 and second <= alarms[1] < second + 8
     assert named[1][0][0] == "dose" and named[1][1] == pytest.approx(3.0, rel=0.25)
     # A monitor resumed from the stored state mid-way decides exactly as this one: the last
