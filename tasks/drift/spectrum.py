@@ -13,7 +13,7 @@ frame into the numbers the monitor watches, all in physical units.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -257,6 +257,37 @@ def mean_profile(stats: Sequence[ImageStats]) -> np.ndarray:
     return np.median(np.stack([_relative_signal(s) for s in stats]), axis=0)
 
 
+def _ring_transfer(
+    reference: SpectrumReference,
+    shape: tuple[int, int],
+    pixel_size: float,
+    voltage_kv: float,
+    semiangle_mrad: float,
+    cs_mm: float,
+) -> Callable[[float], np.ndarray]:
+    """The probe's |OTF|² averaged over each of the reference's spectrum rings, as a function
+    of defocus (Å), for frames of ``shape`` at ``pixel_size`` Å/px."""
+    ring = _grid(shape, pixel_size)[3].ravel()
+    counts = np.maximum(np.bincount(ring, minlength=len(reference.profile)), 1)
+
+    def radial(df: float) -> np.ndarray:
+        otf = np.abs(probe_otf(shape, pixel_size, voltage_kv, semiangle_mrad, df, cs_mm, 0.0)) ** 2
+        return np.bincount(ring, weights=otf.ravel(), minlength=len(counts)) / counts
+
+    return radial
+
+
+def _informative_rings(
+    reference: SpectrumReference, stats: Sequence[ImageStats], signal: np.ndarray
+) -> np.ndarray:
+    """The reference's rings where the frames' mean ``signal`` (``mean_profile``) stands three
+    standard errors above their noise floor: below it a ring says "at most this much", not
+    how much."""
+    noise_rel = np.median([s.noise / max(s.mean, 1e-12) ** 2 for s in stats])
+    se = noise_rel * np.sqrt(2.0 / np.maximum(reference.ring_bins, 1) / len(stats))
+    return reference.band & (reference.profile > 0) & (signal > 3.0 * se)
+
+
 def fit_defocus(
     reference: SpectrumReference,
     stats: Sequence[ImageStats],
@@ -277,21 +308,9 @@ def fit_defocus(
     (0: in focus). With Cs = 0, +df and -df transfer alike, so the sign is not observable.
     The ± is the spread of the per-frame fits divided by √frames (a standard error).
     """
-    band = reference.band & (reference.profile > 0)
-    pixel_size = stats[0].pixel_size
     grid = np.arange(0.0, 305.0, 5.0) if defoci is None else np.asarray(defoci, float)
-    ring = _grid(shape, pixel_size)[3]
-    counts = np.bincount(ring.ravel(), minlength=len(reference.profile)).astype(np.float64)
-
-    def radial(df: float) -> np.ndarray:
-        otf = np.abs(probe_otf(shape, pixel_size, voltage_kv, semiangle_mrad, df, cs_mm, 0.0)) ** 2
-        return np.bincount(ring.ravel(), weights=otf.ravel(), minlength=len(counts)) / np.maximum(counts, 1)
-
-    # Only rings where the frames' mean signal stands three standard errors above their noise
-    # floor inform the fit: below it a ring says "at most this much", not how much.
-    noise_rel = np.median([s.noise / max(s.mean, 1e-12) ** 2 for s in stats])
-    se = noise_rel * np.sqrt(2.0 / np.maximum(reference.ring_bins, 1) / len(stats))
-    band = band & (mean_profile(stats) > 3.0 * se)
+    radial = _ring_transfer(reference, shape, stats[0].pixel_size, voltage_kv, semiangle_mrad, cs_mm)
+    band = _informative_rings(reference, stats, mean_profile(stats))
     if band.sum() < 3:  # an offset (contrast) and a defocus need more rings than two
         return float("nan"), float("nan")
     base = radial(reference_defocus)[band]
@@ -336,21 +355,15 @@ def defocus_bound(
     the Fisher information. The reference's own noise is left out, so the true limit is higher.
     NaN where fewer than three rings carry signal.
     """
-    pixel_size = stats[0].pixel_size
-    ring = _grid(shape, pixel_size)[3]
-    counts = np.bincount(ring.ravel(), minlength=len(reference.profile)).astype(np.float64)
+    radial = _ring_transfer(reference, shape, stats[0].pixel_size, voltage_kv, semiangle_mrad, cs_mm)
 
     def log_radial(df: float) -> np.ndarray:
-        otf = np.abs(probe_otf(shape, pixel_size, voltage_kv, semiangle_mrad, df, cs_mm, 0.0)) ** 2
-        radial = np.bincount(ring.ravel(), weights=otf.ravel(), minlength=len(counts)) / np.maximum(counts, 1)
-        return np.log(np.maximum(radial, 1e-300))
+        return np.log(np.maximum(radial(df), 1e-300))
 
     n = len(stats)
     signal = mean_profile(stats)
     total = np.median(np.stack([s.profile / max(s.mean, 1e-12) ** 2 for s in stats]), axis=0)
-    noise_rel = np.median([s.noise / max(s.mean, 1e-12) ** 2 for s in stats])
-    se = noise_rel * np.sqrt(2.0 / np.maximum(reference.ring_bins, 1) / n)
-    band = reference.band & (reference.profile > 0) & (signal > 3.0 * se)
+    band = _informative_rings(reference, stats, signal)
     if band.sum() < 3:
         return float("nan")
     h = 1.0  # Å: central difference step, far below the depth of focus
