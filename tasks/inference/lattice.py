@@ -328,18 +328,23 @@ def empty_sites(
     empty = predicted[~np.isfinite(dist)]
     if len(empty) == 0:
         return np.zeros((0, 2)), np.zeros(0, np.int64)
-    # Group predictions of one site (within the tolerance of each other).
-    groups = cKDTree(empty).query_ball_point(empty, tol)
-    seen = np.zeros(len(empty), bool)
-    sites, support = [], []
+    groups = _one_per_site(empty, tol)
+    return np.array([empty[g].mean(axis=0) for g in groups]), np.array([len(g) for g in groups], np.int64)
+
+
+def _one_per_site(predicted: np.ndarray, tol: float) -> list[list[int]]:
+    """Predictions (m, 2) px grouped by the site they predict: those within ``tol`` px of a
+    first one not yet grouped join it."""
+    groups = cKDTree(predicted).query_ball_point(predicted, tol)
+    seen = np.zeros(len(predicted), bool)
+    out = []
     for i, g in enumerate(groups):
         if seen[i]:
             continue
         members = [j for j in g if not seen[j]]
         seen[members] = True
-        sites.append(empty[members].mean(axis=0))
-        support.append(len(members))
-    return np.array(sites), np.array(support, np.int64)
+        out.append(members)
+    return out
 
 
 def beyond_edge(
@@ -376,18 +381,10 @@ def beyond_edge(
         return none
     tol = TOLERANCE * lattice.separation
     # An outside site is predicted by each of its in-frame translation neighbours: merge them.
-    groups = cKDTree(predicted).query_ball_point(predicted, tol)
-    seen = np.zeros(len(predicted), bool)
-    sites, species = [], []
-    for i, g in enumerate(groups):
-        if seen[i]:
-            continue
-        members = [j for j in g if not seen[j]]
-        seen[members] = True
-        sites.append(predicted[members].mean(axis=0))
-        classes = lattice.expected_class[source[members]]
-        species.append(int(np.bincount(classes + 1).argmax()) - 1)
-    return np.array(sites), np.array(species, np.int64)
+    groups = _one_per_site(predicted, tol)
+    sites = np.array([predicted[g].mean(axis=0) for g in groups])
+    species = [int(np.bincount(lattice.expected_class[source[g]] + 1).argmax()) - 1 for g in groups]
+    return sites, np.array(species, np.int64)
 
 
 def predicted_by(positions: np.ndarray, columns: np.ndarray, lattice: SiteLattice) -> np.ndarray:
