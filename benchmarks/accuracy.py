@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -292,9 +293,9 @@ def twin(ensemble, seeds: int = 3) -> dict:  # type: ignore[no-untyped-def]
     return results
 
 
-def no_crystal(ensemble, n: int = 5) -> dict:  # type: ignore[no-untyped-def]
-    rng = np.random.default_rng(2026)
-    makers = {
+def no_crystal_makers(rng: np.random.Generator) -> dict[str, Callable[[], np.ndarray]]:
+    """256² frames without a crystal, each kind drawn from ``rng`` when called."""
+    return {
         "shot noise (60 counts/px)": lambda: rng.poisson(60.0, (256, 256)),
         "vacuum (0.2 counts/px)": lambda: rng.poisson(0.2, (256, 256)),
         "amorphous contrast, counted": lambda: rng.poisson(
@@ -304,8 +305,11 @@ def no_crystal(ensemble, n: int = 5) -> dict:  # type: ignore[no-untyped-def]
             gaussian_filter(rng.normal(size=(256, 256)), 3.0) * 50 + 300
         ),
     }
+
+
+def no_crystal(ensemble, n: int = 5) -> dict:  # type: ignore[no-untyped-def]
     out = {}
-    for name, make in makers.items():
+    for name, make in no_crystal_makers(np.random.default_rng(2026)).items():
         frames = [np.asarray(make(), np.float32) for _ in range(n)]
         row = {}
         for check in (False, True):

@@ -23,8 +23,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 from _common import write_result
-from accuracy import abtem_vacancies
-from scipy.ndimage import gaussian_filter
+from accuracy import abtem_vacancies, no_crystal_makers
 from scipy.spatial import cKDTree
 
 from storage.models import ModelRegistry
@@ -61,16 +60,14 @@ def raw_findings(ensemble: Ensemble) -> dict[str, object]:
     """What the raw decoding reports on frames without a crystal, abTEM and twin frames."""
     ensemble.check = False
     out: dict[str, object] = {}
-    rng = np.random.default_rng(2026)
-    makers = {
-        "shot_noise": lambda: rng.poisson(60.0, (256, 256)),
-        "vacuum": lambda: rng.poisson(0.2, (256, 256)),
-        "amorphous": lambda: rng.poisson(
-            np.clip(gaussian_filter(rng.normal(size=(256, 256)), 4.0) * 50 + 300, 0, None)
-        ),
+    makers = no_crystal_makers(np.random.default_rng(2026))
+    kinds = {
+        "shot_noise": "shot noise (60 counts/px)",
+        "vacuum": "vacuum (0.2 counts/px)",
+        "amorphous": "amorphous contrast, counted",
     }
-    for name, make in makers.items():
-        frames = [np.asarray(make(), np.float32) for _ in range(3)]
+    for name, kind in kinds.items():
+        frames = [np.asarray(makers[kind](), np.float32) for _ in range(3)]
         out[f"columns_{name}"] = float(np.mean([len(a) for a in ensemble.locate(frames, 0.1)]))
     frames = abtem_frames()
     if frames:
