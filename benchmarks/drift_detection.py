@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections import deque
+from typing import Any
 
 import drift_streams as S
 import numpy as np
@@ -31,7 +32,7 @@ from storage.models import ModelRegistry
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 from tasks.drift.adaptive import AdaptiveEnsemble
 from tasks.drift.calibration import calibrate
-from tasks.drift.monitor import DriftMonitor, Observation
+from tasks.drift.monitor import Decision, DriftMonitor, Observation
 from tasks.drift.physics import Proxies
 from tasks.drift.spectrum import image_stats
 from tasks.inference.registry import load_ensemble
@@ -77,6 +78,26 @@ def baseline_detections(frames: np.ndarray, ert: float) -> tuple[list[int], int]
     return out, watched
 
 
+def _tally(d: Decision, start: int, size: int, out: list[dict], **extra: Any) -> int:
+    """Append a detection's record (first alarm, conditions named, estimates, ``extra``) to
+    ``out``; return the frames of the batch starting at ``start`` the monitor watched (none
+    before it decides; up to the first alarm in a batch with a detection)."""
+    if d.detected:
+        out.append(
+            {
+                "frame": d.first_alarm,
+                "changed": list(d.changed),
+                "summary": d.summary,
+                "fired": d.fired(),
+                **extra,
+                **{k: v for k, v in d.attribution.items() if np.isfinite(v)},
+            }
+        )
+    if not np.isfinite(d.scores["dose"]):
+        return 0
+    return size if not d.detected else max(0, d.first_alarm - start + 1)
+
+
 def run_stream(adaptive: AdaptiveEnsemble, frames: np.ndarray, pixel_size: float) -> tuple[list[dict], int]:
     """Detections of the adaptive ensemble (first alarm, conditions named, estimates) and the
     frames watched: those of batches with a decision (a batch in which a short reference was
@@ -87,20 +108,7 @@ def run_stream(adaptive: AdaptiveEnsemble, frames: np.ndarray, pixel_size: float
     for start in range(0, len(frames), BATCH):
         batch = list(frames[start : start + BATCH])
         o = adaptive.process(batch, [pixel_size] * len(batch), start)
-        d = o.decision
-        if np.isfinite(d.scores["dose"]):
-            watched += len(batch) if not d.detected else max(0, d.first_alarm - start + 1)
-        if d.detected:
-            out.append(
-                {
-                    "frame": d.first_alarm,
-                    "changed": list(d.changed),
-                    "summary": d.summary,
-                    "fired": d.fired(),
-                    "action": o.action,
-                    **{k: v for k, v in d.attribution.items() if np.isfinite(v)},
-                }
-            )
+        watched += _tally(o.decision, start, len(batch), out, action=o.action)
     return out, watched
 
 
@@ -122,18 +130,8 @@ def run_monitor(monitor: DriftMonitor, frames: np.ndarray, pixel_size: float) ->
             for f in frames[start : start + BATCH]
         ]
         d = monitor.observe_observations(start, batch)
-        if np.isfinite(d.scores["dose"]):
-            watched += len(batch) if not d.detected else max(0, d.first_alarm - start + 1)
+        watched += _tally(d, start, len(batch), out)
         if d.detected:
-            out.append(
-                {
-                    "frame": d.first_alarm,
-                    "changed": list(d.changed),
-                    "summary": d.summary,
-                    "fired": d.fired(),
-                    **{k: v for k, v in d.attribution.items() if np.isfinite(v)},
-                }
-            )
             monitor.rereference()
     return out, watched
 
