@@ -40,6 +40,22 @@ def test_heavy_columns_brighter_than_light_ones():
     assert values[frame.truth.cls == 2].mean() > 1.5 * values[frame.truth.cls == 1].mean()
 
 
+def test_contamination_names_the_amorphous_atoms_rendered_in_the_frame():
+    # Vacuum under the contamination, so that only its atoms make contrast.
+    base = {"contamination": 0.8, "vacancy_rate": 1.0, "dose": 1e9, "jitter": 0.0}
+    twin = DigitalTwin(seed=6, schedule=DriftSchedule(base=base), shape=(128, 128))
+    frame = twin.acquire(2)
+    rc = np.round(twin.contamination(2)).astype(int)
+    rc = rc[(rc >= 3).all(axis=1) & (rc < 125).all(axis=1)]
+    at_atoms = frame.image[rc[:, 0], rc[:, 1]].mean()
+    beside = frame.image[rc[:, 0] + 3, rc[:, 1] - 3].mean()  # 0.5 Å away, in the same patches
+    assert len(rc) > 20
+    assert at_atoms > 1.5 * frame.image.mean()
+    assert at_atoms > 1.15 * beside
+    assert np.array_equal(twin.contamination(2), twin.contamination(2))
+    assert len(DigitalTwin(seed=6, shape=(128, 128)).contamination(2)) == 0
+
+
 def test_defects_are_fixed_in_the_sample():
     twin = DigitalTwin(seed=5, schedule=DriftSchedule(base={"vacancy_rate": 0.05}), shape=(96, 96))
     a, b = twin.scene(0), twin.scene(1)  # the field of view drifts a little between frames

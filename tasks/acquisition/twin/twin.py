@@ -74,23 +74,40 @@ class DigitalTwin:
             substitution_rate=c["substitution_rate"],
         )
 
+    def contamination(self, index: int) -> np.ndarray:
+        """Row, column (px of frame ``index``, (n, 2)) of the amorphous carbon atoms in it and in
+        the margin rendered around it: the same atoms ``acquire`` puts in the frame."""
+        origin, _ = self.window(index)
+        junk = self._contamination(index, self._rng(index))
+        return (junk[:, ::-1] - np.array(origin[::-1])) / float(self.conditions(index)["pixel_size"])
+
+    def _rng(self, index: int) -> np.random.Generator:
+        """Frame ``index``'s random draws: contamination first, then the noise."""
+        return np.random.default_rng([self.seed, index, 0x5EED])
+
+    def _contamination(self, index: int, rng: np.random.Generator) -> np.ndarray:
+        """Amorphous atoms (x, y, Å) over frame ``index`` and its rendered margin."""
+        c = self.conditions(index)
+        origin, size = self.window(index, PAD)
+        return contamination_points(
+            origin, size, seed=self.seed, region=c["region"], coverage=c["contamination"], rng=rng
+        )
+
     def acquire(self, index: int) -> Frame:
         """Simulate frame ``index``."""
         if index < 0:
             raise ValueError(f"frame index must be ≥ 0, got {index}")
         c = self.conditions(index)
         p = float(c["pixel_size"])
-        rng = np.random.default_rng([self.seed, index, 0x5EED])
-        origin, size = self.window(index, PAD)
+        rng = self._rng(index)
+        origin, _ = self.window(index, PAD)
         scene = self.scene(index, PAD)
         present = scene.kind != VACANCY
         rowcol = (scene.xy[present][:, ::-1] - np.array(origin[::-1])) / p
         weight = scene.weight[present].astype(np.float64)
         padded = (self.shape[0] + 2 * PAD, self.shape[1] + 2 * PAD)
         obj = splat(padded, rowcol, weight)
-        junk = contamination_points(
-            origin, size, seed=self.seed, region=c["region"], coverage=c["contamination"], rng=rng
-        )
+        junk = self._contamination(index, rng)
         if len(junk):
             obj += splat(
                 padded, (junk[:, ::-1] - np.array(origin[::-1])) / p, np.full(len(junk), AMORPHOUS_WEIGHT)
