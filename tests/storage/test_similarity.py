@@ -216,7 +216,7 @@ def test_map_page_loads_selects_reprojects_and_opens_a_record(
         pytest.skip("no Chromium (run scripts/install-browser.sh)")
     token = alice._http.headers["Authorization"][7:]
     with Browser(binary) as browser:
-        browser.open(f"{store.url}/map#embedder={EMBEDDER_VERSION}&token={token}")
+        browser.open(f"{store.url}/map#token={token}")  # the default embedder: the current one
         browser.wait_for_text("Load map")
         assert browser.click_text("Load map")
         browser.wait_for_text(f"{2 * N} frames")  # alice's two runs, not bob's

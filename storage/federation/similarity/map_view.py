@@ -137,6 +137,9 @@ def project(
     return {"embedder": index.embedder, "points": points, "truncated": bool(truncated)}
 
 
+# The embedder field's default is the project's current embedder (``tasks.embedding.
+# EMBEDDER_VERSION``, which storage may not import); the browser test opens the page without
+# naming one, so the two cannot drift apart unnoticed.
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>scopeflow map</title>
 <style>
