@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from zarr.storage import LocalStore
 
 from scopeflow.errors import InputError, NotFoundError
 
@@ -73,9 +74,15 @@ class EmbeddingWriter:
 
 
 def read_embeddings(path: str | Path, embedder_version: str) -> tuple[np.ndarray, np.ndarray]:
-    """(frame positions, embeddings) stored for ``embedder_version``; empty arrays if none."""
+    """(frame positions, embeddings) committed for ``embedder_version``; empty arrays if none.
+
+    Read through the committed (consolidated) metadata, as every reader of the dataset: a
+    batch in flight, or one a killed writer left, is not there yet.
+    """
     try:
-        ds = xr.open_zarr(Path(path), group=f"{GROUP}/{embedder_version}", consolidated=False)
+        ds = xr.open_zarr(
+            LocalStore(Path(path), read_only=True), group=f"{GROUP}/{embedder_version}", consolidated=True
+        )
     except (FileNotFoundError, KeyError, ValueError):
         return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
     if "embedded_frame" not in ds:
