@@ -40,7 +40,7 @@ class ConditionRanges:
     # 0.15) cut its raw columns on 256² shot-noise frames from 114 to 6, on vacuum from 123 to
     # 15, on amorphous contrast from 114 to 87, and left F1 unchanged (2026-11-30); the shipped
     # ensembles were trained with 0, so 0 stays the default until one is retrained with it.
-    crystal_free_probability: float = 0.0
+    crystal_free_probability: float = 0.2
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form, for the model's lineage."""
