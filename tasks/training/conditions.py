@@ -36,10 +36,10 @@ class ConditionRanges:
     vacancy_rate: tuple[float, float] = (0.0, 0.05)
     substitution_rate: tuple[float, float] = (0.0, 0.05)
     # Share of frames with every column removed: vacuum, or amorphous film where contaminated,
-    # whose target is empty. Fine-tuning v0004 for 600 steps with 0.2 (and vacancy_rate up to
-    # 0.15) cut its raw columns on 256² shot-noise frames from 114 to 6, on vacuum from 123 to
-    # 15, on amorphous contrast from 114 to 87, and left F1 unchanged (2026-11-30); the shipped
-    # ensembles were trained with 0, so 0 stays the default until one is retrained with it.
+    # whose target is empty: the network must learn that no crystal means no columns. The
+    # shipped v0005 was specialised from v0004 with it (2026-11-30): its raw columns on 256²
+    # frames of shot noise went from 114 to 2.8, vacuum 123 to 11.6, amorphous contrast 114 to
+    # 60, with abTEM F1 and vacancies unchanged (benchmarks/README.md, accuracy).
     crystal_free_probability: float = 0.2
 
     def as_dict(self) -> dict[str, Any]:

@@ -48,7 +48,8 @@ STANDARD = "standard"  # the source name of the samples drawn from the standard 
 
 @dataclass(frozen=True)
 class SpecialiseConfig:
-    """What ``specialise`` does; the defaults made the shipped v0004 (~5 min on 2 cores).
+    """What ``specialise`` does. The defaults made the shipped v0004 (~5 min on 2 idle cores)
+    and, from it, with frames without a crystal in the ranges, v0005 (47 min on 2 shared cores).
 
     ``layout`` has one regime per member of the result; member k starts from member
     ``k % K`` of the source ensemble (K members), perturbed when it is a repeat.
