@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .attribution import DETECTORS, IMAGE_DETECTORS, attribute
+from .attribution import DETECTORS, IMAGE_DETECTORS, attribute, probe_of, shape_of
 from .calibration import MIN_REFERENCE, Calibration, calibrate, change_inside
 from .observation import Observation
 from .physics import Proxies, median_proxies, proxy_score
-from .spectrum import ImageStats, SpectrumReference
+from .spectrum import ImageStats, SpectrumReference, depth_of_focus
 
 REFERENCE_GROWTH = (1, 2, 4)  # calibrate at these multiples of ``reference_frames``
 BANDWIDTH = 3.0  # embedding kernel width as a multiple of the reference's median distance
@@ -208,6 +208,25 @@ class ReferenceKeeper:
         scale = np.concatenate([c.scale for c in parts])
         threshold = np.concatenate([c.threshold for c in parts])
         m = len(IMAGE_DETECTORS)
+        if self.optics is not None:
+            # The smallest blur or contrast change worth an alarm is the one a defocus change of
+            # one depth of focus makes (``spectrum.depth_of_focus``: a smaller one leaves the
+            # probe as it was, and attribution names no defocus below it). Slow changes of the
+            # content in view (contamination, a drifting sample's defects) move these features
+            # by more than their frame-to-frame scatter over the look-back, which a reference of
+            # 64 frames cannot see; below this size they are not changes of the imaging.
+            probe = probe_of(self.optics)
+            s0 = obs[0].image
+            response = spectrum.defocus_response(
+                shape_of(s0),
+                s0.pixel_size,
+                **probe,
+                defocus=spectrum_defocus,
+                change=depth_of_focus(probe["voltage_kv"], probe["semiangle_mrad"]),
+            )
+            for j, name in enumerate(IMAGE_DETECTORS):
+                if name in ("blur", "contrast") and np.isfinite(response[name]):
+                    threshold[j] = max(threshold[j], response[name] / scale[j])
         if short:
             threshold[:m] = np.fmax(threshold[:m], self.floor / scale[:m])
         elif len(obs) >= self.reference_frames:
