@@ -169,6 +169,7 @@ class DriftMonitor(ReferenceKeeper):
             "reference_defocus_A": self.reference_defocus,
             "floor": None if self.floor is None else [float(v) for v in self.floor],
             "floor_scale": None if self.floor_scale is None else [float(v) for v in self.floor_scale],
+            "grown_from": None if self.grown_from is None else [float(v) for v in self.grown_from],
             "carried": None
             if self.carried is None
             else {
@@ -205,8 +206,10 @@ class DriftMonitor(ReferenceKeeper):
         self.reference_defocus = float(attrs.get("reference_defocus_A", 0.0))
         floor = attrs.get("floor")
         self.floor = None if floor is None else np.asarray(floor, dtype=np.float64)
+        grown_from = attrs.get("grown_from")
         floor_scale = attrs.get("floor_scale")
         self.floor_scale = None if floor_scale is None else np.asarray(floor_scale, dtype=np.float64)
+        self.grown_from = None if grown_from is None else np.asarray(grown_from, dtype=np.float64)
         carried = attrs.get("carried")
         if carried is not None:
             spectrum = SpectrumReference(

@@ -79,6 +79,9 @@ class ReferenceKeeper:
     # new one is as long.
     floor: np.ndarray | None = field(default=None, init=False, repr=False)
     floor_scale: np.ndarray | None = field(default=None, init=False, repr=False)
+    # Thresholds (feature units, len(IMAGE_DETECTORS)) of the first reference of at least
+    # ``reference_frames`` frames since the last re-reference: what its growth may widen.
+    grown_from: np.ndarray | None = field(default=None, init=False, repr=False)
     # That reference's spectrum and the |defocus| (Å) it was taken at: the image features of a
     # short reference are measured against it, out of sample (a spectrum fitted to 16 frames
     # fits those frames better than the next ones, and their spread would look too small).
@@ -133,6 +136,7 @@ class ReferenceKeeper:
             self.carried = (self.reference.spectrum, self.reference.defocus)
         # (A detection on a short reference keeps the floor it was deciding under.)
         self.reference = None
+        self.grown_from = None
         self.history = list(self._since_alarm or [])
         self._since_alarm = None
         self.recent.clear()
@@ -215,22 +219,39 @@ class ReferenceKeeper:
             # content in view (contamination, a drifting sample's defects) move these features
             # by more than their frame-to-frame scatter over the look-back, which a reference of
             # 64 frames cannot see; below this size they are not changes of the imaging.
+            # A grown reference may widen the contrast threshold to what its longer stretch shows, but not
+            # beyond the change of twice that defocus (Rayleigh's quarter wave of wavefront
+            # error at the aperture edge): the block bootstrap of a reference spanning a slow
+            # wander mixes its distant levels, and on the twin's standard stream a reference
+            # grown to 263 frames at 130 Å (contamination growing) set the contrast threshold at
+            # 8.0 in ln units and missed the return to focus (+2.0).
             probe = probe_of(self.optics)
             s0 = obs[0].image
-            response = spectrum.defocus_response(
-                shape_of(s0),
-                s0.pixel_size,
-                **probe,
-                defocus=spectrum_defocus,
-                change=depth_of_focus(probe["voltage_kv"], probe["semiangle_mrad"]),
-            )
+            depth = depth_of_focus(probe["voltage_kv"], probe["semiangle_mrad"])
+            response = [
+                spectrum.defocus_response(
+                    shape_of(s0), s0.pixel_size, **probe, defocus=spectrum_defocus, change=change
+                )
+                for change in (depth, 2.0 * depth)
+            ]
+            grown = self.grown_from is not None
             for j, name in enumerate(IMAGE_DETECTORS):
-                if name in ("blur", "contrast") and np.isfinite(response[name]):
-                    threshold[j] = max(threshold[j], response[name] / scale[j])
+                low, high = response[0][name], response[1][name]
+                if name not in ("blur", "contrast") or not np.isfinite(low):
+                    continue
+                threshold[j] = max(threshold[j], low / scale[j])
+                # (Contrast only: near focus a defocus barely changes the blur's Gaussian
+                # equivalent, so twice the depth of focus caps it below its own noise.)
+                # Nor below the first full reference's: that one measured the frames' own noise.
+                if grown and name == "contrast" and np.isfinite(high):
+                    cap = max(low, high, float(self.grown_from[j]))  # type: ignore[index]
+                    threshold[j] = min(threshold[j], cap / scale[j])
         if short:
             threshold[:m] = np.fmax(threshold[:m], self.floor / scale[:m])
         elif len(obs) >= self.reference_frames:
             self.floor, self.carried = None, None
+            if self.grown_from is None:
+                self.grown_from = threshold[:m] * scale[:m]
         cal = Calibration(
             DETECTORS,
             np.concatenate([c.centre for c in parts]),
@@ -321,6 +342,7 @@ class ReferenceKeeper:
             self.reference, self.calibrated_on, self.recent = done.reference, done.calibrated_on, done.recent
             # A full reference reached retires the last full one's floor (``_calibrate``).
             self.floor, self.floor_scale, self.carried = done.floor, done.floor_scale, done.carried
+            self.grown_from = done.grown_from
 
     # --- attribution -----------------------------------------------------------------------
 

@@ -244,7 +244,7 @@ class SpectrumReference:
         ``pixel_size`` Å/px: the reference's signal profile seen through the probe's transfer
         (``scopeflow.optics.probe_otf``) at the new defocus over the old. Of the two signs, the
         smaller move (near focus the transfer is flat in defocus, so a step towards focus
-        moves less)."""
+        moves less). NaN for a feature the reference cannot measure."""
         radial = _ring_transfer(self, shape, pixel_size, voltage_kv, semiangle_mrad, cs_mm)
         base = np.maximum(radial(defocus), 1e-300)
         out: dict[str, float] = {}
@@ -254,8 +254,9 @@ class SpectrumReference:
                 1.0, 0.0, model, self.ring_k, np.full((PEAKS, 3), np.nan), pixel_size, self.ring_bins
             )
             for name, value in self.features(seen).items():
-                out[name] = min(out.get(name, np.inf), abs(value))
-        return out
+                if np.isfinite(value):
+                    out[name] = min(out.get(name, np.inf), abs(value))
+        return {name: out.get(name, float("nan")) for name in ("dose", "blur", "contrast", "reflections")}
 
     def lattice_change(self, stats: Sequence[ImageStats]) -> dict[str, float]:
         """Spacing change (relative, +0.12 = 12 % larger spacing), rotation (degrees) of the
