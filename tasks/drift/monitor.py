@@ -170,6 +170,9 @@ class DriftMonitor(ReferenceKeeper):
             "floor": None if self.floor is None else [float(v) for v in self.floor],
             "floor_scale": None if self.floor_scale is None else [float(v) for v in self.floor_scale],
             "grown_from": None if self.grown_from is None else [float(v) for v in self.grown_from],
+            "memory": None
+            if self.memory is None
+            else [None if np.isnan(v) else float(v) for v in self.memory],
             "carried": None
             if self.carried is None
             else {
@@ -210,6 +213,10 @@ class DriftMonitor(ReferenceKeeper):
         floor_scale = attrs.get("floor_scale")
         self.floor_scale = None if floor_scale is None else np.asarray(floor_scale, dtype=np.float64)
         self.grown_from = None if grown_from is None else np.asarray(grown_from, dtype=np.float64)
+        memory = attrs.get("memory")
+        self.memory = (
+            None if memory is None else np.array([np.nan if v is None else v for v in memory], float)
+        )
         carried = attrs.get("carried")
         if carried is not None:
             spectrum = SpectrumReference(

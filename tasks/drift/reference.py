@@ -82,6 +82,9 @@ class ReferenceKeeper:
     # Thresholds (feature units, len(IMAGE_DETECTORS)) of the first reference of at least
     # ``reference_frames`` frames since the last re-reference: what its growth may widen.
     grown_from: np.ndarray | None = field(default=None, init=False, repr=False)
+    # The largest dose threshold (ln counts; NaN for the other detectors) of the
+    # full references since the monitor started: a floor for every later one.
+    memory: np.ndarray | None = field(default=None, init=False, repr=False)
     # That reference's spectrum and the |defocus| (Å) it was taken at: the image features of a
     # short reference are measured against it, out of sample (a spectrum fitted to 16 frames
     # fits those frames better than the next ones, and their spread would look too small).
@@ -127,7 +130,7 @@ class ReferenceKeeper:
         start) after ``reference_frames``."""
         self._pending = None  # a calibration of the forgotten reference is never adopted
         if self._since_alarm is None:
-            self.floor, self.carried = None, None
+            self.floor, self.carried, self.memory = None, None, None
         elif self.reference is not None and self.calibrated_on >= self.reference_frames:
             cal = self.reference.calibration
             m = len(IMAGE_DETECTORS)
@@ -246,6 +249,21 @@ class ReferenceKeeper:
                 if grown and name == "contrast" and np.isfinite(high):
                     cap = max(low, high, float(self.grown_from[j]))  # type: ignore[index]
                     threshold[j] = min(threshold[j], cap / scale[j])
+        # The mean counts follow the sample's brightness as well as the dose: how far they
+        # wander without a change of the dose is the sample's and the scan's, best measured by
+        # the longest stretches seen. A reference taken on a calmer stretch (twin, source-size
+        # steps: a 78-frame reference put the dose threshold at 0.2 % while the counts then
+        # drifted 1 % in 40 frames) would take the next wander for a change, and each
+        # re-reference after that alarm again (16 alarms): so the dose threshold, in ln counts
+        # whatever the conditions, is never lower than an earlier full reference's. (Not the
+        # reflections': at low dose weak reflections flicker, and their threshold there says
+        # nothing about a higher dose.)
+        steady = np.array([n == "dose" for n in IMAGE_DETECTORS])
+        if self.memory is not None:
+            threshold[:m] = np.where(steady, np.fmax(threshold[:m], self.memory / scale[:m]), threshold[:m])
+        if not short and len(obs) >= self.reference_frames:
+            seen = np.where(steady, threshold[:m] * scale[:m], np.nan)
+            self.memory = seen if self.memory is None else np.fmax(self.memory, seen)
         if short:
             threshold[:m] = np.fmax(threshold[:m], self.floor / scale[:m])
         elif len(obs) >= self.reference_frames:
@@ -342,7 +360,7 @@ class ReferenceKeeper:
             self.reference, self.calibrated_on, self.recent = done.reference, done.calibrated_on, done.recent
             # A full reference reached retires the last full one's floor (``_calibrate``).
             self.floor, self.floor_scale, self.carried = done.floor, done.floor_scale, done.carried
-            self.grown_from = done.grown_from
+            self.grown_from, self.memory = done.grown_from, done.memory
 
     # --- attribution -----------------------------------------------------------------------
 
