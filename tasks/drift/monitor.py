@@ -167,6 +167,9 @@ class DriftMonitor(ReferenceKeeper):
             "frames_seen": self.frames_seen,
             "calibrated_on": self.calibrated_on,
             "reference_defocus_A": self.reference_defocus,
+            # The calibration's physical bounds depend on the optics: a resumed monitor must
+            # recalibrate with the same ones before the dataset's are read again.
+            "optics": None if self.optics is None else {k: float(v) for k, v in self.optics.items()},
             "floor": None if self.floor is None else [float(v) for v in self.floor],
             "floor_scale": None if self.floor_scale is None else [float(v) for v in self.floor_scale],
             "grown_from": None if self.grown_from is None else [float(v) for v in self.grown_from],
@@ -207,6 +210,8 @@ class DriftMonitor(ReferenceKeeper):
         )
         self.frames_seen = int(attrs.get("frames_seen", 0))
         self.reference_defocus = float(attrs.get("reference_defocus_A", 0.0))
+        if self.optics is None and attrs.get("optics") is not None:
+            self.optics = {k: float(v) for k, v in attrs["optics"].items()}
         floor = attrs.get("floor")
         self.floor = None if floor is None else np.asarray(floor, dtype=np.float64)
         grown_from = attrs.get("grown_from")
