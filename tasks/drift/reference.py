@@ -18,6 +18,12 @@ reference's features are measured against the full one's spectrum (a spectrum fi
 frames fits them better than the next ones), and before it is used it is tested for a change
 inside it by the full reference's standard (``calibration.change_inside``): a second change
 within its frames is reported where it happened instead of becoming part of the reference.
+
+Where the optics are known, physics bounds the blur and contrast thresholds (in their units): no
+lower than the change a defocus of one depth of focus makes to the reference's spectrum, and, for
+a grown reference's contrast, no higher than twice that defocus's (or the first full reference's
+threshold). The dose threshold is never lower than an earlier full reference's. ``_calibrate``
+says why.
 """
 
 from __future__ import annotations

@@ -181,8 +181,8 @@ class SpectrumReference:
         σ² (Å²) that best explains the signal profile's ratio to the reference (ln ratio =
         c - 4π²·Δσ²·k² over the band, rings weighted by their signal), positive when finer
         detail is lost (defocus, a larger probe or source). ``contrast``: that fit's ln signal
-        amplitude change c at k → 0 (contamination and thickness change it, dose alone does
-        not). ``reflections``: the share of the frame's reflection power at positions that are
+        amplitude change at the fit's weighted mean k² (in practice the lattice's strong rings;
+        defocus, contamination and thickness change it, dose alone does not). ``reflections``: the share of the frame's reflection power at positions that are
         not reference reflections (0 same lattice, 1 a new one).
         """
         rel = _relative_signal(s)
