@@ -11,10 +11,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from scopeflow.optics import wavelength
-
 from .calibration import Calibration
-from .spectrum import ImageStats, SpectrumReference, defocus_bound, fit_defocus
+from .spectrum import ImageStats, SpectrumReference, defocus_bound, depth_of_focus, fit_defocus
 
 IMAGE_DETECTORS = ("dose", "blur", "contrast", "reflections")
 NETWORK_DETECTORS = ("embedding", "disagreement", "physics")
@@ -26,6 +24,15 @@ def shape_of(s: ImageStats) -> tuple[int, int]:
     # Rings of one Fourier bin: the frame side is twice the Nyquist ring (square frames).
     side = round(2 * 0.5 / s.pixel_size / s.ring_k[1])
     return side, side
+
+
+def probe_of(optics: Mapping[str, float]) -> dict[str, float]:
+    """The probe's settings (``voltage_kv``, ``semiangle_mrad``, ``cs_mm``) from a monitor's ``optics``."""
+    return {
+        "voltage_kv": float(optics["voltage_kv"]),
+        "semiangle_mrad": float(optics["semiangle_mrad"]),
+        "cs_mm": float(optics.get("cs_mm", 0.0)),
+    }
 
 
 def attribute(
@@ -74,11 +81,7 @@ def attribute(
     if fired & {"blur", "contrast"}:
         if optics is not None:
             shape = shape_of(images[0])
-            probe = {
-                "voltage_kv": float(optics["voltage_kv"]),
-                "semiangle_mrad": float(optics["semiangle_mrad"]),
-                "cs_mm": float(optics.get("cs_mm", 0.0)),
-            }
+            probe = probe_of(optics)
             df, err = fit_defocus(
                 spectrum,
                 images,
@@ -97,8 +100,7 @@ def attribute(
         # leaves the probe as it was (and a dose drop's noise can fake that much).
         depth = 0.0
         if optics is not None:
-            alpha = float(optics["semiangle_mrad"]) * 1e-3
-            depth = wavelength(float(optics["voltage_kv"])) / (4 * alpha**2)
+            depth = depth_of_focus(float(optics["voltage_kv"]), float(optics["semiangle_mrad"]))
         if np.isfinite(change) and abs(change) > max(2 * att["defocus_err_A"], depth):
             changed.append("defocus")
             defocus_next = att["defocus_A"]

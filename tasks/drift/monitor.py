@@ -167,8 +167,15 @@ class DriftMonitor(ReferenceKeeper):
             "frames_seen": self.frames_seen,
             "calibrated_on": self.calibrated_on,
             "reference_defocus_A": self.reference_defocus,
+            # The calibration's physical bounds depend on the optics: a resumed monitor must
+            # recalibrate with the same ones before the dataset's are read again.
+            "optics": None if self.optics is None else {k: float(v) for k, v in self.optics.items()},
             "floor": None if self.floor is None else [float(v) for v in self.floor],
             "floor_scale": None if self.floor_scale is None else [float(v) for v in self.floor_scale],
+            "grown_from": None if self.grown_from is None else [float(v) for v in self.grown_from],
+            "memory": None
+            if self.memory is None
+            else [None if np.isnan(v) else float(v) for v in self.memory],
             "carried": None
             if self.carried is None
             else {
@@ -203,10 +210,18 @@ class DriftMonitor(ReferenceKeeper):
         )
         self.frames_seen = int(attrs.get("frames_seen", 0))
         self.reference_defocus = float(attrs.get("reference_defocus_A", 0.0))
+        if self.optics is None and attrs.get("optics") is not None:
+            self.optics = {k: float(v) for k, v in attrs["optics"].items()}
         floor = attrs.get("floor")
         self.floor = None if floor is None else np.asarray(floor, dtype=np.float64)
+        grown_from = attrs.get("grown_from")
         floor_scale = attrs.get("floor_scale")
         self.floor_scale = None if floor_scale is None else np.asarray(floor_scale, dtype=np.float64)
+        self.grown_from = None if grown_from is None else np.asarray(grown_from, dtype=np.float64)
+        memory = attrs.get("memory")
+        self.memory = (
+            None if memory is None else np.array([np.nan if v is None else v for v in memory], float)
+        )
         carried = attrs.get("carried")
         if carried is not None:
             spectrum = SpectrumReference(

@@ -18,6 +18,12 @@ reference's features are measured against the full one's spectrum (a spectrum fi
 frames fits them better than the next ones), and before it is used it is tested for a change
 inside it by the full reference's standard (``calibration.change_inside``): a second change
 within its frames is reported where it happened instead of becoming part of the reference.
+
+Where the optics are known, physics bounds the blur and contrast thresholds (in their units): no
+lower than the change a defocus of one depth of focus makes to the reference's spectrum, and, for
+a grown reference's contrast, no higher than twice that defocus's (or the first full reference's
+threshold). The dose threshold is never lower than an earlier full reference's. ``_calibrate``
+says why.
 """
 
 from __future__ import annotations
@@ -31,11 +37,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .attribution import DETECTORS, IMAGE_DETECTORS, attribute
+from .attribution import DETECTORS, IMAGE_DETECTORS, attribute, probe_of, shape_of
 from .calibration import MIN_REFERENCE, Calibration, calibrate, change_inside
 from .observation import Observation
 from .physics import Proxies, median_proxies, proxy_score
-from .spectrum import ImageStats, SpectrumReference
+from .spectrum import ImageStats, SpectrumReference, depth_of_focus
 
 REFERENCE_GROWTH = (1, 2, 4)  # calibrate at these multiples of ``reference_frames``
 BANDWIDTH = 3.0  # embedding kernel width as a multiple of the reference's median distance
@@ -79,6 +85,12 @@ class ReferenceKeeper:
     # new one is as long.
     floor: np.ndarray | None = field(default=None, init=False, repr=False)
     floor_scale: np.ndarray | None = field(default=None, init=False, repr=False)
+    # Thresholds (feature units, len(IMAGE_DETECTORS)) of the first reference of at least
+    # ``reference_frames`` frames since the last re-reference: what its growth may widen.
+    grown_from: np.ndarray | None = field(default=None, init=False, repr=False)
+    # The largest dose threshold (ln counts; NaN for the other detectors) of the
+    # full references since the monitor started: a floor for every later one.
+    memory: np.ndarray | None = field(default=None, init=False, repr=False)
     # That reference's spectrum and the |defocus| (Å) it was taken at: the image features of a
     # short reference are measured against it, out of sample (a spectrum fitted to 16 frames
     # fits those frames better than the next ones, and their spread would look too small).
@@ -124,7 +136,7 @@ class ReferenceKeeper:
         start) after ``reference_frames``."""
         self._pending = None  # a calibration of the forgotten reference is never adopted
         if self._since_alarm is None:
-            self.floor, self.carried = None, None
+            self.floor, self.carried, self.memory = None, None, None
         elif self.reference is not None and self.calibrated_on >= self.reference_frames:
             cal = self.reference.calibration
             m = len(IMAGE_DETECTORS)
@@ -133,6 +145,7 @@ class ReferenceKeeper:
             self.carried = (self.reference.spectrum, self.reference.defocus)
         # (A detection on a short reference keeps the floor it was deciding under.)
         self.reference = None
+        self.grown_from = None
         self.history = list(self._since_alarm or [])
         self._since_alarm = None
         self.recent.clear()
@@ -208,10 +221,61 @@ class ReferenceKeeper:
         scale = np.concatenate([c.scale for c in parts])
         threshold = np.concatenate([c.threshold for c in parts])
         m = len(IMAGE_DETECTORS)
+        if self.optics is not None:
+            # The smallest blur or contrast change worth an alarm is the one a defocus change of
+            # one depth of focus makes (``spectrum.depth_of_focus``: a smaller one leaves the
+            # probe as it was, and attribution names no defocus below it). Slow changes of the
+            # content in view (contamination, a drifting sample's defects) move these features
+            # by more than their frame-to-frame scatter over the look-back, which a reference of
+            # 64 frames cannot see; below this size they are not changes of the imaging.
+            # A grown reference may widen the contrast threshold to what its longer stretch shows, but not
+            # beyond the change of twice that defocus (Rayleigh's quarter wave of wavefront
+            # error at the aperture edge): the block bootstrap of a reference spanning a slow
+            # wander mixes its distant levels, and on the twin's standard stream a reference
+            # grown to 263 frames at 130 Å (contamination growing) set the contrast threshold at
+            # 8.0 in ln units and missed the return to focus (+2.0).
+            probe = probe_of(self.optics)
+            s0 = obs[0].image
+            depth = depth_of_focus(probe["voltage_kv"], probe["semiangle_mrad"])
+            response = [
+                spectrum.defocus_response(
+                    shape_of(s0), s0.pixel_size, **probe, defocus=spectrum_defocus, change=change
+                )
+                for change in (depth, 2.0 * depth)
+            ]
+            grown = self.grown_from is not None
+            for j, name in enumerate(IMAGE_DETECTORS):
+                low, high = response[0][name], response[1][name]
+                if name not in ("blur", "contrast") or not np.isfinite(low):
+                    continue
+                threshold[j] = max(threshold[j], low / scale[j])
+                # (Contrast only: near focus a defocus barely changes the blur's Gaussian
+                # equivalent, so twice the depth of focus caps it below its own noise.)
+                # Nor below the first full reference's: that one measured the frames' own noise.
+                if grown and name == "contrast" and np.isfinite(high):
+                    cap = max(low, high, float(self.grown_from[j]))  # type: ignore[index]
+                    threshold[j] = min(threshold[j], cap / scale[j])
+        # The mean counts follow the sample's brightness as well as the dose: how far they
+        # wander without a change of the dose is the sample's and the scan's, best measured by
+        # the longest stretches seen. A reference taken on a calmer stretch (twin, source-size
+        # steps: a 78-frame reference put the dose threshold at 0.2 % while the counts then
+        # drifted 1 % in 40 frames) would take the next wander for a change, and each
+        # re-reference after that alarm again (16 alarms): so the dose threshold, in ln counts
+        # whatever the conditions, is never lower than an earlier full reference's. (Not the
+        # reflections': at low dose weak reflections flicker, and their threshold there says
+        # nothing about a higher dose.)
+        steady = np.array([n == "dose" for n in IMAGE_DETECTORS])
+        if self.memory is not None:
+            threshold[:m] = np.where(steady, np.fmax(threshold[:m], self.memory / scale[:m]), threshold[:m])
+        if not short and len(obs) >= self.reference_frames:
+            seen = np.where(steady, threshold[:m] * scale[:m], np.nan)
+            self.memory = seen if self.memory is None else np.fmax(self.memory, seen)
         if short:
             threshold[:m] = np.fmax(threshold[:m], self.floor / scale[:m])
         elif len(obs) >= self.reference_frames:
             self.floor, self.carried = None, None
+            if self.grown_from is None:
+                self.grown_from = threshold[:m] * scale[:m]
         cal = Calibration(
             DETECTORS,
             np.concatenate([c.centre for c in parts]),
@@ -302,6 +366,7 @@ class ReferenceKeeper:
             self.reference, self.calibrated_on, self.recent = done.reference, done.calibrated_on, done.recent
             # A full reference reached retires the last full one's floor (``_calibrate``).
             self.floor, self.floor_scale, self.carried = done.floor, done.floor_scale, done.carried
+            self.grown_from, self.memory = done.grown_from, done.memory
 
     # --- attribution -----------------------------------------------------------------------
 

@@ -170,3 +170,71 @@ def test_the_defocus_bound_falls_as_one_over_root_frames():
     # The fit stays within two of its 5 Å grid steps; that is several bounds (here 50 Å at a
     # bound of ~2 Å): the fit's bias, not the frames' information, limits it.
     assert abs(estimate - 60.0) <= 10.0
+
+
+def _ring_stats(profile, ring_k, ring_bins):
+    from tasks.drift.spectrum import PEAKS, ImageStats
+
+    return ImageStats(1.0, 1e-4, profile, ring_k, np.full((PEAKS, 3), np.nan), 0.1, ring_bins)
+
+
+def test_contrast_follows_the_lattice_rings_not_the_content_in_view():
+    # A drifting sample brings content into view whose power sits in the weak low rings (×10
+    # here); the lattice's strong rings hold. The contrast, taken where the fit's weight is,
+    # must stay; a transfer loss at the lattice rings (×0.55, a 40 Å defocus at focus) must show.
+    from tasks.drift.spectrum import SpectrumReference
+
+    rings = 40
+    ring_k = np.arange(rings) / 12.8
+    ring_bins = np.maximum(np.pi * np.arange(rings), 1.0)
+    base = np.full(rings, 1e-3)
+    base[2:5] = 2.0  # content
+    base[[6, 10]] = [20.0, 5.0]  # lattice reflections
+    rng = np.random.default_rng(0)
+    reference = SpectrumReference.fit(
+        [_ring_stats(base * rng.normal(1.0, 0.01, rings), ring_k, ring_bins) for _ in range(20)]
+    )
+    content = base.copy()
+    content[2:5] *= 10.0
+    defocus = base.copy()
+    defocus[[6, 10]] *= 0.55
+    assert abs(reference.features(_ring_stats(content, ring_k, ring_bins))["contrast"]) < 0.1
+    assert reference.features(_ring_stats(defocus, ring_k, ring_bins))["contrast"] == pytest.approx(
+        np.log(0.55), abs=0.15
+    )
+
+
+def test_blur_and_contrast_thresholds_lie_between_one_and_two_depths_of_focus_of_defocus():
+    # No alarm for less than a depth of focus (the content in view wanders by that much), and a
+    # grown reference never hides twice that much.
+    from tasks.acquisition.twin import DigitalTwin, DriftSchedule
+    from tasks.drift.attribution import IMAGE_DETECTORS
+    from tasks.drift.spectrum import depth_of_focus
+
+    twin = DigitalTwin(seed=3, schedule=DriftSchedule.parse("contamination=0.1@0~200"), shape=(96, 96))
+    c = twin.acquire(0).conditions
+    optics = {"voltage_kv": c["voltage_kv"], "semiangle_mrad": c["semiangle_mrad"]}
+    rng = np.random.default_rng(6)
+    mon = DriftMonitor(ert=500, window=8, reference_frames=32, optics=optics)
+    proxies = [frame_proxies(_lattice(seed=s), (128, 128), 0.2) for s in range(16)]
+    depth = depth_of_focus(optics["voltage_kv"], optics["semiangle_mrad"])
+    j = IMAGE_DETECTORS.index("contrast")
+    seen = []
+    for start in range(0, 144, 16):
+        frames = [twin.acquire(i).image for i in range(start, start + 16)]
+        mon.observe(start, rng.normal(size=(16, 6)), rng.normal(0.1, 0.01, 16), proxies, frames, [0.12] * 16)
+        mon.settle()
+        ref = mon.reference
+        if ref is None or mon.calibrated_on in seen:
+            continue
+        seen.append(mon.calibrated_on)
+        s0 = mon.history[0].image
+        low, high = (
+            ref.spectrum.defocus_response((96, 96), s0.pixel_size, **optics, change=change)[name]
+            for change, name in ((depth, "contrast"), (2 * depth, "contrast"))
+        )
+        cal = ref.calibration
+        assert cal.threshold[j] * cal.scale[j] >= low * (1 - 1e-9)
+        if mon.calibrated_on > 32:
+            assert cal.threshold[j] * cal.scale[j] <= max(low, high, mon.grown_from[j]) * (1 + 1e-9)
+    assert len(seen) >= 2  # the first full reference and a grown one
