@@ -119,7 +119,10 @@ def locate_block(path: str, start: int, stop: int, model: ModelPayload, threads:
     if len(frames) != stop - start:
         raise InputError(f"{path}: frames {start}..{stop - 1} asked for, {data.n_frames} committed")
     t0 = time.perf_counter()
-    atoms = model.build().locate(list(frames), [float(p) for p in pixel_sizes])
+    try:
+        atoms = model.build().locate(list(frames), [float(p) for p in pixel_sizes])
+    except InputError as exc:  # its frame numbers count from the batch's first
+        raise InputError(f"{path}, batch of frames {start}..{stop - 1}: {exc}") from exc
     seconds = time.perf_counter() - t0
     truths = data.truths(start, stop)
     scores = None
@@ -227,7 +230,8 @@ class Cluster:
 
     def warn_slow_workers(self) -> None:
         """Log a warning naming the workers started with dask's malloc trim setting (a cluster
-        started elsewhere): each frame costs them about twice the CPU (module docstring)."""
+        started elsewhere, or a shell that exports it): each frame costs them about twice the
+        CPU (module docstring)."""
         slow = sorted(w for w, v in self.client.run(os.environ.get, MALLOC_TRIM).items() if v is not None)
         if slow:
             log.warning(
@@ -314,8 +318,7 @@ def reprocess(
     cluster = Cluster(scheduler, n_workers, threads_per_worker, processes)
     atoms_total, scored = 0, []
     try:
-        if scheduler:
-            cluster.warn_slow_workers()
+        cluster.warn_slow_workers()
         payload = cluster.client.scatter(ModelPayload.of(ensemble), broadcast=True)
         # Every worker builds the ensemble and runs the execution trial of each batch length
         # (a trial is per shape) before the clock starts; a worker joining later does it in
