@@ -38,10 +38,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from distributed.diagnostics.plugin import WorkerPlugin
 
 import scopeflow
 from scopeflow.atoms import Atoms
-from scopeflow.errors import InputError
+from scopeflow.errors import InputError, NotFoundError
 from scopeflow.settings import DEFAULTS, limit_threads
 from storage.datasets import Dataset
 from storage.models import ModelRegistry
@@ -85,6 +86,33 @@ class ModelPayload:
         return ensemble
 
 
+class ModelOnWorkers(WorkerPlugin):
+    """Builds the ensemble in every worker process of a cluster, in those that join later too.
+
+    The model reaches the workers this way rather than as an argument of every task: tasks with
+    no data to wait for are handed out by the scheduler as workers free up (a task that
+    depended on one scattered model was placed by guesswork before any had finished: both
+    batches of a 16-frame run went to the same one of two workers). The plugin stays
+    registered (a few MB per version on a standing cluster), so runs of the same version may
+    overlap.
+    """
+
+    def __init__(self, payload: ModelPayload) -> None:
+        self.payload = payload
+        self.name = f"scopeflow-model-{payload.version}"
+
+    def setup(self, worker: Any) -> None:
+        self.payload.build()
+
+
+def worker_ensemble(version: str) -> Ensemble:
+    """The ensemble ``version`` built in this process (``ModelOnWorkers``, ``ModelPayload.build``)."""
+    ensemble = _WORKER_ENSEMBLES.get(version)
+    if ensemble is None:
+        raise NotFoundError(f"model {version} is not on this worker (register ModelOnWorkers first)")
+    return ensemble
+
+
 def _worker_dataset(path: str, stop: int) -> Dataset:
     """This process's read handle on the dataset at ``path``, refreshed when ``stop`` lies beyond
     the frames it saw committed (a standing cluster serves runs over a growing dataset)."""
@@ -106,9 +134,9 @@ class Block:
     seconds: float
 
 
-def locate_block(path: str, start: int, stop: int, model: ModelPayload, threads: int) -> Block:
+def locate_block(path: str, start: int, stop: int, version: str, threads: int) -> Block:
     """Atoms of the dataset's frames [start, stop), read here from its Zarr store, scored against
-    its truth when it has some.
+    its truth when it has some, with the ensemble ``version`` built in this process.
 
     Runs on a dask worker; ``threads`` caps torch's intra-op threads so workers do not
     oversubscribe the cores they share.
@@ -120,7 +148,7 @@ def locate_block(path: str, start: int, stop: int, model: ModelPayload, threads:
         raise InputError(f"{path}: frames {start}..{stop - 1} asked for, {data.n_frames} committed")
     t0 = time.perf_counter()
     try:
-        atoms = model.build().locate(list(frames), [float(p) for p in pixel_sizes])
+        atoms = worker_ensemble(version).locate(list(frames), [float(p) for p in pixel_sizes])
     except InputError as exc:  # its frame numbers count from the batch's first
         raise InputError(f"{path}, batch of frames {start}..{stop - 1}: {exc}") from exc
     seconds = time.perf_counter() - t0
@@ -131,13 +159,15 @@ def locate_block(path: str, start: int, stop: int, model: ModelPayload, threads:
     return Block(atoms, scores, seconds)
 
 
-def warm_worker(path: str, start: int, stop: int, model: ModelPayload, threads: int) -> float:
-    """Build the ensemble in this worker process and run its network once on frames [start, stop)
+def warm_worker(path: str, start: int, stop: int, version: str, threads: int) -> float:
+    """Run the network of the ensemble ``version`` built in this process once on frames [start, stop)
     (the execution trial for that batch shape happens here, before the run's clock starts);
     returns this process's CPU seconds so far."""
     limit_threads(threads)
     data = _worker_dataset(path, stop)
-    model.build().outputs(list(data.frames(start, stop)), [float(p) for p in data.pixel_sizes(start, stop)])
+    worker_ensemble(version).outputs(
+        list(data.frames(start, stop)), [float(p) for p in data.pixel_sizes(start, stop)]
+    )
     return time.process_time()
 
 
@@ -319,23 +349,23 @@ def reprocess(
     atoms_total, scored = 0, []
     try:
         cluster.warn_slow_workers()
-        payload = cluster.client.scatter(ModelPayload.of(ensemble), broadcast=True)
-        # Every worker builds the ensemble and runs the execution trial of each batch length
-        # (a trial is per shape) before the clock starts; a worker joining later does it in
-        # its first batch.
+        cluster.client.register_plugin(ModelOnWorkers(ModelPayload.of(ensemble)))
+        # Every worker runs the execution trial of each batch length (a trial is per shape)
+        # before the clock starts; a worker joining later does it in its first batch.
         first_of_length = {b - a: (a, b) for a, b in reversed(batches)}
         warm = [
             cluster.client.submit(
-                warm_worker, where, a, b, payload, threads_per_worker, workers=[w], pure=False
+                warm_worker, where, a, b, ensemble.version, threads_per_worker, workers=[w], pure=False
             )
             for w in cluster.workers()
             for a, b in first_of_length.values()
         ]
         cluster.client.gather(warm)
+        del warm
         cpu0, driver0 = cluster.cpu_seconds(), time.process_time()
         t0 = time.perf_counter()
         futures = [
-            cluster.client.submit(locate_block, where, a, b, payload, threads_per_worker, pure=False)
+            cluster.client.submit(locate_block, where, a, b, ensemble.version, threads_per_worker, pure=False)
             for a, b in batches
         ]
         # The driver only appends and commits, in frame order (one commit per batch).
