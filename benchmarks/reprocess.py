@@ -1,7 +1,7 @@
 """Re-analysis throughput over dask.distributed: in-process, 1 and 2 worker processes, in alternating rounds.
 
 Run: ``PYTHONPATH=. python benchmarks/reprocess.py [--frames 64] [--rounds 3] [--model production]``
-(about 1.5 minutes on the idle 2-core machine with the defaults; several times that under load).
+(2 min 55 s with the defaults on the 2-core machine at load 7, mostly the clusters' start-ups).
 Writes ``benchmarks/results/reprocess.json``.
 
 Each round runs every mode once, in an order that rotates from round to round, on a twin dataset
