@@ -1,7 +1,7 @@
 """Re-analysis throughput over dask.distributed: in-process, 1 and 2 worker processes, in alternating rounds.
 
 Run: ``PYTHONPATH=. python benchmarks/reprocess.py [--frames 64] [--rounds 3] [--model production]``
-(2 min 55 s with the defaults on the 2-core machine at load 7, mostly the clusters' start-ups).
+(2–3 minutes with the defaults on the 2-core machine at load 6–7, mostly the clusters' start-ups).
 Writes ``benchmarks/results/reprocess.json``.
 
 Each round runs every mode once, in an order that rotates from round to round, on a twin dataset
@@ -11,7 +11,11 @@ of 256² frames with truth:
   frames from the store by position, run the ensemble, score against truth) and what the driver does
   (append and commit), on one torch thread;
 - ``dask_1``, ``dask_2``: ``tasks.inference.reprocess.reprocess`` on a LocalCluster of 1 or 2 worker
-  processes of one torch thread each.
+  processes of one torch thread each;
+- ``control``: the CPU cores 1 and then 2 plain busy-looping processes of this session get (2 s
+  each). On a shared machine that is the most a second worker can add (a kernel with
+  ``sched_autogroup`` shares the CPU between sessions, not processes); ``worker_cores`` of a dask
+  run is the same figure for its workers.
 
 Every mode is timed warm: the ensemble built and its execution trial done (``startup_seconds`` for
 dask: the cluster start, the model broadcast and that warm-up). Beside wall frames/s it reports CPU
@@ -26,10 +30,12 @@ architecture stands in: the cost of a pass does not depend on the weights.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -107,10 +113,33 @@ def on_dask(path: Path, registry: ModelRegistry, version: str, workers: int, bat
         "worker_cpu_ms_per_frame": round(1000 * sum(cpu) / result.frames_processed, 1),
         "worker_cpu_seconds": [round(c, 2) for c in cpu],
         "driver_cpu_ms_per_frame": round(1000 * result.driver_cpu_seconds / result.frames_processed, 1),
+        "worker_cores": round(sum(cpu) / result.seconds, 2),
         "atoms": result.atoms,
         "f1": round(result.f1, 4) if result.f1 is not None else None,
         "load_1min": round(load, 1),
     }
+
+
+def _spin(seconds: float) -> float:
+    """Busy-loop for ``seconds`` of wall time; the CPU seconds this process got meanwhile."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    while time.perf_counter() - t0 < seconds:
+        pass
+    return time.process_time() - c0
+
+
+def cores_granted(processes: int, seconds: float = 2.0) -> float:
+    """The control: CPU cores that ``processes`` plain busy processes of this session get at once
+    now (2 on two idle cores). Their 2-over-1 ratio is the most a second worker could add."""
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(_spin, 0.0).result()  # the pool's processes started before the clock
+        return round(sum(pool.map(_spin, [seconds] * processes)) / seconds, 2)
+
+
+def control() -> dict[str, Any]:
+    """``cores_granted`` for 1 and 2 processes, one after the other."""
+    load = os.getloadavg()[0]
+    return {"cores_1": cores_granted(1), "cores_2": cores_granted(2), "load_1min": round(load, 1)}
 
 
 def median(runs: list[dict[str, Any]], key: str) -> float:
@@ -135,32 +164,33 @@ def main() -> None:
         ens = load_ensemble(version, registry, torch.device("cpu"))
         payload = ModelPayload.of(ens)
 
-        modes = ["in_process", "dask_1", "dask_2"]
+        modes = ["in_process", "dask_1", "dask_2", "control"]
         runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
         for r in range(args.rounds):
-            for mode in modes[r % 3 :] + modes[: r % 3]:
+            for mode in modes[r % 4 :] + modes[: r % 4]:
                 name = f"bench-{mode}-{r}"
-                if mode == "in_process":
+                if mode == "control":
+                    run = control()
+                elif mode == "in_process":
                     run = in_process(path, payload, args.batch_frames, name)
                 else:
                     run = on_dask(path, registry, version, int(mode[-1]), args.batch_frames, name)
                 run["round"] = r
                 runs[mode].append(run)
                 print(mode, run, flush=True)
-        summary = {
+        summary: dict[str, Any] = {
             m: {
                 "frames_per_second_median": median(runs[m], "frames_per_second"),
                 "cpu_ms_per_frame_median": median(
                     runs[m], "cpu_ms_per_frame" if m == "in_process" else "worker_cpu_ms_per_frame"
                 ),
-                **(
-                    {}
-                    if m == "in_process"
-                    else {"driver_cpu_ms_per_frame_median": median(runs[m], "driver_cpu_ms_per_frame")}
-                ),
             }
-            for m in modes
+            for m in modes[:3]
         }
+        for m in ("dask_1", "dask_2"):
+            summary[m]["driver_cpu_ms_per_frame_median"] = median(runs[m], "driver_cpu_ms_per_frame")
+            summary[m]["worker_cores_median"] = median(runs[m], "worker_cores")
+        summary["control"] = {k: median(runs["control"], k) for k in ("cores_1", "cores_2")}
         write_result(
             "reprocess",
             {
@@ -182,6 +212,7 @@ def main() -> None:
                     / summary["in_process"]["frames_per_second_median"],
                     3,
                 ),
+                "control_2_over_1": round(summary["control"]["cores_2"] / summary["control"]["cores_1"], 3),
                 "runs": runs,
                 "note": "2 CPU cores shared with other work: see load_1min per run; CPU per frame is load-independent",
             },

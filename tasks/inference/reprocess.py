@@ -6,9 +6,9 @@ loop cuts them (``batching.contiguous_batches``); each batch is one dask task th
 its frames, pixel sizes and truth from the dataset's Zarr store by position, runs the
 ensemble and scores it against the truth, all on the worker. Only the positions go out and
 only the atoms and scores come back, so the driver does nothing per batch but append and
-commit. The model goes to every worker once (scattered, broadcast) and is built once per
-worker process, so the workers need the dataset's directory (a shared filesystem when
-scaled out) but not the model registry. The driver writes the atoms back in frame order as
+commit. The model goes to every worker once (``ModelOnWorkers``, a worker plugin) and is
+built once per worker process, so the workers need the dataset's directory (a shared
+filesystem when scaled out) but not the model registry. The driver writes the atoms back in frame order as
 a new prediction set ``predictions/<set name>`` of the dataset, with provenance in the
 set's attributes (and as store records when asked).
 
@@ -21,8 +21,8 @@ dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``; glibc then st
 mmap threshold, so every tensor over 128 KiB is a fresh mmap, zero-filled page by page
 (~28,000 page faults per 256² frame): the kernel time equalled the user time and a frame cost
 2.2× its in-process CPU. Each worker also measures the network's execution paths on its first
-batch (``execution``: 5–13 s per worker at one thread), which the warm-up now does before the
-clock starts, once per batch length.
+batch (``execution``: 5–20 s per worker at one thread on a busy machine), which the warm-up
+now does before the clock starts, once per batch length.
 """
 
 from __future__ import annotations
@@ -159,16 +159,14 @@ def locate_block(path: str, start: int, stop: int, version: str, threads: int) -
     return Block(atoms, scores, seconds)
 
 
-def warm_worker(path: str, start: int, stop: int, version: str, threads: int) -> float:
+def warm_worker(path: str, start: int, stop: int, version: str, threads: int) -> None:
     """Run the network of the ensemble ``version`` built in this process once on frames [start, stop)
-    (the execution trial for that batch shape happens here, before the run's clock starts);
-    returns this process's CPU seconds so far."""
+    (the execution trial for that batch shape happens here, before the run's clock starts)."""
     limit_threads(threads)
     data = _worker_dataset(path, stop)
     worker_ensemble(version).outputs(
         list(data.frames(start, stop)), [float(p) for p in data.pixel_sizes(start, stop)]
     )
-    return time.process_time()
 
 
 @dataclass
@@ -224,8 +222,6 @@ class Cluster:
     def __init__(
         self, scheduler: str | None, n_workers: int | None, threads_per_worker: int, processes: bool
     ):
-        import logging
-
         import dask
         from distributed import Client, LocalCluster
 
