@@ -21,6 +21,10 @@ from tests.helpers.prefect_api import artifacts
 
 from .conftest import TinyModel, make_dataset
 
+# distributed warns when making a worker's scratch directory takes over 1 s: a timing remark that
+# a loaded shared disk triggers, not a fault (warnings are errors in this suite).
+pytestmark = pytest.mark.filterwarnings("ignore:Creating scratch directories is taking:UserWarning")
+
 
 def assert_same_as_in_process(path: Path, prediction_set: str, tiny_model: TinyModel) -> int:
     """The set holds, frame by frame, the atoms the ensemble finds in this process; returns their count."""
