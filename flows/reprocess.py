@@ -20,14 +20,16 @@ def reprocess_flow(
     registry: str | None = None,
     prediction_set: str | None = None,
     scheduler: str | None = None,
-    n_workers: int = 2,
+    n_workers: int | None = None,
     threads_per_worker: int = 1,
     processes: bool = True,
     batch_frames: int = DEFAULTS.batch_size,
     record_in_store: bool = False,
 ) -> dict[str, Any]:
     """Re-analyse ``dataset`` with ``model`` on dask (see ``reprocess``), with artifacts in the UI:
-    a per-batch table, progress, an atom overlay, F1 over frames and a summary with links."""
+    a per-batch table, progress, an atom overlay, F1 over frames and a summary with links.
+    ``n_workers`` None: one worker per ``threads_per_worker`` cores of a LocalCluster here;
+    ignored with ``scheduler``."""
     from flows.artifacts import BatchTable, Progress, artifact_key, publish_figure, publish_summary
     from tasks.reporting import atom_overlay, f1_timeline
 

@@ -1,24 +1,35 @@
 """Re-analyse an archived dataset with a chosen model version over dask.distributed (plain Python;
 ``flows/reprocess.py`` wraps it in a flow with artifacts).
 
-The frames are read with xarray as a dask array over the dataset's Zarr chunks (one chunk
-per frame), cut into batches of ``batch_frames`` the way the edge loop cuts them
-(``batching.contiguous_batches``); each batch is one dask task that runs the
-ensemble on a worker. The model goes to every worker once (scattered, broadcast), so the
-workers need the dataset's directory (a shared filesystem when scaled out) but not the
-model registry. The driver writes the atoms back in frame order as a new prediction set
-``predictions/<set name>`` of the dataset, with provenance in the set's attributes (and as
-store records when asked).
+The frame positions still to do are cut into batches of ``batch_frames`` the way the edge
+loop cuts them (``batching.contiguous_batches``); each batch is one dask task that reads
+its frames, pixel sizes and truth from the dataset's Zarr store by position, runs the
+ensemble and scores it against the truth, all on the worker. Only the positions go out and
+only the atoms and scores come back, so the driver does nothing per batch but append and
+commit. The model goes to every worker once (``ModelOnWorkers``, a worker plugin) and is
+built once per worker process, so the workers need the dataset's directory (a shared
+filesystem when scaled out) but not the model registry. The driver writes the atoms back in frame order as
+a new prediction set ``predictions/<set name>`` of the dataset, with provenance in the
+set's attributes (and as store records when asked).
 
-A ``LocalCluster`` (``n_workers`` processes of ``threads_per_worker`` threads) is started and
-stopped around the run unless ``scheduler`` names a running scheduler (``tcp://host:8786``)
-to scale out on.
+A ``LocalCluster`` (``n_workers`` processes of ``threads_per_worker`` threads, by default one
+single-threaded worker per core) is started and stopped around the run unless ``scheduler``
+names a running scheduler (``tcp://host:8786``) to scale out on.
+
+Where a worker's time went, measured on the 2-core machine (benchmarks/README.md, 2026-11-30):
+dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``; glibc then stops raising its
+mmap threshold, so every tensor over 128 KiB is a fresh mmap, zero-filled page by page
+(~28,000 page faults per 256² frame): the kernel time equalled the user time and a frame cost
+2.2× its in-process CPU. Each worker also measures the network's execution paths on its first
+batch (``execution``: 5–20 s per worker at one thread on a busy machine), which the warm-up
+now does before the clock starts, once per batch length.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import importlib
+import logging
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -26,14 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from distributed.diagnostics.plugin import WorkerPlugin
 
 import scopeflow
 from scopeflow.atoms import Atoms
-from scopeflow.errors import InputError
+from scopeflow.errors import InputError, NotFoundError
 from scopeflow.settings import DEFAULTS, limit_threads
-from storage.datasets import Dataset, open_dataset
+from storage.datasets import Dataset
 from storage.models import ModelRegistry
 
 from .batching import BatchReport, contiguous_batches
@@ -41,8 +52,15 @@ from .ensemble import Ensemble, EnsembleConfig
 from .metrics import Scores, evaluate
 from .registry import load_ensemble
 
+log = logging.getLogger(__name__)
+
 #: Ensembles already built in this (worker) process, by version: built once, reused per batch.
 _WORKER_ENSEMBLES: dict[str, Ensemble] = {}
+#: This (worker) process's read handles on datasets, by path: opened once, refreshed as they grow.
+_WORKER_DATASETS: dict[str, Dataset] = {}
+#: dask's nanny sets this in its workers' environment (``distributed.nanny.pre-spawn-environ``);
+#: see the module docstring for what it costs torch.
+MALLOC_TRIM = "MALLOC_TRIM_THRESHOLD_"
 
 
 @dataclass(frozen=True)
@@ -68,26 +86,100 @@ class ModelPayload:
         return ensemble
 
 
-def locate_block(
-    frames: np.ndarray, pixel_sizes: np.ndarray, model: ModelPayload, threads: int
-) -> tuple[list[Atoms], float]:
-    """Atoms of a block of frames (n, H, W) at ``pixel_sizes`` (n,) Å/px; and the seconds it took.
+class ModelOnWorkers(WorkerPlugin):
+    """Builds the ensemble in every worker process of a cluster, in those that join later too.
+
+    The model reaches the workers this way rather than as an argument of every task: tasks with
+    no data to wait for are handed out by the scheduler as workers free up (a task that
+    depended on one scattered model was placed by guesswork before any had finished: both
+    batches of a 16-frame run went to the same one of two workers). The plugin stays
+    registered (a few MB per version on a standing cluster), so runs of the same version may
+    overlap.
+    """
+
+    def __init__(self, payload: ModelPayload) -> None:
+        self.payload = payload
+        self.name = f"scopeflow-model-{payload.version}"
+
+    def setup(self, worker: Any) -> None:
+        self.payload.build()
+
+
+def worker_ensemble(version: str) -> Ensemble:
+    """The ensemble ``version`` built in this process (``ModelOnWorkers``, ``ModelPayload.build``)."""
+    ensemble = _WORKER_ENSEMBLES.get(version)
+    if ensemble is None:
+        raise NotFoundError(f"model {version} is not on this worker (register ModelOnWorkers first)")
+    return ensemble
+
+
+def _worker_dataset(path: str, stop: int) -> Dataset:
+    """This process's read handle on the dataset at ``path``, refreshed when ``stop`` lies beyond
+    the frames it saw committed (a standing cluster serves runs over a growing dataset)."""
+    data = _WORKER_DATASETS.get(path)
+    if data is None:
+        data = _WORKER_DATASETS[path] = Dataset(path)
+    if stop > data.n_frames:
+        data.refresh()
+    return data
+
+
+@dataclass(frozen=True)
+class Block:
+    """What a worker sends back for frames [start, stop): their atoms, the scores against truth
+    (None without truth) and the seconds the ensemble took (wall, on the worker)."""
+
+    atoms: list[Atoms]
+    scores: Scores | None
+    seconds: float
+
+
+def locate_block(path: str, start: int, stop: int, version: str, threads: int) -> Block:
+    """Atoms of the dataset's frames [start, stop), read here from its Zarr store, scored against
+    its truth when it has some, with the ensemble ``version`` built in this process.
 
     Runs on a dask worker; ``threads`` caps torch's intra-op threads so workers do not
     oversubscribe the cores they share.
     """
     limit_threads(threads)
+    data = _worker_dataset(path, stop)
+    frames, pixel_sizes = data.frames(start, stop), data.pixel_sizes(start, stop)
+    if len(frames) != stop - start:
+        raise InputError(f"{path}: frames {start}..{stop - 1} asked for, {data.n_frames} committed")
     t0 = time.perf_counter()
-    atoms = model.build().locate(list(np.asarray(frames)), [float(p) for p in pixel_sizes])
-    return atoms, time.perf_counter() - t0
+    try:
+        atoms = worker_ensemble(version).locate(list(frames), [float(p) for p in pixel_sizes])
+    except InputError as exc:  # its frame numbers count from the batch's first
+        raise InputError(f"{path}, batch of frames {start}..{stop - 1}: {exc}") from exc
+    seconds = time.perf_counter() - t0
+    truths = data.truths(start, stop)
+    scores = None
+    if truths is not None:
+        scores = evaluate([x.rowcol for x in atoms], [t.rowcol for t in truths], pixel_sizes)
+    return Block(atoms, scores, seconds)
+
+
+def warm_worker(path: str, start: int, stop: int, version: str, threads: int) -> None:
+    """Run the network of the ensemble ``version`` built in this process once on frames [start, stop)
+    (the execution trial for that batch shape happens here, before the run's clock starts)."""
+    limit_threads(threads)
+    data = _worker_dataset(path, stop)
+    worker_ensemble(version).outputs(
+        list(data.frames(start, stop)), [float(p) for p in data.pixel_sizes(start, stop)]
+    )
 
 
 @dataclass
 class ReprocessResult:
     """Summary of a re-analysis: where the set went, what model, how many frames, how fast.
 
-    ``seconds`` is the compute (cluster ready → last batch written); ``startup_seconds`` the
-    cluster start and the model broadcast before it.
+    ``seconds`` is the compute (workers warm → last batch written); ``startup_seconds`` the
+    cluster start, the model broadcast and the workers' warm-up before it.
+    ``worker_cpu_seconds`` the CPU seconds (user + system) each worker process spent in
+    ``seconds``, by worker address (thread workers share one process: each shows its total);
+    ``driver_cpu_seconds`` this process's over the same time (a LocalCluster's scheduler and
+    nannies run here too). CPU per frame stays flat as workers are added when the work scales,
+    whatever else the machine runs.
     """
 
     dataset: str
@@ -102,6 +194,8 @@ class ReprocessResult:
     f1: float | None = None
     startup_seconds: float = 0.0
     records: dict[str, str] = field(default_factory=dict)
+    worker_cpu_seconds: dict[str, float] = field(default_factory=dict)
+    driver_cpu_seconds: float = 0.0
 
     @property
     def frames_per_second(self) -> float:
@@ -119,11 +213,16 @@ def default_set_name(version: str) -> str:
 
 
 class Cluster:
-    """A distributed Client on ``scheduler`` or on a LocalCluster started (and stopped) here."""
+    """A distributed Client on ``scheduler`` or on a LocalCluster started (and stopped) here.
 
-    def __init__(self, scheduler: str | None, n_workers: int, threads_per_worker: int, processes: bool):
-        import logging
+    ``n_workers`` None: one worker per ``threads_per_worker`` cores (a worker's tasks run torch
+    on that many threads, so the workers together fill the cores and no more).
+    """
 
+    def __init__(
+        self, scheduler: str | None, n_workers: int | None, threads_per_worker: int, processes: bool
+    ):
+        import dask
         from distributed import Client, LocalCluster
 
         # The scheduler's and workers' start-up INFO lines (~30 per run) reach the console
@@ -133,22 +232,45 @@ class Cluster:
         if scheduler:
             self.client = Client(scheduler, timeout="30s")
         else:
-            self.cluster = LocalCluster(
-                n_workers=n_workers,
-                threads_per_worker=threads_per_worker,
-                processes=processes,
-                dashboard_address=None,
-                # Loopback for worker processes; threads talk in-process (inproc://, no host).
-                **({"host": "127.0.0.1"} if processes else {}),
-            )
+            if n_workers is None:
+                n_workers = max(1, (os.cpu_count() or 1) // max(1, threads_per_worker))
+            # None unsets it (nanny's documented override): the module docstring says why.
+            with dask.config.set({f"distributed.nanny.pre-spawn-environ.{MALLOC_TRIM}": None}):
+                self.cluster = LocalCluster(
+                    n_workers=n_workers,
+                    threads_per_worker=threads_per_worker,
+                    processes=processes,
+                    dashboard_address=None,
+                    # Loopback for worker processes; threads talk in-process (inproc://, no host).
+                    **({"host": "127.0.0.1"} if processes else {}),
+                )
             self.client = Client(self.cluster)
 
     @property
     def address(self) -> str:
         return str(self.client.scheduler.address) if self.client.scheduler else "unknown"
 
-    def workers(self) -> int:
-        return len(self.client.scheduler_info().get("workers", {}))
+    def workers(self) -> list[str]:
+        """The addresses of the workers the scheduler knows now."""
+        return sorted(self.client.scheduler_info().get("workers", {}))
+
+    def warn_slow_workers(self) -> None:
+        """Log a warning naming the workers started with dask's malloc trim setting (a cluster
+        started elsewhere, or a shell that exports it): each frame costs them about twice the
+        CPU (module docstring)."""
+        slow = sorted(w for w, v in self.client.run(os.environ.get, MALLOC_TRIM).items() if v is not None)
+        if slow:
+            log.warning(
+                "%d of the cluster's workers run with %s set (%s): torch pays a page fault per "
+                "allocation there; start them without it (deployments/README.md)",
+                len(slow),
+                MALLOC_TRIM,
+                ", ".join(slow[:3]) + (" ..." if len(slow) > 3 else ""),
+            )
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """Each worker process's CPU seconds (user + system) so far, by worker address."""
+        return dict(self.client.run(time.process_time))
 
     def close(self) -> None:
         self.client.close()
@@ -163,7 +285,7 @@ def reprocess(
     registry: str | Path | None = None,
     prediction_set: str | None = None,
     scheduler: str | None = None,
-    n_workers: int = 1,
+    n_workers: int | None = None,
     threads_per_worker: int = 1,
     processes: bool = True,
     batch_frames: int = DEFAULTS.batch_size,
@@ -175,7 +297,8 @@ def reprocess(
 
     ``prediction_set`` names the set (default ``default_set_name``); naming an existing set
     resumes it (frames already in it are skipped). ``frames`` (start, stop) limits the
-    positions. ``record_in_store`` adds store records (dataset, model, predictions ``der``
+    positions. ``n_workers`` None: one worker per ``threads_per_worker`` cores (``Cluster``).
+    ``record_in_store`` adds store records (dataset, model, predictions ``der``
     both) through ``StoreClient.from_env()``.
     """
     if batch_frames < 1:
@@ -215,44 +338,50 @@ def reprocess(
     done = set(writer.done().tolist())
     todo = [i for i in range(lo, hi) if i not in done]
     batches = contiguous_batches(todo, batch_frames)
-    pixel_sizes = data.pixel_sizes(0, n)
-    frames_da = open_dataset(path)["frames"].data  # dask array over the Zarr chunks (one per frame)
-
-    import dask
+    where = str(path)
 
     t_start = time.perf_counter()
     cluster = Cluster(scheduler, n_workers, threads_per_worker, processes)
     atoms_total, scored = 0, []
     try:
-        payload = cluster.client.scatter(ModelPayload.of(ensemble), broadcast=True)
-        # Import this module (torch, xarray) on every worker now, not inside the first batch.
-        cluster.client.run(importlib.import_module, __name__)
-        t0 = time.perf_counter()
-        # One task per batch: its frames come straight from the Zarr chunks on the worker.
-        tasks = [
-            dask.delayed(locate_block, pure=False)(
-                frames_da[a:b], pixel_sizes[a:b], payload, threads_per_worker
+        cluster.warn_slow_workers()
+        cluster.client.register_plugin(ModelOnWorkers(ModelPayload.of(ensemble)))
+        # Every worker runs the execution trial of each batch length (a trial is per shape)
+        # before the clock starts; a worker joining later does it in its first batch.
+        first_of_length = {b - a: (a, b) for a, b in reversed(batches)}
+        warm = [
+            cluster.client.submit(
+                warm_worker, where, a, b, ensemble.version, threads_per_worker, workers=[w], pure=False
             )
+            for w in cluster.workers()
+            for a, b in first_of_length.values()
+        ]
+        cluster.client.gather(warm)
+        del warm
+        cpu0, driver0 = cluster.cpu_seconds(), time.process_time()
+        t0 = time.perf_counter()
+        futures = [
+            cluster.client.submit(locate_block, where, a, b, ensemble.version, threads_per_worker, pure=False)
             for a, b in batches
         ]
-        futures = cluster.client.compute(tasks)
+        # The driver only appends and commits, in frame order (one commit per batch).
         for (a, b), future in zip(batches, futures, strict=True):
-            atoms, seconds = future.result()
+            block: Block = future.result()
             future.release()
-            writer.append(list(range(a, b)), atoms)  # one commit per batch
-            atoms_total += sum(len(x) for x in atoms)
-            truths = data.truths(a, b)
-            scores = None
-            if truths is not None:
-                scores = evaluate([x.rowcol for x in atoms], [t.rowcol for t in truths], pixel_sizes[a:b])
-                scored.append(scores)
+            writer.append(list(range(a, b)), block.atoms)
+            atoms_total += sum(len(x) for x in block.atoms)
+            if block.scores is not None:
+                scored.append(block.scores)
             if on_batch is not None:
-                on_batch(BatchReport(a, b, atoms, ensemble.version, seconds, scores))
-        workers = cluster.workers()
+                on_batch(BatchReport(a, b, block.atoms, ensemble.version, block.seconds, block.scores))
+        seconds = time.perf_counter() - t0
+        driver_cpu = time.process_time() - driver0
+        cpu1 = cluster.cpu_seconds()
+        worker_cpu = {w: round(cpu1[w] - cpu0.get(w, 0.0), 3) for w in cpu1}
+        workers = len(cluster.workers())
         address = cluster.address
     finally:
         cluster.close()
-    seconds = time.perf_counter() - t0
     total = Scores.total(scored)
     result = ReprocessResult(
         str(path),
@@ -266,6 +395,8 @@ def reprocess(
         address,
         total.f1 if total is not None else None,
         startup_seconds=t0 - t_start,
+        worker_cpu_seconds=worker_cpu,
+        driver_cpu_seconds=driver_cpu,
     )
     if record_in_store:
         result.records = _record(path, ensemble.version, name, lo, hi)
