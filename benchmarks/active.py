@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import wilcoxon
 
 from benchmarks._common import write_result
 from flows.explore import build_twin, scalarizer_for
@@ -75,16 +77,21 @@ def run_targets(model: str, channel, rowcol, inputs, scalarizer, budget: int, se
     """One LogEI campaign of ``budget`` single-point steps; the order measured and timings."""
     surrogate = GPSurrogate.dkl(inputs, seed=seed) if model == "dkl" else GPSurrogate.plain(inputs)
     campaign = Campaign(surrogate, make_scorer("logei"), n_initial=5, seed=seed)
-    decisions = []
+    decisions, z, deciding = [], [], []
     noise_rng = np.random.default_rng([seed, 3])
     while len(campaign.measured) < budget:
         p = campaign.propose(1)
-        if p.how != "initial":
-            decisions.append(p.decision_seconds)
         m = channel.measure(rowcol[p.indices])
         noise = counting_sd(scalarizer, m.energy, m.counts, noise_rng)
-        campaign.record(p.indices, scalarizer(m.energy, m.counts), noise)
-    return {"order": campaign.measured, "decision_s": decisions}
+        value = scalarizer(m.energy, m.counts)
+        if p.how != "initial":
+            decisions.append(p.decision_seconds)
+            deciding.append(surrogate.deciding)
+            # Calibration: the new value against the deciding model's prediction, in its σ.
+            known = campaign.known_noise() or 0.0
+            z.append((float(value[0]) - p.predicted_mean[0]) / np.hypot(p.predicted_std[0], known))
+        campaign.record(p.indices, value, noise)
+    return {"order": campaign.measured, "decision_s": decisions, "z": z, "deciding": deciding}
 
 
 def hits(order: list[int], targets: set[int]) -> dict:
@@ -118,8 +125,13 @@ def part_targets(budget_fraction: float, repeats: int = 1) -> dict:
                 model, channel, rowcol, inputs, scalarizer, budget, seed=spec["seed"] + 1000 * repeat
             )
             d = np.asarray(run["decision_s"])
+            zs = np.asarray(run["z"])
             row[model] = {
                 **hits(run["order"], targets),
+                # Over-confidence shows as a variance of z well above 1, a bias as a mean far from 0.
+                "z_mean": round(float(zs.mean()), 2),
+                "z_var": round(float(zs.var()), 2),
+                "deep_decided": sum(d == "deep" for d in run["deciding"]),
                 "decision_median_s": round(float(np.median(d)), 3),
                 "decision_max_s": round(float(d.max()), 3),
                 "wall_s": round(time.perf_counter() - t0, 1),
@@ -142,7 +154,24 @@ def part_targets(budget_fraction: float, repeats: int = 1) -> dict:
         for m in ("dkl", "gp", "random")
     }
     summary["dkl_ge_gp_scenes"] = sum(r["dkl"]["collected"] >= r["gp"]["collected"] for r in rows)
+    summary["paired"] = paired([r["dkl"]["collected"] - r["gp"]["collected"] for r in rows])
     return {"scenes": rows, "summary": summary}
+
+
+def paired(diff: list[int]) -> dict:
+    """DKL − plain GP targets per run: wins/ties/losses, mean with a bootstrap 95 % interval
+    (10 000 resamples of the runs), and the two-sided Wilcoxon signed-rank p-value."""
+    d = np.asarray(diff, dtype=np.float64)
+    boot = np.random.default_rng(0).choice(d, (10_000, len(d))).mean(axis=1)
+    nonzero = d[d != 0]
+    p = float(wilcoxon(nonzero).pvalue) if len(nonzero) else 1.0
+    return {
+        "diff_by_run": diff,
+        "wins_ties_losses": [int((d > 0).sum()), int((d == 0).sum()), int((d < 0).sum())],
+        "mean_diff": round(float(d.mean()), 2),
+        "mean_diff_95ci": [round(float(v), 2) for v in np.quantile(boot, [0.025, 0.975])],
+        "wilcoxon_p": round(p, 3),
+    }
 
 
 def strain_law(
@@ -237,9 +266,11 @@ def _canonical(kind: str, params: dict[str, float], reference: dict[str, float])
     return params
 
 
-def part_hypotheses(seeds: int, budget: int, map_budget: int) -> dict:
+def part_hypotheses(seeds: int, budget: int, map_budget: int, *, first_seed: int = 0) -> dict:
+    """Hypothesis campaigns on seeds ``first_seed`` … ``first_seed + seeds − 1``; the map
+    comparison too when ``map_budget`` > 0."""
     rows = []
-    for seed in range(seeds):
+    for seed in range(first_seed, first_seed + seeds):
         sc = hypothesis_scene(seed)
         hyps = load_hypotheses("tasks.active.hypotheses.strain", nominal=sc["nominal"])
         right = next(h for h in hyps if h.name == sc["kind"])
@@ -264,11 +295,16 @@ def part_hypotheses(seeds: int, budget: int, map_budget: int) -> dict:
         truth_params = true_parameters(right, sc["positions"], sc["truth"], start_raw)
         fitted = _canonical(right.name, fit.params, truth_params)
         z = {k: (fitted[k] - truth_params[k]) / fit.sd[k] for k in truth_params}
-        # Map error: the right structured GP alone vs a plain GP on position, both max-variance.
-        rmse_structured = map_errors(sc, right, map_budget, seed, structured=True)
-        rmse_plain = map_errors(sc, right, map_budget, seed, structured=False)
-        target = rmse_plain[map_budget]
-        reached = next((n for n in sorted(rmse_structured) if rmse_structured[n] <= target), None)
+        z_laplace = {k: (fitted[k] - truth_params[k]) / fit.extra["sd_laplace"][k] for k in truth_params}
+        rmse_structured: dict[int, float] = {}
+        rmse_plain: dict[int, float] = {}
+        reached = None
+        if map_budget:
+            # Map error: the right structured GP alone vs a plain GP on position, both max-variance.
+            rmse_structured = map_errors(sc, right, map_budget, seed, structured=True)
+            rmse_plain = map_errors(sc, right, map_budget, seed, structured=False)
+            target = rmse_plain[map_budget]
+            reached = next((n for n in sorted(rmse_structured) if rmse_structured[n] <= target), None)
         row = {
             "seed": seed,
             "truth": sc["kind"],
@@ -281,9 +317,12 @@ def part_hypotheses(seeds: int, budget: int, map_budget: int) -> dict:
             "chosen": dict(zip(report.names, report.chosen_counts, strict=True)),
             "params_fitted": fitted,
             "params_sd": fit.sd,
+            "params_sd_laplace": fit.extra["sd_laplace"],
             "params_truth": truth_params,
             "z": z,
+            "z_laplace": z_laplace,
             "within_2sd": bool(all(abs(v) <= 2 for v in z.values())),
+            "within_2sd_laplace": bool(all(abs(v) <= 2 for v in z_laplace.values())),
             "noise_sd_from_counts": campaign.known_noise(),
             "decision_max_s": round(max(decisions), 3),
             "decision_median_s": round(float(np.median(decisions)), 3),
@@ -295,18 +334,42 @@ def part_hypotheses(seeds: int, budget: int, map_budget: int) -> dict:
         rows.append(row)
         print(json.dumps(row, default=float), flush=True)
     reached = [r["structured_reaches_plain_at"] for r in rows]
+    summary = {
+        "right_hypothesis_best": sum(r["best"] == r["truth"] for r in rows),
+        "params_within_2sd": sum(r["within_2sd"] for r in rows),
+        "params_within_2sd_laplace": sum(r["within_2sd_laplace"] for r in rows),
+        "scenes": len(rows),
+        **coverage(rows),
+        "decision_max_s": max(r["decision_max_s"] for r in rows),
+    }
+    if map_budget:
+        summary["structured_reaches_plain_at_median"] = float(
+            np.median([v if v else np.inf for v in reached])
+        )
+        summary["structured_within_third"] = sum(v is not None and v <= map_budget / 3 for v in reached)
     return {
         "settings": {"budget": budget, "map_budget": map_budget, "policy": "softmax", "scorer": "maxvar"},
         "scenes": rows,
-        "summary": {
-            "right_hypothesis_best": sum(r["best"] == r["truth"] for r in rows),
-            "params_within_2sd": sum(r["within_2sd"] for r in rows),
-            "scenes": len(rows),
-            "structured_reaches_plain_at_median": float(np.median([v if v else np.inf for v in reached])),
-            "structured_within_third": sum(v is not None and v <= map_budget / 3 for v in reached),
-            "decision_max_s": max(r["decision_max_s"] for r in rows),
-        },
+        "summary": summary,
     }
+
+
+def coverage(rows: list[dict]) -> dict:
+    """How often |z| ≤ 2 over every (scene, parameter), with the reported and the Laplace sds,
+    and how many scenes exact sds would put wholly within 2σ: a 2σ interval covers 95.45 %,
+    so a scene of k parameters (independent, at worst) is wholly inside with 0.9545^k."""
+    p2 = float(math.erf(2 / math.sqrt(2)))
+    out: dict[str, Any] = {}
+    for key in ("z", "z_laplace"):
+        zs = np.array([v for r in rows for v in r[key].values()])
+        out[f"coverage_2sd_{key}"] = round(float(np.mean(np.abs(zs) <= 2)), 3)
+        out[f"rms_{key}"] = round(float(np.sqrt(np.mean(zs**2))), 2)
+    out["parameters"] = sum(len(r["z"]) for r in rows)
+    out["scenes_within_2sd_expected_if_exact"] = round(sum(p2 ** len(r["z"]) for r in rows), 2)
+    out["all_scenes_within_2sd_probability_if_exact"] = round(
+        float(np.prod([p2 ** len(r["z"]) for r in rows])), 3
+    )
+    return out
 
 
 CHECKPOINTS = (10, 15, 20, 25, 30, 33, 40, 50, 70, 100)
@@ -416,9 +479,12 @@ def _warm_up() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("targets", "hypotheses", "timing", "all"), default="all")
+    parser.add_argument(
+        "--part", choices=("targets", "hypotheses", "coverage", "timing", "all"), default="all"
+    )
     parser.add_argument("--budget-fraction", type=float, default=0.03)
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--coverage-seeds", type=int, default=40, help="scenes of the coverage part")
     parser.add_argument("--repeats", type=int, default=1, help="draws of each target scene")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -428,13 +494,21 @@ def main() -> None:
     result: dict[str, Any] = {}
     if os.path.exists(path):
         with open(path) as f:
-            result = {k: v for k, v in json.load(f).items() if k in ("targets", "hypotheses", "timing")}
+            result = {
+                k: v for k, v in json.load(f).items() if k in ("targets", "hypotheses", "coverage", "timing")
+            }
     result["load_average"] = os.getloadavg()
     result["threads"] = args.threads
     if args.part in ("targets", "all"):
         result["targets"] = part_targets(args.budget_fraction, args.repeats)
     if args.part in ("hypotheses", "all"):
         result["hypotheses"] = part_hypotheses(args.seeds, budget=30, map_budget=100)
+    if args.part in ("coverage", "all"):
+        # Coverage of the parameters' 2σ intervals on more scenes (no map runs: seconds each),
+        # seeds after the 10 above so that the two samples are independent.
+        result["coverage"] = part_hypotheses(
+            args.coverage_seeds, budget=30, map_budget=0, first_seed=args.seeds
+        )
     if args.part in ("timing", "all"):
         result["timing"] = part_timing()
     result["goals"] = {
