@@ -105,9 +105,8 @@ def part_targets(budget_fraction: float, repeats: int = 1) -> dict:
     rows = []
     for spec, repeat in [(s, r) for r in range(repeats) for s in SCENES]:
         channel, rowcol, inputs, truth, scalarizer = scene_setup(spec)
-        if repeat:
-            # Another draw of the same scene: other shot noise and other initial points.
-            channel = SpectrumChannel(channel.twin, channel.frame, seed=spec["seed"] + 1000 * repeat)
+        # Another draw of the same scene (repeat > 0): other shot noise and other initial points.
+        noise_seed = spec["seed"] + 1000 * repeat if repeat else None
         n = len(rowcol)
         targets = set(np.flatnonzero(truth >= np.quantile(truth, 0.99)).tolist())
         k = len(targets)
@@ -120,6 +119,9 @@ def part_targets(budget_fraction: float, repeats: int = 1) -> dict:
             "collected": budget * k / n,
         }
         for model in ("dkl", "gp"):
+            # Each model gets the same shot-noise stream (a fresh channel, same seed): the runs are
+            # paired, and two models that choose the same points see the same spectra.
+            channel = SpectrumChannel(channel.twin, channel.frame, seed=noise_seed)
             t0 = time.perf_counter()
             run = run_targets(
                 model, channel, rowcol, inputs, scalarizer, budget, seed=spec["seed"] + 1000 * repeat
@@ -134,6 +136,7 @@ def part_targets(budget_fraction: float, repeats: int = 1) -> dict:
                 "deep_decided": sum(d == "deep" for d in run["deciding"]),
                 "decision_median_s": round(float(np.median(d)), 3),
                 "decision_max_s": round(float(d.max()), 3),
+                "decision_max_at": int(np.argmax(d)) + 6,  # measurements made when it was taken, + 1
                 "wall_s": round(time.perf_counter() - t0, 1),
             }
         rows.append(row)
@@ -305,6 +308,12 @@ def part_hypotheses(seeds: int, budget: int, map_budget: int, *, first_seed: int
             rmse_plain = map_errors(sc, right, map_budget, seed, structured=False)
             target = rmse_plain[map_budget]
             reached = next((n for n in sorted(rmse_structured) if rmse_structured[n] <= target), None)
+        # The map error of the law itself at its best parameters: what no fit of the law goes below
+        # unless its kernel explains the rest (vacancies' red-shifts: local, ~2 Å).
+        raw_truth = torch.tensor([p.raw(truth_params[p.name]) for p in right.parameters])
+        with torch.no_grad():
+            law_map = right.evaluate(torch.as_tensor(sc["positions"]), raw_truth).numpy()
+        law_floor = float(np.sqrt(np.mean((sc["truth"] - law_map) ** 2)))
         row = {
             "seed": seed,
             "truth": sc["kind"],
@@ -330,7 +339,15 @@ def part_hypotheses(seeds: int, budget: int, map_budget: int, *, first_seed: int
             "rmse_structured": rmse_structured,
             "rmse_plain": rmse_plain,
             "structured_reaches_plain_at": reached,
+            "law_floor_rmse": round(law_floor, 4),
         }
+        if map_budget and rmse_plain[map_budget] > law_floor:
+            # Measurements a law fit needs, on average, to come within the plain GP's error: the map
+            # error of k fitted parameters from n points of sd σ (noise and the law's misfit) is
+            # ≈ σ √(k / n) (the mean leverage of a least-squares fit), so n ≈ k σ² / (target² − floor²).
+            sigma2 = row["noise_sd_from_counts"] ** 2 + law_floor**2
+            margin = rmse_plain[map_budget] ** 2 - law_floor**2
+            row["law_fit_needs_about"] = round(len(right.parameters) * sigma2 / margin)
         rows.append(row)
         print(json.dumps(row, default=float), flush=True)
     reached = [r["structured_reaches_plain_at"] for r in rows]

@@ -112,3 +112,26 @@ def test_the_kernel_can_see_image_features_while_the_law_sees_position() -> None
     )
     with pytest.raises(InputError, match="features"):
         StructuredSurrogate(xy, gradient, features=features[:5])
+
+
+def test_sds_hold_when_the_kernel_underestimates_the_residual() -> None:
+    # The noise is 0.1 but the fit is told 0.01 and the kernel's prior expects a small residual:
+    # the Laplace sds, which trust that, come out several times too small; the reported ones
+    # (sandwich where larger) follow the scatter the data actually show.
+    xy = grid()
+    truth = 15.0 + 0.02 * xy[:, 0] - 0.01 * xy[:, 1]
+    gradient = load_hypotheses(STRAIN, nominal=15.0)[0]
+    errors, sds, laplace = [], [], []
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        idx = rng.choice(len(xy), 40, replace=False)
+        y = truth[idx] + 0.1 * rng.standard_normal(40)
+        fit = StructuredSurrogate(xy, gradient, residual_scale=0.005, seed=seed).fit(idx, y, noise_sd=0.01)
+        errors.append(fit.params["gx"] - 0.02)
+        sds.append(fit.sd["gx"])
+        laplace.append(fit.extra["sd_laplace"]["gx"])
+    errors, sds, laplace = map(np.asarray, (errors, sds, laplace))
+    assert np.all(sds >= laplace)
+    # Over 12 fits the errors' rms against the stated sd: ~1 when the sd is right.
+    assert np.sqrt(np.mean((errors / laplace) ** 2)) > 2.5
+    assert 0.5 < np.sqrt(np.mean((errors / sds) ** 2)) < 1.6
