@@ -4,18 +4,24 @@ Three parts (``--part``), all on the twin's 256² survey with 55 × 55 = 3025 ca
 positions, spectra with Poisson noise, one measurement per step:
 
 - ``targets``: the target set is the top 1 % of a property computed from the noiseless
-  spectra (5 scenes). DKL (survey PCA + MLP features beside a raw-patch kernel, trained by
-  leave-one-out likelihood), a plain GP on the raw patches, and random, all with BoTorch's
-  LogEI over a 91-measurement budget, noise fixed from the spectra's counting statistics:
-  measurements to the 1st, 5th and 10th target, and targets collected. Random's figures are
-  exact expectations (the k-th success without replacement: k (N + 1) / (K + 1)).
+  spectra (5 scenes × ``--repeats`` draws). DKL (survey PCA + MLP features beside a raw-patch
+  kernel, trained by leave-one-out likelihood, with a plain GP beside it that decides until
+  the deep model predicts better), a plain GP on the raw patches, and random, all with
+  BoTorch's LogEI over a 91-measurement budget, noise fixed from the spectra's counting
+  statistics: measurements to the 1st, 5th and 10th target, targets collected, the deciding
+  model's calibration (z of each new value against its prediction), and DKL − GP paired by
+  draw (both see the same shot-noise stream). Random's figures are exact expectations (the
+  k-th success without replacement: k (N + 1) / (K + 1)).
 - ``hypotheses``: 10 scenes whose strain follows one of three laws (gradient, inclusion,
   domain wall; law and parameters drawn from the seed), the plasmon energy measured.
   Hypothesis learning (the three laws of ``tasks.active.hypotheses.strain``, softmax policy,
   max-variance) for 30 measurements: is the right law the most probable, and are its
   fitted parameters within 2σ of the truth (the law fitted to the noiseless map over the
   whole grid, which also absorbs the scalarizer's bias)? Then the map's error: the right
-  structured GP against a plain GP on position (constant mean), both max-variance.
+  structured GP against a plain GP on position (constant mean), both max-variance, and the
+  error of the law itself at its best parameters (the floor a law fit cannot go below).
+- ``coverage``: the same campaigns on ``--coverage-seeds`` more scenes (no map runs): how
+  often each parameter lies within 2σ, with the reported and with the Laplace sds.
 - ``timing``: every decision of a campaign (fit + choice, first fit included) at 3025
   candidates after a process warm-up (imports and first autograd call excluded).
 
@@ -501,7 +507,7 @@ def main() -> None:
     )
     parser.add_argument("--budget-fraction", type=float, default=0.03)
     parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--coverage-seeds", type=int, default=40, help="scenes of the coverage part")
+    parser.add_argument("--coverage-seeds", type=int, default=30, help="scenes of the coverage part")
     parser.add_argument("--repeats", type=int, default=1, help="draws of each target scene")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()

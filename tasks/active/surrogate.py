@@ -71,10 +71,6 @@ class GPSurrogate:
         self.distances = SquaredDistances(self.inputs)
         self.fallback: GPSurrogate | None = None
         self.log_score = {"deep": 0.0, "plain": 0.0}  # summed log predictive density, nats
-        # Each model's squared prediction errors in its own predictive σ (z²), summed, and their
-        # count: the calibration factor is their mean (see ``calibration``).
-        self._z2 = {"deep": 0.0, "plain": 0.0}
-        self._n_scored = 0
         self.deciding = "deep" if feature_extractor is not None else "plain"
         self._candidate_models: dict[str, CandidateModel] = {}
 
@@ -210,15 +206,13 @@ class GPSurrogate:
         self._train_idx, self._train_y = idx, ty
         loss = self._train(iters)
         if self.fallback is not None:
-            self._candidate_models = {"deep": self._candidate_model(scale=self.calibration("deep"))}
+            self._candidate_models = {"deep": self._candidate_model()}
             if self._scalable(len(idx)):
                 # Beyond ``exact_limit`` an exact plain GP costs O(n³) a step: the sparse deep one decides.
                 self.deciding = "deep"
             else:
                 self.fallback.fit(indices, values, noise_sd=noise_sd)
-                self._candidate_models["plain"] = self.fallback._candidate_model(
-                    scale=self.calibration("plain")
-                )
+                self._candidate_models["plain"] = self.fallback.candidate_model()
                 deep, plain = self.log_score["deep"], self.log_score["plain"]
                 # Ties go to the plain model: the deep features must earn their place.
                 self.deciding = "deep" if deep > plain else "plain"
@@ -236,25 +230,10 @@ class GPSurrogate:
         for name, cm in self._candidate_models.items():
             mean = cm.mean[at].double() * cm.y_std + cm.y_mean
             noise = cm.likelihood.noise.detach().reshape(-1)[0].double()
-            # Predictive variance as the model stated it, then as calibrated by its earlier misses.
-            var = (cm.variance[at].double() / cm.scale + noise) * cm.y_std**2
+            var = (cm.variance[at].double() + noise) * cm.y_std**2
             obs = torch.as_tensor(y[new], dtype=torch.float64)
-            calibrated = var * self.calibration(name)
-            density = -0.5 * (torch.log(2 * torch.pi * calibrated) + (obs - mean) ** 2 / calibrated)
+            density = -0.5 * (torch.log(2 * torch.pi * var) + (obs - mean) ** 2 / var)
             self.log_score[name] += float(density.sum())
-            self._z2[name] += float(((obs - mean) ** 2 / var).sum())
-        self._n_scored += len(new)
-
-    def calibration(self, name: str) -> float:
-        """Factor on model ``name``'s posterior variance: the mean z² of its predictions of the
-        measurements so far, each made before that measurement joined the data (1 for a
-        calibrated model), with one pseudo-observation at 1 so that it starts at 1.
-
-        Why: a deep kernel trained on tens of points is over-confident (its prediction errors on
-        the benchmark's scenes had a variance of 2.7-15 of its σ²), and LogEI, which weighs the
-        chance of improvement by that σ, then exploits where it only believes the value high.
-        """
-        return (1.0 + self._z2[name]) / (1.0 + self._n_scored)
 
     def _train(self, iters: int) -> float:
         assert self.model is not None
@@ -300,7 +279,7 @@ class GPSurrogate:
             return self._candidate_models[self.deciding]
         return self._candidate_model()
 
-    def _candidate_model(self, scale: float = 1.0) -> CandidateModel:
+    def _candidate_model(self) -> CandidateModel:
         assert self.model is not None
         assert self.likelihood is not None
         model = self.model
@@ -324,7 +303,6 @@ class GPSurrogate:
             y_mean=self._y_mean,
             y_std=self._y_std,
             cross_covariance=cross,
-            scale=scale,
         )
 
 

@@ -77,12 +77,8 @@ class CandidateModel(Model):
         y_mean: float = 0.0,
         y_std: float = 1.0,
         cross_covariance: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        scale: float = 1.0,
     ) -> None:
         super().__init__()
-        # ``scale`` multiplies the posterior covariance: a calibration factor for a model whose
-        # predictions missed by more (or less) than their σ said (``GPSurrogate`` sets it).
-        self.scale = float(scale)
         # ``cross_covariance(idx)``: the kernel (n, m) between every candidate and candidates
         # ``idx``, for a surrogate that computes it faster than ``covar_module`` can (cached
         # distances); the same matrix either way.
@@ -111,7 +107,7 @@ class CandidateModel(Model):
             self.mean = prior_mean + (k_cross @ alpha).squeeze(-1)
             self.w = torch.linalg.solve_triangular(chol, k_cross.T, upper=False).T  # (n, N)
             prior_var = covar_module(self.z, diag=True).reshape(-1)
-            self.variance = self.scale * (prior_var - (self.w**2).sum(-1)).clamp_min(JITTER)
+            self.variance = (prior_var - (self.w**2).sum(-1)).clamp_min(JITTER)
 
     @property
     def num_outputs(self) -> int:
@@ -138,7 +134,7 @@ class CandidateModel(Model):
             with torch.no_grad(), gpytorch.settings.lazily_evaluate_kernels(False):
                 k_qq = self.covar_module(self.z[idx]).to_dense()
             wq = self.w[idx]
-            cov = self.scale * (k_qq - wq @ wq.transpose(-1, -2))
+            cov = k_qq - wq @ wq.transpose(-1, -2)
             cov = cov + JITTER * torch.eye(idx.shape[-1], dtype=cov.dtype)
         if observation_noise is True:
             noise = self.likelihood.noise.detach().reshape(-1)[0]
@@ -167,7 +163,6 @@ class CandidateModel(Model):
             y_mean=self.y_mean,
             y_std=self.y_std,
             cross_covariance=self.cross_covariance,
-            scale=self.scale,
         )
 
     def sample_paths(self, k: int, seed: int, *, shortlist: int = SHORTLIST) -> torch.Tensor:
@@ -186,9 +181,7 @@ class CandidateModel(Model):
             torch.manual_seed(seed)
             try:
                 paths = draw_matheron_paths(gp, sample_shape=torch.Size([k]))
-                draws = paths(self.z).reshape(k, -1)
-                # A Gaussian draw with covariance c·Σ: the mean plus √c times the deviation.
-                return self.mean + self.scale**0.5 * (draws - self.mean)
+                return paths(self.z).reshape(k, -1)
             except NotImplementedError:
                 top = torch.topk(self.mean + 3 * self.variance.sqrt(), min(shortlist, len(self.z))).indices
                 draws = self.posterior(self.inputs[top].unsqueeze(0)).rsample(torch.Size([k]))
