@@ -500,6 +500,10 @@ def _warm_up() -> None:
     StructuredSurrogate(x, hyps[0], first_iters=2).fit(list(range(10)), x[:10, 0])
     s = GPSurrogate.plain(x, first_iters=2)
     s.fit(list(range(10)), x[:10, 0])
+    patches = np.random.default_rng(1).standard_normal((50, 8))
+    d = GPSurrogate.dkl(patches, first_iters=2, warm_iters=2)
+    d.fit(list(range(10)), x[:10, 0])
+    d.fit(list(range(11)), x[:11, 0])
     make_scorer("logei").choose(
         s.candidate_model(),
         1,
