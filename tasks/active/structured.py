@@ -89,6 +89,17 @@ class PhysicalMean(gpytorch.means.Mean):
         return self.hypothesis.evaluate(x[..., :2], self.raw)
 
 
+class _LinearisedMean(gpytorch.means.Mean):
+    """f(x; r̂) − J(x) r̂ on inputs [position | … | J(x)] (the last ``len(r̂)`` columns)."""
+
+    def __init__(self, hypothesis: Hypothesis, raw: torch.Tensor, jac_start: int) -> None:
+        super().__init__()
+        self.hypothesis, self.raw, self.jac_start = hypothesis, raw, jac_start
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hypothesis.evaluate(x[..., :2], self.raw) - x[..., self.jac_start :] @ self.raw
+
+
 class StructuredGP(gpytorch.models.ExactGP):
     """Exact GP: physical mean of position (the inputs' first two columns, Å) + a scaled RBF
     kernel on position, or on the columns after them (``kernel_dims``: image features)."""
@@ -167,6 +178,7 @@ class StructuredSurrogate:
         n_starts: int = 32,
         lr: float = 0.1,
         seed: int = 0,
+        law_uncertainty: bool = False,
     ) -> None:
         self.positions = torch.as_tensor(np.asarray(positions, dtype=np.float64))
         if self.positions.ndim != 2 or self.positions.shape[1] != 2:
@@ -182,6 +194,7 @@ class StructuredSurrogate:
             self.inputs = torch.cat([self.positions, f], dim=1)
             self._kernel_dims = torch.arange(2, 2 + f.shape[1])
         self.hypothesis = hypothesis
+        self.law_uncertainty = law_uncertainty
         self.first_iters, self.warm_iters, self.n_starts, self.lr = first_iters, warm_iters, n_starts, lr
         self.likelihood = gpytorch.likelihoods.GaussianLikelihood(
             noise_constraint=gpytorch.constraints.GreaterThan(noise_floor)
@@ -373,9 +386,32 @@ class StructuredSurrogate:
             raise InputError("the surrogate has not been fitted yet: call fit() first")
         idx = self._idx if indices is None else torch.as_tensor(np.asarray(indices, dtype=np.int64))
         y = self._y if values is None else torch.as_tensor(np.asarray(values, dtype=np.float64))
+        if self.law_uncertainty:
+            return self._linearised_model(idx, y)
         return CandidateModel(
             self.inputs, idx, y, self.likelihood, self.model.mean_module, self.model.covar_module
         )
+
+    def _linearised_model(self, idx: torch.Tensor, y: torch.Tensor) -> CandidateModel:
+        """The GP with the law's parameters integrated out, linearised at the MAP point
+        (Rasmussen & Williams 2006, §2.7, explicit basis functions): with whitened parameters
+        r ~ N(0, I) and f(x; r) ≈ f(x; r̂) + J(x)(r − r̂), the prior is a GP with mean
+        f(x; r̂) − J(x) r̂ and kernel k(x, x') + J(x) J(x')ᵀ. Its posterior variance holds what
+        the MAP law's does not: where the parameters are still uncertain, so that max-variance
+        measures where they are decided, not only where the residual is unknown."""
+        assert self.model is not None
+        raw = self.model.mean_module.raw.detach().clone()
+        positions = self.inputs[..., :2]
+        jac = torch.autograd.functional.jacobian(
+            lambda r: self.hypothesis.evaluate(positions, r), raw, vectorize=True, strategy="forward-mode"
+        )
+        z = torch.cat([self.inputs, jac], dim=1)
+        k = len(raw)
+        basis = gpytorch.kernels.LinearKernel(active_dims=torch.arange(z.shape[1] - k, z.shape[1])).double()
+        basis.variance = 1.0  # the whitened parameters' prior is N(0, I)
+        covar = self.model.covar_module + basis
+        mean = _LinearisedMean(self.hypothesis, raw, z.shape[1] - k)
+        return CandidateModel(z, idx, y, self.likelihood, mean, covar)
 
     def law_map(self) -> np.ndarray:
         """The fitted law alone at every candidate (property units)."""

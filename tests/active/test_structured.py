@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from scopeflow.errors import InputError
 from tasks.active import make_scorer
@@ -135,3 +136,23 @@ def test_sds_hold_when_the_kernel_underestimates_the_residual() -> None:
     # Over 12 fits the errors' rms against the stated sd: ~1 when the sd is right.
     assert np.sqrt(np.mean((errors / laplace) ** 2)) > 2.5
     assert 0.5 < np.sqrt(np.mean((errors / sds) ** 2)) < 1.6
+
+
+def test_the_laws_uncertainty_joins_the_posterior_variance_when_asked() -> None:
+    xy = grid()
+    truth = inclusion(xy)
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(xy), 20, replace=False)
+    y = truth[idx] + 0.05 * rng.standard_normal(20)
+    law = load_hypotheses(STRAIN, nominal=15.0)[1]
+    at_map = StructuredSurrogate(xy, law)
+    at_map.fit(idx, y, noise_sd=0.05)
+    integrated = StructuredSurrogate(xy, law, law_uncertainty=True)
+    integrated.fit(idx, y, noise_sd=0.05)
+    a, b = at_map.candidate_model(), integrated.candidate_model()
+    # Integrating the parameters only adds variance, most where they are least decided...
+    assert torch.all(b.variance >= a.variance - 1e-9)
+    assert b.variance.max() > 10 * a.variance.max()
+    # ...and the mean stays the law's fit (one Gauss-Newton step from it), as good a map.
+    rmse = [float(np.sqrt(np.mean((cm.mean.numpy() - truth) ** 2))) for cm in (a, b)]
+    assert rmse[1] < 1.2 * rmse[0] < 0.1, rmse
