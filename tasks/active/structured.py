@@ -178,7 +178,7 @@ class StructuredSurrogate:
         n_starts: int = 32,
         lr: float = 0.1,
         seed: int = 0,
-        law_uncertainty: bool = True,
+        law_uncertainty: bool = False,
     ) -> None:
         self.positions = torch.as_tensor(np.asarray(positions, dtype=np.float64))
         if self.positions.ndim != 2 or self.positions.shape[1] != 2:
