@@ -70,8 +70,8 @@ class GPSurrogate:
         self._y_std = 1.0
         self._train_idx = torch.empty(0, dtype=torch.long)
         self._train_y = torch.empty(0, dtype=torch.float64)
-        # A plain GP beside a deep one (``dkl(fallback=True)``): it decides until the deep model
-        # has predicted the measurements better, as each arrived (see ``_weigh_new``).
+        # A plain GP beside a deep one (``dkl(fallback=True)``): it decides unless the deep model
+        # has predicted the measurements significantly better, as each arrived (``deep_pays``).
         self.distances = SquaredDistances(self.inputs)
         self.fallback: GPSurrogate | None = None
         self.log_score = {"deep": 0.0, "plain": 0.0}  # summed log predictive density, nats
@@ -362,6 +362,9 @@ def _covariance(model: DKLModel, z: torch.Tensor, idx: torch.Tensor, d2: torch.T
         with gpytorch.settings.lazily_evaluate_kernels(False):
             k_deep = deep(z[..., :dims], z[idx][..., :dims]).to_dense()
         return k_deep + _rbf(plain, d2)
+    if model.feature_extractor is not None:  # a deep kernel alone: on the features, not the patches
+        with gpytorch.settings.lazily_evaluate_kernels(False):
+            return kernel(z, z[idx]).to_dense()
     return _rbf(kernel, d2)
 
 
