@@ -161,7 +161,9 @@ class StructuredSurrogate:
     and the probe's delocalisation (1–3 Å), not across the field. ``residual_scale`` (property
     units) is the prior median of the residual's sd. Each ``fit`` warm-starts from the last
     and also screens ``n_starts`` fresh draws from the prior: laws with a position parameter
-    (a centre, a wall) have several local optima.
+    (a centre, a wall) have several local optima. With ``law_uncertainty`` the posterior handed
+    to scorers integrates the law's parameters (``_linearised_model``): for mapping; a campaign
+    choosing points by it can lock onto a wrong optimum of the law it keeps confirming.
     """
 
     def __init__(
