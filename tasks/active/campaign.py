@@ -172,7 +172,10 @@ class Campaign(CampaignBase):
 
     def _fit(self) -> tuple[GPSurrogate, str]:
         self.surrogate.fit(self.measured, np.asarray(self.values), noise_sd=self.known_noise())
-        return self.surrogate, self.scorer.name
+        if self.surrogate.fallback is None:
+            return self.surrogate, self.scorer.name
+        # A deep model with its plain fallback: say which of the two chose (as hypotheses do).
+        return self.surrogate, f"{self.scorer.name}:{self.surrogate.deciding}"
 
     def record(
         self, indices: Sequence[int], values: Sequence[float], noise_sd: Sequence[float] | None = None

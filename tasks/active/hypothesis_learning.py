@@ -136,13 +136,15 @@ class HypothesisCampaign(CampaignBase):
 
     def _fit(self) -> tuple[StructuredSurrogate, str]:
         """The policy's hypothesis, refitted; ``how`` names the scorer and the hypothesis."""
-        if all(s.model is None for s in self.surrogates):
+        first = all(s.model is None for s in self.surrogates)
+        if first:
             # The first decision fits every hypothesis once, so each can predict (be rewarded) from now on.
             for s in self.surrogates:
                 s.fit(self.measured, np.asarray(self.values), noise_sd=self.known_noise())
         h = self.choose_hypothesis()
         surrogate = self.surrogates[h]
-        surrogate.fit(self.measured, np.asarray(self.values), noise_sd=self.known_noise())
+        if not first:  # just fitted on these very data otherwise
+            surrogate.fit(self.measured, np.asarray(self.values), noise_sd=self.known_noise())
         self.chosen_counts[h] += 1
         self.last_choice = h
         return surrogate, f"{self.scorer.name}:{self.hypotheses[h].name}"

@@ -89,6 +89,17 @@ class PhysicalMean(gpytorch.means.Mean):
         return self.hypothesis.evaluate(x[..., :2], self.raw)
 
 
+class _LinearisedMean(gpytorch.means.Mean):
+    """f(x; r̂) − J(x) r̂ on inputs [position | … | J(x)] (the last ``len(r̂)`` columns)."""
+
+    def __init__(self, hypothesis: Hypothesis, raw: torch.Tensor, jac_start: int) -> None:
+        super().__init__()
+        self.hypothesis, self.raw, self.jac_start = hypothesis, raw, jac_start
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hypothesis.evaluate(x[..., :2], self.raw) - x[..., self.jac_start :] @ self.raw
+
+
 class StructuredGP(gpytorch.models.ExactGP):
     """Exact GP: physical mean of position (the inputs' first two columns, Å) + a scaled RBF
     kernel on position, or on the columns after them (``kernel_dims``: image features)."""
@@ -150,7 +161,9 @@ class StructuredSurrogate:
     and the probe's delocalisation (1–3 Å), not across the field. ``residual_scale`` (property
     units) is the prior median of the residual's sd. Each ``fit`` warm-starts from the last
     and also screens ``n_starts`` fresh draws from the prior: laws with a position parameter
-    (a centre, a wall) have several local optima.
+    (a centre, a wall) have several local optima. With ``law_uncertainty`` the posterior handed
+    to scorers integrates the law's parameters (``_linearised_model``): for mapping; a campaign
+    choosing points by it can lock onto a wrong optimum of the law it keeps confirming.
     """
 
     def __init__(
@@ -167,6 +180,7 @@ class StructuredSurrogate:
         n_starts: int = 32,
         lr: float = 0.1,
         seed: int = 0,
+        law_uncertainty: bool = False,
     ) -> None:
         self.positions = torch.as_tensor(np.asarray(positions, dtype=np.float64))
         if self.positions.ndim != 2 or self.positions.shape[1] != 2:
@@ -182,6 +196,7 @@ class StructuredSurrogate:
             self.inputs = torch.cat([self.positions, f], dim=1)
             self._kernel_dims = torch.arange(2, 2 + f.shape[1])
         self.hypothesis = hypothesis
+        self.law_uncertainty = law_uncertainty
         self.first_iters, self.warm_iters, self.n_starts, self.lr = first_iters, warm_iters, n_starts, lr
         self.likelihood = gpytorch.likelihoods.GaussianLikelihood(
             noise_constraint=gpytorch.constraints.GreaterThan(noise_floor)
@@ -319,13 +334,17 @@ class StructuredSurrogate:
             nlp = float(self._neg_log_post(raw, x, y, chol))
         k = len(raw)
         log_evidence = -nlp + 0.5 * k * math.log(2 * math.pi) - 0.5 * float(torch.log(evals).sum())
-        params, sd = {}, {}
+        robust = self._sandwich(raw, x, y, chol, cov)
+        params, sd, sd_laplace = {}, {}, {}
         raw_req = raw.clone().requires_grad_(True)
         for i, p in enumerate(self.hypothesis.parameters):
             v = p.value(raw_req[i])
             (g,) = torch.autograd.grad(v, raw_req)
             params[p.name] = float(v.detach())
-            sd[p.name] = float(torch.sqrt(g @ cov @ g))
+            sd_laplace[p.name] = float(torch.sqrt(g @ cov @ g))
+            # The larger of the two: the Laplace sd holds if the kernel describes the residual,
+            # the sandwich if it does not; which one applies is not known from 30 points.
+            sd[p.name] = max(sd_laplace[p.name], float(torch.sqrt(g @ robust @ g)))
         kern = self.model.covar_module
         return Fit(
             hypothesis=self.hypothesis.name,
@@ -336,7 +355,29 @@ class StructuredSurrogate:
             residual_sd=float(kern.outputscale.detach().sqrt()),
             lengthscale=float(kern.base_kernel.lengthscale.detach().reshape(-1)[0]),
             iterations=iterations,
+            extra={"sd_laplace": sd_laplace},
         )
+
+    def _sandwich(
+        self, raw: torch.Tensor, x: torch.Tensor, y: torch.Tensor, chol: torch.Tensor, cov: torch.Tensor
+    ) -> torch.Tensor:
+        """Covariance of the whitened parameters that holds when the kernel misjudges the residual
+        (White 1980's sandwich, HC3 leverage correction of MacKinnon & White 1985).
+
+        The Laplace covariance trusts the fitted kernel: when its output scale comes out below
+        what the law leaves (a few vacancies' red-shifts among 30 points, or hyperparameters
+        fitted by MAP from the same points), the sds are too small. In whitened coordinates
+        (Cholesky of the kernel) the residuals are independent under the model, so each
+        point's squared whitened residual measures its own misfit, the sandwich's meat.
+        """
+        jac = torch.autograd.functional.jacobian(lambda r: self.hypothesis.evaluate(x[..., :2], r), raw)
+        with torch.no_grad():
+            jw = torch.linalg.solve_triangular(chol, jac, upper=False)  # (n, k)
+            r = (y - self.hypothesis.evaluate(x[..., :2], raw)).unsqueeze(-1)
+            e = torch.linalg.solve_triangular(chol, r, upper=False).squeeze(-1)
+            leverage = ((jw @ cov) * jw).sum(-1).clamp(max=0.99)
+            scaled = jw * (e / (1.0 - leverage)).unsqueeze(-1)
+            return cov @ (scaled.T @ scaled) @ cov
 
     def candidate_model(
         self, indices: Sequence[int] | None = None, values: np.ndarray | None = None
@@ -347,9 +388,32 @@ class StructuredSurrogate:
             raise InputError("the surrogate has not been fitted yet: call fit() first")
         idx = self._idx if indices is None else torch.as_tensor(np.asarray(indices, dtype=np.int64))
         y = self._y if values is None else torch.as_tensor(np.asarray(values, dtype=np.float64))
+        if self.law_uncertainty:
+            return self._linearised_model(idx, y)
         return CandidateModel(
             self.inputs, idx, y, self.likelihood, self.model.mean_module, self.model.covar_module
         )
+
+    def _linearised_model(self, idx: torch.Tensor, y: torch.Tensor) -> CandidateModel:
+        """The GP with the law's parameters integrated out, linearised at the MAP point
+        (Rasmussen & Williams 2006, §2.7, explicit basis functions): with whitened parameters
+        r ~ N(0, I) and f(x; r) ≈ f(x; r̂) + J(x)(r − r̂), the prior is a GP with mean
+        f(x; r̂) − J(x) r̂ and kernel k(x, x') + J(x) J(x')ᵀ. Its posterior variance holds what
+        the MAP law's does not: where the parameters are still uncertain, so that max-variance
+        measures where they are decided, not only where the residual is unknown."""
+        assert self.model is not None
+        raw = self.model.mean_module.raw.detach().clone()
+        positions = self.inputs[..., :2]
+        jac = torch.autograd.functional.jacobian(
+            lambda r: self.hypothesis.evaluate(positions, r), raw, vectorize=True, strategy="forward-mode"
+        )
+        z = torch.cat([self.inputs, jac], dim=1)
+        k = len(raw)
+        basis = gpytorch.kernels.LinearKernel(active_dims=torch.arange(z.shape[1] - k, z.shape[1])).double()
+        basis.variance = 1.0  # the whitened parameters' prior is N(0, I)
+        covar = self.model.covar_module + basis
+        mean = _LinearisedMean(self.hypothesis, raw, z.shape[1] - k)
+        return CandidateModel(z, idx, y, self.likelihood, mean, covar)
 
     def law_map(self) -> np.ndarray:
         """The fitted law alone at every candidate (property units)."""

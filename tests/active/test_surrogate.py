@@ -8,7 +8,7 @@ import torch
 from scipy.stats import spearmanr
 
 from scopeflow.errors import InputError
-from tasks.active import GPSurrogate, standardise
+from tasks.active import CandidateModel, GPSurrogate, standardise
 
 
 def blob_patches(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -84,3 +84,41 @@ def test_switching_from_exact_to_sparse_keeps_the_deep_kernel() -> None:
     after = s.model.covar_module.base_kernel.base_kernel.lengthscale.detach()
     assert torch.allclose(after, learned, rtol=0.5)  # started from the exact fit, then a few steps
     assert s.candidate_model().mean.shape == (200,)
+
+
+@pytest.mark.parametrize("model", ["plain", "dkl"])
+def test_cached_distances_give_gpytorchs_posterior(model: str) -> None:
+    x, y = blob_patches(150)
+    s = GPSurrogate.plain(x, first_iters=20) if model == "plain" else GPSurrogate.dkl(x, fallback=False)
+    s.fit(np.arange(25), y[:25], noise_sd=0.02)
+    fast = s.candidate_model()
+    assert fast.cross_covariance is not None
+    assert s.model is not None
+    with torch.no_grad():
+        z = s.model.features(s.inputs)
+    slow = CandidateModel(
+        z, fast.train_idx, fast.train_y, fast.likelihood, fast.mean_module, fast.covar_module
+    )
+    torch.testing.assert_close(fast.mean, slow.mean, rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(fast.variance, slow.variance, rtol=1e-5, atol=1e-8)
+
+
+def test_a_plain_gp_decides_until_the_deep_features_predict_better() -> None:
+    x, y = blob_patches(200)
+    # Patches that say nothing about the values (a random map): the deep model cannot earn its place.
+    noise = np.random.default_rng(3).standard_normal(200)
+    s = GPSurrogate.dkl(x, seed=0, first_iters=30, warm_iters=10)
+    assert s.fallback is not None
+    for n in range(10, 40, 3):
+        s.fit(np.arange(n), noise[:n], noise_sd=0.1)
+    assert all(v < 0 for v in s.log_score.values())  # every new point was scored by both models
+    assert s.deciding == "plain", s.log_score
+    assert s.candidate_model() is s._candidate_models["plain"]
+    # Patches that carry the map (the blob's amplitude): the deep model predicts better and decides.
+    s = GPSurrogate.dkl(x, seed=0, first_iters=30, warm_iters=10)
+    for n in range(10, 60, 3):
+        s.fit(np.arange(n), y[:n], noise_sd=0.05)
+    assert s.deciding == "deep", s.log_score
+    without = GPSurrogate.dkl(x, seed=0, fallback=False)
+    without.fit(np.arange(10), y[:10])
+    assert without.deciding == "deep"

@@ -12,7 +12,7 @@ patches (measured here); this takes milliseconds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gpytorch
@@ -76,8 +76,13 @@ class CandidateModel(Model):
         *,
         y_mean: float = 0.0,
         y_std: float = 1.0,
+        cross_covariance: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
+        # ``cross_covariance(idx)``: the kernel (n, m) between every candidate and candidates
+        # ``idx``, for a surrogate that computes it faster than ``covar_module`` can (cached
+        # distances); the same matrix either way.
+        self.cross_covariance = cross_covariance
         self.z = z.detach()
         self.train_idx = torch.as_tensor(train_idx, dtype=torch.long)
         self.train_y = train_y.detach().to(self.z)
@@ -89,9 +94,14 @@ class CandidateModel(Model):
         with torch.no_grad(), gpytorch.settings.lazily_evaluate_kernels(False):
             zt = self.z[self.train_idx]
             noise = likelihood.noise.detach().to(self.z).reshape(-1)[0]
-            k_train = covar_module(zt).to_dense() + (noise + JITTER) * torch.eye(len(zt), dtype=self.z.dtype)
+            if cross_covariance is None:
+                k_cross = covar_module(self.z, zt).to_dense()  # (n, N)
+                k_train = covar_module(zt).to_dense()
+            else:
+                k_cross = cross_covariance(self.train_idx)
+                k_train = k_cross[self.train_idx]
+            k_train = k_train + (noise + JITTER) * torch.eye(len(zt), dtype=self.z.dtype)
             chol = torch.linalg.cholesky(k_train)
-            k_cross = covar_module(self.z, zt).to_dense()  # (n, N)
             prior_mean = mean_module(self.z).reshape(-1)
             alpha = torch.cholesky_solve((self.train_y - prior_mean[self.train_idx]).unsqueeze(-1), chol)
             self.mean = prior_mean + (k_cross @ alpha).squeeze(-1)
@@ -152,6 +162,7 @@ class CandidateModel(Model):
             self.covar_module,
             y_mean=self.y_mean,
             y_std=self.y_std,
+            cross_covariance=self.cross_covariance,
         )
 
     def sample_paths(self, k: int, seed: int, *, shortlist: int = SHORTLIST) -> torch.Tensor:
