@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from scopeflow.errors import NotFoundError
+from scopeflow.errors import InputError, NotFoundError
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -111,7 +111,10 @@ def reprocess(
     scheduler: Annotated[
         str | None, typer.Option(help="Dask scheduler address (default: a LocalCluster here).")
     ] = None,
-    workers: Annotated[int, typer.Option(help="LocalCluster worker processes.")] = 2,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="LocalCluster worker processes (default: one per --threads cores here)."),
+    ] = None,
     threads: Annotated[int, typer.Option(help="Threads per worker (torch threads).")] = 1,
     batch_frames: Annotated[int, typer.Option(help="Frames per dask task.")] = 16,
     prediction_set: Annotated[str | None, typer.Option("--set", help="Prediction set name.")] = None,
@@ -124,6 +127,10 @@ def reprocess(
     from .prefect_setup import prepare_prefect
 
     # Checked before the Prefect server starts: a mistake costs no wait.
+    if (workers is not None and workers < 1) or threads < 1 or batch_frames < 1:
+        raise InputError(
+            f"--workers, --threads and --batch-frames must be ≥ 1, got {workers}, {threads} and {batch_frames}"
+        )
     frames = frame_count(dataset)
     registry = ModelRegistry()
     console.print(

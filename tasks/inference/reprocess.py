@@ -303,6 +303,10 @@ def reprocess(
     """
     if batch_frames < 1:
         raise InputError(f"batch_frames must be ≥ 1, got {batch_frames}")
+    if n_workers is not None and n_workers < 1:
+        raise InputError(f"workers must be ≥ 1, got {n_workers}")
+    if threads_per_worker < 1:
+        raise InputError(f"threads per worker must be ≥ 1, got {threads_per_worker}")
     path = Path(dataset).resolve()
     reg = ModelRegistry(registry) if registry else ModelRegistry()
     ensemble = load_ensemble(model, reg, device=torch.device("cpu"))

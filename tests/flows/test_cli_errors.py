@@ -71,6 +71,7 @@ def _other_dataset(path: Path) -> Path:
         (["run", "--drift", "defocus=far@3"], "needs a number"),
         (["edge", "--dataset", "{missing}"], "missing.zarr"),
         (["reprocess", "{missing}"], "missing.zarr"),
+        (["reprocess", "{other}", "--workers", "0"], "--workers"),
     ],
 )
 def test_bad_arguments_are_one_line_and_exit_2_before_any_server(
