@@ -35,6 +35,29 @@ def probe_of(optics: Mapping[str, float]) -> dict[str, float]:
     }
 
 
+def _lattice_moved(spectrum: SpectrumReference, images: Sequence[ImageStats]) -> bool:
+    """Whether the frames' reflections rotated against the reference's beyond what their
+    frames scatter: the frames' median rotation (each frame measured alone, as
+    ``SpectrumReference.fit`` measured the reference's) differs from the reference's by more
+    than twice the spread of a difference of one frame from each side (their MADs in
+    quadrature). Dose, defocus, probe and source act on the spectrum alike in every direction:
+    they can pull a reflection's centroid along |k| (a steeper transfer leans the peak
+    inwards: the twin's 0.6 Å source moved the spacing +1 %) but never round the origin, so a
+    rotation is the lattice's (a new region or grain, the sample or the scan rotated), even
+    when every reflection stays inside the matching tolerance (one Fourier bin and a half,
+    ~14° at the first order of graphene on 128² px frames at 0.1 Å/px)."""
+    if len(images) < 2:
+        return False  # one frame has no spread of its own to compare with
+    rot = np.array([spectrum.lattice_change([s])["rotation_deg"] for s in images])
+    rot = rot[np.isfinite(rot)]
+    if len(rot) < 2:
+        return False
+    now = float(np.median(rot))
+    spread = 1.4826 * float(np.median(np.abs(rot - now)))
+    allowed = 2 * np.hypot(spectrum.rotation_scatter_deg, spread)
+    return bool(abs(now - spectrum.rotation_centre_deg) > allowed)
+
+
 def attribute(
     spectrum: SpectrumReference,
     cal: Calibration,
@@ -69,7 +92,7 @@ def attribute(
     fired = {n for n, v in scores.items() if np.isfinite(v) and v > 1.0}
     changed: list[str] = []
     words: list[str] = []
-    if "reflections" in fired:
+    if "reflections" in fired or _lattice_moved(spectrum, images):
         changed.append("lattice")
         words.append(
             f"lattice: spacing {100 * att['spacing']:+.0f} %, rotation {att['rotation_deg']:+.1f}°, "
@@ -94,6 +117,10 @@ def attribute(
             if np.isfinite(df):
                 # What the frames allow at best (Cramér–Rao), beside what the fit achieved.
                 att["defocus_bound_A"] = defocus_bound(spectrum, images, shape, **probe, defocus=df)
+                if not np.isfinite(err):
+                    # One frame has no spread to measure: no unbiased estimate from its rings
+                    # is surer than the Cramér–Rao bound, so the bound is its error.
+                    att["defocus_err_A"] = att["defocus_bound_A"]
         change = att.get("defocus_change_A", float("nan"))
         # A defocus change is named when it is outside twice its error and beyond Rayleigh's
         # quarter-wave depth of focus λ/(4α²) (~20 Å at 60 kV, 25 mrad): a smaller one
@@ -101,7 +128,11 @@ def attribute(
         depth = 0.0
         if optics is not None:
             depth = depth_of_focus(float(optics["voltage_kv"]), float(optics["semiangle_mrad"]))
-        if np.isfinite(change) and abs(change) > max(2 * att["defocus_err_A"], depth):
+        # A changed lattice (a new region, a rotated grain) changes the rings' content, so
+        # their ratio to the reference's is no longer the probe's transfer: the fitted defocus
+        # then reads the new object, not the optics, and no defocus is named from it.
+        resolved = "lattice" not in changed and np.isfinite(change)
+        if resolved and abs(change) > max(2 * att["defocus_err_A"], depth):
             changed.append("defocus")
             defocus_next = att["defocus_A"]
             words.append(

@@ -182,6 +182,8 @@ class DriftMonitor(ReferenceKeeper):
                 "k_info": self.carried[0].k_info,
                 "tolerance": self.carried[0].tolerance,
                 "share_resolution": self.carried[0].share_resolution,
+                "rotation_centre_deg": self.carried[0].rotation_centre_deg,
+                "rotation_scatter_deg": self.carried[0].rotation_scatter_deg,
                 "defocus_A": self.carried[1],
             },
             "calibration": None if self.reference is None else self.reference.calibration.as_dict(),
@@ -233,6 +235,9 @@ class DriftMonitor(ReferenceKeeper):
                 np.asarray(arrays["carried_ring_k"]),
                 np.asarray(arrays["carried_ring_bins"]),
                 float(carried["share_resolution"]),
+                # States stored before the rotation's spread was kept name no rotation from it.
+                float(carried.get("rotation_centre_deg", 0.0)),
+                float(carried.get("rotation_scatter_deg", float("nan"))),
             )
             self.carried = (spectrum, float(carried["defocus_A"]))
         on = int(attrs.get("calibrated_on", 0))

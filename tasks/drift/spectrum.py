@@ -14,7 +14,7 @@ frame into the numbers the monitor watches, all in physical units.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -134,6 +134,11 @@ class SpectrumReference:
     ring_k: np.ndarray
     ring_bins: np.ndarray
     share_resolution: float = 0.0
+    # The lattice's rotation (°) as the reference frames showed it one by one
+    # (``lattice_change`` of each frame): median (the matching's own offset) and robust spread
+    # (MAD) — how much a stationary lattice's frames scatter.
+    rotation_centre_deg: float = 0.0
+    rotation_scatter_deg: float = float("nan")
 
     @classmethod
     def fit(cls, stats: Sequence[ImageStats]) -> SpectrumReference:
@@ -172,7 +177,14 @@ class SpectrumReference:
             if np.isfinite(s.peaks[:, 2]).any()
         ]
         share = float(np.median(shares)) if shares else 1.0
-        return cls(profile, band, k_info, refl, tolerance, s0.ring_k, s0.ring_bins, share)
+        ref = cls(profile, band, k_info, refl, tolerance, s0.ring_k, s0.ring_bins, share)
+        rotation = np.array([ref.lattice_change([s])["rotation_deg"] for s in stats])
+        rotation = rotation[np.isfinite(rotation)]
+        if len(rotation) < 2:
+            return ref
+        centre = float(np.median(rotation))
+        scatter = 1.4826 * float(np.median(np.abs(rotation - centre)))
+        return replace(ref, rotation_centre_deg=centre, rotation_scatter_deg=scatter)
 
     def features(self, s: ImageStats) -> dict[str, float]:
         """A frame's image-formation features against this reference.

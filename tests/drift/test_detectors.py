@@ -238,3 +238,22 @@ def test_blur_and_contrast_thresholds_lie_between_one_and_two_depths_of_focus_of
         if mon.calibrated_on > 32:
             assert cal.threshold[j] * cal.scale[j] <= max(low, high, mon.grown_from[j]) * (1 + 1e-9)
     assert len(seen) >= 2  # the first full reference and a grown one
+
+
+@pytest.mark.parametrize(("schedule", "lattice"), [("region=1@32", True), ("source_size=0.6@32", False)])
+def test_a_rotated_lattice_is_named_and_a_blur_is_not(schedule, lattice):
+    # The twin's new region of graphene is rotated by a few degrees (inside the reflections'
+    # matching tolerance: no new reflections); a larger source moves the reflections' power and
+    # centroids along |k| but never round the origin.
+    from tasks.acquisition.twin import DigitalTwin, DriftSchedule
+    from tasks.drift.attribution import DETECTORS, IMAGE_DETECTORS, attribute
+    from tasks.drift.spectrum import SpectrumReference, image_stats
+
+    twin = DigitalTwin(seed=7, schedule=DriftSchedule.parse(schedule), shape=(96, 96))
+    stats = [image_stats(f.image, f.pixel_size) for f in (twin.acquire(i) for i in range(44))]
+    reference = SpectrumReference.fit(stats[:32])
+    before = np.array([reference.features(s)[n] for s in stats[:32] for n in IMAGE_DETECTORS])
+    before = np.concatenate([before.reshape(32, -1).mean(axis=0), np.full(3, np.nan)])
+    scores = dict.fromkeys(DETECTORS, float("nan")) | {"contrast": 2.0}
+    changed, _, _, _ = attribute(reference, None, scores, stats[32:], before)  # type: ignore[arg-type]
+    assert ("lattice" in changed) == lattice
