@@ -67,7 +67,7 @@ def _tensorstore_read(array_dir: Path) -> np.ndarray:
 # compressor, each shuffle, a block size, 1-, 2- and 8-byte types, rows of other ranks,
 # encoded tails (replaced whole) and both chunk-key separators.
 CASES = [
-    pytest.param(FRAME_CODEC, "float32", (64, 64), 1, ".", id="frames-float32-lz4-shuffle"),
+    pytest.param(FRAME_CODEC, "float32", (64, 64), 1, ".", id="frames-float32-lz4-bitshuffle"),
     pytest.param(None, "int64", (), 4, ".", id="raw-int64-column"),
     pytest.param(None, "float64", (3,), 4, ".", id="raw-float64-rows"),
     pytest.param(None, "bool", (), 8, "/", id="raw-bool-slash-keys"),
@@ -232,7 +232,7 @@ def _sharding(inner, shape: tuple[int, ...]) -> ShardingCodec:
 @pytest.mark.parametrize(
     ("inner", "dtype", "shape"),
     [
-        pytest.param(FRAME_CODEC, "float32", (64, 64), id="frames-lz4-shuffle"),
+        pytest.param(FRAME_CODEC, "float32", (64, 64), id="frames-lz4-bitshuffle"),
         pytest.param(ZstdCodec(level=0), "uint16", (8, 8), id="zstd"),
         pytest.param(None, "float64", (5,), id="raw"),
     ],
