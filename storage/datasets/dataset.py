@@ -32,6 +32,7 @@ from zarr.storage import LocalStore
 from scopeflow.errors import InputError, NotFoundError, ShapeMismatchError
 from scopeflow.frame import Frame, Truth
 
+from .file_writes import SPARE
 from .tables import ROW_CHUNK, Table, commit, open_root, repair, storage_errors, writing
 
 SCHEMA_VERSION = 1
@@ -201,7 +202,13 @@ class DatasetWriter:
                     }
                 )
             published = self.frames.metadata() | self.truth.metadata()
-            commit(self.path, published | self._names.metadata() if self._names else published)
+            commit(
+                self.path,
+                published | self._names.metadata() if self._names else published,
+                # The frames array's spare: only this writer replaces its files, each in turn
+                # and under the lock, and its content is never read.
+                spare=self.path / "frames" / SPARE,
+            )
         return n0 + len(batch)
 
 
