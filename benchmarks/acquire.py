@@ -18,6 +18,7 @@ from _common import write_result
 
 from storage.datasets import DatasetWriter
 from storage.datasets.dataset import FRAME_CODEC
+from storage.datasets.file_writes import SPARE
 from storage.datasets.tables import Table, commit, open_root
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 
@@ -66,7 +67,8 @@ def append_vs_save(frames: list, workdir: Path, round_no: int) -> dict[str, floa
     def frames_only(name: str) -> Callable[[list], None]:
         def append(batch: list) -> None:
             tables[name].append({"frames": [f.image for f in batch]})
-            commit(workdir / f"{name}.zarr", tables[name].metadata())
+            path = workdir / f"{name}.zarr"
+            commit(path, tables[name].metadata(), spare=path / "frames" / SPARE)
 
         return append
 

@@ -20,7 +20,7 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
-from .file_writes import ENCODE_THREADS, SPARE, atomic_write, json_bytes, pwrite_all, thread_pool
+from .file_writes import ENCODE_THREADS, SPARE, atomic_write, json_bytes, pwrite_all, pwritev_all, thread_pool
 from .zarr_metadata import array_metadata, decoder, encoder, fill_from_json
 
 # Where tests and callers have imported them from.
@@ -259,8 +259,7 @@ class ChunkFiles:
                 new = []
                 for group in groups:  # written as each group is encoded
                     blobs = group.result()
-                    data = b"".join(blobs)
-                    pwrite_all(fd, data, end)
+                    pwritev_all(fd, blobs, end)
                     for blob in blobs:
                         new.append((end, len(blob)))
                         end += len(blob)
@@ -275,14 +274,16 @@ class ChunkFiles:
         sizes = np.array([len(b) for b in blobs], dtype="<u8")
         entries[first : first + len(blobs), 0] = entries.nbytes + np.cumsum(sizes) - sizes
         entries[first : first + len(blobs), 1] = sizes
-        data = entries.tobytes() + b"".join(blobs)
         if atomic:
-            atomic_write(key, data, self.spare)
+            atomic_write(key, b"".join([entries.tobytes(), *blobs]), self.spare)
             return
         if self.separator == "/":
             key.parent.mkdir(parents=True, exist_ok=True)
-        with open(key, "wb") as f:
-            f.write(data)
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            pwritev_all(fd, [entries.tobytes(), *blobs], 0)
+        finally:
+            os.close(fd)
 
     def _patch(self, key: Path, buf: np.ndarray, lo: int, hi: int) -> None:
         """Rows ``lo``..``hi``-1 of the raw chunk ``buf`` into its file, in place; the whole chunk

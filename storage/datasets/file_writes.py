@@ -22,6 +22,23 @@ def pwrite_all(fd: int, data: bytes, offset: int) -> None:
         view, offset = view[done:], offset + done
 
 
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 16
+
+
+def pwritev_all(fd: int, buffers: list[bytes], offset: int) -> None:
+    """``buffers`` one after another at ``offset``, without joining them first: joining a
+    batch's encoded frames copied ~7 MiB into fresh memory for nothing (page faults included)."""
+    views = [memoryview(b).cast("B") for b in buffers if len(b)]
+    while views:
+        done = os.pwritev(fd, views[:_IOV_MAX], offset)
+        offset += done
+        while views and done >= len(views[0]):
+            done -= len(views[0])
+            views.pop(0)
+        if done:
+            views[0] = views[0][done:]
+
+
 SPARE = ".scopeflow-spare"  # per directory: the file a replacement is written into, then swapped in
 
 

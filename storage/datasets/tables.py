@@ -127,10 +127,18 @@ def writing(path: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def commit(path: Path, arrays: Mapping[str, Mapping[str, Any] | None] | None = None) -> None:
+def commit(
+    path: Path,
+    arrays: Mapping[str, Mapping[str, Any] | None] | None = None,
+    spare: Path | None = None,
+) -> None:
     """Make what was written visible to readers, atomically: every node (``arrays=None``), or
     only the arrays at these paths, whose own metadata (given, or read from its ``zarr.json``
     where None) replaces their entries in the root's consolidated metadata.
+
+    ``spare``: a scratch file on the same file system that only the caller writes (while it
+    holds the writers' lock), for ``atomic_write`` to fill and swap in: creating a temporary
+    file each commit costs ~0.35 ms idle, more while other processes create files.
 
     Publishing only the caller's arrays is cheaper than ``consolidate`` (which opens every
     node: ~8 ms a batch, measured 2026-11-30) and publishes nothing another writer left
@@ -147,8 +155,9 @@ def commit(path: Path, arrays: Mapping[str, Mapping[str, Any] | None] | None = N
             ):
                 for name, meta in arrays.items():
                     entries[name] = meta if meta is not None else _read_json(path / name / "zarr.json")
-                # No spare file in the root: zarr would take it for a node when listing the group.
-                atomic_write(root_file, json_bytes(root))
+                # No spare file in the root itself: zarr would take it for a node when listing
+                # the group; the caller's lies in one of its arrays' directories.
+                atomic_write(root_file, json_bytes(root), spare)
                 return
         consolidate(LocalStore(path))
 
