@@ -197,7 +197,7 @@ def driven_ids(
     else:
         # The ids as an ``IN`` set: SQLite collects them into a sorted temporary index and
         # probes each term by (record id, key) in id order, where a join on the union probes
-        # in the order the routes yield (measured 1.4-1.7x slower at 34 000 ids); a record
+        # in the order the routes yield (measured 1.3-1.7x slower at 34 000 ids); a record
         # reachable by several routes is also probed once.
         ids = union_all(*driver) if len(driver) > 1 else driver[0]
         first = next((p for p in parts if isinstance(p, _Leaf)), None)
