@@ -210,7 +210,9 @@ def _matches(ctx: Ctx, q: SearchIn) -> tuple[Select[Any], int | None]:
     The search starts from the criterion with the fewest index rows (counted up to the
     fewest so far): a metadata term of an expression joined by "and", a tag, the text index,
     an owner, a date range..., or the records a non-admin user may read (their own, their
-    projects', granted ones, those of collections granted to them: one index each).
+    projects', granted ones, those of collections granted to them: one index each). When that
+    and every metadata term pass ``ESTIMATE_CAP``, the readable ids are counted to ``RANK_CAP``
+    and probed for the terms when they are the fewer.
     """
     where, drivers = _criteria(ctx, q, md=False)
     count = _capped_counter(ctx)
