@@ -186,6 +186,11 @@ class Record(Base):
     __table_args__ = (
         UniqueConstraint("owner_id", "alias", name="uq_record_alias"),
         Index("ix_records_owner_created", "owner_id", "created"),
+        # (owner, id) and (project, id): the ids of what a user may read through ownership or a
+        # project, from the index alone on PostgreSQL too, whose index entries carry no id
+        # (SQLite's carry the rowid: the same index as one on the first column there).
+        Index("ix_records_owner_record", "owner_id", "id"),
+        Index("ix_records_project_record", "project_id", "id"),
         {"sqlite_autoincrement": True},  # ids are never reused (see Collection)
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -195,7 +200,7 @@ class Record(Base):
     md: Mapped[dict[str, Any]] = mapped_column(JsonType, default=dict)
     schema_id: Mapped[int | None] = mapped_column(ForeignKey("schemas.id"), nullable=True, index=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
-    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id"), nullable=True, index=True)
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id"), nullable=True)
     repository_id: Mapped[int | None] = mapped_column(ForeignKey("repositories.id"), nullable=True)
     size: Mapped[int] = mapped_column(BigInteger, default=0)  # bytes of the newest verified replica
     created: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)

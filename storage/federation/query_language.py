@@ -187,6 +187,7 @@ def driven_ids(
     # Records rows are read only for conditions on them (an admin's search of metadata alone
     # is answered from the metadata indexes: a records row costs a random read per match).
     where = [w for w in where if not isinstance(w, True_)]
+    joined = False
     if isinstance(driver, _Leaf):
         D = aliased(MetadataEntry)
         query = select(D.record_id).where(
@@ -194,10 +195,28 @@ def driven_ids(
         )
         anchor = D.record_id
     else:
-        ids = union_all(*driver).subquery() if len(driver) > 1 else driver[0].subquery()
-        query = select(ids.c[0]).select_from(ids)
-        anchor = ids.c[0]
-    if where or any(not isinstance(p, _Leaf) for p in parts):
+        # The ids as an ``IN`` set: SQLite collects them into a sorted temporary index and
+        # probes each term by (record id, key) in id order, where a join on the union probes
+        # in the order the routes yield (measured 1.3-1.7x slower at 34 000 ids); a record
+        # reachable by several routes is also probed once.
+        ids = union_all(*driver) if len(driver) > 1 else driver[0]
+        first = next((p for p in parts if isinstance(p, _Leaf)), None)
+        if first is None:
+            query = select(Record.id).where(Record.id.in_(ids))
+            anchor, joined = Record.id, True
+        else:
+            # Values wrapped as for the other terms: the (record id, key) index is the only
+            # one usable, so each id is probed instead of the term's value range scanned.
+            D = aliased(MetadataEntry)
+            values = (D.num + 0, D.text.concat(""), D.kind)
+            query = select(D.record_id).where(
+                D.record_id.in_(ids), D.key == first.key, *[c(*values) for c in first.conditions]
+            )
+            # "+ 0": SQLite would carry ``IN`` over to every term joined on the same id and loop
+            # over the whole set once per row (measured: 34 s instead of 0.1).
+            anchor = D.record_id + 0
+            driver = first
+    if not joined and (where or any(not isinstance(p, _Leaf) for p in parts)):
         query = query.join(Record, Record.id == anchor)
     for part in parts:
         if isinstance(part, _Leaf) and isinstance(driver, _Leaf) and part.key == driver.key:

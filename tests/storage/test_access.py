@@ -111,3 +111,64 @@ def test_admin_sees_everything_and_only_admins_manage(
     alice.grant(rec["id"], "read")  # bob can read now (public grant) but not re-share
     with pytest.raises(PermissionDeniedError, match="admin permission"):
         bob.grant(rec["id"], "write", user="bob")
+
+
+@pytest.mark.parametrize(
+    ("estimate_cap", "rank_cap"),
+    [
+        (20_000, 200_000),  # the store's caps: few rows, the smallest criterion collected
+        (1, 10**6),  # every count past the first cap: the readable ids probed for each term
+        (1, 1),  # readable ids past the second cap: a term's range probed, permission per row
+    ],
+)
+def test_metadata_search_admits_exactly_the_readable_records_whichever_it_starts_from(
+    alice: StoreClient,
+    bob: StoreClient,
+    tag: str,
+    estimate_cap: int,
+    rank_cap: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from storage.federation.catalog import search as search_module
+
+    alice.create_project(f"q{tag}")
+    alice.set_member(f"q{tag}", "bob", "read")
+    shelf = alice.create_collection(f"shelf {tag}")
+    alice.grant(shelf["id"], "read", user="bob")
+    # "probe.*" keys only this test writes; private records so that each term has more index
+    # rows than bob may read (the readable ids are then the smallest criterion).
+    alice.create_records(
+        [{"title": f"private {i}", "metadata": {"probe": {"tag": tag, "x": i, "m": "a"}}} for i in range(300)]
+    )
+    readable: dict[str, dict[str, object]] = {}
+    for i in range(30):
+        md = {"probe": {"tag": tag, "x": i, "m": "a" if i % 2 else "b"}}
+        route = i % 6
+        if route == 0:
+            rec = bob.create_record(f"own {i}", metadata=md)
+        elif route == 1:
+            rec = alice.create_record(f"project {i}", metadata=md, project=f"q{tag}")
+        elif route == 4:
+            rec = alice.create_record(f"shelved {i}", metadata=md, collections=[shelf["id"]])
+        else:
+            rec = alice.create_record(f"granted {i}", metadata=md)
+            if route in (2, 3):
+                alice.grant(rec["id"], "read", user="bob" if route == 2 else None)
+        if route != 5:
+            readable[rec["id"]] = md["probe"]
+    assert bob.search(limit=1, count_limit=None)["total"] < 300  # precondition of the middle case
+    monkeypatch.setattr(search_module, "ESTIMATE_CAP", estimate_cap)
+    monkeypatch.setattr(search_module, "RANK_CAP", rank_cap)
+    cases = {
+        f'md.probe.tag == "{tag}" and md.probe.x >= 3 and md.probe.m == "a"': lambda p: (
+            p["x"] >= 3 and p["m"] == "a"
+        ),
+        f'md.probe.tag == "{tag}" and (md.probe.x < 5 or md.probe.m == "b")': lambda p: (
+            p["x"] < 5 or p["m"] == "b"
+        ),
+    }
+    for expression, holds in cases.items():
+        expected = sorted(rid for rid, probe in readable.items() if holds(probe))
+        page = bob.search(md=expression, limit=100, count_limit=None)
+        assert sorted(r["id"] for r in page["items"]) == expected
+        assert (page["total"], page["total_is_lower_bound"]) == (len(expected), False)
