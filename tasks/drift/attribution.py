@@ -48,12 +48,10 @@ def _lattice_moved(spectrum: SpectrumReference, images: Sequence[ImageStats]) ->
     ~14° at the first order of graphene on 128² px frames at 0.1 Å/px)."""
     if len(images) < 2:
         return False  # one frame has no spread of its own to compare with
-    rot = np.array([spectrum.lattice_change([s])["rotation_deg"] for s in images])
-    rot = rot[np.isfinite(rot)]
-    if len(rot) < 2:
+    measured = spectrum.rotation_spread(images)
+    if measured is None:
         return False
-    now = float(np.median(rot))
-    spread = 1.4826 * float(np.median(np.abs(rot - now)))
+    now, spread = measured
     allowed = 2 * np.hypot(spectrum.rotation_scatter_deg, spread)
     return bool(abs(now - spectrum.rotation_centre_deg) > allowed)
 

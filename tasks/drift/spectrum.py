@@ -178,13 +178,22 @@ class SpectrumReference:
         ]
         share = float(np.median(shares)) if shares else 1.0
         ref = cls(profile, band, k_info, refl, tolerance, s0.ring_k, s0.ring_bins, share)
-        rotation = np.array([ref.lattice_change([s])["rotation_deg"] for s in stats])
+        measured = ref.rotation_spread(stats)
+        if measured is None:
+            return ref
+        centre, scatter = measured
+        return replace(ref, rotation_centre_deg=centre, rotation_scatter_deg=scatter)
+
+    def rotation_spread(self, stats: Sequence[ImageStats]) -> tuple[float, float] | None:
+        """Median rotation (degrees) of the frames' strongest reflections against this
+        reference's, each frame measured alone, and its robust spread (1.4826 × MAD, degrees);
+        None with fewer than two frames that show a rotation."""
+        rotation = np.array([self.lattice_change([s])["rotation_deg"] for s in stats])
         rotation = rotation[np.isfinite(rotation)]
         if len(rotation) < 2:
-            return ref
+            return None
         centre = float(np.median(rotation))
-        scatter = 1.4826 * float(np.median(np.abs(rotation - centre)))
-        return replace(ref, rotation_centre_deg=centre, rotation_scatter_deg=scatter)
+        return centre, 1.4826 * float(np.median(np.abs(rotation - centre)))
 
     def features(self, s: ImageStats) -> dict[str, float]:
         """A frame's image-formation features against this reference.
