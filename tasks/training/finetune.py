@@ -35,10 +35,12 @@ MIN_CONFIDENT_SHARE = 0.9
 
 
 def matched_ranges(conditions: dict[str, Any]) -> ConditionRanges:
-    """Training ranges tight around estimated conditions (dose ×/÷ 1.6, defocus ± 15 Å)."""
+    """Training ranges tight around estimated conditions (dose ×/÷ 1.6, defocus ± 15 Å, source
+    size ×/÷ 1.2)."""
     dose = float(conditions["dose"])
     defocus = abs(float(conditions["defocus"]))
     contamination = float(conditions.get("contamination", 0.0))
+    source = float(conditions.get("source_size", 0.0))
     return replace(
         ConditionRanges(),
         lattices=(str(conditions["lattice"]),),
@@ -46,6 +48,7 @@ def matched_ranges(conditions: dict[str, Any]) -> ConditionRanges:
         pixel_size=(float(conditions["pixel_size"]) * 0.9, float(conditions["pixel_size"]) * 1.1),
         dose=(dose / 1.6, dose * 1.6),
         defocus=(max(0.0, defocus - 15.0), defocus + 15.0),
+        source_size=(source / 1.2, source * 1.2) if source > 0 else ConditionRanges().source_size,
         contamination_probability=1.0 if contamination > 0 else 0.0,
         contamination=(max(0.05, contamination * 0.6), max(0.1, contamination * 1.3)),
     )

@@ -17,7 +17,7 @@ import numpy as np
 
 from scopeflow.atoms import Atoms
 from scopeflow.settings import DEFAULTS
-from storage.datasets import open_dataset
+from storage.datasets import Dataset, open_dataset
 from storage.models import ModelRegistry
 from tasks.drift.physics import Proxies, columns_proxies, frame_proxies, proxy_score
 from tasks.inference.ensemble import Ensemble
@@ -78,9 +78,27 @@ def retrain(
     found = production.locate(reference_frames, [pixel_size] * len(reference_frames))
     reference_proxies = columns_proxies([a.rowcol for a in found], reference_frames, pixel_size)
     drifted = trusted.locate(frames, [pixel_size] * len(frames))
+    before_proxies = reference_proxies
     lattice, reference_proxies = _sample_lattice(drifted, frames, pixel_size, reference_proxies)
-    conditions = estimate_conditions(frames[:4], pixel_size, lattice, seed=seed)
-    log(f"estimated conditions: {conditions}")
+    # The frames before the drift are the spectrum's reference only while the sample is the
+    # same: a new region's spectrum differs by its object, not by the optics.
+    same_sample = reference_proxies is before_proxies and len(before) > 0
+    conditions, how = estimate_conditions(
+        frames,
+        pixel_size,
+        lattice,
+        reference_frames=reference_frames if same_sample else None,
+        reference=reference,
+        optics=Dataset(dataset).optics(),
+        seed=seed,
+    )
+    log(
+        "estimated conditions: "
+        + ", ".join(f"{k} {conditions[k]:.3g}" for k in ("dose", "defocus", "source_size", "contamination"))
+        + f" (lattice {lattice}; "
+        + "; ".join(f"{k}: {v}" for k, v in how.items())
+        + ")"
+    )
     pseudo = pseudo_labels(trusted, frames, pixel_size, patch=64, seed=seed, atoms=drifted)
     log(f"{len(pseudo)} pseudo-labelled patches from {len(frames)} drifted frames")
     candidate, lineage = fine_tune(production, pseudo, conditions, steps=steps, seed=seed, log=log)
