@@ -1,5 +1,13 @@
 """Twin frames/s (256², 2 threads) and Zarr append throughput vs numpy.save of the same bytes.
 
+The yardstick: ``numpy.save`` of the frames, a file each, interleaved batch by batch with the
+dataset's append in the same directory. ``numpy.save`` alone drifted from 2500 to 665–1130 MB/s
+over minutes in one directory (file creation where many files were just created and deleted,
+and the dirty pages of earlier rounds still being written back), so every round starts in a
+brand-new directory after ``os.sync()`` (untimed), and the figures are medians: of the rounds'
+ratios, and of the per-batch times pooled over every round. The yardstick's own speed in the
+first and the last rounds is recorded to show whether it held.
+
 Run: ``.venv/bin/python benchmarks/acquire.py``; writes benchmarks/results/acquire.json.
 """
 
@@ -79,13 +87,15 @@ def append_vs_save(frames: list, workdir: Path, round_no: int) -> dict[str, floa
         "frames_raw": frames_only("frames_raw"),  # the same without compression: the codec's share
     }
     order = list(steps)
+    per_batch: dict[str, list[float]] = {name: [] for name in steps}
     for b in range(0, len(frames), BATCH):
         batch = frames[b : b + BATCH]
         turn = (b // BATCH + round_no) % len(order)
         for name in order[turn:] + order[:turn]:
             t0 = time.perf_counter()
             steps[name](batch)
-            spent[name] += time.perf_counter() - t0
+            per_batch[name].append(time.perf_counter() - t0)
+            spent[name] += per_batch[name][-1]
     for p in (workdir / "bench.zarr", npy_dir, workdir / "frames.zarr", workdir / "frames_raw.zarr"):
         shutil.rmtree(p)
     return {
@@ -96,6 +106,7 @@ def append_vs_save(frames: list, workdir: Path, round_no: int) -> dict[str, floa
         "creation_s": creation_s,
         "frames_only_ratio": spent["numpy"] / spent["frames"],
         "frames_only_uncompressed_ratio": spent["numpy"] / spent["frames_raw"],
+        "batch_seconds": per_batch,
     }
 
 
@@ -107,11 +118,19 @@ def main() -> None:
     twin = DigitalTwin(seed=0)
     frames = [twin.acquire(i) for i in range(FRAMES)]
     rounds = []
+    load_before = os.getloadavg()
     # Same disk as the repository: the figure is about this file system, not /tmp.
-    with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
-        for i in range(ROUNDS):
+    for i in range(ROUNDS):
+        os.sync()  # the previous round's dirty pages are not this round's cost
+        with tempfile.TemporaryDirectory(dir=Path(__file__).parent, prefix=".acquire-") as tmp:
             rounds.append(append_vs_save(frames, Path(tmp), i))
+    load_after = os.getloadavg()
     ratio = statistics.median(r["ratio"] for r in rounds)
+    pooled = {
+        name: statistics.median(t for r in rounds for t in r["batch_seconds"][name])
+        for name in rounds[0]["batch_seconds"]
+    }
+    nbytes_batch = sum(f.image.nbytes for f in frames[:BATCH])
     write_result(
         "acquire",
         {
@@ -131,8 +150,17 @@ def main() -> None:
             "frames_array_only_uncompressed_vs_numpy_ratio": round(
                 statistics.median(r["frames_only_uncompressed_ratio"] for r in rounds), 3
             ),
+            "batch_median_ms": {name: round(1000 * t, 3) for name, t in pooled.items()},
+            "zarr_vs_numpy_ratio_batch_medians": round(pooled["numpy"] / pooled["dataset"], 3),
+            "frames_array_only_vs_numpy_ratio_batch_medians": round(pooled["numpy"] / pooled["frames"], 3),
+            "numpy_save_MBps_first_last_round": [
+                round(rounds[0]["npy_MBps"], 1),
+                round(rounds[-1]["npy_MBps"], 1),
+            ],
+            "numpy_save_MBps_batch_median": round(nbytes_batch / pooled["numpy"] / 1e6, 1),
+            "loadavg_before_after": [round(v, 2) for v in (*load_before, *load_after)],
             "ratio_goal": 0.8,
-            "rounds": rounds,
+            "rounds": [{k: v for k, v in r.items() if k != "batch_seconds"} for r in rounds],
         },
     )
 

@@ -195,6 +195,8 @@ class Dataset:
             # their committed entries): ~16 ms less a batch than zarr's whole consolidation.
             commit(self.path, self._written(), spare=self._spare(), drop=self._dropped())
             self._monitor_entries = {}
+            if self._monitor is not None:
+                self._monitor.drop = []
 
     def _written(self) -> dict[str, Any]:
         """Metadata of every node this handle's writers wrote (None: read its zarr.json)."""

@@ -113,9 +113,14 @@ def test_the_monitor_state_grows_and_is_replaced_and_readers_see_committed_state
         _assert_state(read_monitor_state(path), states[-1])
         _assert_state(Dataset(path).monitor_state(), states[-1])
     # A batch that fails leaves the committed state as it was, its rows trimmed.
-    with pytest.raises(RuntimeError), data.batch():
-        data.write_monitor_state(*_state(16, np.vstack([history[:1] * 3, history])))
-        raise RuntimeError("the edge failed mid-batch")
+
+    def failing_batch() -> None:
+        with data.batch():
+            data.write_monitor_state(*_state(16, np.vstack([history[:1] * 3, history])))
+            raise RuntimeError("the edge failed mid-batch")
+
+    with pytest.raises(RuntimeError):
+        failing_batch()
     _assert_state(read_monitor_state(path), states[-1])
     again = Dataset(path)
     with again.batch():
