@@ -6,7 +6,9 @@ over minutes in one directory (file creation where many files were just created 
 and the dirty pages of earlier rounds still being written back), so every round starts in a
 brand-new directory after ``os.sync()`` (untimed), and the figures are medians: of the rounds'
 ratios, and of the per-batch times pooled over every round. The yardstick's own speed in the
-first and the last rounds is recorded to show whether it held.
+first and the last rounds is recorded to show whether it held. A second yardstick writes the
+same bytes with ``numpy.save`` into one file per batch (as few file creations as the dataset's
+shards), since what decays is creating files.
 
 Run: ``.venv/bin/python benchmarks/acquire.py``; writes benchmarks/results/acquire.json.
 """
@@ -66,11 +68,18 @@ def append_vs_save(frames: list, workdir: Path, round_no: int) -> dict[str, floa
             chunk_rows={"frames": 1},
             compressors={"frames": codec},
         )
-    spent = {"numpy": 0.0, "dataset": 0.0, "frames": 0.0, "frames_raw": 0.0}
+    spent = {"numpy": 0.0, "numpy_one_file": 0.0, "dataset": 0.0, "frames": 0.0, "frames_raw": 0.0}
 
     def save(batch: list) -> None:
         for f in batch:
             np.save(npy_dir / f"{f.index}.npy", f.image)
+
+    def save_one_file(batch: list) -> None:
+        # The same bytes, a file per batch (the frames one after another): a yardstick that
+        # creates as few files as the dataset's shards do.
+        with open(npy_dir / f"batch-{batch[0].index}.npy", "wb") as fh:
+            for f in batch:
+                np.save(fh, f.image)
 
     def frames_only(name: str) -> Callable[[list], None]:
         def append(batch: list) -> None:
@@ -82,6 +91,7 @@ def append_vs_save(frames: list, workdir: Path, round_no: int) -> dict[str, floa
 
     steps = {
         "numpy": save,
+        "numpy_one_file": save_one_file,
         "dataset": writer.append,
         "frames": frames_only("frames"),
         "frames_raw": frames_only("frames_raw"),  # the same without compression: the codec's share
@@ -102,6 +112,7 @@ def append_vs_save(frames: list, workdir: Path, round_no: int) -> dict[str, floa
         "zarr_MBps": nbytes / spent["dataset"] / 1e6,
         "npy_MBps": nbytes / spent["numpy"] / 1e6,
         "ratio": spent["numpy"] / spent["dataset"],
+        "ratio_one_file": spent["numpy_one_file"] / spent["dataset"],
         "ratio_with_creation": spent["numpy"] / (spent["dataset"] + creation_s),
         "creation_s": creation_s,
         "frames_only_ratio": spent["numpy"] / spent["frames"],
@@ -152,6 +163,12 @@ def main() -> None:
             ),
             "batch_median_ms": {name: round(1000 * t, 3) for name, t in pooled.items()},
             "zarr_vs_numpy_ratio_batch_medians": round(pooled["numpy"] / pooled["dataset"], 3),
+            "zarr_vs_numpy_one_file_per_batch_ratio": round(
+                statistics.median(r["ratio_one_file"] for r in rounds), 3
+            ),
+            "zarr_vs_numpy_one_file_per_batch_ratio_batch_medians": round(
+                pooled["numpy_one_file"] / pooled["dataset"], 3
+            ),
             "frames_array_only_vs_numpy_ratio_batch_medians": round(pooled["numpy"] / pooled["frames"], 3),
             "numpy_save_MBps_first_last_round": [
                 round(rounds[0]["npy_MBps"], 1),
