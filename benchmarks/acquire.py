@@ -1,5 +1,15 @@
 """Twin frames/s (256², 2 threads) and Zarr append throughput vs numpy.save of the same bytes.
 
+The yardstick: ``numpy.save`` of the frames, a file each, interleaved batch by batch with the
+dataset's append in the same directory. ``numpy.save`` alone drifted from 2500 to 665–1130 MB/s
+over minutes in one directory (file creation where many files were just created and deleted,
+and the dirty pages of earlier rounds still being written back), so every round starts in a
+brand-new directory after ``os.sync()`` (untimed), and the figures are medians: of the rounds'
+ratios, and of the per-batch times pooled over every round. The yardstick's own speed in the
+first and the last rounds is recorded to show whether it held. A second yardstick writes the
+same bytes with ``numpy.save`` into one file per batch (as few file creations as the dataset's
+shards), since what decays is creating files.
+
 Run: ``.venv/bin/python benchmarks/acquire.py``; writes benchmarks/results/acquire.json.
 """
 
@@ -58,11 +68,18 @@ def append_vs_save(frames: list, workdir: Path, round_no: int) -> dict[str, floa
             chunk_rows={"frames": 1},
             compressors={"frames": codec},
         )
-    spent = {"numpy": 0.0, "dataset": 0.0, "frames": 0.0, "frames_raw": 0.0}
+    spent = {"numpy": 0.0, "numpy_one_file": 0.0, "dataset": 0.0, "frames": 0.0, "frames_raw": 0.0}
 
     def save(batch: list) -> None:
         for f in batch:
             np.save(npy_dir / f"{f.index}.npy", f.image)
+
+    def save_one_file(batch: list) -> None:
+        # The same bytes, a file per batch (the frames one after another): a yardstick that
+        # creates as few files as the dataset's shards do.
+        with open(npy_dir / f"batch-{batch[0].index}.npy", "wb") as fh:
+            for f in batch:
+                np.save(fh, f.image)
 
     def frames_only(name: str) -> Callable[[list], None]:
         def append(batch: list) -> None:
@@ -74,28 +91,33 @@ def append_vs_save(frames: list, workdir: Path, round_no: int) -> dict[str, floa
 
     steps = {
         "numpy": save,
+        "numpy_one_file": save_one_file,
         "dataset": writer.append,
         "frames": frames_only("frames"),
         "frames_raw": frames_only("frames_raw"),  # the same without compression: the codec's share
     }
     order = list(steps)
+    per_batch: dict[str, list[float]] = {name: [] for name in steps}
     for b in range(0, len(frames), BATCH):
         batch = frames[b : b + BATCH]
         turn = (b // BATCH + round_no) % len(order)
         for name in order[turn:] + order[:turn]:
             t0 = time.perf_counter()
             steps[name](batch)
-            spent[name] += time.perf_counter() - t0
+            per_batch[name].append(time.perf_counter() - t0)
+            spent[name] += per_batch[name][-1]
     for p in (workdir / "bench.zarr", npy_dir, workdir / "frames.zarr", workdir / "frames_raw.zarr"):
         shutil.rmtree(p)
     return {
         "zarr_MBps": nbytes / spent["dataset"] / 1e6,
         "npy_MBps": nbytes / spent["numpy"] / 1e6,
         "ratio": spent["numpy"] / spent["dataset"],
+        "ratio_one_file": spent["numpy_one_file"] / spent["dataset"],
         "ratio_with_creation": spent["numpy"] / (spent["dataset"] + creation_s),
         "creation_s": creation_s,
         "frames_only_ratio": spent["numpy"] / spent["frames"],
         "frames_only_uncompressed_ratio": spent["numpy"] / spent["frames_raw"],
+        "batch_seconds": per_batch,
     }
 
 
@@ -107,11 +129,19 @@ def main() -> None:
     twin = DigitalTwin(seed=0)
     frames = [twin.acquire(i) for i in range(FRAMES)]
     rounds = []
+    load_before = os.getloadavg()
     # Same disk as the repository: the figure is about this file system, not /tmp.
-    with tempfile.TemporaryDirectory(dir=Path(__file__).parent) as tmp:
-        for i in range(ROUNDS):
+    for i in range(ROUNDS):
+        os.sync()  # the previous round's dirty pages are not this round's cost
+        with tempfile.TemporaryDirectory(dir=Path(__file__).parent, prefix=".acquire-") as tmp:
             rounds.append(append_vs_save(frames, Path(tmp), i))
+    load_after = os.getloadavg()
     ratio = statistics.median(r["ratio"] for r in rounds)
+    pooled = {
+        name: statistics.median(t for r in rounds for t in r["batch_seconds"][name])
+        for name in rounds[0]["batch_seconds"]
+    }
+    nbytes_batch = sum(f.image.nbytes for f in frames[:BATCH])
     write_result(
         "acquire",
         {
@@ -131,8 +161,23 @@ def main() -> None:
             "frames_array_only_uncompressed_vs_numpy_ratio": round(
                 statistics.median(r["frames_only_uncompressed_ratio"] for r in rounds), 3
             ),
+            "batch_median_ms": {name: round(1000 * t, 3) for name, t in pooled.items()},
+            "zarr_vs_numpy_ratio_batch_medians": round(pooled["numpy"] / pooled["dataset"], 3),
+            "zarr_vs_numpy_one_file_per_batch_ratio": round(
+                statistics.median(r["ratio_one_file"] for r in rounds), 3
+            ),
+            "zarr_vs_numpy_one_file_per_batch_ratio_batch_medians": round(
+                pooled["numpy_one_file"] / pooled["dataset"], 3
+            ),
+            "frames_array_only_vs_numpy_ratio_batch_medians": round(pooled["numpy"] / pooled["frames"], 3),
+            "numpy_save_MBps_first_last_round": [
+                round(rounds[0]["npy_MBps"], 1),
+                round(rounds[-1]["npy_MBps"], 1),
+            ],
+            "numpy_save_MBps_batch_median": round(nbytes_batch / pooled["numpy"] / 1e6, 1),
+            "loadavg_before_after": [round(v, 2) for v in (*load_before, *load_after)],
             "ratio_goal": 0.8,
-            "rounds": rounds,
+            "rounds": [{k: v for k, v in r.items() if k != "batch_seconds"} for r in rounds],
         },
     )
 

@@ -11,7 +11,9 @@ Three plain-Python runs over the same twin stream, then the Prefect flow:
   issue's 20 frames/s), as a microscope's do, latency counted from each scan's end: the
   latency a user sees at that rate, and whether the loop keeps up.
 
-Latency is measured from the moment each frame is acquired. Prefect's share is
+Latency is measured from the moment each frame is acquired. The edge's storage costs per batch
+(writing the drift monitor's state, and the batch's one commit) are timed inside each run
+(``edge_storage_ms``). Prefect's share is
 1 − (pipelined plain time / flow time): the flow runs the same pipeline over the same batches;
 on a shared machine the load moves between the two runs, so the same run also gives each task
 run's wall time against the loop's own time inside it (``task_run_overhead_*``).
@@ -32,9 +34,10 @@ import numpy as np
 import torch
 from _common import write_result
 
+import storage.datasets.handle
 from scopeflow.frame import Frame
 from scopeflow.settings import EdgeSettings
-from storage.datasets import DatasetWriter
+from storage.datasets import Dataset, DatasetWriter
 from storage.models import ModelRegistry
 from tasks.acquisition import make_instrument
 from tasks.acquisition.loop import acquire_batch, batches
@@ -89,6 +92,7 @@ def run(
         now = time.perf_counter()
         done.update((i, now) for i in instrument.stamps if i < end and i not in done)
 
+    monitor, commits = _timed(Dataset, "write_monitor_state"), _timed(storage.datasets.handle, "commit")
     t_start = time.perf_counter()
     if mode == "sequential":
         for first, end in batches(0, frames, batch):
@@ -99,6 +103,8 @@ def run(
             lambda first, end: acquire_batch(instrument, writer, first, end), batches(0, frames, batch), edge
         )
     wall = time.perf_counter() - t_start
+    _untimed(Dataset, "write_monitor_state")
+    _untimed(storage.datasets.handle, "commit")
     lat = 1000 * np.array([done[i] - instrument.stamps[i] for i in range(frames)])
     return {
         "latency_ms_p50": float(np.percentile(lat, 50)),
@@ -106,6 +112,10 @@ def run(
         "latency_ms_max": float(lat.max()),
         "frames_per_second": frames / wall,
         "seconds": wall,
+        "edge_storage_ms": {  # medians per batch: the monitor's state, the batch's commit
+            "monitor_state": 1000 * float(np.median(monitor)),
+            "commit": 1000 * float(np.median(commits)),
+        },
     }
 
 
@@ -136,8 +146,14 @@ def _timed(owner: Any, name: str) -> list[float]:
         finally:
             seconds.append(time.perf_counter() - t0)
 
+    wrapper.__wrapped__ = inner  # type: ignore[attr-defined]
     setattr(owner, name, wrapper)
     return seconds
+
+
+def _untimed(owner: Any, name: str) -> None:
+    """Undo ``_timed``."""
+    setattr(owner, name, getattr(owner, name).__wrapped__)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from zarr.storage import LocalStore
 
 from scopeflow.atoms import Atoms
 from storage.datasets import Dataset, DatasetWriter, open_dataset, read_truths
+from storage.datasets.decisions import read_monitor_state
 from storage.datasets.handle import open_predictions
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 
@@ -69,3 +70,62 @@ def test_a_batch_never_committed_is_trimmed_from_the_handles_own_tables(acquired
     writer.append([2, 3], [Atoms.empty(), Atoms.empty()], commit_now=False)  # a killed batch
     again = Dataset(path).predictions("v0001-test")
     assert again.done().tolist() == [0, 1]
+
+
+def _state(frames: int, history: np.ndarray) -> tuple[dict, dict]:
+    attrs = {"frames_seen": frames, "calibration": {"k": 1.5}}
+    arrays = {
+        "history_image": history,
+        "history_ring_k": np.linspace(0.1, 2.0, 5),
+        "recent_features": np.array([[1.0, np.nan], [np.inf, -2.5]]),
+    }
+    return attrs, arrays
+
+
+def _assert_state(got, want) -> None:
+    assert got is not None
+    assert got[0] == want[0]
+    assert got[1].keys() == want[1].keys()
+    for name, value in want[1].items():
+        np.testing.assert_array_equal(got[1][name], value)
+        assert got[1][name].dtype == value.dtype
+
+
+def test_the_monitor_state_grows_and_is_replaced_and_readers_see_committed_states_only(acquired):
+    path, _, _ = acquired
+    rng = np.random.default_rng(0)
+    history = rng.normal(size=(3, 7))
+    data = Dataset(path)
+    states = []
+    # Grown by rows (appended), then re-referenced (a new generation), then grown again.
+    for step, rows in enumerate([history, np.vstack([history, history[:2] + 1]), history[:1] * 3]):
+        states.append(_state(4 * (step + 1), rows))
+        if step == 2:
+            states[-1][1]["carried_profile"] = np.arange(4.0)  # an array first seen now
+        with data.batch():
+            data.write_monitor_state(*states[-1])
+            # Written, not committed: every reader still reads the previous state whole.
+            before = read_monitor_state(path)
+            if step:
+                _assert_state(before, states[-2])
+            else:
+                assert before is None
+        _assert_state(read_monitor_state(path), states[-1])
+        _assert_state(Dataset(path).monitor_state(), states[-1])
+    # A batch that fails leaves the committed state as it was, its rows trimmed.
+
+    def failing_batch() -> None:
+        with data.batch():
+            data.write_monitor_state(*_state(16, np.vstack([history[:1] * 3, history])))
+            raise RuntimeError("the edge failed mid-batch")
+
+    with pytest.raises(RuntimeError):
+        failing_batch()
+    _assert_state(read_monitor_state(path), states[-1])
+    again = Dataset(path)
+    with again.batch():
+        again.write_monitor_state(*states[0])
+    _assert_state(read_monitor_state(path), states[0])
+    # Generations no committed state names are removed (one before the current is kept).
+    assert len(list((path / "drift_monitor").glob("g*"))) <= 2
+    assert zarr.open_group(store=LocalStore(path, read_only=True), mode="r", use_consolidated=True)
