@@ -166,7 +166,7 @@ def test_the_defocus_bound_falls_as_one_over_root_frames():
         defocus_bound(reference, stats[32 : 32 + n], (96, 96), **optics, defocus=60.0) for n in (4, 16)
     )
     assert 0 < many < few and many == pytest.approx(few / 2, rel=0.35)
-    estimate, _ = fit_defocus(reference, stats[32:], (96, 96), **optics)
+    estimate, _, _ = fit_defocus(reference, stats[32:], (96, 96), **optics)
     # The fit stays within two of its 5 Å grid steps; that is several bounds (here 50 Å at a
     # bound of ~2 Å): the fit's bias, not the frames' information, limits it.
     assert abs(estimate - 60.0) <= 10.0
