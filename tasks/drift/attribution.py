@@ -129,6 +129,15 @@ def attribute(
                     # One frame has no spread to measure: no unbiased estimate from its rings
                     # is surer than the Cramér–Rao bound, so the bound is its error.
                     att["defocus_err_A"] = att["defocus_bound_A"]
+                    # Near focus the transfer is even in defocus (Cs = 0), so the bound at an
+                    # estimate of ~0 Å is huge and a return to focus from 145 Å could never be
+                    # told from no change. Whether the defocus moved is also a test at the
+                    # reference's defocus (the score test: the bound if nothing changed); the
+                    # smaller of the two bounds decides.
+                    null = reference_defocus if spectrum_defocus is None else spectrum_defocus
+                    att["defocus_null_bound_A"] = defocus_bound(
+                        spectrum, images, shape, **probe, defocus=null
+                    )
         change = att.get("defocus_change_A", float("nan"))
         # A defocus change is named when it is outside twice its error and beyond Rayleigh's
         # quarter-wave depth of focus λ/(4α²) (~20 Å at 60 kV, 25 mrad): a smaller one
@@ -152,11 +161,16 @@ def attribute(
                 f"source/probe size: σ² {att['source_var_A2']:+.2f} Å² (a Gaussian envelope fits "
                 "better than a defocus)"
             )
-        elif resolved and abs(change) > max(2 * att["defocus_err_A"], depth):
+        elif resolved and abs(change) > max(
+            2 * min(att["defocus_err_A"], att.get("defocus_null_bound_A", np.inf)), depth
+        ):
             changed.append("defocus")
             defocus_next = att["defocus_A"]
+            note = ""
+            if att.get("defocus_null_bound_A", np.inf) < att["defocus_err_A"]:
+                note = f"; a move from {reference_defocus:.0f} Å: ±{att['defocus_null_bound_A']:.0f} there"
             words.append(
-                f"|defocus| {reference_defocus:.0f} → {att['defocus_A']:.0f} Å (±{att['defocus_err_A']:.0f})"
+                f"|defocus| {reference_defocus:.0f} → {att['defocus_A']:.0f} Å (±{att['defocus_err_A']:.0f}{note})"
             )
         elif "blur" in fired:
             changed.append("blur")

@@ -257,3 +257,32 @@ def test_a_rotated_lattice_is_named_and_a_blur_is_not(schedule, lattice):
     scores = dict.fromkeys(DETECTORS, float("nan")) | {"contrast": 2.0}
     changed, _, _, _ = attribute(reference, None, scores, stats[32:], before)  # type: ignore[arg-type]
     assert ("lattice" in changed) == lattice
+
+
+@pytest.mark.parametrize(
+    ("schedule", "named"), [("source_size=0.6@32", "blur"), ("defocus=60@32", "defocus")]
+)
+def test_a_larger_source_is_named_a_blur_and_a_defocus_a_defocus(schedule, named):
+    # A source size is a Gaussian envelope: it empties the higher lattice orders first; a
+    # defocus (Cs = 0) lowers the middle of the band and keeps the transfer near the aperture's
+    # cutoff. The two one-parameter models, fitted without a free amplitude (OTF(0) = 1), tell
+    # them apart where a free amplitude had named the larger source a defocus of 150 Å.
+    from tasks.acquisition.twin import DigitalTwin, DriftSchedule
+    from tasks.drift.attribution import DETECTORS, IMAGE_DETECTORS, attribute
+    from tasks.drift.spectrum import SpectrumReference, image_stats
+
+    twin = DigitalTwin(seed=7, schedule=DriftSchedule.parse(schedule), shape=(96, 96))
+    acquired = [twin.acquire(i) for i in range(44)]
+    c = acquired[0].conditions
+    optics = {"voltage_kv": c["voltage_kv"], "semiangle_mrad": c["semiangle_mrad"]}
+    stats = [image_stats(f.image, f.pixel_size) for f in acquired]
+    reference = SpectrumReference.fit(stats[:32])
+    before = np.array([reference.features(s)[n] for s in stats[:32] for n in IMAGE_DETECTORS])
+    before = np.concatenate([before.reshape(32, -1).mean(axis=0), np.full(3, np.nan)])
+    scores = dict.fromkeys(DETECTORS, float("nan")) | {"blur": 2.0, "contrast": 2.0}
+    changed, att, _, _ = attribute(reference, None, scores, stats[34:], before, optics=optics)  # type: ignore[arg-type]
+    assert named in changed and ({"blur", "defocus"} - {named}).isdisjoint(changed)
+    if named == "blur":
+        assert att["source_var_A2"] == pytest.approx(0.6**2 - c["source_size"] ** 2, abs=0.1)
+    else:
+        assert att["defocus_A"] == pytest.approx(60.0, abs=20.0)
