@@ -5,7 +5,9 @@ defocus 0, 40 and 80 Å) are cropped to ``side`` px, either at random positions 
 frame) or along a slow random walk (the sample drifting under the probe, with scan-line
 jitter), and counted with Poisson noise at the stream's dose: counts = fraction × dose × p².
 A defocus between the simulated ones is the linear blend of the two nearest noise-free images
-(an approximation, used only inside ramps).
+(an approximation, used only inside ramps). ``build`` also takes other noise-free frames (the
+unseen materials of ``drift_unseen.py``) with a per-frame source size, applied as a Gaussian
+blur of that σ (Å) to the noise-free image before counting.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "abtem-graphene"
 DATA_FALLBACK = Path("/work/shared/data/abtem-graphene")
@@ -81,9 +84,22 @@ def build(
     side: int = 128,
     crops: str = "random",
     seed: int = 0,
+    clean: tuple[dict[float, np.ndarray], float] | None = None,
+    source: np.ndarray | None = None,
 ) -> Stream:
-    """A stream with per-frame ``defocus`` (Å) and ``dose`` (e/Å²); ``crops`` random or drifting."""
-    clean, p = _clean()
+    """A stream with per-frame ``defocus`` (Å) and ``dose`` (e/Å²); ``crops`` random or drifting.
+
+    ``clean``: noise-free frames by defocus (Å) and their pixel size (Å/px), default the abTEM
+    graphene ones (which carry their 0.35 Å source blur already); ``source``: per-frame source
+    size σ (Å) applied to them as a Gaussian blur (periodic frames: wrapped), default none.
+    """
+    clean, p = _clean() if clean is None else clean
+    blurred: dict[float, dict[float, np.ndarray]] = {}
+    if source is not None:
+        for s in np.unique(source):
+            blurred[float(s)] = {
+                df: gaussian_filter(im, float(s) / p, mode="wrap") for df, im in clean.items()
+            }
     rng = np.random.default_rng(seed)
     n = len(defocus)
     h, w = next(iter(clean.values())).shape
@@ -97,7 +113,8 @@ def build(
             # Sample drift ~0.02 Å/frame as on the twin, plus 0.15 px rms scan-line jitter.
             pos = pos + rng.normal(0.0, 0.2, 2) + np.array([0.2, 0.1])
             jitter = rng.normal(0.0, 0.15, side)
-        expected = _crop(_at_defocus(clean, defocus[i]), pos[0], pos[1], side, jitter) * dose[i] * p**2
+        images = clean if source is None else blurred[float(source[i])]
+        expected = _crop(_at_defocus(images, defocus[i]), pos[0], pos[1], side, jitter) * dose[i] * p**2
         frames[i] = rng.poisson(np.clip(expected, 0, None))
     return Stream(
         name,

@@ -2,7 +2,8 @@
 
 The image-formation features of the frames since the change are compared with those before
 it (or the reference's centre); a blur or contrast change is named a defocus when the probe's
-transfer (``spectrum.fit_defocus``) explains it beyond the depth of focus.
+transfer (``spectrum.fit_defocus``) explains it beyond the depth of focus and better than a
+Gaussian envelope (``spectrum.fit_envelope``: a source or probe size change) does.
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .calibration import Calibration
-from .spectrum import ImageStats, SpectrumReference, defocus_bound, depth_of_focus, fit_defocus
+from .spectrum import (
+    ImageStats,
+    SpectrumReference,
+    defocus_bound,
+    depth_of_focus,
+    fit_defocus,
+    fit_envelope,
+)
 
 IMAGE_DETECTORS = ("dose", "blur", "contrast", "reflections")
 NETWORK_DETECTORS = ("embedding", "disagreement", "physics")
@@ -103,7 +111,7 @@ def attribute(
         if optics is not None:
             shape = shape_of(images[0])
             probe = probe_of(optics)
-            df, err = fit_defocus(
+            df, err, misfit = fit_defocus(
                 spectrum,
                 images,
                 shape,
@@ -111,6 +119,8 @@ def attribute(
                 reference_defocus=reference_defocus if spectrum_defocus is None else spectrum_defocus,
             )
             att["defocus_A"], att["defocus_err_A"] = df, err
+            att["source_var_A2"], att["envelope_misfit"] = fit_envelope(spectrum, images)
+            att["defocus_misfit"] = misfit
             att["defocus_change_A"] = df - reference_defocus
             if np.isfinite(df):
                 # What the frames allow at best (Cramér–Rao), beside what the fit achieved.
@@ -119,6 +129,15 @@ def attribute(
                     # One frame has no spread to measure: no unbiased estimate from its rings
                     # is surer than the Cramér–Rao bound, so the bound is its error.
                     att["defocus_err_A"] = att["defocus_bound_A"]
+                    # Near focus the transfer is even in defocus (Cs = 0), so the bound at an
+                    # estimate of ~0 Å is huge and a return to focus from 145 Å could never be
+                    # told from no change. Whether the defocus moved is also a test at the
+                    # reference's defocus (the score test: the bound if nothing changed); the
+                    # smaller of the two bounds decides.
+                    null = reference_defocus if spectrum_defocus is None else spectrum_defocus
+                    att["defocus_null_bound_A"] = defocus_bound(
+                        spectrum, images, shape, **probe, defocus=null
+                    )
         change = att.get("defocus_change_A", float("nan"))
         # A defocus change is named when it is outside twice its error and beyond Rayleigh's
         # quarter-wave depth of focus λ/(4α²) (~20 Å at 60 kV, 25 mrad): a smaller one
@@ -130,11 +149,28 @@ def attribute(
         # their ratio to the reference's is no longer the probe's transfer: the fitted defocus
         # then reads the new object, not the optics, and no defocus is named from it.
         resolved = "lattice" not in changed and np.isfinite(change)
-        if resolved and abs(change) > max(2 * att["defocus_err_A"], depth):
+        # A source or probe size change is a Gaussian envelope on every frequency: it empties
+        # the higher lattice orders first. A defocus (Cs = 0) lowers the middle of the band and
+        # leaves the transfer near the aperture's cutoff 2α/λ: the higher orders stay. Of the
+        # two one-parameter models (same rings, weights and upper limits) the one that misfits
+        # less names the change; a tie goes to the defocus, as before.
+        envelope = att.get("envelope_misfit", float("nan")) < att.get("defocus_misfit", float("nan"))
+        if "lattice" not in changed and envelope:
+            changed.append("blur")
+            words.append(
+                f"source/probe size: σ² {att['source_var_A2']:+.2f} Å² (a Gaussian envelope fits "
+                "better than a defocus)"
+            )
+        elif resolved and abs(change) > max(
+            2 * min(att["defocus_err_A"], att.get("defocus_null_bound_A", np.inf)), depth
+        ):
             changed.append("defocus")
             defocus_next = att["defocus_A"]
+            note = ""
+            if att.get("defocus_null_bound_A", np.inf) < att["defocus_err_A"]:
+                note = f"; a move from {reference_defocus:.0f} Å: ±{att['defocus_null_bound_A']:.0f} there"
             words.append(
-                f"|defocus| {reference_defocus:.0f} → {att['defocus_A']:.0f} Å (±{att['defocus_err_A']:.0f})"
+                f"|defocus| {reference_defocus:.0f} → {att['defocus_A']:.0f} Å (±{att['defocus_err_A']:.0f}{note})"
             )
         elif "blur" in fired:
             changed.append("blur")

@@ -166,7 +166,7 @@ def test_the_defocus_bound_falls_as_one_over_root_frames():
         defocus_bound(reference, stats[32 : 32 + n], (96, 96), **optics, defocus=60.0) for n in (4, 16)
     )
     assert 0 < many < few and many == pytest.approx(few / 2, rel=0.35)
-    estimate, _ = fit_defocus(reference, stats[32:], (96, 96), **optics)
+    estimate, _, _ = fit_defocus(reference, stats[32:], (96, 96), **optics)
     # The fit stays within two of its 5 Å grid steps; that is several bounds (here 50 Å at a
     # bound of ~2 Å): the fit's bias, not the frames' information, limits it.
     assert abs(estimate - 60.0) <= 10.0
@@ -257,3 +257,62 @@ def test_a_rotated_lattice_is_named_and_a_blur_is_not(schedule, lattice):
     scores = dict.fromkeys(DETECTORS, float("nan")) | {"contrast": 2.0}
     changed, _, _, _ = attribute(reference, None, scores, stats[32:], before)  # type: ignore[arg-type]
     assert ("lattice" in changed) == lattice
+
+
+@pytest.mark.parametrize(
+    ("schedule", "named"), [("source_size=0.6@32", "blur"), ("defocus=60@32", "defocus")]
+)
+def test_a_larger_source_is_named_a_blur_and_a_defocus_a_defocus(schedule, named):
+    # A source size is a Gaussian envelope: it empties the higher lattice orders first; a
+    # defocus (Cs = 0) lowers the middle of the band and keeps the transfer near the aperture's
+    # cutoff. The two one-parameter models, fitted without a free amplitude (OTF(0) = 1), tell
+    # them apart where a free amplitude had named the larger source a defocus of 150 Å.
+    from tasks.acquisition.twin import DigitalTwin, DriftSchedule
+    from tasks.drift.attribution import DETECTORS, IMAGE_DETECTORS, attribute
+    from tasks.drift.spectrum import SpectrumReference, image_stats
+
+    twin = DigitalTwin(seed=7, schedule=DriftSchedule.parse(schedule), shape=(96, 96))
+    acquired = [twin.acquire(i) for i in range(44)]
+    c = acquired[0].conditions
+    optics = {"voltage_kv": c["voltage_kv"], "semiangle_mrad": c["semiangle_mrad"]}
+    stats = [image_stats(f.image, f.pixel_size) for f in acquired]
+    reference = SpectrumReference.fit(stats[:32])
+    before = np.array([reference.features(s)[n] for s in stats[:32] for n in IMAGE_DETECTORS])
+    before = np.concatenate([before.reshape(32, -1).mean(axis=0), np.full(3, np.nan)])
+    scores = dict.fromkeys(DETECTORS, float("nan")) | {"blur": 2.0, "contrast": 2.0}
+    changed, att, _, _ = attribute(reference, None, scores, stats[34:], before, optics=optics)  # type: ignore[arg-type]
+    assert named in changed and ({"blur", "defocus"} - {named}).isdisjoint(changed)
+    if named == "blur":
+        assert att["source_var_A2"] == pytest.approx(0.6**2 - c["source_size"] ** 2, abs=0.1)
+    else:
+        assert att["defocus_A"] == pytest.approx(60.0, abs=20.0)
+
+
+def test_a_return_to_focus_seen_on_one_frame_is_named_a_defocus():
+    # Near focus the transfer is even in defocus, so the Cramér–Rao bound at an estimate of
+    # ~0 Å is enormous and "145 → 0 Å (±1500)" was named a contrast change. Whether the defocus
+    # moved is also tested at the reference's defocus, where the frames pin it to a few Å.
+    from tasks.acquisition.twin import DigitalTwin, DriftSchedule
+    from tasks.drift.attribution import DETECTORS, IMAGE_DETECTORS, attribute
+    from tasks.drift.spectrum import SpectrumReference, image_stats
+
+    twin = DigitalTwin(seed=7, schedule=DriftSchedule.parse("defocus=100@0,defocus=0@32"), shape=(96, 96))
+    acquired = [twin.acquire(i) for i in range(34)]
+    c = acquired[0].conditions
+    optics = {"voltage_kv": c["voltage_kv"], "semiangle_mrad": c["semiangle_mrad"]}
+    stats = [image_stats(f.image, f.pixel_size) for f in acquired]
+    reference = SpectrumReference.fit(stats[:32])
+    before = np.array([reference.features(s)[n] for s in stats[:32] for n in IMAGE_DETECTORS])
+    before = np.concatenate([before.reshape(32, -1).mean(axis=0), np.full(3, np.nan)])
+    scores = dict.fromkeys(DETECTORS, float("nan")) | {"contrast": 2.0}
+    changed, att, _, nxt = attribute(
+        reference,
+        None,  # type: ignore[arg-type]
+        scores,
+        stats[33:],
+        before,
+        optics=optics,
+        reference_defocus=100.0,
+    )
+    assert "defocus" in changed and nxt is not None and nxt < 50.0
+    assert att["defocus_null_bound_A"] < att["defocus_err_A"]
