@@ -13,8 +13,8 @@ the same few numbers:
 - defocus: the probe transfer |OTF(df)|² that turns the reference frames' signal profile
   into the drifted frames' (``fit_defocus``), named only when it moved beyond twice its
   error and beyond the depth of focus — otherwise the reference's;
-- source size: when no defocus is named but the Gaussian-equivalent blur grew beyond twice
-  its error, the source's σ grows by it (σ² adds for Gaussians);
+- source size: when a Gaussian envelope (``fit_envelope``) explains the spectrum better than
+  any defocus, the source's σ² changes by its Δσ² (σ² adds for Gaussians);
 - contamination: the reference's. Amorphous carbon is the sample, not the optics; the
   statistics tried could not tell it from a region's own content (see ``estimate_conditions``).
 """
@@ -31,6 +31,7 @@ from tasks.drift.spectrum import (
     SpectrumReference,
     depth_of_focus,
     fit_defocus,
+    fit_envelope,
     image_stats,
     signature,
 )
@@ -131,17 +132,23 @@ def estimate_conditions(
             "cs_mm": float(base["cs_mm"]),
         }
         shape = (int(np.shape(frames[0])[0]), int(np.shape(frames[0])[1]))
-        df, err = fit_defocus(spec, stats, shape, **probe, reference_defocus=defocus)
+        df, err, df_misfit = fit_defocus(spec, stats, shape, **probe, reference_defocus=defocus)
+        var, envelope_misfit = fit_envelope(spec, stats)
         # Rayleigh's quarter-wave depth of focus: a smaller change leaves the probe as it was.
         depth = depth_of_focus(probe["voltage_kv"], probe["semiangle_mrad"])
-        if np.isfinite(df) and abs(df - defocus) > max(2.0 * (err if np.isfinite(err) else 0.0), depth):
+        # As the drift attribution decides (``tasks.drift.attribution``): a Gaussian envelope
+        # that fits the spectrum better than any defocus is a source (or probe) size change,
+        # kept when it is beyond twice its standard error over the frames.
+        if envelope_misfit < df_misfit or (np.isfinite(envelope_misfit) and not np.isfinite(df_misfit)):
+            _, var_err = _robust_mean(np.array([fit_envelope(spec, [s])[0] for s in stats]))
+            if np.isfinite(var_err) and abs(var) > 2.0 * var_err:
+                source = float(np.sqrt(max(source**2 + var, 0.0)))
+                note["source_size"] = f"a Gaussian envelope fits best: σ² {var:+.3f} ± {var_err:.3f} Å²"
+            note["defocus"] = "unchanged: a Gaussian envelope explains the spectrum better"
+        elif np.isfinite(df) and abs(df - defocus) > max(2.0 * (err if np.isfinite(err) else 0.0), depth):
             defocus = float(df)
             note["defocus"] = f"probe transfer fitted to the spectrum: {df:.0f} ± {err:.0f} Å"
         else:
-            blur, blur_err = _robust_mean(np.array([spec.features(s)["blur"] for s in stats]))
-            if np.isfinite(blur) and np.isfinite(blur_err) and blur > 2.0 * blur_err:
-                source = float(np.sqrt(source**2 + blur))
-                note["source_size"] = f"Gaussian blur grew by σ² {blur:.3f} ± {blur_err:.3f} Å²"
             note["defocus"] = "unchanged within its error and the depth of focus"
     conditions = {**base, "dose": float(dose), "defocus": defocus, "source_size": source}
 
