@@ -172,7 +172,10 @@ def and_terms(text: str) -> list[_Leaf]:
 
 
 def driven_ids(
-    text: str, driver: _Leaf | Sequence[Select[Any]], where: list[ColumnElement[bool]]
+    text: str,
+    driver: _Leaf | Sequence[Select[Any]],
+    where: list[ColumnElement[bool]],
+    scope: Callable[[Any], ColumnElement[bool]] | None = None,
 ) -> Select[Any]:
     """``SELECT records.id`` of the records matching the expression and ``where`` (a record
     may come more than once),
@@ -182,6 +185,9 @@ def driven_ids(
     The other terms join the per-record index by (record id, key), with values wrapped so
     that the planner cannot turn them into value ranges of their own. The cost is then in
     proportion to the driver's rows, where ``IN`` sets for every term cost the sum of all.
+
+    ``scope``: a condition on the driver term's index rows (their copied owner or project,
+    ``Route.on_entry``) that narrows its range to the records of one owner or project.
     """
     parts = _and_parts(_compile(text))
     # Records rows are read only for conditions on them (an admin's search of metadata alone
@@ -191,7 +197,9 @@ def driven_ids(
     if isinstance(driver, _Leaf):
         D = aliased(MetadataEntry)
         query = select(D.record_id).where(
-            D.key == driver.key, *[c(D.num, D.text, D.kind) for c in driver.conditions]
+            *([scope(D)] if scope is not None else []),
+            D.key == driver.key,
+            *[c(D.num, D.text, D.kind) for c in driver.conditions],
         )
         anchor = D.record_id
     else:
