@@ -7,7 +7,9 @@ changes after creation), ``(owner_id, key, kind, num, text, record_id)`` and the
 ``project_id`` answer "this term, among the records of this owner or project" as one range
 each; only explicit grants and collection links are still probed per record.
 
-Existing rows are filled from ``records`` before the indexes are built.
+Existing rows are filled from ``records`` before the indexes are built (1 M records, 7 M
+index rows: 212 s on SQLite, 411 s on PostgreSQL, at load ~9 on 2 shared cores). On
+PostgreSQL run ``VACUUM ANALYZE record_md`` after the upgrade (14 s here).
 
 Revision ID: 0008
 Revises: 0007
@@ -36,6 +38,11 @@ def upgrade() -> None:
     columns = ["key", "kind", "num", "text", "record_id"]
     op.create_index("ix_record_md_owner", "record_md", ["owner_id", *columns], unique=False)
     op.create_index("ix_record_md_project", "record_md", ["project_id", *columns], unique=False)
+    if op.get_bind().dialect.name == "postgresql":
+        # Statistics for the new columns now. The UPDATE rewrote every row, so until VACUUM
+        # (autovacuum, or by hand: it cannot run inside this transaction) marks the pages
+        # all-visible again, index-only scans visit the table: 3-4x slower searches here.
+        op.execute("ANALYZE record_md")
 
 
 def downgrade() -> None:
