@@ -178,6 +178,12 @@ def test_metadata_search_admits_exactly_the_readable_records_whichever_it_starts
             page = bob.search(md=expression, limit=100, count_limit=None)
             assert sorted(r["id"] for r in page["items"]) == expected
             assert (page["total"], page["total_is_lower_bound"]) == (len(expected), False)
+            # Past a count limit: a lower bound, and the page still the newest matches.
+            capped = bob.search(md=expression, limit=2, count_limit=3)
+            assert (capped["total"], capped["total_is_lower_bound"]) == (3, True)
+            assert [r["id"] for r in capped["items"]] == [r["id"] for r in page["items"][:2]]
+            short = bob.search(md=expression, limit=100, count_limit=3)  # the page runs out
+            assert (short["total"], short["total_is_lower_bound"]) == (len(expected), False)
 
     check()
     # Rights change after the metadata was indexed (its rows copy only the record's owner and

@@ -202,11 +202,12 @@ def _capped_counter(ctx: Ctx) -> Callable[..., int]:
     return count
 
 
-def _matches(ctx: Ctx, q: SearchIn) -> tuple[Select[Any], int | None]:
+def _matches(ctx: Ctx, q: SearchIn) -> tuple[Select[Any], int | None, bool]:
     """``SELECT records.id`` of every match, in no particular order (a record may come more
-    than once from a metadata index: ``.distinct()`` counts each once), and an upper
+    than once from a metadata index: ``.distinct()`` counts each once), an upper
     bound on their number when one below ``ESTIMATE_CAP`` is known and sorting every match
-    is expected to cost less than walking the sort order (else None).
+    is expected to cost less than walking the sort order (else None), and whether the
+    matches are a restricted user's, read within what they may read (sparse in the sort order).
 
     The search starts from the criterion with the fewest index rows (counted up to the
     fewest so far): a metadata term of an expression joined by "and", a tag, the text index,
@@ -247,11 +248,11 @@ def _matches(ctx: Ctx, q: SearchIn) -> tuple[Select[Any], int | None]:
         bound = rows if rows <= (q.offset + q.limit) * n / max(expected, 1.0) else None
         if q.md and best is readable and terms and routes is not None:
             leaf = next(driver for _, _, driver in ranked if not isinstance(driver, list))
-            return _readable_matches(q.md, leaf, routes, _unfiltered(where)), bound
+            return _readable_matches(q.md, leaf, routes, _unfiltered(where)), bound, True
         if q.md:
-            return driven_ids(q.md, best, _unfiltered(where) if best is readable else where), bound
+            return driven_ids(q.md, best, _unfiltered(where) if best is readable else where), bound, False
         ids = union_all(*best).subquery() if len(best) > 1 else best[0].subquery()
-        return select(Record.id).where(Record.id.in_(select(ids.c[0])), *where), bound
+        return select(Record.id).where(Record.id.in_(select(ids.c[0])), *where), bound, False
     # Many rows from each: the caller takes the first few matches, and the planner's own
     # choice (or the fewest metadata term's range) finds those soonest.
     if q.md:
@@ -259,11 +260,11 @@ def _matches(ctx: Ctx, q: SearchIn) -> tuple[Select[Any], int | None]:
         if routes is not None and leaves and _few_probed(count, routes, leaves):
             # A restricted user: the fewest term within what they may read. No records row is
             # read for the permission, where the term's whole range reads one per row it holds.
-            return _readable_matches(q.md, leaves[0], routes, _unfiltered(where)), None
+            return _readable_matches(q.md, leaves[0], routes, _unfiltered(where)), None, True
         if leaves:
-            return driven_ids(q.md, leaves[0], where), None
+            return driven_ids(q.md, leaves[0], where), None, False
         where.append(compile_expression(q.md))
-    return select(Record.id).where(*where), None
+    return select(Record.id).where(*where), None, False
 
 
 def _unfiltered(where: list[ColumnElement[bool]]) -> list[ColumnElement[bool]]:
@@ -327,7 +328,7 @@ def search(ctx: Ctx, q: SearchIn) -> dict[str, Any]:
     column = SORT_KEYS[key]
     descending = q.sort.startswith("-")
     order = [column.desc(), Record.id.desc()] if descending else [column.asc(), Record.id.asc()]
-    matches, bound = _matches(ctx, q)
+    matches, bound, sparse = _matches(ctx, q)
     window = (q.offset, min(q.limit, ctx.limits.max_page))
     cap = q.count_limit
     if bound is not None:
@@ -352,6 +353,11 @@ def search(ctx: Ctx, q: SearchIn) -> dict[str, Any]:
             total, lower_bound = max(cap, q.offset + len(rows)), True
         return _page(ctx, q, total, lower_bound, rows)
     small = SMALL_RESULT if cap is None else min(cap, SMALL_RESULT)
+    if sparse:
+        # Matches among what a restricted user may read lie far apart in the sort order (the
+        # walk below passes every record they may not read: 150 of 160 ms for 761 matches in
+        # 1 M records, SQLite), so up to SMALL_RESULT are collected and sorted past the cap too.
+        small = SMALL_RESULT
     # Few matches: collect their ids from the indexes and sort just those. Many matches: walk
     # the sort order and probe each record, stopping once the page is full.
     found_ids = ctx.session.scalars(matches.limit(small + 1)).all()
@@ -361,6 +367,8 @@ def search(ctx: Ctx, q: SearchIn) -> dict[str, Any]:
     lower_bound = False
     if len(ids) <= small:
         total = len(ids)
+        if cap is not None and total > cap:  # counted past the cap: said as a lower bound
+            total, lower_bound = cap, True
         rows = ctx.session.scalars(
             select(Record)
             .where(Record.id.in_(ids) if ids else false())
@@ -368,6 +376,9 @@ def search(ctx: Ctx, q: SearchIn) -> dict[str, Any]:
             .offset(window[0])
             .limit(window[1])
         ).all()
+        if lower_bound:
+            shown = q.offset + len(rows)
+            total, lower_bound = (shown, False) if rows and len(rows) < window[1] else (max(cap, shown), True)
     else:
         # More than ``small`` matches: past a cap no larger than that, counting is done.
         total = small + 1 if cap is not None and cap <= small else _count(ctx, matches, cap)
