@@ -89,13 +89,6 @@ class Grants:
         routes = self.routes(level)
         return true() if routes is None else or_(*(route.condition for route in routes))
 
-    def readable_ids(self, level: Level) -> list[Select[Any]] | None:
-        """Selects of record ids, each answered from an index, whose union is exactly the
-        records ``record_filter(level)`` admits (None: every record, for an admin). Lets a
-        search start from what a user may read instead of testing every record."""
-        routes = self.routes(level)
-        return None if routes is None else [route.ids for route in routes]
-
     def routes(self, level: Level) -> list[Route] | None:
         """Each way to hold ``level`` on a record (None: every record, for an admin). One
         list, so the filter, the id sets and the metadata-index scopes cannot disagree."""

@@ -269,7 +269,7 @@ def _matches(ctx: Ctx, q: SearchIn) -> tuple[Select[Any], int | None, bool]:
 
 def _unfiltered(where: list[ColumnElement[bool]]) -> list[ColumnElement[bool]]:
     """``where`` without the permission filter (its first condition), for a search that starts
-    from ``readable_ids``: their union is exactly what that filter admits."""
+    from the ids of ``Grants.routes``: their union is exactly what that filter admits."""
     return where[1:]
 
 
