@@ -154,7 +154,7 @@ def populate(url: str, n: int, seed: int = 0) -> float:
                     )
                 )
                 tags += [(rid, material), (rid, f"batch{i % 1000}")]
-                md_rows += [(rid, *row) for row in flatten(md)]
+                md_rows += [(rid, owner, pid, *row) for row in flatten(md)]
                 if route in ("grant", "public"):
                     grants.append(("d", rid, reader if route == "grant" else None, 1))
                 if route == "collection":
@@ -172,7 +172,12 @@ def populate(url: str, n: int, seed: int = 0) -> float:
             )
             _copy(conn, "records", columns, records)
             _copy(conn, "record_tags", ("record_id", "tag"), tags)
-            _copy(conn, "record_md", ("record_id", "key", "kind", "num", "text"), md_rows)
+            _copy(
+                conn,
+                "record_md",
+                ("record_id", "owner_id", "project_id", "key", "kind", "num", "text"),
+                md_rows,
+            )
             _copy(conn, "grants", ("target_kind", "target_id", "user_id", "level"), grants)
             _copy(conn, "collection_items", ("collection_id", "record_id", "max_level"), links)
         for ix in indexes:

@@ -12,6 +12,7 @@ clause of search, so the two cannot disagree.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -20,7 +21,15 @@ from sqlalchemy import ColumnElement, Select, and_, false, or_, select, true
 from sqlalchemy.orm import Session
 
 from scopeflow.errors import InputError
-from storage.federation.models import Collection, CollectionItem, Grant, Project, ProjectMember, Record
+from storage.federation.models import (
+    Collection,
+    CollectionItem,
+    Grant,
+    MetadataEntry,
+    Project,
+    ProjectMember,
+    Record,
+)
 
 
 class Level(IntEnum):
@@ -54,6 +63,19 @@ class Principal:
     is_admin: bool = False
 
 
+@dataclass(frozen=True)
+class Route:
+    """One way to hold a level on records, three ways to ask it."""
+
+    #: A condition on ``Record``.
+    condition: ColumnElement[bool]
+    #: The record ids it admits, from an index.
+    ids: Select[Any]
+    #: The same as a condition on a ``MetadataEntry`` (an alias of it), from the record's
+    #: owner or project copied into each index row; None for routes only ``ids`` answers.
+    on_entry: Callable[[type[MetadataEntry]], ColumnElement[bool]] | None = None
+
+
 @dataclass
 class Grants:
     """The levels one principal holds, computed once per request."""
@@ -64,40 +86,36 @@ class Grants:
 
     def record_filter(self, level: Level) -> ColumnElement[bool]:
         """A condition on ``Record`` true for the records the principal holds ``level`` on."""
-        routes = self._routes(level)
-        return true() if routes is None else or_(*(condition for condition, _ in routes))
+        routes = self.routes(level)
+        return true() if routes is None else or_(*(route.condition for route in routes))
 
-    def readable_ids(self, level: Level) -> list[Select[Any]] | None:
-        """Selects of record ids, each answered from an index, whose union is exactly the
-        records ``record_filter(level)`` admits (None: every record, for an admin). Lets a
-        search start from what a user may read instead of testing every record."""
-        routes = self._routes(level)
-        return None if routes is None else [ids for _, ids in routes]
-
-    def _routes(self, level: Level) -> list[tuple[ColumnElement[bool], Select[Any]]] | None:
-        """Each way to hold ``level`` on a record: its condition on ``Record`` and the ids it
-        admits. One list, so the filter and the id sets cannot disagree."""
+    def routes(self, level: Level) -> list[Route] | None:
+        """Each way to hold ``level`` on a record (None: every record, for an admin). One
+        list, so the filter, the id sets and the metadata-index scopes cannot disagree."""
         p = self.principal
         if p.is_admin:
             return None
         mine = Record.owner_id == p.user_id
-        routes = [(mine, select(Record.id).where(mine))]
+        uid = p.user_id
+        routes = [Route(mine, select(Record.id).where(mine), lambda e: e.owner_id == uid)]
         projects = [pid for pid, lvl in self.projects.items() if lvl >= level]
         if projects:
             member = Record.project_id.in_(projects)
-            routes.append((member, select(Record.id).where(member)))
+            routes.append(
+                Route(member, select(Record.id).where(member), lambda e: e.project_id.in_(projects))
+            )
         # Grants to the user and grants to everyone (user NULL): two ranges of one index.
         for grantee in (Grant.user_id == p.user_id, Grant.user_id.is_(None)):
             direct = select(Grant.target_id).where(
                 grantee, Grant.target_kind == "d", Grant.level >= int(level)
             )
-            routes.append((Record.id.in_(direct), direct))
+            routes.append(Route(Record.id.in_(direct), direct))
         collections = [cid for cid, lvl in self.collections.items() if lvl >= level]
         if collections:
             held = select(CollectionItem.record_id).where(
                 and_(CollectionItem.collection_id.in_(collections), CollectionItem.max_level >= int(level))
             )
-            routes.append((Record.id.in_(held), held))
+            routes.append(Route(Record.id.in_(held), held))
         return routes
 
     def collection_filter(self, level: Level) -> ColumnElement[bool]:

@@ -232,9 +232,17 @@ class MetadataEntry(Base):
         Index("ix_record_md_key_num", "key", "kind", "num", "record_id"),
         Index("ix_record_md_key_text", "key", "kind", "text", "record_id"),
         Index("ix_record_md_probe", "record_id", "key", "kind", "num", "text"),
+        # A term within what one user may read through ownership or a project: one range per
+        # owner or project (a restricted user's search would otherwise probe every readable id).
+        Index("ix_record_md_owner", "owner_id", "key", "kind", "num", "text", "record_id"),
+        Index("ix_record_md_project", "project_id", "key", "kind", "num", "text", "record_id"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     record_id: Mapped[int] = mapped_column(ForeignKey("records.id", ondelete="CASCADE"))
+    #: The record's owner and project, copied: neither changes after a record is created.
+    #: Nullable only because migration 0008 adds them to existing rows (and fills them).
+    owner_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    project_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     key: Mapped[str] = mapped_column(String(256))
     kind: Mapped[str] = mapped_column(String(1))
     num: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -132,7 +132,7 @@ def test_metadata_search_admits_exactly_the_readable_records_whichever_it_starts
     from storage.federation.catalog import search as search_module
 
     alice.create_project(f"q{tag}")
-    alice.set_member(f"q{tag}", "bob", "read")
+    alice.set_member(f"q{tag}", "bob", "write")  # write: bob adds records of his own to it
     shelf = alice.create_collection(f"shelf {tag}")
     alice.grant(shelf["id"], "read", user="bob")
     # "probe.*" keys only this test writes; private records so that each term has more index
@@ -141,21 +141,25 @@ def test_metadata_search_admits_exactly_the_readable_records_whichever_it_starts
         [{"title": f"private {i}", "metadata": {"probe": {"tag": tag, "x": i, "m": "a"}}} for i in range(300)]
     )
     readable: dict[str, dict[str, object]] = {}
-    for i in range(30):
+    routes: dict[int, list[str]] = {}
+    for i in range(36):
         md = {"probe": {"tag": tag, "x": i, "m": "a" if i % 2 else "b"}}
-        route = i % 6
+        route = i % 6 if i < 30 else 6
         if route == 0:
             rec = bob.create_record(f"own {i}", metadata=md)
         elif route == 1:
             rec = alice.create_record(f"project {i}", metadata=md, project=f"q{tag}")
         elif route == 4:
             rec = alice.create_record(f"shelved {i}", metadata=md, collections=[shelf["id"]])
+        elif route == 6:  # bob's own, in the project: reached by two routes, counted once
+            rec = bob.create_record(f"own in project {i}", metadata=md, project=f"q{tag}")
         else:
             rec = alice.create_record(f"granted {i}", metadata=md)
             if route in (2, 3):
                 alice.grant(rec["id"], "read", user="bob" if route == 2 else None)
         if route != 5:
             readable[rec["id"]] = md["probe"]
+        routes.setdefault(route, []).append(rec["id"])
     assert bob.search(limit=1, count_limit=None)["total"] < 300  # precondition of the middle case
     monkeypatch.setattr(search_module, "ESTIMATE_CAP", estimate_cap)
     monkeypatch.setattr(search_module, "RANK_CAP", rank_cap)
@@ -167,8 +171,40 @@ def test_metadata_search_admits_exactly_the_readable_records_whichever_it_starts
             p["x"] < 5 or p["m"] == "b"
         ),
     }
-    for expression, holds in cases.items():
-        expected = sorted(rid for rid, probe in readable.items() if holds(probe))
-        page = bob.search(md=expression, limit=100, count_limit=None)
-        assert sorted(r["id"] for r in page["items"]) == expected
-        assert (page["total"], page["total_is_lower_bound"]) == (len(expected), False)
+
+    def check() -> None:
+        for expression, holds in cases.items():
+            expected = sorted(rid for rid, probe in readable.items() if holds(probe))
+            page = bob.search(md=expression, limit=100, count_limit=None)
+            assert sorted(r["id"] for r in page["items"]) == expected
+            assert (page["total"], page["total_is_lower_bound"]) == (len(expected), False)
+            # Past a count limit: a lower bound, and the page still the newest matches.
+            capped = bob.search(md=expression, limit=2, count_limit=3)
+            assert (capped["total"], capped["total_is_lower_bound"]) == (3, True)
+            assert [r["id"] for r in capped["items"]] == [r["id"] for r in page["items"][:2]]
+            short = bob.search(md=expression, limit=100, count_limit=3)  # the page runs out
+            assert (short["total"], short["total_is_lower_bound"]) == (len(expected), False)
+
+    check()
+    # Rights change after the metadata was indexed (its rows copy only the record's owner and
+    # project, which never change): what was taken back must vanish, what was given appear.
+    alice.set_member(f"q{tag}", "bob", "none")
+    for rid in routes[1]:
+        del readable[rid]
+    alice.grant(routes[2][0], "none", user="bob")
+    del readable[routes[2][0]]
+    alice.unlink(shelf["id"], routes[4][0])
+    del readable[routes[4][0]]
+    alice.grant(routes[5][0], "read", user="bob")
+    readable[routes[5][0]] = alice.get(routes[5][0])["metadata"]["probe"]
+    # Metadata rewritten: the new index rows carry the owner and project as well.
+    moved = {"tag": tag, "x": 100, "m": "a"}
+    bob.update(routes[6][0], metadata={"probe": moved})
+    readable[routes[6][0]] = moved
+    check()
+    alice.set_member(f"q{tag}", "bob", "read")  # the project again, through its index range
+    for rid in routes[1]:
+        readable[rid] = alice.get(rid)["metadata"]["probe"]
+    alice.update(routes[1][0], metadata={"probe": moved})
+    readable[routes[1][0]] = moved
+    check()

@@ -87,18 +87,29 @@ def _patched_metadata(record: Record, patch: RecordPatch) -> dict[str, Any]:
     return md
 
 
-def _index_metadata(ctx: Ctx, record_id: int, md: dict[str, Any], replace: bool) -> None:
+def _index_metadata(ctx: Ctx, record: Record, md: dict[str, Any], replace: bool) -> None:
     if replace:
-        ctx.session.execute(delete(MetadataEntry).where(MetadataEntry.record_id == record_id))
-    rows = _md_rows(record_id, md)
+        ctx.session.execute(delete(MetadataEntry).where(MetadataEntry.record_id == record.id))
+    rows = _md_rows(record.id, record.owner_id, record.project_id, md)
     if rows:
         ctx.session.execute(MetadataEntry.__table__.insert(), rows)
 
 
-def _md_rows(record_id: int, md: dict[str, Any]) -> list[dict[str, Any]]:
-    """The search-index rows (``MetadataEntry``) of one record's metadata."""
+def _md_rows(
+    record_id: int, owner_id: int, project_id: int | None, md: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The search-index rows (``MetadataEntry``) of one record's metadata (its owner and
+    project copied into each: what a user may read is then a range of the index)."""
     return [
-        {"record_id": record_id, "key": k, "kind": kind, "num": num, "text": text}
+        {
+            "record_id": record_id,
+            "owner_id": owner_id,
+            "project_id": project_id,
+            "key": k,
+            "kind": kind,
+            "num": num,
+            "text": text,
+        }
         for k, kind, num, text in flatten(md)
     ]
 
@@ -256,7 +267,11 @@ def _create(
         raise
     pairs = list(zip(ids, bodies, strict=True))
     tags = [{"record_id": rid, "tag": t} for rid, body in pairs for t in check_tags(body.tags)]
-    md = [row for rid, body in pairs for row in _md_rows(rid, body.metadata)]
+    md = [
+        row
+        for rid, values in zip(ids, rows, strict=True)
+        for row in _md_rows(rid, values["owner_id"], values["project_id"], values["md"])
+    ]
     # The creator owns the record: the link passes the collection's grants on in full.
     items = [
         {"collection_id": c.id, "record_id": rid, "max_level": int(Level.ADMIN)}
@@ -340,7 +355,7 @@ def update_record(
         schema = ctx.session.get(JsonSchemaDoc, record.schema_id) if record.schema_id else None
         _check_metadata(ctx, md, schema, validated)
         record.md = md
-        _index_metadata(ctx, record.id, md, replace=True)
+        _index_metadata(ctx, record, md, replace=True)
         changed.append("metadata")
     if patch.tags is not None:
         tags = check_tags(patch.tags)
