@@ -168,7 +168,6 @@ def joint_heights(
     and sites along the edge. Each one alone is seen too little to measure, so all columns of
     one label (a species) share one height.
     """
-    from scipy import sparse
     from scipy.linalg import LinAlgError, cho_factor, cho_solve
 
     h, w = image.shape
@@ -180,35 +179,54 @@ def joint_heights(
         unknown = np.concatenate([unknown, n + label.ravel()])
     heights = int(unknown.max(initial=-1)) + 1
     half = max(2, int(np.ceil(3.0 * width)))
-    side = 2 * half + 1
     m = len(centres)
-    rows, cols, inside = _squares(image.shape, centres, half)
-    g = np.exp(-((rows - centres[:, :1]) ** 2 + (cols - centres[:, 1:]) ** 2) / (2 * width * width)) * inside
-    pix = rows * w + cols
+    # A Gaussian on a square clipped to the frame is the outer product of a row profile and a
+    # column profile (each zero outside the frame): every product below is one of those, so no
+    # (column × pixel) design is ever formed. ``rows``/``cols`` (m, side) are clipped indices.
+    base = np.round(centres).astype(np.int64)
+    d = np.arange(-half, half + 1)
+    rows, cols = base[:, :1] + d, base[:, 1:] + d
+    in_r, in_c = (rows >= 0) & (rows < h), (cols >= 0) & (cols < w)
+    two_w2 = 2 * width * width
+    ar = np.exp(-((rows - centres[:, :1]) ** 2) / two_w2) * in_r
+    ac = np.exp(-((cols - centres[:, 1:]) ** 2) / two_w2) * in_c
+    rows, cols = np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1)
     y = np.asarray(image, np.float64)
     knot = max(4.0, 2.0 * separation)
-    th, tw = _tents(h, knot).toarray(), _tents(w, knot).toarray()
+    th, tw = _tents(h, knot), _tents(w, knot)
     kh, kw = th.shape[1], tw.shape[1]
-    # The normal equations of [columns | tents] by blocks, without the (H·W × n + knots) design:
-    # columns·columns from the sparse columns (they overlap only their neighbours); columns·tents
-    # per column square, the tents being the Kronecker product of one tent basis per axis (a
-    # square's rows and columns index them separately); tents·tents = (Tₕᵀ Tₕ) ⊗ (T_wᵀ T_w).
+    # The normal equations of [columns | tents] by blocks. Columns·columns: only squares within
+    # 2·half px of each other on both axes overlap; the overlap of two outer products is the
+    # product of their row profiles' overlap and their column profiles'. Columns·tents: the tents
+    # are the Kronecker product of one tent basis per axis, so per column (Tₕᵀ a_r) ⊗ (T_wᵀ a_c);
+    # tents·tents = (Tₕᵀ Tₕ) ⊗ (T_wᵀ T_w).
     # One BLAS thread: products and a solve of a few hundred unknowns gain little from more,
     # and where the inference's threads hold the other cores a second BLAS thread waits on
     # them (a 600-unknown Cholesky took 50 ms with two, 5.5 ms with one, machine loaded).
     with one_blas_thread():
-        columns = sparse.csr_matrix(
-            (g[inside], (np.repeat(unknown, inside.sum(1)), pix[inside])), shape=(heights, h * w)
+        i, j = _overlapping(base, 2 * half)
+        overlap = _profile_overlap(ar, base[:, 0], i, j) * _profile_overlap(ac, base[:, 1], i, j)
+        gram = np.zeros((heights + kh * kw, heights + kh * kw))
+        block = np.bincount(
+            np.concatenate([unknown[i] * heights + unknown[j], unknown[j] * heights + unknown[i]]),
+            weights=np.concatenate([overlap, overlap]),
+            minlength=heights * heights,
         )
-        square = g.reshape(m, side, side)
-        th_rows = th[rows.reshape(m, side, side)[:, :, 0]]  # (m, side, kh)
-        tw_cols = tw[cols.reshape(m, side, side)[:, 0, :]]  # (m, side, kw)
-        cross = np.matmul(np.matmul(th_rows.transpose(0, 2, 1), square), tw_cols).reshape(m, kh * kw)
-        own = (g * y.ravel()[pix]).sum(1)
+        self_overlap = (ar * ar).sum(1) * (ac * ac).sum(1)
+        block += np.bincount(unknown * (heights + 1), weights=self_overlap, minlength=heights * heights)
+        gram[:heights, :heights] = block.reshape(heights, heights)
+        along_r = np.einsum("mak,ma->mk", th[rows], ar)
+        along_c = np.einsum("mbl,mb->ml", tw[cols], ac)
+        cross = (along_r[:, :, None] * along_c[:, None, :]).reshape(m, kh * kw)
+        square = y[rows[:, :, None], cols[:, None, :]]  # (m, side, side)
+        own = np.einsum("ma,mab,mb->m", ar, square, ac)
         if heights != m:  # squares sharing a height add up
-            cross = np.stack([np.bincount(unknown, weights=c, minlength=heights) for c in cross.T], 1)
-            own = np.bincount(unknown, weights=own, minlength=heights)
-        gram = np.block([[(columns @ columns.T).toarray(), cross], [cross.T, np.kron(th.T @ th, tw.T @ tw)]])
+            cross_h = np.zeros((heights, kh * kw))
+            np.add.at(cross_h, unknown, cross)
+            cross, own = cross_h, np.bincount(unknown, weights=own, minlength=heights)
+        gram[:heights, heights:] = cross
+        gram[heights:, :heights] = cross.T
+        gram[heights:, heights:] = np.kron(th.T @ th, tw.T @ tw)
         rhs = np.concatenate([own, (th.T @ y @ tw).ravel()])
         # A tiny ridge keeps the system positive definite where a column sits on a knot's tent alone.
         gram[np.diag_indices_from(gram)] += 1e-9 * max(float(gram.diagonal().max()), 1e-30)
@@ -216,26 +234,51 @@ def joint_heights(
             coef = cho_solve(cho_factor(gram), rhs)
         except LinAlgError:  # not positive definite in floating point: least squares instead
             coef = np.linalg.lstsq(gram, rhs, rcond=None)[0]
-        model = np.bincount(pix[inside], weights=(g * coef[unknown, None])[inside], minlength=h * w)
+        # The columns' model on the frame: Σ coef·a_r ⊗ a_c, the row profiles laid on the frame's rows.
+        # (Added, not assigned: a clipped square repeats the edge pixel, with zero weight.)
+        at = np.arange(m)[:, None]
+        frame_rows = np.bincount((at * h + rows).ravel(), (ar * coef[unknown, None]).ravel(), m * h)
+        frame_cols = np.bincount((at * w + cols).ravel(), ac.ravel(), m * w)
+        model = frame_rows.reshape(m, h).T @ frame_cols.reshape(m, w)
         smooth = th @ coef[heights:].reshape(kh, kw) @ tw.T
-        resid = y.ravel() - model - smooth.ravel()
-    g, pix, inside, centres = g[:n], pix[:n], inside[:n], centres[:n]
-    local = np.where(inside, resid[pix] ** 2, 0.0).sum(1) / np.maximum(inside.sum(1) - 1, 1)
+        resid = y - model - smooth
+    ar, ac, rows, cols, centres = ar[:n], ac[:n], rows[:n], cols[:n], centres[:n]
+    inside = in_r[:n, :, None] & in_c[:n, None, :]
+    count = inside.sum((1, 2))
+    local = (np.where(inside, resid[rows[:, :, None], cols[:, None, :]], 0.0) ** 2).sum((1, 2)) / np.maximum(
+        count - 1, 1
+    )
     # The height's variance from its own square (height and local level), as if its neighbours
     # were known: the full inverse costs ~100× the solve for little change where columns
     # are resolved at all.
-    sgg, sg, s1 = (g * g).sum(1), g.sum(1), inside.sum(1).astype(np.float64)
+    sgg = (ar * ar).sum(1) * (ac * ac).sum(1)
+    sg, s1 = ar.sum(1) * ac.sum(1), count.astype(np.float64)
     inv_diag = s1 / np.maximum(sgg * s1 - sg * sg, 1e-30)
-    background = smooth.ravel()[
-        np.clip(np.round(centres[:, 0]), 0, h - 1).astype(int) * w
-        + np.clip(np.round(centres[:, 1]), 0, w - 1).astype(int)
+    background = smooth[
+        np.clip(np.round(centres[:, 0]), 0, h - 1).astype(int),
+        np.clip(np.round(centres[:, 1]), 0, w - 1).astype(int),
     ]
     return {
         "height": coef[:n],
         "height_se": np.sqrt(np.maximum(local * inv_diag, 0.0)),
         "background": background,
-        "model": (model + smooth.ravel()).reshape(h, w),
+        "model": model + smooth,
     }
+
+
+def _overlapping(base: np.ndarray, reach: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (i < j) of integer square centres ``base`` (m, 2) px at most ``reach`` px apart on both axes."""
+    pairs = cKDTree(base).query_pairs(reach, p=np.inf, output_type="ndarray")
+    return pairs[:, 0], pairs[:, 1]
+
+
+def _profile_overlap(profile: np.ndarray, start: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Σ over pixels of the product of the profiles (m, side) of squares ``i`` and ``j`` along
+    one axis, each profile starting at its square's centre ``start`` (m,) px less half a side."""
+    side = profile.shape[1]
+    at = np.arange(side)[None] + (start[i] - start[j])[:, None]  # i's pixels in j's profile
+    valid = (at >= 0) & (at < side)
+    return (profile[i] * np.where(valid, profile[j[:, None], np.clip(at, 0, side - 1)], 0.0)).sum(1)
 
 
 @functools.cache
@@ -253,19 +296,17 @@ def one_blas_thread():  # type: ignore[no-untyped-def]
     return _blas().limit(limits=1, user_api="blas")
 
 
-def _tents(length: int, knot: float):  # type: ignore[no-untyped-def]
+def _tents(length: int, knot: float) -> np.ndarray:
     """Bilinear interpolation weights (length × knots) of knots ``knot`` px apart spanning the axis."""
-    from scipy import sparse
-
     k = max(2, int(np.ceil((length - 1) / knot)) + 1)
     pos = np.linspace(0, k - 1, length)
     i0 = np.minimum(np.floor(pos).astype(int), k - 2)
     f = pos - i0
+    out = np.zeros((length, k))
     r = np.arange(length)
-    return sparse.csr_matrix(
-        (np.concatenate([1 - f, f]), (np.concatenate([r, r]), np.concatenate([i0, i0 + 1]))),
-        shape=(length, k),
-    )
+    out[r, i0] = 1 - f
+    out[r, i0 + 1] = f
+    return out
 
 
 def _squares(shape: tuple[int, int], centres: np.ndarray, half: int) -> tuple[np.ndarray, ...]:
@@ -294,14 +335,19 @@ def common_width(image: np.ndarray, rowcol: np.ndarray, half: int) -> float:
     d = np.arange(-half, half + 1)
     r2 = (d[:, None] ** 2 + d[None, :] ** 2).ravel().astype(np.float64)
     keep = (r2 <= half * half) & np.isfinite(mean)
-    best, best_cost = 0.3 * half, np.inf
-    for s in np.geomspace(0.1 * half, 1.2 * half, 48):
-        design = np.stack([np.exp(-r2[keep] / (2 * s * s)), np.ones(keep.sum())], axis=1)
-        coef, *_ = np.linalg.lstsq(design, mean[keep], rcond=None)
-        cost = float(((design @ coef - mean[keep]) ** 2).sum())
-        if coef[0] > 0 and cost < best_cost:
-            best, best_cost = float(s), cost
-    return best
+    r2, y = r2[keep], mean[keep]
+    # The two-parameter least squares for all widths at once, in closed form (normal equations):
+    # the design's columns are the Gaussian g and ones.
+    s = np.geomspace(0.1 * half, 1.2 * half, 48)
+    g = np.exp(-r2[None] / (2 * s[:, None] ** 2))  # (widths, pixels)
+    k = float(len(y))
+    sgg, sg, sgy, sy = (g * g).sum(1), g.sum(1), g @ y, y.sum()
+    det = sgg * k - sg * sg
+    amp = (k * sgy - sg * sy) / np.where(det > 0, det, 1.0)
+    level = (sgg * sy - sg * sgy) / np.where(det > 0, det, 1.0)
+    cost = ((amp[:, None] * g + level[:, None] - y[None]) ** 2).sum(1)
+    ok = (det > 1e-12 * sgg * k) & (amp > 0)
+    return float(s[ok][np.argmin(cost[ok])]) if ok.any() else 0.3 * half
 
 
 def deblended_positions(
