@@ -199,31 +199,34 @@ def site_lattice(rowcol: np.ndarray, shape: tuple[int, int], cls: np.ndarray | N
     # neighbours out to 2.5 spacings (any 2-D lattice has two translations that short).
     centre = np.array(shape, float) / 2
     _, seeds = tree.query(centre, k=min(4, len(rowcol)))
-    candidates = []
-    for s in np.atleast_1d(seeds):
-        for j in tree.query_ball_point(rowcol[s], 2.5 * sep):
-            d = rowcol[j] - rowcol[s]
-            if np.linalg.norm(d) > 0.5 * sep:
-                candidates.append(d)
-    tried: list[np.ndarray] = []
-    for d in sorted(candidates, key=lambda v: float(np.linalg.norm(v))):
-        if tried and (np.linalg.norm(np.asarray(tried) - d, axis=1) < tol).any():
-            continue
-        tried.append(d)
-    if not tried:
+    seeds = np.atleast_1d(seeds)
+    near = tree.query_ball_point(rowcol[seeds], 2.5 * sep, return_sorted=True)
+    candidates = np.concatenate(
+        [rowcol[np.asarray(j, np.int64)] - rowcol[s] for s, j in zip(seeds, near, strict=True)]
+    ).reshape(-1, 2)
+    length = np.linalg.norm(candidates, axis=1)
+    candidates = candidates[length > 0.5 * sep]
+    candidates = candidates[np.argsort(length[length > 0.5 * sep], kind="stable")]
+    # Shortest first; a candidate within ``tol`` of one already tried is the same translation.
+    close = np.linalg.norm(candidates[:, None] - candidates[None], axis=2) < tol
+    taken = np.zeros(len(candidates), bool)
+    for i in range(len(candidates)):
+        taken[i] = not (close[i] & taken).any()
+    tried = candidates[taken]
+    if not len(tried):
         return none
-    fractions = translation_fractions(rowcol, tree, np.asarray(tried), shape, tol, cls)
+    fractions = translation_fractions(rowcol, tree, tried, shape, tol, cls)
     translation = fractions[:, 0] >= TRANSLATION_FRACTION
-    kept = [d for d, ok in zip(tried, translation, strict=True) if ok]
+    kept = tried[translation]
     crystal = list(fractions[translation, 1] >= TRANSLATION_FRACTION)
-    if not kept:
+    if not len(kept):
         return none
     # Refine each vector as the mean displacement it maps, and add the opposite sign.
+    hit, j = _translated(rowcol, tree, kept, tol)
     vectors, same_class = [], []
-    for d, c in zip(kept, crystal, strict=True):
-        dist, j = tree.query(rowcol + d, distance_upper_bound=tol)
-        ok = np.isfinite(dist)
-        v = (rowcol[j[ok]] - rowcol[ok]).mean(axis=0)
+    for k, c in enumerate(crystal):
+        ok = hit[k]
+        v = (rowcol[j[k, ok]] - rowcol[ok]).mean(axis=0)
         if not any(np.linalg.norm(v - q) < tol for q in vectors):
             vectors.extend([v, -v])
             same_class.extend([c, c])
@@ -231,14 +234,25 @@ def site_lattice(rowcol: np.ndarray, shape: tuple[int, int], cls: np.ndarray | N
     joining = vectors_arr[np.array(same_class)]
     if len(joining) < 4:  # classes too noisy to name two crystal translations: sites alone
         joining = vectors_arr
-    labels = _sublattices(rowcol, tree, joining, tol)
+    hit, j = _translated(rowcol, tree, joining, tol)
+    labels = _sublattices(hit, j)
     return SiteLattice(
         vectors_arr,
         sep,
         labels,
-        _expected_class(rowcol, tree, joining, tol, labels, cls),
+        _expected_class(hit, j, cls),
         np.array(same_class, bool),
     )
+
+
+def _translated(
+    rowcol: np.ndarray, tree: cKDTree, vectors: np.ndarray, tol: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``vectors`` (k, 2) px and column ``x`` of ``rowcol`` (n, 2): whether a column of
+    ``tree`` (built on ``rowcol``) lies within ``tol`` px of ``x + v``, and which (k, n) each."""
+    dist, j = tree.query((rowcol[None] + vectors[:, None]).reshape(-1, 2), distance_upper_bound=tol)
+    shape = (len(vectors), len(rowcol))
+    return np.isfinite(dist).reshape(shape), j.reshape(shape)
 
 
 def translation_fractions(
@@ -269,33 +283,24 @@ def translation_fractions(
     return np.where(checked[:, None] >= 3, out / np.maximum(checked, 1)[:, None], 0.0)
 
 
-def _expected_class(
-    rowcol: np.ndarray, tree: cKDTree, vectors: np.ndarray, tol: float, labels: np.ndarray, cls: np.ndarray
-) -> np.ndarray:
-    """Per column, the class most common at its crystal-translation neighbours (−1: none)."""
-    votes = np.zeros((len(rowcol), int(cls.max(initial=0)) + 1))
-    for v in vectors:
-        dist, j = tree.query(rowcol + v, distance_upper_bound=tol)
-        ok = np.isfinite(dist)
-        np.add.at(votes, (np.flatnonzero(ok), cls[j[ok]].clip(0)), 1.0)
+def _expected_class(hit: np.ndarray, j: np.ndarray, cls: np.ndarray) -> np.ndarray:
+    """Per column, the class most common at its crystal-translation neighbours (−1: none);
+    ``hit``, ``j`` (k, n): ``_translated`` of the columns by those translations."""
+    votes = np.zeros((hit.shape[1], int(cls.max(initial=0)) + 1))
+    source = np.broadcast_to(np.arange(hit.shape[1]), hit.shape)
+    np.add.at(votes, (source[hit], cls[j[hit]].clip(0)), 1.0)
     return np.where(votes.sum(1) > 0, votes.argmax(1), -1).astype(np.int64)
 
 
-def _sublattices(rowcol: np.ndarray, tree: cKDTree, vectors: np.ndarray, tol: float) -> np.ndarray:
-    """Connected components of columns joined by translations: one label per sublattice."""
+def _sublattices(hit: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Connected components of columns joined by translations: one label per sublattice
+    (``hit``, ``j`` (k, n): ``_translated`` of the columns by the translations)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    n = len(rowcol)
-    rows, cols = [], []
-    for v in vectors:
-        dist, j = tree.query(rowcol + v, distance_upper_bound=tol)
-        ok = np.flatnonzero(np.isfinite(dist))
-        rows.append(ok)
-        cols.append(j[ok])
-    edges = coo_matrix(
-        (np.ones(sum(len(r) for r in rows)), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
-    )
+    n = hit.shape[1]
+    source = np.broadcast_to(np.arange(n), hit.shape)
+    edges = coo_matrix((np.ones(int(hit.sum())), (source[hit], j[hit])), shape=(n, n))
     _, labels = connected_components(edges, directed=False)
     counts = np.bincount(labels)
     # A column joined to no other is on no sublattice (an adatom, or a false column).

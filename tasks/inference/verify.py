@@ -45,6 +45,7 @@ from scopeflow.atoms import Atoms
 from .lattice import (
     TOLERANCE,
     SiteLattice,
+    _translated,
     beyond_edge,
     bragg_reflections,
     carried_reflections,
@@ -328,14 +329,12 @@ def _combine(
 def _lattice_prediction(x: np.ndarray, lattice: SiteLattice) -> tuple[np.ndarray, np.ndarray]:
     """Where the lattice puts each column (mean of ``x_j − t`` over its lattice neighbours),
     and how many neighbours that rests on."""
-    tree = cKDTree(x)
-    tol = TOLERANCE * lattice.separation
+    hit, j = _translated(x, cKDTree(x), lattice.vectors, TOLERANCE * lattice.separation)
     sums = np.zeros_like(x)
     counts = np.zeros(len(x))
-    for v in lattice.vectors:
-        dist, j = tree.query(x + v, distance_upper_bound=tol)
-        ok = np.isfinite(dist)
-        sums[ok] += x[j[ok]] - v
+    for k, v in enumerate(lattice.vectors):
+        ok = hit[k]
+        sums[ok] += x[j[k, ok]] - v
         counts[ok] += 1
     return sums / np.maximum(counts, 1)[:, None], counts
 
