@@ -248,8 +248,8 @@ def site_lattice(rowcol: np.ndarray, shape: tuple[int, int], cls: np.ndarray | N
 def _translated(
     rowcol: np.ndarray, tree: cKDTree, vectors: np.ndarray, tol: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """For each of ``vectors`` (k, 2) px and column ``x`` of ``rowcol`` (n, 2): whether a column of
-    ``tree`` (built on ``rowcol``) lies within ``tol`` px of ``x + v``, and which (k, n) each."""
+    """For each of ``vectors`` (k, 2) px and point ``x`` of ``rowcol`` (n, 2) px: whether a point of
+    ``tree`` lies within ``tol`` px of ``x + v``, and which (nearest), each (k, n); one query for all."""
     dist, j = tree.query((rowcol[None] + vectors[:, None]).reshape(-1, 2), distance_upper_bound=tol)
     shape = (len(vectors), len(rowcol))
     return np.isfinite(dist).reshape(shape), j.reshape(shape)
@@ -400,9 +400,5 @@ def predicted_by(positions: np.ndarray, columns: np.ndarray, lattice: SiteLattic
     count = np.zeros(len(positions), np.int64)
     if not lattice.found or not len(positions) or not len(columns):
         return count
-    tree = cKDTree(positions)
-    tol = TOLERANCE * lattice.separation
-    for v in lattice.vectors:
-        dist, j = tree.query(columns + v, distance_upper_bound=tol)
-        np.add.at(count, j[np.isfinite(dist)], 1)
-    return count
+    hit, j = _translated(columns, cKDTree(positions), lattice.vectors, TOLERANCE * lattice.separation)
+    return np.bincount(j[hit], minlength=len(positions)).astype(np.int64)

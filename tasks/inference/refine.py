@@ -206,20 +206,20 @@ def joint_heights(
     with one_blas_thread():
         i, j = _overlapping(base, 2 * half)
         overlap = _profile_overlap(ar, base[:, 0], i, j) * _profile_overlap(ac, base[:, 1], i, j)
-        gram = np.zeros((heights + kh * kw, heights + kh * kw))
-        block = np.bincount(
-            np.concatenate([unknown[i] * heights + unknown[j], unknown[j] * heights + unknown[i]]),
-            weights=np.concatenate([overlap, overlap]),
-            minlength=heights * heights,
-        )
-        self_overlap = (ar * ar).sum(1) * (ac * ac).sum(1)
-        block += np.bincount(unknown * (heights + 1), weights=self_overlap, minlength=heights * heights)
-        gram[:heights, :heights] = block.reshape(heights, heights)
+        size = heights + kh * kw
+        gram = np.bincount(
+            np.concatenate(
+                [unknown[i] * size + unknown[j], unknown[j] * size + unknown[i], unknown * (size + 1)]
+            ),
+            weights=np.concatenate([overlap, overlap, (ar * ar).sum(1) * (ac * ac).sum(1)]),
+            minlength=size * size,
+        ).reshape(size, size)
         along_r = np.einsum("mak,ma->mk", th[rows], ar)
         along_c = np.einsum("mbl,mb->ml", tw[cols], ac)
         cross = (along_r[:, :, None] * along_c[:, None, :]).reshape(m, kh * kw)
-        square = y[rows[:, :, None], cols[:, None, :]]  # (m, side, side)
-        own = np.einsum("ma,mab,mb->m", ar, square, ac)
+        pix = rows[:, :, None] * w + cols[:, None, :]  # (m, side, side) flat pixel indices
+        flat = y.ravel()
+        own = ((ar[:, :, None] * np.take(flat, pix)).sum(1) * ac).sum(1)
         if heights != m:  # squares sharing a height add up
             cross_h = np.zeros((heights, kh * kw))
             np.add.at(cross_h, unknown, cross)
@@ -234,20 +234,16 @@ def joint_heights(
             coef = cho_solve(cho_factor(gram), rhs)
         except LinAlgError:  # not positive definite in floating point: least squares instead
             coef = np.linalg.lstsq(gram, rhs, rcond=None)[0]
-        # The columns' model on the frame: Σ coef·a_r ⊗ a_c, the row profiles laid on the frame's rows.
-        # (Added, not assigned: a clipped square repeats the edge pixel, with zero weight.)
-        at = np.arange(m)[:, None]
-        frame_rows = np.bincount((at * h + rows).ravel(), (ar * coef[unknown, None]).ravel(), m * h)
-        frame_cols = np.bincount((at * w + cols).ravel(), ac.ravel(), m * w)
-        model = frame_rows.reshape(m, h).T @ frame_cols.reshape(m, w)
+        # The columns' model on the frame, square by square (a clipped square repeats the edge
+        # pixel with zero weight: added, not assigned).
+        weights = (ar * coef[unknown, None])[:, :, None] * ac[:, None, :]
+        model = np.bincount(pix.ravel(), weights.ravel(), h * w).reshape(h, w)
         smooth = th @ coef[heights:].reshape(kh, kw) @ tw.T
-        resid = y - model - smooth
-    ar, ac, rows, cols, centres = ar[:n], ac[:n], rows[:n], cols[:n], centres[:n]
+        resid = (y - model - smooth).ravel()
+    ar, ac, pix, centres = ar[:n], ac[:n], pix[:n], centres[:n]
     inside = in_r[:n, :, None] & in_c[:n, None, :]
     count = inside.sum((1, 2))
-    local = (np.where(inside, resid[rows[:, :, None], cols[:, None, :]], 0.0) ** 2).sum((1, 2)) / np.maximum(
-        count - 1, 1
-    )
+    local = (np.where(inside, np.take(resid, pix), 0.0) ** 2).sum((1, 2)) / np.maximum(count - 1, 1)
     # The height's variance from its own square (height and local level), as if its neighbours
     # were known: the full inverse costs ~100× the solve for little change where columns
     # are resolved at all.
@@ -314,12 +310,19 @@ def _squares(shape: tuple[int, int], centres: np.ndarray, half: int) -> tuple[np
     to the frame, their offsets from the centre and an in-frame mask."""
     h, w = shape
     d = np.arange(-half, half + 1)
-    dr, dc = (a.ravel() for a in np.meshgrid(d, d, indexing="ij"))
     base = np.round(centres).astype(np.int64)
-    rows = base[:, :1] + dr[None]
-    cols = base[:, 1:] + dc[None]
-    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-    return np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1), inside
+    # Clipped and tested per axis ((n, side) each), then spread over the square: a square is
+    # the outer product of its rows and its columns.
+    rows, cols = base[:, :1] + d, base[:, 1:] + d
+    in_r, in_c = (rows >= 0) & (rows < h), (cols >= 0) & (cols < w)
+    rows, cols = np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1)
+    n, side = len(base), len(d)
+    square = (n, side, side)
+    return (
+        np.broadcast_to(rows[:, :, None], square).reshape(n, -1),
+        np.broadcast_to(cols[:, None, :], square).reshape(n, -1),
+        (in_r[:, :, None] & in_c[:, None, :]).reshape(n, -1),
+    )
 
 
 def common_width(image: np.ndarray, rowcol: np.ndarray, half: int) -> float:
