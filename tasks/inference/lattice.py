@@ -333,23 +333,32 @@ def empty_sites(
     empty = predicted[~np.isfinite(dist)]
     if len(empty) == 0:
         return np.zeros((0, 2)), np.zeros(0, np.int64)
-    groups = _one_per_site(empty, tol)
-    return np.array([empty[g].mean(axis=0) for g in groups]), np.array([len(g) for g in groups], np.int64)
+    site = _one_per_site(empty, tol)
+    count = np.bincount(site)
+    return _site_means(empty, site, count), count.astype(np.int64)
 
 
-def _one_per_site(predicted: np.ndarray, tol: float) -> list[list[int]]:
+def _one_per_site(predicted: np.ndarray, tol: float) -> np.ndarray:
     """Predictions (m, 2) px grouped by the site they predict: those within ``tol`` px of a
-    first one not yet grouped join it."""
+    first one not yet grouped join it. Returns each prediction's site (0, 1, ... in order of
+    the sites' first predictions)."""
     groups = cKDTree(predicted).query_ball_point(predicted, tol)
-    seen = np.zeros(len(predicted), bool)
-    out = []
+    site = [-1] * len(predicted)
+    sites = 0
     for i, g in enumerate(groups):
-        if seen[i]:
+        if site[i] >= 0:
             continue
-        members = [j for j in g if not seen[j]]
-        seen[members] = True
-        out.append(members)
-    return out
+        for j in g:
+            if site[j] < 0:
+                site[j] = sites
+        sites += 1
+    return np.array(site, np.int64)
+
+
+def _site_means(predicted: np.ndarray, site: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Mean (sites, 2) px of the predictions (m, 2) of each site (``_one_per_site``)."""
+    sums = [np.bincount(site, weights=predicted[:, k], minlength=len(count)) for k in range(2)]
+    return np.stack(sums, 1) / count[:, None]
 
 
 def beyond_edge(
@@ -386,10 +395,12 @@ def beyond_edge(
         return none
     tol = TOLERANCE * lattice.separation
     # An outside site is predicted by each of its in-frame translation neighbours: merge them.
-    groups = _one_per_site(predicted, tol)
-    sites = np.array([predicted[g].mean(axis=0) for g in groups])
-    species = [int(np.bincount(lattice.expected_class[source[g]] + 1).argmax()) - 1 for g in groups]
-    return sites, np.array(species, np.int64)
+    site = _one_per_site(predicted, tol)
+    count = np.bincount(site)
+    # Each site's species: the class most of its predicting columns' sublattices hold.
+    votes = np.zeros((len(count), int(lattice.expected_class.max(initial=-1)) + 2))
+    np.add.at(votes, (site, lattice.expected_class[source] + 1), 1)
+    return _site_means(predicted, site, count), (votes.argmax(1) - 1).astype(np.int64)
 
 
 def predicted_by(positions: np.ndarray, columns: np.ndarray, lattice: SiteLattice) -> np.ndarray:

@@ -142,8 +142,8 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
     # A column is weighed against its own site's species; an empty site (whose species the
     # lattice's translations may mix) and a site of unknown species against the lightest.
     site_class = np.concatenate([expected, np.full(len(sites), -1)])
-    ref = np.array([levels.get(int(c), levels[lightest]) for c in site_class])
-    tau = np.array([spreads.get(int(c), spreads[lightest]) for c in site_class])
+    ref = _per_class(levels, site_class, levels[lightest])
+    tau = _per_class(spreads, site_class, spreads[lightest])
     llr = (height * ref - 0.5 * ref**2) / np.maximum(se**2 + tau**2, 1e-30)
     p_present = expit(llr + _log_prior_odds(llr))
     # "Nothing here" rejected at the frame-wide level wins over the two-hypothesis test: a
@@ -189,8 +189,8 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
 
     # A substitution: a column of another class than its sublattice's, whose height departs
     # from that class's by more than the frame-wide significance level allows.
-    level = np.array([levels.get(int(c), np.nan) for c in expected])
-    spread = np.array([spreads.get(int(c), np.nan) for c in expected])
+    level = _per_class(levels, expected, np.nan)
+    spread = _per_class(spreads, expected, np.nan)
     z_sub = np.abs(height[:n] - level) / np.sqrt(se[:n] ** 2 + spread**2 + 1e-30)
     substituted = on & (expected >= 0) & (expected != cls) & np.isfinite(z_sub) & (z_sub > z_star)
     kind = np.where(substituted, 2, 0).astype(np.int8)
@@ -241,6 +241,16 @@ def verify_many(
             return [verify(img, atoms, alpha) for img, atoms in zip(images, proposals, strict=True)]
         with ThreadPoolExecutor(min(workers, len(images)), thread_name_prefix="verify") as pool:
             return list(pool.map(lambda pair: verify(*pair, alpha), zip(images, proposals, strict=True)))
+
+
+def _per_class(values: dict[int, float], classes: np.ndarray, default: float) -> np.ndarray:
+    """``values[c]`` for each class ``c`` of ``classes`` (n,), ``default`` where it has none."""
+    classes = np.asarray(classes, np.int64)
+    top = max(int(classes.max(initial=-1)), max(values, default=-1)) + 1
+    table = np.full(top + 1, default, np.float64)  # entry 0 for class −1, c + 1 for class c
+    for c, v in values.items():
+        table[c + 1] = v
+    return table[np.clip(classes, -1, top - 1) + 1]
 
 
 def _duplicates(rowcol: np.ndarray, q: np.ndarray, keep: np.ndarray, radius: float) -> np.ndarray:
