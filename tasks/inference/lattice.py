@@ -17,6 +17,7 @@ Whether a frame holds a crystal at all, and where its sites are:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,14 +61,11 @@ def bragg_reflections(image: np.ndarray, alpha: float = 1e-3, most: int = 64) ->
     none = np.zeros((0, 2))
     if min(h, w) < 16:
         return none
-    power = np.abs(np.fft.rfft2(_periodic(img - img.mean()))) ** 2
-    ky = np.fft.fftfreq(h)[:, None] * h / max(h, w)
-    kx = np.fft.rfftfreq(w)[None, :] * w / max(h, w)
-    radius = np.broadcast_to(np.hypot(ky, kx) * max(h, w), power.shape)
-    ring = np.rint(radius).astype(np.int64)
+    power = _periodic_power(img)
+    radius, ring, band = _rings(h, w)
     # Power more than 1e-12 below the spectrum's peak is floating-point round-off (noise-free
     # smooth images fall that far), not signal: its statistics are not the noise's.
-    valid = (ring >= LOW_FREQUENCY_CYCLES) & (ring < min(h, w) // 2) & (power > 1e-12 * power.max())
+    valid = band & (power > 1e-12 * power.max())
     if not valid.any():
         return none
     # Ring means from the median: robust to the very peaks sought (exponential: mean = median/ln 2).
@@ -122,7 +120,7 @@ def noise_limited(image: np.ndarray) -> bool:
     h, w = img.shape
     if min(h, w) < 16:
         return False
-    power = np.abs(np.fft.rfft2(_periodic(img - img.mean()))) ** 2
+    power = _periodic_power(img)
     ky = np.fft.fftfreq(h)[:, None] * 2
     kx = np.fft.rfftfreq(w)[None, :] * 2
     nyquist = np.broadcast_to(np.hypot(ky, kx), power.shape)  # 1 at the Nyquist frequency
@@ -159,13 +157,41 @@ def independent(vectors: np.ndarray) -> bool:
     return bool((np.abs(v[:, 0][:, None] * v[:, 1][None] - v[:, 1][:, None] * v[:, 0][None]) > 0.5).any())
 
 
-def _periodic(image: np.ndarray) -> np.ndarray:
-    """The periodic component of ``image`` (Moisan's periodic-plus-smooth decomposition).
+@functools.lru_cache(maxsize=8)
+def _rings(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per coefficient of an (h, w) frame's ``rfft2``: |k| in cycles per frame (of its longer
+    side), that rounded (its ring), and whether the ring is in the band searched for
+    reflections. The same for every frame of a shape: made once (read-only)."""
+    ky = np.fft.fftfreq(h)[:, None] * h / max(h, w)
+    kx = np.fft.rfftfreq(w)[None, :] * w / max(h, w)
+    radius = np.hypot(ky, kx) * max(h, w)
+    ring = np.rint(radius).astype(np.int64)
+    band = (ring >= LOW_FREQUENCY_CYCLES) & (ring < min(h, w) // 2)
+    for a in (radius, ring, band):
+        a.flags.writeable = False
+    return radius, ring, band
+
+
+@functools.lru_cache(maxsize=8)
+def _poisson_denominator(h: int, w: int) -> np.ndarray:
+    """The discrete Laplacian's eigenvalues on the ``rfft2`` grid of an (h, w) frame (1 at k = 0)."""
+    q = np.cos(2 * np.pi * np.arange(h) / h)[:, None]
+    r = np.cos(2 * np.pi * np.arange(w // 2 + 1) / w)[None, :]
+    denom = 2 * q + 2 * r - 4
+    denom[0, 0] = 1.0
+    denom.flags.writeable = False
+    return denom
+
+
+def _periodic_power(image: np.ndarray) -> np.ndarray:
+    """Power spectrum (``rfft2`` grid) of the periodic component of ``image`` less its mean
+    (Moisan's periodic-plus-smooth decomposition).
 
     A frame is not periodic: its edges' jumps put a cross of power along both axes of the
     spectrum. A window hides the cross but leaks a steep spectrum's low frequencies over the
     high ones (noise-free smooth contrast then shows hundreds of "peaks"); removing the
-    smooth component that carries the jumps does neither.
+    smooth component that carries the jumps does neither. The smooth component's transform
+    is the edges' jumps' divided by the Laplacian's eigenvalues, subtracted in Fourier space.
     """
     h, w = image.shape
     v = np.zeros_like(image)
@@ -173,13 +199,11 @@ def _periodic(image: np.ndarray) -> np.ndarray:
     v[-1, :] = image[0, :] - image[-1, :]
     v[:, 0] += image[:, -1] - image[:, 0]
     v[:, -1] += image[:, 0] - image[:, -1]
-    q = np.cos(2 * np.pi * np.arange(h) / h)[:, None]
-    r = np.cos(2 * np.pi * np.arange(w // 2 + 1) / w)[None, :]
-    denom = 2 * q + 2 * r - 4
-    denom[0, 0] = 1.0
-    smooth = np.fft.rfft2(v) / denom
+    smooth = np.fft.rfft2(v) / _poisson_denominator(h, w)
     smooth[0, 0] = 0.0
-    return image - np.fft.irfft2(smooth, s=(h, w))
+    spectrum = np.fft.rfft2(image) - smooth
+    spectrum[0, 0] = 0.0  # the mean
+    return spectrum.real**2 + spectrum.imag**2
 
 
 def site_lattice(rowcol: np.ndarray, shape: tuple[int, int], cls: np.ndarray | None = None) -> SiteLattice:
