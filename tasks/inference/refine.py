@@ -219,7 +219,8 @@ def joint_heights(
         cross = (along_r[:, :, None] * along_c[:, None, :]).reshape(m, kh * kw)
         pix = rows[:, :, None] * w + cols[:, None, :]  # (m, side, side) flat pixel indices
         flat = y.ravel()
-        own = ((ar[:, :, None] * np.take(flat, pix)).sum(1) * ac).sum(1)
+        # aᵣᵀ·Y·a_c per square, as a stack of matrix–vector products.
+        own = ((np.take(flat, pix) @ ac[:, :, None])[:, :, 0] * ar).sum(1)
         if heights != m:  # squares sharing a height add up
             cross_h = np.zeros((heights, kh * kw))
             np.add.at(cross_h, unknown, cross)
@@ -241,9 +242,11 @@ def joint_heights(
         smooth = th @ coef[heights:].reshape(kh, kw) @ tw.T
         resid = (y - model - smooth).ravel()
     ar, ac, pix, centres = ar[:n], ac[:n], pix[:n], centres[:n]
-    inside = in_r[:n, :, None] & in_c[:n, None, :]
-    count = inside.sum((1, 2))
-    local = (np.where(inside, np.take(resid, pix), 0.0) ** 2).sum((1, 2)) / np.maximum(count - 1, 1)
+    square = np.take(resid, pix)
+    # Σ over the square's in-frame pixels (rows × columns in frame) of the squared residual.
+    r_in, c_in = in_r[:n].astype(np.float64), in_c[:n].astype(np.float64)
+    count = r_in.sum(1) * c_in.sum(1)
+    local = (((square * square) @ c_in[:, :, None])[:, :, 0] * r_in).sum(1) / np.maximum(count - 1, 1)
     # The height's variance from its own square (height and local level), as if its neighbours
     # were known: the full inverse costs ~100× the solve for little change where columns
     # are resolved at all.
