@@ -222,9 +222,10 @@ def joint_heights(
         # aᵣᵀ·Y·a_c per square, as a stack of matrix–vector products.
         own = ((np.take(flat, pix) @ ac[:, :, None])[:, :, 0] * ar).sum(1)
         if heights != m:  # squares sharing a height add up
-            cross_h = np.zeros((heights, kh * kw))
-            np.add.at(cross_h, unknown, cross)
-            cross, own = cross_h, np.bincount(unknown, weights=own, minlength=heights)
+            shared = np.zeros((heights - n, m - n))
+            shared[unknown[n:] - n, np.arange(m - n)] = 1.0
+            cross = np.concatenate([cross[:n], shared @ cross[n:]])
+            own = np.bincount(unknown, weights=own, minlength=heights)
         gram[:heights, heights:] = cross
         gram[heights:, :heights] = cross.T
         gram[heights:, heights:] = np.kron(th.T @ th, tw.T @ tw)

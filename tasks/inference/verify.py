@@ -340,12 +340,10 @@ def _lattice_prediction(x: np.ndarray, lattice: SiteLattice) -> tuple[np.ndarray
     """Where the lattice puts each column (mean of ``x_j − t`` over its lattice neighbours),
     and how many neighbours that rests on."""
     hit, j = _translated(x, cKDTree(x), lattice.vectors, TOLERANCE * lattice.separation)
-    sums = np.zeros_like(x)
-    counts = np.zeros(len(x))
-    for k, v in enumerate(lattice.vectors):
-        ok = hit[k]
-        sums[ok] += x[j[k, ok]] - v
-        counts[ok] += 1
+    source = np.broadcast_to(np.arange(len(x)), hit.shape)[hit]  # k-major: sums in vector order
+    moved = x[j[hit]] - np.broadcast_to(lattice.vectors[:, None], (*hit.shape, 2))[hit]
+    sums = np.stack([np.bincount(source, weights=moved[:, a], minlength=len(x)) for a in range(2)], 1)
+    counts = np.bincount(source, minlength=len(x)).astype(np.float64)
     return sums / np.maximum(counts, 1)[:, None], counts
 
 
