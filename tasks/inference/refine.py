@@ -382,25 +382,39 @@ def deblended_positions(
     # Two widths each side: over 90 % of a position's information (∝ G²·d²) lies there, in
     # under half the pixels of the three-width square the heights need.
     half = max(2, int(np.ceil(2.0 * width)))
-    rows, cols, inside = _squares(img.shape, start, half)
-    index = rows * w + cols
-    # Single precision: the steps are a small fraction of a pixel, far above its rounding.
-    f32 = np.float32
-    flat_model = np.asarray(model, f32).ravel().copy()
-    y = img.astype(f32).ravel()
+    base = np.round(start).astype(np.int64)
+    d = np.arange(-half, half + 1)
+    rows, cols = base[:, :1] + d, base[:, 1:] + d
+    in_r, in_c = (rows >= 0) & (rows < h), (cols >= 0) & (cols < w)
+    rows, cols = np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1)
+    index = rows[:, :, None] * w + cols[:, None, :]  # (n, side, side) flat pixel indices
+    flat_model = np.asarray(model, np.float64).ravel().copy()
+    y = img.ravel()
     movable = amp > 0
+    two_w2 = 2 * width * width
+    k = amp / width**2  # d model / d centre = height · G · (pixel − centre) / width²
+
+    def profiles(pos: np.ndarray) -> tuple[np.ndarray, ...]:
+        # A Gaussian on the square is the outer product of a row and a column profile
+        # (zero off the frame), and so are its derivatives: every sum below is separable.
+        dr, dc = rows - pos[:, :1], cols - pos[:, 1:]
+        return np.exp(-dr * dr / two_w2) * in_r, np.exp(-dc * dc / two_w2) * in_c, dr, dc
+
+    def squares(er: np.ndarray, ec: np.ndarray) -> np.ndarray:
+        return (amp[:, None] * er)[:, :, None] * ec[:, None, :]
+
     pos = start.copy()
-    rows_f, cols_f, mask = rows.astype(f32), cols.astype(f32), inside.astype(f32)
-    two_w2 = f32(2 * width * width)
-    dr, dc = rows_f - pos[:, :1].astype(f32), cols_f - pos[:, 1:].astype(f32)
-    g = np.exp(-(dr * dr + dc * dc) / two_w2) * mask
+    er, ec, dr, dc = profiles(pos)
     for step_number in range(steps):
-        resid = (y - flat_model)[index]
-        # d model / d centre = height · G · (pixel − centre) / width².
-        weight = (amp / width**2).astype(f32)[:, None] * g
-        jr, jc = weight * dr, weight * dc
-        a_rr, a_rc, a_cc = (jr * jr).sum(1), (jr * jc).sum(1), (jc * jc).sum(1)
-        b_r, b_c = (jr * resid).sum(1), (jc * resid).sum(1)
+        resid = np.take(y - flat_model, index)  # (n, side, side)
+        r_dr, c_dc = er * dr, ec * dc
+        # The Jacobian's columns are k·(er·dr) ⊗ ec and k·er ⊗ (ec·dc).
+        a_rr = k * k * (r_dr * r_dr).sum(1) * (ec * ec).sum(1)
+        a_cc = k * k * (er * er).sum(1) * (c_dc * c_dc).sum(1)
+        a_rc = k * k * (er * r_dr).sum(1) * (ec * c_dc).sum(1)
+        along_c = resid @ np.stack([ec, c_dc], 2)  # (n, side, 2): Σ_b resid·ec, Σ_b resid·ec·dc
+        b_r = k * (r_dr * along_c[:, :, 0]).sum(1)
+        b_c = k * (er * along_c[:, :, 1]).sum(1)
         det = a_rr * a_cc - a_rc * a_rc
         ok = movable & (det > 1e-12 * np.maximum(a_rr * a_cc, 1e-300))
         safe = np.where(ok, det, 1.0)
@@ -410,12 +424,10 @@ def deblended_positions(
         new = start + np.clip(pos + step - start, -max_shift, max_shift)
         if step_number == steps - 1:
             return new
-        dr, dc = rows_f - new[:, :1].astype(f32), cols_f - new[:, 1:].astype(f32)
-        g_new = np.exp(-(dr * dr + dc * dc) / two_w2) * mask
-        flat_model += np.bincount(
-            index[inside], weights=(amp[:, None] * (g_new - g))[inside], minlength=h * w
-        ).astype(f32)
-        pos, g = new, g_new
+        er_new, ec_new, dr, dc = profiles(new)
+        change = squares(er_new, ec_new) - squares(er, ec)
+        flat_model += np.bincount(index.ravel(), change.ravel(), h * w)
+        pos, er, ec = new, er_new, ec_new
     return pos
 
 
