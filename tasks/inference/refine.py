@@ -30,7 +30,6 @@ import functools
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.ndimage import gaussian_filter, uniform_filter
 from scipy.spatial import cKDTree
 
 # The position template's half-side as a fraction of the column spacing: the column's core.
@@ -436,26 +435,43 @@ def _matched_peaks(
 ) -> np.ndarray:
     """Maxima of the frame correlated with a zero-mean Gaussian, near each start (px)."""
     side = 2 * half + 1
-    # Correlation with (g − mean g) over the square = Gaussian filter − mean(g) × box filter;
-    # both separable. The truncation matches the square's half-side.
+    h, w = image.shape
+    reach = max(1, round(max_shift))
+    # The correlation is needed only in a window of reach + 1 px around each start (the search
+    # square and the 3×3 around its maximum): per column, the frame's patch under the window,
+    # filtered by banded (Toeplitz) matrices, as ``gaussian_filter``/``uniform_filter`` with
+    # mode "reflect" would over the whole frame. Correlation with (g − mean g) over the square
+    # = Gaussian − mean(g) × box; both separable.
     d = np.arange(-half, half + 1)
     g1 = np.exp(-(d**2) / (2 * width * width))
     g_mean = (g1.sum() ** 2) / side**2
-    smooth = gaussian_filter(image, width, mode="reflect", truncate=half / width) * (g1.sum() ** 2)
-    box = uniform_filter(image, side, mode="reflect") * side**2
-    corr = smooth - g_mean * box
-    h, w = image.shape
-    reach = max(1, round(max_shift))
-    rows, cols, inside = _squares(image.shape, start, reach)
-    values = np.where(inside, corr[rows, cols], -np.inf)
+    window = 2 * (reach + 1) + 1
+    span = np.arange(-(reach + 1 + half), reach + 1 + half + 1)  # the patch, window + filter
+    base = np.round(start).astype(np.int64)
+    p_rows, p_cols = _reflect(base[:, :1] + span, h), _reflect(base[:, 1:] + span, w)
+    patch = np.take(image, p_rows[:, :, None] * w + p_cols[:, None, :])  # (n, len(span), len(span))
+    at = np.arange(window)
+    gauss = np.zeros((len(span), window))
+    box = np.zeros((len(span), window))
+    for t in range(side):
+        gauss[at + t, at] = g1[t]
+        box[at + t, at] = 1.0
+    corr = gauss.T @ patch @ gauss - g_mean * (box.T @ patch @ box)  # (n, window, window)
+    inner = np.arange(-reach, reach + 1)
+    rows, cols = base[:, :1] + inner, base[:, 1:] + inner
+    inside = (((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]).reshape(
+        len(base), -1
+    )
+    values = np.where(inside, corr[:, 1:-1, 1:-1].reshape(len(base), -1), -np.inf)
     best = values.argmax(axis=1)
-    peak = np.stack([rows[np.arange(len(best)), best], cols[np.arange(len(best)), best]], axis=1)
+    peak = base + np.stack([best // len(inner), best % len(inner)], axis=1) - reach
     peak = np.clip(peak, [1, 1], [h - 2, w - 2])
     # Quadratic surface through the 3×3 neighbourhood: the correlation is smooth on the scale
     # of √2·width, so its vertex is the sub-pixel maximum.
     o = np.array([-1, 0, 1])
     orr, occ = (a.ravel() for a in np.meshgrid(o, o, indexing="ij"))
-    z = corr[peak[:, :1] + orr[None], peak[:, 1:] + occ[None]]  # (n, 9)
+    local = peak - base + reach + 1  # the peak in its window
+    z = corr[np.arange(len(base))[:, None], local[:, :1] + orr[None], local[:, 1:] + occ[None]]  # (n, 9)
     design = np.stack([np.ones(9), orr, occ, orr**2, occ**2, orr * occ], axis=1).astype(np.float64)
     k = z @ np.linalg.pinv(design).T  # (n, 6)
     a, b, c = 2 * k[:, 3], k[:, 5], 2 * k[:, 4]
@@ -466,6 +482,13 @@ def _matched_peaks(
     dc = np.where(concave, -(a * k[:, 2] - b * k[:, 1]) / safe, 0.0)
     refined = peak + np.clip(np.stack([dr, dc], axis=1), -1.0, 1.0)
     return start + np.clip(refined - start, -max_shift, max_shift)
+
+
+def _reflect(index: np.ndarray, length: int) -> np.ndarray:
+    """Indices mirrored into [0, length) about the edges' half-pixels (scipy.ndimage's "reflect":
+    d c b a | a b c d | d c b a), for overhangs shorter than ``length``."""
+    index = np.where(index < 0, -index - 1, index)
+    return np.where(index >= length, 2 * length - index - 1, index)
 
 
 def _heights(image: np.ndarray, centres: np.ndarray, width: float, half: int) -> dict[str, np.ndarray]:
