@@ -241,12 +241,14 @@ def joint_heights(
         model = np.bincount(pix.ravel(), weights.ravel(), h * w).reshape(h, w)
         smooth = th @ coef[heights:].reshape(kh, kw) @ tw.T
         resid = (y - model - smooth).ravel()
-    ar, ac, pix, centres = ar[:n], ac[:n], pix[:n], centres[:n]
-    square = np.take(resid, pix)
-    # Σ over the square's in-frame pixels (rows × columns in frame) of the squared residual.
-    r_in, c_in = in_r[:n].astype(np.float64), in_c[:n].astype(np.float64)
-    count = r_in.sum(1) * c_in.sum(1)
-    local = (((square * square) @ c_in[:, :, None])[:, :, 0] * r_in).sum(1) / np.maximum(count - 1, 1)
+    ar, ac, centres = ar[:n], ac[:n], centres[:n]
+    # Σ of the squared residual over each square's in-frame pixels, from the frame's integral image.
+    total = np.zeros((h + 1, w + 1))
+    total[1:, 1:] = (resid * resid).reshape(h, w).cumsum(0).cumsum(1)
+    r0, c0 = np.clip(base[:n] - half, 0, (h, w)).T
+    r1, c1 = np.clip(base[:n] + half + 1, 0, (h, w)).T
+    count = ((r1 - r0) * (c1 - c0)).astype(np.float64)
+    local = (total[r1, c1] - total[r0, c1] - total[r1, c0] + total[r0, c0]) / np.maximum(count - 1, 1)
     # The height's variance from its own square (height and local level), as if its neighbours
     # were known: the full inverse costs ~100× the solve for little change where columns
     # are resolved at all.
