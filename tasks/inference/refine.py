@@ -242,13 +242,14 @@ def joint_heights(
         smooth = th @ coef[heights:].reshape(kh, kw) @ tw.T
         resid = (y - model - smooth).ravel()
     ar, ac, centres = ar[:n], ac[:n], centres[:n]
-    # Σ of the squared residual over each square's in-frame pixels, from the frame's integral image.
-    total = np.zeros((h + 1, w + 1))
-    total[1:, 1:] = (resid * resid).reshape(h, w).cumsum(0).cumsum(1)
-    r0, c0 = np.clip(base[:n] - half, 0, (h, w)).T
-    r1, c1 = np.clip(base[:n] + half + 1, 0, (h, w)).T
-    count = ((r1 - r0) * (c1 - c0)).astype(np.float64)
-    local = (total[r1, c1] - total[r0, c1] - total[r1, c0] + total[r0, c0]) / np.maximum(count - 1, 1)
+    # Σ of the squared residual over each square's in-frame pixels: per row of the square, a
+    # difference of the frame's running sums along its rows.
+    running = np.zeros((h, w + 1))
+    np.cumsum((resid * resid).reshape(h, w), axis=1, out=running[:, 1:])
+    c0, c1 = np.clip(base[:n, 1:] - half, 0, w), np.clip(base[:n, 1:] + half + 1, 0, w)
+    rows_n, r_in = rows[:n], in_r[:n]
+    count = (r_in.sum(1) * (c1 - c0)[:, 0]).astype(np.float64)
+    local = ((running[rows_n, c1] - running[rows_n, c0]) * r_in).sum(1) / np.maximum(count - 1, 1)
     # The height's variance from its own square (height and local level), as if its neighbours
     # were known: the full inverse costs ~100× the solve for little change where columns
     # are resolved at all.
