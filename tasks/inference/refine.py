@@ -213,8 +213,11 @@ def joint_heights(
             weights=np.concatenate([overlap, overlap, (ar * ar).sum(1) * (ac * ac).sum(1)]),
             minlength=size * size,
         ).reshape(size, size)
-        along_r = np.einsum("mak,ma->mk", th[rows], ar)
-        along_c = np.einsum("mbl,mb->ml", tw[cols], ac)
+        # Each profile laid on the frame's rows (columns) once, then Tₕᵀ a_r for all at once. (Added,
+        # not assigned: a clipped square repeats the edge pixel, with zero weight.)
+        at = np.arange(m)[:, None]
+        along_r = np.bincount((at * h + rows).ravel(), ar.ravel(), m * h).reshape(m, h) @ th
+        along_c = np.bincount((at * w + cols).ravel(), ac.ravel(), m * w).reshape(m, w) @ tw
         cross = (along_r[:, :, None] * along_c[:, None, :]).reshape(m, kh * kw)
         pix = rows[:, :, None] * w + cols[:, None, :]  # (m, side, side) flat pixel indices
         flat = y.ravel()
