@@ -102,13 +102,16 @@ def bragg_reflections(image: np.ndarray, alpha: float = 1e-3, most: int = 64) ->
     # frame spreads it over a few).
     k = np.stack([np.where(peaks[:, 0] > h // 2, peaks[:, 0] - h, peaks[:, 0]), peaks[:, 1]], 1).astype(float)
     order = np.argsort(-ratio[peaks[:, 0], peaks[:, 1]])
-    kept: list[np.ndarray] = []
+    kept = np.zeros((most, 2))
+    count = 0
     for i in order:
-        if all(np.abs(k[i] - q).max() > 2 and np.abs(k[i] + q).max() > 2 for q in kept):
-            kept.append(k[i])
-            if len(kept) == most:
+        q = kept[:count]
+        if count == 0 or ((np.abs(k[i] - q).max(1) > 2).all() and (np.abs(k[i] + q).max(1) > 2).all()):
+            kept[count] = k[i]
+            count += 1
+            if count == most:
                 break
-    return np.array(kept) / np.array([h, w], float)
+    return kept[:count] / np.array([h, w], float)
 
 
 def noise_limited(image: np.ndarray) -> bool:
