@@ -342,7 +342,9 @@ def common_width(image: np.ndarray, rowcol: np.ndarray, half: int) -> float:
     """
     rows, cols, inside = _squares(image.shape, rowcol, half)
     counts = inside.sum(axis=0)
-    mean = np.where(inside, image[rows, cols], 0.0).sum(axis=0) / np.maximum(counts, 1)
+    mean = np.where(inside, np.take(image, rows * image.shape[1] + cols), 0.0).sum(axis=0) / np.maximum(
+        counts, 1
+    )
     mean[counts == 0] = np.nan
     d = np.arange(-half, half + 1)
     r2 = (d[:, None] ** 2 + d[None, :] ** 2).ravel().astype(np.float64)
@@ -500,7 +502,7 @@ def _reflect(index: np.ndarray, length: int) -> np.ndarray:
 def _heights(image: np.ndarray, centres: np.ndarray, width: float, half: int) -> dict[str, np.ndarray]:
     """Least-squares ``A·g + b`` at fixed centres on each square; standard errors from residuals."""
     rows, cols, inside = _squares(image.shape, centres, half)
-    y = image[rows, cols]
+    y = np.take(image, rows * image.shape[1] + cols)
     m = inside.astype(np.float64)
     ur, uc = rows - centres[:, :1], cols - centres[:, 1:]
     s2 = width * width
