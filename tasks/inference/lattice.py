@@ -249,7 +249,7 @@ def site_lattice(rowcol: np.ndarray, shape: tuple[int, int], cls: np.ndarray | N
     if not len(kept):
         return none
     # Refine each vector as the mean displacement it maps, and add the opposite sign.
-    hit, j = _translated(rowcol, tree, kept, tol)
+    hit, j = translation_hits(rowcol, tree, kept, tol)
     vectors, same_class = [], []
     for k, c in enumerate(crystal):
         ok = hit[k]
@@ -261,7 +261,7 @@ def site_lattice(rowcol: np.ndarray, shape: tuple[int, int], cls: np.ndarray | N
     joining = vectors_arr[np.array(same_class)]
     if len(joining) < 4:  # classes too noisy to name two crystal translations: sites alone
         joining = vectors_arr
-    hit, j = _translated(rowcol, tree, joining, tol)
+    hit, j = translation_hits(rowcol, tree, joining, tol)
     labels = _sublattices(hit, j)
     return SiteLattice(
         vectors_arr,
@@ -272,7 +272,7 @@ def site_lattice(rowcol: np.ndarray, shape: tuple[int, int], cls: np.ndarray | N
     )
 
 
-def _translated(
+def translation_hits(
     rowcol: np.ndarray, tree: cKDTree, vectors: np.ndarray, tol: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each of ``vectors`` (k, 2) px and point ``x`` of ``rowcol`` (n, 2) px: whether a point of
@@ -312,7 +312,7 @@ def translation_fractions(
 
 def _expected_class(hit: np.ndarray, j: np.ndarray, cls: np.ndarray) -> np.ndarray:
     """Per column, the class most common at its crystal-translation neighbours (−1: none);
-    ``hit``, ``j`` (k, n): ``_translated`` of the columns by those translations."""
+    ``hit``, ``j`` (k, n): ``translation_hits`` of the columns by those translations."""
     votes = np.zeros((hit.shape[1], int(cls.max(initial=0)) + 1))
     source = np.broadcast_to(np.arange(hit.shape[1]), hit.shape)
     np.add.at(votes, (source[hit], cls[j[hit]].clip(0)), 1.0)
@@ -321,7 +321,7 @@ def _expected_class(hit: np.ndarray, j: np.ndarray, cls: np.ndarray) -> np.ndarr
 
 def _sublattices(hit: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Connected components of columns joined by translations: one label per sublattice
-    (``hit``, ``j`` (k, n): ``_translated`` of the columns by the translations)."""
+    (``hit``, ``j`` (k, n): ``translation_hits`` of the columns by the translations)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -438,5 +438,5 @@ def predicted_by(positions: np.ndarray, columns: np.ndarray, lattice: SiteLattic
     count = np.zeros(len(positions), np.int64)
     if not lattice.found or not len(positions) or not len(columns):
         return count
-    hit, j = _translated(columns, cKDTree(positions), lattice.vectors, TOLERANCE * lattice.separation)
+    hit, j = translation_hits(columns, cKDTree(positions), lattice.vectors, TOLERANCE * lattice.separation)
     return np.bincount(j[hit], minlength=len(positions)).astype(np.int64)

@@ -182,14 +182,10 @@ def joint_heights(
     # A Gaussian on a square clipped to the frame is the outer product of a row profile and a
     # column profile (each zero outside the frame): every product below is one of those, so no
     # (column × pixel) design is ever formed. ``rows``/``cols`` (m, side) are clipped indices.
-    base = np.round(centres).astype(np.int64)
-    d = np.arange(-half, half + 1)
-    rows, cols = base[:, :1] + d, base[:, 1:] + d
-    in_r, in_c = (rows >= 0) & (rows < h), (cols >= 0) & (cols < w)
+    base, rows, cols, in_r, in_c = _square_axes(image.shape, centres, half)
     two_w2 = 2 * width * width
     ar = np.exp(-((rows - centres[:, :1]) ** 2) / two_w2) * in_r
     ac = np.exp(-((cols - centres[:, 1:]) ** 2) / two_w2) * in_c
-    rows, cols = np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1)
     y = np.asarray(image, np.float64)
     knot = max(4.0, 2.0 * separation)
     th, tw = _tents(h, knot), _tents(w, knot)
@@ -314,18 +310,23 @@ def _tents(length: int, knot: float) -> np.ndarray:
     return out
 
 
-def _squares(shape: tuple[int, int], centres: np.ndarray, half: int) -> tuple[np.ndarray, ...]:
-    """Row and column indices (n, P) of a square of side 2·half+1 px around each centre, clipped
-    to the frame, their offsets from the centre and an in-frame mask."""
+def _square_axes(shape: tuple[int, int], centres: np.ndarray, half: int) -> tuple[np.ndarray, ...]:
+    """Per centre (n, 2) px: its pixel (n, 2), and the rows and columns (n, 2·half+1) of the
+    square around that pixel, clipped to the frame, with whether each lies in the frame. A
+    square is the outer product of its rows and its columns, and so is a Gaussian on it."""
     h, w = shape
     d = np.arange(-half, half + 1)
     base = np.round(centres).astype(np.int64)
-    # Clipped and tested per axis ((n, side) each), then spread over the square: a square is
-    # the outer product of its rows and its columns.
     rows, cols = base[:, :1] + d, base[:, 1:] + d
     in_r, in_c = (rows >= 0) & (rows < h), (cols >= 0) & (cols < w)
-    rows, cols = np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1)
-    n, side = len(base), len(d)
+    return base, np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1), in_r, in_c
+
+
+def _squares(shape: tuple[int, int], centres: np.ndarray, half: int) -> tuple[np.ndarray, ...]:
+    """Row and column indices (n, P) of a square of side 2·half+1 px around each centre, clipped
+    to the frame, and an in-frame mask."""
+    _, rows, cols, in_r, in_c = _square_axes(shape, centres, half)
+    n, side = rows.shape
     square = (n, side, side)
     return (
         np.broadcast_to(rows[:, :, None], square).reshape(n, -1),
@@ -389,11 +390,7 @@ def deblended_positions(
     # Two widths each side: over 90 % of a position's information (∝ G²·d²) lies there, in
     # under half the pixels of the three-width square the heights need.
     half = max(2, int(np.ceil(2.0 * width)))
-    base = np.round(start).astype(np.int64)
-    d = np.arange(-half, half + 1)
-    rows, cols = base[:, :1] + d, base[:, 1:] + d
-    in_r, in_c = (rows >= 0) & (rows < h), (cols >= 0) & (cols < w)
-    rows, cols = np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1)
+    _, rows, cols, in_r, in_c = _square_axes(img.shape, start, half)
     index = rows[:, :, None] * w + cols[:, None, :]  # (n, side, side) flat pixel indices
     flat_model = np.asarray(model, np.float64).ravel().copy()
     y = img.ravel()
