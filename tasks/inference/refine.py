@@ -253,7 +253,7 @@ def joint_heights(
     # were known: the full inverse costs ~100× the solve for little change where columns
     # are resolved at all.
     sgg = (ar * ar).sum(1) * (ac * ac).sum(1)
-    sg, s1 = ar.sum(1) * ac.sum(1), count.astype(np.float64)
+    sg, s1 = ar.sum(1) * ac.sum(1), count
     inv_diag = s1 / np.maximum(sgg * s1 - sg * sg, 1e-30)
     background = smooth[
         np.clip(np.round(centres[:, 0]), 0, h - 1).astype(int),
@@ -273,11 +273,11 @@ def _overlapping(base: np.ndarray, reach: int) -> tuple[np.ndarray, np.ndarray]:
     return pairs[:, 0], pairs[:, 1]
 
 
-def _profile_overlap(profile: np.ndarray, start: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+def _profile_overlap(profile: np.ndarray, centre: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Σ over pixels of the product of the profiles (m, side) of squares ``i`` and ``j`` along
-    one axis, each profile starting at its square's centre ``start`` (m,) px less half a side."""
+    one axis, the squares centred on the pixels ``centre`` (m,) of that axis."""
     side = profile.shape[1]
-    at = np.arange(side)[None] + (start[i] - start[j])[:, None]  # i's pixels in j's profile
+    at = np.arange(side)[None] + (centre[i] - centre[j])[:, None]  # i's pixels in j's profile
     valid = (at >= 0) & (at < side)
     return (profile[i] * np.where(valid, profile[j[:, None], np.clip(at, 0, side - 1)], 0.0)).sum(1)
 
