@@ -17,6 +17,7 @@ Whether a frame holds a crystal at all, and where its sites are:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,14 +61,11 @@ def bragg_reflections(image: np.ndarray, alpha: float = 1e-3, most: int = 64) ->
     none = np.zeros((0, 2))
     if min(h, w) < 16:
         return none
-    power = np.abs(np.fft.rfft2(_periodic(img - img.mean()))) ** 2
-    ky = np.fft.fftfreq(h)[:, None] * h / max(h, w)
-    kx = np.fft.rfftfreq(w)[None, :] * w / max(h, w)
-    radius = np.broadcast_to(np.hypot(ky, kx) * max(h, w), power.shape)
-    ring = np.rint(radius).astype(np.int64)
+    power = _periodic_power(img)
+    radius, ring, band = _rings(h, w)
     # Power more than 1e-12 below the spectrum's peak is floating-point round-off (noise-free
     # smooth images fall that far), not signal: its statistics are not the noise's.
-    valid = (ring >= LOW_FREQUENCY_CYCLES) & (ring < min(h, w) // 2) & (power > 1e-12 * power.max())
+    valid = band & (power > 1e-12 * power.max())
     if not valid.any():
         return none
     # Ring means from the median: robust to the very peaks sought (exponential: mean = median/ln 2).
@@ -104,13 +102,16 @@ def bragg_reflections(image: np.ndarray, alpha: float = 1e-3, most: int = 64) ->
     # frame spreads it over a few).
     k = np.stack([np.where(peaks[:, 0] > h // 2, peaks[:, 0] - h, peaks[:, 0]), peaks[:, 1]], 1).astype(float)
     order = np.argsort(-ratio[peaks[:, 0], peaks[:, 1]])
-    kept: list[np.ndarray] = []
+    kept = np.zeros((most, 2))
+    count = 0
     for i in order:
-        if all(np.abs(k[i] - q).max() > 2 and np.abs(k[i] + q).max() > 2 for q in kept):
-            kept.append(k[i])
-            if len(kept) == most:
+        q = kept[:count]
+        if count == 0 or ((np.abs(k[i] - q).max(1) > 2).all() and (np.abs(k[i] + q).max(1) > 2).all()):
+            kept[count] = k[i]
+            count += 1
+            if count == most:
                 break
-    return np.array(kept) / np.array([h, w], float)
+    return kept[:count] / np.array([h, w], float)
 
 
 def noise_limited(image: np.ndarray) -> bool:
@@ -122,7 +123,7 @@ def noise_limited(image: np.ndarray) -> bool:
     h, w = img.shape
     if min(h, w) < 16:
         return False
-    power = np.abs(np.fft.rfft2(_periodic(img - img.mean()))) ** 2
+    power = _periodic_power(img)
     ky = np.fft.fftfreq(h)[:, None] * 2
     kx = np.fft.rfftfreq(w)[None, :] * 2
     nyquist = np.broadcast_to(np.hypot(ky, kx), power.shape)  # 1 at the Nyquist frequency
@@ -159,13 +160,41 @@ def independent(vectors: np.ndarray) -> bool:
     return bool((np.abs(v[:, 0][:, None] * v[:, 1][None] - v[:, 1][:, None] * v[:, 0][None]) > 0.5).any())
 
 
-def _periodic(image: np.ndarray) -> np.ndarray:
-    """The periodic component of ``image`` (Moisan's periodic-plus-smooth decomposition).
+@functools.lru_cache(maxsize=8)
+def _rings(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per coefficient of an (h, w) frame's ``rfft2``: |k| in cycles per frame (of its longer
+    side), that rounded (its ring), and whether the ring is in the band searched for
+    reflections. The same for every frame of a shape: made once (read-only)."""
+    ky = np.fft.fftfreq(h)[:, None] * h / max(h, w)
+    kx = np.fft.rfftfreq(w)[None, :] * w / max(h, w)
+    radius = np.hypot(ky, kx) * max(h, w)
+    ring = np.rint(radius).astype(np.int64)
+    band = (ring >= LOW_FREQUENCY_CYCLES) & (ring < min(h, w) // 2)
+    for a in (radius, ring, band):
+        a.flags.writeable = False
+    return radius, ring, band
+
+
+@functools.lru_cache(maxsize=8)
+def _poisson_denominator(h: int, w: int) -> np.ndarray:
+    """The discrete Laplacian's eigenvalues on the ``rfft2`` grid of an (h, w) frame (1 at k = 0)."""
+    q = np.cos(2 * np.pi * np.arange(h) / h)[:, None]
+    r = np.cos(2 * np.pi * np.arange(w // 2 + 1) / w)[None, :]
+    denom = 2 * q + 2 * r - 4
+    denom[0, 0] = 1.0
+    denom.flags.writeable = False
+    return denom
+
+
+def _periodic_power(image: np.ndarray) -> np.ndarray:
+    """Power spectrum (``rfft2`` grid) of the periodic component of ``image`` less its mean
+    (Moisan's periodic-plus-smooth decomposition).
 
     A frame is not periodic: its edges' jumps put a cross of power along both axes of the
     spectrum. A window hides the cross but leaks a steep spectrum's low frequencies over the
     high ones (noise-free smooth contrast then shows hundreds of "peaks"); removing the
-    smooth component that carries the jumps does neither.
+    smooth component that carries the jumps does neither. The smooth component's transform
+    is the edges' jumps' divided by the Laplacian's eigenvalues, subtracted in Fourier space.
     """
     h, w = image.shape
     v = np.zeros_like(image)
@@ -173,13 +202,11 @@ def _periodic(image: np.ndarray) -> np.ndarray:
     v[-1, :] = image[0, :] - image[-1, :]
     v[:, 0] += image[:, -1] - image[:, 0]
     v[:, -1] += image[:, 0] - image[:, -1]
-    q = np.cos(2 * np.pi * np.arange(h) / h)[:, None]
-    r = np.cos(2 * np.pi * np.arange(w // 2 + 1) / w)[None, :]
-    denom = 2 * q + 2 * r - 4
-    denom[0, 0] = 1.0
-    smooth = np.fft.rfft2(v) / denom
+    smooth = np.fft.rfft2(v) / _poisson_denominator(h, w)
     smooth[0, 0] = 0.0
-    return image - np.fft.irfft2(smooth, s=(h, w))
+    spectrum = np.fft.rfft2(image) - smooth
+    spectrum[0, 0] = 0.0  # the mean
+    return spectrum.real**2 + spectrum.imag**2
 
 
 def site_lattice(rowcol: np.ndarray, shape: tuple[int, int], cls: np.ndarray | None = None) -> SiteLattice:
@@ -199,31 +226,34 @@ def site_lattice(rowcol: np.ndarray, shape: tuple[int, int], cls: np.ndarray | N
     # neighbours out to 2.5 spacings (any 2-D lattice has two translations that short).
     centre = np.array(shape, float) / 2
     _, seeds = tree.query(centre, k=min(4, len(rowcol)))
-    candidates = []
-    for s in np.atleast_1d(seeds):
-        for j in tree.query_ball_point(rowcol[s], 2.5 * sep):
-            d = rowcol[j] - rowcol[s]
-            if np.linalg.norm(d) > 0.5 * sep:
-                candidates.append(d)
-    tried: list[np.ndarray] = []
-    for d in sorted(candidates, key=lambda v: float(np.linalg.norm(v))):
-        if tried and (np.linalg.norm(np.asarray(tried) - d, axis=1) < tol).any():
-            continue
-        tried.append(d)
-    if not tried:
+    seeds = np.atleast_1d(seeds)
+    near = tree.query_ball_point(rowcol[seeds], 2.5 * sep, return_sorted=True)
+    candidates = np.concatenate(
+        [rowcol[np.asarray(j, np.int64)] - rowcol[s] for s, j in zip(seeds, near, strict=True)]
+    ).reshape(-1, 2)
+    length = np.linalg.norm(candidates, axis=1)
+    candidates = candidates[length > 0.5 * sep]
+    candidates = candidates[np.argsort(length[length > 0.5 * sep], kind="stable")]
+    # Shortest first; a candidate within ``tol`` of one already tried is the same translation.
+    close = np.linalg.norm(candidates[:, None] - candidates[None], axis=2) < tol
+    taken = np.zeros(len(candidates), bool)
+    for i in range(len(candidates)):
+        taken[i] = not (close[i] & taken).any()
+    tried = candidates[taken]
+    if not len(tried):
         return none
-    fractions = translation_fractions(rowcol, tree, np.asarray(tried), shape, tol, cls)
+    fractions = translation_fractions(rowcol, tree, tried, shape, tol, cls)
     translation = fractions[:, 0] >= TRANSLATION_FRACTION
-    kept = [d for d, ok in zip(tried, translation, strict=True) if ok]
+    kept = tried[translation]
     crystal = list(fractions[translation, 1] >= TRANSLATION_FRACTION)
-    if not kept:
+    if not len(kept):
         return none
     # Refine each vector as the mean displacement it maps, and add the opposite sign.
+    hit, j = translation_hits(rowcol, tree, kept, tol)
     vectors, same_class = [], []
-    for d, c in zip(kept, crystal, strict=True):
-        dist, j = tree.query(rowcol + d, distance_upper_bound=tol)
-        ok = np.isfinite(dist)
-        v = (rowcol[j[ok]] - rowcol[ok]).mean(axis=0)
+    for k, c in enumerate(crystal):
+        ok = hit[k]
+        v = (rowcol[j[k, ok]] - rowcol[ok]).mean(axis=0)
         if not any(np.linalg.norm(v - q) < tol for q in vectors):
             vectors.extend([v, -v])
             same_class.extend([c, c])
@@ -231,14 +261,25 @@ def site_lattice(rowcol: np.ndarray, shape: tuple[int, int], cls: np.ndarray | N
     joining = vectors_arr[np.array(same_class)]
     if len(joining) < 4:  # classes too noisy to name two crystal translations: sites alone
         joining = vectors_arr
-    labels = _sublattices(rowcol, tree, joining, tol)
+    hit, j = translation_hits(rowcol, tree, joining, tol)
+    labels = _sublattices(hit, j)
     return SiteLattice(
         vectors_arr,
         sep,
         labels,
-        _expected_class(rowcol, tree, joining, tol, labels, cls),
+        _expected_class(hit, j, cls),
         np.array(same_class, bool),
     )
+
+
+def translation_hits(
+    rowcol: np.ndarray, tree: cKDTree, vectors: np.ndarray, tol: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``vectors`` (k, 2) px and point ``x`` of ``rowcol`` (n, 2) px: whether a point of
+    ``tree`` lies within ``tol`` px of ``x + v``, and which (nearest), each (k, n); one query for all."""
+    dist, j = tree.query((rowcol[None] + vectors[:, None]).reshape(-1, 2), distance_upper_bound=tol)
+    shape = (len(vectors), len(rowcol))
+    return np.isfinite(dist).reshape(shape), j.reshape(shape)
 
 
 def translation_fractions(
@@ -269,33 +310,24 @@ def translation_fractions(
     return np.where(checked[:, None] >= 3, out / np.maximum(checked, 1)[:, None], 0.0)
 
 
-def _expected_class(
-    rowcol: np.ndarray, tree: cKDTree, vectors: np.ndarray, tol: float, labels: np.ndarray, cls: np.ndarray
-) -> np.ndarray:
-    """Per column, the class most common at its crystal-translation neighbours (−1: none)."""
-    votes = np.zeros((len(rowcol), int(cls.max(initial=0)) + 1))
-    for v in vectors:
-        dist, j = tree.query(rowcol + v, distance_upper_bound=tol)
-        ok = np.isfinite(dist)
-        np.add.at(votes, (np.flatnonzero(ok), cls[j[ok]].clip(0)), 1.0)
+def _expected_class(hit: np.ndarray, j: np.ndarray, cls: np.ndarray) -> np.ndarray:
+    """Per column, the class most common at its crystal-translation neighbours (−1: none);
+    ``hit``, ``j`` (k, n): ``translation_hits`` of the columns by those translations."""
+    votes = np.zeros((hit.shape[1], int(cls.max(initial=0)) + 1))
+    source = np.broadcast_to(np.arange(hit.shape[1]), hit.shape)
+    np.add.at(votes, (source[hit], cls[j[hit]].clip(0)), 1.0)
     return np.where(votes.sum(1) > 0, votes.argmax(1), -1).astype(np.int64)
 
 
-def _sublattices(rowcol: np.ndarray, tree: cKDTree, vectors: np.ndarray, tol: float) -> np.ndarray:
-    """Connected components of columns joined by translations: one label per sublattice."""
+def _sublattices(hit: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Connected components of columns joined by translations: one label per sublattice
+    (``hit``, ``j`` (k, n): ``translation_hits`` of the columns by the translations)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    n = len(rowcol)
-    rows, cols = [], []
-    for v in vectors:
-        dist, j = tree.query(rowcol + v, distance_upper_bound=tol)
-        ok = np.flatnonzero(np.isfinite(dist))
-        rows.append(ok)
-        cols.append(j[ok])
-    edges = coo_matrix(
-        (np.ones(sum(len(r) for r in rows)), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
-    )
+    n = hit.shape[1]
+    source = np.broadcast_to(np.arange(n), hit.shape)
+    edges = coo_matrix((np.ones(int(hit.sum())), (source[hit], j[hit])), shape=(n, n))
     _, labels = connected_components(edges, directed=False)
     counts = np.bincount(labels)
     # A column joined to no other is on no sublattice (an adatom, or a false column).
@@ -328,23 +360,32 @@ def empty_sites(
     empty = predicted[~np.isfinite(dist)]
     if len(empty) == 0:
         return np.zeros((0, 2)), np.zeros(0, np.int64)
-    groups = _one_per_site(empty, tol)
-    return np.array([empty[g].mean(axis=0) for g in groups]), np.array([len(g) for g in groups], np.int64)
+    site = _one_per_site(empty, tol)
+    count = np.bincount(site)
+    return _site_means(empty, site, count), count.astype(np.int64)
 
 
-def _one_per_site(predicted: np.ndarray, tol: float) -> list[list[int]]:
+def _one_per_site(predicted: np.ndarray, tol: float) -> np.ndarray:
     """Predictions (m, 2) px grouped by the site they predict: those within ``tol`` px of a
-    first one not yet grouped join it."""
+    first one not yet grouped join it. Returns each prediction's site (0, 1, ... in order of
+    the sites' first predictions)."""
     groups = cKDTree(predicted).query_ball_point(predicted, tol)
-    seen = np.zeros(len(predicted), bool)
-    out = []
+    site = [-1] * len(predicted)
+    sites = 0
     for i, g in enumerate(groups):
-        if seen[i]:
+        if site[i] >= 0:
             continue
-        members = [j for j in g if not seen[j]]
-        seen[members] = True
-        out.append(members)
-    return out
+        for j in g:
+            if site[j] < 0:
+                site[j] = sites
+        sites += 1
+    return np.array(site, np.int64)
+
+
+def _site_means(predicted: np.ndarray, site: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Mean (sites, 2) px of the predictions (m, 2) of each site (``_one_per_site``)."""
+    sums = [np.bincount(site, weights=predicted[:, k], minlength=len(count)) for k in range(2)]
+    return np.stack(sums, 1) / count[:, None]
 
 
 def beyond_edge(
@@ -381,10 +422,12 @@ def beyond_edge(
         return none
     tol = TOLERANCE * lattice.separation
     # An outside site is predicted by each of its in-frame translation neighbours: merge them.
-    groups = _one_per_site(predicted, tol)
-    sites = np.array([predicted[g].mean(axis=0) for g in groups])
-    species = [int(np.bincount(lattice.expected_class[source[g]] + 1).argmax()) - 1 for g in groups]
-    return sites, np.array(species, np.int64)
+    site = _one_per_site(predicted, tol)
+    count = np.bincount(site)
+    # Each site's species: the class most of its predicting columns' sublattices hold.
+    votes = np.zeros((len(count), int(lattice.expected_class.max(initial=-1)) + 2))
+    np.add.at(votes, (site, lattice.expected_class[source] + 1), 1)
+    return _site_means(predicted, site, count), (votes.argmax(1) - 1).astype(np.int64)
 
 
 def predicted_by(positions: np.ndarray, columns: np.ndarray, lattice: SiteLattice) -> np.ndarray:
@@ -395,9 +438,5 @@ def predicted_by(positions: np.ndarray, columns: np.ndarray, lattice: SiteLattic
     count = np.zeros(len(positions), np.int64)
     if not lattice.found or not len(positions) or not len(columns):
         return count
-    tree = cKDTree(positions)
-    tol = TOLERANCE * lattice.separation
-    for v in lattice.vectors:
-        dist, j = tree.query(columns + v, distance_upper_bound=tol)
-        np.add.at(count, j[np.isfinite(dist)], 1)
-    return count
+    hit, j = translation_hits(columns, cKDTree(positions), lattice.vectors, TOLERANCE * lattice.separation)
+    return np.bincount(j[hit], minlength=len(positions)).astype(np.int64)

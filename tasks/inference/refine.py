@@ -30,7 +30,6 @@ import functools
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.ndimage import gaussian_filter, uniform_filter
 from scipy.spatial import cKDTree
 
 # The position template's half-side as a fraction of the column spacing: the column's core.
@@ -168,7 +167,6 @@ def joint_heights(
     and sites along the edge. Each one alone is seen too little to measure, so all columns of
     one label (a species) share one height.
     """
-    from scipy import sparse
     from scipy.linalg import LinAlgError, cho_factor, cho_solve
 
     h, w = image.shape
@@ -180,35 +178,55 @@ def joint_heights(
         unknown = np.concatenate([unknown, n + label.ravel()])
     heights = int(unknown.max(initial=-1)) + 1
     half = max(2, int(np.ceil(3.0 * width)))
-    side = 2 * half + 1
     m = len(centres)
-    rows, cols, inside = _squares(image.shape, centres, half)
-    g = np.exp(-((rows - centres[:, :1]) ** 2 + (cols - centres[:, 1:]) ** 2) / (2 * width * width)) * inside
-    pix = rows * w + cols
+    # A Gaussian on a square clipped to the frame is the outer product of a row profile and a
+    # column profile (each zero outside the frame): every product below is one of those, so no
+    # (column × pixel) design is ever formed. ``rows``/``cols`` (m, side) are clipped indices.
+    base, rows, cols, in_r, in_c = _square_axes(image.shape, centres, half)
+    two_w2 = 2 * width * width
+    ar = np.exp(-((rows - centres[:, :1]) ** 2) / two_w2) * in_r
+    ac = np.exp(-((cols - centres[:, 1:]) ** 2) / two_w2) * in_c
     y = np.asarray(image, np.float64)
     knot = max(4.0, 2.0 * separation)
-    th, tw = _tents(h, knot).toarray(), _tents(w, knot).toarray()
+    th, tw = _tents(h, knot), _tents(w, knot)
     kh, kw = th.shape[1], tw.shape[1]
-    # The normal equations of [columns | tents] by blocks, without the (H·W × n + knots) design:
-    # columns·columns from the sparse columns (they overlap only their neighbours); columns·tents
-    # per column square, the tents being the Kronecker product of one tent basis per axis (a
-    # square's rows and columns index them separately); tents·tents = (Tₕᵀ Tₕ) ⊗ (T_wᵀ T_w).
+    # The normal equations of [columns | tents] by blocks. Columns·columns: only squares within
+    # 2·half px of each other on both axes overlap; the overlap of two outer products is the
+    # product of their row profiles' overlap and their column profiles'. Columns·tents: the tents
+    # are the Kronecker product of one tent basis per axis, so per column (Tₕᵀ a_r) ⊗ (T_wᵀ a_c);
+    # tents·tents = (Tₕᵀ Tₕ) ⊗ (T_wᵀ T_w).
     # One BLAS thread: products and a solve of a few hundred unknowns gain little from more,
     # and where the inference's threads hold the other cores a second BLAS thread waits on
     # them (a 600-unknown Cholesky took 50 ms with two, 5.5 ms with one, machine loaded).
     with one_blas_thread():
-        columns = sparse.csr_matrix(
-            (g[inside], (np.repeat(unknown, inside.sum(1)), pix[inside])), shape=(heights, h * w)
-        )
-        square = g.reshape(m, side, side)
-        th_rows = th[rows.reshape(m, side, side)[:, :, 0]]  # (m, side, kh)
-        tw_cols = tw[cols.reshape(m, side, side)[:, 0, :]]  # (m, side, kw)
-        cross = np.matmul(np.matmul(th_rows.transpose(0, 2, 1), square), tw_cols).reshape(m, kh * kw)
-        own = (g * y.ravel()[pix]).sum(1)
+        i, j = _overlapping(base, 2 * half)
+        overlap = _profile_overlap(ar, base[:, 0], i, j) * _profile_overlap(ac, base[:, 1], i, j)
+        size = heights + kh * kw
+        gram = np.bincount(
+            np.concatenate(
+                [unknown[i] * size + unknown[j], unknown[j] * size + unknown[i], unknown * (size + 1)]
+            ),
+            weights=np.concatenate([overlap, overlap, (ar * ar).sum(1) * (ac * ac).sum(1)]),
+            minlength=size * size,
+        ).reshape(size, size)
+        # Each profile laid on the frame's rows (columns) once, then Tₕᵀ a_r for all at once. (Added,
+        # not assigned: a clipped square repeats the edge pixel, with zero weight.)
+        at = np.arange(m)[:, None]
+        along_r = np.bincount((at * h + rows).ravel(), ar.ravel(), m * h).reshape(m, h) @ th
+        along_c = np.bincount((at * w + cols).ravel(), ac.ravel(), m * w).reshape(m, w) @ tw
+        cross = (along_r[:, :, None] * along_c[:, None, :]).reshape(m, kh * kw)
+        pix = rows[:, :, None] * w + cols[:, None, :]  # (m, side, side) flat pixel indices
+        flat = y.ravel()
+        # aᵣᵀ·Y·a_c per square, as a stack of matrix–vector products.
+        own = ((np.take(flat, pix) @ ac[:, :, None])[:, :, 0] * ar).sum(1)
         if heights != m:  # squares sharing a height add up
-            cross = np.stack([np.bincount(unknown, weights=c, minlength=heights) for c in cross.T], 1)
+            shared = np.zeros((heights - n, m - n))
+            shared[unknown[n:] - n, np.arange(m - n)] = 1.0
+            cross = np.concatenate([cross[:n], shared @ cross[n:]])
             own = np.bincount(unknown, weights=own, minlength=heights)
-        gram = np.block([[(columns @ columns.T).toarray(), cross], [cross.T, np.kron(th.T @ th, tw.T @ tw)]])
+        gram[:heights, heights:] = cross
+        gram[heights:, :heights] = cross.T
+        gram[heights:, heights:] = np.kron(th.T @ th, tw.T @ tw)
         rhs = np.concatenate([own, (th.T @ y @ tw).ravel()])
         # A tiny ridge keeps the system positive definite where a column sits on a knot's tent alone.
         gram[np.diag_indices_from(gram)] += 1e-9 * max(float(gram.diagonal().max()), 1e-30)
@@ -216,26 +234,52 @@ def joint_heights(
             coef = cho_solve(cho_factor(gram), rhs)
         except LinAlgError:  # not positive definite in floating point: least squares instead
             coef = np.linalg.lstsq(gram, rhs, rcond=None)[0]
-        model = np.bincount(pix[inside], weights=(g * coef[unknown, None])[inside], minlength=h * w)
+        # The columns' model on the frame, square by square (a clipped square repeats the edge
+        # pixel with zero weight: added, not assigned).
+        weights = (ar * coef[unknown, None])[:, :, None] * ac[:, None, :]
+        model = np.bincount(pix.ravel(), weights.ravel(), h * w).reshape(h, w)
         smooth = th @ coef[heights:].reshape(kh, kw) @ tw.T
-        resid = y.ravel() - model - smooth.ravel()
-    g, pix, inside, centres = g[:n], pix[:n], inside[:n], centres[:n]
-    local = np.where(inside, resid[pix] ** 2, 0.0).sum(1) / np.maximum(inside.sum(1) - 1, 1)
+        resid = (y - model - smooth).ravel()
+    ar, ac, centres = ar[:n], ac[:n], centres[:n]
+    # Σ of the squared residual over each square's in-frame pixels: per row of the square, a
+    # difference of the frame's running sums along its rows.
+    running = np.zeros((h, w + 1))
+    np.cumsum((resid * resid).reshape(h, w), axis=1, out=running[:, 1:])
+    c0, c1 = np.clip(base[:n, 1:] - half, 0, w), np.clip(base[:n, 1:] + half + 1, 0, w)
+    rows_n, r_in = rows[:n], in_r[:n]
+    count = (r_in.sum(1) * (c1 - c0)[:, 0]).astype(np.float64)
+    local = ((running[rows_n, c1] - running[rows_n, c0]) * r_in).sum(1) / np.maximum(count - 1, 1)
     # The height's variance from its own square (height and local level), as if its neighbours
     # were known: the full inverse costs ~100× the solve for little change where columns
     # are resolved at all.
-    sgg, sg, s1 = (g * g).sum(1), g.sum(1), inside.sum(1).astype(np.float64)
+    sgg = (ar * ar).sum(1) * (ac * ac).sum(1)
+    sg, s1 = ar.sum(1) * ac.sum(1), count
     inv_diag = s1 / np.maximum(sgg * s1 - sg * sg, 1e-30)
-    background = smooth.ravel()[
-        np.clip(np.round(centres[:, 0]), 0, h - 1).astype(int) * w
-        + np.clip(np.round(centres[:, 1]), 0, w - 1).astype(int)
+    background = smooth[
+        np.clip(np.round(centres[:, 0]), 0, h - 1).astype(int),
+        np.clip(np.round(centres[:, 1]), 0, w - 1).astype(int),
     ]
     return {
         "height": coef[:n],
         "height_se": np.sqrt(np.maximum(local * inv_diag, 0.0)),
         "background": background,
-        "model": (model + smooth.ravel()).reshape(h, w),
+        "model": model + smooth,
     }
+
+
+def _overlapping(base: np.ndarray, reach: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (i < j) of integer square centres ``base`` (m, 2) px at most ``reach`` px apart on both axes."""
+    pairs = cKDTree(base).query_pairs(reach, p=np.inf, output_type="ndarray")
+    return pairs[:, 0], pairs[:, 1]
+
+
+def _profile_overlap(profile: np.ndarray, centre: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Σ over pixels of the product of the profiles (m, side) of squares ``i`` and ``j`` along
+    one axis, the squares centred on the pixels ``centre`` (m,) of that axis."""
+    side = profile.shape[1]
+    at = np.arange(side)[None] + (centre[i] - centre[j])[:, None]  # i's pixels in j's profile
+    valid = (at >= 0) & (at < side)
+    return (profile[i] * np.where(valid, profile[j[:, None], np.clip(at, 0, side - 1)], 0.0)).sum(1)
 
 
 @functools.cache
@@ -253,32 +297,42 @@ def one_blas_thread():  # type: ignore[no-untyped-def]
     return _blas().limit(limits=1, user_api="blas")
 
 
-def _tents(length: int, knot: float):  # type: ignore[no-untyped-def]
+def _tents(length: int, knot: float) -> np.ndarray:
     """Bilinear interpolation weights (length × knots) of knots ``knot`` px apart spanning the axis."""
-    from scipy import sparse
-
     k = max(2, int(np.ceil((length - 1) / knot)) + 1)
     pos = np.linspace(0, k - 1, length)
     i0 = np.minimum(np.floor(pos).astype(int), k - 2)
     f = pos - i0
+    out = np.zeros((length, k))
     r = np.arange(length)
-    return sparse.csr_matrix(
-        (np.concatenate([1 - f, f]), (np.concatenate([r, r]), np.concatenate([i0, i0 + 1]))),
-        shape=(length, k),
-    )
+    out[r, i0] = 1 - f
+    out[r, i0 + 1] = f
+    return out
+
+
+def _square_axes(shape: tuple[int, int], centres: np.ndarray, half: int) -> tuple[np.ndarray, ...]:
+    """Per centre (n, 2) px: its pixel (n, 2), and the rows and columns (n, 2·half+1) of the
+    square around that pixel, clipped to the frame, with whether each lies in the frame. A
+    square is the outer product of its rows and its columns, and so is a Gaussian on it."""
+    h, w = shape
+    d = np.arange(-half, half + 1)
+    base = np.round(centres).astype(np.int64)
+    rows, cols = base[:, :1] + d, base[:, 1:] + d
+    in_r, in_c = (rows >= 0) & (rows < h), (cols >= 0) & (cols < w)
+    return base, np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1), in_r, in_c
 
 
 def _squares(shape: tuple[int, int], centres: np.ndarray, half: int) -> tuple[np.ndarray, ...]:
     """Row and column indices (n, P) of a square of side 2·half+1 px around each centre, clipped
-    to the frame, their offsets from the centre and an in-frame mask."""
-    h, w = shape
-    d = np.arange(-half, half + 1)
-    dr, dc = (a.ravel() for a in np.meshgrid(d, d, indexing="ij"))
-    base = np.round(centres).astype(np.int64)
-    rows = base[:, :1] + dr[None]
-    cols = base[:, 1:] + dc[None]
-    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-    return np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1), inside
+    to the frame, and an in-frame mask."""
+    _, rows, cols, in_r, in_c = _square_axes(shape, centres, half)
+    n, side = rows.shape
+    square = (n, side, side)
+    return (
+        np.broadcast_to(rows[:, :, None], square).reshape(n, -1),
+        np.broadcast_to(cols[:, None, :], square).reshape(n, -1),
+        (in_r[:, :, None] & in_c[:, None, :]).reshape(n, -1),
+    )
 
 
 def common_width(image: np.ndarray, rowcol: np.ndarray, half: int) -> float:
@@ -289,19 +343,26 @@ def common_width(image: np.ndarray, rowcol: np.ndarray, half: int) -> float:
     """
     rows, cols, inside = _squares(image.shape, rowcol, half)
     counts = inside.sum(axis=0)
-    mean = np.where(inside, image[rows, cols], 0.0).sum(axis=0) / np.maximum(counts, 1)
+    mean = np.where(inside, np.take(image, rows * image.shape[1] + cols), 0.0).sum(axis=0) / np.maximum(
+        counts, 1
+    )
     mean[counts == 0] = np.nan
     d = np.arange(-half, half + 1)
     r2 = (d[:, None] ** 2 + d[None, :] ** 2).ravel().astype(np.float64)
     keep = (r2 <= half * half) & np.isfinite(mean)
-    best, best_cost = 0.3 * half, np.inf
-    for s in np.geomspace(0.1 * half, 1.2 * half, 48):
-        design = np.stack([np.exp(-r2[keep] / (2 * s * s)), np.ones(keep.sum())], axis=1)
-        coef, *_ = np.linalg.lstsq(design, mean[keep], rcond=None)
-        cost = float(((design @ coef - mean[keep]) ** 2).sum())
-        if coef[0] > 0 and cost < best_cost:
-            best, best_cost = float(s), cost
-    return best
+    r2, y = r2[keep], mean[keep]
+    # The two-parameter least squares for all widths at once, in closed form (normal equations):
+    # the design's columns are the Gaussian g and ones.
+    s = np.geomspace(0.1 * half, 1.2 * half, 48)
+    g = np.exp(-r2[None] / (2 * s[:, None] ** 2))  # (widths, pixels)
+    k = float(len(y))
+    sgg, sg, sgy, sy = (g * g).sum(1), g.sum(1), g @ y, y.sum()
+    det = sgg * k - sg * sg
+    amp = (k * sgy - sg * sy) / np.where(det > 0, det, 1.0)
+    level = (sgg * sy - sg * sgy) / np.where(det > 0, det, 1.0)
+    cost = ((amp[:, None] * g + level[:, None] - y[None]) ** 2).sum(1)
+    ok = (det > 1e-12 * sgg * k) & (amp > 0)
+    return float(s[ok][np.argmin(cost[ok])]) if ok.any() else 0.3 * half
 
 
 def deblended_positions(
@@ -329,25 +390,35 @@ def deblended_positions(
     # Two widths each side: over 90 % of a position's information (∝ G²·d²) lies there, in
     # under half the pixels of the three-width square the heights need.
     half = max(2, int(np.ceil(2.0 * width)))
-    rows, cols, inside = _squares(img.shape, start, half)
-    index = rows * w + cols
-    # Single precision: the steps are a small fraction of a pixel, far above its rounding.
-    f32 = np.float32
-    flat_model = np.asarray(model, f32).ravel().copy()
-    y = img.astype(f32).ravel()
+    _, rows, cols, in_r, in_c = _square_axes(img.shape, start, half)
+    index = rows[:, :, None] * w + cols[:, None, :]  # (n, side, side) flat pixel indices
+    flat_model = np.asarray(model, np.float64).ravel().copy()
+    y = img.ravel()
     movable = amp > 0
+    two_w2 = 2 * width * width
+    k = amp / width**2  # d model / d centre = height · G · (pixel − centre) / width²
+
+    def profiles(pos: np.ndarray) -> tuple[np.ndarray, ...]:
+        # A Gaussian on the square is the outer product of a row and a column profile
+        # (zero off the frame), and so are its derivatives: every sum below is separable.
+        dr, dc = rows - pos[:, :1], cols - pos[:, 1:]
+        return np.exp(-dr * dr / two_w2) * in_r, np.exp(-dc * dc / two_w2) * in_c, dr, dc
+
+    def squares(er: np.ndarray, ec: np.ndarray) -> np.ndarray:
+        return (amp[:, None] * er)[:, :, None] * ec[:, None, :]
+
     pos = start.copy()
-    rows_f, cols_f, mask = rows.astype(f32), cols.astype(f32), inside.astype(f32)
-    two_w2 = f32(2 * width * width)
-    dr, dc = rows_f - pos[:, :1].astype(f32), cols_f - pos[:, 1:].astype(f32)
-    g = np.exp(-(dr * dr + dc * dc) / two_w2) * mask
+    er, ec, dr, dc = profiles(pos)
     for step_number in range(steps):
-        resid = (y - flat_model)[index]
-        # d model / d centre = height · G · (pixel − centre) / width².
-        weight = (amp / width**2).astype(f32)[:, None] * g
-        jr, jc = weight * dr, weight * dc
-        a_rr, a_rc, a_cc = (jr * jr).sum(1), (jr * jc).sum(1), (jc * jc).sum(1)
-        b_r, b_c = (jr * resid).sum(1), (jc * resid).sum(1)
+        resid = np.take(y - flat_model, index)  # (n, side, side)
+        r_dr, c_dc = er * dr, ec * dc
+        # The Jacobian's columns are k·(er·dr) ⊗ ec and k·er ⊗ (ec·dc).
+        a_rr = k * k * (r_dr * r_dr).sum(1) * (ec * ec).sum(1)
+        a_cc = k * k * (er * er).sum(1) * (c_dc * c_dc).sum(1)
+        a_rc = k * k * (er * r_dr).sum(1) * (ec * c_dc).sum(1)
+        along_c = resid @ np.stack([ec, c_dc], 2)  # (n, side, 2): Σ_b resid·ec, Σ_b resid·ec·dc
+        b_r = k * (r_dr * along_c[:, :, 0]).sum(1)
+        b_c = k * (er * along_c[:, :, 1]).sum(1)
         det = a_rr * a_cc - a_rc * a_rc
         ok = movable & (det > 1e-12 * np.maximum(a_rr * a_cc, 1e-300))
         safe = np.where(ok, det, 1.0)
@@ -357,12 +428,10 @@ def deblended_positions(
         new = start + np.clip(pos + step - start, -max_shift, max_shift)
         if step_number == steps - 1:
             return new
-        dr, dc = rows_f - new[:, :1].astype(f32), cols_f - new[:, 1:].astype(f32)
-        g_new = np.exp(-(dr * dr + dc * dc) / two_w2) * mask
-        flat_model += np.bincount(
-            index[inside], weights=(amp[:, None] * (g_new - g))[inside], minlength=h * w
-        ).astype(f32)
-        pos, g = new, g_new
+        er_new, ec_new, dr, dc = profiles(new)
+        change = squares(er_new, ec_new) - squares(er, ec)
+        flat_model += np.bincount(index.ravel(), change.ravel(), h * w)
+        pos, er, ec = new, er_new, ec_new
     return pos
 
 
@@ -371,26 +440,43 @@ def _matched_peaks(
 ) -> np.ndarray:
     """Maxima of the frame correlated with a zero-mean Gaussian, near each start (px)."""
     side = 2 * half + 1
-    # Correlation with (g − mean g) over the square = Gaussian filter − mean(g) × box filter;
-    # both separable. The truncation matches the square's half-side.
+    h, w = image.shape
+    reach = max(1, round(max_shift))
+    # The correlation is needed only in a window of reach + 1 px around each start (the search
+    # square and the 3×3 around its maximum): per column, the frame's patch under the window,
+    # filtered by banded (Toeplitz) matrices, as ``gaussian_filter``/``uniform_filter`` with
+    # mode "reflect" would over the whole frame. Correlation with (g − mean g) over the square
+    # = Gaussian − mean(g) × box; both separable.
     d = np.arange(-half, half + 1)
     g1 = np.exp(-(d**2) / (2 * width * width))
     g_mean = (g1.sum() ** 2) / side**2
-    smooth = gaussian_filter(image, width, mode="reflect", truncate=half / width) * (g1.sum() ** 2)
-    box = uniform_filter(image, side, mode="reflect") * side**2
-    corr = smooth - g_mean * box
-    h, w = image.shape
-    reach = max(1, round(max_shift))
-    rows, cols, inside = _squares(image.shape, start, reach)
-    values = np.where(inside, corr[rows, cols], -np.inf)
+    window = 2 * (reach + 1) + 1
+    span = np.arange(-(reach + 1 + half), reach + 1 + half + 1)  # the patch, window + filter
+    base = np.round(start).astype(np.int64)
+    p_rows, p_cols = _reflect(base[:, :1] + span, h), _reflect(base[:, 1:] + span, w)
+    patch = np.take(image, p_rows[:, :, None] * w + p_cols[:, None, :])  # (n, len(span), len(span))
+    at = np.arange(window)
+    gauss = np.zeros((len(span), window))
+    box = np.zeros((len(span), window))
+    for t in range(side):
+        gauss[at + t, at] = g1[t]
+        box[at + t, at] = 1.0
+    corr = gauss.T @ patch @ gauss - g_mean * (box.T @ patch @ box)  # (n, window, window)
+    inner = np.arange(-reach, reach + 1)
+    rows, cols = base[:, :1] + inner, base[:, 1:] + inner
+    inside = (((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]).reshape(
+        len(base), -1
+    )
+    values = np.where(inside, corr[:, 1:-1, 1:-1].reshape(len(base), -1), -np.inf)
     best = values.argmax(axis=1)
-    peak = np.stack([rows[np.arange(len(best)), best], cols[np.arange(len(best)), best]], axis=1)
+    peak = base + np.stack([best // len(inner), best % len(inner)], axis=1) - reach
     peak = np.clip(peak, [1, 1], [h - 2, w - 2])
     # Quadratic surface through the 3×3 neighbourhood: the correlation is smooth on the scale
     # of √2·width, so its vertex is the sub-pixel maximum.
     o = np.array([-1, 0, 1])
     orr, occ = (a.ravel() for a in np.meshgrid(o, o, indexing="ij"))
-    z = corr[peak[:, :1] + orr[None], peak[:, 1:] + occ[None]]  # (n, 9)
+    local = peak - base + reach + 1  # the peak in its window
+    z = corr[np.arange(len(base))[:, None], local[:, :1] + orr[None], local[:, 1:] + occ[None]]  # (n, 9)
     design = np.stack([np.ones(9), orr, occ, orr**2, occ**2, orr * occ], axis=1).astype(np.float64)
     k = z @ np.linalg.pinv(design).T  # (n, 6)
     a, b, c = 2 * k[:, 3], k[:, 5], 2 * k[:, 4]
@@ -403,10 +489,17 @@ def _matched_peaks(
     return start + np.clip(refined - start, -max_shift, max_shift)
 
 
+def _reflect(index: np.ndarray, length: int) -> np.ndarray:
+    """Indices mirrored into [0, length) about the edges' half-pixels (scipy.ndimage's "reflect":
+    d c b a | a b c d | d c b a), for overhangs shorter than ``length``."""
+    index = np.where(index < 0, -index - 1, index)
+    return np.where(index >= length, 2 * length - index - 1, index)
+
+
 def _heights(image: np.ndarray, centres: np.ndarray, width: float, half: int) -> dict[str, np.ndarray]:
     """Least-squares ``A·g + b`` at fixed centres on each square; standard errors from residuals."""
     rows, cols, inside = _squares(image.shape, centres, half)
-    y = image[rows, cols]
+    y = np.take(image, rows * image.shape[1] + cols)
     m = inside.astype(np.float64)
     ur, uc = rows - centres[:, :1], cols - centres[:, 1:]
     s2 = width * width

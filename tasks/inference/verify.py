@@ -53,6 +53,7 @@ from .lattice import (
     noise_limited,
     predicted_by,
     site_lattice,
+    translation_hits,
 )
 from .refine import fit_columns, joint_heights, one_blas_thread
 
@@ -141,8 +142,8 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
     # A column is weighed against its own site's species; an empty site (whose species the
     # lattice's translations may mix) and a site of unknown species against the lightest.
     site_class = np.concatenate([expected, np.full(len(sites), -1)])
-    ref = np.array([levels.get(int(c), levels[lightest]) for c in site_class])
-    tau = np.array([spreads.get(int(c), spreads[lightest]) for c in site_class])
+    ref = _per_class(levels, site_class, levels[lightest])
+    tau = _per_class(spreads, site_class, spreads[lightest])
     llr = (height * ref - 0.5 * ref**2) / np.maximum(se**2 + tau**2, 1e-30)
     p_present = expit(llr + _log_prior_odds(llr))
     # "Nothing here" rejected at the frame-wide level wins over the two-hypothesis test: a
@@ -188,8 +189,8 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
 
     # A substitution: a column of another class than its sublattice's, whose height departs
     # from that class's by more than the frame-wide significance level allows.
-    level = np.array([levels.get(int(c), np.nan) for c in expected])
-    spread = np.array([spreads.get(int(c), np.nan) for c in expected])
+    level = _per_class(levels, expected, np.nan)
+    spread = _per_class(spreads, expected, np.nan)
     z_sub = np.abs(height[:n] - level) / np.sqrt(se[:n] ** 2 + spread**2 + 1e-30)
     substituted = on & (expected >= 0) & (expected != cls) & np.isfinite(z_sub) & (z_sub > z_star)
     kind = np.where(substituted, 2, 0).astype(np.int8)
@@ -240,6 +241,16 @@ def verify_many(
             return [verify(img, atoms, alpha) for img, atoms in zip(images, proposals, strict=True)]
         with ThreadPoolExecutor(min(workers, len(images)), thread_name_prefix="verify") as pool:
             return list(pool.map(lambda pair: verify(*pair, alpha), zip(images, proposals, strict=True)))
+
+
+def _per_class(values: dict[int, float], classes: np.ndarray, default: float) -> np.ndarray:
+    """``values[c]`` for each class ``c`` of ``classes`` (n,), ``default`` where it has none."""
+    classes = np.asarray(classes, np.int64)
+    top = max(int(classes.max(initial=-1)), max(values, default=-1)) + 1
+    table = np.full(top + 1, default, np.float64)  # entry 0 for class −1, c + 1 for class c
+    for c, v in values.items():
+        table[c + 1] = v
+    return table[np.clip(classes, -1, top - 1) + 1]
 
 
 def _duplicates(rowcol: np.ndarray, q: np.ndarray, keep: np.ndarray, radius: float) -> np.ndarray:
@@ -328,15 +339,11 @@ def _combine(
 def _lattice_prediction(x: np.ndarray, lattice: SiteLattice) -> tuple[np.ndarray, np.ndarray]:
     """Where the lattice puts each column (mean of ``x_j − t`` over its lattice neighbours),
     and how many neighbours that rests on."""
-    tree = cKDTree(x)
-    tol = TOLERANCE * lattice.separation
-    sums = np.zeros_like(x)
-    counts = np.zeros(len(x))
-    for v in lattice.vectors:
-        dist, j = tree.query(x + v, distance_upper_bound=tol)
-        ok = np.isfinite(dist)
-        sums[ok] += x[j[ok]] - v
-        counts[ok] += 1
+    hit, j = translation_hits(x, cKDTree(x), lattice.vectors, TOLERANCE * lattice.separation)
+    source = np.broadcast_to(np.arange(len(x)), hit.shape)[hit]  # k-major: sums in vector order
+    moved = x[j[hit]] - np.broadcast_to(lattice.vectors[:, None], (*hit.shape, 2))[hit]
+    sums = np.stack([np.bincount(source, weights=moved[:, a], minlength=len(x)) for a in range(2)], 1)
+    counts = np.bincount(source, minlength=len(x)).astype(np.float64)
     return sums / np.maximum(counts, 1)[:, None], counts
 
 
