@@ -255,7 +255,7 @@ def quality_part(args: argparse.Namespace) -> dict[str, Any]:
         "semantic_queries": int(min(1000, args.frames)),
         "dim": int(arch["emb"].shape[1]),
         "methods": methods,
-        "cost": cost(),
+        **({} if args.no_cost else {"cost": cost()}),
     }
 
 
@@ -274,6 +274,8 @@ def rerank_part(
 
     n = min(len(query_ids), args.rerank_queries)
     top = _topk(arch["emb"], q_emb[:n], args.rerank)
+    sims = q_emb @ arch["emb"].T  # every query: the rank of its source among the archive
+    rank = (sims > sims[np.arange(len(query_ids)), query_ids][:, None]).sum(axis=1)
     hit, seconds, source_in = [], [], []
     prefixes = [m for m in (10, 20, 50, 100) if m < args.rerank]
     hit_prefix: dict[int, list[bool]] = {m: [] for m in prefixes}
@@ -312,6 +314,10 @@ def rerank_part(
             if np.any((q_dose >= lo) & (q_dose < hi))
         },
         "invariance_top1_with_fewer_candidates": {str(m): float(np.mean(v)) for m, v in hit_prefix.items()},
+        # The ceiling of any re-ranking of the index's first m: how often the source is among them.
+        "source_frame_within_first": {
+            str(m): float(np.mean(rank < m)) for m in (1, 10, 20, 50, 100, 200, 500)
+        },
         "rerank_s_per_query_p50": float(np.percentile(seconds, 50)),
         "rerank_s_per_query_p95": float(np.percentile(seconds, 95)),
     }
@@ -367,13 +373,15 @@ def cost(rounds: int = 5, batch: int = 16) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--part", choices=("quality", "index", "map", "all"), default="all")
+    ap.add_argument("--part", choices=("quality", "index", "map", "rerank-store", "all"), default="all")
     ap.add_argument("--frames", type=int, default=10_000)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--vectors", type=int, default=1_000_000)
     ap.add_argument("--no-encoder", action="store_true")
+    ap.add_argument("--no-cost", action="store_true", help="skip timing the descriptor against inference")
     ap.add_argument("--key", default="quality", help="the results key the quality part writes")
     ap.add_argument("--rerank", type=int, default=0, help="candidates the second stage re-ranks (0: none)")
+    ap.add_argument("--store-queries", type=int, default=40, help="queries of the rerank-store part")
     ap.add_argument("--rerank-queries", type=int, default=1000, help="queries re-ranked (the first N)")
     args = ap.parse_args()
     if args.part in ("quality", "all"):
@@ -382,6 +390,10 @@ def main() -> None:
         from similarity_index import index_part
 
         _update("index", index_part(args))
+    if args.part in ("rerank-store", "all"):
+        from similarity_index import rerank_store_part
+
+        _update("rerank_store", rerank_store_part(args))
     if args.part in ("map", "all"):
         from similarity_index import map_part
 

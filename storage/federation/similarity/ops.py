@@ -163,27 +163,33 @@ def dataset_of(ctx: Ctx, record_id: int) -> Path | None:
     return None
 
 
-class _Frames:
-    """Frames and pixel sizes read from records' datasets the way the store reads datasets
-    (``open_dataset``: committed frames only), each dataset opened once per query."""
+def read_frames(ctx: Ctx, wanted: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[np.ndarray, float]]:
+    """Frames (and pixel sizes, Å/px) of records' datasets, read the way the store reads
+    datasets (``open_dataset``: committed frames only), one read per record. A frame the store
+    holds no local copy of, or that is not committed, is left out."""
+    from storage.datasets.dataset import open_dataset
 
-    def __init__(self, ctx: Ctx) -> None:
-        self.ctx = ctx
-        self.open: dict[int, Any] = {}
-
-    def get(self, record_id: int, frame: int) -> tuple[np.ndarray, float] | None:
-        from storage.datasets.dataset import open_dataset
-
-        if record_id not in self.open:
-            path = dataset_of(self.ctx, record_id)
-            try:
-                self.open[record_id] = None if path is None else open_dataset(path)
-            except (OSError, ValueError, KeyError, NotFoundError):
-                self.open[record_id] = None
-        ds = self.open[record_id]
-        if ds is None or "frames" not in ds or frame >= ds.sizes.get("frame", 0):
-            return None
-        return ds["frames"].isel(frame=frame).values, float(ds["pixel_size"].isel(frame=frame).values)
+    by_record: dict[int, list[int]] = {}
+    for rid, frame in wanted:
+        by_record.setdefault(rid, []).append(frame)
+    out: dict[tuple[int, int], tuple[np.ndarray, float]] = {}
+    for rid, frames in by_record.items():
+        path = dataset_of(ctx, rid)
+        if path is None:
+            continue
+        try:
+            ds = open_dataset(path)
+        except (OSError, ValueError, KeyError, NotFoundError):
+            continue
+        n = int(ds.sizes.get("frame", 0)) if "frames" in ds else 0
+        present = sorted({f for f in frames if f < n})
+        if not present:
+            continue
+        images = ds["frames"].isel(frame=present).values
+        sizes = ds["pixel_size"].isel(frame=present).values
+        for f, image, size in zip(present, images, sizes, strict=True):
+            out[(rid, f)] = (image, float(size))
+    return out
 
 
 def rerank_hits(
@@ -195,12 +201,11 @@ def rerank_hits(
     if query is None or count < 1:
         return hits, {}
     prepared = second_stage.prepare(*query)
-    frames = _Frames(ctx)
-    scores: dict[tuple[int, int], float] = {}
-    for rid, frame, _ in hits[:count]:
-        got = frames.get(rid, frame)
-        if got is not None:
-            scores[(rid, frame)] = second_stage.match(prepared, second_stage.prepare(*got, mirror=False))
+    frames = read_frames(ctx, [(rid, frame) for rid, frame, _ in hits[:count]])
+    scores = {
+        key: second_stage.match(prepared, second_stage.prepare(*got, mirror=False))
+        for key, got in frames.items()
+    }
     # Frames whose data the store cannot read keep their index order, after the compared ones.
     head = sorted((h for h in hits[:count] if (h[0], h[1]) in scores), key=lambda h: -scores[(h[0], h[1])])
     rest = [h for h in hits[:count] if (h[0], h[1]) not in scores] + hits[count:]
@@ -237,7 +242,7 @@ def similar(
     scores: dict[tuple[int, int], float] = {}
     if rerank > 0:
         if image is None and query_id is not None and frame is not None:
-            image = _Frames(ctx).get(query_id, frame)
+            image = read_frames(ctx, [(query_id, frame)]).get((query_id, frame))
         hits, scores = rerank_hits(ctx, hits, image, rerank)
     hits = hits[:k]
     records = {
