@@ -115,7 +115,8 @@ def similar(
         raise InputError("a record query's frame is read from its dataset; send no image with it")
     image = None
     if body.image is not None:
-        image = (ops.decode_image(body.image.data, body.image.shape), body.image.pixel_size)
+        img = body.image
+        image = (ops.decode_image(img.data, img.shape, img.pixel_size), img.pixel_size)
     index = ix.get(body.embedder)
     return c.read(
         p,

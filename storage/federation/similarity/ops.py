@@ -127,11 +127,18 @@ def query_vector(ctx: Ctx, index: VectorIndex, record_ref: str, frame: int) -> n
     return vec
 
 
-def decode_image(data: str, shape: tuple[int, int]) -> np.ndarray:
-    """Base64 of a float32 image (little-endian, row-major) of ``shape`` px, checked."""
+def decode_image(data: str, shape: tuple[int, int], pixel_size: float) -> np.ndarray:
+    """Base64 of a float32 image (little-endian, row-major) of ``shape`` px, checked; at most
+    ``MAX_QUERY_SIDE`` px a side before and after resampling to the re-ranking's pixel size
+    (a hostile pixel size could otherwise ask for a huge resampled image)."""
     h, w = shape
     if not (second_stage.MIN_SIDE <= h <= MAX_QUERY_SIDE and second_stage.MIN_SIDE <= w <= MAX_QUERY_SIDE):
         raise InputError(f"a query image of {h}×{w} px; {second_stage.MIN_SIDE}-{MAX_QUERY_SIDE} px a side")
+    if max(h, w) * pixel_size / second_stage.WORK_PX > 2 * MAX_QUERY_SIDE:
+        raise InputError(
+            f"a query image {max(h, w) * pixel_size:.0f} Å wide; re-ranking compares fields up to "
+            f"{2 * MAX_QUERY_SIDE * second_stage.WORK_PX:.0f} Å"
+        )
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
