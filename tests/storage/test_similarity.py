@@ -451,7 +451,7 @@ def held(tmp_path_factory: pytest.TempPathFactory, alice: StoreClient, bob: Stor
         frames = [twin.acquire(i) for i in range(N)]
         writer.append(frames)
         embed_missing(path)
-        rec = client.create_record(f"{who} held run", metadata={"lattice": "graphene"})
+        rec = client.create_record(f"{who} held run", metadata={"lattice": "graphene", "held": 1})
         push_dataset(client, path, record=rec["id"], state_dir=root / who / "state")
         put_embeddings(client, rec["id"], upload_payload(path))
         out[who] = rec["id"]
@@ -470,7 +470,7 @@ def test_reranking_puts_the_source_frame_first_and_reads_only_readable_frames(
     query = _copy(source.image, 5)
     # The vector of another frame of the run: the index puts that frame first, with no doubt.
     decoy = embed_frame(frames[0].image, frames[0].pixel_size).tolist()
-    ask = {"embedder": EMBEDDER_VERSION, "vector": decoy, "k": N, "md": 'md.lattice == "graphene"'}
+    ask = {"embedder": EMBEDDER_VERSION, "vector": decoy, "k": N, "md": "md.held == 1"}
     plain = similar(alice, **ask)["items"]
     assert (plain[0]["id"], plain[0]["frame"]) == (held["alice"], 0) and "match" not in plain[0]
     answer = similar(alice, **ask, rerank=N, image=image_payload(query, source.pixel_size))
@@ -515,7 +515,7 @@ def test_cli_similar_reranks_an_image_by_default(
         "SCOPEFLOW_STORE_TOKEN": alice._http.headers["Authorization"][7:],
     }
     args = ["store", "similar", str(tmp_path / "copy.npy"), "--pixel-size", str(frames[1].pixel_size)]
-    out = CliRunner().invoke(app, [*args, "-k", "1", "--md", 'md.lattice == "graphene"'], env=env)
+    out = CliRunner().invoke(app, [*args, "-k", "1", "--md", "md.held == 1"], env=env)
     assert out.exit_code == 0, out.output
     rid, frame, _, match = out.stdout.splitlines()[0].split("\t")[:4]
     assert (rid, frame) == (held["alice"], "1") and float(match) > 0.5

@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 
 from storage.federation.client import StoreClient, _ref
-from storage.federation.similarity.ops import MAX_QUERY_SIDE
 
 
 def put_embeddings(client: StoreClient, ref: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -30,6 +29,8 @@ def project(client: StoreClient, **query: Any) -> dict[str, Any]:
 def image_payload(image: np.ndarray, pixel_size: float) -> dict[str, Any]:
     """The ``image`` of a similarity query (for re-ranking): binned by the smallest integer
     factor that brings it to ≤ ``MAX_QUERY_SIDE`` px a side (pixel size scaled to match)."""
+    from storage.federation.similarity.ops import MAX_QUERY_SIDE  # the server's modules, only here
+
     img = np.asarray(image, np.float32)
     b = max(1, math.ceil(max(img.shape) / MAX_QUERY_SIDE))
     h, w = (img.shape[0] // b) * b, (img.shape[1] // b) * b
