@@ -500,6 +500,8 @@ def test_a_record_query_reranks_with_the_frame_read_from_its_dataset(
             rerank=5,
             image={"data": "AAAA", "shape": [64, 64], "pixel_size": 0.1},
         )
+    with pytest.raises(InputError):  # nothing to compare the candidates with
+        similar(alice, embedder=EMBEDDER_VERSION, vector=[1.0] * 133, k=3, rerank=5)
 
 
 def test_cli_similar_reranks_an_image_by_default(

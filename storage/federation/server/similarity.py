@@ -113,6 +113,8 @@ def similar(
         raise InputError("the query vector must be finite and not all zeros")
     if body.image is not None and body.record is not None:
         raise InputError("a record query's frame is read from its dataset; send no image with it")
+    if body.rerank and body.vector is not None and body.image is None:
+        raise InputError("re-ranking compares frames: send the query's image with its vector")
     image = None
     if body.image is not None:
         img = body.image
