@@ -9,9 +9,8 @@ circular cross-correlation of their power spectra on a polar grid (scikit-image'
 (scikit-image's ``phase_cross_correlation``) at each of the ``PEAKS`` best angles and the
 half turn beside each (a power spectrum cannot tell θ from θ + 180°); the score is the
 normalised cross-correlation of the query with the candidate over the query's circular
-window at the best pose, both less their spectrum's peaks: a lattice alone, aligned, would
-give any frame of it a high score, while the source holds the same defects, contamination
-and noise.
+window at the best pose. A lattice alone gives a high score to any frame of it, the source
+(which holds the same defects, contamination and noise) a higher one.
 
 Constants were chosen on one seed's queries of a 1080-frame twin archive
 (``benchmarks/similarity.py --part rerank``) and scored on another's.
@@ -47,12 +46,6 @@ N_ANGLES = 360
 #: one the highest: on the choosing seed's queries one peak found the source (or a frame
 #: overlapping it) first as often as three (39 vs 40 of 43) in half the time.
 PEAKS = 1
-#: Spectrum coefficients with more power than this times the median are the lattice's and are
-#: left out of the score: any frame of the lattice, aligned on it, would match them. White
-#: noise's power is exponential, over 20× its median (13.9× its mean) with p = e^-13.9 ≈ 1e-6.
-#: On the 1080-frame archive this took top-1 at 50 candidates from 0.833 to 0.850 on the
-#: choosing seed's queries and from 0.86 to 0.90 on another seed's.
-PEAK_POWER = 20.0
 #: Smallest frame (px a side at ``WORK_PX``) worth registering.
 MIN_SIDE = 24
 
@@ -120,18 +113,9 @@ def _angles(query: np.ndarray, candidate: np.ndarray) -> np.ndarray:
     return peaks[np.argsort(-corr[peaks])][:PEAKS] * (360.0 / N_ANGLES)
 
 
-def _without_lattice(x: np.ndarray) -> np.ndarray:
-    """``x`` less its spectrum's peaks: the Fourier coefficients whose power is over
-    ``PEAK_POWER`` times the median are zeroed, leaving defects, contamination and noise."""
-    f = scipy.fft.rfft2(x, workers=1)
-    power = np.abs(f) ** 2
-    f[power > PEAK_POWER * np.median(power)] = 0
-    return scipy.fft.irfft2(f, s=x.shape, workers=1)
-
-
 def _ncc_at_best_shift(query: np.ndarray, candidate: np.ndarray, spectrum: np.ndarray) -> float:
-    """NCC of what the windowed query and the candidate hold besides the lattice, at the shift
-    phase correlation finds (``spectrum``: the candidate's ``fft2``, once for all poses)."""
+    """NCC of the windowed query with the candidate at the shift phase correlation finds
+    (``spectrum``: the candidate's ``fft2``, computed once for all poses)."""
     q, w = _windowed(query)
     n = min(q.shape[0], *candidate.shape)
     q, w = q[:n, :n], w[:n, :n]
@@ -143,15 +127,13 @@ def _ncc_at_best_shift(query: np.ndarray, candidate: np.ndarray, spectrum: np.nd
     dy, dx = round(float(shift[0])), round(float(shift[1]))
     seen = np.roll(candidate, (-dy, -dx), axis=(0, 1))[:n, :n]
     c = (seen - (seen * w).sum() / w.sum()) * w
-    q, c = _without_lattice(q) * w, _without_lattice(c) * w
     den = float(np.sqrt((q * q).sum() * (c * c).sum()))
     return float((q * c).sum() / den) if den > 0 else 0.0
 
 
 def match(query: Prepared, candidate: Prepared) -> float:
     """How well the query, turned, mirrored and moved onto the candidate, agrees with it: the
-    best normalised cross-correlation, lattice left out, over the poses tried (−1…1; 1 for a
-    noiseless copy)."""
+    best normalised cross-correlation over the poses tried (−1…1; 1 for a noiseless copy)."""
     best = -1.0
     spectrum = scipy.fft.fft2(candidate.image, workers=1)
     for mirrored in (False, True):
