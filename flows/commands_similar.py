@@ -18,7 +18,7 @@ from scopeflow.errors import InputError, ScopeflowError
 console = Console(stderr=True)
 
 UrlOpt = typer.Option("--url", envvar="SCOPEFLOW_STORE_URL", help="Store URL.", show_envvar=True)
-#: Candidates ``store similar`` re-ranks unless told: ~0.3-1 s a query on a 2-core machine
+#: Candidates ``store similar`` re-ranks unless told: ~0.14 s a query on a 2-core machine
 #: (see benchmarks/README.md), worth it at the command line, where one query is asked at a time.
 RERANK_DEFAULT = 20
 TokenOpt = typer.Option("--token", envvar="SCOPEFLOW_STORE_TOKEN", help="Bearer token.", show_envvar=False)
