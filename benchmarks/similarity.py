@@ -85,8 +85,11 @@ def _region_twins(per: int, rng: np.random.Generator):  # type: ignore[no-untype
         yield r, (lat, defect, df), DigitalTwin(seed=SEED, schedule=DriftSchedule(tuple(changes), base))
 
 
-def archive(n_frames: int, rng: np.random.Generator, keep: set[int]) -> dict[str, Any]:
-    """Render the archive; returns labels, pixel sizes, descriptors, 32² thumbnails, kept frames."""
+def archive(
+    n_frames: int, rng: np.random.Generator, keep: set[int], keep_all: bool = False
+) -> dict[str, Any]:
+    """Render the archive; returns labels, pixel sizes, descriptors, 32² thumbnails, kept frames
+    (every frame with ``keep_all``: the re-ranking reads its candidates)."""
     per = int(np.ceil(n_frames / len(COMBOS)))
     out: dict[str, list[Any]] = {
         k: [] for k in ("region", "lattice", "defect", "pixel_size", "dose", "emb", "raw")
@@ -113,8 +116,8 @@ def archive(n_frames: int, rng: np.random.Generator, keep: set[int]) -> dict[str
                 ("dose", float(frame.conditions["dose"])),
             ):
                 out[key].append(value)
-            if n in keep:
-                kept[n] = frame.image
+            if keep_all or n in keep:
+                kept[n] = frame.image.astype(np.float32)
             n += 1
     print(f"archive: {n} frames, render {t_render:.0f} s, embed {t_embed:.0f} s", flush=True)
     return {
@@ -180,7 +183,7 @@ def quality_part(args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(7)
     n_queries = args.queries
     query_ids = rng.choice(args.frames, n_queries, replace=False)
-    arch = archive(args.frames, rng, set(query_ids.tolist()))
+    arch = archive(args.frames, rng, set(query_ids.tolist()), keep_all=args.rerank > 0)
     WORK.mkdir(parents=True, exist_ok=True)
     if args.key == "quality":  # the index and map parts build on the full archive's descriptors
         np.savez(WORK / "archive.npz", emb=arch["emb"], lattice=arch["lattice"], defect=arch["defect"])
@@ -242,6 +245,8 @@ def quality_part(args: argparse.Namespace) -> dict[str, Any]:
             },
         }
         print(name, json.dumps(methods[name]), flush=True)
+    if args.rerank > 0:
+        methods["ours_reranked"] = rerank_part(arch, query_ids, copies, q_ours, args)
     return {
         "embedder": EMBEDDER_VERSION,
         "archive_frames": int(args.frames),
@@ -250,7 +255,71 @@ def quality_part(args: argparse.Namespace) -> dict[str, Any]:
         "semantic_queries": int(min(1000, args.frames)),
         "dim": int(arch["emb"].shape[1]),
         "methods": methods,
-        "cost": cost(),
+        **({} if args.no_cost else {"cost": cost()}),
+    }
+
+
+def rerank_part(
+    arch: dict[str, Any],
+    query_ids: np.ndarray,
+    copies: list[tuple[np.ndarray, float]],
+    q_emb: np.ndarray,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """The second stage: the index's top ``args.rerank`` (exact search here) re-ranked by
+    registering the query onto each candidate (``storage.federation.similarity.rerank``).
+    Time per query: preparing the query and every candidate (as the store does, which reads
+    each candidate frame from its dataset) and matching."""
+    from storage.federation.similarity.rerank import match, prepare
+
+    n = min(len(query_ids), args.rerank_queries)
+    top = _topk(arch["emb"], q_emb[:n], args.rerank)
+    sims = q_emb @ arch["emb"].T  # every query: the rank of its source among the archive
+    rank = (sims > sims[np.arange(len(query_ids)), query_ids][:, None]).sum(axis=1)
+    hit, seconds, source_in = [], [], []
+    prefixes = [m for m in (10, 20, 50, 100) if m < args.rerank]
+    hit_prefix: dict[int, list[bool]] = {m: [] for m in prefixes}
+    for j in range(n):
+        t0 = time.perf_counter()
+        q = prepare(*copies[j])
+        scores = [
+            match(q, prepare(arch["kept"][int(i)], float(arch["pixel_size"][i]), mirror=False))
+            for i in top[j]
+        ]
+        seconds.append(time.perf_counter() - t0)
+        best = int(top[j][int(np.argmax(scores))])
+        hit.append(arch["region"][best] == arch["region"][query_ids[j]])
+        source_in.append(query_ids[j] in top[j])
+        for m in prefixes:  # fewer candidates: the best of the index's first m
+            hit_prefix[m].append(
+                arch["region"][top[j][int(np.argmax(scores[:m]))]] == arch["region"][query_ids[j]]
+            )
+        if j % 50 == 0:
+            print(
+                f"rerank {j}/{n}: top-1 so far {np.mean(hit):.3f}, {np.mean(seconds):.2f} s/query", flush=True
+            )
+    hit_ = np.array(hit)
+    first = arch["region"][top[:, 0]] == arch["region"][query_ids[:n]]
+    q_dose = arch["dose"][query_ids[:n]]
+    bands = ((1e5, 1e6), (1e6, 5e6), (5e6, 2.1e7))
+    return {
+        "candidates": int(args.rerank),
+        "queries": int(n),
+        "invariance_top1_region": float(hit_.mean()),
+        "first_stage_top1_same_queries": float(first.mean()),
+        "source_frame_in_candidates": float(np.mean(source_in)),
+        "invariance_top1_by_source_dose": {
+            f"{lo:.0e}-{hi:.0e}": float(np.mean(hit_[(q_dose >= lo) & (q_dose < hi)]))
+            for lo, hi in bands
+            if np.any((q_dose >= lo) & (q_dose < hi))
+        },
+        "invariance_top1_with_fewer_candidates": {str(m): float(np.mean(v)) for m, v in hit_prefix.items()},
+        # The ceiling of any re-ranking of the index's first m: how often the source is among them.
+        "source_frame_within_first": {
+            str(m): float(np.mean(rank < m)) for m in (1, 10, 20, 50, 100, 200, 500)
+        },
+        "rerank_s_per_query_p50": float(np.percentile(seconds, 50)),
+        "rerank_s_per_query_p95": float(np.percentile(seconds, 95)),
     }
 
 
@@ -304,12 +373,16 @@ def cost(rounds: int = 5, batch: int = 16) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--part", choices=("quality", "index", "map", "all"), default="all")
+    ap.add_argument("--part", choices=("quality", "index", "map", "rerank-store", "all"), default="all")
     ap.add_argument("--frames", type=int, default=10_000)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--vectors", type=int, default=1_000_000)
     ap.add_argument("--no-encoder", action="store_true")
+    ap.add_argument("--no-cost", action="store_true", help="skip timing the descriptor against inference")
     ap.add_argument("--key", default="quality", help="the results key the quality part writes")
+    ap.add_argument("--rerank", type=int, default=0, help="candidates the second stage re-ranks (0: none)")
+    ap.add_argument("--store-queries", type=int, default=40, help="queries of the rerank-store part")
+    ap.add_argument("--rerank-queries", type=int, default=1000, help="queries re-ranked (the first N)")
     args = ap.parse_args()
     if args.part in ("quality", "all"):
         _update(args.key, quality_part(args))
@@ -317,6 +390,10 @@ def main() -> None:
         from similarity_index import index_part
 
         _update("index", index_part(args))
+    if args.part in ("rerank-store", "all"):
+        from similarity_index import rerank_store_part
+
+        _update("rerank_store", rerank_store_part(args))
     if args.part in ("map", "all"):
         from similarity_index import map_part
 

@@ -209,3 +209,84 @@ def map_part(args: argparse.Namespace) -> dict[str, Any]:
         "selection": len(pick),
         "total_s": full_s + sel_s,
     }
+
+
+def rerank_store_part(args: Any) -> dict[str, Any]:
+    """What the second stage costs a query end to end: ``POST /api/similar`` on a real store
+    (SQLite, loopback) holding 3 pushed datasets of 80 twin frames (one per lattice), queried
+    by transformed copies of their frames with ``rerank`` 0, 20 and 50, in alternating rounds;
+    wall and CPU time per query, frame reads from the datasets included."""
+    from similarity import transformed_copy
+
+    from storage.datasets import DatasetWriter
+    from storage.federation.embedded import serve_in_thread
+    from storage.federation.push import push_dataset
+    from storage.federation.similarity.client import image_payload, put_embeddings, similar
+    from tasks.acquisition.twin import DigitalTwin, DriftSchedule
+    from tasks.embedding import EMBEDDER_VERSION, embed_frame
+    from tasks.embedding.ingest import embed_missing, upload_payload
+
+    rng = np.random.default_rng(5)
+    settings = (0, 20, 50)
+    times: dict[int, list[float]] = {s: [] for s in settings}
+    # The store runs in this process (a thread), so the process's CPU time per query is the
+    # client's and the server's together: a figure the machine's load does not inflate.
+    cpu: dict[int, list[float]] = {s: [] for s in settings}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        store = serve_in_thread(root / "store")
+        try:
+            with store.client() as admin:
+                token = admin.create_user("bench")
+                admin.set_allocation("local", user="bench", max_bytes=10**11, max_records=10**6)
+            from storage.federation.client import StoreClient
+
+            client = StoreClient(store.url, token)
+            frames = []
+            for n, lattice in enumerate(("graphene", "mos2", "perovskite")):
+                path = root / lattice / "run.zarr"
+                path.parent.mkdir()
+                twin = DigitalTwin(
+                    seed=40 + n, schedule=DriftSchedule((), {"lattice": lattice, "drift_x": 7.3})
+                )
+                acquired = [twin.acquire(i) for i in range(80)]
+                DatasetWriter.open(path, twin.state()).append(acquired)
+                embed_missing(path)
+                rec = client.create_record(f"{lattice} run", metadata={"lattice": lattice})
+                push_dataset(client, path, record=rec["id"], state_dir=root / "state")
+                put_embeddings(client, rec["id"], upload_payload(path))
+                frames += acquired
+            queries = []
+            for i in rng.choice(len(frames), args.store_queries, replace=False):
+                image, p = transformed_copy(frames[int(i)].image, frames[int(i)].pixel_size, rng)
+                queries.append((embed_frame(image, p).tolist(), image_payload(image, p)))
+            similar(client, embedder=EMBEDDER_VERSION, vector=queries[0][0], k=10)  # warm
+            for vector, image in queries:
+                for s in settings:
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    similar(
+                        client,
+                        embedder=EMBEDDER_VERSION,
+                        vector=vector,
+                        k=10,
+                        rerank=s or None,
+                        image=image if s else None,
+                    )
+                    times[s].append(time.perf_counter() - t0)
+                    cpu[s].append(time.process_time() - c0)
+            client.close()
+        finally:
+            store.stop()
+    return {
+        "frames": len(frames),
+        "queries": len(queries),
+        **{
+            f"rerank_{s}": {
+                "p50_s": float(np.percentile(times[s], 50)),
+                "p95_s": float(np.percentile(times[s], 95)),
+                "cpu_p50_s": float(np.percentile(cpu[s], 50)),
+                "cpu_p95_s": float(np.percentile(cpu[s], 95)),
+            }
+            for s in settings
+        },
+    }

@@ -425,3 +425,99 @@ def test_an_upload_saves_the_index_in_the_background(
         time.sleep(0.1)
     with np.load(directory / "probe.bg.npz") as z:
         assert len(z["rows"]) == 5
+
+
+def _copy(image: np.ndarray, seed: int) -> np.ndarray:
+    """A copy as ``benchmarks/similarity.py`` makes one: turned 37°, mirrored, cropped to the
+    central 150², re-noised at half the dose."""
+    rng = np.random.default_rng(seed)
+    turned = ndimage.rotate(image.astype(np.float32), 37, reshape=False, order=3)[53:203, 53:203][:, ::-1]
+    return rng.poisson(np.clip(turned, 0, None) * 0.5).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def held(tmp_path_factory: pytest.TempPathFactory, alice: StoreClient, bob: StoreClient) -> dict[str, object]:
+    """One graphene dataset pushed twice into the local repository: alice's record and bob's
+    (alice may not read his), each with the frames' own embeddings."""
+    from storage.federation.push import push_dataset
+
+    root = tmp_path_factory.mktemp("held")
+    out: dict[str, object] = {}
+    for who, client in (("alice", alice), ("bob", bob)):
+        path = root / who / "graphene.zarr"
+        path.parent.mkdir()
+        twin = DigitalTwin(seed=21, schedule=DriftSchedule((), {"lattice": "graphene", "drift_x": 9.0}))
+        writer = DatasetWriter.open(path, twin.state())
+        frames = [twin.acquire(i) for i in range(N)]
+        writer.append(frames)
+        embed_missing(path)
+        rec = client.create_record(f"{who} held run", metadata={"lattice": "graphene", "held": 1})
+        push_dataset(client, path, record=rec["id"], state_dir=root / who / "state")
+        put_embeddings(client, rec["id"], upload_payload(path))
+        out[who] = rec["id"]
+        out["frames"] = frames
+    return out
+
+
+def test_reranking_puts_the_source_frame_first_and_reads_only_readable_frames(
+    held: dict[str, object], alice: StoreClient
+) -> None:
+    from storage.federation.similarity.client import image_payload
+
+    frames = held["frames"]
+    assert isinstance(frames, list)
+    source = frames[2]
+    query = _copy(source.image, 5)
+    # The vector of another frame of the run: the index puts that frame first, with no doubt.
+    decoy = embed_frame(frames[0].image, frames[0].pixel_size).tolist()
+    ask = {"embedder": EMBEDDER_VERSION, "vector": decoy, "k": N, "md": "md.held == 1"}
+    plain = similar(alice, **ask)["items"]
+    assert (plain[0]["id"], plain[0]["frame"]) == (held["alice"], 0) and "match" not in plain[0]
+    answer = similar(alice, **ask, rerank=N, image=image_payload(query, source.pixel_size))
+    items = answer["items"]
+    assert (items[0]["id"], items[0]["frame"]) == (held["alice"], 2)
+    assert items[0]["match"] > max(i["match"] or 0.0 for i in items[1:])
+    # Bob's copy of the same data is never a candidate, so never read or scored for alice.
+    assert all(i["id"] != held["bob"] for i in items)
+    assert answer["reranked"] == sum(i["match"] is not None for i in items) == N
+
+
+def test_a_record_query_reranks_with_the_frame_read_from_its_dataset(
+    held: dict[str, object], alice: StoreClient, bob: StoreClient
+) -> None:
+    from scopeflow.errors import InputError, NotFoundError
+
+    items = similar(alice, embedder=EMBEDDER_VERSION, record=held["alice"], frame=3, k=3, rerank=N)["items"]
+    assert (items[0]["id"], items[0]["frame"]) == (held["alice"], 3) and items[0]["match"] > 0.99
+    with pytest.raises(NotFoundError):  # bob may not read alice's record, so not rerank against it
+        similar(bob, embedder=EMBEDDER_VERSION, record=held["alice"], frame=3, k=3, rerank=N)
+    with pytest.raises(InputError):
+        similar(
+            alice,
+            embedder=EMBEDDER_VERSION,
+            vector=[1.0] * 133,
+            k=3,
+            rerank=5,
+            image={"data": "AAAA", "shape": [64, 64], "pixel_size": 0.1},
+        )
+    with pytest.raises(InputError):  # nothing to compare the candidates with
+        similar(alice, embedder=EMBEDDER_VERSION, vector=[1.0] * 133, k=3, rerank=5)
+
+
+def test_cli_similar_reranks_an_image_by_default(
+    held: dict[str, object], store: RunningStore, alice: StoreClient, tmp_path: Path
+) -> None:
+    from flows.cli import app
+
+    frames = held["frames"]
+    assert isinstance(frames, list)
+    np.save(tmp_path / "copy.npy", _copy(frames[1].image, 6))
+    env = {
+        "SCOPEFLOW_STORE_URL": store.url,
+        "SCOPEFLOW_STORE_TOKEN": alice._http.headers["Authorization"][7:],
+    }
+    args = ["store", "similar", str(tmp_path / "copy.npy"), "--pixel-size", str(frames[1].pixel_size)]
+    out = CliRunner().invoke(app, [*args, "-k", "1", "--md", "md.held == 1"], env=env)
+    assert out.exit_code == 0, out.output
+    rid, frame, _, match = out.stdout.splitlines()[0].split("\t")[:4]
+    assert (rid, frame) == (held["alice"], "1") and float(match) > 0.5

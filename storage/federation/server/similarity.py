@@ -36,14 +36,27 @@ class EmbeddingsIn(_Body):
     thumbnails: list[str | None] | None = None
 
 
+class QueryImage(_Body):
+    """The query frame itself, for re-ranking: float32 pixels (base64, little-endian, row-major)."""
+
+    data: str = Field(min_length=1, max_length=ops.MAX_QUERY_SIDE**2 * 6)
+    shape: tuple[int, int]
+    pixel_size: float = Field(gt=0, le=2.0)
+
+
 class SimilarIn(SearchIn):
-    """A similarity query: a vector, or a record and frame; the search criteria filter."""
+    """A similarity query: a vector, or a record and frame; the search criteria filter.
+
+    ``rerank``: how many of the index's nearest frames to re-rank by registering the query
+    frame onto each (a record's frame is read from its dataset; a vector query sends ``image``)."""
 
     embedder: str = EmbedderName
     k: int = Field(default=10, ge=1, le=1000)
     vector: list[float] | None = Field(default=None, max_length=ops.MAX_DIM)
     record: str | None = Field(default=None, max_length=200, pattern=RECORD_REF_PATTERN)
     frame: int | None = Field(default=None, ge=0)
+    rerank: int = Field(default=0, ge=0, le=ops.MAX_RERANK)
+    image: QueryImage | None = None
 
 
 class MapIn(SearchIn):
@@ -98,8 +111,21 @@ def similar(
     vector = None if body.vector is None else np.asarray(body.vector, np.float32)
     if vector is not None and (not np.isfinite(vector).all() or not np.any(vector)):
         raise InputError("the query vector must be finite and not all zeros")
+    if body.image is not None and body.record is not None:
+        raise InputError("a record query's frame is read from its dataset; send no image with it")
+    if body.rerank and body.vector is not None and body.image is None:
+        raise InputError("re-ranking compares frames: send the query's image with its vector")
+    image = None
+    if body.image is not None:
+        img = body.image
+        image = (ops.decode_image(img.data, img.shape, img.pixel_size), img.pixel_size)
     index = ix.get(body.embedder)
-    return c.read(p, lambda ctx: ops.similar(ctx, index, body, body.k, vector, body.record, body.frame))
+    return c.read(
+        p,
+        lambda ctx: ops.similar(
+            ctx, index, body, body.k, vector, body.record, body.frame, rerank=body.rerank, image=image
+        ),
+    )
 
 
 @router.get("/api/records/{ref}/embeddings/{embedder}/{frame}/thumbnail.png")
