@@ -18,11 +18,13 @@ Whether a frame holds a crystal at all, and where its sites are:
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import median_filter
 from scipy.spatial import cKDTree
+from scipy.stats import gamma
 
 from .refine import spacing
 
@@ -58,16 +60,49 @@ def bragg_reflections(image: np.ndarray, alpha: float = 1e-3, most: int = 64) ->
     strongest first, at most ``most``."""
     img = np.asarray(image, np.float64)
     h, w = img.shape
-    none = np.zeros((0, 2))
     if min(h, w) < 16:
-        return none
-    power = _periodic_power(img)
+        return np.zeros((0, 2))
+    return _reflections(_periodic_power(img), (h, w), 1, alpha, most)
+
+
+def pooled_reflections(images: Sequence[np.ndarray], alpha: float = 1e-3, most: int = 64) -> np.ndarray:
+    """``bragg_reflections`` of several frames of one shape together: their power spectra
+    averaged, so a lattice that drifts under the probe (a translation changes only phases)
+    adds up while the noise averages down. The threshold is the mean of n unit exponentials'
+    (a Gamma(n, 1/n) tail at ``alpha`` over the spectrum), so noise passes as rarely as for one."""
+    frames = [np.asarray(img, np.float64) for img in images]
+    if not frames or min(frames[0].shape) < 16 or any(f.shape != frames[0].shape for f in frames):
+        return np.zeros((0, 2))
+    power = np.mean([_periodic_power(f) for f in frames], axis=0)
+    return _reflections(power, frames[0].shape, len(frames), alpha, most)
+
+
+@functools.lru_cache(maxsize=64)
+def _noise_levels(frames: int, tested: int, alpha: float) -> tuple[float, float]:
+    """For a periodogram averaged over ``frames`` frames (noise: the mean of n unit exponentials,
+    Gamma(n, 1/n)): its median over its mean (ln 2 for one frame), and the level of power over
+    its mean that noise exceeds with probability ``alpha`` over ``tested`` coefficients
+    (ln(tested / alpha) for one frame)."""
+    return (
+        float(gamma.median(frames, scale=1.0 / frames)),
+        float(gamma.isf(alpha / max(tested, 1), frames, scale=1.0 / frames)),
+    )
+
+
+def _reflections(
+    power: np.ndarray, shape: tuple[int, ...], frames: int, alpha: float, most: int
+) -> np.ndarray:
+    """The reflections of the periodic power spectrum (``rfft2`` grid) of ``shape`` frames,
+    averaged over ``frames`` of them."""
+    h, w = int(shape[0]), int(shape[1])
+    none = np.zeros((0, 2))
     radius, ring, band = _rings(h, w)
     # Power more than 1e-12 below the spectrum's peak is floating-point round-off (noise-free
     # smooth images fall that far), not signal: its statistics are not the noise's.
     valid = band & (power > 1e-12 * power.max())
     if not valid.any():
         return none
+    median_over_mean, threshold = _noise_levels(frames, int(valid.sum()), alpha)
     # Ring means from the median: robust to the very peaks sought (exponential: mean = median/ln 2).
     rings, values = ring[valid], power[valid]
     # Sorted by ring, then value: a value sort, then a stable sort by ring, which numpy does by
@@ -81,7 +116,7 @@ def bragg_reflections(image: np.ndarray, alpha: float = 1e-3, most: int = 64) ->
     have = np.flatnonzero(counts > 0)
     lo = starts[have] + (counts[have] - 1) // 2
     hi = starts[have] + counts[have] // 2
-    log_mean = np.log(np.maximum(0.5 * (values[lo] + values[hi]) / np.log(2), 1e-300))
+    log_mean = np.log(np.maximum(0.5 * (values[lo] + values[hi]) / median_over_mean, 1e-300))
     # Interpolated at each coefficient's own |k|: a steep spectrum (smooth contrast) changes
     # by a large factor across one ring, and its inner edge would pass for peaks.
     expected = np.exp(np.interp(radius[valid], have.astype(np.float64), log_mean))
@@ -93,8 +128,7 @@ def bragg_reflections(image: np.ndarray, alpha: float = 1e-3, most: int = 64) ->
     for line in (np.s_[0, :], np.s_[:, 0]):
         values = power[line]
         level = median_filter(values, size=9, mode="wrap" if line[0] == slice(None) else "nearest")
-        ratio[line] = np.where(valid[line], values / np.maximum(level / np.log(2), 1e-300), 0.0)
-    threshold = np.log(valid.sum() / alpha)
+        ratio[line] = np.where(valid[line], values / np.maximum(level / median_over_mean, 1e-300), 0.0)
     peaks = np.argwhere(ratio > threshold)
     if len(peaks) == 0:
         return none

@@ -51,6 +51,7 @@ from .lattice import (
     empty_sites,
     independent,
     noise_limited,
+    pooled_reflections,
     predicted_by,
     site_lattice,
     translation_hits,
@@ -238,15 +239,56 @@ def verify_many(
     Frames are checked in threads: the check spends most of its time in numpy, scipy and
     BLAS calls that release the GIL. BLAS runs on one thread throughout (``joint_heights``
     solves a few hundred unknowns, too small to split), so ``workers`` threads use
-    ``workers`` cores. The results are those of ``verify`` frame by frame, exactly.
+    ``workers`` cores. The results are those of ``verify`` frame by frame, except for frames
+    whose own spectrum shows no crystal, which the batch's frames together may (``_pooled``).
     """
     if len(images) != len(proposals):
         raise ValueError(f"verify_many got {len(images)} frames and {len(proposals)} proposals")
     with one_blas_thread():
         if workers <= 1 or len(images) <= 1:
-            return [verify(img, atoms, alpha) for img, atoms in zip(images, proposals, strict=True)]
-        with ThreadPoolExecutor(min(workers, len(images)), thread_name_prefix="verify") as pool:
-            return list(pool.map(lambda pair: verify(*pair, alpha), zip(images, proposals, strict=True)))
+            checked = [verify(img, atoms, alpha) for img, atoms in zip(images, proposals, strict=True)]
+        else:
+            with ThreadPoolExecutor(min(workers, len(images)), thread_name_prefix="verify") as pool:
+                checked = list(
+                    pool.map(lambda pair: verify(*pair, alpha), zip(images, proposals, strict=True))
+                )
+    return _pooled(images, proposals, checked)
+
+
+def _pooled(images: Sequence[np.ndarray], proposals: Sequence[Atoms], checked: list[Atoms]) -> list[Atoms]:
+    """Frames whose own spectrum showed no crystal, looked at again with the batch's frames of
+    their shape together (``pooled_reflections``): a small frame at low dose (128² px at
+    4·10⁴ e/Å²) may show none of its lattice's reflections above the whole-spectrum threshold,
+    while 16 frames of the same sample do. A frame whose proposed columns carry two
+    independent pooled reflections keeps them unconfirmed (the batch shows the crystal; this
+    frame alone cannot confirm its columns one by one). Noise frames pooled stay noise (the
+    threshold is the pooled noise's), and a hallucinated lattice carries a real one's
+    reflections only by chance (``carried_reflections``' alpha)."""
+    lost = [
+        i
+        for i, (a, p) in enumerate(zip(checked, proposals, strict=True))
+        if len(a) == 0 and not a.crystal and len(p) > 0
+    ]
+    if not lost or len(images) < 2:
+        return checked
+    out = list(checked)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, img in enumerate(images):
+        by_shape.setdefault(np.shape(img), []).append(i)
+    for members in by_shape.values():
+        if len(members) < 2 or not any(i in lost for i in members):
+            continue
+        pooled = pooled_reflections([images[i] for i in members])
+        if not independent(pooled):
+            continue
+        for i in members:
+            if (
+                i in lost
+                and independent(carried_reflections(proposals[i].rowcol, pooled))
+                and noise_limited(np.asarray(images[i], np.float64))
+            ):
+                out[i] = _unconfirmed(proposals[i])
+    return out
 
 
 def _per_class(values: dict[int, float], classes: np.ndarray, default: float) -> np.ndarray:

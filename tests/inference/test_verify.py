@@ -20,7 +20,13 @@ from storage.datasets.handle import open_predictions
 from storage.datasets.predictions import read_atoms, read_predictions
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 from tasks.acquisition.twin.scene import VACANCY
-from tasks.inference.lattice import bragg_reflections, carried_reflections, independent, site_lattice
+from tasks.inference.lattice import (
+    bragg_reflections,
+    carried_reflections,
+    independent,
+    pooled_reflections,
+    site_lattice,
+)
 from tasks.inference.metrics import evaluate, match
 from tasks.inference.refine import fit_columns, joint_heights
 
@@ -212,6 +218,26 @@ def test_a_small_low_dose_frame_keeps_its_columns_unconfirmed(ensemble) -> None:
     assert not any(a.trusted for a in found if len(a))
     f1 = evaluate([a.rowcol for a in found], [f.truth.rowcol for f in frames], 0.12).f1
     assert f1 > 0.5
+
+
+def test_pooled_reflections_find_a_buried_lattice_and_not_noise() -> None:
+    """Averaged over 16 frames, a lattice too weak for any one frame's spectrum shows; pure
+    noise averaged the same way shows nothing (its threshold is the pooled noise's)."""
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:128, :128]
+    pattern = 1.0 + 0.01 * (np.cos(2 * np.pi * xx / 8.0) + np.cos(2 * np.pi * (xx + yy * np.sqrt(3)) / 16.0))
+    crystal = [rng.poisson(40.0 * pattern).astype(np.float64) for _ in range(16)]
+    assert sum(independent(bragg_reflections(f)) for f in crystal) <= 4
+    assert independent(pooled_reflections(crystal))
+    noise = [rng.poisson(40.0, (128, 128)).astype(np.float64) for _ in range(16)]
+    assert len(pooled_reflections(noise)) == 0
+
+
+def test_a_batch_of_noise_frames_stays_empty(ensemble) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(11)
+    frames = [rng.poisson(5.0, (128, 128)).astype(np.float32) for _ in range(8)]
+    found = ensemble.locate(frames, [0.12] * len(frames))
+    assert all(len(a) == 0 for a in found)
 
 
 def test_reflections_are_carried_by_lattice_columns_not_by_random_ones() -> None:
