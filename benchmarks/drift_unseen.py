@@ -234,13 +234,7 @@ def main() -> None:
             "batch_frames": D.BATCH,
             "summary": summary,
             "streams": results,
-            "goals": {
-                "caught_within_16": "all",
-                "false_alarms_per_1000": 1,
-                "named_right_share": 0.9,
-                "defocus_error_A": 20,
-                "dose_error": 0.25,
-            },
+            "goals": D.GOALS,
         },
     )
 
