@@ -521,3 +521,39 @@ def test_cli_similar_reranks_an_image_by_default(
     assert out.exit_code == 0, out.output
     rid, frame, _, match = out.stdout.splitlines()[0].split("\t")[:4]
     assert (rid, frame) == (held["alice"], "1") and float(match) > 0.5
+
+
+def test_a_broken_copy_is_left_uncompared_not_a_server_error(
+    tmp_path: Path, store: RunningStore, alice: StoreClient
+) -> None:
+    """A candidate whose stored frames no longer decode (a truncated or overwritten chunk) keeps
+    the index's order, unscored: the query still answers."""
+    from storage.federation.push import push_dataset
+    from storage.federation.similarity.client import image_payload
+
+    path = tmp_path / "broken.zarr"
+    twin = DigitalTwin(seed=4, schedule=DriftSchedule((), {"lattice": "graphene"}))
+    frames = [twin.acquire(i) for i in range(3)]
+    DatasetWriter.open(path, twin.state()).append(frames)
+    embed_missing(path)
+    rec = alice.create_record("broken copy", metadata={"broken": 1})
+    push_dataset(alice, path, record=rec["id"], state_dir=tmp_path / "state")
+    put_embeddings(alice, rec["id"], upload_payload(path))
+    copies = [p for p in store.store_dir.rglob("broken.zarr") if p.parent.parent.name == "records"]
+    assert copies
+    for chunk in (
+        p for c in copies for p in (c / "frames").rglob("*") if p.is_file() and p.name != "zarr.json"
+    ):
+        chunk.write_bytes(b"not a chunk")
+    vector = embed_frame(frames[0].image, frames[0].pixel_size).tolist()
+    answer = similar(
+        alice,
+        embedder=EMBEDDER_VERSION,
+        vector=vector,
+        k=3,
+        md="md.broken == 1",
+        rerank=3,
+        image=image_payload(frames[0].image[64:192, 64:192], frames[0].pixel_size),
+    )
+    assert [i["id"] for i in answer["items"]] == [rec["id"]] * 3
+    assert answer["reranked"] == 0 and all(i["match"] is None for i in answer["items"])
