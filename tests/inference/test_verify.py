@@ -140,7 +140,7 @@ def test_frames_checked_in_parallel_give_the_serial_answer(ensemble) -> None:  #
     from tasks.inference.verify import verify, verify_many
 
     twin = DigitalTwin(4, DriftSchedule(base={"vacancy_rate": 0.02}), (160, 160))
-    frames = [twin.acquire(i) for i in range(6)]
+    frames = [twin.acquire(i) for i in range(8)]
     images = [f.image for f in frames]
     ensemble.check = False
     try:
@@ -208,16 +208,17 @@ def test_no_crystal_no_columns(ensemble) -> None:  # type: ignore[no-untyped-def
 def test_a_small_low_dose_frame_keeps_its_columns_unconfirmed(ensemble) -> None:  # type: ignore[no-untyped-def]
     """128² px at 4·10⁴ e/Å² show one of graphene's reflections above the whole-spectrum
     threshold: the check emptied such frames (the drift benchmark's low-dose stretch scored F1
-    0.04, the raw network 0.78). The columns the frame cannot confirm are kept, untrusted."""
+    0.04, the raw network 0.78). The columns the frame cannot confirm are kept, untrusted: at
+    the reflections' sub-coefficient positions, where the columns carry them."""
     twin = DigitalTwin(
         seed=21, schedule=DriftSchedule(base={"dose": 4e4, "pixel_size": 0.12}), shape=(128, 128)
     )
-    frames = [twin.acquire(i) for i in range(6)]
+    frames = [twin.acquire(i) for i in range(8)]
     found = ensemble.locate([f.image for f in frames], [0.12] * len(frames))
-    assert sum(len(a) > 0 for a in found) >= 4
-    assert not any(a.trusted for a in found if len(a))
+    assert all(len(a) > 0 for a in found)
+    assert not any(a.trusted for a in found)
     f1 = evaluate([a.rowcol for a in found], [f.truth.rowcol for f in frames], 0.12).f1
-    assert f1 > 0.5
+    assert f1 > 0.7
 
 
 def test_pooled_reflections_find_a_buried_lattice_and_not_noise() -> None:
