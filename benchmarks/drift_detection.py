@@ -52,6 +52,34 @@ GOALS = {
 }
 
 
+def summarise(results: dict[str, dict]) -> dict:
+    """Totals over the streams' results (ours and the baseline): changes caught, false alarms,
+    watched frames and their ERT and per-1000 intervals, naming, the estimates' errors."""
+    rows = [r for v in results.values() for r in v["ours"]["changes"]]
+    named = [r["named_right"] for r in rows if "named_right" in r]
+    summary = {
+        "changes": len(rows),
+        "caught_within_16": sum(v["ours"]["caught_within_16"] for v in results.values()),
+        "baseline_caught_within_16": sum(v["baseline"]["caught_within_16"] for v in results.values()),
+        "false_alarms": sum(v["ours"]["false_alarms"] for v in results.values()),
+        "baseline_false_alarms": sum(v["baseline"]["false_alarms"] for v in results.values()),
+        "watched_frames": sum(v["ours"]["watched_frames"] for v in results.values()),
+        "baseline_watched_frames": sum(v["baseline"]["watched_frames"] for v in results.values()),
+        "named_right": int(sum(named)),
+        "named": len(named),
+        "named_right_share": float(np.mean(named)) if named else None,
+        "defocus_errors_A": [r["defocus_error_A"] for r in rows if "defocus_error_A" in r],
+        "dose_errors": [r["dose_error"] for r in rows if "dose_error" in r],
+    }
+    summary.update(ert_interval(summary["false_alarms"], summary["watched_frames"]))
+    watched = max(summary["watched_frames"], 1)
+    summary["false_alarms_per_1000"] = 1000 * summary["false_alarms"] / watched
+    summary["false_alarms_per_1000_95"] = [
+        1000 * x / watched for x in poisson_interval(summary["false_alarms"])
+    ]
+    return summary
+
+
 def _baseline_features(frame: np.ndarray) -> np.ndarray:
     img = np.asarray(frame, np.float64)
     p = np.abs(np.fft.rfft2(img - img.mean())) ** 2 / img.size
@@ -347,24 +375,7 @@ def main() -> None:
             base["caught_within_16"],
             flush=True,
         )
-    rows = [r for v in results.values() for r in v["ours"]["changes"]]
-    named = [r["named_right"] for r in rows if "named_right" in r]
-    summary = {
-        "changes": len(rows),
-        "caught_within_16": sum(v["ours"]["caught_within_16"] for v in results.values()),
-        "baseline_caught_within_16": sum(v["baseline"]["caught_within_16"] for v in results.values()),
-        "false_alarms": sum(v["ours"]["false_alarms"] for v in results.values()),
-        "baseline_false_alarms": sum(v["baseline"]["false_alarms"] for v in results.values()),
-        "watched_frames": sum(v["ours"]["watched_frames"] for v in results.values()),
-        "baseline_watched_frames": sum(v["baseline"]["watched_frames"] for v in results.values()),
-        "named_right_share": float(np.mean(named)) if named else None,
-        "defocus_errors_A": [r["defocus_error_A"] for r in rows if "defocus_error_A" in r],
-        "dose_errors": [r["dose_error"] for r in rows if "dose_error" in r],
-    }
-    summary.update(ert_interval(summary["false_alarms"], summary["watched_frames"]))
-    summary["false_alarms_per_1000_95"] = [
-        1000 * x / summary["watched_frames"] for x in poisson_interval(summary["false_alarms"])
-    ]
+    summary = summarise(results)
     write_result(
         "drift_detection_monitor" if args.monitor_only else "drift_detection",
         {

@@ -201,26 +201,7 @@ def main() -> None:
                 named,
                 flush=True,
             )
-    rows = [r for v in results.values() for r in v["ours"]["changes"]]
-    named = [r["named_right"] for r in rows if "named_right" in r]
-    summary = {
-        "changes": len(rows),
-        "caught_within_16": sum(v["ours"]["caught_within_16"] for v in results.values()),
-        "baseline_caught_within_16": sum(v["baseline"]["caught_within_16"] for v in results.values()),
-        "false_alarms": sum(v["ours"]["false_alarms"] for v in results.values()),
-        "baseline_false_alarms": sum(v["baseline"]["false_alarms"] for v in results.values()),
-        "watched_frames": sum(v["ours"]["watched_frames"] for v in results.values()),
-        "named_right": int(sum(named)),
-        "named": len(named),
-        "named_right_share": float(np.mean(named)) if named else None,
-        "defocus_errors_A": [r["defocus_error_A"] for r in rows if "defocus_error_A" in r],
-        "dose_errors": [r["dose_error"] for r in rows if "dose_error" in r],
-    }
-    summary.update(D.ert_interval(summary["false_alarms"], summary["watched_frames"]))
-    summary["false_alarms_per_1000"] = 1000 * summary["false_alarms"] / max(summary["watched_frames"], 1)
-    summary["false_alarms_per_1000_95"] = [
-        1000 * x / max(summary["watched_frames"], 1) for x in D.poisson_interval(summary["false_alarms"])
-    ]
+    summary = D.summarise(results)
     print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, list)}), flush=True)
     write_result(
         args.name,
