@@ -28,6 +28,7 @@ import numpy as np
 
 from tasks.acquisition.twin import DEFAULT_CONDITIONS, LATTICES, DigitalTwin, DriftSchedule
 from tasks.drift.spectrum import (
+    ImageStats,
     SpectrumReference,
     depth_of_focus,
     fit_defocus,
@@ -65,9 +66,9 @@ def _render(conditions: Mapping[str, Any], side: int, seed: int) -> list[np.ndar
     return [twin.acquire(i).image for i in range(RENDERS)]
 
 
-def _counts_per_area(images: Sequence[np.ndarray], pixel_size: float) -> float:
-    """Median Poisson counts per Å² (mean² / noise variance; ``spectrum.signature``)."""
-    return float(np.median([10 ** signature(image_stats(f, pixel_size))[0] for f in images]))
+def _counts_per_area(stats: Sequence[ImageStats]) -> float:
+    """Median Poisson counts per Å² (mean² / noise variance; ``spectrum.signature``) of frames' spectra."""
+    return float(np.median([10 ** signature(s)[0] for s in stats]))
 
 
 def _robust_mean(values: np.ndarray) -> tuple[float, float]:
@@ -113,12 +114,11 @@ def estimate_conditions(
     # Dose: counts per Å² are dose × the detector's share (the lattice's) plus background and
     # read noise, so one rendered calibration gives the scale, and a second render at the
     # estimate corrects what read noise bends at low counts.
-    measured = _counts_per_area(frames, pixel_size)
+    measured = _counts_per_area(stats)
     dose = CALIBRATION_DOSE
     for _ in range(2):
-        rendered = _counts_per_area(
-            _render({**base, "dose": dose, "contamination": 0.0}, side, seed), pixel_size
-        )
+        renders = _render({**base, "dose": dose, "contamination": 0.0}, side, seed)
+        rendered = _counts_per_area([image_stats(r, pixel_size) for r in renders])
         dose *= measured / max(rendered, 1e-12)
     note["dose"] = "Poisson counts per Å² against the twin's"
 
