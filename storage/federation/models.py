@@ -191,6 +191,8 @@ class Record(Base):
         # (SQLite's carry the rowid: the same index as one on the first column there).
         Index("ix_records_owner_record", "owner_id", "id"),
         Index("ix_records_project_record", "project_id", "id"),
+        # A user's own records by title, in order (migration 0009).
+        Index("ix_records_owner_title", "owner_id", "title", "id"),
         {"sqlite_autoincrement": True},  # ids are never reused (see Collection)
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

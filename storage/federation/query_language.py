@@ -27,7 +27,7 @@ from typing import Any
 
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
-from sqlalchemy import ColumnElement, Select, and_, exists, literal, not_, or_, select, union_all
+from sqlalchemy import ColumnElement, Select, and_, exists, literal, not_, or_, select, true, union_all
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.elements import True_
 
@@ -176,6 +176,7 @@ def driven_ids(
     driver: _Leaf | Sequence[Select[Any]],
     where: list[ColumnElement[bool]],
     scope: Callable[[Any], ColumnElement[bool]] | None = None,
+    lateral: bool = False,
 ) -> Select[Any]:
     """``SELECT records.id`` of the records matching the expression and ``where`` (a record
     may come more than once),
@@ -188,6 +189,13 @@ def driven_ids(
 
     ``scope``: a condition on the driver term's index rows (their copied owner or project,
     ``Route.on_entry``) that narrows its range to the records of one owner or project.
+
+    ``lateral`` (PostgreSQL): each other term is a ``LATERAL`` subquery with ``LIMIT 1``, which
+    the planner cannot flatten into a join of its own choosing. Wrapped values stop it from
+    reading a term's value range, not from hashing the term's whole key range (333 000 rows of
+    ``material``, 110 of 170 ms for a restricted user's match query, 1 M records): it guessed
+    the wrapped ``text || ''`` at 0.5 % of them. The driver was chosen by counting its rows, so
+    the per-row probe is the plan wanted; each probe stops at its first index row.
     """
     parts = _and_parts(_compile(text))
     # Records rows are read only for conditions on them (an admin's search of metadata alone
@@ -233,7 +241,12 @@ def driven_ids(
     for part in parts:
         if isinstance(part, _Leaf) and isinstance(driver, _Leaf) and part.key == driver.key:
             continue  # keys are unique among the parts: comparisons of one key are merged
-        if isinstance(part, _Leaf):
+        if isinstance(part, _Leaf) and lateral:
+            P = aliased(MetadataEntry)
+            conds = [c(P.num, P.text, P.kind) for c in part.conditions]
+            probe = select(literal(1)).where(P.record_id == anchor, P.key == part.key, *conds)
+            query = query.join(probe.limit(1).lateral(), true())
+        elif isinstance(part, _Leaf):
             P = aliased(MetadataEntry)
             values = (P.num + 0, P.text.concat(""), P.kind)
             # Driven by ids, every term is a probe: its key wrapped too, so that no term's
