@@ -118,11 +118,21 @@ class _Op:
     parts: tuple[Any, ...]
 
 
-def _to_sql(node: Any, correlated: bool) -> ColumnElement[bool]:
+def _to_sql(node: Any, correlated: bool, fenced: bool = False) -> ColumnElement[bool]:
     """SQL for a node. ``correlated``: EXISTS probes per record (fast for one sorted page);
-    otherwise ``id IN (…)`` sets driven by the indexes (fast for counting every match)."""
+    otherwise ``id IN (…)`` sets driven by the indexes (fast for counting every match).
+
+    ``fenced`` (PostgreSQL, with ``correlated``): each probe is an ``EXISTS (… OFFSET 0)``,
+    which the planner keeps as a per-record probe instead of turning it into a join it may
+    drive from. It estimated ``md.material == "MoS2"`` at 2 213 of 1 M records (166 667 hold
+    it: one histogram per column serves every key) and, without parallel workers, drove the
+    page from every one of them: 5.3 s instead of walking 3 000 records newest first."""
     if isinstance(node, _Leaf):
         E = MetadataEntry
+        if correlated and fenced:
+            conds = [c(E.num, E.text, E.kind) for c in node.conditions]
+            probe = select(E.id).where(E.record_id == Record.id, E.key == node.key, *conds)
+            return exists(probe.offset(0))
         if correlated:
             # Values wrapped (x + 0, x || '') so no value index is usable: the planner must
             # look the record up by (record_id, key) instead of scanning a value range per record.
@@ -132,10 +142,10 @@ def _to_sql(node: Any, correlated: bool) -> ColumnElement[bool]:
         conds = [c(E.num, E.text, E.kind) for c in node.conditions]
         return Record.id.in_(select(E.record_id).where(E.key == node.key, *conds))
     if node.op == "not":
-        return not_(_to_sql(node.parts[0], correlated))
+        return not_(_to_sql(node.parts[0], correlated, fenced))
     if node.op == "or":
-        return or_(*[_to_sql(p, correlated) for p in node.parts])
-    return and_(*[_to_sql(p, correlated) for p in _and_parts(node)])
+        return or_(*[_to_sql(p, correlated, fenced) for p in node.parts])
+    return and_(*[_to_sql(p, correlated, fenced) for p in _and_parts(node)])
 
 
 def _and_parts(node: Any) -> list[Any]:
@@ -255,7 +265,7 @@ def driven_ids(
             on = [P.record_id == anchor, key == part.key, *[c(*values) for c in part.conditions]]
             query = query.join(P, and_(*on))
         else:
-            query = query.where(_to_sql(part, correlated=True))
+            query = query.where(_to_sql(part, correlated=True, fenced=lateral))
     # No DISTINCT: a record appears once per row of the driver's key (several for a list), and
     # DISTINCT before a LIMIT makes PostgreSQL collect every match before the first is out.
     return query.where(*where)
@@ -347,14 +357,15 @@ class _Compiler(Transformer[Token, Any]):
         return _Op("or", parts)
 
 
-def compile_expression(text: str, correlated: bool = False) -> ColumnElement[bool]:
+def compile_expression(text: str, correlated: bool = False, fenced: bool = False) -> ColumnElement[bool]:
     """Compile a metadata expression into a SQLAlchemy condition on ``Record``.
 
     ``correlated`` picks EXISTS probes instead of ``IN`` sets (see ``_to_sql``); both select
-    the same records (and so does ``driven_ids``). Raises QuerySyntaxError naming the position
+    the same records (and so does ``driven_ids``); ``fenced`` keeps PostgreSQL from turning
+    those probes into joins (see ``_to_sql``). Raises QuerySyntaxError naming the position
     and what was expected.
     """
-    return _to_sql(_compile(text), correlated)
+    return _to_sql(_compile(text), correlated, fenced)
 
 
 def _compile(text: str) -> Any:

@@ -8,10 +8,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     Boolean,
     ColumnElement,
+    Integer,
     Select,
     String,
+    any_,
+    bindparam,
     cast,
     false,
     func,
@@ -178,7 +182,8 @@ def _criteria(
             )
         )
     if q.md and md:
-        where.append(compile_expression(q.md, correlated=correlated))
+        pg = ctx.session.get_bind().dialect.name == "postgresql"
+        where.append(compile_expression(q.md, correlated=correlated, fenced=correlated and pg))
     for column, after, before in (
         (Record.created, q.created_after, q.created_before),
         (Record.updated, q.updated_after, q.updated_before),
@@ -300,7 +305,9 @@ def _readable_matches(
     other terms probed per row; the ids of the other routes (grants, collection links) are
     probed for every term."""
     parts = [
-        driven_ids(text, leaf, where, scope=r.on_entry, lateral=lateral) for r in routes if r.on_entry is not None
+        driven_ids(text, leaf, where, scope=r.on_entry, lateral=lateral)
+        for r in routes
+        if r.on_entry is not None
     ]
     probed = [r.ids for r in routes if r.on_entry is None]
     if probed:
@@ -356,7 +363,11 @@ def search(ctx: Ctx, q: SearchIn) -> dict[str, Any]:
         # Only (sort key, id) pairs are sorted; the page's rows are read after.
         counted = (Record.id, func.count().over())
         page = (
-            (matches.with_only_columns(*counted) if direct else select(*counted).where(Record.id.in_(matches)))
+            (
+                matches.with_only_columns(*counted)
+                if direct
+                else select(*counted).where(Record.id.in_(matches))
+            )
             .order_by(*order)
             .offset(window[0])
             .limit(window[1])
@@ -390,7 +401,7 @@ def search(ctx: Ctx, q: SearchIn) -> dict[str, Any]:
             total, lower_bound = cap, True
         rows = ctx.session.scalars(
             select(Record)
-            .where(Record.id.in_(ids) if ids else false())
+            .where(_among_ids(ctx, ids) if ids else false())
             .order_by(*order)
             .offset(window[0])
             .limit(window[1])
@@ -419,6 +430,15 @@ def search(ctx: Ctx, q: SearchIn) -> dict[str, Any]:
             else:
                 total = max(total, shown)
     return _page(ctx, q, total, lower_bound, rows)
+
+
+def _among_ids(ctx: Ctx, ids: Sequence[int]) -> ColumnElement[bool]:
+    """``records.id`` among ``ids`` (up to ``SMALL_RESULT``). On PostgreSQL as one array
+    parameter: psycopg re-parses a statement of that length, one placeholder per id, on every
+    execution (~10 ms of Python for 761 ids, a restricted user's md_expression)."""
+    if ctx.session.get_bind().dialect.name == "postgresql":
+        return Record.id == any_(bindparam("ids", list(ids), type_=ARRAY(Integer)))
+    return Record.id.in_(ids)
 
 
 def _page(ctx: Ctx, q: SearchIn, total: int, lower_bound: bool, rows: Sequence[Record]) -> dict[str, Any]:
