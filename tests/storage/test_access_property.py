@@ -216,6 +216,11 @@ def test_no_route_reaches_beyond_the_rules(
             found = {r["id"] for r in client.search(tags=[f"w{run}"], limit=100)["items"]}
             expected = {ids["d"][r] for r in ids["d"] if w.record_level(r, u) >= 1}
             assert found == expected, (u, found, expected, w)
+            # By owner too: a user's own records need no permission filter, another's do.
+            for v in range(n_users):
+                owned = {r["id"] for r in client.search(tags=[f"w{run}"], owner=names[v], limit=100)["items"]}
+                theirs = {ids["d"][r] for r in ids["d"] if w.record_owner[r] == v}
+                assert owned == theirs & expected, (u, v, w)
             for r, rid in ids["d"].items():
                 TRIED["checks"] += 1
                 level = w.record_level(r, u)
