@@ -205,7 +205,8 @@ def driven_ids(
     reading a term's value range, not from hashing the term's whole key range (333 000 rows of
     ``material``, 110 of 170 ms for a restricted user's match query, 1 M records): it guessed
     the wrapped ``text || ''`` at 0.5 % of them. The driver was chosen by counting its rows, so
-    the per-row probe is the plan wanted; each probe stops at its first index row.
+    the per-row probe is the plan wanted; each probe stops at its first index row. With a
+    ``scope``, the other terms are joined within the same scope instead (bounded either way).
     """
     parts = _and_parts(_compile(text))
     # Records rows are read only for conditions on them (an admin's search of metadata alone
