@@ -24,7 +24,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -254,11 +254,60 @@ QUERIES: dict[str, dict[str, Any]] = {
 }
 
 
-def search_latency(client: StoreClient, user: str, repeats: int) -> dict[str, Any]:
+def _ticks(pid: int, children: bool = False) -> int:
+    """CPU clock ticks of a process (and of its reaped children)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # gone
+        return 0
+    return sum(int(f) for f in fields[11 : 15 if children else 13])
+
+
+def cpu_meter(store_root: Path, cluster: str | None) -> Callable[[], float] | None:
+    """Cumulative CPU seconds of the store server and, on PostgreSQL, of the cluster's
+    processes, parallel workers that have exited included (Linux ``/proc``; None elsewhere).
+    Ticks are 10 ms: a figure is a mean over many searches, and unlike wall time it does not
+    grow with what else runs on a shared machine."""
+    if not Path("/proc/self/stat").exists():
+        return None
+    server = [
+        int(d.name)
+        for d in Path("/proc").iterdir()
+        if d.name.isdigit()
+        and b"storage.federation" in (cmd := _read(d / "cmdline"))
+        and str(store_root).encode() in cmd
+    ]
+    postmaster = int(Path(cluster, "data", "postmaster.pid").read_text().split()[0]) if cluster else None
+
+    def seconds() -> float:
+        ticks = sum(_ticks(pid) for pid in server)
+        if postmaster is not None:
+            ticks += _ticks(postmaster, children=True)
+            for d in Path("/proc").iterdir():
+                if d.name.isdigit() and _read(d / "stat").rsplit(b")", 1)[-1].split()[1:2] == [
+                    str(postmaster).encode()
+                ]:
+                    ticks += _ticks(int(d.name))
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    return seconds
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def search_latency(
+    client: StoreClient, user: str, repeats: int, cpu: Callable[[], float] | None = None
+) -> dict[str, Any]:
     """Per-query and overall latency (ms) of one page of 50 results, through HTTP.
 
     Searches count matches up to the default ``count_limit`` (500; past it the total is a lower
     bound); ``exact_total_p50_ms`` is the same search counting every match (``count_limit`` null).
+    ``cpu`` (``cpu_meter``): the mean CPU time per search of the server and its database too.
     """
     per_query: dict[str, Any] = {}
     every: list[float] = []
@@ -266,10 +315,12 @@ def search_latency(client: StoreClient, user: str, repeats: int) -> dict[str, An
         q = {**q, "owner": user} if "owner" in q else q
         client.search(limit=50, **q)  # warm
         times = []
+        cpu_before = cpu() if cpu else 0.0
         for _ in range(repeats):
             t0 = time.perf_counter()
             page = client.search(limit=50, **q)
             times.append((time.perf_counter() - t0) * 1000)
+        cpu_ms = (cpu() - cpu_before) * 1000 / repeats if cpu else None
         times.sort()
         every += times
         exact_ms = []
@@ -282,10 +333,12 @@ def search_latency(client: StoreClient, user: str, repeats: int) -> dict[str, An
             "total_is_lower_bound": page["total_is_lower_bound"],
             "p50_ms": statistics.median(times),
             "p95_ms": times[int(0.95 * (len(times) - 1))],
+            "cpu_ms_mean": cpu_ms,
             "total_matches": exact["total"],
             "exact_total_p50_ms": statistics.median(exact_ms),
         }
-        print(f"  {user:>8} {name:<24} p95 {per_query[name]['p95_ms']:7.1f} ms", flush=True)
+        spent = f", CPU {cpu_ms:.1f} ms a search" if cpu_ms is not None else ""
+        print(f"  {user:>8} {name:<24} p95 {per_query[name]['p95_ms']:7.1f} ms{spent}", flush=True)
     every.sort()
     return {
         "queries": per_query,
@@ -295,8 +348,9 @@ def search_latency(client: StoreClient, user: str, repeats: int) -> dict[str, An
 
 
 @contextmanager
-def postgres() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster on loopback (``scripts/postgres-test.sh``); yields its URL."""
+def postgres() -> Iterator[tuple[str, str]]:
+    """A throwaway PostgreSQL cluster on loopback (``scripts/postgres-test.sh``); yields its URL
+    and its folder."""
     root = tempfile.mkdtemp(prefix="sf-bench-pg-")
     os.chmod(root, 0o711)  # the server runs as the postgres account and must reach its folder
     cluster = os.path.join(root, "cluster")
@@ -304,13 +358,20 @@ def postgres() -> Iterator[str]:
     if started.returncode != 0:
         raise SystemExit(f"no PostgreSQL for the benchmark: {started.stderr.strip()[-300:]}")
     try:
-        yield started.stdout.strip().splitlines()[-1]
+        yield started.stdout.strip().splitlines()[-1], cluster
     finally:
         subprocess.run(["bash", str(POSTGRES_SCRIPT), "stop", cluster], capture_output=True)
         os.rmdir(root)
 
 
-def run(store_dir: Path, database_url: str | None, n: int, repeats: int, creations: int) -> dict[str, Any]:
+def run(
+    store_dir: Path,
+    database_url: str | None,
+    n: int,
+    repeats: int,
+    creations: int,
+    cluster: str | None = None,
+) -> dict[str, Any]:
     """Load, search as admin and as reader, then measure creation rates; the figures."""
     init_store(store_dir, user="bench", database_url=database_url)
     url = database_url or sqlite_url(store_paths(store_dir)[0])
@@ -320,9 +381,10 @@ def run(store_dir: Path, database_url: str | None, n: int, repeats: int, creatio
     print(f"loaded {n} records in {load_s:.0f} s", flush=True)
     with spawn_server(store_dir, database_url=database_url) as store, store.client() as admin:
         total = admin.search(limit=1, exact_total=True)["total"]
-        search = {"admin": search_latency(admin, "bench", repeats)}
+        cpu = cpu_meter(store.store_dir, cluster)
+        search = {"admin": search_latency(admin, "bench", repeats, cpu)}
         with StoreClient(store.url, reader_token) as reader:
-            search["reader"] = search_latency(reader, "reader", repeats)
+            search["reader"] = search_latency(reader, "reader", repeats, cpu)
             readable = reader.search(limit=1, exact_total=True)["total"]
 
         def factory() -> StoreClient:
@@ -362,8 +424,8 @@ def main() -> None:
                 figures = run(Path(tmp), None, args.records, args.repeats, args.creations)
                 result["sqlite"] = {"database": "SQLite (WAL), embedded", **figures}
             else:
-                with postgres() as pg:
-                    figures = run(Path(tmp), pg, args.records, args.repeats, args.creations)
+                with postgres() as (pg, cluster):
+                    figures = run(Path(tmp), pg, args.records, args.repeats, args.creations, cluster)
                 result["postgresql"] = {
                     "database": "PostgreSQL (throwaway cluster on loopback, fsync off)",
                     **figures,
