@@ -302,8 +302,8 @@ def _readable_matches(
     ``where`` (without the permission filter: the routes are exactly what it admits; an id may
     come more than once). For an owner or a project, ``leaf``'s index rows within it (one
     range of ``ix_record_md_owner`` or ``ix_record_md_project`` per owner or project), the
-    other terms probed per row; the ids of the other routes (grants, collection links) are
-    probed for every term."""
+    other terms probed per row (``lateral``, PostgreSQL: joined within the same scope); the ids
+    of the other routes (grants, collection links) are probed for every term."""
     parts = [
         driven_ids(text, leaf, where, scope=r.on_entry, lateral=lateral)
         for r in routes
