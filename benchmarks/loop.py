@@ -11,7 +11,10 @@ Three plain-Python runs over the same twin stream, then the Prefect flow:
   issue's 20 frames/s), as a microscope's do, latency counted from each scan's end: the
   latency a user sees at that rate, and whether the loop keeps up.
 
-Latency is measured from the moment each frame is acquired. The edge's storage costs per batch
+Latency is measured from the moment each frame is acquired to the end of the commit that holds
+its batch's atoms and decision (``latency_ms_*``, the goal's measure); ``returned_ms_*`` to the
+return of the edge's call, which then scores the batch against the twin's truth (twin runs only).
+The edge's storage costs per batch
 (writing the drift monitor's state, and the batch's one commit) are timed inside each run
 (``edge_storage_ms``). Prefect's share is
 1 − (pipelined plain time / flow time): the flow runs the same pipeline over the same batches;
@@ -86,13 +89,18 @@ def run(
     loop = EdgeLoop(path, load_ensemble("production", registry), registry=registry, settings=settings)
     loop.warm(instrument.twin.shape, float(instrument.conditions(0)["pixel_size"]))
     done: dict[int, float] = {}
+    returned: dict[int, float] = {}
+    committed: list[float] = []  # when each of the edge's commits ended
 
     def edge(end: int) -> None:
         run_adaptive_edge(path, loop=loop, stop_at=end)
         now = time.perf_counter()
-        done.update((i, now) for i in instrument.stamps if i < end and i not in done)
+        # The edge's last commit before ``end`` holds the atoms and decision of every frame before it.
+        done.update((i, committed[-1]) for i in instrument.stamps if i < end and i not in done)
+        returned.update((i, now) for i in instrument.stamps if i < end and i not in returned)
 
-    monitor, commits = _timed(Dataset, "write_monitor_state"), _timed(storage.datasets.handle, "commit")
+    monitor = _timed(Dataset, "write_monitor_state")
+    commits = _timed(storage.datasets.handle, "commit", committed)
     t_start = time.perf_counter()
     if mode == "sequential":
         for first, end in batches(0, frames, batch):
@@ -106,10 +114,13 @@ def run(
     _untimed(Dataset, "write_monitor_state")
     _untimed(storage.datasets.handle, "commit")
     lat = 1000 * np.array([done[i] - instrument.stamps[i] for i in range(frames)])
+    ret = 1000 * np.array([returned[i] - instrument.stamps[i] for i in range(frames)])
     return {
         "latency_ms_p50": float(np.percentile(lat, 50)),
         "latency_ms_p95": float(np.percentile(lat, 95)),
         "latency_ms_max": float(lat.max()),
+        "returned_ms_p50": float(np.percentile(ret, 50)),
+        "returned_ms_p95": float(np.percentile(ret, 95)),
         "frames_per_second": frames / wall,
         "seconds": wall,
         "edge_storage_ms": {  # medians per batch: the monitor's state, the batch's commit
@@ -134,8 +145,9 @@ def inference_floor(registry: ModelRegistry, batch: int, rounds: int = 10) -> fl
     return float(np.median(times))
 
 
-def _timed(owner: Any, name: str) -> list[float]:
-    """Wrap ``owner.name`` so that each call's wall time (s) is appended to the returned list."""
+def _timed(owner: Any, name: str, ends: list[float] | None = None) -> list[float]:
+    """Wrap ``owner.name`` so that each call's wall time (s) is appended to the returned list
+    (and the moment it returned to ``ends``)."""
     seconds: list[float] = []
     inner = getattr(owner, name)
 
@@ -144,7 +156,10 @@ def _timed(owner: Any, name: str) -> list[float]:
         try:
             return inner(*args, **kwargs)
         finally:
-            seconds.append(time.perf_counter() - t0)
+            t1 = time.perf_counter()
+            seconds.append(t1 - t0)
+            if ends is not None:
+                ends.append(t1)
 
     wrapper.__wrapped__ = inner  # type: ignore[attr-defined]
     setattr(owner, name, wrapper)
