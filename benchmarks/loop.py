@@ -101,16 +101,20 @@ def run(
 
     monitor = _timed(Dataset, "write_monitor_state")
     commits = _timed(storage.datasets.handle, "commit", committed)
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
+    appends: list[float] = []
     if mode == "sequential":
         for first, end in batches(0, frames, batch):
-            writer.append([instrument.acquire(i) for i in range(first, end)])
+            shots = [instrument.acquire(i) for i in range(first, end)]
+            t0 = time.perf_counter()
+            writer.append(shots)
+            appends.append(time.perf_counter() - t0)
             edge(end)
     else:
         run_pipelined(
             lambda first, end: acquire_batch(instrument, writer, first, end), batches(0, frames, batch), edge
         )
-    wall = time.perf_counter() - t_start
+    wall, cpu = time.perf_counter() - t_start, time.process_time() - cpu_start
     _untimed(Dataset, "write_monitor_state")
     _untimed(storage.datasets.handle, "commit")
     lat = 1000 * np.array([done[i] - instrument.stamps[i] for i in range(frames)])
@@ -122,7 +126,23 @@ def run(
         "returned_ms_p50": float(np.percentile(ret, 50)),
         "returned_ms_p95": float(np.percentile(ret, 95)),
         "frames_per_second": frames / wall,
+        # Where a frame's latency goes: its batch filling after it (the first frame's wait for
+        # the rest of its batch, medians), appending the batch (sequential), and the edge from
+        # the batch's append to its commit.
+        "fill_ms_first_frame": 1000
+        * float(
+            np.median(
+                [
+                    instrument.stamps[min(f + batch, frames) - 1] - instrument.stamps[f]
+                    for f in range(0, frames, batch)
+                ]
+            )
+        ),
+        "append_ms": 1000 * float(np.median(appends)) if appends else float("nan"),
         "seconds": wall,
+        # CPU seconds of this process (all its threads) per frame: the work on the loop's
+        # path, which the load of other processes on a shared machine moves less than the wall.
+        "cpu_ms_per_frame": 1000 * cpu / frames,
         "edge_storage_ms": {  # medians per batch: the monitor's state, the batch's commit
             "monitor_state": 1000 * float(np.median(monitor)),
             "commit": 1000 * float(np.median(commits)),
