@@ -140,9 +140,11 @@ def sorted_quantile(columns: np.ndarray, q: float, *, offset: int = 0, n: int | 
     virtual = (n - 1) * q
     if virtual >= n - 1:
         return columns[-1].copy()
+    prev = max(0, int(np.floor(virtual)))
+    if prev < offset:
+        raise ValueError(f"quantile {q} needs row {prev}; the columns hold rows {offset}… only")
     if virtual < 0:
-        return columns[0 - offset].copy()
-    prev = int(np.floor(virtual))
+        return columns[0].copy()
     gamma = virtual - prev
     a, b = columns[prev - offset], columns[prev + 1 - offset]
     diff = b - a
