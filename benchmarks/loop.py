@@ -11,7 +11,10 @@ Three plain-Python runs over the same twin stream, then the Prefect flow:
   issue's 20 frames/s), as a microscope's do, latency counted from each scan's end: the
   latency a user sees at that rate, and whether the loop keeps up.
 
-Latency is measured from the moment each frame is acquired. The edge's storage costs per batch
+Latency is measured from the moment each frame is acquired to the end of the commit that holds
+its batch's atoms and decision (``latency_ms_*``, the goal's measure); ``returned_ms_*`` to the
+return of the edge's call, which then scores the batch against the twin's truth (twin runs only).
+The edge's storage costs per batch
 (writing the drift monitor's state, and the batch's one commit) are timed inside each run
 (``edge_storage_ms``). Prefect's share is
 1 − (pipelined plain time / flow time): the flow runs the same pipeline over the same batches;
@@ -86,32 +89,60 @@ def run(
     loop = EdgeLoop(path, load_ensemble("production", registry), registry=registry, settings=settings)
     loop.warm(instrument.twin.shape, float(instrument.conditions(0)["pixel_size"]))
     done: dict[int, float] = {}
+    returned: dict[int, float] = {}
+    committed: list[float] = []  # when each of the edge's commits ended
 
     def edge(end: int) -> None:
         run_adaptive_edge(path, loop=loop, stop_at=end)
         now = time.perf_counter()
-        done.update((i, now) for i in instrument.stamps if i < end and i not in done)
+        # The edge's last commit before ``end`` holds the atoms and decision of every frame before it.
+        done.update((i, committed[-1]) for i in instrument.stamps if i < end and i not in done)
+        returned.update((i, now) for i in instrument.stamps if i < end and i not in returned)
 
-    monitor, commits = _timed(Dataset, "write_monitor_state"), _timed(storage.datasets.handle, "commit")
-    t_start = time.perf_counter()
+    monitor = _timed(Dataset, "write_monitor_state")
+    commits = _timed(storage.datasets.handle, "commit", committed)
+    t_start, cpu_start = time.perf_counter(), time.process_time()
+    appends: list[float] = []
     if mode == "sequential":
         for first, end in batches(0, frames, batch):
-            writer.append([instrument.acquire(i) for i in range(first, end)])
+            shots = [instrument.acquire(i) for i in range(first, end)]
+            t0 = time.perf_counter()
+            writer.append(shots)
+            appends.append(time.perf_counter() - t0)
             edge(end)
     else:
         run_pipelined(
             lambda first, end: acquire_batch(instrument, writer, first, end), batches(0, frames, batch), edge
         )
-    wall = time.perf_counter() - t_start
+    wall, cpu = time.perf_counter() - t_start, time.process_time() - cpu_start
     _untimed(Dataset, "write_monitor_state")
     _untimed(storage.datasets.handle, "commit")
     lat = 1000 * np.array([done[i] - instrument.stamps[i] for i in range(frames)])
+    ret = 1000 * np.array([returned[i] - instrument.stamps[i] for i in range(frames)])
     return {
         "latency_ms_p50": float(np.percentile(lat, 50)),
         "latency_ms_p95": float(np.percentile(lat, 95)),
         "latency_ms_max": float(lat.max()),
+        "returned_ms_p50": float(np.percentile(ret, 50)),
+        "returned_ms_p95": float(np.percentile(ret, 95)),
         "frames_per_second": frames / wall,
+        # Where a frame's latency goes: its batch filling after it (the first frame's wait for
+        # the rest of its batch, medians), appending the batch (sequential), and the edge from
+        # the batch's append to its commit.
+        "fill_ms_first_frame": 1000
+        * float(
+            np.median(
+                [
+                    instrument.stamps[min(f + batch, frames) - 1] - instrument.stamps[f]
+                    for f in range(0, frames, batch)
+                ]
+            )
+        ),
+        "append_ms": 1000 * float(np.median(appends)) if appends else float("nan"),
         "seconds": wall,
+        # CPU seconds of this process (all its threads) per frame: the work on the loop's
+        # path, which the load of other processes on a shared machine moves less than the wall.
+        "cpu_ms_per_frame": 1000 * cpu / frames,
         "edge_storage_ms": {  # medians per batch: the monitor's state, the batch's commit
             "monitor_state": 1000 * float(np.median(monitor)),
             "commit": 1000 * float(np.median(commits)),
@@ -134,8 +165,9 @@ def inference_floor(registry: ModelRegistry, batch: int, rounds: int = 10) -> fl
     return float(np.median(times))
 
 
-def _timed(owner: Any, name: str) -> list[float]:
-    """Wrap ``owner.name`` so that each call's wall time (s) is appended to the returned list."""
+def _timed(owner: Any, name: str, ends: list[float] | None = None) -> list[float]:
+    """Wrap ``owner.name`` so that each call's wall time (s) is appended to the returned list
+    (and the moment it returned to ``ends``)."""
     seconds: list[float] = []
     inner = getattr(owner, name)
 
@@ -144,7 +176,10 @@ def _timed(owner: Any, name: str) -> list[float]:
         try:
             return inner(*args, **kwargs)
         finally:
-            seconds.append(time.perf_counter() - t0)
+            t1 = time.perf_counter()
+            seconds.append(t1 - t0)
+            if ends is not None:
+                ends.append(t1)
 
     wrapper.__wrapped__ = inner  # type: ignore[attr-defined]
     setattr(owner, name, wrapper)

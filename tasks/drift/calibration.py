@@ -130,27 +130,97 @@ class Calibration:
         }
 
 
-def sorted_quantile(columns: np.ndarray, q: float) -> np.ndarray:
+def sorted_quantile(columns: np.ndarray, q: float, *, offset: int = 0, n: int | None = None) -> np.ndarray:
     """``np.quantile(x, q, axis=0)`` (its default, linear method) of columns already sorted along
     axis 0: the same numbers by numpy's own formula, without the partition of the whole column
     that each call of ``np.quantile`` costs (the calibration asks for ~40 quantiles of ~200 000
-    simulated statistics per detector). Columns must be free of NaN."""
-    n = columns.shape[0]
+    simulated statistics per detector). Columns must be free of NaN. ``columns`` may be the
+    sorted rows ``offset``… of ``n`` rows in all (the top of the order), holding the rows asked for."""
+    n = columns.shape[0] + offset if n is None else n
     virtual = (n - 1) * q
     if virtual >= n - 1:
         return columns[-1].copy()
+    prev = max(0, int(np.floor(virtual)))
+    if prev < offset:
+        raise ValueError(f"quantile {q} needs row {prev}; the columns hold rows {offset}… only")
     if virtual < 0:
         return columns[0].copy()
-    prev = int(np.floor(virtual))
     gamma = virtual - prev
-    a, b = columns[prev], columns[prev + 1]
+    a, b = columns[prev - offset], columns[prev + 1 - offset]
     diff = b - a
     return b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
 
 
-def _run_lengths(exceed: np.ndarray) -> np.ndarray:
-    """Frames to the first True per stream (censored at the stream length)."""
-    return np.where(exceed.any(axis=1), exceed.argmax(axis=1) + 1, exceed.shape[1])
+class _FirstExceedance:
+    """Frames to the first frame whose statistic exceeds a threshold, per simulated stream, for
+    any thresholds (one per detector), without scanning the streams again.
+
+    The first frame of a stream where a detector exceeds ``t`` is one of its running records
+    (a statistic above every one before it: all earlier ones are ≤ t below it), and the first
+    record above ``t`` is that frame; a stream of length L holds ~ln L records per detector.
+    So the records are found once (one pass over the statistics) and each of the calibration's
+    ~40 run-length evaluations compares thresholds with them alone: the same comparisons of
+    the same numbers as ``stats > t`` over every frame, so the same run lengths to the bit.
+    """
+
+    def __init__(self, stats: np.ndarray) -> None:
+        """``stats`` (streams, detectors, frames), each stream's frames contiguous."""
+        s, d, n = stats.shape
+        self.length = n
+        if np.isnan(stats).any():
+            stats = np.where(np.isnan(stats), -np.inf, stats)  # a NaN never exceeds a threshold
+        record = np.ones(stats.shape, dtype=bool)
+        record[..., 1:] = stats[..., 1:] > np.maximum.accumulate(stats, axis=2)[..., :-1]
+        # Records per (stream, detector), in time order (``nonzero``'s), padded with -inf.
+        ss, dd, tt = np.nonzero(record)
+        group = ss * d + dd
+        counts = np.bincount(group, minlength=s * d)
+        rank = np.arange(len(group)) - np.repeat(np.cumsum(counts) - counts, counts)
+        width = max(1, int(counts.max(initial=0)))
+        self.values = np.full((s * d, width), -np.inf)
+        self.frames = np.zeros((s * d, width), dtype=np.int64)
+        self.values[group, rank] = stats[ss, dd, tt]
+        self.frames[group, rank] = tt
+        self.values = self.values.reshape(s, d, width)
+        self.frames = self.frames.reshape(s, d, width)
+
+    def run_lengths(self, threshold: np.ndarray) -> np.ndarray:
+        """Per stream, frames to the first statistic above ``threshold`` (d,) of any detector
+        (censored at the stream length)."""
+        above = self.values > np.asarray(threshold)[None, :, None]
+        first = np.take_along_axis(self.frames, above.argmax(axis=2)[..., None], axis=2)[..., 0]
+        return np.where(above.any(axis=2), first + 1, self.length).min(axis=1)
+
+
+class _Tail:
+    """The order statistics of each row of ``x`` (d, n) — what ``np.sort(x.T, axis=0)`` gives —
+    sorting only the top part that is asked for (the calibration's thresholds are upper
+    quantiles): partitioning is linear, and the sorted top is the full sort's top."""
+
+    def __init__(self, x: np.ndarray, share: float = 0.02) -> None:
+        self.x = x
+        self.n = x.shape[1]
+        self._sort(max(2, int(np.ceil(share * self.n))))
+
+    def _sort(self, rows: int) -> None:
+        if rows >= self.n:
+            top = np.sort(self.x, axis=1)
+        else:
+            cut = self.n - rows
+            top = np.sort(np.partition(self.x, cut, axis=1)[:, cut:], axis=1)
+        self.top = top.T  # (rows, d): sorted along axis 0, as ``sorted_quantile`` takes them
+        self.start = self.n - len(self.top)
+
+    def quantile(self, q: float) -> np.ndarray:
+        """``np.quantile(x, q, axis=0)`` (``sorted_quantile`` of the sorted columns)."""
+        lowest = int(np.floor((self.n - 1) * min(max(q, 0.0), 1.0)))
+        if lowest < self.start:
+            self._sort(max(2 * (self.n - self.start), self.n - lowest))
+        return sorted_quantile(self.top, q, offset=self.start, n=self.n)
+
+    def last(self) -> np.ndarray:
+        """The largest value of each column."""
+        return self.top[-1]
 
 
 def calibrate(
@@ -184,34 +254,37 @@ def calibrate(
     length = int(min(max(3 * ert, 300), 6000))
     span = window + lookback
     idx = block_indices(n, length + span - 1, block, streams, rng)
-    csum = np.cumsum(np.concatenate([np.zeros((streams, 1, d)), z[idx]], axis=1), axis=1)
+    # (streams, d, frames): each stream's frames contiguous for the sums and records below.
+    drawn = np.ascontiguousarray(z.T[:, idx].transpose(1, 0, 2))
+    csum = np.cumsum(np.concatenate([np.zeros((streams, d, 1)), drawn], axis=2), axis=2)
     # At stream frame t (span - 1 + t): the last ``window`` frames and the ``lookback`` before.
-    end = np.arange(span, length + span)
-    now = (csum[:, end] - csum[:, end - window]) / window
-    before = (csum[:, end - window] - csum[:, end - span]) / lookback
+    end, cut, start = csum[..., span:], csum[..., span - window : length + span - window], csum[..., :length]
+    now = (end - cut) / window
+    before = (cut - start) / lookback
     # Each stream is judged with the spread of its own reference, a block resample of the
     # reference: the live spread is estimated from n frames too, and a reference that happened
     # to be calm must not make the ERT a promise only for calm references.
     own = z[block_indices(n, n, block, streams, rng)]  # (streams, n, d)
     own_mad = 1.4826 * np.median(np.abs(own - np.median(own, axis=1, keepdims=True)), axis=1)
     own_scale = np.where(own_mad > 0, own_mad, np.maximum(own.std(axis=1), 1.0))
-    stats = np.abs(now - before) / own_scale[:, None, :]  # (streams, length, d)
-    flat = stats.reshape(-1, d)
-    ordered = np.sort(flat, axis=0)  # once: every threshold below is two order statistics
-    never_moved = np.where(ordered[-1] > 0, 0.0, 1.0)
+    stats = np.abs(now - before) / own_scale[:, :, None]  # (streams, d, length)
+    # Every threshold below is two order statistics of the top of each detector's statistics.
+    ordered = _Tail(stats.transpose(1, 0, 2).reshape(d, -1))
+    first = _FirstExceedance(stats)
+    never_moved = np.where(ordered.last() > 0, 0.0, 1.0)
 
     def thresholds(p: float) -> np.ndarray:
         # A feature the reference never moved alarms at one resolution step.
-        return np.maximum(sorted_quantile(ordered, 1.0 - p), never_moved)
+        return np.maximum(ordered.quantile(1.0 - p), never_moved)
 
     def run_length(p: float) -> float:
-        return float(_run_lengths((stats > thresholds(p)[None, None, :]).any(axis=2)).mean())
+        return float(first.run_lengths(thresholds(p)).mean())
 
     lo, hi = 1e-7, 0.5
     if run_length(lo) < ert:
         # Streams too short to see so rare an alarm: the largest simulated statistics, which
         # no simulated stream exceeded.
-        th = np.maximum(ordered[-1] * (1.0 + 1.0 / np.sqrt(len(flat))), thresholds(0.0))
+        th = np.maximum(ordered.last() * (1.0 + 1.0 / np.sqrt(ordered.n)), thresholds(0.0))
         return Calibration(names, centre, scale, th, block, window, lookback, float(length))
     for _ in range(40):
         mid = np.sqrt(lo * hi)

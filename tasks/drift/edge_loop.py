@@ -144,7 +144,11 @@ class EdgeLoop:
         """Process committed frames before ``stop_at`` not yet decided, at most ``max_batches``
         batches; returns their reports ([] when nothing was left). Stops after a batch that
         escalates, so the caller can dispatch retraining before the next one."""
-        n = self.data.refresh()
+        if stop_at is not None and self.next_frame >= stop_at:
+            return []
+        # The commit point is reread only when the frames asked for are not known committed yet.
+        known = self.data.n_frames
+        n = known if stop_at is not None and known >= stop_at else self.data.refresh()
         n = n if stop_at is None else min(stop_at, n)
         if self.adaptive.monitor.optics is None and n:
             self.adaptive.monitor.optics = self.data.optics()

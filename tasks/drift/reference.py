@@ -339,10 +339,17 @@ class ReferenceKeeper:
         if not crossed or len(self.history) < MIN_REFERENCE:
             return []
         if self.reference is None:
-            # The first calibration of a reference is made in place: the batch's frames beyond
-            # it are decided at once (a change there must not hide in the reference).
             rest = self.history[crossed[0] :]
             del self.history[crossed[0] :]
+            if not rest and self.floor is None:
+                # The batch ends at the checkpoint and no frame of it is left to decide: the
+                # first calibration runs in the background too (``settle`` adopts it before the
+                # next batch is decided, as below). Not after a detection: the short reference
+                # is tested for a change inside it at once (``_change_in_reference``).
+                self._pending = _Background(self)
+                return []
+            # Otherwise in place: the batch's frames beyond the reference are decided at once
+            # (a change there must not hide in the reference).
             self._calibrate()
             return rest
         # A growth calibration, off the batch's critical path: the block bootstrap (~0.3 s) runs

@@ -76,6 +76,13 @@ def test_atoms_per_frame_in_plain_xarray_and_a_kept_loop_does_only_new_frames(tm
     assert again["frames_processed"] == 2
     assert sorted(read_predictions(path)["predicted_frame"].values.tolist()) == list(range(7))
     assert list(read_decisions(path)["frame_start"]) == [0, 2, 4, 5]
+    # Asked to stop where it already is, it does nothing; frames committed since it last looked
+    # are seen when asked for, up to where asked (the pipeline's per-batch calls).
+    writer.append([twin.acquire(i) for i in range(7, 10)])
+    assert loop.advance(stop_at=7) == []
+    assert [(r.start, r.stop) for r in loop.advance(stop_at=9)] == [(7, 9)]
+    assert [(r.start, r.stop) for r in loop.advance(stop_at=12)] == [(9, 10)]
+    assert list(read_decisions(path)["frame_start"]) == [0, 2, 4, 5, 7, 9]
 
 
 def test_a_failed_batch_is_forgotten_so_a_retry_neither_repeats_nor_skips(tmp_path):
