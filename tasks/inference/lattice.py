@@ -26,6 +26,7 @@ from scipy.ndimage import median_filter
 from scipy.spatial import cKDTree
 from scipy.stats import gamma
 
+from .kernels import nearest_within
 from .refine import spacing
 
 TRANSLATION_FRACTION = 0.75  # see the module docstring: between 1/2 (half-translation) and 1
@@ -296,14 +297,14 @@ def site_lattice(rowcol: np.ndarray, shape: tuple[int, int], cls: np.ndarray | N
     tried = candidates[taken]
     if not len(tried):
         return none
-    fractions = translation_fractions(rowcol, tree, tried, shape, tol, cls)
+    fractions = translation_fractions(rowcol, rowcol, tried, shape, tol, cls)
     translation = fractions[:, 0] >= TRANSLATION_FRACTION
     kept = tried[translation]
     crystal = list(fractions[translation, 1] >= TRANSLATION_FRACTION)
     if not len(kept):
         return none
     # Refine each vector as the mean displacement it maps, and add the opposite sign.
-    hit, j = translation_hits(rowcol, tree, kept, tol)
+    hit, j = translation_hits(rowcol, rowcol, kept, tol)
     vectors, same_class = [], []
     for k, c in enumerate(crystal):
         ok = hit[k]
@@ -315,7 +316,7 @@ def site_lattice(rowcol: np.ndarray, shape: tuple[int, int], cls: np.ndarray | N
     joining = vectors_arr[np.array(same_class)]
     if len(joining) < 4:  # classes too noisy to name two crystal translations: sites alone
         joining = vectors_arr
-    hit, j = translation_hits(rowcol, tree, joining, tol)
+    hit, j = translation_hits(rowcol, rowcol, joining, tol)
     labels = _sublattices(hit, j)
     return SiteLattice(
         vectors_arr,
@@ -327,32 +328,32 @@ def site_lattice(rowcol: np.ndarray, shape: tuple[int, int], cls: np.ndarray | N
 
 
 def translation_hits(
-    rowcol: np.ndarray, tree: cKDTree, vectors: np.ndarray, tol: float
+    rowcol: np.ndarray, points: np.ndarray, vectors: np.ndarray, tol: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """For each of ``vectors`` (k, 2) px and point ``x`` of ``rowcol`` (n, 2) px: whether a point of
-    ``tree`` lies within ``tol`` px of ``x + v``, and which (nearest), each (k, n); one query for all."""
-    dist, j = tree.query((rowcol[None] + vectors[:, None]).reshape(-1, 2), distance_upper_bound=tol)
+    """For each of ``vectors`` (k, 2) px and point ``x`` of ``rowcol`` (n, 2) px: whether one of
+    ``points`` (m, 2) px lies within ``tol`` px of ``x + v``, and which (nearest), each (k, n)."""
+    dist, j = nearest_within(points, (rowcol[None] + vectors[:, None]).reshape(-1, 2), tol)
     shape = (len(vectors), len(rowcol))
     return np.isfinite(dist).reshape(shape), j.reshape(shape)
 
 
 def translation_fractions(
     rowcol: np.ndarray,
-    tree: cKDTree,
+    points: np.ndarray,
     vectors: np.ndarray,
     shape: tuple[int, int],
     tol: float,
     cls: np.ndarray,
 ) -> np.ndarray:
     """Per vector ``d`` of ``vectors`` (m, 2): the fraction of columns whose ``x + d`` lies in the
-    frame and holds a column within ``tol`` (column 0), and one of the same class in ``cls``
-    (column 1); 0 where fewer than three columns can be checked. One tree query for all."""
+    frame and holds one of ``points`` (the columns, (n, 2) px) within ``tol`` (column 0), and one
+    of the same class in ``cls`` (column 1); 0 where fewer than three columns can be checked."""
     target = rowcol[None] + vectors[:, None]  # (m, n, 2)
     inside = (
         (target >= tol).all(axis=2) & (target[..., 0] < shape[0] - tol) & (target[..., 1] < shape[1] - tol)
     )
     which, source = np.nonzero(inside)
-    dist, j = tree.query(target[which, source], distance_upper_bound=tol)
+    dist, j = nearest_within(points, target[which, source], tol)
     hit = np.isfinite(dist)
     same = hit.copy()
     same[hit] = cls[j[hit]] == cls[source[hit]]
@@ -400,7 +401,6 @@ def empty_sites(
     if not lattice.found or len(rowcol) == 0:
         return np.zeros((0, 2)), np.zeros(0, np.int64)
     tol = TOLERANCE * lattice.separation
-    tree = cKDTree(rowcol)
     predicted = (rowcol[:, None, :] + lattice.vectors[None]).reshape(-1, 2)
     inside = (
         (predicted >= margin).all(1)
@@ -410,7 +410,7 @@ def empty_sites(
     predicted = predicted[inside]
     # Occupied: a column within half the spacing (a misplaced proposal is still the column;
     # a vacant site's nearest column is a full spacing away).
-    dist, _ = tree.query(predicted, distance_upper_bound=0.5 * lattice.separation)
+    dist, _ = nearest_within(rowcol, predicted, 0.5 * lattice.separation)
     empty = predicted[~np.isfinite(dist)]
     if len(empty) == 0:
         return np.zeros((0, 2)), np.zeros(0, np.int64)
@@ -470,7 +470,7 @@ def beyond_edge(
     if len(predicted) == 0:
         return none
     # A column proposed just inside the edge is the site itself (as in ``empty_sites``).
-    taken = np.isfinite(cKDTree(rowcol).query(predicted, distance_upper_bound=0.5 * lattice.separation)[0])
+    taken = np.isfinite(nearest_within(rowcol, predicted, 0.5 * lattice.separation)[0])
     predicted, source = predicted[~taken], source[~taken]
     if len(predicted) == 0:
         return none
@@ -492,5 +492,5 @@ def predicted_by(positions: np.ndarray, columns: np.ndarray, lattice: SiteLattic
     count = np.zeros(len(positions), np.int64)
     if not lattice.found or not len(positions) or not len(columns):
         return count
-    hit, j = translation_hits(columns, cKDTree(positions), lattice.vectors, TOLERANCE * lattice.separation)
+    hit, j = translation_hits(columns, positions, lattice.vectors, TOLERANCE * lattice.separation)
     return np.bincount(j[hit], minlength=len(positions)).astype(np.int64)

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial import cKDTree
 
+from .kernels import kernels
+
 # The position template's half-side as a fraction of the column spacing: the column's core.
 # A larger template takes in the neighbours' peaks, which pull the maximum towards them.
 POSITION_HALF_SIDE = 0.35
@@ -199,8 +201,9 @@ def joint_heights(
     # and where the inference's threads hold the other cores a second BLAS thread waits on
     # them (a 600-unknown Cholesky took 50 ms with two, 5.5 ms with one, machine loaded).
     with one_blas_thread():
+        k = kernels()
         i, j = _overlapping(base, 2 * half)
-        overlap = _profile_overlap(ar, base[:, 0], i, j) * _profile_overlap(ac, base[:, 1], i, j)
+        overlap = k.pair_overlaps(ar, ac, base, i, j)
         size = heights + kh * kw
         gram = np.bincount(
             np.concatenate(
@@ -209,16 +212,11 @@ def joint_heights(
             weights=np.concatenate([overlap, overlap, (ar * ar).sum(1) * (ac * ac).sum(1)]),
             minlength=size * size,
         ).reshape(size, size)
-        # Each profile laid on the frame's rows (columns) once, then Tₕᵀ a_r for all at once. (Added,
-        # not assigned: a clipped square repeats the edge pixel, with zero weight.)
-        at = np.arange(m)[:, None]
-        along_r = np.bincount((at * h + rows).ravel(), ar.ravel(), m * h).reshape(m, h) @ th
-        along_c = np.bincount((at * w + cols).ravel(), ac.ravel(), m * w).reshape(m, w) @ tw
+        # Tₕᵀ a_r and T_wᵀ a_c per square (a clipped square repeats the edge pixel, with zero weight).
+        along_r = k.along(ar, rows, th)
+        along_c = k.along(ac, cols, tw)
         cross = (along_r[:, :, None] * along_c[:, None, :]).reshape(m, kh * kw)
-        pix = rows[:, :, None] * w + cols[:, None, :]  # (m, side, side) flat pixel indices
-        flat = y.ravel()
-        # aᵣᵀ·Y·a_c per square, as a stack of matrix–vector products.
-        own = ((np.take(flat, pix) @ ac[:, :, None])[:, :, 0] * ar).sum(1)
+        own = k.square_dot(y, rows, cols, ar, ac)  # aᵣᵀ·Y·a_c per square
         if heights != m:  # squares sharing a height add up
             shared = np.zeros((heights - n, m - n))
             shared[unknown[n:] - n, np.arange(m - n)] = 1.0
@@ -236,19 +234,13 @@ def joint_heights(
             coef = np.linalg.lstsq(gram, rhs, rcond=None)[0]
         # The columns' model on the frame, square by square (a clipped square repeats the edge
         # pixel with zero weight: added, not assigned).
-        weights = (ar * coef[unknown, None])[:, :, None] * ac[:, None, :]
-        model = np.bincount(pix.ravel(), weights.ravel(), h * w).reshape(h, w)
+        model = k.paint(h, w, rows, cols, ar, ac, coef[unknown])
         smooth = th @ coef[heights:].reshape(kh, kw) @ tw.T
-        resid = (y - model - smooth).ravel()
+        resid = y - model - smooth
     ar, ac, centres = ar[:n], ac[:n], centres[:n]
-    # Σ of the squared residual over each square's in-frame pixels: per row of the square, a
-    # difference of the frame's running sums along its rows.
-    running = np.zeros((h, w + 1))
-    np.cumsum((resid * resid).reshape(h, w), axis=1, out=running[:, 1:])
-    c0, c1 = np.clip(base[:n, 1:] - half, 0, w), np.clip(base[:n, 1:] + half + 1, 0, w)
-    rows_n, r_in = rows[:n], in_r[:n]
-    count = (r_in.sum(1) * (c1 - c0)[:, 0]).astype(np.float64)
-    local = ((running[rows_n, c1] - running[rows_n, c0]) * r_in).sum(1) / np.maximum(count - 1, 1)
+    # Σ of the squared residual over each square's in-frame pixels.
+    count = (in_r[:n].sum(1) * in_c[:n].sum(1)).astype(np.float64)
+    local = k.square_sums(resid * resid, rows[:n], cols[:n], in_r[:n], in_c[:n]) / np.maximum(count - 1, 1)
     # The height's variance from its own square (height and local level), as if its neighbours
     # were known: the full inverse costs ~100× the solve for little change where columns
     # are resolved at all.
@@ -271,15 +263,6 @@ def _overlapping(base: np.ndarray, reach: int) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i < j) of integer square centres ``base`` (m, 2) px at most ``reach`` px apart on both axes."""
     pairs = cKDTree(base).query_pairs(reach, p=np.inf, output_type="ndarray")
     return pairs[:, 0], pairs[:, 1]
-
-
-def _profile_overlap(profile: np.ndarray, centre: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Σ over pixels of the product of the profiles (m, side) of squares ``i`` and ``j`` along
-    one axis, the squares centred on the pixels ``centre`` (m,) of that axis."""
-    side = profile.shape[1]
-    at = np.arange(side)[None] + (centre[i] - centre[j])[:, None]  # i's pixels in j's profile
-    valid = (at >= 0) & (at < side)
-    return (profile[i] * np.where(valid, profile[j[:, None], np.clip(at, 0, side - 1)], 0.0)).sum(1)
 
 
 @functools.cache

@@ -387,7 +387,7 @@ def _combine(
 def _lattice_prediction(x: np.ndarray, lattice: SiteLattice) -> tuple[np.ndarray, np.ndarray]:
     """Where the lattice puts each column (mean of ``x_j − t`` over its lattice neighbours),
     and how many neighbours that rests on."""
-    hit, j = translation_hits(x, cKDTree(x), lattice.vectors, TOLERANCE * lattice.separation)
+    hit, j = translation_hits(x, x, lattice.vectors, TOLERANCE * lattice.separation)
     source = np.broadcast_to(np.arange(len(x)), hit.shape)[hit]  # k-major: sums in vector order
     moved = x[j[hit]] - np.broadcast_to(lattice.vectors[:, None], (*hit.shape, 2))[hit]
     sums = np.stack([np.bincount(source, weights=moved[:, a], minlength=len(x)) for a in range(2)], 1)
