@@ -163,7 +163,84 @@ def kernels() -> SimpleNamespace:
                 dist[t] = np.sqrt(best)
         return dist, index
 
+    @jit
+    def gauss_newton(image, model, rows, cols, in_r, in_c, start, amp, width, max_shift, steps):  # type: ignore[no-untyped-def]
+        """``refine.deblended_positions``' steps: per column, a Gauss–Newton step of its centre on
+        its square's residual (``image`` − ``model``), all columns against the same model; the
+        model then moved with them (``model`` is changed in place)."""
+        n, side = rows.shape
+        two_w2 = 2.0 * width * width
+        pos = start.copy()
+        new = start.copy()
+        er = np.empty((n, side))
+        ec = np.empty((n, side))
+        for i in range(n):
+            for t in range(side):
+                er[i, t] = np.exp(-((rows[i, t] - pos[i, 0]) ** 2) / two_w2) if in_r[i, t] else 0.0
+                ec[i, t] = np.exp(-((cols[i, t] - pos[i, 1]) ** 2) / two_w2) if in_c[i, t] else 0.0
+        along0 = np.empty(side)
+        along1 = np.empty(side)
+        for step_number in range(steps):
+            for i in range(n):
+                k = amp[i] / (width * width)
+                s_rr = s_ee_c = s_ee_r = s_cc = s_rdr = s_cdc = 0.0
+                for t in range(side):
+                    dr = rows[i, t] - pos[i, 0]
+                    dc = cols[i, t] - pos[i, 1]
+                    s_rr += (er[i, t] * dr) ** 2
+                    s_ee_r += er[i, t] * er[i, t]
+                    s_rdr += er[i, t] * er[i, t] * dr
+                    s_cc += (ec[i, t] * dc) ** 2
+                    s_ee_c += ec[i, t] * ec[i, t]
+                    s_cdc += ec[i, t] * ec[i, t] * dc
+                a_rr = k * k * s_rr * s_ee_c
+                a_cc = k * k * s_ee_r * s_cc
+                a_rc = k * k * s_rdr * s_cdc
+                for r in range(side):
+                    acc0 = 0.0
+                    acc1 = 0.0
+                    row = rows[i, r]
+                    for c in range(side):
+                        v = image[row, cols[i, c]] - model[row, cols[i, c]]
+                        acc0 += v * ec[i, c]
+                        acc1 += v * ec[i, c] * (cols[i, c] - pos[i, 1])
+                    along0[r] = acc0
+                    along1[r] = acc1
+                b_r = 0.0
+                b_c = 0.0
+                for r in range(side):
+                    b_r += er[i, r] * (rows[i, r] - pos[i, 0]) * along0[r]
+                    b_c += er[i, r] * along1[r]
+                b_r *= k
+                b_c *= k
+                det = a_rr * a_cc - a_rc * a_rc
+                step_r = step_c = 0.0
+                if amp[i] > 0 and det > 1e-12 * max(a_rr * a_cc, 1e-300):
+                    step_r = (a_cc * b_r - a_rc * b_c) / det
+                    step_c = (a_rr * b_c - a_rc * b_r) / det
+                new[i, 0] = start[i, 0] + min(max(pos[i, 0] + step_r - start[i, 0], -max_shift), max_shift)
+                new[i, 1] = start[i, 1] + min(max(pos[i, 1] + step_c - start[i, 1], -max_shift), max_shift)
+            if step_number == steps - 1:
+                return new
+            for i in range(n):  # the model follows the columns
+                for t in range(side):
+                    er_t = np.exp(-((rows[i, t] - new[i, 0]) ** 2) / two_w2) if in_r[i, t] else 0.0
+                    ec_t = np.exp(-((cols[i, t] - new[i, 1]) ** 2) / two_w2) if in_c[i, t] else 0.0
+                    along0[t] = er_t
+                    along1[t] = ec_t
+                for r in range(side):
+                    for c in range(side):
+                        model[rows[i, r], cols[i, c]] += amp[i] * (
+                            along0[r] * along1[c] - er[i, r] * ec[i, c]
+                        )
+                for t in range(side):
+                    er[i, t] = along0[t]
+                    ec[i, t] = along1[t]
+            pos[:] = new
+        return pos
+
     return SimpleNamespace(
+        gauss_newton=gauss_newton,
         square_dot=square_dot,
         pair_overlaps=pair_overlaps,
         along=along,

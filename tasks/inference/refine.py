@@ -186,7 +186,7 @@ def joint_heights(
     two_w2 = 2 * width * width
     ar = np.exp(-((rows - centres[:, :1]) ** 2) / two_w2) * in_r
     ac = np.exp(-((cols - centres[:, 1:]) ** 2) / two_w2) * in_c
-    y = np.asarray(image, np.float64)
+    y = np.ascontiguousarray(image, np.float64)
     knot = max(4.0, 2.0 * separation)
     th, tw = _tents(h, knot), _tents(w, knot)
     kh, kw = th.shape[1], tw.shape[1]
@@ -311,7 +311,7 @@ def _solve_normal(
 def _overlapping(base: np.ndarray, reach: int) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i < j) of integer square centres ``base`` (m, 2) px at most ``reach`` px apart on both axes."""
     pairs = cKDTree(base).query_pairs(reach, p=np.inf, output_type="ndarray")
-    return pairs[:, 0], pairs[:, 1]
+    return np.ascontiguousarray(pairs[:, 0]), np.ascontiguousarray(pairs[:, 1])
 
 
 @functools.cache
@@ -415,56 +415,27 @@ def deblended_positions(
     towards a neighbour's tail). Columns of no positive height stay; a column moves at most
     ``max_shift`` px in all.
     """
-    img = np.asarray(image, np.float64)
-    h, w = img.shape
-    start = np.asarray(centres, np.float64).reshape(-1, 2)
-    amp = np.asarray(heights, np.float64)
+    img = np.ascontiguousarray(image, np.float64)
+    start = np.ascontiguousarray(np.asarray(centres, np.float64).reshape(-1, 2))
+    amp = np.ascontiguousarray(heights, np.float64)
     # Two widths each side: over 90 % of a position's information (∝ G²·d²) lies there, in
     # under half the pixels of the three-width square the heights need.
     half = max(2, int(np.ceil(2.0 * width)))
     _, rows, cols, in_r, in_c = _square_axes(img.shape, start, half)
-    index = rows[:, :, None] * w + cols[:, None, :]  # (n, side, side) flat pixel indices
-    flat_model = np.asarray(model, np.float64).ravel().copy()
-    y = img.ravel()
-    movable = amp > 0
-    two_w2 = 2 * width * width
-    k = amp / width**2  # d model / d centre = height · G · (pixel − centre) / width²
-
-    def profiles(pos: np.ndarray) -> tuple[np.ndarray, ...]:
-        # A Gaussian on the square is the outer product of a row and a column profile
-        # (zero off the frame), and so are its derivatives: every sum below is separable.
-        dr, dc = rows - pos[:, :1], cols - pos[:, 1:]
-        return np.exp(-dr * dr / two_w2) * in_r, np.exp(-dc * dc / two_w2) * in_c, dr, dc
-
-    def squares(er: np.ndarray, ec: np.ndarray) -> np.ndarray:
-        return (amp[:, None] * er)[:, :, None] * ec[:, None, :]
-
-    pos = start.copy()
-    er, ec, dr, dc = profiles(pos)
-    for step_number in range(steps):
-        resid = np.take(y - flat_model, index)  # (n, side, side)
-        r_dr, c_dc = er * dr, ec * dc
-        # The Jacobian's columns are k·(er·dr) ⊗ ec and k·er ⊗ (ec·dc).
-        a_rr = k * k * (r_dr * r_dr).sum(1) * (ec * ec).sum(1)
-        a_cc = k * k * (er * er).sum(1) * (c_dc * c_dc).sum(1)
-        a_rc = k * k * (er * r_dr).sum(1) * (ec * c_dc).sum(1)
-        along_c = resid @ np.stack([ec, c_dc], 2)  # (n, side, 2): Σ_b resid·ec, Σ_b resid·ec·dc
-        b_r = k * (r_dr * along_c[:, :, 0]).sum(1)
-        b_c = k * (er * along_c[:, :, 1]).sum(1)
-        det = a_rr * a_cc - a_rc * a_rc
-        ok = movable & (det > 1e-12 * np.maximum(a_rr * a_cc, 1e-300))
-        safe = np.where(ok, det, 1.0)
-        step = np.where(
-            ok[:, None], np.stack([a_cc * b_r - a_rc * b_c, a_rr * b_c - a_rc * b_r], 1) / safe[:, None], 0.0
-        )
-        new = start + np.clip(pos + step - start, -max_shift, max_shift)
-        if step_number == steps - 1:
-            return new
-        er_new, ec_new, dr, dc = profiles(new)
-        change = squares(er_new, ec_new) - squares(er, ec)
-        flat_model += np.bincount(index.ravel(), change.ravel(), h * w)
-        pos, er, ec = new, er_new, ec_new
-    return pos
+    # Each column's step against the same model; then the model moves with the columns.
+    return kernels().gauss_newton(
+        img,
+        np.array(model, np.float64),
+        rows,
+        cols,
+        in_r,
+        in_c,
+        start,
+        amp,
+        float(width),
+        float(max_shift),
+        steps,
+    )
 
 
 def _matched_peaks(
