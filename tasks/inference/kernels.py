@@ -239,7 +239,65 @@ def kernels() -> SimpleNamespace:
             pos[:] = new
         return pos
 
+    @jit
+    def ring_medians(ring, values, rings):  # type: ignore[no-untyped-def]
+        """Per ring 0..rings−1: how many ``values`` fall in it, and their lower and upper median
+        (the middle two of its sorted values; the same one for an odd count)."""
+        count = np.zeros(rings, np.int64)
+        for t in range(len(ring)):
+            count[ring[t]] += 1
+        start = np.zeros(rings + 1, np.int64)
+        for r in range(rings):
+            start[r + 1] = start[r] + count[r]
+        fill = start[:-1].copy()
+        grouped = np.empty(len(values))
+        for t in range(len(ring)):
+            grouped[fill[ring[t]]] = values[t]
+            fill[ring[t]] += 1
+        lower = np.zeros(rings)
+        upper = np.zeros(rings)
+        for r in range(rings):
+            if count[r] == 0:
+                continue
+            part = np.sort(grouped[start[r] : start[r + 1]])
+            lower[r] = part[(count[r] - 1) // 2]
+            upper[r] = part[count[r] // 2]
+        return count, lower, upper
+
+    @jit
+    def components(n, source, target):  # type: ignore[no-untyped-def]
+        """Connected components of n nodes joined by the edges (source[e], target[e]): labels
+        0, 1, ... in the order of each component's lowest node."""
+        parent = np.arange(n)
+        for e in range(len(source)):
+            a, b = source[e], target[e]
+            while parent[a] != a:
+                parent[a] = parent[parent[a]]
+                a = parent[a]
+            while parent[b] != b:
+                parent[b] = parent[parent[b]]
+                b = parent[b]
+            if a != b:
+                if a < b:
+                    parent[b] = a
+                else:
+                    parent[a] = b
+        labels = np.empty(n, np.int64)
+        next_label = 0
+        for v in range(n):
+            root = v
+            while parent[root] != root:
+                root = parent[root]
+            if root == v:
+                labels[v] = next_label
+                next_label += 1
+            else:
+                labels[v] = labels[root]
+        return labels
+
     return SimpleNamespace(
+        ring_medians=ring_medians,
+        components=components,
         gauss_newton=gauss_newton,
         square_dot=square_dot,
         pair_overlaps=pair_overlaps,

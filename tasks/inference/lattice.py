@@ -26,7 +26,7 @@ from scipy.ndimage import median_filter
 from scipy.spatial import cKDTree
 from scipy.stats import gamma
 
-from .kernels import nearest_within
+from .kernels import kernels, nearest_within
 from .refine import spacing
 
 TRANSLATION_FRACTION = 0.75  # see the module docstring: between 1/2 (half-translation) and 1
@@ -105,19 +105,9 @@ def _reflections(
         return none
     median_over_mean, threshold = _noise_levels(frames, int(valid.sum()), alpha)
     # Ring means from the median: robust to the very peaks sought (exponential: mean = median/ln 2).
-    rings, values = ring[valid], power[valid]
-    # Sorted by ring, then value: a value sort, then a stable sort by ring, which numpy does by
-    # radix for 16-bit keys (lexsort took 5 ms of a frame's 12 here; this 0.5).
-    order = np.argsort(values)
-    ring_key = rings[order].astype(np.uint16) if rings.max() < 2**16 else rings[order]
-    order = order[np.argsort(ring_key, kind="stable")]
-    rings, values = rings[order], values[order]
-    starts = np.searchsorted(rings, np.arange(ring.max() + 2))
-    counts = np.diff(starts)
-    have = np.flatnonzero(counts > 0)
-    lo = starts[have] + (counts[have] - 1) // 2
-    hi = starts[have] + counts[have] // 2
-    log_mean = np.log(np.maximum(0.5 * (values[lo] + values[hi]) / median_over_mean, 1e-300))
+    count, lower, upper = kernels().ring_medians(ring[valid], power[valid], int(ring.max()) + 1)
+    have = np.flatnonzero(count > 0)
+    log_mean = np.log(np.maximum(0.5 * (lower[have] + upper[have]) / median_over_mean, 1e-300))
     # Interpolated at each coefficient's own |k|: a steep spectrum (smooth contrast) changes
     # by a large factor across one ring, and its inner edge would pass for peaks.
     expected = np.exp(np.interp(radius[valid], have.astype(np.float64), log_mean))
@@ -241,6 +231,14 @@ def _poisson_denominator(h: int, w: int) -> np.ndarray:
     return denom
 
 
+@functools.lru_cache(maxsize=16)
+def _phases(n: int, count: int) -> np.ndarray:
+    """exp(2πi k/n) for k = 0..count−1 (read-only)."""
+    out = np.exp(2j * np.pi * np.arange(count) / n)
+    out.flags.writeable = False
+    return out
+
+
 def _periodic_power(image: np.ndarray) -> np.ndarray:
     """Power spectrum (``rfft2`` grid) of the periodic component of ``image`` less its mean
     (Moisan's periodic-plus-smooth decomposition).
@@ -252,12 +250,11 @@ def _periodic_power(image: np.ndarray) -> np.ndarray:
     is the edges' jumps' divided by the Laplacian's eigenvalues, subtracted in Fourier space.
     """
     h, w = image.shape
-    v = np.zeros_like(image)
-    v[0, :] = image[-1, :] - image[0, :]
-    v[-1, :] = image[0, :] - image[-1, :]
-    v[:, 0] += image[:, -1] - image[:, 0]
-    v[:, -1] += image[:, 0] - image[:, -1]
-    smooth = np.fft.rfft2(v) / _poisson_denominator(h, w)
+    # The jumps lie on the first and last rows and columns only (a on row 0 and −a on row h−1;
+    # b on column 0 and −b on column w−1): their 2-D transform is two outer products of 1-D ones.
+    rows = np.fft.rfft(image[-1, :] - image[0, :])[None, :] * (1 - _phases(h, h)[:, None])
+    cols = np.fft.fft(image[:, -1] - image[:, 0])[:, None] * (1 - _phases(w, w // 2 + 1)[None, :])
+    smooth = (rows + cols) / _poisson_denominator(h, w)
     smooth[0, 0] = 0.0
     spectrum = np.fft.rfft2(image) - smooth
     spectrum[0, 0] = 0.0  # the mean
@@ -377,13 +374,9 @@ def _expected_class(hit: np.ndarray, j: np.ndarray, cls: np.ndarray) -> np.ndarr
 def _sublattices(hit: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Connected components of columns joined by translations: one label per sublattice
     (``hit``, ``j`` (k, n): ``translation_hits`` of the columns by the translations)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     n = hit.shape[1]
     source = np.broadcast_to(np.arange(n), hit.shape)
-    edges = coo_matrix((np.ones(int(hit.sum())), (source[hit], j[hit])), shape=(n, n))
-    _, labels = connected_components(edges, directed=False)
+    labels = kernels().components(n, np.ascontiguousarray(source[hit]), np.ascontiguousarray(j[hit]))
     counts = np.bincount(labels)
     # A column joined to no other is on no sublattice (an adatom, or a false column).
     return np.where(counts[labels] > 1, labels, -1).astype(np.int64)
