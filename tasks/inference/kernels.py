@@ -259,9 +259,10 @@ def kernels() -> SimpleNamespace:
         for r in range(rings):
             if count[r] == 0:
                 continue
-            part = np.sort(grouped[start[r] : start[r + 1]])
-            lower[r] = part[(count[r] - 1) // 2]
-            upper[r] = part[count[r] // 2]
+            lo, hi = (count[r] - 1) // 2, count[r] // 2
+            part = np.partition(grouped[start[r] : start[r + 1]], lo)  # a selection, not a sort
+            lower[r] = part[lo]
+            upper[r] = part[lo] if hi == lo else part[hi:].min()
         return count, lower, upper
 
     @jit
