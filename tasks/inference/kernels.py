@@ -296,7 +296,73 @@ def kernels() -> SimpleNamespace:
                 labels[v] = labels[root]
         return labels
 
+    @jit
+    def pairs_within(points, reach):  # type: ignore[no-untyped-def]
+        """Pairs (i < j) of integer points (n, 2) at most ``reach`` apart on both axes, found
+        through cells of side reach + 1 (such a pair lies in neighbouring cells)."""
+        n = len(points)
+        if n == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        side = reach + 1
+        lo_r, lo_c = points[:, 0].min(), points[:, 1].min()
+        nr = (points[:, 0].max() - lo_r) // side + 1
+        nc = (points[:, 1].max() - lo_c) // side + 1
+        cell = (points[:, 0] - lo_r) // side * nc + (points[:, 1] - lo_c) // side
+        start = np.zeros(nr * nc + 1, np.int64)
+        for p in range(n):
+            start[cell[p] + 1] += 1
+        for c in range(nr * nc):
+            start[c + 1] += start[c]
+        fill = start[:-1].copy()
+        members = np.empty(n, np.int64)
+        for p in range(n):
+            members[fill[cell[p]]] = p
+            fill[cell[p]] += 1
+        out_i = np.empty(0, np.int64)
+        out_j = np.empty(0, np.int64)
+        for sweep in range(2):  # count, then fill
+            found = 0
+            for i in range(n):
+                cr, cc = cell[i] // nc, cell[i] % nc
+                for r in range(max(cr - 1, 0), min(cr + 2, nr)):
+                    for c in range(max(cc - 1, 0), min(cc + 2, nc)):
+                        k = r * nc + c
+                        for a in range(start[k], start[k + 1]):
+                            j = members[a]
+                            if j > i and abs(points[j, 0] - points[i, 0]) <= reach and abs(
+                                points[j, 1] - points[i, 1]
+                            ) <= reach:
+                                if sweep == 1:
+                                    out_i[found] = i
+                                    out_j[found] = j
+                                found += 1
+            if sweep == 0:
+                out_i = np.empty(found, np.int64)
+                out_j = np.empty(found, np.int64)
+        return out_i, out_j
+
+    @jit
+    def lower_band(matrix, order):  # type: ignore[no-untyped-def]
+        """``matrix`` (symmetric) with rows and columns in ``order``: its lower band in LAPACK's
+        storage (band + 1, n), ab[d, j] = M[j + d, j], the band as narrow as its nonzeros allow."""
+        n = len(order)
+        band = 0
+        for a in range(n):
+            row = order[a]
+            for b in range(0, a - band):
+                if matrix[row, order[b]] != 0.0:
+                    band = a - b
+                    break
+        out = np.zeros((band + 1, n))
+        for j in range(n):
+            col = order[j]
+            for d in range(min(band + 1, n - j)):
+                out[d, j] = matrix[order[j + d], col]
+        return out
+
     return SimpleNamespace(
+        pairs_within=pairs_within,
+        lower_band=lower_band,
         ring_medians=ring_medians,
         components=components,
         gauss_newton=gauss_newton,
