@@ -329,9 +329,11 @@ def kernels() -> SimpleNamespace:
                         k = r * nc + c
                         for a in range(start[k], start[k + 1]):
                             j = members[a]
-                            if j > i and abs(points[j, 0] - points[i, 0]) <= reach and abs(
-                                points[j, 1] - points[i, 1]
-                            ) <= reach:
+                            if (
+                                j > i
+                                and abs(points[j, 0] - points[i, 0]) <= reach
+                                and abs(points[j, 1] - points[i, 1]) <= reach
+                            ):
                                 if sweep == 1:
                                     out_i[found] = i
                                     out_j[found] = j
@@ -360,7 +362,23 @@ def kernels() -> SimpleNamespace:
                 out[d, j] = matrix[order[j + d], col]
         return out
 
+    @jit
+    def periodic_power(spectrum, row_jump, col_jump, phase_h, phase_w, denominator):  # type: ignore[no-untyped-def]
+        """|F − S|² on the ``rfft2`` grid, S the transform of the smooth component that carries
+        the frame's edge jumps (``lattice._periodic_power``): S = (R[kx]·(1 − e^{2πi ky/h}) +
+        C[ky]·(1 − e^{2πi kx/w})) / λ(ky, kx), zero at k = 0 along with the mean."""
+        h, w = spectrum.shape
+        out = np.empty((h, w))
+        for a in range(h):
+            for b in range(w):
+                smooth = (row_jump[b] * (1 - phase_h[a]) + col_jump[a] * (1 - phase_w[b])) / denominator[a, b]
+                v = spectrum[a, b] - smooth
+                out[a, b] = v.real * v.real + v.imag * v.imag
+        out[0, 0] = 0.0
+        return out
+
     return SimpleNamespace(
+        periodic_power=periodic_power,
         pairs_within=pairs_within,
         lower_band=lower_band,
         ring_medians=ring_medians,
