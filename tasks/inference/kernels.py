@@ -377,7 +377,52 @@ def kernels() -> SimpleNamespace:
         out[0, 0] = 0.0
         return out
 
+    @jit
+    def first_groups(points, radius):  # type: ignore[no-untyped-def]
+        """Group of each point (n, 2): in index order, a point not yet grouped starts a group
+        that every ungrouped point within ``radius`` (inclusive) of it joins."""
+        n = len(points)
+        group = np.full(n, -1, np.int64)
+        if n == 0:
+            return group
+        lo_r, lo_c = points[:, 0].min(), points[:, 1].min()
+        side = max(radius, 1e-12, max(points[:, 0].max() - lo_r, points[:, 1].max() - lo_c) / 1024.0)
+        inv = 1.0 / side
+        nr = np.int64((points[:, 0].max() - lo_r) * inv) + 1
+        nc = np.int64((points[:, 1].max() - lo_c) * inv) + 1
+        cell = np.empty(n, np.int64)
+        start = np.zeros(nr * nc + 1, np.int64)
+        for p in range(n):
+            c = np.int64((points[p, 0] - lo_r) * inv) * nc + np.int64((points[p, 1] - lo_c) * inv)
+            cell[p] = c
+            start[c + 1] += 1
+        for c in range(nr * nc):
+            start[c + 1] += start[c]
+        fill = start[:-1].copy()
+        members = np.empty(n, np.int64)
+        for p in range(n):
+            members[fill[cell[p]]] = p
+            fill[cell[p]] += 1
+        limit = radius * radius
+        groups = 0
+        for i in range(n):
+            if group[i] >= 0:
+                continue
+            kr, kc = cell[i] // nc, cell[i] % nc
+            for r in range(max(kr - 1, 0), min(kr + 2, nr)):
+                for c in range(max(kc - 1, 0), min(kc + 2, nc)):
+                    k = r * nc + c
+                    for a in range(start[k], start[k + 1]):
+                        j = members[a]
+                        if group[j] < 0:
+                            d2 = (points[j, 0] - points[i, 0]) ** 2 + (points[j, 1] - points[i, 1]) ** 2
+                            if d2 <= limit:
+                                group[j] = groups
+            groups += 1
+        return group
+
     return SimpleNamespace(
+        first_groups=first_groups,
         periodic_power=periodic_power,
         pairs_within=pairs_within,
         lower_band=lower_band,

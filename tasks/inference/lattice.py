@@ -353,17 +353,12 @@ def translation_fractions(
     inside = (
         (target >= tol).all(axis=2) & (target[..., 0] < shape[0] - tol) & (target[..., 1] < shape[1] - tol)
     )
-    which, source = np.nonzero(inside)
-    dist, j = nearest_within(points, target[which, source], tol)
-    hit = np.isfinite(dist)
-    same = hit.copy()
-    same[hit] = cls[j[hit]] == cls[source[hit]]
-    m = len(vectors)
-    checked = np.bincount(which, minlength=m)
-    out = np.stack(
-        [np.bincount(which, weights=hit, minlength=m), np.bincount(which, weights=same, minlength=m)], 1
-    )
-    return np.where(checked[:, None] >= 3, out / np.maximum(checked, 1)[:, None], 0.0)
+    dist, j = nearest_within(points, target.reshape(-1, 2), tol)
+    hit = np.isfinite(dist).reshape(inside.shape) & inside
+    same = hit & (cls[np.minimum(j, len(cls) - 1)].reshape(inside.shape) == cls[None])
+    checked = inside.sum(1)
+    out = np.stack([hit.sum(1), same.sum(1)], 1) / np.maximum(checked, 1)[:, None]
+    return np.where(checked[:, None] >= 3, out, 0.0)
 
 
 def _expected_class(hit: np.ndarray, j: np.ndarray, cls: np.ndarray) -> np.ndarray:
@@ -420,17 +415,7 @@ def _one_per_site(predicted: np.ndarray, tol: float) -> np.ndarray:
     """Predictions (m, 2) px grouped by the site they predict: those within ``tol`` px of a
     first one not yet grouped join it. Returns each prediction's site (0, 1, ... in order of
     the sites' first predictions)."""
-    groups = cKDTree(predicted).query_ball_point(predicted, tol)
-    site = [-1] * len(predicted)
-    sites = 0
-    for i, g in enumerate(groups):
-        if site[i] >= 0:
-            continue
-        for j in g:
-            if site[j] < 0:
-                site[j] = sites
-        sites += 1
-    return np.array(site, np.int64)
+    return kernels().first_groups(np.ascontiguousarray(predicted, np.float64), float(tol))
 
 
 def _site_means(predicted: np.ndarray, site: np.ndarray, count: np.ndarray) -> np.ndarray:
