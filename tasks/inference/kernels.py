@@ -421,7 +421,79 @@ def kernels() -> SimpleNamespace:
             groups += 1
         return group
 
+    @jit
+    def matched_peaks(image, base, p_rows, p_cols, g1, g_mean, reach, fit, start, max_shift):  # type: ignore[no-untyped-def]
+        """``refine._matched_peaks`` per column: the patch (rows ``p_rows``, columns ``p_cols`` of
+        ``image``) correlated with the zero-mean Gaussian (separably: ``g1`` along each axis, less
+        ``g_mean`` × the box), its maximum within ``reach`` px of ``base`` in the frame, and the
+        vertex of the quadratic through the 3×3 around it (``fit``: the 6×9 least-squares map)."""
+        h, w = image.shape
+        n, span = p_rows.shape
+        side = len(g1)
+        window = span - side + 1
+        inner = 2 * reach + 1
+        out = np.empty((n, 2))
+        tmp_g = np.empty((span, window))
+        tmp_1 = np.empty((span, window))
+        corr = np.empty((window, window))
+        z = np.empty(9)
+        for i in range(n):
+            for s in range(span):
+                row = p_rows[i, s]
+                for b in range(window):
+                    acc_g = 0.0
+                    acc_1 = 0.0
+                    for t in range(side):
+                        v = image[row, p_cols[i, b + t]]
+                        acc_g += g1[t] * v
+                        acc_1 += v
+                    tmp_g[s, b] = acc_g
+                    tmp_1[s, b] = acc_1
+            for a in range(window):
+                for b in range(window):
+                    acc_g = 0.0
+                    acc_1 = 0.0
+                    for t in range(side):
+                        acc_g += g1[t] * tmp_g[a + t, b]
+                        acc_1 += tmp_1[a + t, b]
+                    corr[a, b] = acc_g - g_mean * acc_1
+            best = -np.inf
+            best_r, best_c = 0, 0
+            for a in range(inner):
+                r = base[i, 0] + a - reach
+                if r < 0 or r >= h:
+                    continue
+                for b in range(inner):
+                    c = base[i, 1] + b - reach
+                    if c < 0 or c >= w:
+                        continue
+                    if corr[a + 1, b + 1] > best:
+                        best = corr[a + 1, b + 1]
+                        best_r, best_c = a, b
+            peak_r = min(max(base[i, 0] + best_r - reach, 1), h - 2)
+            peak_c = min(max(base[i, 1] + best_c - reach, 1), w - 2)
+            local_r = min(max(peak_r - base[i, 0] + reach + 1, 1), window - 2)
+            local_c = min(max(peak_c - base[i, 1] + reach + 1, 1), window - 2)
+            q = 0
+            for dr in range(-1, 2):
+                for dc in range(-1, 2):
+                    z[q] = corr[local_r + dr, local_c + dc]
+                    q += 1
+            k = fit @ z
+            qa, qb, qc = 2 * k[3], k[5], 2 * k[4]
+            det = qa * qc - qb * qb
+            step_r = step_c = 0.0
+            if qa < 0 and det > 0:
+                step_r = -(qc * k[1] - qb * k[2]) / det
+                step_c = -(qa * k[2] - qb * k[1]) / det
+            rr = peak_r + min(max(step_r, -1.0), 1.0)
+            cc = peak_c + min(max(step_c, -1.0), 1.0)
+            out[i, 0] = start[i, 0] + min(max(rr - start[i, 0], -max_shift), max_shift)
+            out[i, 1] = start[i, 1] + min(max(cc - start[i, 1], -max_shift), max_shift)
+        return out
+
     return SimpleNamespace(
+        matched_peaks=matched_peaks,
         first_groups=first_groups,
         periodic_power=periodic_power,
         pairs_within=pairs_within,

@@ -436,43 +436,36 @@ def _matched_peaks(
     d = np.arange(-half, half + 1)
     g1 = np.exp(-(d**2) / (2 * width * width))
     g_mean = (g1.sum() ** 2) / side**2
-    window = 2 * (reach + 1) + 1
     span = np.arange(-(reach + 1 + half), reach + 1 + half + 1)  # the patch, window + filter
     base = np.round(start).astype(np.int64)
     p_rows, p_cols = _reflect(base[:, :1] + span, h), _reflect(base[:, 1:] + span, w)
-    patch = np.take(image, p_rows[:, :, None] * w + p_cols[:, None, :])  # (n, len(span), len(span))
-    at = np.arange(window)
-    gauss = np.zeros((len(span), window))
-    box = np.zeros((len(span), window))
-    for t in range(side):
-        gauss[at + t, at] = g1[t]
-        box[at + t, at] = 1.0
-    corr = gauss.T @ patch @ gauss - g_mean * (box.T @ patch @ box)  # (n, window, window)
-    inner = np.arange(-reach, reach + 1)
-    rows, cols = base[:, :1] + inner, base[:, 1:] + inner
-    inside = (((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]).reshape(
-        len(base), -1
+    # The maximum within reach of the start, inside the frame; then the quadratic surface
+    # through its 3×3 neighbourhood: the correlation is smooth on the scale of √2·width, so
+    # its vertex is the sub-pixel maximum (a step of at most 1 px).
+    return kernels().matched_peaks(
+        np.ascontiguousarray(image, np.float64),
+        base,
+        p_rows,
+        p_cols,
+        g1,
+        float(g_mean),
+        int(reach),
+        _quadratic_fit(),
+        np.ascontiguousarray(start, np.float64),
+        float(max_shift),
     )
-    values = np.where(inside, corr[:, 1:-1, 1:-1].reshape(len(base), -1), -np.inf)
-    best = values.argmax(axis=1)
-    peak = base + np.stack([best // len(inner), best % len(inner)], axis=1) - reach
-    peak = np.clip(peak, [1, 1], [h - 2, w - 2])
-    # Quadratic surface through the 3×3 neighbourhood: the correlation is smooth on the scale
-    # of √2·width, so its vertex is the sub-pixel maximum.
+
+
+@functools.cache
+def _quadratic_fit() -> np.ndarray:
+    """The least-squares map (6, 9) from a 3×3 neighbourhood's values (row-major, offsets −1..1)
+    to the coefficients of 1, dr, dc, dr², dc², dr·dc."""
     o = np.array([-1, 0, 1])
     orr, occ = (a.ravel() for a in np.meshgrid(o, o, indexing="ij"))
-    local = peak - base + reach + 1  # the peak in its window
-    z = corr[np.arange(len(base))[:, None], local[:, :1] + orr[None], local[:, 1:] + occ[None]]  # (n, 9)
     design = np.stack([np.ones(9), orr, occ, orr**2, occ**2, orr * occ], axis=1).astype(np.float64)
-    k = z @ np.linalg.pinv(design).T  # (n, 6)
-    a, b, c = 2 * k[:, 3], k[:, 5], 2 * k[:, 4]
-    det = a * c - b * b
-    concave = (a < 0) & (det > 0)
-    safe = np.where(concave, det, 1.0)
-    dr = np.where(concave, -(c * k[:, 1] - b * k[:, 2]) / safe, 0.0)
-    dc = np.where(concave, -(a * k[:, 2] - b * k[:, 1]) / safe, 0.0)
-    refined = peak + np.clip(np.stack([dr, dc], axis=1), -1.0, 1.0)
-    return start + np.clip(refined - start, -max_shift, max_shift)
+    out = np.linalg.pinv(design)
+    out.flags.writeable = False
+    return out
 
 
 def _reflect(index: np.ndarray, length: int) -> np.ndarray:
