@@ -492,7 +492,103 @@ def kernels() -> SimpleNamespace:
             out[i, 1] = start[i, 1] + min(max(cc - start[i, 1], -max_shift), max_shift)
         return out
 
+    @jit
+    def peak_errors(image, rows, cols, in_r, in_c, centres, width, gain):  # type: ignore[no-untyped-def]
+        """Per column: ``A·g + b`` fitted on its square at the fixed centre (g the Gaussian of
+        ``width``), the centre's standard error per axis from the residuals' variance, and the
+        Cramér–Rao bound for variance ``gain`` × model (NaN where the gain is not positive)."""
+        n, side = rows.shape
+        s2 = width * width
+        sigma = np.empty((n, 2))
+        crb = np.full(n, np.nan)
+        g = np.empty((side, side))
+        for i in range(n):
+            sgg = sg = s1 = sgy = sy = 0.0
+            for r in range(side):
+                ur = rows[i, r] - centres[i, 0]
+                for c in range(side):
+                    uc = cols[i, c] - centres[i, 1]
+                    g[r, c] = np.exp(-(ur * ur + uc * uc) / (2 * s2))
+                    if in_r[i, r] and in_c[i, c]:
+                        y = image[rows[i, r], cols[i, c]]
+                        sgg += g[r, c] * g[r, c]
+                        sg += g[r, c]
+                        s1 += 1.0
+                        sgy += g[r, c] * y
+                        sy += y
+            det = max(sgg * s1 - sg * sg, 1e-30)
+            height = (s1 * sgy - sg * sy) / det
+            background = (sgg * sy - sg * sgy) / det
+            var = info_r = info_c = fisher_r = fisher_c = 0.0
+            for r in range(side):
+                if not in_r[i, r]:
+                    continue
+                ur = rows[i, r] - centres[i, 0]
+                for c in range(side):
+                    if not in_c[i, c]:
+                        continue
+                    uc = cols[i, c] - centres[i, 1]
+                    model = height * g[r, c] + background
+                    e = image[rows[i, r], cols[i, c]] - model
+                    var += e * e
+                    dgr = height * g[r, c] * ur / s2
+                    dgc = height * g[r, c] * uc / s2
+                    fisher_r += dgr * dgr
+                    fisher_c += dgc * dgc
+                    if gain > 0:
+                        weight = 1.0 / (gain * max(model, 1e-12))
+                        info_r += dgr * dgr * weight
+                        info_c += dgc * dgc * weight
+            var /= max(s1 - 4, 1.0)  # height, background, row, col
+            sigma[i, 0] = np.sqrt(var / max(fisher_r, 1e-30))
+            sigma[i, 1] = np.sqrt(var / max(fisher_c, 1e-30))
+            if gain > 0:
+                crb[i] = (max(info_r, 1e-30) * max(info_c, 1e-30)) ** -0.25
+        return sigma, crb
+
+    @jit
+    def square_mean(image, rows, cols, in_r, in_c):  # type: ignore[no-untyped-def]
+        """The mean over squares (rows, cols (n, side)) of the frame's values at each offset, over
+        the squares that hold it in the frame (NaN where none does)."""
+        n, side = rows.shape
+        total = np.zeros((side, side))
+        count = np.zeros((side, side))
+        for i in range(n):
+            for r in range(side):
+                if not in_r[i, r]:
+                    continue
+                for c in range(side):
+                    if in_c[i, c]:
+                        total[r, c] += image[rows[i, r], cols[i, c]]
+                        count[r, c] += 1.0
+        out = np.empty((side, side))
+        for r in range(side):
+            for c in range(side):
+                out[r, c] = total[r, c] / count[r, c] if count[r, c] > 0 else np.nan
+        return out
+
+    @jit
+    def second_differences(image):  # type: ignore[no-untyped-def]
+        """Mean of the squared second differences along rows plus along columns, and the mean
+        of the frame clipped at 0."""
+        h, w = image.shape
+        rows = cols = positive = 0.0
+        for a in range(h):
+            for b in range(w):
+                v = image[a, b]
+                positive += max(v, 0.0)
+                if 0 < a < h - 1:
+                    d = image[a - 1, b] - 2 * v + image[a + 1, b]
+                    rows += d * d
+                if 0 < b < w - 1:
+                    d = image[a, b - 1] - 2 * v + image[a, b + 1]
+                    cols += d * d
+        return rows / ((h - 2) * w) + cols / (h * (w - 2)), positive / (h * w)
+
     return SimpleNamespace(
+        peak_errors=peak_errors,
+        square_mean=square_mean,
+        second_differences=second_differences,
         matched_peaks=matched_peaks,
         first_groups=first_groups,
         periodic_power=periodic_power,

@@ -92,13 +92,13 @@ def noise_gain(image: np.ndarray) -> float:
     several px wide) and keeps 6× the per-pixel variance of independent noise; shot noise has
     variance gain × mean. Returns ~1 for raw counts, ~0 for noise-free images.
     """
-    img = np.asarray(image, np.float64)
-    mean = float(np.clip(img, 0, None).mean())
-    if mean <= 0 or min(img.shape) < 3:
+    img = np.ascontiguousarray(image, np.float64)
+    if min(img.shape) < 3:
         return float("nan")
-    d_row = img[:-2] - 2 * img[1:-1] + img[2:]
-    d_col = img[:, :-2] - 2 * img[:, 1:-1] + img[:, 2:]
-    return float((np.mean(d_row**2) + np.mean(d_col**2)) / 12.0 / mean)
+    squares, mean = kernels().second_differences(img)
+    if mean <= 0:
+        return float("nan")
+    return float(squares / 12.0 / mean)
 
 
 def fit_columns(
@@ -130,15 +130,20 @@ def fit_columns(
         width = common_width(img, start, int(np.clip(round(0.5 * separation), 2, 32)))
     refined = _matched_peaks(img, start, width, core, 0.25 * separation)
     at_start = joint_heights(img, start, width, separation, beyond)
-    at_peak = _heights(img, refined, width, core)
     deblended = deblended_positions(
         img, start, at_start["height"], at_start["model"], width, 0.25 * separation
     )
     gain = noise_gain(img)
+    # The position's standard error (Fisher information with the residuals' variance) and the
+    # Cramér–Rao bound, from a fit of height and level on each column's core at its peak.
+    _, rows, cols, in_r, in_c = _square_axes(img.shape, refined, core)
+    sigma, crb = kernels().peak_errors(
+        np.ascontiguousarray(img), rows, cols, in_r, in_c, refined, float(width), gain if gain > 0 else 0.0
+    )
     return ColumnFit(
         rowcol=refined.astype(np.float32),
-        sigma_rowcol=at_peak["sigma"].astype(np.float32),
-        crb=_crb(at_peak, width, gain).astype(np.float32),
+        sigma_rowcol=sigma.astype(np.float32),
+        crb=crb.astype(np.float32),
         amplitude=at_start["height"].astype(np.float32),
         amplitude_se=at_start["height_se"].astype(np.float32),
         background=at_start["background"].astype(np.float32),
@@ -337,31 +342,14 @@ def _square_axes(shape: tuple[int, int], centres: np.ndarray, half: int) -> tupl
     return base, np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1), in_r, in_c
 
 
-def _squares(shape: tuple[int, int], centres: np.ndarray, half: int) -> tuple[np.ndarray, ...]:
-    """Row and column indices (n, P) of a square of side 2·half+1 px around each centre, clipped
-    to the frame, and an in-frame mask."""
-    _, rows, cols, in_r, in_c = _square_axes(shape, centres, half)
-    n, side = rows.shape
-    square = (n, side, side)
-    return (
-        np.broadcast_to(rows[:, :, None], square).reshape(n, -1),
-        np.broadcast_to(cols[:, None, :], square).reshape(n, -1),
-        (in_r[:, :, None] & in_c[:, None, :]).reshape(n, -1),
-    )
-
-
 def common_width(image: np.ndarray, rowcol: np.ndarray, half: int) -> float:
     """The columns' Gaussian width (px): a fit to the radial profile of the mean column square.
 
     ``A·exp(−r²/2s²) + b`` is fitted for a grid of widths (linear in A and b for each); the
     profile is taken within ``half`` px, where the column dominates its neighbours.
     """
-    rows, cols, inside = _squares(image.shape, rowcol, half)
-    counts = inside.sum(axis=0)
-    mean = np.where(inside, np.take(image, rows * image.shape[1] + cols), 0.0).sum(axis=0) / np.maximum(
-        counts, 1
-    )
-    mean[counts == 0] = np.nan
+    _, rows, cols, in_r, in_c = _square_axes(image.shape, np.asarray(rowcol, np.float64), half)
+    mean = kernels().square_mean(np.ascontiguousarray(image, np.float64), rows, cols, in_r, in_c).ravel()
     d = np.arange(-half, half + 1)
     r2 = (d[:, None] ** 2 + d[None, :] ** 2).ravel().astype(np.float64)
     keep = (r2 <= half * half) & np.isfinite(mean)
@@ -473,48 +461,3 @@ def _reflect(index: np.ndarray, length: int) -> np.ndarray:
     d c b a | a b c d | d c b a), for overhangs shorter than ``length``."""
     index = np.where(index < 0, -index - 1, index)
     return np.where(index >= length, 2 * length - index - 1, index)
-
-
-def _heights(image: np.ndarray, centres: np.ndarray, width: float, half: int) -> dict[str, np.ndarray]:
-    """Least-squares ``A·g + b`` at fixed centres on each square; standard errors from residuals."""
-    rows, cols, inside = _squares(image.shape, centres, half)
-    y = np.take(image, rows * image.shape[1] + cols)
-    m = inside.astype(np.float64)
-    ur, uc = rows - centres[:, :1], cols - centres[:, 1:]
-    s2 = width * width
-    g = np.exp(-(ur**2 + uc**2) / (2 * s2))
-    # Normal equations of the two-parameter fit, solved in closed form per column.
-    sgg, sg, s1 = (g * g * m).sum(1), (g * m).sum(1), m.sum(1)
-    sgy, sy = (g * y * m).sum(1), (y * m).sum(1)
-    det = np.maximum(sgg * s1 - sg * sg, 1e-30)
-    height = (s1 * sgy - sg * sy) / det
-    background = (sgg * sy - sg * sgy) / det
-    model = height[:, None] * g + background[:, None]
-    var = (((y - model) * m) ** 2).sum(1) / np.maximum(s1 - 4, 1.0)  # height, background, row, col
-    dgr = height[:, None] * g * ur / s2
-    dgc = height[:, None] * g * uc / s2
-    sigma = np.sqrt(
-        np.stack(
-            [var / np.maximum((dgr**2 * m).sum(1), 1e-30), var / np.maximum((dgc**2 * m).sum(1), 1e-30)], 1
-        )
-    )
-    return {
-        "height": height,
-        "height_se": np.sqrt(np.maximum(var * s1 / det, 0.0)),
-        "background": background,
-        "sigma": sigma,
-        "model": model,
-        "dgr": dgr,
-        "dgc": dgc,
-        "mask": m,
-    }
-
-
-def _crb(fit: dict[str, np.ndarray], width: float, gain: float) -> np.ndarray:
-    """Cramér–Rao bound per axis (px) for data whose variance is ``gain`` × the model."""
-    if not np.isfinite(gain) or gain <= 0:
-        return np.full(len(fit["height"]), np.nan)
-    weight = fit["mask"] / (gain * np.maximum(fit["model"], 1e-12))
-    info_r = (fit["dgr"] ** 2 * weight).sum(1)
-    info_c = (fit["dgc"] ** 2 * weight).sum(1)
-    return (np.maximum(info_r, 1e-30) * np.maximum(info_c, 1e-30)) ** -0.25
