@@ -585,7 +585,60 @@ def kernels() -> SimpleNamespace:
                     cols += d * d
         return rows / ((h - 2) * w) + cols / (h * (w - 2)), positive / (h * w)
 
+    @jit
+    def nearest_other(points):  # type: ignore[no-untyped-def]
+        """Per point (n ≥ 2, 2): the distance to its nearest other point. Cells of about the mean
+        spacing, searched ring by ring until no nearer point can lie beyond."""
+        n = len(points)
+        lo_r, lo_c = points[:, 0].min(), points[:, 1].min()
+        ext_r, ext_c = points[:, 0].max() - lo_r, points[:, 1].max() - lo_c
+        side = max(np.sqrt(max(ext_r * ext_c, ext_r * ext_r, ext_c * ext_c, 1e-24) / n), 1e-12)
+        side = max(side, max(ext_r, ext_c) / 1024.0)
+        inv = 1.0 / side
+        nr = np.int64(ext_r * inv) + 1
+        nc = np.int64(ext_c * inv) + 1
+        cell_r = np.empty(n, np.int64)
+        cell_c = np.empty(n, np.int64)
+        start = np.zeros(nr * nc + 1, np.int64)
+        for p in range(n):
+            cell_r[p] = np.int64((points[p, 0] - lo_r) * inv)
+            cell_c[p] = np.int64((points[p, 1] - lo_c) * inv)
+            start[cell_r[p] * nc + cell_c[p] + 1] += 1
+        for c in range(nr * nc):
+            start[c + 1] += start[c]
+        fill = start[:-1].copy()
+        members = np.empty(n, np.int64)
+        for p in range(n):
+            c = cell_r[p] * nc + cell_c[p]
+            members[fill[c]] = p
+            fill[c] += 1
+        out = np.empty(n)
+        for i in range(n):
+            best = np.inf
+            q = 0
+            while True:
+                for r in range(cell_r[i] - q, cell_r[i] + q + 1):
+                    if r < 0 or r >= nr:
+                        continue
+                    edge_row = r == cell_r[i] - q or r == cell_r[i] + q
+                    for c in range(cell_c[i] - q, cell_c[i] + q + 1):
+                        if c < 0 or c >= nc or not (edge_row or c == cell_c[i] - q or c == cell_c[i] + q):
+                            continue
+                        k = r * nc + c
+                        for a in range(start[k], start[k + 1]):
+                            j = members[a]
+                            if j != i:
+                                d2 = (points[j, 0] - points[i, 0]) ** 2 + (points[j, 1] - points[i, 1]) ** 2
+                                if d2 < best:
+                                    best = d2
+                if best <= (q * side) ** 2 or (q > nr and q > nc):
+                    break
+                q += 1
+            out[i] = np.sqrt(best)
+        return out
+
     return SimpleNamespace(
+        nearest_other=nearest_other,
         peak_errors=peak_errors,
         square_mean=square_mean,
         second_differences=second_differences,

@@ -30,7 +30,6 @@ import functools
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from .kernels import kernels
 
@@ -81,8 +80,7 @@ def spacing(rowcol: np.ndarray) -> float:
     """Median nearest-neighbour distance of ``rowcol`` (px); NaN for fewer than two points."""
     if len(rowcol) < 2:
         return float("nan")
-    d, _ = cKDTree(rowcol).query(rowcol, k=2)
-    return float(np.median(d[:, 1]))
+    return float(np.median(kernels().nearest_other(np.ascontiguousarray(rowcol, np.float64).reshape(-1, 2))))
 
 
 def noise_gain(image: np.ndarray) -> float:
