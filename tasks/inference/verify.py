@@ -37,8 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy.spatial import cKDTree
-from scipy.special import expit
-from scipy.stats import norm
+from scipy.special import expit, ndtr, ndtri
 
 from scopeflow.atoms import Atoms
 
@@ -95,7 +94,7 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
     # and would be taken for a column on a vacant edge site). Out to 1.5 spacings: a resolved
     # column's width is under half a spacing, and its tails end at 3 widths.
     outside = beyond_edge(atoms.rowcol, lattice, shape, reach=1.5 * lattice.separation)
-    z_star = float(norm.isf(alpha / max(1, n + len(sites))))
+    z_star = float(-ndtri(alpha / max(1, n + len(sites))))  # the normal's upper quantile (norm.isf)
     fit = fit_columns(
         image, np.concatenate([atoms.rowcol, sites]), separation=lattice.separation, beyond=outside
     )
@@ -158,7 +157,7 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
     # between the two hypotheses, and is a column, not a vacancy. The sublattice's scatter
     # ``tau`` is in the spread so that a noise-free frame's misfit is not taken for a column.
     z_absent = height / np.sqrt(se**2 + tau**2 + 1e-30)
-    p_present = np.maximum(p_present, 1.0 - np.minimum(1.0, norm.sf(z_absent) * len(fit)))
+    p_present = np.maximum(p_present, 1.0 - np.minimum(1.0, ndtr(-z_absent) * len(fit)))
     # A column whose centre lies within one width of the frame's edge shows less than its
     # core to the fit: the fit cannot judge it; the members' vote stands.
     positions = np.concatenate([atoms.rowcol, sites]).astype(np.float64)
