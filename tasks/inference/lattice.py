@@ -50,9 +50,9 @@ class SiteLattice:
     # Per vector: whether it maps columns onto columns of their own class (None: unknown).
     keeps_class: np.ndarray | None = None
 
-    @property
+    @functools.cached_property
     def found(self) -> bool:
-        """Two non-collinear translations: a 2-D lattice."""
+        """Two non-collinear translations: a 2-D lattice (asked a dozen times a frame: kept)."""
         return independent(self.vectors)
 
 
