@@ -637,7 +637,53 @@ def kernels() -> SimpleNamespace:
             out[i] = np.sqrt(best)
         return out
 
+    @jit
+    def merge_peaks(k, order, most):  # type: ignore[no-untyped-def]
+        """Peaks ``k`` (p, 2) taken in ``order``, each kept unless within 2 coefficients (on both
+        axes) of one kept already or of its mirror image; at most ``most``."""
+        kept = np.zeros((most, 2))
+        count = 0
+        for i in order:
+            apart = True
+            for q in range(count):
+                if (
+                    max(abs(k[i, 0] - kept[q, 0]), abs(k[i, 1] - kept[q, 1])) <= 2
+                    or max(abs(k[i, 0] + kept[q, 0]), abs(k[i, 1] + kept[q, 1])) <= 2
+                ):
+                    apart = False
+                    break
+            if apart:
+                kept[count] = k[i]
+                count += 1
+                if count == most:
+                    break
+        return kept[:count].copy()
+
+    @jit
+    def centroids(ratio, peaks):  # type: ignore[no-untyped-def]
+        """``lattice._centroids``: each peak at the centroid of its 3×3 excess (ratio − 1 ≥ 0)."""
+        h, w = ratio.shape
+        out = peaks.copy()
+        for i in range(len(peaks)):
+            r, c = np.int64(np.rint(peaks[i, 0])), np.int64(np.rint(peaks[i, 1]))
+            total = along_r = along_c = 0.0
+            for dr in range(-1, 2):
+                for dc in range(-1, 2):
+                    col = c + dc
+                    if col < 0 or col >= w:
+                        continue
+                    v = max(ratio[(r + dr) % h, col] - 1.0, 0.0)
+                    total += v
+                    along_r += v * (r + dr)
+                    along_c += v * col
+            if total > 0:
+                out[i, 0] = along_r / total
+                out[i, 1] = along_c / total
+        return out
+
     return SimpleNamespace(
+        merge_peaks=merge_peaks,
+        centroids=centroids,
         nearest_other=nearest_other,
         peak_errors=peak_errors,
         square_mean=square_mean,

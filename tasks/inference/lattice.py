@@ -128,16 +128,8 @@ def _reflections(
     # frame spreads it over a few).
     k = np.stack([np.where(peaks[:, 0] > h // 2, peaks[:, 0] - h, peaks[:, 0]), peaks[:, 1]], 1).astype(float)
     order = np.argsort(-ratio[peaks[:, 0], peaks[:, 1]])
-    kept = np.zeros((most, 2))
-    count = 0
-    for i in order:
-        q = kept[:count]
-        if count == 0 or ((np.abs(k[i] - q).max(1) > 2).all() and (np.abs(k[i] + q).max(1) > 2).all()):
-            kept[count] = k[i]
-            count += 1
-            if count == most:
-                break
-    return _centroids(ratio, kept[:count], h) / np.array([h, w], float)
+    kept = kernels().merge_peaks(k, order, int(most))
+    return _centroids(ratio, kept, h) / np.array([h, w], float)
 
 
 def _centroids(ratio: np.ndarray, peaks: np.ndarray, h: int) -> np.ndarray:
@@ -146,18 +138,9 @@ def _centroids(ratio: np.ndarray, peaks: np.ndarray, h: int) -> np.ndarray:
     not commensurate with the frame falls between coefficients; at the nearest one the columns'
     own sum ``carried_reflections`` tests loses up to half a cycle of phase across the frame
     (its power to ~0.4): a small low-dose frame's columns then carried one reflection of three."""
-    out = peaks.astype(np.float64)
-    offsets = np.arange(-1, 2)
-    for i, (r, c) in enumerate(np.rint(peaks).astype(np.int64)):
-        rows = r + offsets
-        cols = c + offsets
-        inside = (cols >= 0) & (cols < ratio.shape[1])
-        weights = np.clip(ratio[np.ix_(rows % h, cols[inside])] - 1.0, 0.0, None)
-        total = weights.sum()
-        if total > 0:
-            out[i, 0] = float(weights.sum(axis=1) @ rows) / total
-            out[i, 1] = float(weights.sum(axis=0) @ cols[inside]) / total
-    return out
+    return kernels().centroids(
+        np.ascontiguousarray(ratio, np.float64), np.asarray(peaks, np.float64).reshape(-1, 2)
+    )
 
 
 def noise_limited(image: np.ndarray) -> bool:
