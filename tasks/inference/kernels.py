@@ -681,7 +681,22 @@ def kernels() -> SimpleNamespace:
                 out[i, 1] = along_c / total
         return out
 
+    @jit
+    def prior_fraction(llr, iterations, lo, hi):  # type: ignore[no-untyped-def]
+        """EM for the share of sites holding a column (``verify._log_prior_odds``): the mean
+        posterior under the current share, ``iterations`` times, kept within [lo, hi]."""
+        pi = 0.5
+        for _ in range(iterations):
+            shift = np.log(pi / (1 - pi))
+            total = 0.0
+            for v in llr:
+                x = v + shift
+                total += 1.0 / (1.0 + np.exp(-x)) if x >= 0 else np.exp(x) / (1.0 + np.exp(x))
+            pi = min(max(total / len(llr), lo), hi)
+        return pi
+
     return SimpleNamespace(
+        prior_fraction=prior_fraction,
         merge_peaks=merge_peaks,
         centroids=centroids,
         nearest_other=nearest_other,

@@ -41,6 +41,7 @@ from scipy.special import expit, ndtr, ndtri
 
 from scopeflow.atoms import Atoms
 
+from .kernels import kernels
 from .lattice import (
     TOLERANCE,
     SiteLattice,
@@ -137,8 +138,9 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
         # Its columns are weighed against the lightest species there is. (The median of m
         # heights has a standard error of ~1.25 se / √m.)
         median_se = 1.2533 * np.median(se[:n][in_class]) / np.sqrt(max(len(h), 1))
-        if len(h) >= 3 and np.median(h) > z_star * median_se:
-            levels[int(c)] = float(np.median(h))
+        level = float(np.median(h)) if len(h) else np.nan
+        if len(h) >= 3 and level > z_star * median_se:
+            levels[int(c)] = level
             spreads[int(c)] = _MAD * float(np.median(np.abs(h - levels[int(c)])))
     if not levels:
         # The frame shows a crystal but its columns cannot be measured one by one (too blurred
@@ -335,10 +337,9 @@ def _log_prior_odds(llr: np.ndarray, iterations: int = 20) -> float:
     n = len(llr)
     if n == 0:
         return 0.0
-    lo, hi = 1.0 / (n + 1), n / (n + 1.0)
-    pi = 0.5
-    for _ in range(iterations):
-        pi = float(np.clip(expit(llr + np.log(pi / (1 - pi))).mean(), lo, hi))
+    pi = kernels().prior_fraction(
+        np.ascontiguousarray(llr, np.float64), iterations, 1.0 / (n + 1), n / (n + 1.0)
+    )
     return float(np.log(pi / (1 - pi)))
 
 
