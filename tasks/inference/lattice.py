@@ -22,10 +22,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.fft
 from scipy.ndimage import median_filter
 from scipy.spatial import cKDTree
 from scipy.stats import gamma
 
+from .kernels import kernels, nearest_within
 from .refine import spacing
 
 TRANSLATION_FRACTION = 0.75  # see the module docstring: between 1/2 (half-translation) and 1
@@ -48,9 +50,9 @@ class SiteLattice:
     # Per vector: whether it maps columns onto columns of their own class (None: unknown).
     keeps_class: np.ndarray | None = None
 
-    @property
+    @functools.cached_property
     def found(self) -> bool:
-        """Two non-collinear translations: a 2-D lattice."""
+        """Two non-collinear translations: a 2-D lattice (asked a dozen times a frame: kept)."""
         return independent(self.vectors)
 
 
@@ -104,19 +106,9 @@ def _reflections(
         return none
     median_over_mean, threshold = _noise_levels(frames, int(valid.sum()), alpha)
     # Ring means from the median: robust to the very peaks sought (exponential: mean = median/ln 2).
-    rings, values = ring[valid], power[valid]
-    # Sorted by ring, then value: a value sort, then a stable sort by ring, which numpy does by
-    # radix for 16-bit keys (lexsort took 5 ms of a frame's 12 here; this 0.5).
-    order = np.argsort(values)
-    ring_key = rings[order].astype(np.uint16) if rings.max() < 2**16 else rings[order]
-    order = order[np.argsort(ring_key, kind="stable")]
-    rings, values = rings[order], values[order]
-    starts = np.searchsorted(rings, np.arange(ring.max() + 2))
-    counts = np.diff(starts)
-    have = np.flatnonzero(counts > 0)
-    lo = starts[have] + (counts[have] - 1) // 2
-    hi = starts[have] + counts[have] // 2
-    log_mean = np.log(np.maximum(0.5 * (values[lo] + values[hi]) / median_over_mean, 1e-300))
+    count, lower, upper = kernels().ring_medians(ring[valid], power[valid], int(ring.max()) + 1)
+    have = np.flatnonzero(count > 0)
+    log_mean = np.log(np.maximum(0.5 * (lower[have] + upper[have]) / median_over_mean, 1e-300))
     # Interpolated at each coefficient's own |k|: a steep spectrum (smooth contrast) changes
     # by a large factor across one ring, and its inner edge would pass for peaks.
     expected = np.exp(np.interp(radius[valid], have.astype(np.float64), log_mean))
@@ -136,16 +128,8 @@ def _reflections(
     # frame spreads it over a few).
     k = np.stack([np.where(peaks[:, 0] > h // 2, peaks[:, 0] - h, peaks[:, 0]), peaks[:, 1]], 1).astype(float)
     order = np.argsort(-ratio[peaks[:, 0], peaks[:, 1]])
-    kept = np.zeros((most, 2))
-    count = 0
-    for i in order:
-        q = kept[:count]
-        if count == 0 or ((np.abs(k[i] - q).max(1) > 2).all() and (np.abs(k[i] + q).max(1) > 2).all()):
-            kept[count] = k[i]
-            count += 1
-            if count == most:
-                break
-    return _centroids(ratio, kept[:count], h) / np.array([h, w], float)
+    kept = kernels().merge_peaks(k, order, int(most))
+    return _centroids(ratio, kept, h) / np.array([h, w], float)
 
 
 def _centroids(ratio: np.ndarray, peaks: np.ndarray, h: int) -> np.ndarray:
@@ -154,18 +138,9 @@ def _centroids(ratio: np.ndarray, peaks: np.ndarray, h: int) -> np.ndarray:
     not commensurate with the frame falls between coefficients; at the nearest one the columns'
     own sum ``carried_reflections`` tests loses up to half a cycle of phase across the frame
     (its power to ~0.4): a small low-dose frame's columns then carried one reflection of three."""
-    out = peaks.astype(np.float64)
-    offsets = np.arange(-1, 2)
-    for i, (r, c) in enumerate(np.rint(peaks).astype(np.int64)):
-        rows = r + offsets
-        cols = c + offsets
-        inside = (cols >= 0) & (cols < ratio.shape[1])
-        weights = np.clip(ratio[np.ix_(rows % h, cols[inside])] - 1.0, 0.0, None)
-        total = weights.sum()
-        if total > 0:
-            out[i, 0] = float(weights.sum(axis=1) @ rows) / total
-            out[i, 1] = float(weights.sum(axis=0) @ cols[inside]) / total
-    return out
+    return kernels().centroids(
+        np.ascontiguousarray(ratio, np.float64), np.asarray(peaks, np.float64).reshape(-1, 2)
+    )
 
 
 def noise_limited(image: np.ndarray) -> bool:
@@ -240,6 +215,14 @@ def _poisson_denominator(h: int, w: int) -> np.ndarray:
     return denom
 
 
+@functools.lru_cache(maxsize=16)
+def _phases(n: int, count: int) -> np.ndarray:
+    """exp(2πi k/n) for k = 0..count−1 (read-only)."""
+    out = np.exp(2j * np.pi * np.arange(count) / n)
+    out.flags.writeable = False
+    return out
+
+
 def _periodic_power(image: np.ndarray) -> np.ndarray:
     """Power spectrum (``rfft2`` grid) of the periodic component of ``image`` less its mean
     (Moisan's periodic-plus-smooth decomposition).
@@ -251,16 +234,18 @@ def _periodic_power(image: np.ndarray) -> np.ndarray:
     is the edges' jumps' divided by the Laplacian's eigenvalues, subtracted in Fourier space.
     """
     h, w = image.shape
-    v = np.zeros_like(image)
-    v[0, :] = image[-1, :] - image[0, :]
-    v[-1, :] = image[0, :] - image[-1, :]
-    v[:, 0] += image[:, -1] - image[:, 0]
-    v[:, -1] += image[:, 0] - image[:, -1]
-    smooth = np.fft.rfft2(v) / _poisson_denominator(h, w)
-    smooth[0, 0] = 0.0
-    spectrum = np.fft.rfft2(image) - smooth
-    spectrum[0, 0] = 0.0  # the mean
-    return spectrum.real**2 + spectrum.imag**2
+    # The jumps lie on the first and last rows and columns only (a on row 0 and −a on row h−1;
+    # b on column 0 and −b on column w−1): their 2-D transform is two outer products of 1-D
+    # ones, formed in the compiled loop that takes the power. (scipy's pocketfft: 3.5× numpy's
+    # for a 256² frame here, the same coefficients.)
+    return kernels().periodic_power(
+        scipy.fft.rfft2(image),
+        scipy.fft.rfft(image[-1, :] - image[0, :]),
+        scipy.fft.fft(image[:, -1] - image[:, 0]),
+        _phases(h, h),
+        _phases(w, w // 2 + 1),
+        _poisson_denominator(h, w),
+    )
 
 
 def site_lattice(rowcol: np.ndarray, shape: tuple[int, int], cls: np.ndarray | None = None) -> SiteLattice:
@@ -296,14 +281,14 @@ def site_lattice(rowcol: np.ndarray, shape: tuple[int, int], cls: np.ndarray | N
     tried = candidates[taken]
     if not len(tried):
         return none
-    fractions = translation_fractions(rowcol, tree, tried, shape, tol, cls)
+    fractions = translation_fractions(rowcol, rowcol, tried, shape, tol, cls)
     translation = fractions[:, 0] >= TRANSLATION_FRACTION
     kept = tried[translation]
     crystal = list(fractions[translation, 1] >= TRANSLATION_FRACTION)
     if not len(kept):
         return none
     # Refine each vector as the mean displacement it maps, and add the opposite sign.
-    hit, j = translation_hits(rowcol, tree, kept, tol)
+    hit, j = translation_hits(rowcol, rowcol, kept, tol)
     vectors, same_class = [], []
     for k, c in enumerate(crystal):
         ok = hit[k]
@@ -315,7 +300,7 @@ def site_lattice(rowcol: np.ndarray, shape: tuple[int, int], cls: np.ndarray | N
     joining = vectors_arr[np.array(same_class)]
     if len(joining) < 4:  # classes too noisy to name two crystal translations: sites alone
         joining = vectors_arr
-    hit, j = translation_hits(rowcol, tree, joining, tol)
+    hit, j = translation_hits(rowcol, rowcol, joining, tol)
     labels = _sublattices(hit, j)
     return SiteLattice(
         vectors_arr,
@@ -327,41 +312,36 @@ def site_lattice(rowcol: np.ndarray, shape: tuple[int, int], cls: np.ndarray | N
 
 
 def translation_hits(
-    rowcol: np.ndarray, tree: cKDTree, vectors: np.ndarray, tol: float
+    rowcol: np.ndarray, points: np.ndarray, vectors: np.ndarray, tol: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """For each of ``vectors`` (k, 2) px and point ``x`` of ``rowcol`` (n, 2) px: whether a point of
-    ``tree`` lies within ``tol`` px of ``x + v``, and which (nearest), each (k, n); one query for all."""
-    dist, j = tree.query((rowcol[None] + vectors[:, None]).reshape(-1, 2), distance_upper_bound=tol)
+    """For each of ``vectors`` (k, 2) px and point ``x`` of ``rowcol`` (n, 2) px: whether one of
+    ``points`` (m, 2) px lies within ``tol`` px of ``x + v``, and which (nearest), each (k, n)."""
+    dist, j = nearest_within(points, (rowcol[None] + vectors[:, None]).reshape(-1, 2), tol)
     shape = (len(vectors), len(rowcol))
     return np.isfinite(dist).reshape(shape), j.reshape(shape)
 
 
 def translation_fractions(
     rowcol: np.ndarray,
-    tree: cKDTree,
+    points: np.ndarray,
     vectors: np.ndarray,
     shape: tuple[int, int],
     tol: float,
     cls: np.ndarray,
 ) -> np.ndarray:
     """Per vector ``d`` of ``vectors`` (m, 2): the fraction of columns whose ``x + d`` lies in the
-    frame and holds a column within ``tol`` (column 0), and one of the same class in ``cls``
-    (column 1); 0 where fewer than three columns can be checked. One tree query for all."""
+    frame and holds one of ``points`` (the columns, (n, 2) px) within ``tol`` (column 0), and one
+    of the same class in ``cls`` (column 1); 0 where fewer than three columns can be checked."""
     target = rowcol[None] + vectors[:, None]  # (m, n, 2)
     inside = (
         (target >= tol).all(axis=2) & (target[..., 0] < shape[0] - tol) & (target[..., 1] < shape[1] - tol)
     )
-    which, source = np.nonzero(inside)
-    dist, j = tree.query(target[which, source], distance_upper_bound=tol)
-    hit = np.isfinite(dist)
-    same = hit.copy()
-    same[hit] = cls[j[hit]] == cls[source[hit]]
-    m = len(vectors)
-    checked = np.bincount(which, minlength=m)
-    out = np.stack(
-        [np.bincount(which, weights=hit, minlength=m), np.bincount(which, weights=same, minlength=m)], 1
-    )
-    return np.where(checked[:, None] >= 3, out / np.maximum(checked, 1)[:, None], 0.0)
+    dist, j = nearest_within(points, target.reshape(-1, 2), tol)
+    hit = np.isfinite(dist).reshape(inside.shape) & inside
+    same = hit & (cls[np.minimum(j, len(cls) - 1)].reshape(inside.shape) == cls[None])
+    checked = inside.sum(1)
+    out = np.stack([hit.sum(1), same.sum(1)], 1) / np.maximum(checked, 1)[:, None]
+    return np.where(checked[:, None] >= 3, out, 0.0)
 
 
 def _expected_class(hit: np.ndarray, j: np.ndarray, cls: np.ndarray) -> np.ndarray:
@@ -376,13 +356,9 @@ def _expected_class(hit: np.ndarray, j: np.ndarray, cls: np.ndarray) -> np.ndarr
 def _sublattices(hit: np.ndarray, j: np.ndarray) -> np.ndarray:
     """Connected components of columns joined by translations: one label per sublattice
     (``hit``, ``j`` (k, n): ``translation_hits`` of the columns by the translations)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     n = hit.shape[1]
     source = np.broadcast_to(np.arange(n), hit.shape)
-    edges = coo_matrix((np.ones(int(hit.sum())), (source[hit], j[hit])), shape=(n, n))
-    _, labels = connected_components(edges, directed=False)
+    labels = kernels().components(n, np.ascontiguousarray(source[hit]), np.ascontiguousarray(j[hit]))
     counts = np.bincount(labels)
     # A column joined to no other is on no sublattice (an adatom, or a false column).
     return np.where(counts[labels] > 1, labels, -1).astype(np.int64)
@@ -400,7 +376,6 @@ def empty_sites(
     if not lattice.found or len(rowcol) == 0:
         return np.zeros((0, 2)), np.zeros(0, np.int64)
     tol = TOLERANCE * lattice.separation
-    tree = cKDTree(rowcol)
     predicted = (rowcol[:, None, :] + lattice.vectors[None]).reshape(-1, 2)
     inside = (
         (predicted >= margin).all(1)
@@ -410,7 +385,7 @@ def empty_sites(
     predicted = predicted[inside]
     # Occupied: a column within half the spacing (a misplaced proposal is still the column;
     # a vacant site's nearest column is a full spacing away).
-    dist, _ = tree.query(predicted, distance_upper_bound=0.5 * lattice.separation)
+    dist, _ = nearest_within(rowcol, predicted, 0.5 * lattice.separation)
     empty = predicted[~np.isfinite(dist)]
     if len(empty) == 0:
         return np.zeros((0, 2)), np.zeros(0, np.int64)
@@ -423,17 +398,7 @@ def _one_per_site(predicted: np.ndarray, tol: float) -> np.ndarray:
     """Predictions (m, 2) px grouped by the site they predict: those within ``tol`` px of a
     first one not yet grouped join it. Returns each prediction's site (0, 1, ... in order of
     the sites' first predictions)."""
-    groups = cKDTree(predicted).query_ball_point(predicted, tol)
-    site = [-1] * len(predicted)
-    sites = 0
-    for i, g in enumerate(groups):
-        if site[i] >= 0:
-            continue
-        for j in g:
-            if site[j] < 0:
-                site[j] = sites
-        sites += 1
-    return np.array(site, np.int64)
+    return kernels().first_groups(np.ascontiguousarray(predicted, np.float64), float(tol))
 
 
 def _site_means(predicted: np.ndarray, site: np.ndarray, count: np.ndarray) -> np.ndarray:
@@ -470,7 +435,7 @@ def beyond_edge(
     if len(predicted) == 0:
         return none
     # A column proposed just inside the edge is the site itself (as in ``empty_sites``).
-    taken = np.isfinite(cKDTree(rowcol).query(predicted, distance_upper_bound=0.5 * lattice.separation)[0])
+    taken = np.isfinite(nearest_within(rowcol, predicted, 0.5 * lattice.separation)[0])
     predicted, source = predicted[~taken], source[~taken]
     if len(predicted) == 0:
         return none
@@ -492,5 +457,5 @@ def predicted_by(positions: np.ndarray, columns: np.ndarray, lattice: SiteLattic
     count = np.zeros(len(positions), np.int64)
     if not lattice.found or not len(positions) or not len(columns):
         return count
-    hit, j = translation_hits(columns, cKDTree(positions), lattice.vectors, TOLERANCE * lattice.separation)
+    hit, j = translation_hits(columns, positions, lattice.vectors, TOLERANCE * lattice.separation)
     return np.bincount(j[hit], minlength=len(positions)).astype(np.int64)

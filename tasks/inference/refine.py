@@ -30,7 +30,8 @@ import functools
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.spatial import cKDTree
+
+from .kernels import kernels
 
 # The position template's half-side as a fraction of the column spacing: the column's core.
 # A larger template takes in the neighbours' peaks, which pull the maximum towards them.
@@ -79,8 +80,7 @@ def spacing(rowcol: np.ndarray) -> float:
     """Median nearest-neighbour distance of ``rowcol`` (px); NaN for fewer than two points."""
     if len(rowcol) < 2:
         return float("nan")
-    d, _ = cKDTree(rowcol).query(rowcol, k=2)
-    return float(np.median(d[:, 1]))
+    return float(np.median(kernels().nearest_other(np.ascontiguousarray(rowcol, np.float64).reshape(-1, 2))))
 
 
 def noise_gain(image: np.ndarray) -> float:
@@ -90,13 +90,13 @@ def noise_gain(image: np.ndarray) -> float:
     several px wide) and keeps 6× the per-pixel variance of independent noise; shot noise has
     variance gain × mean. Returns ~1 for raw counts, ~0 for noise-free images.
     """
-    img = np.asarray(image, np.float64)
-    mean = float(np.clip(img, 0, None).mean())
-    if mean <= 0 or min(img.shape) < 3:
+    img = np.ascontiguousarray(image, np.float64)
+    if min(img.shape) < 3:
         return float("nan")
-    d_row = img[:-2] - 2 * img[1:-1] + img[2:]
-    d_col = img[:, :-2] - 2 * img[:, 1:-1] + img[:, 2:]
-    return float((np.mean(d_row**2) + np.mean(d_col**2)) / 12.0 / mean)
+    squares, mean = kernels().second_differences(img)
+    if mean <= 0:
+        return float("nan")
+    return float(squares / 12.0 / mean)
 
 
 def fit_columns(
@@ -128,15 +128,20 @@ def fit_columns(
         width = common_width(img, start, int(np.clip(round(0.5 * separation), 2, 32)))
     refined = _matched_peaks(img, start, width, core, 0.25 * separation)
     at_start = joint_heights(img, start, width, separation, beyond)
-    at_peak = _heights(img, refined, width, core)
     deblended = deblended_positions(
         img, start, at_start["height"], at_start["model"], width, 0.25 * separation
     )
     gain = noise_gain(img)
+    # The position's standard error (Fisher information with the residuals' variance) and the
+    # Cramér–Rao bound, from a fit of height and level on each column's core at its peak.
+    _, rows, cols, in_r, in_c = _square_axes(img.shape, refined, core)
+    sigma, crb = kernels().peak_errors(
+        np.ascontiguousarray(img), rows, cols, in_r, in_c, refined, float(width), gain if gain > 0 else 0.0
+    )
     return ColumnFit(
         rowcol=refined.astype(np.float32),
-        sigma_rowcol=at_peak["sigma"].astype(np.float32),
-        crb=_crb(at_peak, width, gain).astype(np.float32),
+        sigma_rowcol=sigma.astype(np.float32),
+        crb=crb.astype(np.float32),
         amplitude=at_start["height"].astype(np.float32),
         amplitude_se=at_start["height_se"].astype(np.float32),
         background=at_start["background"].astype(np.float32),
@@ -167,8 +172,6 @@ def joint_heights(
     and sites along the edge. Each one alone is seen too little to measure, so all columns of
     one label (a species) share one height.
     """
-    from scipy.linalg import LinAlgError, cho_factor, cho_solve
-
     h, w = image.shape
     n = len(centres)
     unknown = np.arange(n)  # the height each Gaussian's square belongs to
@@ -186,7 +189,7 @@ def joint_heights(
     two_w2 = 2 * width * width
     ar = np.exp(-((rows - centres[:, :1]) ** 2) / two_w2) * in_r
     ac = np.exp(-((cols - centres[:, 1:]) ** 2) / two_w2) * in_c
-    y = np.asarray(image, np.float64)
+    y = np.ascontiguousarray(image, np.float64)
     knot = max(4.0, 2.0 * separation)
     th, tw = _tents(h, knot), _tents(w, knot)
     kh, kw = th.shape[1], tw.shape[1]
@@ -199,8 +202,9 @@ def joint_heights(
     # and where the inference's threads hold the other cores a second BLAS thread waits on
     # them (a 600-unknown Cholesky took 50 ms with two, 5.5 ms with one, machine loaded).
     with one_blas_thread():
+        k = kernels()
         i, j = _overlapping(base, 2 * half)
-        overlap = _profile_overlap(ar, base[:, 0], i, j) * _profile_overlap(ac, base[:, 1], i, j)
+        overlap = k.pair_overlaps(ar, ac, base, i, j)
         size = heights + kh * kw
         gram = np.bincount(
             np.concatenate(
@@ -209,16 +213,11 @@ def joint_heights(
             weights=np.concatenate([overlap, overlap, (ar * ar).sum(1) * (ac * ac).sum(1)]),
             minlength=size * size,
         ).reshape(size, size)
-        # Each profile laid on the frame's rows (columns) once, then Tₕᵀ a_r for all at once. (Added,
-        # not assigned: a clipped square repeats the edge pixel, with zero weight.)
-        at = np.arange(m)[:, None]
-        along_r = np.bincount((at * h + rows).ravel(), ar.ravel(), m * h).reshape(m, h) @ th
-        along_c = np.bincount((at * w + cols).ravel(), ac.ravel(), m * w).reshape(m, w) @ tw
+        # Tₕᵀ a_r and T_wᵀ a_c per square (a clipped square repeats the edge pixel, with zero weight).
+        along_r = k.along(ar, rows, th)
+        along_c = k.along(ac, cols, tw)
         cross = (along_r[:, :, None] * along_c[:, None, :]).reshape(m, kh * kw)
-        pix = rows[:, :, None] * w + cols[:, None, :]  # (m, side, side) flat pixel indices
-        flat = y.ravel()
-        # aᵣᵀ·Y·a_c per square, as a stack of matrix–vector products.
-        own = ((np.take(flat, pix) @ ac[:, :, None])[:, :, 0] * ar).sum(1)
+        own = k.square_dot(y, rows, cols, ar, ac)  # aᵣᵀ·Y·a_c per square
         if heights != m:  # squares sharing a height add up
             shared = np.zeros((heights - n, m - n))
             shared[unknown[n:] - n, np.arange(m - n)] = 1.0
@@ -226,29 +225,26 @@ def joint_heights(
             own = np.bincount(unknown, weights=own, minlength=heights)
         gram[:heights, heights:] = cross
         gram[heights:, :heights] = cross.T
-        gram[heights:, heights:] = np.kron(th.T @ th, tw.T @ tw)
+        tents = np.kron(th.T @ th, tw.T @ tw)
+        gram[heights:, heights:] = tents
         rhs = np.concatenate([own, (th.T @ y @ tw).ravel()])
         # A tiny ridge keeps the system positive definite where a column sits on a knot's tent alone.
         gram[np.diag_indices_from(gram)] += 1e-9 * max(float(gram.diagonal().max()), 1e-30)
-        try:
-            coef = cho_solve(cho_factor(gram), rhs)
-        except LinAlgError:  # not positive definite in floating point: least squares instead
-            coef = np.linalg.lstsq(gram, rhs, rcond=None)[0]
+        # Each unknown couples only to its neighbours: ordered by row (a column's centre, a
+        # tent's knot), the system is banded, but for the heights shared along the edges.
+        key = np.concatenate(
+            [centres[:n, 0], np.full(heights - n, np.nan), np.repeat(np.linspace(0, h - 1, kh), kw)]
+        )
+        coef = _solve_normal(gram, rhs, key)
         # The columns' model on the frame, square by square (a clipped square repeats the edge
         # pixel with zero weight: added, not assigned).
-        weights = (ar * coef[unknown, None])[:, :, None] * ac[:, None, :]
-        model = np.bincount(pix.ravel(), weights.ravel(), h * w).reshape(h, w)
+        model = k.paint(h, w, rows, cols, ar, ac, coef[unknown])
         smooth = th @ coef[heights:].reshape(kh, kw) @ tw.T
-        resid = (y - model - smooth).ravel()
+        resid = y - model - smooth
     ar, ac, centres = ar[:n], ac[:n], centres[:n]
-    # Σ of the squared residual over each square's in-frame pixels: per row of the square, a
-    # difference of the frame's running sums along its rows.
-    running = np.zeros((h, w + 1))
-    np.cumsum((resid * resid).reshape(h, w), axis=1, out=running[:, 1:])
-    c0, c1 = np.clip(base[:n, 1:] - half, 0, w), np.clip(base[:n, 1:] + half + 1, 0, w)
-    rows_n, r_in = rows[:n], in_r[:n]
-    count = (r_in.sum(1) * (c1 - c0)[:, 0]).astype(np.float64)
-    local = ((running[rows_n, c1] - running[rows_n, c0]) * r_in).sum(1) / np.maximum(count - 1, 1)
+    # Σ of the squared residual over each square's in-frame pixels.
+    count = (in_r[:n].sum(1) * in_c[:n].sum(1)).astype(np.float64)
+    local = k.square_sums(resid * resid, rows[:n], cols[:n], in_r[:n], in_c[:n]) / np.maximum(count - 1, 1)
     # The height's variance from its own square (height and local level), as if its neighbours
     # were known: the full inverse costs ~100× the solve for little change where columns
     # are resolved at all.
@@ -267,19 +263,41 @@ def joint_heights(
     }
 
 
+def _solve_normal(gram: np.ndarray, rhs: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """Solution of the normal equations ``gram`` · x = ``rhs`` (positive definite, or least squares).
+
+    Ordered by ``key`` (a position; NaN for the few unknowns coupled to many, kept aside), a
+    system whose unknowns couple only to their neighbours is banded: a banded Cholesky, with
+    the set-aside unknowns by their Schur complement, costs ~(band/size)² of the dense one
+    (a frame of 510 unknowns, band 73: 2.7 → ~0.5 ms).
+    """
+    from scipy.linalg import LinAlgError, cho_factor, cho_solve, cho_solve_banded, cholesky_banded
+
+    free = np.isfinite(key)
+    main, aside = np.flatnonzero(free), np.flatnonzero(~free)
+    order = main[np.argsort(key[main], kind="stable")]
+    try:
+        lower = kernels().lower_band(gram, order)
+        if 4 * len(lower) > len(order):  # hardly banded: the dense factor is as quick
+            return cho_solve(cho_factor(gram), rhs)
+        factor = (cholesky_banded(lower, lower=True, check_finite=False), True)
+        edge = gram[np.ix_(order, aside)]
+        solved = cho_solve_banded(factor, np.column_stack([rhs[order], edge]), check_finite=False)
+        x, through = solved[:, 0], solved[:, 1:]
+        coef = np.empty(len(rhs))
+        if len(aside):
+            schur = gram[np.ix_(aside, aside)] - edge.T @ through
+            coef[aside] = cho_solve(cho_factor(schur), rhs[aside] - edge.T @ x)
+            x = x - through @ coef[aside]
+        coef[order] = x
+        return coef
+    except LinAlgError:  # not positive definite in floating point: least squares instead
+        return np.linalg.lstsq(gram, rhs, rcond=None)[0]
+
+
 def _overlapping(base: np.ndarray, reach: int) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i < j) of integer square centres ``base`` (m, 2) px at most ``reach`` px apart on both axes."""
-    pairs = cKDTree(base).query_pairs(reach, p=np.inf, output_type="ndarray")
-    return pairs[:, 0], pairs[:, 1]
-
-
-def _profile_overlap(profile: np.ndarray, centre: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Σ over pixels of the product of the profiles (m, side) of squares ``i`` and ``j`` along
-    one axis, the squares centred on the pixels ``centre`` (m,) of that axis."""
-    side = profile.shape[1]
-    at = np.arange(side)[None] + (centre[i] - centre[j])[:, None]  # i's pixels in j's profile
-    valid = (at >= 0) & (at < side)
-    return (profile[i] * np.where(valid, profile[j[:, None], np.clip(at, 0, side - 1)], 0.0)).sum(1)
+    return kernels().pairs_within(np.ascontiguousarray(base, np.int64), int(reach))
 
 
 @functools.cache
@@ -322,31 +340,14 @@ def _square_axes(shape: tuple[int, int], centres: np.ndarray, half: int) -> tupl
     return base, np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1), in_r, in_c
 
 
-def _squares(shape: tuple[int, int], centres: np.ndarray, half: int) -> tuple[np.ndarray, ...]:
-    """Row and column indices (n, P) of a square of side 2·half+1 px around each centre, clipped
-    to the frame, and an in-frame mask."""
-    _, rows, cols, in_r, in_c = _square_axes(shape, centres, half)
-    n, side = rows.shape
-    square = (n, side, side)
-    return (
-        np.broadcast_to(rows[:, :, None], square).reshape(n, -1),
-        np.broadcast_to(cols[:, None, :], square).reshape(n, -1),
-        (in_r[:, :, None] & in_c[:, None, :]).reshape(n, -1),
-    )
-
-
 def common_width(image: np.ndarray, rowcol: np.ndarray, half: int) -> float:
     """The columns' Gaussian width (px): a fit to the radial profile of the mean column square.
 
     ``A·exp(−r²/2s²) + b`` is fitted for a grid of widths (linear in A and b for each); the
     profile is taken within ``half`` px, where the column dominates its neighbours.
     """
-    rows, cols, inside = _squares(image.shape, rowcol, half)
-    counts = inside.sum(axis=0)
-    mean = np.where(inside, np.take(image, rows * image.shape[1] + cols), 0.0).sum(axis=0) / np.maximum(
-        counts, 1
-    )
-    mean[counts == 0] = np.nan
+    _, rows, cols, in_r, in_c = _square_axes(image.shape, np.asarray(rowcol, np.float64), half)
+    mean = kernels().square_mean(np.ascontiguousarray(image, np.float64), rows, cols, in_r, in_c).ravel()
     d = np.arange(-half, half + 1)
     r2 = (d[:, None] ** 2 + d[None, :] ** 2).ravel().astype(np.float64)
     keep = (r2 <= half * half) & np.isfinite(mean)
@@ -383,56 +384,27 @@ def deblended_positions(
     towards a neighbour's tail). Columns of no positive height stay; a column moves at most
     ``max_shift`` px in all.
     """
-    img = np.asarray(image, np.float64)
-    h, w = img.shape
-    start = np.asarray(centres, np.float64).reshape(-1, 2)
-    amp = np.asarray(heights, np.float64)
+    img = np.ascontiguousarray(image, np.float64)
+    start = np.ascontiguousarray(np.asarray(centres, np.float64).reshape(-1, 2))
+    amp = np.ascontiguousarray(heights, np.float64)
     # Two widths each side: over 90 % of a position's information (∝ G²·d²) lies there, in
     # under half the pixels of the three-width square the heights need.
     half = max(2, int(np.ceil(2.0 * width)))
     _, rows, cols, in_r, in_c = _square_axes(img.shape, start, half)
-    index = rows[:, :, None] * w + cols[:, None, :]  # (n, side, side) flat pixel indices
-    flat_model = np.asarray(model, np.float64).ravel().copy()
-    y = img.ravel()
-    movable = amp > 0
-    two_w2 = 2 * width * width
-    k = amp / width**2  # d model / d centre = height · G · (pixel − centre) / width²
-
-    def profiles(pos: np.ndarray) -> tuple[np.ndarray, ...]:
-        # A Gaussian on the square is the outer product of a row and a column profile
-        # (zero off the frame), and so are its derivatives: every sum below is separable.
-        dr, dc = rows - pos[:, :1], cols - pos[:, 1:]
-        return np.exp(-dr * dr / two_w2) * in_r, np.exp(-dc * dc / two_w2) * in_c, dr, dc
-
-    def squares(er: np.ndarray, ec: np.ndarray) -> np.ndarray:
-        return (amp[:, None] * er)[:, :, None] * ec[:, None, :]
-
-    pos = start.copy()
-    er, ec, dr, dc = profiles(pos)
-    for step_number in range(steps):
-        resid = np.take(y - flat_model, index)  # (n, side, side)
-        r_dr, c_dc = er * dr, ec * dc
-        # The Jacobian's columns are k·(er·dr) ⊗ ec and k·er ⊗ (ec·dc).
-        a_rr = k * k * (r_dr * r_dr).sum(1) * (ec * ec).sum(1)
-        a_cc = k * k * (er * er).sum(1) * (c_dc * c_dc).sum(1)
-        a_rc = k * k * (er * r_dr).sum(1) * (ec * c_dc).sum(1)
-        along_c = resid @ np.stack([ec, c_dc], 2)  # (n, side, 2): Σ_b resid·ec, Σ_b resid·ec·dc
-        b_r = k * (r_dr * along_c[:, :, 0]).sum(1)
-        b_c = k * (er * along_c[:, :, 1]).sum(1)
-        det = a_rr * a_cc - a_rc * a_rc
-        ok = movable & (det > 1e-12 * np.maximum(a_rr * a_cc, 1e-300))
-        safe = np.where(ok, det, 1.0)
-        step = np.where(
-            ok[:, None], np.stack([a_cc * b_r - a_rc * b_c, a_rr * b_c - a_rc * b_r], 1) / safe[:, None], 0.0
-        )
-        new = start + np.clip(pos + step - start, -max_shift, max_shift)
-        if step_number == steps - 1:
-            return new
-        er_new, ec_new, dr, dc = profiles(new)
-        change = squares(er_new, ec_new) - squares(er, ec)
-        flat_model += np.bincount(index.ravel(), change.ravel(), h * w)
-        pos, er, ec = new, er_new, ec_new
-    return pos
+    # Each column's step against the same model; then the model moves with the columns.
+    return kernels().gauss_newton(
+        img,
+        np.array(model, np.float64),
+        rows,
+        cols,
+        in_r,
+        in_c,
+        start,
+        amp,
+        float(width),
+        float(max_shift),
+        steps,
+    )
 
 
 def _matched_peaks(
@@ -450,43 +422,36 @@ def _matched_peaks(
     d = np.arange(-half, half + 1)
     g1 = np.exp(-(d**2) / (2 * width * width))
     g_mean = (g1.sum() ** 2) / side**2
-    window = 2 * (reach + 1) + 1
     span = np.arange(-(reach + 1 + half), reach + 1 + half + 1)  # the patch, window + filter
     base = np.round(start).astype(np.int64)
     p_rows, p_cols = _reflect(base[:, :1] + span, h), _reflect(base[:, 1:] + span, w)
-    patch = np.take(image, p_rows[:, :, None] * w + p_cols[:, None, :])  # (n, len(span), len(span))
-    at = np.arange(window)
-    gauss = np.zeros((len(span), window))
-    box = np.zeros((len(span), window))
-    for t in range(side):
-        gauss[at + t, at] = g1[t]
-        box[at + t, at] = 1.0
-    corr = gauss.T @ patch @ gauss - g_mean * (box.T @ patch @ box)  # (n, window, window)
-    inner = np.arange(-reach, reach + 1)
-    rows, cols = base[:, :1] + inner, base[:, 1:] + inner
-    inside = (((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]).reshape(
-        len(base), -1
+    # The maximum within reach of the start, inside the frame; then the quadratic surface
+    # through its 3×3 neighbourhood: the correlation is smooth on the scale of √2·width, so
+    # its vertex is the sub-pixel maximum (a step of at most 1 px).
+    return kernels().matched_peaks(
+        np.ascontiguousarray(image, np.float64),
+        base,
+        p_rows,
+        p_cols,
+        g1,
+        float(g_mean),
+        int(reach),
+        _quadratic_fit(),
+        np.ascontiguousarray(start, np.float64),
+        float(max_shift),
     )
-    values = np.where(inside, corr[:, 1:-1, 1:-1].reshape(len(base), -1), -np.inf)
-    best = values.argmax(axis=1)
-    peak = base + np.stack([best // len(inner), best % len(inner)], axis=1) - reach
-    peak = np.clip(peak, [1, 1], [h - 2, w - 2])
-    # Quadratic surface through the 3×3 neighbourhood: the correlation is smooth on the scale
-    # of √2·width, so its vertex is the sub-pixel maximum.
+
+
+@functools.cache
+def _quadratic_fit() -> np.ndarray:
+    """The least-squares map (6, 9) from a 3×3 neighbourhood's values (row-major, offsets −1..1)
+    to the coefficients of 1, dr, dc, dr², dc², dr·dc."""
     o = np.array([-1, 0, 1])
     orr, occ = (a.ravel() for a in np.meshgrid(o, o, indexing="ij"))
-    local = peak - base + reach + 1  # the peak in its window
-    z = corr[np.arange(len(base))[:, None], local[:, :1] + orr[None], local[:, 1:] + occ[None]]  # (n, 9)
     design = np.stack([np.ones(9), orr, occ, orr**2, occ**2, orr * occ], axis=1).astype(np.float64)
-    k = z @ np.linalg.pinv(design).T  # (n, 6)
-    a, b, c = 2 * k[:, 3], k[:, 5], 2 * k[:, 4]
-    det = a * c - b * b
-    concave = (a < 0) & (det > 0)
-    safe = np.where(concave, det, 1.0)
-    dr = np.where(concave, -(c * k[:, 1] - b * k[:, 2]) / safe, 0.0)
-    dc = np.where(concave, -(a * k[:, 2] - b * k[:, 1]) / safe, 0.0)
-    refined = peak + np.clip(np.stack([dr, dc], axis=1), -1.0, 1.0)
-    return start + np.clip(refined - start, -max_shift, max_shift)
+    out = np.linalg.pinv(design)
+    out.flags.writeable = False
+    return out
 
 
 def _reflect(index: np.ndarray, length: int) -> np.ndarray:
@@ -494,48 +459,3 @@ def _reflect(index: np.ndarray, length: int) -> np.ndarray:
     d c b a | a b c d | d c b a), for overhangs shorter than ``length``."""
     index = np.where(index < 0, -index - 1, index)
     return np.where(index >= length, 2 * length - index - 1, index)
-
-
-def _heights(image: np.ndarray, centres: np.ndarray, width: float, half: int) -> dict[str, np.ndarray]:
-    """Least-squares ``A·g + b`` at fixed centres on each square; standard errors from residuals."""
-    rows, cols, inside = _squares(image.shape, centres, half)
-    y = np.take(image, rows * image.shape[1] + cols)
-    m = inside.astype(np.float64)
-    ur, uc = rows - centres[:, :1], cols - centres[:, 1:]
-    s2 = width * width
-    g = np.exp(-(ur**2 + uc**2) / (2 * s2))
-    # Normal equations of the two-parameter fit, solved in closed form per column.
-    sgg, sg, s1 = (g * g * m).sum(1), (g * m).sum(1), m.sum(1)
-    sgy, sy = (g * y * m).sum(1), (y * m).sum(1)
-    det = np.maximum(sgg * s1 - sg * sg, 1e-30)
-    height = (s1 * sgy - sg * sy) / det
-    background = (sgg * sy - sg * sgy) / det
-    model = height[:, None] * g + background[:, None]
-    var = (((y - model) * m) ** 2).sum(1) / np.maximum(s1 - 4, 1.0)  # height, background, row, col
-    dgr = height[:, None] * g * ur / s2
-    dgc = height[:, None] * g * uc / s2
-    sigma = np.sqrt(
-        np.stack(
-            [var / np.maximum((dgr**2 * m).sum(1), 1e-30), var / np.maximum((dgc**2 * m).sum(1), 1e-30)], 1
-        )
-    )
-    return {
-        "height": height,
-        "height_se": np.sqrt(np.maximum(var * s1 / det, 0.0)),
-        "background": background,
-        "sigma": sigma,
-        "model": model,
-        "dgr": dgr,
-        "dgc": dgc,
-        "mask": m,
-    }
-
-
-def _crb(fit: dict[str, np.ndarray], width: float, gain: float) -> np.ndarray:
-    """Cramér–Rao bound per axis (px) for data whose variance is ``gain`` × the model."""
-    if not np.isfinite(gain) or gain <= 0:
-        return np.full(len(fit["height"]), np.nan)
-    weight = fit["mask"] / (gain * np.maximum(fit["model"], 1e-12))
-    info_r = (fit["dgr"] ** 2 * weight).sum(1)
-    info_c = (fit["dgc"] ** 2 * weight).sum(1)
-    return (np.maximum(info_r, 1e-30) * np.maximum(info_c, 1e-30)) ** -0.25

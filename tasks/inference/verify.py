@@ -37,11 +37,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy.spatial import cKDTree
-from scipy.special import expit
-from scipy.stats import norm
+from scipy.special import expit, ndtr, ndtri
 
 from scopeflow.atoms import Atoms
 
+from .kernels import kernels
 from .lattice import (
     TOLERANCE,
     SiteLattice,
@@ -95,7 +95,7 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
     # and would be taken for a column on a vacant edge site). Out to 1.5 spacings: a resolved
     # column's width is under half a spacing, and its tails end at 3 widths.
     outside = beyond_edge(atoms.rowcol, lattice, shape, reach=1.5 * lattice.separation)
-    z_star = float(norm.isf(alpha / max(1, n + len(sites))))
+    z_star = float(-ndtri(alpha / max(1, n + len(sites))))  # the normal's upper quantile (norm.isf)
     fit = fit_columns(
         image, np.concatenate([atoms.rowcol, sites]), separation=lattice.separation, beyond=outside
     )
@@ -138,8 +138,9 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
         # Its columns are weighed against the lightest species there is. (The median of m
         # heights has a standard error of ~1.25 se / √m.)
         median_se = 1.2533 * np.median(se[:n][in_class]) / np.sqrt(max(len(h), 1))
-        if len(h) >= 3 and np.median(h) > z_star * median_se:
-            levels[int(c)] = float(np.median(h))
+        level = float(np.median(h)) if len(h) else np.nan
+        if len(h) >= 3 and level > z_star * median_se:
+            levels[int(c)] = level
             spreads[int(c)] = _MAD * float(np.median(np.abs(h - levels[int(c)])))
     if not levels:
         # The frame shows a crystal but its columns cannot be measured one by one (too blurred
@@ -158,7 +159,7 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
     # between the two hypotheses, and is a column, not a vacancy. The sublattice's scatter
     # ``tau`` is in the spread so that a noise-free frame's misfit is not taken for a column.
     z_absent = height / np.sqrt(se**2 + tau**2 + 1e-30)
-    p_present = np.maximum(p_present, 1.0 - np.minimum(1.0, norm.sf(z_absent) * len(fit)))
+    p_present = np.maximum(p_present, 1.0 - np.minimum(1.0, ndtr(-z_absent) * len(fit)))
     # A column whose centre lies within one width of the frame's edge shows less than its
     # core to the fit: the fit cannot judge it; the members' vote stands.
     positions = np.concatenate([atoms.rowcol, sites]).astype(np.float64)
@@ -336,10 +337,9 @@ def _log_prior_odds(llr: np.ndarray, iterations: int = 20) -> float:
     n = len(llr)
     if n == 0:
         return 0.0
-    lo, hi = 1.0 / (n + 1), n / (n + 1.0)
-    pi = 0.5
-    for _ in range(iterations):
-        pi = float(np.clip(expit(llr + np.log(pi / (1 - pi))).mean(), lo, hi))
+    pi = kernels().prior_fraction(
+        np.ascontiguousarray(llr, np.float64), iterations, 1.0 / (n + 1), n / (n + 1.0)
+    )
     return float(np.log(pi / (1 - pi)))
 
 
@@ -387,7 +387,7 @@ def _combine(
 def _lattice_prediction(x: np.ndarray, lattice: SiteLattice) -> tuple[np.ndarray, np.ndarray]:
     """Where the lattice puts each column (mean of ``x_j − t`` over its lattice neighbours),
     and how many neighbours that rests on."""
-    hit, j = translation_hits(x, cKDTree(x), lattice.vectors, TOLERANCE * lattice.separation)
+    hit, j = translation_hits(x, x, lattice.vectors, TOLERANCE * lattice.separation)
     source = np.broadcast_to(np.arange(len(x)), hit.shape)[hit]  # k-major: sums in vector order
     moved = x[j[hit]] - np.broadcast_to(lattice.vectors[:, None], (*hit.shape, 2))[hit]
     sums = np.stack([np.bincount(source, weights=moved[:, a], minlength=len(x)) for a in range(2)], 1)
