@@ -154,7 +154,20 @@ def attribute(
         # two one-parameter models (same rings, weights and upper limits) the one that misfits
         # less names the change; a tie goes to the defocus, as before.
         envelope = att.get("envelope_misfit", float("nan")) < att.get("defocus_misfit", float("nan"))
+        if "lattice" in changed and "defocus_A" in att:
+            # The fit then read the new object, not the optics: it is kept for the record
+            # (``defocus_fit_A``) but is no estimate of the defocus.
+            att["defocus_fit_A"] = att.pop("defocus_A")
+            for key in ("defocus_change_A", "defocus_err_A", "defocus_bound_A", "defocus_null_bound_A"):
+                att.pop(key, None)
         if "lattice" not in changed and envelope:
+            # The envelope explains the spectrum better than any defocus: the defocus is then
+            # estimated unchanged (as retraining's estimate decides, ``training.matching``), the
+            # transfer's best fit kept for the record. (Reported as a change it had read the
+            # twin's and MoS2's +0.3 Å source steps as 70 Å defocus changes.)
+            att["defocus_fit_A"] = att.get("defocus_A", float("nan"))
+            att["defocus_A"] = reference_defocus
+            att["defocus_change_A"] = 0.0
             changed.append("blur")
             words.append(
                 f"source/probe size: σ² {att['source_var_A2']:+.2f} Å² (a Gaussian envelope fits "
