@@ -32,7 +32,7 @@ def test_reflections_wandering_each_their_own_way_are_not_a_rotation_but_turning
     # peaks moving 0.2-0.4°): no rotation. A lattice turned by half a degree turns all three.
     lattice = np.array([30.0, 90.0, -30.0])
     reference = SpectrumReference.fit([_peaks_stats(lattice, seed=s) for s in range(32)])
-    wander = [_peaks_stats(lattice + [1.0, -0.6, 0.3], seed=100 + s) for s in range(16)]
+    wander = [_peaks_stats(lattice + np.array([1.0, -0.6, 0.3]), seed=100 + s) for s in range(16)]
     turned = [_peaks_stats(lattice - 0.5, seed=200 + s) for s in range(16)]
     assert not _lattice_moved(reference, wander)
     assert _lattice_moved(reference, turned)
@@ -52,7 +52,9 @@ def _source_blur(image, sigma):
     # A Gaussian source of σ Å on a periodic frame: exp(-2π²σ²k²) on the amplitude.
     ky = np.fft.fftfreq(SIDE, d=P)[:, None]
     kx = np.fft.rfftfreq(SIDE, d=P)[None, :]
-    return np.fft.irfft2(np.fft.rfft2(image) * np.exp(-2 * np.pi**2 * sigma**2 * (ky**2 + kx**2)), s=image.shape)
+    return np.fft.irfft2(
+        np.fft.rfft2(image) * np.exp(-2 * np.pi**2 * sigma**2 * (ky**2 + kx**2)), s=image.shape
+    )
 
 
 def test_a_reflection_beside_the_ky_axis_is_measured_at_its_angle():
@@ -60,7 +62,7 @@ def test_a_reflection_beside_the_ky_axis_is_measured_at_its_angle():
     # the kx = 0 column twice and pulled a reflection at ~90° off its angle by ~1°.
     rng = np.random.default_rng(3)
     angles = []
-    for i in range(16):
+    for _ in range(16):
         frame = rng.poisson(_hexagonal(0.36, 89.6, rng.uniform(0, 20, 2)) * 200.0)
         pk = image_stats(frame, P).peaks
         pk = pk[np.isfinite(pk[:, 0])]
