@@ -88,7 +88,7 @@ def test_a_larger_source_on_one_lattice_order_is_an_envelope_not_a_defocus():
         return [
             image_stats(
                 r.poisson(
-                    _source_blur(_hexagonal(0.46, 13.0, r.uniform(0, 20, 2), second=0.1), sigma) * 65.0
+                    _source_blur(_hexagonal(0.46, 13.0, r.uniform(0, 20, 2), second=0.15), sigma) * 65.0
                 ),
                 P,
             )
