@@ -44,23 +44,22 @@ def probe_of(optics: Mapping[str, float]) -> dict[str, float]:
 
 
 def _lattice_moved(spectrum: SpectrumReference, images: Sequence[ImageStats]) -> bool:
-    """Whether the frames' reflections rotated against the reference's beyond what their
-    frames scatter: the frames' median rotation (each frame measured alone, as
-    ``SpectrumReference.fit`` measured the reference's) differs from the reference's by more
-    than twice the spread of a difference of one frame from each side (their MADs in
-    quadrature). Dose, defocus, probe and source act on the spectrum alike in every direction:
-    they can pull a reflection's centroid along |k| (a steeper transfer leans the peak
-    inwards: the twin's 0.6 Å source moved the spacing +1 %) but never round the origin, so a
-    rotation is the lattice's (a new region or grain, the sample or the scan rotated), even
-    when every reflection stays inside the matching tolerance (one Fourier bin and a half,
-    ~14° at the first order of graphene on 128² px frames at 0.1 Å/px)."""
-    if len(images) < 2:
-        return False  # one frame has no spread of its own to compare with
+    """Whether the frames' reflections turned together against the reference's beyond their
+    errors: the rotation (``SpectrumReference.rotation_spread``: the mean over reflections of
+    each one's angle change) differs from the reference's by more than twice the two standard
+    errors in quadrature. Dose, defocus, probe and source act on the spectrum alike in every
+    direction: they can pull a reflection's centroid along |k| (a steeper transfer leans the
+    peak inwards: the twin's 0.6 Å source moved the spacing +1 %) but never round the origin,
+    so a rotation is the lattice's (a new region or grain, the sample or the scan rotated),
+    even when every reflection stays inside the matching tolerance (one Fourier bin and a
+    half, ~14° at the first order of graphene on 128² px frames at 0.1 Å/px). Each
+    reflection's own wander (its lobe's overlap with the content in view) is a scatter across
+    reflections, held by the errors."""
     measured = spectrum.rotation_spread(images)
-    if measured is None:
+    if measured is None or not np.isfinite(spectrum.rotation_scatter_deg):
         return False
-    now, spread = measured
-    allowed = 2 * np.hypot(spectrum.rotation_scatter_deg, spread)
+    now, error = measured
+    allowed = 2 * np.hypot(spectrum.rotation_scatter_deg, error)
     return bool(abs(now - spectrum.rotation_centre_deg) > allowed)
 
 
@@ -155,7 +154,20 @@ def attribute(
         # two one-parameter models (same rings, weights and upper limits) the one that misfits
         # less names the change; a tie goes to the defocus, as before.
         envelope = att.get("envelope_misfit", float("nan")) < att.get("defocus_misfit", float("nan"))
+        if "lattice" in changed and "defocus_A" in att:
+            # The fit then read the new object, not the optics: it is kept for the record
+            # (``defocus_fit_A``) but is no estimate of the defocus.
+            att["defocus_fit_A"] = att.pop("defocus_A")
+            for key in ("defocus_change_A", "defocus_err_A", "defocus_bound_A", "defocus_null_bound_A"):
+                att.pop(key, None)
         if "lattice" not in changed and envelope:
+            # The envelope explains the spectrum better than any defocus: the defocus is then
+            # estimated unchanged (as retraining's estimate decides, ``training.matching``), the
+            # transfer's best fit kept for the record. (Reported as a change it had read the
+            # twin's and MoS2's +0.3 Å source steps as 70 Å defocus changes.)
+            att["defocus_fit_A"] = att.get("defocus_A", float("nan"))
+            att["defocus_A"] = reference_defocus
+            att["defocus_change_A"] = 0.0
             changed.append("blur")
             words.append(
                 f"source/probe size: σ² {att['source_var_A2']:+.2f} Å² (a Gaussian envelope fits "

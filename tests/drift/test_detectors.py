@@ -284,6 +284,8 @@ def test_a_larger_source_is_named_a_blur_and_a_defocus_a_defocus(schedule, named
     assert named in changed and ({"blur", "defocus"} - {named}).isdisjoint(changed)
     if named == "blur":
         assert att["source_var_A2"] == pytest.approx(0.6**2 - c["source_size"] ** 2, abs=0.1)
+        # The defocus is then estimated unchanged (the transfer's best fit kept for the record).
+        assert att["defocus_change_A"] == 0.0 and np.isfinite(att["defocus_fit_A"])
     else:
         assert att["defocus_A"] == pytest.approx(60.0, abs=20.0)
 
