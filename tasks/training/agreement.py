@@ -17,6 +17,7 @@ and the caller falls back to the lattice proxies.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 import numpy as np
 
@@ -32,7 +33,7 @@ def drift_per_frame(columns: Sequence[np.ndarray], spacing_px: float) -> np.ndar
     most one partner, and a drift of half a spacing per frame would smear the frame itself.
     """
     steps = []
-    for a, b in zip(columns[:-1], columns[1:], strict=True):
+    for a, b in pairwise(columns):
         pairs, _ = match(b, a, 0.5 * spacing_px)
         if len(pairs) >= 3:
             steps.append(np.median(np.asarray(b)[pairs[:, 0]] - np.asarray(a)[pairs[:, 1]], axis=0))
