@@ -38,18 +38,18 @@ def test_drift_is_measured_from_consecutive_frames() -> None:
     [("defocus=130", [4, 5], [0, 1]), ("dose=4e4", [2, 3], [4, 5])],
 )
 def test_acceptance_follows_the_sample_not_the_lattice_look(ensemble, change, better, worse):
-    twin = DigitalTwin(seed=21, schedule=DriftSchedule.parse(f"{change}@24"), shape=(128, 128))
-    shots = [twin.acquire(i) for i in range(48)]
+    twin = DigitalTwin(seed=21, schedule=DriftSchedule.parse(f"{change}@16"), shape=(128, 128))
+    shots = [twin.acquire(i) for i in range(32)]
     p = shots[0].pixel_size
-    before = [s.image for s in shots[:24]]
-    after = [s.image for s in shots[24:]]
-    columns = [a.rowcol for a in ensemble.locate(before, [p] * 24)]
+    before = [s.image for s in shots[:16]]
+    after = [s.image for s in shots[16:]]
+    columns = [a.rowcol for a in ensemble.locate(before, [p] * 16)]
     drift = drift_per_frame(columns, columns_proxies(columns, before, p).nn_distance / p)
     agreement, f1 = {}, {}
     for name, members in (("better", better), ("worse", worse)):
-        found = [a.rowcol for a in ensemble.select(members).locate(after, [p] * 24)]
-        agreement[name] = sample_agreement(found, range(1, 25), columns[-1], drift, (128, 128), p)
-        f1[name] = evaluate(found, [s.truth.rowcol for s in shots[24:]], p).f1
+        found = [a.rowcol for a in ensemble.select(members).locate(after, [p] * 16)]
+        agreement[name] = sample_agreement(found, range(1, 17), columns[-1], drift, (128, 128), p)
+        f1[name] = evaluate(found, [s.truth.rowcol for s in shots[16:]], p).f1
     assert f1["better"] > f1["worse"] + 0.1, f1  # the premise, from truth
     assert agreement["better"] > agreement["worse"], agreement
     # Only the label-free check differs between the two verdicts: twin validation passes both ways.
