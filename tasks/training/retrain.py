@@ -3,7 +3,10 @@
 A candidate is promoted to ``production`` only if it beats production on frames of the new
 conditions and loses at most ``MAX_REFERENCE_LOSS`` F1 on the reference conditions;
 otherwise production stays and the outcome says why. Validation frames are twin frames
-with exact truth (the microscope's own frames have none).
+with exact truth (the microscope's own frames have none); the twin's view is checked on the
+microscope's own frames without labels: the candidate's columns on the first drifted frames
+must agree with the sample's columns seen before the drift at least as well as production's
+(``agreement``; on a new region, where nothing was seen before, by the lattice proxies).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from tasks.drift.physics import Proxies, columns_proxies, frame_proxies, proxy_s
 from tasks.inference.ensemble import Ensemble
 from tasks.inference.registry import load_ensemble, save_ensemble
 
+from .agreement import drift_per_frame, sample_agreement
 from .evaluation import condition_frames, score_ensemble
 from .finetune import fine_tune, pseudo_labels
 from .matching import estimate_conditions, lattice_columns, lattice_from_columns
@@ -110,11 +114,29 @@ def retrain(
         "new_candidate": score_ensemble(candidate, new).f1,
         "reference_production": score_ensemble(production, ref).f1,
         "reference_candidate": score_ensemble(candidate, ref).f1,
-        # Label-free, on the microscope's own drifted frames: how far each model's columns are
-        # from the sample's lattice as seen before the drift (lower is better).
-        "proxy_production": _proxy_deviation(production, frames, pixel_size, reference_proxies),
-        "proxy_candidate": _proxy_deviation(candidate, frames, pixel_size, reference_proxies),
     }
+    if same_sample:
+        # Label-free, on the microscope's own frames: how well each model's columns on the
+        # first drifted frames agree with the sample's columns found before the drift (F1,
+        # higher is better; see ``agreement``).
+        after = np.arange(frame_start, min(frame_end + 1, frame_start + MAX_FRAMES))
+        after_frames = list(ds["frames"].isel(frame=after).values)
+        columns = [a.rowcol for a in found]
+        drift = drift_per_frame(columns, before_proxies.nn_distance / pixel_size)
+        for name, model in (("production", production), ("candidate", candidate)):
+            f1[f"agreement_{name}"] = sample_agreement(
+                [a.rowcol for a in model.locate(after_frames, [pixel_size] * len(after))],
+                after - before[-1],
+                columns[-1],
+                drift,
+                after_frames[0].shape,
+                pixel_size,
+            )
+    else:
+        # A new region: nothing seen before to compare with, only how lattice-like each
+        # model's columns are against the lattice the drifted frames show (lower is better).
+        f1["proxy_production"] = _proxy_deviation(production, frames, pixel_size, reference_proxies)
+        f1["proxy_candidate"] = _proxy_deviation(candidate, frames, pixel_size, reference_proxies)
     log("validation: " + ", ".join(f"{k} {v:.4f}" for k, v in f1.items()))
     lineage.update({"dataset": str(Path(dataset).resolve()), "frames": [int(frame_start), int(frame_end)]})
     version = save_ensemble(
@@ -187,8 +209,13 @@ def verdict(f1: dict[str, float]) -> tuple[bool, str]:
     """
     beats = f1["new_candidate"] > f1["new_production"]
     keeps = f1["reference_candidate"] >= f1["reference_production"] - MAX_REFERENCE_LOSS
-    # The twin validation trusts the estimated conditions; the real drifted frames must agree.
-    fits = f1.get("proxy_candidate", 0.0) <= f1.get("proxy_production", 0.0)
+    # The twin validation trusts the estimated conditions; the real drifted frames must agree:
+    # by the sample's columns seen before the drift where it is the same sample, else by the
+    # lattice proxies.
+    if "agreement_candidate" in f1:
+        fits = f1["agreement_candidate"] >= f1["agreement_production"]
+    else:
+        fits = f1.get("proxy_candidate", 0.0) <= f1.get("proxy_production", 0.0)
     if beats and keeps and fits:
         return True, (
             f"promoted: F1 on the new conditions {f1['new_production']:.4f} → {f1['new_candidate']:.4f}, "
@@ -197,7 +224,12 @@ def verdict(f1: dict[str, float]) -> tuple[bool, str]:
     why = []
     if not beats:
         why.append(f"no gain on the new conditions ({f1['new_candidate']:.4f} ≤ {f1['new_production']:.4f})")
-    if not fits:
+    if not fits and "agreement_candidate" in f1:
+        why.append(
+            f"its columns on the drifted frames agree worse with the sample's before the drift "
+            f"(F1 {f1['agreement_candidate']:.3f} < {f1['agreement_production']:.3f})"
+        )
+    elif not fits:
         why.append(
             f"its columns on the drifted frames fit the sample's lattice worse "
             f"(proxy deviation {f1['proxy_candidate']:.3f} > {f1['proxy_production']:.3f})"
