@@ -45,7 +45,7 @@ from storage.models import ModelRegistry
 from tasks.acquisition import make_instrument
 from tasks.acquisition.loop import acquire_batch, batches
 from tasks.drift.edge_loop import EdgeLoop, run_adaptive_edge
-from tasks.drift.pipeline import run_pipelined
+from tasks.drift.pipeline import overlap_pays, run_pipelined
 from tasks.inference.registry import load_ensemble
 
 
@@ -111,8 +111,12 @@ def run(
             appends.append(time.perf_counter() - t0)
             edge(end)
     else:
+        # As ``flows/loop.py`` runs it: overlapped only where a core is spare (``overlap_pays``).
         run_pipelined(
-            lambda first, end: acquire_batch(instrument, writer, first, end), batches(0, frames, batch), edge
+            lambda first, end: acquire_batch(instrument, writer, first, end),
+            batches(0, frames, batch),
+            edge,
+            overlap=overlap_pays(),
         )
     wall, cpu = time.perf_counter() - t_start, time.process_time() - cpu_start
     _untimed(Dataset, "write_monitor_state")
@@ -126,6 +130,7 @@ def run(
         "returned_ms_p50": float(np.percentile(ret, 50)),
         "returned_ms_p95": float(np.percentile(ret, 95)),
         "frames_per_second": frames / wall,
+        "overlapped": mode != "sequential" and overlap_pays(),
         # Where a frame's latency goes: its batch filling after it (the first frame's wait for
         # the rest of its batch, medians), appending the batch (sequential), and the edge from
         # the batch's append to its commit.

@@ -69,7 +69,10 @@ class EmbeddingWriter:
                 {"embedded_frame": np.asarray(frames, np.int64), "embedding": vectors},
                 dims={"embedding": ("feature",)},
             )
-            commit(self.path)
+            # Only this table's columns are published (its group was committed by ``open``):
+            # zarr's whole consolidation opens every node of the dataset, ~30 ms a batch once
+            # the edge's tables are there (benchmarks/loop.py, 2026-11-30).
+            commit(self.path, self.table.metadata())
         return len(frames)
 
 

@@ -11,7 +11,7 @@ from scopeflow.errors import InputError
 from scopeflow.frame import Frame
 from scopeflow.settings import DEFAULTS
 from storage.datasets import DatasetWriter
-from tasks.embedding.ingest import embed_appended
+from tasks.embedding.ingest import AppendedEmbedder
 
 from .instrument import Instrument
 
@@ -42,8 +42,8 @@ def acquire_batch(instrument: Instrument, writer: DatasetWriter, first: int, end
     frames: list[Frame] = [instrument.acquire(i) for i in range(first, end)]
     total = writer.append(frames)
     # Embeddings for similarity search, as the frames arrive (~3 ms a frame).
-    embed_appended(
-        writer.path, total - len(frames), [f.image for f in frames], [f.pixel_size for f in frames]
+    AppendedEmbedder.for_writer(writer)(
+        total - len(frames), [f.image for f in frames], [f.pixel_size for f in frames]
     )
     return BatchResult(first, end, total, time.perf_counter() - t0)
 

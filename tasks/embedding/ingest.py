@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import base64
 import io
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -18,15 +19,36 @@ from .descriptor import EMBEDDER_VERSION, embed_frames
 THUMBNAIL_PX = 64
 
 
-def embed_appended(
-    dataset: str | Path, first: int, images: Sequence[np.ndarray], pixel_sizes: Sequence[float]
-) -> int:
-    """Embed frames just appended at positions ``first``… and store them in the dataset."""
-    if not len(images):
-        return 0
-    vectors = embed_frames(list(images), list(pixel_sizes))
-    writer = EmbeddingWriter.open(dataset, EMBEDDER_VERSION)
-    return writer.append(list(range(first, first + len(images))), vectors)
+class AppendedEmbedder:
+    """Embeds frames just appended to a dataset and stores them beside the frames.
+
+    The embeddings table is opened (and a batch a killed writer left is trimmed) once, at the
+    first batch, and held across batches: reopening it repaired and consolidated the whole
+    dataset every batch, ~55 ms of a 4-frame batch's latency (benchmarks/loop.py, 2026-11-30).
+    One per writer of the dataset (``for_writer``)."""
+
+    _by_writer: ClassVar[weakref.WeakKeyDictionary[Any, AppendedEmbedder]] = weakref.WeakKeyDictionary()
+
+    def __init__(self, dataset: str | Path) -> None:
+        self.dataset = Path(dataset)
+        self._writer: EmbeddingWriter | None = None
+
+    @classmethod
+    def for_writer(cls, writer: Any) -> AppendedEmbedder:
+        """The embedder of the dataset a ``DatasetWriter`` appends to, living as long as it."""
+        embedder = cls._by_writer.get(writer)
+        if embedder is None:
+            embedder = cls._by_writer[writer] = cls(writer.path)
+        return embedder
+
+    def __call__(self, first: int, images: Sequence[np.ndarray], pixel_sizes: Sequence[float]) -> int:
+        """Embed frames at positions ``first``… (pixel sizes in Å) and commit them; returns how many."""
+        if not len(images):
+            return 0
+        vectors = embed_frames(list(images), list(pixel_sizes))
+        if self._writer is None:
+            self._writer = EmbeddingWriter.open(self.dataset, EMBEDDER_VERSION)
+        return self._writer.append(list(range(first, first + len(images))), vectors)
 
 
 def embed_missing(dataset: str | Path, batch: int = 64) -> int:
