@@ -8,6 +8,7 @@ Gaussian envelope (``spectrum.fit_envelope``: a source or probe size change) doe
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -86,7 +87,10 @@ def attribute(
     """
     defocus_next: float | None = None
     feats = np.array([[spectrum.features(s)[n] for n in IMAGE_DETECTORS] for s in images])
-    med = np.nanmedian(feats, axis=0)
+    with warnings.catch_warnings():
+        # A feature no frame of the batch could measure stays NaN, and so does its attribution.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(feats, axis=0)
     centre = dict(zip(DETECTORS, cal.centre if before is None else before, strict=True))
     att: dict[str, float] = {
         "dose_ratio": float(np.exp(med[0] - centre["dose"])),
