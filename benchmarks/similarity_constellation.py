@@ -76,10 +76,9 @@ def _periodic(u: np.ndarray) -> np.ndarray:
     return u - scipy.fft.ifft2(s).real
 
 
-def distinctive_points(image: np.ndarray, pixel_size: float) -> tuple[np.ndarray, np.ndarray]:
-    """Points (Å, (n, 2) row/col) where the frame departs from its lattice, strongest first, and
-    their signs (+1 brighter, −1 darker than the lattice)."""
-    work = ndimage.zoom(np.asarray(image, np.float64), float(pixel_size) / WORK_PX, order=1)
+def residual(work: np.ndarray) -> np.ndarray:
+    """A frame at the working pixel size less its periodic part (the lattice): the spectrum's
+    peaks (power > ``PEAK_FACTOR`` × their ring's mean) and their neighbours removed."""
     f = scipy.fft.fft2(_periodic(work - work.mean()))
     power = np.abs(f) ** 2
     ky, kx = np.fft.fftfreq(work.shape[0])[:, None], np.fft.fftfreq(work.shape[1])[None, :]
@@ -91,7 +90,14 @@ def distinctive_points(image: np.ndarray, pixel_size: float) -> tuple[np.ndarray
     peaks = power > PEAK_FACTOR * np.exp(log_mean + np.euler_gamma)[ring]
     f[ndimage.binary_dilation(peaks, np.ones((3, 3), bool))] = 0
     f[0, 0] = 0
-    res = scipy.fft.ifft2(f).real
+    return scipy.fft.ifft2(f).real
+
+
+def distinctive_points(image: np.ndarray, pixel_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """Points (Å, (n, 2) row/col) where the frame departs from its lattice, strongest first, and
+    their signs (+1 brighter, −1 darker than the lattice)."""
+    work = ndimage.zoom(np.asarray(image, np.float64), float(pixel_size) / WORK_PX, order=1)
+    res = residual(work)
     s = SMOOTH_A / WORK_PX
     dog = ndimage.gaussian_filter(res, s) - ndimage.gaussian_filter(res, 4 * s)
     z = dog / (1.4826 * np.median(np.abs(dog - np.median(dog))) + 1e-12)

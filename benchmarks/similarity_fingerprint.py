@@ -29,26 +29,12 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import similarity as bench
-from similarity_constellation import PEAK_FACTOR, _periodic
+from similarity_constellation import residual
 
 from storage.federation.similarity.rerank import _angles, _window, match, prepare
 from tasks.embedding import embed_frame
 
 STEP_DEG = 30.0
-
-
-def residual(work: np.ndarray) -> np.ndarray:
-    """A frame at the working pixel size less its periodic part (the lattice)."""
-    f = scipy.fft.fft2(_periodic(work - work.mean()))
-    power = np.abs(f) ** 2
-    ky, kx = np.fft.fftfreq(work.shape[0])[:, None], np.fft.fftfreq(work.shape[1])[None, :]
-    ring = np.minimum((np.hypot(ky, kx) * min(work.shape)).astype(int), min(work.shape) // 2 + 1)
-    counts = np.bincount(ring.ravel())
-    log_mean = np.bincount(ring.ravel(), np.log(power.ravel() + 1e-30)) / np.maximum(counts, 1)
-    peaks = power > PEAK_FACTOR * np.exp(log_mean + np.euler_gamma)[ring]
-    f[ndimage.binary_dilation(peaks, np.ones((3, 3), bool))] = 0
-    f[0, 0] = 0
-    return scipy.fft.ifft2(f).real
 
 
 def fingerprint(q_prep: Any, q_res: np.ndarray, c_prep: Any, c_res: np.ndarray) -> float:
