@@ -240,20 +240,31 @@ def test_blur_and_contrast_thresholds_lie_between_one_and_two_depths_of_focus_of
     assert len(seen) >= 2  # the first full reference and a grown one
 
 
+def _spectra(schedule: str, n: int) -> tuple[dict, list, object, np.ndarray]:
+    """Twin frames 0..n−1 (96², seed 7) under ``schedule``: the first frame's conditions, every
+    frame's spectrum, the spectrum reference of the first 32 and their mean image features (as
+    ``attribute`` takes them: the network's three detectors NaN)."""
+    from tasks.acquisition.twin import DigitalTwin, DriftSchedule
+    from tasks.drift.attribution import IMAGE_DETECTORS
+    from tasks.drift.spectrum import SpectrumReference, image_stats
+
+    twin = DigitalTwin(seed=7, schedule=DriftSchedule.parse(schedule), shape=(96, 96))
+    acquired = [twin.acquire(i) for i in range(n)]
+    stats = [image_stats(f.image, f.pixel_size) for f in acquired]
+    reference = SpectrumReference.fit(stats[:32])
+    before = np.array([reference.features(s)[k] for s in stats[:32] for k in IMAGE_DETECTORS])
+    before = np.concatenate([before.reshape(32, -1).mean(axis=0), np.full(3, np.nan)])
+    return acquired[0].conditions, stats, reference, before
+
+
 @pytest.mark.parametrize(("schedule", "lattice"), [("region=1@32", True), ("source_size=0.6@32", False)])
 def test_a_rotated_lattice_is_named_and_a_blur_is_not(schedule, lattice):
     # The twin's new region of graphene is rotated by a few degrees (inside the reflections'
     # matching tolerance: no new reflections); a larger source moves the reflections' power and
     # centroids along |k| but never round the origin.
-    from tasks.acquisition.twin import DigitalTwin, DriftSchedule
-    from tasks.drift.attribution import DETECTORS, IMAGE_DETECTORS, attribute
-    from tasks.drift.spectrum import SpectrumReference, image_stats
+    from tasks.drift.attribution import DETECTORS, attribute
 
-    twin = DigitalTwin(seed=7, schedule=DriftSchedule.parse(schedule), shape=(96, 96))
-    stats = [image_stats(f.image, f.pixel_size) for f in (twin.acquire(i) for i in range(44))]
-    reference = SpectrumReference.fit(stats[:32])
-    before = np.array([reference.features(s)[n] for s in stats[:32] for n in IMAGE_DETECTORS])
-    before = np.concatenate([before.reshape(32, -1).mean(axis=0), np.full(3, np.nan)])
+    _, stats, reference, before = _spectra(schedule, 44)
     scores = dict.fromkeys(DETECTORS, float("nan")) | {"contrast": 2.0}
     changed, _, _, _ = attribute(reference, None, scores, stats[32:], before)  # type: ignore[arg-type]
     assert ("lattice" in changed) == lattice
@@ -267,18 +278,10 @@ def test_a_larger_source_is_named_a_blur_and_a_defocus_a_defocus(schedule, named
     # defocus (Cs = 0) lowers the middle of the band and keeps the transfer near the aperture's
     # cutoff. The two one-parameter models, fitted without a free amplitude (OTF(0) = 1), tell
     # them apart where a free amplitude had named the larger source a defocus of 150 Å.
-    from tasks.acquisition.twin import DigitalTwin, DriftSchedule
-    from tasks.drift.attribution import DETECTORS, IMAGE_DETECTORS, attribute
-    from tasks.drift.spectrum import SpectrumReference, image_stats
+    from tasks.drift.attribution import DETECTORS, attribute
 
-    twin = DigitalTwin(seed=7, schedule=DriftSchedule.parse(schedule), shape=(96, 96))
-    acquired = [twin.acquire(i) for i in range(44)]
-    c = acquired[0].conditions
+    c, stats, reference, before = _spectra(schedule, 44)
     optics = {"voltage_kv": c["voltage_kv"], "semiangle_mrad": c["semiangle_mrad"]}
-    stats = [image_stats(f.image, f.pixel_size) for f in acquired]
-    reference = SpectrumReference.fit(stats[:32])
-    before = np.array([reference.features(s)[n] for s in stats[:32] for n in IMAGE_DETECTORS])
-    before = np.concatenate([before.reshape(32, -1).mean(axis=0), np.full(3, np.nan)])
     scores = dict.fromkeys(DETECTORS, float("nan")) | {"blur": 2.0, "contrast": 2.0}
     changed, att, _, _ = attribute(reference, None, scores, stats[34:], before, optics=optics)  # type: ignore[arg-type]
     assert named in changed and ({"blur", "defocus"} - {named}).isdisjoint(changed)
@@ -294,18 +297,10 @@ def test_a_return_to_focus_seen_on_one_frame_is_named_a_defocus():
     # Near focus the transfer is even in defocus, so the Cramér–Rao bound at an estimate of
     # ~0 Å is enormous and "145 → 0 Å (±1500)" was named a contrast change. Whether the defocus
     # moved is also tested at the reference's defocus, where the frames pin it to a few Å.
-    from tasks.acquisition.twin import DigitalTwin, DriftSchedule
-    from tasks.drift.attribution import DETECTORS, IMAGE_DETECTORS, attribute
-    from tasks.drift.spectrum import SpectrumReference, image_stats
+    from tasks.drift.attribution import DETECTORS, attribute
 
-    twin = DigitalTwin(seed=7, schedule=DriftSchedule.parse("defocus=100@0,defocus=0@32"), shape=(96, 96))
-    acquired = [twin.acquire(i) for i in range(34)]
-    c = acquired[0].conditions
+    c, stats, reference, before = _spectra("defocus=100@0,defocus=0@32", 34)
     optics = {"voltage_kv": c["voltage_kv"], "semiangle_mrad": c["semiangle_mrad"]}
-    stats = [image_stats(f.image, f.pixel_size) for f in acquired]
-    reference = SpectrumReference.fit(stats[:32])
-    before = np.array([reference.features(s)[n] for s in stats[:32] for n in IMAGE_DETECTORS])
-    before = np.concatenate([before.reshape(32, -1).mean(axis=0), np.full(3, np.nan)])
     scores = dict.fromkeys(DETECTORS, float("nan")) | {"contrast": 2.0}
     changed, att, _, nxt = attribute(
         reference,
