@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import write_result
+from _common import peer_venv, write_result
 from accuracy import ABTEM, abtem_vacancies, score
 
 from scopeflow.atoms import Atoms
@@ -50,7 +50,6 @@ PINS = (
     "numba==0.68.1",
     "matplotlib==3.11.2",
 )
-STAMP = VENV / "scopeflow-pins.txt"
 # One thread on each side: on the shared, loaded 2-core machine two torch threads ran 7–25× slower
 # than one (OpenMP threads waiting on a descheduled partner), which would measure the load, not
 # the methods. atomap's numpy/scipy/numba get the same single thread.
@@ -67,39 +66,7 @@ def fail(message: str) -> None:
 
 def venv_python() -> Path:
     """The atomap venv's python, creating the venv and installing ``PINS`` when missing."""
-    python = VENV / "bin" / "python"
-    if python.exists() and STAMP.exists() and STAMP.read_text().split() == list(PINS):
-        return python
-    print(
-        f"[atomap venv] creating {VENV} (benchmark only; atomap is GPL-3)",
-        flush=True,
-    )
-    made = subprocess.run(
-        [sys.executable, "-m", "venv", "--clear", str(VENV)], capture_output=True, text=True
-    )
-    if made.returncode != 0:
-        fail(f"could not create {VENV}: {(made.stderr.strip().splitlines() or ['?'])[-1]}")
-    print(f"[atomap venv] installing {' '.join(PINS)} (one-off, a few minutes) ...", flush=True)
-    pip = subprocess.Popen(
-        [str(python), "-m", "pip", "install", "--progress-bar", "off", *PINS],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert pip.stdout is not None
-    last = ""
-    for line in pip.stdout:
-        line = line.rstrip()
-        if line.startswith(("Collecting", "Installing collected", "Successfully installed")):
-            # Progress: one line per package resolved, then the install itself.
-            print(f"[atomap venv] {line[:160]}", flush=True)
-        if line.startswith("ERROR"):
-            last = line
-    if pip.wait() != 0:
-        fail(f"cannot install atomap into {VENV} (pip exit {pip.returncode}): {last or 'see pip output'}")
-    STAMP.write_text("\n".join(PINS) + "\n")
-    print("[atomap venv] ready", flush=True)
-    return python
+    return peer_venv(VENV, PINS, "atomap", fail)
 
 
 class AtomapWorker:

@@ -39,7 +39,7 @@ from pathlib import Path
 import drift_detection as D
 import drift_streams as S
 import numpy as np
-from _common import write_result
+from _common import peer_venv, write_result
 
 from tasks.drift.monitor import DriftMonitor
 
@@ -61,7 +61,6 @@ PINS = (
     "matplotlib==3.11.2",
     "pandas==3.1.1",
 )
-STAMP = VENV / "scopeflow-pins.txt"
 BASE_DOSE = {"mos2": 5e6, "hbn": 2e7}  # e/Å², see the docstring
 SOURCE = 0.35  # Å, σ of the source blur, as the graphene frames
 OPTICS = {"voltage_kv": 60.0, "semiangle_mrad": 25.0}
@@ -75,24 +74,7 @@ def fail(message: str) -> None:
 
 def venv_python() -> Path:
     """The abTEM venv's python, creating the venv and installing ``PINS`` when missing."""
-    python = VENV / "bin" / "python"
-    if python.exists() and STAMP.exists() and STAMP.read_text().split() == list(PINS):
-        return python
-    print(f"[abtem venv] creating {VENV} (benchmark only; abTEM is GPL-3)", flush=True)
-    made = subprocess.run(
-        [sys.executable, "-m", "venv", "--clear", str(VENV)], capture_output=True, text=True
-    )
-    if made.returncode != 0:
-        fail(f"could not create {VENV}: {(made.stderr.strip().splitlines() or ['?'])[-1]}")
-    print(f"[abtem venv] installing {' '.join(PINS)} (one-off, a few minutes) ...", flush=True)
-    pip = subprocess.run(
-        [str(python), "-m", "pip", "install", "--progress-bar", "off", *PINS], capture_output=True, text=True
-    )
-    if pip.returncode != 0:
-        last = next((x for x in reversed(pip.stdout.splitlines()) if x.startswith("ERROR")), "see pip")
-        fail(f"cannot install abTEM into {VENV} (pip exit {pip.returncode}): {last}")
-    STAMP.write_text("\n".join(PINS) + "\n")
-    return python
+    return peer_venv(VENV, PINS, "abTEM", fail)
 
 
 def clean_frames() -> dict:
