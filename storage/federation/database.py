@@ -154,8 +154,8 @@ class Database:
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
-    def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision (a no-op when already there)."""
+    def migrate(self, revision: str = "head") -> None:
+        """Bring the schema to Alembic ``revision`` (default the newest; a no-op when already there)."""
         from alembic import command
         from alembic.config import Config
 
@@ -163,5 +163,5 @@ class Database:
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         with self.write_engine.connect() as conn:
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            command.upgrade(cfg, revision)
             conn.commit()

@@ -6,12 +6,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from storage.federation.database import MIGRATIONS_DIR, Database, sqlite_url
+from storage.federation.database import Database, sqlite_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -30,12 +28,7 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 def test_upgrade_copies_each_records_owner_and_project_into_its_metadata_rows(empty_url: str) -> None:
     db = Database(empty_url)
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with db.write_engine.connect() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0007")
-        conn.commit()
+    db.migrate("0007")
     with db.write_engine.begin() as conn:
         for uid, name in ((1, "ann"), (2, "ben")):
             conn.execute(
