@@ -31,7 +31,16 @@ import zarr
 from zarr.storage import LocalStore
 
 from .file_writes import atomic_write, json_bytes
-from .tables import ROW_CHUNK, Table, commit, open_root, storage_errors, writing
+from .tables import (
+    GROUP_META,
+    ROW_CHUNK,
+    Table,
+    commit,
+    consolidated_entry,
+    open_root,
+    storage_errors,
+    writing,
+)
 from .zarr_metadata import fill_from_json
 
 GROUP = "drift"
@@ -96,7 +105,7 @@ class DecisionWriter:
         with writing(self.path) if commit_now else nullcontext(), storage_errors(self.path):
             n = self.table.append(columns)
             if commit_now:
-                commit(self.path)
+                commit(self.path, self.table.metadata())
         return n
 
 
@@ -190,9 +199,9 @@ class MonitorWriter:
             # The group's own metadata too (a plain zarr open without consolidation reads it);
             # not a reader's commit point: the consolidated copy is.
             atomic_write(self.path / MONITOR_GROUP / "zarr.json", json_bytes(meta))
-        entries: dict[str, Any] = {MONITOR_GROUP: _consolidated_group(meta)}
+        entries: dict[str, Any] = {MONITOR_GROUP: consolidated_entry(meta)}
         if self._fresh:
-            entries[f"{MONITOR_GROUP}/{self._generation}"] = _consolidated_group(_GROUP_META)
+            entries[f"{MONITOR_GROUP}/{self._generation}"] = consolidated_entry(GROUP_META)
         for table in self._tables.values():
             entries |= table.metadata()
         self._fresh = False
@@ -264,17 +273,6 @@ def _from_json(doc: Mapping[str, Any]) -> np.ndarray:
     dtype = np.dtype(doc["dtype"])
     values = [fill_from_json(v, dtype) for v in doc["values"]] if dtype.kind == "f" else doc["values"]
     return np.array(values, dtype=dtype).reshape(doc["shape"])
-
-
-_GROUP_META = {"attributes": {}, "zarr_format": 3, "node_type": "group"}
-
-
-def _consolidated_group(meta: Mapping[str, Any]) -> dict[str, Any]:
-    """A group's entry in consolidated metadata, as zarr writes one."""
-    return {
-        **meta,
-        "consolidated_metadata": {"kind": "inline", "must_understand": False, "metadata": {}},
-    }
 
 
 def state_of(group: zarr.Group) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

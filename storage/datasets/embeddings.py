@@ -49,7 +49,7 @@ class EmbeddingWriter:
                 group.attrs.update(
                     {"embedder_version": embedder_version, "created": dt.datetime.now(dt.UTC).isoformat()}
                 )
-            commit(path)
+            commit(path, {group.path: None})
         return cls(path, Table(group, DIM))
 
     def done(self) -> np.ndarray:

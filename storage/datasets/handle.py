@@ -230,7 +230,9 @@ class Dataset:
     def commit(self) -> None:
         """Make what this handle wrote visible (atomically), under the writers' lock."""
         with writing(self.path):
-            commit(self.path)
+            # The prediction sets' groups too: a set may have no column yet.
+            groups = {writer.group.path: None for writer in self._predictions.values()}
+            commit(self.path, self._written() | groups, drop=self._dropped())
 
 
 def open_predictions(

@@ -55,6 +55,13 @@ class PredictionWriter:
         self.vacancies = Table(group, VACANCY_DIM)
         self.frames = Table(group, FRAME_DIM)
 
+    def metadata(self) -> dict[str, Any]:
+        """What a commit of this set publishes: its group and its tables' columns."""
+        entries: dict[str, Any] = {self.group.path: None}
+        for table in (self.atoms, self.vacancies, self.frames):
+            entries |= table.metadata()
+        return entries
+
     def done(self) -> np.ndarray:
         """Frame positions already processed (committed or appended by this writer)."""
         arr = self.frames.columns().get("predicted_frame")
@@ -116,7 +123,7 @@ class PredictionWriter:
                 }
             )
             if commit_now:
-                commit(self.path)
+                commit(self.path, self.metadata())
         return int(counts.sum())
 
 

@@ -129,46 +129,63 @@ def writing(path: Path) -> Iterator[None]:
 
 def commit(
     path: Path,
-    arrays: Mapping[str, Mapping[str, Any] | None] | None = None,
+    arrays: Mapping[str, Mapping[str, Any] | None],
     spare: Path | None = None,
     drop: Sequence[str] = (),
 ) -> None:
-    """Make what was written visible to readers, atomically: every node (``arrays=None``), or
-    only the nodes at these paths, whose own metadata (given, or read from its ``zarr.json``
-    where None) replaces their entries in the root's consolidated metadata; the nodes in
+    """Make what was written visible to readers, atomically: the nodes at these paths, whose own
+    metadata (given, or read from its ``zarr.json`` where None) replaces their entries in the
+    root's consolidated metadata, with any group above them not yet published; the nodes in
     ``drop`` and those under them leave it (the caller removed them).
 
     ``spare``: a scratch file on the same file system that only the caller writes (while it
     holds the writers' lock), for ``atomic_write`` to fill and swap in: creating a temporary
     file each commit costs ~0.35 ms idle, more while other processes create files.
 
-    Publishing only the caller's nodes is cheaper than ``consolidate`` (which opens every
-    node: ~8 ms a batch, measured 2026-11-30) and publishes nothing another writer left
-    half-written. Falls back to the whole consolidation where a path's parent group is
-    neither committed nor published with it.
+    Only the caller's nodes, never the whole hierarchy: a writer killed mid-batch leaves its
+    arrays resized beyond their commit until it reopens and repairs them, and a whole
+    consolidation by anyone else meanwhile would publish that debris as committed (a pipelined
+    run killed by SIGKILL then resumed on columns of one table at different lengths). It is
+    also cheaper: zarr's consolidation opens every node (~8 ms a batch, measured 2026-11-30).
+    A root without consolidated metadata (a group some other tool made) is consolidated whole.
     """
     with storage_errors(path):
-        if arrays is not None:
-            root_file = path / "zarr.json"
-            root = json.loads(root_file.read_bytes())
-            entries = (root.get("consolidated_metadata") or {}).get("metadata")
-            if entries is not None and all(
-                "/" not in name or name.rpartition("/")[0] in entries or name.rpartition("/")[0] in arrays
-                for name in arrays
-            ):
-                for gone in drop:
-                    for name in [n for n in entries if n == gone or n.startswith(f"{gone}/")]:
-                        del entries[name]
-                for name, meta in arrays.items():
-                    entries[name] = meta if meta is not None else _read_json(path / name / "zarr.json")
-                # In path order, as zarr writes them: zarr 3.1 nests the entries of one group's
-                # children only where they stand together (``_flat_to_nested`` groups runs of them).
-                root["consolidated_metadata"]["metadata"] = dict(sorted(entries.items()))
-                # No spare file in the root itself: zarr would take it for a node when listing
-                # the group; the caller's lies in one of its arrays' directories.
-                atomic_write(root_file, json_bytes(root), spare)
-                return
-        consolidate(LocalStore(path))
+        root_file = path / "zarr.json"
+        root = json.loads(root_file.read_bytes())
+        entries = (root.get("consolidated_metadata") or {}).get("metadata")
+        if entries is None:
+            consolidate(LocalStore(path))
+            return
+        for gone in drop:
+            for name in [n for n in entries if n == gone or n.startswith(f"{gone}/")]:
+                del entries[name]
+        published = dict(arrays)
+        for name in arrays:
+            parent = name.rpartition("/")[0]
+            while parent and parent not in entries and parent not in published:
+                published[parent] = None
+                parent = parent.rpartition("/")[0]
+        for name, meta in published.items():
+            entries[name] = (
+                meta if meta is not None else consolidated_entry(_read_json(path / name / "zarr.json"))
+            )
+        # In path order, as zarr writes them: zarr 3.1 nests the entries of one group's
+        # children only where they stand together (``_flat_to_nested`` groups runs of them).
+        root["consolidated_metadata"]["metadata"] = dict(sorted(entries.items()))
+        # No spare file in the root itself: zarr would take it for a node when listing the
+        # group; the caller's lies in one of its arrays' directories.
+        atomic_write(root_file, json_bytes(root), spare)
+
+
+GROUP_META = {"attributes": {}, "zarr_format": 3, "node_type": "group"}
+
+
+def consolidated_entry(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """A node's entry in consolidated metadata, as zarr writes one (a group's names its own,
+    empty, consolidated metadata)."""
+    if meta.get("node_type") != "group":
+        return dict(meta)
+    return {**meta, "consolidated_metadata": {"kind": "inline", "must_understand": False, "metadata": {}}}
 
 
 def _read_json(file: Path) -> Any:
@@ -201,17 +218,21 @@ def repair(path: Path, owned: Callable[[str], bool] | None = None) -> None:
     not debris. Takes the writers' lock; commits only when something was trimmed.
     """
     with writing(path):
-        if trim(path, owned):
-            commit(path)
+        resized = trim(path, owned)
+        if resized:
+            # The trimmed arrays' own metadata only (see ``commit``): their committed entries
+            # already say so, but a reader without consolidation reads these.
+            commit(path, dict.fromkeys(resized))
 
 
-def trim(path: Path, owned: Callable[[str], bool] | None = None) -> bool:
+def trim(path: Path, owned: Callable[[str], bool] | None = None) -> list[str]:
     """``repair`` without the lock and the commit (for a writer that holds the lock); returns
-    whether anything was trimmed. The committed metadata is untouched: no commit is needed."""
+    the arrays brought back to their committed shape (those never committed are removed). The
+    committed metadata is untouched: no commit is needed."""
     owned = owned or (lambda name: True)
     committed = committed_shapes(path)
     root = open_root(path, create=False)
-    changed = False
+    resized: list[str] = []
     with storage_errors(path):
         for name, arr in list(_all_arrays(root)):
             if not owned(name):
@@ -219,17 +240,16 @@ def trim(path: Path, owned: Callable[[str], bool] | None = None) -> bool:
             if name not in committed:
                 parent, _, leaf = name.rpartition("/")
                 del (root[parent] if parent else root)[leaf]
-                changed = True
             elif tuple(arr.shape) != committed[name]:
                 arr.resize(committed[name])
-                changed = True
+                resized.append(name)
         for partial in path.rglob("*.partial"):
             # The array a temporary file belongs to: its directory, less any chunk directories
             # (c/<row>/...); the root's own metadata is ".".
             where = partial.parent.relative_to(path).as_posix()
             if owned(where.split("/c/")[0].removesuffix("/c")):
                 partial.unlink(missing_ok=True)
-    return changed
+    return resized
 
 
 class Table:

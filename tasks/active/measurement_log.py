@@ -26,7 +26,7 @@ import zarr
 from zarr.storage import LocalStore
 
 from scopeflow.errors import InputError, NotFoundError
-from storage.datasets.tables import Table, commit, open_root, storage_errors
+from storage.datasets.tables import Table, commit, open_root, repair, storage_errors, writing
 
 GROUP = "measurements"
 DIM = "measurement"
@@ -51,6 +51,9 @@ class MeasurementLog:
         self.path = Path(path)
         if not (self.path / "zarr.json").exists():
             raise NotFoundError(f"no scopeflow dataset at {self.path}: write the survey frame first")
+        # A campaign killed mid-batch left rows beyond the commit: they were never measured as
+        # far as anyone reading the dataset knows, so the history must not count them.
+        repair(self.path, owned=lambda name: name.startswith(f"{GROUP}/"))
         root = open_root(self.path, create=False)
         with storage_errors(self.path):
             group = root.require_group(GROUP)
@@ -81,7 +84,12 @@ class MeasurementLog:
         # 64 spectra per chunk: few files, and a batch rewrites at most one partial chunk.
         self.table = Table(group, DIM, chunk_rows={"spectrum": 64})
         self.run = len(runs) - 1
-        commit(self.path)
+        self._commit()
+
+    def _commit(self) -> None:
+        """Publish this log's group and columns (only those: see ``commit``)."""
+        with writing(self.path):
+            commit(self.path, {self.group.path: None, f"{GROUP}/energy": None} | self.table.metadata())
 
     def __len__(self) -> int:
         return len(self.table)
@@ -116,7 +124,7 @@ class MeasurementLog:
                 }
             )
             self.group.attrs.update({"decisions": decisions})
-        commit(self.path)
+        self._commit()
 
     def append(
         self,
@@ -163,7 +171,7 @@ class MeasurementLog:
         }
         with storage_errors(self.path):
             total = self.table.append(data, dims={"spectrum": ("energy",)}, attrs=attrs)
-        commit(self.path)
+        self._commit()
         return total
 
 

@@ -129,3 +129,24 @@ def test_the_monitor_state_grows_and_is_replaced_and_readers_see_committed_state
     # Generations no committed state names are removed (one before the current is kept).
     assert len(list((path / "drift_monitor").glob("g*"))) <= 2
     assert zarr.open_group(store=LocalStore(path, read_only=True), mode="r", use_consolidated=True)
+
+
+def test_one_writers_repair_never_publishes_another_killed_writers_batch(acquired):
+    # A pipelined run killed by SIGKILL leaves both its writers' batches half-written: the
+    # frames and the edge's atoms. On resume the acquirer repairs first: its commit must not
+    # publish the edge's rows (its columns at different lengths), which the edge's own repair
+    # then could no longer tell from a commit.
+    path, writer, twin = acquired
+    data = Dataset(path)
+    predictions = data.predictions("v0001-test")
+    predictions.append([0, 1], [Atoms.empty(), Atoms.empty()])
+    predictions.frames.append({"predicted_frame": np.array([2, 3]), "atom_count": np.array([0, 0])})
+    batch = [twin.acquire(i) for i in range(9, 11)]
+    writer.frames.append({"frames": np.stack([f.image for f in batch]).astype(np.float32)})
+
+    DatasetWriter.open(path, twin.state())  # the acquirer resumes: trims its own frames
+    assert _frames_on_disk(path) == 9
+    resumed = Dataset(path).predictions("v0001-test")
+    assert resumed.done().tolist() == [0, 1]
+    resumed.append([2, 3], [Atoms.empty(), Atoms.empty()])  # lengths agree again
+    assert resumed.done().tolist() == [0, 1, 2, 3]

@@ -96,14 +96,14 @@ def test_a_failed_batch_is_forgotten_so_a_retry_neither_repeats_nor_skips(tmp_pa
     root.create_group("drift").create_array(
         "frame_start", shape=(0,), dtype="float64", chunks=(8,), dimension_names=("decision",)
     )
-    commit(path)
+    commit(path, {"drift/frame_start": None})
     loop = EdgeLoop.open(
         path, registry=ModelRegistry(tmp_path / "registry"), settings=EdgeSettings(batch_size=4)
     )
     with pytest.raises(ShapeMismatchError):
         loop.advance(max_batches=1)
     del root["drift"]
-    commit(path)
+    commit(path, {}, drop=["drift"])
     assert [(r.start, r.stop) for r in loop.advance()] == [(0, 4), (4, 8)]
     assert list(read_decisions(path)["frame_start"]) == [0, 4]
     assert read_predictions(path)["predicted_frame"].values.tolist() == list(range(8))
