@@ -195,9 +195,8 @@ def loop_flow(
         batches(writer.n_frames, frames, batch_size),
         edge,
         overlap=overlap_pays(),
+        committed=lambda: writer.n_frames,
     )
-    # Frames a killed run committed but never decided, when this run had none left to acquire.
-    acquired.append(run_batches(loop, writer.n_frames, escalate, log))
     reports = [r for batch in acquired for r in batch]
     versions = sorted({r.model_version for r in reports})
     out: dict[str, Any] = {

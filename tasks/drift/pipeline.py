@@ -73,11 +73,29 @@ def run_pipelined(
     ranges: Iterable[tuple[int, int]],
     consume: Callable[[int], T],
     overlap: bool = True,
+    committed: Callable[[], int] | None = None,
 ) -> list[T]:
     """``consume(end)`` for every ``(first, end)`` of ``ranges`` once ``produce(first, end)`` has
     committed it, the production of each range overlapping the consumption of the one before
     (``overlap``; else one after the other in the calling thread); returns ``consume``'s
-    results in order (see the module docstring)."""
+    results in order (see the module docstring).
+
+    ``committed`` (the end of the frames committed so far): consumed once more after the last
+    range, so that frames a killed run committed but never consumed are consumed too — a run
+    that resumes with nothing left to acquire has no range at all.
+    """
+    results = _run(produce, ranges, consume, overlap)
+    if committed is not None:
+        results.append(consume(committed()))
+    return results
+
+
+def _run(
+    produce: Callable[[int, int], Any],
+    ranges: Iterable[tuple[int, int]],
+    consume: Callable[[int], T],
+    overlap: bool,
+) -> list[T]:
     if not overlap:
         results: list[T] = []
         for first, end in ranges:

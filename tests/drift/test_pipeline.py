@@ -53,6 +53,7 @@ def pipelined_run(path: str | Path, frames: int, registry: str | Path) -> None:
         lambda first, end: acquire_batch(twin, writer, first, end),
         batches(writer.n_frames, frames, BATCH),
         lambda end: run_adaptive_edge(path, loop=loop, stop_at=end),
+        committed=lambda: writer.n_frames,
     )
 
 
@@ -104,6 +105,18 @@ def test_a_stop_between_a_checkpoint_and_its_calibration_resumes_the_same(unbrok
     pipelined_run(path, 32, registry)
     attrs, _ = read_monitor_state(path)
     assert attrs["calibration_pending"] and attrs["calibrated_on"] == 16
+    pipelined_run(path, N, registry)
+    _assert_same_decisions(read_decisions(path), expected)
+
+
+def test_a_run_killed_after_its_last_frame_was_acquired_decides_the_rest_on_resume(unbroken, tmp_path):
+    # Every frame committed, the edge killed before deciding the last batches: the resumed run
+    # has nothing to acquire, and must still decide them.
+    registry, expected = unbroken
+    path = tmp_path / "acquired.zarr"
+    twin = _twin()
+    DatasetWriter.open(path, twin.state()).append([twin.acquire(i) for i in range(N)])
+    run_adaptive_edge(path, loop=_loop(path, registry), stop_at=N - 2 * BATCH)
     pipelined_run(path, N, registry)
     _assert_same_decisions(read_decisions(path), expected)
 
