@@ -449,7 +449,7 @@ def main() -> None:
     sweep_idx = np.linspace(a, b - 1, args.sweep_frames).round().astype(int).tolist()
     for dose in SWEEP_DOSES:
         twin = DigitalTwin(seed=21, schedule=DriftSchedule.parse(f"dose={dose}@0"), shape=(128, 128))
-        sets[f"dose_{dose:.0e}"] = (twin, sweep_idx)
+        sets[f"dose_{dose:g}"] = (twin, sweep_idx)
     ensemble = None
     if not args.no_network:
         with tempfile.TemporaryDirectory() as tmp:  # empty registry: the shipped production
