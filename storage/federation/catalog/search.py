@@ -213,6 +213,18 @@ def _capped_counter(ctx: Ctx) -> Callable[..., int]:
     return count
 
 
+def _counted(ctx: Ctx, queries: list[Select[Any]]) -> tuple[list[int], int]:
+    """The rows of each select counted up to ``ESTIMATE_CAP``, and the largest record id, in
+    one statement: a round trip costs more than counting a few thousand index rows further
+    (0.7 ms for 4 000 on PostgreSQL at 1 M records), and on a loaded host each waits for
+    the database's process to be scheduled (3-8 ms a statement at load 8 on 2 cores)."""
+    columns = [
+        select(func.count()).select_from(q.limit(ESTIMATE_CAP).subquery()).scalar_subquery() for q in queries
+    ]
+    row = ctx.session.execute(select(*columns, select(func.max(Record.id)).scalar_subquery())).one()
+    return [n or 0 for n in row[:-1]], row[-1] or 1
+
+
 def _matches(ctx: Ctx, q: SearchIn) -> tuple[Select[Any], int | None, bool, bool]:
     """``SELECT records.id`` of every match, in no particular order (a record may come more
     than once from a metadata index: ``.distinct()`` counts each once), an upper
@@ -239,14 +251,18 @@ def _matches(ctx: Ctx, q: SearchIn) -> tuple[Select[Any], int | None, bool, bool
     readable = None if routes is None else [route.ids for route in routes]
     if readable is not None:
         candidates.append((readable, readable))
+    counted, n = (
+        _counted(ctx, [part for _, selects in candidates for part in selects]) if candidates else ([], 1)
+    )
+    rows_of = iter(counted)
     ranked: list[tuple[int, int, Any]] = []
+    full: dict[int, list[int]] = {}  # each candidate's parts, counted up to ESTIMATE_CAP
     fewest = None
     for i, (driver, selects) in enumerate(candidates):
-        rows = 0
-        for part in selects:  # a union counts as the sum of its parts: an upper bound
-            rows += count(part, None if fewest is None else fewest - rows)
-            if fewest is not None and rows >= fewest:
-                break
+        full[i] = [next(rows_of) for _ in selects]
+        # A union counts as the sum of its parts (an upper bound). A candidate is ranked by
+        # its rows up to the fewest so far, as if counted no further (ties go to the first).
+        rows = sum(full[i]) if fewest is None else min(sum(full[i]), fewest)
         ranked.append((rows, i, driver))
         fewest = rows if fewest is None else min(fewest, rows)
     ranked.sort(key=lambda r: r[:2])
@@ -257,7 +273,6 @@ def _matches(ctx: Ctx, q: SearchIn) -> tuple[Select[Any], int | None, bool, bool
         # criteria were independent; counts stopped at a cap make it an overestimate of the
         # walk), so the cheaper of the two is taken.
         rows, best = ranked[0][0], ranked[0][2]
-        n = ctx.session.scalar(select(func.max(Record.id))) or 1
         expected = rows * math.prod(min(other, n) / n for other, _, _ in ranked[1:])
         bound = rows if rows <= (q.offset + q.limit) * n / max(expected, 1.0) else None
         if q.md and best is readable and terms and routes is not None:
@@ -279,7 +294,13 @@ def _matches(ctx: Ctx, q: SearchIn) -> tuple[Select[Any], int | None, bool, bool
     # choice (or the fewest metadata term's range) finds those soonest.
     if q.md:
         leaves = [driver for _, _, driver in ranked if not isinstance(driver, list)]
-        if routes is not None and leaves and _few_probed(count, routes, leaves):
+        if (
+            routes is not None
+            and leaves
+            and _few_probed(
+                count, routes, leaves, [full[i][0] for i in range(len(terms))], full[len(candidates) - 1]
+            )
+        ):
             # A restricted user: the fewest term within what they may read. No records row is
             # read for the permission, where the term's whole range reads one per row it holds.
             return _readable_matches(q.md, leaves[0], routes, _unfiltered(where), pg), None, True, False
@@ -317,10 +338,21 @@ def _readable_matches(
     return select(union_all(*parts).subquery().c[0])
 
 
-def _few_probed(count: Callable[..., int], routes: list[Route], leaves: list[Any]) -> bool:
+def _few_probed(
+    count: Callable[..., int],
+    routes: list[Route],
+    leaves: list[Any],
+    term_rows: list[int],
+    route_rows: list[int],
+) -> bool:
     """Whether the ids of the routes the metadata index cannot scope (grants, collection
     links; counted up to ``RANK_CAP``) are fewer than the index rows of every metadata term
-    (each counted up to that number)."""
+    (each counted up to that number). ``term_rows`` (every term's) and ``route_rows`` (each
+    route's ids): ``_matches``'s counts up to ``ESTIMATE_CAP``, which decide without another
+    statement when those ids are fewer than that."""
+    probed = [rows for route, rows in zip(routes, route_rows, strict=True) if route.on_entry is None]
+    if sum(probed) < ESTIMATE_CAP:  # every part counted exactly
+        return all(rows >= sum(probed) for rows in term_rows)
     rows = 0
     for route in routes:
         if route.on_entry is None:
@@ -388,6 +420,14 @@ def search(ctx: Ctx, q: SearchIn) -> dict[str, Any]:
         # walk below passes every record they may not read: 150 of 160 ms for 761 matches in
         # 1 M records, SQLite), so up to SMALL_RESULT are collected and sorted past the cap too.
         small = SMALL_RESULT
+    if sparse and ctx.session.get_bind().dialect.name == "postgresql":
+        collected = _sorted_page(ctx, matches, small, order, window)
+        if collected is not None:
+            total, rows = collected
+            lower_bound = False
+            if cap is not None and total > cap and not (rows and len(rows) < window[1]):
+                total, lower_bound = max(cap, q.offset + len(rows)), True
+            return _page(ctx, q, total, lower_bound, rows)
     # Few matches: collect their ids from the indexes and sort just those. Many matches: walk
     # the sort order and probe each record, stopping once the page is full.
     found_ids = ctx.session.scalars(matches.limit(small + 1)).all()
@@ -430,6 +470,35 @@ def search(ctx: Ctx, q: SearchIn) -> dict[str, Any]:
             else:
                 total = max(total, shown)
     return _page(ctx, q, total, lower_bound, rows)
+
+
+def _sorted_page(
+    ctx: Ctx, matches: Select[Any], small: int, order: list[Any], window: tuple[int, int]
+) -> tuple[int, list[Record]] | None:
+    """Every match (up to ``small``) collected, counted and sorted, and the page read, in one
+    statement (PostgreSQL: a ``WITH`` referenced more than once is computed once): the number
+    of matches and the page's records, or None when there are more than ``small`` rows of
+    matches (a record may come more than once) and the caller decides as before. Where the
+    ids travelled to the client and back as an array, this is one round trip fewer and no
+    array of up to ``small`` ids to write and parse (~3 ms of Python for 761)."""
+    found = matches.limit(small + 1).cte("found")
+    n_rows = select(func.count()).select_from(found).scalar_subquery()
+    n_ids = select(func.count(found.c[0].distinct())).scalar_subquery()
+    page = (
+        select(Record, n_rows, n_ids)
+        .where(Record.id.in_(select(found.c[0])))
+        .order_by(*order)
+        .offset(window[0])
+        .limit(window[1])
+    )
+    got = ctx.session.execute(page).all()
+    if got:
+        rows_n, ids_n = got[0][1], got[0][2]
+    else:  # an empty page (no match, or past the last): the counts alone
+        rows_n, ids_n = ctx.session.execute(select(n_rows, n_ids)).one()
+    if rows_n > small:
+        return None
+    return ids_n, [r[0] for r in got]
 
 
 def _among_ids(ctx: Ctx, ids: Sequence[int]) -> ColumnElement[bool]:
