@@ -27,6 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import column as sql_column
 from sqlalchemy import table as sql_table
+from sqlalchemy.sql import operators
 
 from scopeflow.errors import InputError
 from storage.federation.access import Level, Route
@@ -484,12 +485,18 @@ def _sorted_page(
     found = matches.limit(small + 1).cte("found")
     n_rows = select(func.count()).select_from(found).scalar_subquery()
     n_ids = select(func.count(found.c[0].distinct())).scalar_subquery()
-    page = (
-        select(Record, n_rows, n_ids)
+    keys = (
+        select(*[Record.__table__.c[name] for name in dict.fromkeys(o.element.name for o in order)])
         .where(Record.id.in_(select(found.c[0])))
         .order_by(*order)
         .offset(window[0])
         .limit(window[1])
+        .subquery()
+    )
+    page = (
+        select(Record, n_rows, n_ids)
+        .join(keys, keys.c.id == Record.id)
+        .order_by(*[_on(keys, o) for o in order])
     )
     got = ctx.session.execute(page).all()
     if got:
@@ -499,6 +506,12 @@ def _sorted_page(
     if rows_n > small:
         return None
     return ids_n, [r[0] for r in got]
+
+
+def _on(keys: Any, term: Any) -> Any:
+    """``term`` (a sort column, ascending or descending) on the same column of ``keys``."""
+    column = keys.c[term.element.name]
+    return column.desc() if term.modifier is operators.desc_op else column.asc()
 
 
 def _among_ids(ctx: Ctx, ids: Sequence[int]) -> ColumnElement[bool]:
