@@ -46,15 +46,18 @@ FTS_TABLE = "records_fts"
 #: Suffix of PostgreSQL's trigram indexes for text search (migration 0006; no model).
 TRIGRAM_SUFFIX = "_trgm"
 
+#: PostgreSQL's index of each record's dates by id (migration 0010; no model: ``INCLUDE``).
+RECORD_DATES_INDEX = "ix_records_id_dates"
+
 
 def include_name(name: str | None, type_: str, _parents: object) -> bool:
     """Alembic filter: leave the full-text indexes (SQLite's FTS table and its shadow tables,
-    PostgreSQL's trigram indexes) out of comparisons."""
+    PostgreSQL's trigram indexes) and PostgreSQL's index of record dates out of comparisons."""
     if name is None:
         return True
     if type_ == "table":
         return not name.startswith(FTS_TABLE)
-    return not (type_ == "index" and name.endswith(TRIGRAM_SUFFIX))
+    return not (type_ == "index" and (name.endswith(TRIGRAM_SUFFIX) or name == RECORD_DATES_INDEX))
 
 
 def sqlite_url(path: Path) -> str:

@@ -238,9 +238,16 @@ def driven_ids(
             # without statistics took the (key, kind) range of 1 M rows: 280 ms for 4 000 ids).
             D = aliased(MetadataEntry)
             values = (D.num + 0, D.text.concat(""), D.kind)
+            key = D.key.concat("")
+            if lateral:
+                # PostgreSQL plans by statistics: the key bare seeks (record id, key) in the
+                # probe index, where wrapped it read every index row of the record (8 here) to
+                # filter; the kind wrapped instead keeps the value ranges out of reach (the
+                # key alone is every record's row of that key, which the planner knows).
+                values, key = (D.num + 0, D.text.concat(""), D.kind.concat("")), D.key
             query = select(D.record_id).where(
                 D.record_id.in_(ids),
-                D.key.concat("") == first.key,
+                key == first.key,
                 *[c(*values) for c in first.conditions],
             )
             # "+ 0": SQLite would carry ``IN`` over to every term joined on the same id and loop
@@ -378,6 +385,9 @@ def compile_expression(text: str, correlated: bool = False, fenced: bool = False
     return _to_sql(_compile(text), correlated, fenced)
 
 
+# A search compiles its expression once per use (the terms, each route's match query, the
+# page's probes): the tree is immutable, so each use after the first is a lookup.
+@functools.lru_cache(maxsize=256)
 def _compile(text: str) -> Any:
     if len(text) > MAX_EXPRESSION_CHARS:
         raise QuerySyntaxError(

@@ -208,3 +208,55 @@ def test_metadata_search_admits_exactly_the_readable_records_whichever_it_starts
     alice.update(routes[1][0], metadata={"probe": moved})
     readable[routes[1][0]] = moved
     check()
+
+
+@pytest.mark.parametrize("estimate_cap", [50, 1])  # the plan's counts decide alone / count on
+def test_restricted_metadata_search_sorts_and_pages_only_readable_matches(
+    alice: StoreClient, bob: StoreClient, tag: str, estimate_cap: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restricted user's matches collected within what they may read, sorted by each key and
+    paged (on PostgreSQL: collected, counted and paged in one statement): every page is a slice
+    of exactly the readable matches in order, and the totals count those alone."""
+    from storage.federation.catalog import search as search_module
+
+    alice.create_project(f"s{tag}")
+    alice.set_member(f"s{tag}", "bob", "read")
+    shelf = alice.create_collection(f"shelf s{tag}")
+    alice.grant(shelf["id"], "read", user="bob")
+    # Unreadable matches outnumber the readable ones and interleave with them in every order.
+    alice.create_records(
+        [{"title": f"{tag} {i:03d} private", "metadata": {"s": {"tag": tag, "x": i}}} for i in range(120)]
+    )
+    readable, own = set(), []
+    for i in range(12):
+        title, md = f"{tag} {i * 10 + 5:03d}", {"s": {"tag": tag, "x": i}}
+        route = i % 5
+        if route == 0:
+            rec = bob.create_record(title, metadata=md)
+            own.append(rec["id"])
+        elif route == 1:
+            rec = alice.create_record(title, metadata=md, project=f"s{tag}")
+        elif route == 2:
+            rec = alice.create_record(title, metadata=md, collections=[shelf["id"]])
+        else:
+            rec = alice.create_record(title, metadata=md)
+            alice.grant(rec["id"], "read", user="bob" if route == 3 else None)
+        readable.add(rec["id"])
+    bob.update(own[0], title=f"{tag} 999 renamed")  # updated and title out of creation order
+    monkeypatch.setattr(search_module, "ESTIMATE_CAP", estimate_cap)
+    expression = f'md.s.tag == "{tag}" and md.s.x >= 0'
+    for sort in ("-created", "created", "-updated", "title", "-title", "id"):
+        every = bob.search(md=expression, sort=sort, limit=100, count_limit=None)
+        assert {r["id"] for r in every["items"]} == readable
+        assert (every["total"], every["total_is_lower_bound"]) == (len(readable), False)
+        key, descending = sort.lstrip("-"), sort.startswith("-")
+        field = (lambda r: int(r["id"].split("/")[1])) if key == "id" else (lambda r, k=key: r[k])
+        ids = [r["id"] for r in every["items"]]
+        assert ids == [r["id"] for r in sorted(every["items"], key=field, reverse=descending)]
+        for offset in (0, 5, 10, 12, 20):
+            page = bob.search(md=expression, sort=sort, offset=offset, limit=5, count_limit=None)
+            assert [r["id"] for r in page["items"]] == ids[offset : offset + 5]
+            assert page["total"] == len(readable)
+        capped = bob.search(md=expression, sort=sort, limit=3, count_limit=4)
+        assert [r["id"] for r in capped["items"]] == ids[:3]
+        assert (capped["total"], capped["total_is_lower_bound"]) == (4, True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import literal, select, union_all
 
 from storage.federation.access import Level
 from storage.federation.catalog.context import Ctx
@@ -25,42 +25,37 @@ from storage.federation.models import (
 
 
 def record_dicts(ctx: Ctx, records: Sequence[Record], full: bool = False) -> list[dict[str, Any]]:
-    """JSON forms of ``records`` with few queries (one per related table, not per record).
+    """JSON forms of ``records`` with few queries (tags and names in one, not one per record).
 
     ``full`` adds collections, dependencies and replicas.
     """
     if not records:
         return []
     ids = [r.id for r in records]
-    s = ctx.session
+    # Tags and the names of owners, projects, schemas and repositories in one statement: a
+    # round trip costs more than these few index reads (on a loaded PostgreSQL host, each
+    # waits for its backend to be scheduled).
+    named = {
+        "u": (User, {r.owner_id for r in records}),
+        "s": (JsonSchemaDoc, {r.schema_id for r in records if r.schema_id}),
+        "p": (Project, {r.project_id for r in records if r.project_id}),
+        "r": (Repository, {r.repository_id for r in records if r.repository_id}),
+    }
+    parts = [select(literal("t"), RecordTag.record_id, RecordTag.tag).where(RecordTag.record_id.in_(ids))]
+    parts += [
+        select(literal(kind), table.id, table.name).where(table.id.in_(wanted))
+        for kind, (table, wanted) in named.items()
+        if wanted
+    ]
     tags: dict[int, list[str]] = {i: [] for i in ids}
-    for rid, tag in s.execute(select(RecordTag.record_id, RecordTag.tag).where(RecordTag.record_id.in_(ids))):
-        tags[rid].append(tag)
-    users = dict(
-        s.execute(select(User.id, User.name).where(User.id.in_({r.owner_id for r in records}))).all()
-    )
-    schema_ids = {r.schema_id for r in records if r.schema_id}
-    schemas = (
-        dict(
-            s.execute(
-                select(JsonSchemaDoc.id, JsonSchemaDoc.name).where(JsonSchemaDoc.id.in_(schema_ids))
-            ).all()
-        )
-        if schema_ids
-        else {}
-    )
-    project_ids = {r.project_id for r in records if r.project_id}
-    projects = (
-        dict(s.execute(select(Project.id, Project.name).where(Project.id.in_(project_ids))).all())
-        if project_ids
-        else {}
-    )
-    repo_ids = {r.repository_id for r in records if r.repository_id}
-    repos = (
-        dict(s.execute(select(Repository.id, Repository.name).where(Repository.id.in_(repo_ids))).all())
-        if repo_ids
-        else {}
-    )
+    names: dict[str, dict[int, str]] = {kind: {} for kind in named}
+    for kind, key, name in ctx.session.execute(union_all(*parts)):
+        if kind == "t":
+            tags[key].append(name)
+        else:
+            names[kind][key] = name
+    users, schemas, projects, repos = names["u"], names["s"], names["p"], names["r"]
+    s = ctx.session
     out = []
     for r in records:
         item: dict[str, Any] = {
