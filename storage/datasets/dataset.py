@@ -2,8 +2,8 @@
 
 Layout (readable with plain ``xarray.open_zarr(path)``):
 
-- ``frames`` (frame, y, x) float32, one chunk per frame in shard files, with coordinates ``frame_index``,
-  ``time`` (UTC) and ``pixel_size`` (Å) along ``frame``;
+- ``frames`` (frame, y, x) float32, one uncompressed chunk per frame in shard files, with
+  coordinates ``frame_index``, ``time`` (UTC) and ``pixel_size`` (Å) along ``frame``;
 - ``conditions`` (frame, condition) float64 with the names in ``condition``
   (``ds.conditions.sel(condition="defocus")``); text conditions (``lattice``) as string
   variables along ``frame``; numbers first seen after the first batch in ``metadata`` (JSON);
@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import xarray as xr
 import zarr
-from zarr.codecs import BloscCodec
 from zarr.storage import LocalStore
 
 from scopeflow.errors import InputError, NotFoundError, ShapeMismatchError
@@ -36,12 +35,16 @@ from .file_writes import SPARE
 from .tables import ROW_CHUNK, Table, commit, open_root, repair, storage_errors, writing
 
 SCHEMA_VERSION = 1
-# lz4 after a bit shuffle: detector counts are small integers, so most bit planes of their
-# float32 are constant and become long runs that lz4 skips through. Against the byte shuffle
-# used before: per 256² frame 0.064 vs 0.101 ms (twin frames, 1.23x vs 1.18x smaller) and
-# 0.075 vs 0.32 ms for low-dose counts (Poisson, mean 0.5-3: 5.9x vs 3.0x smaller); one
-# thread, measured 2026-11-30. Encoding is most of what an append costs beyond writing.
-FRAME_CODEC = BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
+# Frames are stored uncompressed (a raw chunk per frame in shards). Measured 2026-11-30 (256²
+# float32 frames, one thread, numcodecs' Blosc): lz4 after a bit shuffle, the codec before,
+# makes the twin's frames only 1.07-1.23x smaller (Poisson counts plus Gaussian read noise are
+# not integers: 5e6, 2e5 and 4e4 e/Å²) and costs 0.07-0.13 ms a frame, as much as
+# ``numpy.save`` spends writing one (~0.08 ms); integer detector counts (the abTEM HAADF frames
+# in /work/shared/data) shrink 4.0-5.8x at the same cost. On the acquisition path a frame's
+# bytes are written from where they lie; compressing counts for the archive belongs off it
+# (README, "Dataset layout"). Datasets written before keep their codec (read from each
+# array's ``zarr.json``).
+FRAME_CODEC = None
 FRAME_DIM = "frame"
 TRUTH_DIM = "truth"
 CONDITION_DIM = "condition"
