@@ -188,22 +188,30 @@ class DatasetWriter:
             "conditions": {"description": "numeric imaging conditions per frame; names in `condition`"},
         }
         with writing(self.path), storage_errors(self.path):
-            self.frames.append(
+            # The frames' bytes are written in threads while the truth is written here.
+            frames_written = self.frames.start_append(
                 columns, dims={"frames": ("y", "x"), "conditions": (CONDITION_DIM,)}, attrs=attrs
             )
-            truths = [(n0 + i, f.truth) for i, f in enumerate(batch) if f.truth is not None]
-            if truths:
-                self.truth.append(
-                    {
-                        "truth_frame": np.concatenate(
-                            [np.full(len(t.rowcol), i, np.int64) for i, t in truths]
-                        ),
-                        "truth_row": np.concatenate([t.rowcol[:, 0] for _, t in truths]).astype(np.float32),
-                        "truth_col": np.concatenate([t.rowcol[:, 1] for _, t in truths]).astype(np.float32),
-                        "truth_class": np.concatenate([t.cls for _, t in truths]).astype(np.int8),
-                        "truth_weight": np.concatenate([t.weight for _, t in truths]).astype(np.float32),
-                    }
-                )
+            try:
+                truths = [(n0 + i, f.truth) for i, f in enumerate(batch) if f.truth is not None]
+                if truths:
+                    self.truth.append(
+                        {
+                            "truth_frame": np.concatenate(
+                                [np.full(len(t.rowcol), i, np.int64) for i, t in truths]
+                            ),
+                            "truth_row": np.concatenate([t.rowcol[:, 0] for _, t in truths]).astype(
+                                np.float32
+                            ),
+                            "truth_col": np.concatenate([t.rowcol[:, 1] for _, t in truths]).astype(
+                                np.float32
+                            ),
+                            "truth_class": np.concatenate([t.cls for _, t in truths]).astype(np.int8),
+                            "truth_weight": np.concatenate([t.weight for _, t in truths]).astype(np.float32),
+                        }
+                    )
+            finally:
+                frames_written()
             published = self.frames.metadata() | self.truth.metadata()
             commit(
                 self.path,
