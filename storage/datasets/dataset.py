@@ -127,7 +127,7 @@ class DatasetWriter:
         for f in batch:
             for k, v in f.conditions.items():
                 seen.add(k)
-                if k not in text and not _is_number(v):
+                if type(v) not in _PLAIN_NUMBERS and k not in text and not _is_number(v):
                     text.add(k)
         keys = sorted(seen)
         numeric = [k for k in keys if k not in text]
@@ -229,6 +229,9 @@ class DatasetWriter:
                 spare=self.path / "frames" / SPARE,
             )
         return n0 + len(batch)
+
+
+_PLAIN_NUMBERS = {float, int}  # most conditions: no isinstance chain needed
 
 
 def _is_number(value: Any) -> bool:
