@@ -40,7 +40,7 @@ SCHEMA_VERSION = 1
 # makes the twin's frames only 1.07-1.23x smaller (Poisson counts plus Gaussian read noise are
 # not integers: 5e6, 2e5 and 4e4 e/Å²) and costs 0.07-0.13 ms a frame, as much as
 # ``numpy.save`` spends writing one (~0.08 ms); integer detector counts (the abTEM HAADF frames
-# in /work/shared/data) shrink 4.0-5.8x at the same cost. On the acquisition path a frame's
+# in /work/shared/data) shrink 3.8-5.6x at the same cost. On the acquisition path a frame's
 # bytes are written from where they lie; compressing counts for the archive belongs off it
 # (README, "Dataset layout"). Datasets written before keep their codec (read from each
 # array's ``zarr.json``).
