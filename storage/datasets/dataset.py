@@ -38,12 +38,12 @@ SCHEMA_VERSION = 1
 # Frames are stored uncompressed (a raw chunk per frame in shards). Measured 2026-11-30 (256²
 # float32 frames, one thread, numcodecs' Blosc): lz4 after a bit shuffle, the codec before,
 # makes the twin's frames only 1.07-1.23x smaller (Poisson counts plus Gaussian read noise are
-# not integers: 5e6, 2e5 and 4e4 e/Å²) and costs 0.07-0.13 ms a frame, as much as
+# not integers: 5e6, 2e5 and 4e4 e/Å²) and costs 0.09-0.13 ms a frame, as much as
 # ``numpy.save`` spends writing one (~0.08 ms); integer detector counts (the abTEM HAADF frames
-# in /work/shared/data) shrink 3.8-5.6x at the same cost. On the acquisition path a frame's
-# bytes are written from where they lie; compressing counts for the archive belongs off it
-# (README, "Dataset layout"). Datasets written before keep their codec (read from each
-# array's ``zarr.json``).
+# in /work/shared/data) shrink 3.8-5.6x at 0.05-0.07 ms. On the acquisition path a frame's
+# bytes are written from where they lie; compressing counts for an archive belongs off it
+# (README, "Why frames are stored uncompressed"; ``codec_figures`` in benchmarks/acquire.py).
+# Datasets written before keep their codec (read from each array's ``zarr.json``).
 FRAME_CODEC = None
 FRAME_DIM = "frame"
 TRUTH_DIM = "truth"
