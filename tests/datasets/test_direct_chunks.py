@@ -23,7 +23,7 @@ from storage.datasets import DatasetWriter
 from storage.datasets.chunk_files import SPARE, ChunkFiles, array_metadata
 from storage.datasets.dataset import FRAME_CODEC
 from storage.datasets.file_writes import pwritev_all
-from storage.datasets.tables import Table, commit, fill_for, open_root
+from storage.datasets.tables import STRING_ROWS, Table, commit, fill_for, open_root
 from tasks.acquisition.twin import DigitalTwin
 
 ROWS = 11
@@ -303,6 +303,27 @@ def test_new_one_row_columns_are_sharded_as_zarr_would_spell_it(tmp_path):
     }
     zarr.open_group(tmp_path / "z.zarr", mode="w").create_array("a", **spec)
     assert array_metadata(**spec) == json.loads((tmp_path / "z.zarr" / "a" / "zarr.json").read_bytes())
+
+
+def test_string_columns_span_chunks_of_their_own_size(tmp_path):
+    # String chunks are re-encoded whole each batch, so they are smaller than numeric ones.
+    path = tmp_path / "s.zarr"
+    open_root(path, create=True)
+    table = Table(open_root(path, create=False), "row")
+    names = np.array([f"/data/frame_{i:05d}.tif" for i in range(STRING_ROWS + 700)])
+    for start in range(0, len(names), 300):
+        table.append(
+            {
+                "source": names[start : start + 300],
+                "index": np.arange(start, start + 300)[: len(names) - start],
+            }
+        )
+        commit(path, table.metadata())
+    meta = json.loads((path / "source" / "zarr.json").read_bytes())
+    assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [STRING_ROWS]
+    committed = zarr.open_group(path, mode="r", use_consolidated=True)
+    assert list(committed["source"][...]) == list(names)
+    assert np.array_equal(committed["index"][...], np.arange(len(names)))
 
 
 def test_buffers_beyond_one_system_call_are_written_in_order(tmp_path):
