@@ -60,8 +60,11 @@ class ChunkFiles:
         self._encode = encode
         # Shards of one-row chunks with the index first (``from_metadata`` checked the layout).
         self.sharded = meta["codecs"][0]["name"] == "sharding_indexed"
-        # Raw fixed-width chunks (no compressor): a row sits at a fixed offset of its chunk file.
-        self.raw = len(meta["codecs"]) == 1 and self.dtype.kind != "O" and not self.sharded
+        inner = meta["codecs"][0]["configuration"]["codecs"] if self.sharded else meta["codecs"]
+        # Raw fixed-width chunks (no compressor): a row sits at a fixed offset of its chunk file;
+        # in a shard, its bytes are the row's own memory (nothing to encode).
+        self.raw = len(inner) == 1 and self.dtype.kind != "O"
+        self._little = self.dtype.newbyteorder("<") if self.dtype.kind != "O" else self.dtype
         self._tail: np.ndarray | None = None  # the decoded chunk holding the next row to append
         self._tail_start = -1  # its first row
 
@@ -158,6 +161,18 @@ class ChunkFiles:
         if self.sharded:
             for shard in range(n // r, (n + k - 1) // r + 1):
                 lo, hi = max(n, shard * r), min(n + k, (shard + 1) * r)
+                key = self._key(shard)
+                if self.raw:
+                    # Uncompressed rows: written from where they lie, in one ``pwritev``, with no
+                    # encoding thread to hand them to (a hand-off costs ~40 µs, the copy ~10 µs);
+                    # their views are taken in the writing thread too.
+                    rows = range(lo - n, hi - n)
+                    jobs.append(
+                        lambda key=key, first=lo - shard * r, rows=rows: self._extend(
+                            key, first, [self._raw_rows(values, rows)]
+                        )
+                    )
+                    continue
                 # Encoding (as costly as writing) starts now in threads of its own, so the shard's
                 # writer writes each row as soon as it is encoded.
                 # Rows go to the encoders in groups: a hand-off costs ~40 µs, a row's encoding ~250.
@@ -167,7 +182,6 @@ class ChunkFiles:
                     pool.submit(self._encode_rows, values, range(i - n, min(hi, i + step) - n))
                     for i in range(lo, hi, step)
                 ]
-                key = self._key(shard)
                 jobs.append(
                     lambda key=key, first=lo - shard * r, groups=groups: self._extend(key, first, groups)
                 )
@@ -235,6 +249,15 @@ class ChunkFiles:
                 raw = decode(blob[offset - first : offset - first + size])
                 out[lo - start + i] = np.frombuffer(raw, dtype=little).reshape(rest)
         return out
+
+    def _raw_rows(self, values: Any, rows: range) -> Future[list[Any]]:
+        """Rows of ``values`` as raw chunks' bytes (little-endian), without a copy where a row
+        already lies so in memory, as the finished result ``_extend`` takes."""
+        done: Future[list[Any]] = Future()
+        done.set_result(
+            [memoryview(np.ascontiguousarray(values[i : i + 1], dtype=self._little)).cast("B") for i in rows]
+        )
+        return done
 
     def _encode_rows(self, values: Any, rows: range) -> list[bytes]:
         return [self._encode(values[i : i + 1]) for i in rows]

@@ -2,8 +2,8 @@
 
 Layout (readable with plain ``xarray.open_zarr(path)``):
 
-- ``frames`` (frame, y, x) float32, one chunk per frame in shard files, with coordinates ``frame_index``,
-  ``time`` (UTC) and ``pixel_size`` (Å) along ``frame``;
+- ``frames`` (frame, y, x) float32, one uncompressed chunk per frame in shard files, with
+  coordinates ``frame_index``, ``time`` (UTC) and ``pixel_size`` (Å) along ``frame``;
 - ``conditions`` (frame, condition) float64 with the names in ``condition``
   (``ds.conditions.sel(condition="defocus")``); text conditions (``lattice``) as string
   variables along ``frame``; numbers first seen after the first batch in ``metadata`` (JSON);
@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import xarray as xr
 import zarr
-from zarr.codecs import BloscCodec
 from zarr.storage import LocalStore
 
 from scopeflow.errors import InputError, NotFoundError, ShapeMismatchError
@@ -36,12 +35,16 @@ from .file_writes import SPARE
 from .tables import ROW_CHUNK, Table, commit, open_root, repair, storage_errors, writing
 
 SCHEMA_VERSION = 1
-# lz4 after a bit shuffle: detector counts are small integers, so most bit planes of their
-# float32 are constant and become long runs that lz4 skips through. Against the byte shuffle
-# used before: per 256² frame 0.064 vs 0.101 ms (twin frames, 1.23x vs 1.18x smaller) and
-# 0.075 vs 0.32 ms for low-dose counts (Poisson, mean 0.5-3: 5.9x vs 3.0x smaller); one
-# thread, measured 2026-11-30. Encoding is most of what an append costs beyond writing.
-FRAME_CODEC = BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
+# Frames are stored uncompressed (a raw chunk per frame in shards). Measured 2026-11-30 (256²
+# float32 frames, one thread, numcodecs' Blosc): lz4 after a bit shuffle, the codec before,
+# makes the twin's frames only 1.07-1.23x smaller (Poisson counts plus Gaussian read noise are
+# not integers: 5e6, 2e5 and 4e4 e/Å²) and costs 0.09-0.13 ms a frame, as much as
+# ``numpy.save`` spends writing one (~0.08 ms); integer detector counts (the abTEM HAADF frames
+# in /work/shared/data) shrink 3.8-5.6x at 0.05-0.07 ms. On the acquisition path a frame's
+# bytes are written from where they lie; compressing counts for an archive belongs off it
+# (README, "Why frames are stored uncompressed"; ``codec_figures`` in benchmarks/acquire.py).
+# Datasets written before keep their codec (read from each array's ``zarr.json``).
+FRAME_CODEC = None
 FRAME_DIM = "frame"
 TRUTH_DIM = "truth"
 CONDITION_DIM = "condition"
@@ -117,10 +120,17 @@ class DatasetWriter:
 
     def _condition_columns(self, batch: Sequence[Frame]) -> dict[str, np.ndarray]:
         """Numeric conditions as one (k, C) array; text ones as columns; new numbers as JSON."""
-        keys = sorted({k for f in batch for k in f.conditions})
-        numeric = [
-            k for k in keys if all(_is_number(f.conditions.get(k)) for f in batch if k in f.conditions)
-        ]
+        # One pass over every frame's conditions (a test per key and frame was most of the
+        # Python time of an append, ~0.2 ms a batch of 32).
+        seen: set[str] = set()
+        text: set[str] = set()
+        for f in batch:
+            for k, v in f.conditions.items():
+                seen.add(k)
+                if type(v) not in _PLAIN_NUMBERS and k not in text and not _is_number(v):
+                    text.add(k)
+        keys = sorted(seen)
+        numeric = [k for k in keys if k not in text]
         names = self.condition_names()
         if not names and numeric:
             names = numeric
@@ -130,8 +140,9 @@ class DatasetWriter:
             self._conditions = list(names)
         out: dict[str, np.ndarray] = {}
         if names:
+            nan = float("nan")
             out["conditions"] = np.array(
-                [[float(f.conditions.get(k, np.nan)) for k in names] for f in batch], dtype=np.float64
+                [[f.conditions.get(k, nan) for k in names] for f in batch], dtype=np.float64
             )
         extra = [k for k in numeric if k not in names]
         if extra or "metadata" in self.frames:
@@ -139,7 +150,7 @@ class DatasetWriter:
                 [json.dumps({k: f.conditions[k] for k in extra if k in f.conditions}) for f in batch]
             )
         for key in keys:
-            if key not in numeric:
+            if key in text:
                 out[key] = np.array([str(f.conditions.get(key, "")) for f in batch], dtype=str)
         return out
 
@@ -164,7 +175,7 @@ class DatasetWriter:
                 raise ShapeMismatchError(
                     f"frame {f.index} ({f.source}) has shape {img.shape}, the dataset {self.path} holds {shape}"
                 )
-            if not np.issubdtype(img.dtype, np.number) or np.iscomplexobj(img):
+            if img.dtype.kind not in "iuf":  # real numbers (not complex, bool or objects)
                 raise ShapeMismatchError(
                     f"frame {f.index} ({f.source}): dtype {img.dtype} is not a real number type"
                 )
@@ -185,22 +196,30 @@ class DatasetWriter:
             "conditions": {"description": "numeric imaging conditions per frame; names in `condition`"},
         }
         with writing(self.path), storage_errors(self.path):
-            self.frames.append(
+            # The frames' bytes are written in threads while the truth is written here.
+            frames_written = self.frames.start_append(
                 columns, dims={"frames": ("y", "x"), "conditions": (CONDITION_DIM,)}, attrs=attrs
             )
-            truths = [(n0 + i, f.truth) for i, f in enumerate(batch) if f.truth is not None]
-            if truths:
-                self.truth.append(
-                    {
-                        "truth_frame": np.concatenate(
-                            [np.full(len(t.rowcol), i, np.int64) for i, t in truths]
-                        ),
-                        "truth_row": np.concatenate([t.rowcol[:, 0] for _, t in truths]).astype(np.float32),
-                        "truth_col": np.concatenate([t.rowcol[:, 1] for _, t in truths]).astype(np.float32),
-                        "truth_class": np.concatenate([t.cls for _, t in truths]).astype(np.int8),
-                        "truth_weight": np.concatenate([t.weight for _, t in truths]).astype(np.float32),
-                    }
-                )
+            try:
+                truths = [(n0 + i, f.truth) for i, f in enumerate(batch) if f.truth is not None]
+                if truths:
+                    self.truth.append(
+                        {
+                            "truth_frame": np.concatenate(
+                                [np.full(len(t.rowcol), i, np.int64) for i, t in truths]
+                            ),
+                            "truth_row": np.concatenate([t.rowcol[:, 0] for _, t in truths]).astype(
+                                np.float32
+                            ),
+                            "truth_col": np.concatenate([t.rowcol[:, 1] for _, t in truths]).astype(
+                                np.float32
+                            ),
+                            "truth_class": np.concatenate([t.cls for _, t in truths]).astype(np.int8),
+                            "truth_weight": np.concatenate([t.weight for _, t in truths]).astype(np.float32),
+                        }
+                    )
+            finally:
+                frames_written()
             published = self.frames.metadata() | self.truth.metadata()
             commit(
                 self.path,
@@ -210,6 +229,9 @@ class DatasetWriter:
                 spare=self.path / "frames" / SPARE,
             )
         return n0 + len(batch)
+
+
+_PLAIN_NUMBERS = {float, int}  # most conditions: no isinstance chain needed
 
 
 def _is_number(value: Any) -> bool:

@@ -1,5 +1,5 @@
 """Files replaced atomically (``atomic_write``), bytes written in place (``pwrite_all``), the
-threads that run a batch's file writes and encodings (``run_writes``, ``thread_pool``), and the
+threads that run a batch's file writes and encodings (``start_writes``, ``thread_pool``), and the
 compact JSON a ``zarr.json`` is written as (``json_bytes``)."""
 
 from __future__ import annotations
@@ -109,18 +109,19 @@ def thread_pool(role: str, threads: int) -> ThreadPoolExecutor:
     return pool
 
 
-def run_writes(heavy: list[Callable[[], None]], light: list[Callable[[], None]]) -> None:
-    """Run the ``heavy`` file writes in the module's threads and the ``light`` ones here,
-    meanwhile; the first error is raised once all are done."""
+def start_writes(heavy: list[Callable[[], None]]) -> Callable[[], None]:
+    """Start the ``heavy`` file writes in the module's threads; returns the call that waits for
+    them all and raises the first error (call it on every path, errors included, so that none
+    is still writing when the caller's error handling or lock release runs)."""
     pool = thread_pool("write", WRITE_THREADS)
     futures = [pool.submit(job) for job in heavy]
-    try:
-        for job in light:
-            job()
-    finally:
-        wait(futures)  # none still writing when the caller's error handling (or lock release) runs
-    for future in futures:
-        future.result()
+
+    def done() -> None:
+        wait(futures)
+        for future in futures:
+            future.result()
+
+    return done
 
 
 def json_bytes(doc: Any) -> bytes:

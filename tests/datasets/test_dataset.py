@@ -32,6 +32,20 @@ def test_round_trip_with_plain_xarray(tmp_path, twin):
     assert np.allclose(truth.rowcol, twin.acquire(6).truth.rowcol)
 
 
+def test_conditions_numbers_text_and_numbers_first_seen_later(tmp_path, twin):
+    def frame(i, **conditions):
+        return Frame(i, twin.acquire(i).image, 0.12, np.datetime64(i, "s"), conditions, None, f"f{i}")
+
+    writer = DatasetWriter.open(tmp_path / "run.zarr")
+    writer.append([frame(0, dose=1e5, mode="a"), frame(1, dose=2e5, mode=3)])  # mode: text in one frame
+    writer.append([frame(2, dose=3e5, tilt=1.5), frame(3, tilt=-2)])  # tilt: a number seen later
+    ds = xr.open_zarr(tmp_path / "run.zarr")
+    assert list(ds["condition"].values) == ["dose"]
+    assert np.array_equal(ds["conditions"].values[:, 0], [1e5, 2e5, 3e5, np.nan], equal_nan=True)
+    assert [str(v) for v in ds["mode"].values] == ["a", "3", "", ""]
+    assert [str(v) for v in ds["metadata"].values[2:]] == ['{"tilt": 1.5}', '{"tilt": -2}']
+
+
 def test_rerun_resumes_without_duplicates(tmp_path, twin):
     path = str(tmp_path / "run.zarr")
     acquire_run(twin, path, 5, batch_size=2)

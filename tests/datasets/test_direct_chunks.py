@@ -23,7 +23,7 @@ from storage.datasets import DatasetWriter
 from storage.datasets.chunk_files import SPARE, ChunkFiles, array_metadata
 from storage.datasets.dataset import FRAME_CODEC
 from storage.datasets.file_writes import pwritev_all
-from storage.datasets.tables import Table, commit, fill_for, open_root
+from storage.datasets.tables import STRING_ROWS, Table, commit, fill_for, open_root
 from tasks.acquisition.twin import DigitalTwin
 
 ROWS = 11
@@ -64,12 +64,15 @@ def _tensorstore_read(array_dir: Path) -> np.ndarray:
     return ts.open(spec, open=True, read=True).result().read().result()
 
 
+LZ4_BITSHUFFLE = BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
 # The project's layouts first (frames: one float32 row per chunk under FRAME_CODEC; raw
 # columns of many rows; strings), then the other corners the direct path accepts: each
 # compressor, each shuffle, a block size, 1-, 2- and 8-byte types, rows of other ranks,
 # encoded tails (replaced whole) and both chunk-key separators.
 CASES = [
-    pytest.param(FRAME_CODEC, "float32", (64, 64), 1, ".", id="frames-float32-lz4-bitshuffle"),
+    pytest.param(FRAME_CODEC, "float32", (64, 64), 1, ".", id="frames-float32"),
+    # The frame codec of datasets written before 2026-11-30's uncompressed frames.
+    pytest.param(LZ4_BITSHUFFLE, "float32", (64, 64), 1, ".", id="frames-float32-lz4-bitshuffle"),
     pytest.param(None, "int64", (), 4, ".", id="raw-int64-column"),
     pytest.param(None, "float64", (3,), 4, ".", id="raw-float64-rows"),
     pytest.param(None, "bool", (), 8, "/", id="raw-bool-slash-keys"),
@@ -189,12 +192,34 @@ def test_the_writers_dataset_reads_the_same_in_tensorstore_and_xarray(tmp_path):
     assert stack.shape == (9, 64, 64)
     for i in range(9):
         assert np.array_equal(stack[i], twin.acquire(i).image)
+    # Frames are stored uncompressed: a shard holds each frame's raw bytes.
+    sharding = json.loads((path / "frames" / "zarr.json").read_bytes())["codecs"][0]
+    assert [c["name"] for c in sharding["configuration"]["codecs"]] == ["bytes"]
+
+
+def test_a_dataset_with_compressed_frames_keeps_its_codec_when_appended_to(tmp_path):
+    # Datasets written before frames were stored uncompressed: their shards stay lz4.
+    twin = DigitalTwin(seed=3, shape=(32, 32))
+    path = tmp_path / "old.zarr"
+    writer = DatasetWriter.open(path, twin.state())
+    writer.frames = Table(
+        writer.root, "frame", chunk_rows={"frames": 1}, compressors={"frames": LZ4_BITSHUFFLE}
+    )
+    writer.append([twin.acquire(i) for i in range(3)])
+    again = DatasetWriter.open(path, twin.state())
+    again.append([twin.acquire(i) for i in range(3, 7)])
+    sharding = json.loads((path / "frames" / "zarr.json").read_bytes())["codecs"][0]
+    assert [c["name"] for c in sharding["configuration"]["codecs"]] == ["bytes", "blosc"]
+    stack = _tensorstore_read(path / "frames")
+    assert np.array_equal(stack, np.stack([twin.acquire(i).image for i in range(7)]))
+    assert np.array_equal(xr.open_zarr(path)["frames"].values, stack)
 
 
 @pytest.mark.parametrize(
     ("dtype", "shape", "chunks", "compressors"),
     [
         ("float32", (0, 8, 8), (1, 8, 8), FRAME_CODEC),
+        ("float32", (0, 8, 8), (1, 8, 8), LZ4_BITSHUFFLE),
         ("int64", (0,), (8192,), None),
         ("float64", (2,), (8192,), None),
         ("float64", (0, 17), (481, 17), None),
@@ -234,7 +259,8 @@ def _sharding(inner, shape: tuple[int, ...]) -> ShardingCodec:
 @pytest.mark.parametrize(
     ("inner", "dtype", "shape"),
     [
-        pytest.param(FRAME_CODEC, "float32", (64, 64), id="frames-lz4-bitshuffle"),
+        pytest.param(FRAME_CODEC, "float32", (64, 64), id="frames"),
+        pytest.param(LZ4_BITSHUFFLE, "float32", (64, 64), id="frames-lz4-bitshuffle"),
         pytest.param(ZstdCodec(level=0), "uint16", (8, 8), id="zstd"),
         pytest.param(None, "float64", (5,), id="raw"),
     ],
@@ -277,6 +303,27 @@ def test_new_one_row_columns_are_sharded_as_zarr_would_spell_it(tmp_path):
     }
     zarr.open_group(tmp_path / "z.zarr", mode="w").create_array("a", **spec)
     assert array_metadata(**spec) == json.loads((tmp_path / "z.zarr" / "a" / "zarr.json").read_bytes())
+
+
+def test_string_columns_span_chunks_of_their_own_size(tmp_path):
+    # String chunks are re-encoded whole each batch, so they are smaller than numeric ones.
+    path = tmp_path / "s.zarr"
+    open_root(path, create=True)
+    table = Table(open_root(path, create=False), "row")
+    names = np.array([f"/data/frame_{i:05d}.tif" for i in range(STRING_ROWS + 700)])
+    for start in range(0, len(names), 300):
+        table.append(
+            {
+                "source": names[start : start + 300],
+                "index": np.arange(start, start + 300)[: len(names) - start],
+            }
+        )
+        commit(path, table.metadata())
+    meta = json.loads((path / "source" / "zarr.json").read_bytes())
+    assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [STRING_ROWS]
+    committed = zarr.open_group(path, mode="r", use_consolidated=True)
+    assert list(committed["source"][...]) == list(names)
+    assert np.array_equal(committed["index"][...], np.arange(len(names)))
 
 
 def test_buffers_beyond_one_system_call_are_written_in_order(tmp_path):
