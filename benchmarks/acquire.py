@@ -28,10 +28,9 @@ from pathlib import Path
 
 import numpy as np
 from _common import write_result
-from zarr.codecs import BloscCodec
 
 from storage.datasets import DatasetWriter
-from storage.datasets.dataset import FRAME_CODEC
+from storage.datasets.dataset import COUNTS_CODEC
 from storage.datasets.file_writes import SPARE
 from storage.datasets.tables import Table, commit, open_root
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
@@ -40,7 +39,6 @@ FRAMES = 256
 BATCH = 32
 ROUNDS = int(os.environ.get("ACQUIRE_ROUNDS", 9))
 # The frame codec of datasets written before frames were stored uncompressed (2026-11-30).
-LZ4_BITSHUFFLE = BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
 
 
 def twin_rate() -> float:
@@ -101,7 +99,7 @@ def append_vs_save(frames: list, workdir: Path, round_no: int) -> dict[str, floa
     writer = DatasetWriter.open(workdir / "bench.zarr", {"kind": "bench"})
     creation_s = time.perf_counter() - t0
     tables = {}
-    for name, codec in (("frames", FRAME_CODEC), ("frames_lz4", LZ4_BITSHUFFLE)):
+    for name, codec in (("frames", None), ("frames_lz4", COUNTS_CODEC)):
         open_root(workdir / f"{name}.zarr", create=True)
         tables[name] = Table(
             open_root(workdir / f"{name}.zarr", create=False),

@@ -2,7 +2,8 @@
 
 Layout (readable with plain ``xarray.open_zarr(path)``):
 
-- ``frames`` (frame, y, x) float32, one uncompressed chunk per frame in shard files, with
+- ``frames`` (frame, y, x) float32, one chunk per frame in shard files (raw,
+  or lz4 after a bit shuffle where the first batch is integer counts: ``COUNTS_CODEC``), with
   coordinates ``frame_index``, ``time`` (UTC) and ``pixel_size`` (Å) along ``frame``;
 - ``conditions`` (frame, condition) float64 with the names in ``condition``
   (``ds.conditions.sel(condition="defocus")``); text conditions (``lattice``) as string
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.codecs import BloscCodec
 from zarr.storage import LocalStore
 
 from scopeflow.errors import InputError, NotFoundError, ShapeMismatchError
@@ -35,16 +37,15 @@ from .file_writes import SPARE
 from .tables import ROW_CHUNK, Table, commit, open_root, repair, storage_errors, writing
 
 SCHEMA_VERSION = 1
-# Frames are stored uncompressed (a raw chunk per frame in shards). Measured 2026-11-30 (256²
-# float32 frames, one thread, numcodecs' Blosc): lz4 after a bit shuffle, the codec before,
-# makes the twin's frames only 1.07-1.23x smaller (Poisson counts plus Gaussian read noise are
-# not integers: 5e6, 2e5 and 4e4 e/Å²) and costs 0.09-0.13 ms a frame, as much as
-# ``numpy.save`` spends writing one (~0.08 ms); integer detector counts (the abTEM HAADF frames
-# in /work/shared/data) shrink 3.8-5.6x at 0.05-0.07 ms. On the acquisition path a frame's
-# bytes are written from where they lie; compressing counts for an archive belongs off it
-# (README, "Why frames are stored uncompressed"; ``codec_figures`` in benchmarks/acquire.py).
-# Datasets written before keep their codec (read from each array's ``zarr.json``).
-FRAME_CODEC = None
+# The frames' codec is chosen from the first batch's frames, once per dataset (it lives in
+# ``frames/zarr.json``). Measured 2026-11-30 (256² float32 frames, one thread, numcodecs' Blosc;
+# ``codec_figures`` in benchmarks/acquire.py): lz4 after a bit shuffle shrinks exact integer
+# detector counts (the abTEM HAADF frames in /work/shared/data) 3.8-5.6x at 0.05-0.07 ms a
+# frame, less than ``numpy.save`` spends writing the frame raw (~0.08 ms), and a counting
+# detector's archive and its syncs are 4-6x smaller. Counts with read noise or gain applied
+# (the twin's: Poisson plus Gaussian) are not integers: their low bits are noise, the codec
+# shrinks them only 1.07-1.23x at 0.09-0.13 ms, and they are written raw from where they lie.
+COUNTS_CODEC = BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
 FRAME_DIM = "frame"
 TRUTH_DIM = "truth"
 CONDITION_DIM = "condition"
@@ -59,7 +60,7 @@ class DatasetWriter:
     def __init__(self, path: Path, root: zarr.Group) -> None:
         self.path = path
         self.root = root
-        self.frames = Table(root, FRAME_DIM, chunk_rows={"frames": 1}, compressors={"frames": FRAME_CODEC})
+        self.frames = Table(root, FRAME_DIM, chunk_rows={"frames": 1})
         # A few hundred atoms a frame (~360 in a 256² graphene frame at 0.12 Å/px): 8192-row chunks
         # would make a new file every ~23 frames, each as costly as a frame's; 2^16 rows (256 KiB
         # of float32) span ~180 frames.
@@ -179,6 +180,9 @@ class DatasetWriter:
                 raise ShapeMismatchError(
                     f"frame {f.index} ({f.source}): dtype {img.dtype} is not a real number type"
                 )
+        if "frames" not in self.frames:
+            counts = all(np.array_equal(img, np.round(img)) for img in images)
+            self.frames.compressors["frames"] = COUNTS_CODEC if counts else None
         n0 = self.n_frames
         columns: dict[str, Any] = {
             # Rows, not one stacked array: each frame is a chunk of its own, encoded from where it lies.

@@ -136,3 +136,23 @@ def test_readers_during_appends_see_whole_committed_batches(tmp_path):
         assert ds["truth_frame"].values.max() == n - 1
     thread.join()
     assert max(seen) <= 300 and len(seen) > 1  # it read while the writer wrote
+
+
+def test_detector_counts_are_stored_compressed_and_noisy_frames_raw(tmp_path, twin):
+    # The codec is the frames' own: exact integer counts shrink several-fold for less than
+    # their write costs; the twin's counts with read noise barely shrink and are written raw.
+    rng = np.random.default_rng(0)
+    now = np.datetime64("2026-11-30T12:00:00", "ns")
+    counts = [
+        Frame(i, rng.poisson(2.0, (64, 64)).astype(np.float32), 0.1, now + np.timedelta64(i, "s"))
+        for i in range(4)
+    ]
+    for name, batch in (("counts", counts), ("twin", [twin.acquire(i) for i in range(4)])):
+        path = tmp_path / f"{name}.zarr"
+        DatasetWriter.open(path, {}).append(batch)
+        meta = (path / "frames" / "zarr.json").read_text()
+        assert ('"blosc"' in meta) == (name == "counts")
+        stored = open_dataset(path)["frames"].values
+        assert np.array_equal(stored, np.stack([f.image for f in batch]))
+    on_disk = sum(p.stat().st_size for p in (tmp_path / "counts.zarr" / "frames").rglob("c*"))
+    assert on_disk < 4 * 64 * 64 * 4 / 2

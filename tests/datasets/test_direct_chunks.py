@@ -19,9 +19,10 @@ import zarr
 from zarr.codecs import BloscCodec, BytesCodec, ShardingCodec, ZstdCodec
 from zarr.storage import LocalStore, MemoryStore
 
+from scopeflow.frame import Frame
 from storage.datasets import DatasetWriter
 from storage.datasets.chunk_files import SPARE, ChunkFiles, array_metadata
-from storage.datasets.dataset import FRAME_CODEC
+from storage.datasets.dataset import COUNTS_CODEC
 from storage.datasets.file_writes import pwritev_all
 from storage.datasets.tables import STRING_ROWS, Table, commit, fill_for, open_root
 from tasks.acquisition.twin import DigitalTwin
@@ -64,15 +65,13 @@ def _tensorstore_read(array_dir: Path) -> np.ndarray:
     return ts.open(spec, open=True, read=True).result().read().result()
 
 
-LZ4_BITSHUFFLE = BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
-# The project's layouts first (frames: one float32 row per chunk under FRAME_CODEC; raw
+# The project's layouts first (frames: one float32 row per chunk, raw or under COUNTS_CODEC; raw
 # columns of many rows; strings), then the other corners the direct path accepts: each
 # compressor, each shuffle, a block size, 1-, 2- and 8-byte types, rows of other ranks,
 # encoded tails (replaced whole) and both chunk-key separators.
 CASES = [
-    pytest.param(FRAME_CODEC, "float32", (64, 64), 1, ".", id="frames-float32"),
-    # The frame codec of datasets written before 2026-11-30's uncompressed frames.
-    pytest.param(LZ4_BITSHUFFLE, "float32", (64, 64), 1, ".", id="frames-float32-lz4-bitshuffle"),
+    pytest.param(None, "float32", (64, 64), 1, ".", id="frames-float32"),
+    pytest.param(COUNTS_CODEC, "float32", (64, 64), 1, ".", id="frames-float32-counts-codec"),
     pytest.param(None, "int64", (), 4, ".", id="raw-int64-column"),
     pytest.param(None, "float64", (3,), 4, ".", id="raw-float64-rows"),
     pytest.param(None, "bool", (), 8, "/", id="raw-bool-slash-keys"),
@@ -142,7 +141,7 @@ def test_a_reopened_table_continues_the_tail_chunk_it_did_not_write(tmp_path):
 def test_big_endian_input_is_written_little_endian(tmp_path):
     values = _values("float32", (8, 8))
     path = tmp_path / "d.zarr"
-    files = ChunkFiles.of(_array(path, values, 1, compressors=FRAME_CODEC))
+    files = ChunkFiles.of(_array(path, values, 1, compressors=None))
     for write in files.writes(0, values.astype(">f4")):
         write()
     files.resize(ROWS)
@@ -163,7 +162,7 @@ def test_other_layouts_fall_back_to_zarr_and_still_round_trip(tmp_path, layout):
     layout = dict(layout)
     store = MemoryStore() if layout.pop("store", None) == "memory" else LocalStore(tmp_path / "t.zarr")
     group = zarr.open_group(store=store, mode="w", zarr_format=3)
-    kw = {"chunks": (1, 8, 8), "compressors": FRAME_CODEC} | layout
+    kw = {"chunks": (1, 8, 8), "compressors": None} | layout
     group.create_array(
         "frames", shape=(0, 8, 8), dtype="float32", fill_value=np.nan, dimension_names=("f", "y", "x"), **kw
     )
@@ -198,28 +197,29 @@ def test_the_writers_dataset_reads_the_same_in_tensorstore_and_xarray(tmp_path):
 
 
 def test_a_dataset_with_compressed_frames_keeps_its_codec_when_appended_to(tmp_path):
-    # Datasets written before frames were stored uncompressed: their shards stay lz4.
+    # The codec is chosen once, from the first batch (integer counts: compressed), and kept
+    # whatever comes after (here the twin's non-integer frames, appended by another writer).
     twin = DigitalTwin(seed=3, shape=(32, 32))
-    path = tmp_path / "old.zarr"
-    writer = DatasetWriter.open(path, twin.state())
-    writer.frames = Table(
-        writer.root, "frame", chunk_rows={"frames": 1}, compressors={"frames": LZ4_BITSHUFFLE}
-    )
-    writer.append([twin.acquire(i) for i in range(3)])
+    path = tmp_path / "counts.zarr"
+    rng = np.random.default_rng(1)
+    t0 = np.datetime64("2026-11-30T12:00:00", "ns")
+    counts = [Frame(i, rng.poisson(3.0, (32, 32)).astype(np.float32), 0.12, t0) for i in range(3)]
+    DatasetWriter.open(path, twin.state()).append(counts)
     again = DatasetWriter.open(path, twin.state())
     again.append([twin.acquire(i) for i in range(3, 7)])
     sharding = json.loads((path / "frames" / "zarr.json").read_bytes())["codecs"][0]
     assert [c["name"] for c in sharding["configuration"]["codecs"]] == ["bytes", "blosc"]
     stack = _tensorstore_read(path / "frames")
-    assert np.array_equal(stack, np.stack([twin.acquire(i).image for i in range(7)]))
+    want = [f.image for f in counts] + [twin.acquire(i).image for i in range(3, 7)]
+    assert np.array_equal(stack, np.stack(want))
     assert np.array_equal(xr.open_zarr(path)["frames"].values, stack)
 
 
 @pytest.mark.parametrize(
     ("dtype", "shape", "chunks", "compressors"),
     [
-        ("float32", (0, 8, 8), (1, 8, 8), FRAME_CODEC),
-        ("float32", (0, 8, 8), (1, 8, 8), LZ4_BITSHUFFLE),
+        ("float32", (0, 8, 8), (1, 8, 8), None),
+        ("float32", (0, 8, 8), (1, 8, 8), COUNTS_CODEC),
         ("int64", (0,), (8192,), None),
         ("float64", (2,), (8192,), None),
         ("float64", (0, 17), (481, 17), None),
@@ -259,8 +259,8 @@ def _sharding(inner, shape: tuple[int, ...]) -> ShardingCodec:
 @pytest.mark.parametrize(
     ("inner", "dtype", "shape"),
     [
-        pytest.param(FRAME_CODEC, "float32", (64, 64), id="frames"),
-        pytest.param(LZ4_BITSHUFFLE, "float32", (64, 64), id="frames-lz4-bitshuffle"),
+        pytest.param(None, "float32", (64, 64), id="frames"),
+        pytest.param(COUNTS_CODEC, "float32", (64, 64), id="frames-lz4-bitshuffle"),
         pytest.param(ZstdCodec(level=0), "uint16", (8, 8), id="zstd"),
         pytest.param(None, "float64", (5,), id="raw"),
     ],
@@ -298,7 +298,7 @@ def test_new_one_row_columns_are_sharded_as_zarr_would_spell_it(tmp_path):
         "dimension_names": ("frame", "y", "x"),
         "attributes": {},
         "compressors": None,
-        "serializer": _sharding(FRAME_CODEC, (8, 8)),
+        "serializer": _sharding(None, (8, 8)),
         "chunk_key_encoding": {"name": "default", "separator": "."},
     }
     zarr.open_group(tmp_path / "z.zarr", mode="w").create_array("a", **spec)
