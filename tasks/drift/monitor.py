@@ -53,7 +53,7 @@ class Decision:
     ``changed``: the conditions named as changed (``dose``, ``defocus``, ``blur``,
     ``contrast``, ``lattice``, ``network``); ``attribution`` the estimates behind them
     (``dose_ratio``, ``defocus_A`` (|defocus| now), ``defocus_change_A``, ``defocus_err_A``,
-    ``defocus_bound_A``, ``defocus_null_bound_A``, ``blur_A2``, ``contrast_ratio``,
+    ``defocus_bound_A``, ``blur_A2``, ``contrast_ratio``,
     ``source_var_A2`` (Δσ² of a Gaussian envelope, Å²) with the two models' misfits
     ``envelope_misfit`` and ``defocus_misfit``, ``spacing_change``, ``rotation_deg``,
     ``new_reflections``); ``summary`` says it in words.
