@@ -19,6 +19,7 @@ from .spectrum import (
     SpectrumReference,
     defocus_bound,
     depth_of_focus,
+    envelope_fits_better,
     fit_defocus,
     fit_envelope,
 )
@@ -145,9 +146,11 @@ def attribute(
         # A source or probe size change is a Gaussian envelope on every frequency: it empties
         # the higher lattice orders first. A defocus (Cs = 0) lowers the middle of the band and
         # leaves the transfer near the aperture's cutoff 2α/λ: the higher orders stay. Of the
-        # two one-parameter models (same rings, weights and upper limits) the one that misfits
-        # less names the change; a tie goes to the defocus, as before.
-        envelope = att.get("envelope_misfit", float("nan")) < att.get("defocus_misfit", float("nan"))
+        # two one-parameter models (same rings and errors) the one that misfits less by more
+        # than the χ²'s own noise names the change; a tie goes to the defocus, as before.
+        envelope = "envelope_misfit" in att and envelope_fits_better(
+            spectrum, images[0].pixel_size, att["defocus_misfit"], att["envelope_misfit"]
+        )
         if "lattice" in changed and "defocus_A" in att:
             # The fit then read the new object, not the optics: it is kept for the record
             # (``defocus_fit_A``) but is no estimate of the defocus.
