@@ -151,15 +151,17 @@ class SpectrumReference:
     # own offset), and that mean's standard error across the reflections.
     rotation_centre_deg: float = 0.0
     rotation_scatter_deg: float = float("nan")
-    # The standard error of ``profile`` per ring (``profile_error``): what the reference's own
-    # noise leaves unknown, propagated into every fit against it. None (states stored before
-    # it was kept): the reference is taken as exact.
-    profile_se: np.ndarray | None = None
+    # The frames' mean signal per ring and its standard error (``mean_signal``), what the
+    # transfer fits compare with: the reference's own noise, propagated into every fit against
+    # it. None (states stored before they were kept): ``profile``, taken as exact.
+    signal: np.ndarray | None = None
+    signal_se: np.ndarray | None = None
 
     @classmethod
     def fit(cls, stats: Sequence[ImageStats]) -> SpectrumReference:
         """The reference of a stretch of frames of one shape and pixel size."""
-        profile, profile_se = profile_error(stats)
+        profile = mean_profile(stats)
+        fit_signal, fit_signal_se = mean_signal(stats)
         s0 = stats[0]
         noise_rel = np.median([s.noise / max(s.mean, 1e-12) ** 2 for s in stats])
         # A ring holds signal where the median frame's excess over the floor exceeds three
@@ -193,7 +195,16 @@ class SpectrumReference:
         ]
         share = float(np.median(shares)) if shares else 1.0
         ref = cls(
-            profile, band, k_info, refl, tolerance, s0.ring_k, s0.ring_bins, share, profile_se=profile_se
+            profile,
+            band,
+            k_info,
+            refl,
+            tolerance,
+            s0.ring_k,
+            s0.ring_bins,
+            share,
+            signal=fit_signal,
+            signal_se=fit_signal_se,
         )
         measured = ref.rotation_spread(stats)
         if measured is None:
@@ -361,24 +372,30 @@ def mean_profile(stats: Sequence[ImageStats]) -> np.ndarray:
     return np.median(np.stack([_relative_signal(s) for s in stats]), axis=0)
 
 
-def profile_error(stats: Sequence[ImageStats]) -> tuple[np.ndarray, np.ndarray]:
-    """``mean_profile`` of the frames and its standard error per ring (both relative to mean²).
+def mean_signal(stats: Sequence[ImageStats]) -> tuple[np.ndarray, np.ndarray]:
+    """The frames' mean relative signal per ring (noise removed, / mean²) and its standard
+    error, for the transfer fits.
+
+    The mean, not the median (``mean_profile``, what a single frame is compared with): a ring
+    of few Fourier bins is skewed (a Gamma of B/2 degrees), so its median over frames lies
+    below its mean by ~N/(3·B/2) for a noise floor N — nothing at high dose, but at 4·10⁴
+    e/Å² (N ≈ 6 mean²) it sank the weak higher orders of a batch by as much as their signal,
+    which read as a 27 Å defocus against an in-focus reference at 5·10⁶.
 
     Two sources, the larger kept per ring: counting noise, propagated from the frames' own
     measured noise floor N (a periodogram bin of signal S over white noise N varies by
     N² + 2SN, and a ring of B Hann-windowed bins holds B/2 independent ones), and what the
-    frames show beyond it — the robust spread (1.4826 × MAD) of the ring over the frames (the
-    content in view changes as a sample drifts under the probe). The median of n values has
-    √(π/2) times the error of their mean.
+    frames show beyond it — the ring's spread over the frames (the content in view changes as
+    a sample drifts under the probe).
     """
     rel = np.stack([_relative_signal(s) for s in stats])
     n = len(rel)
-    centre = np.median(rel, axis=0)
+    centre = rel.mean(axis=0)
     floor = float(np.median([s.noise / max(s.mean, 1e-12) ** 2 for s in stats]))
     bins = np.maximum(stats[0].ring_bins, 1)
     counting = np.sqrt((floor**2 + 2.0 * np.clip(centre, 0.0, None) * floor) * 2.0 / bins)
-    scatter = 1.4826 * np.median(np.abs(rel - centre), axis=0) if n > 2 else np.zeros_like(centre)
-    return centre, np.sqrt(np.pi / 2.0) * np.maximum(counting, scatter) / np.sqrt(n)
+    scatter = rel.std(axis=0, ddof=1) if n > 2 else np.zeros_like(centre)
+    return centre, np.maximum(counting, scatter) / np.sqrt(n)
 
 
 def _ring_transfer(
@@ -487,7 +504,7 @@ def _transfer_misfit(
     reference's, per ring) against the frames' signal profile, and the number of rings it
     sums; None where the reference holds signal in fewer than two rings.
 
-    Both profiles are measurements (``profile_error``): the frames' D ± σ_D and the
+    Both profiles are measurements (``mean_signal``): the frames' D ± σ_D and the
     reference's R ± σ_R of one true spectrum T, with D = g·T for a transfer g. Profiled over
     T, each ring adds (D - g·R)² / (σ_D² + g²·σ_R²) (errors in both variables). So a ring the
     reference saw only through its noise (a low-dose reference's higher orders) weighs what
@@ -506,8 +523,10 @@ def _transfer_misfit(
     MoS2 at 40 Å, ×0.66 from the first order to the third.)
 
     The rings summed are those where the reference measured the object — its signal three
-    standard errors above zero — and the ring either side (where the window leaks that
-    power), from two bins to Nyquist. Elsewhere the reference knows nothing of the object,
+    standard errors above zero — from two bins to Nyquist. Elsewhere the reference knows
+    nothing of the object (where the transfer rises many-fold, as on a return to focus, a ring
+    the reference saw as 0 ± σ_R fits any model whose g·σ_R covers the frames' power: a
+    sharpening envelope, σ² -0.59 Å², beat the true return from 100 Å to focus that way),
     and the frames' power there is not the optics' to explain: at low k the content in view,
     which the sample's drift changes (the twin's stream after frame 1000: rings 1-4 grew ×20
     over 100 frames, and with them the envelope's χ² fell below every defocus's); beyond
@@ -518,9 +537,8 @@ def _transfer_misfit(
     rings = _fit_rings(reference, stats[0].pixel_size)
     if rings is None:
         return None
-    signal, signal_se = profile_error(stats)
-    ref = reference.profile
-    ref_se = _reference_se(reference)
+    signal, signal_se = mean_signal(stats)
+    ref, ref_se = _reference_signal(reference)
     g = np.exp(np.clip(_through_window(reference, stats, models)[:, rings], -700.0, 50.0))
     # An exactly noise-free pair of profiles (rendered frames) is known to float precision.
     tiny = np.finfo(np.float64).eps * float(np.abs(signal[rings]).max())
@@ -528,8 +546,11 @@ def _transfer_misfit(
     return ((signal[rings] - g * ref[rings]) ** 2 / var).sum(axis=1), int(rings.sum())
 
 
-def _reference_se(reference: SpectrumReference) -> np.ndarray:
-    return np.zeros_like(reference.profile) if reference.profile_se is None else reference.profile_se
+def _reference_signal(reference: SpectrumReference) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's ``signal`` and ``signal_se`` (its ``profile``, exact, where not kept)."""
+    if reference.signal is None or reference.signal_se is None:
+        return reference.profile, np.zeros_like(reference.profile)
+    return reference.signal, reference.signal_se
 
 
 def _fit_rings(reference: SpectrumReference, pixel_size: float) -> np.ndarray | None:
@@ -537,10 +558,9 @@ def _fit_rings(reference: SpectrumReference, pixel_size: float) -> np.ndarray | 
     the reference's signal."""
     index = np.arange(len(reference.profile))
     inside = (index >= 2) & (reference.ring_k <= 0.5 / pixel_size)
-    measured = inside & (reference.profile > 3.0 * _reference_se(reference))
-    if measured.sum() < 2:
-        return None
-    return inside & (np.convolve(measured, np.ones(3), mode="same") > 0)
+    ref, ref_se = _reference_signal(reference)
+    measured = inside & (ref > 3.0 * ref_se)
+    return measured if measured.sum() >= 2 else None
 
 
 def envelope_fits_better(
@@ -571,9 +591,13 @@ def _posterior(misfit: np.ndarray, rings: int) -> np.ndarray:
     model is not the whole truth: abTEM's multislice against a probe convolution, a
     drifting crop's content), χ² is scaled down by χ²_min / (rings - 1) (Birge's ratio), so
     the data's own misfit widens the error rather than a chosen constant."""
-    scale = max(1.0, float(misfit.min()) / max(rings - 1, 1))
-    p = np.exp(-(misfit - misfit.min()) / (2.0 * scale))
+    p = np.exp(-(misfit - misfit.min()) / (2.0 * _chi2_scale(misfit, rings)))
     return p / p.sum()
+
+
+def _chi2_scale(misfit: np.ndarray, rings: int) -> float:
+    """Birge's ratio of the best candidate's χ² over ``rings`` rings (at least 1)."""
+    return max(1.0, float(np.min(misfit)) / max(rings - 1, 1))
 
 
 @lru_cache(maxsize=8)
@@ -645,9 +669,9 @@ def fit_defocus(
     a single order, a steep crossing of the right attenuation (a narrow minimum) and a flat
     stretch of it (a broad one) can both fit. The likelihood over the candidates (flat prior
     over ``defoci``, default every Å to 300 Å) weighs them by what each holds, not by the
-    depth of its deepest point: the estimate is its median and the ± the larger distance from
-    it to the 16th or 84th percentile — so a minimum the data cannot reject lies inside the
-    error. NaN where the likelihood's peak is at the last candidate (too little signal
+    depth of its deepest point: the estimate is the best candidate of the basin holding the
+    most likelihood, and the ± the larger distance from it to the likelihood's 16th or 84th
+    percentile — so a minimum the data cannot reject lies inside the error. NaN where the likelihood's peak is at the last candidate (too little signal
     survives to bound the defocus).
     """
     nan = float("nan")
@@ -669,10 +693,26 @@ def fit_defocus(
     best = float(misfit.min())
     if int(np.argmin(misfit)) == len(grid) - 1:
         return nan, nan, best
-    cdf = np.cumsum(_posterior(misfit, rings))
-    lo, estimate, hi = (
-        float(grid[min(int(np.searchsorted(cdf, q)), len(grid) - 1)]) for q in (0.16, 0.5, 0.84)
-    )
+    posterior = _posterior(misfit, rings)
+    # Basins: the stretches between the misfit's local maxima. The estimate is the best
+    # candidate of the basin that holds the most likelihood (not the deepest point overall, a
+    # narrow basin can hold that; not the likelihood's median either, which a basin piled
+    # against 0 Å pushes off focus by half its width).
+    # A barrier less than one (scaled) χ² above the minima either side of it is noise in the
+    # misfit, not two basins.
+    scale = _chi2_scale(misfit, rings)
+    peaks = np.nonzero((misfit[1:-1] > misfit[:-2]) & (misfit[1:-1] >= misfit[2:]))[0] + 1
+    bounds = [0, *peaks.tolist(), len(grid)]
+    edges = [
+        e
+        for i, e in enumerate(peaks.tolist())
+        if misfit[e] - max(misfit[bounds[i] : e].min(), misfit[e : bounds[i + 2]].min()) > scale
+    ]
+    basins = np.split(np.arange(len(grid)), edges)
+    heaviest = max(basins, key=lambda b: float(posterior[b].sum()))
+    estimate = float(grid[heaviest[int(np.argmin(misfit[heaviest]))]])
+    cdf = np.cumsum(posterior)
+    lo, hi = (float(grid[min(int(np.searchsorted(cdf, q)), len(grid) - 1)]) for q in (0.16, 0.84))
     # (The error is never below half the candidates' step: the estimate is one of them.)
     step = float(np.median(np.diff(grid))) if len(grid) > 1 else 0.0
     return estimate, max(estimate - lo, hi - estimate, step / 2), best
