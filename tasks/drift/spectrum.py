@@ -506,10 +506,11 @@ def _transfer_misfit(
 
     Both profiles are measurements (``mean_signal``): the frames' D ± σ_D and the
     reference's R ± σ_R of one true spectrum T, with D = g·T for a transfer g. Profiled over
-    T, each ring adds (D - g·R)² / (σ_D² + g²·σ_R²) (errors in both variables). So a ring the
-    reference saw only through its noise (a low-dose reference's higher orders) weighs what
-    it measured, and a ring lost in the frames' noise says "at most this much" by its own
-    error, with no cut into seen and unseen rings. (Weighting rings by the reference's
+    T, each ring adds (D - g·R)² / (σ_D² + g²·σ_R²) (errors in both variables). So a ring
+    weighs what both stretches measured of it: little where the reference is noisy (a
+    low-dose reference) or where the transfer multiplies the reference's noise, and a ring
+    lost in the frames' noise says "at most this much" by its own error, with no cut into
+    seen and unseen rings. (Weighting rings by the reference's
     profile without its noise, and holding lost rings as hard upper limits, had put a narrow
     false minimum at 90 Å beside the true 125-140 Å for the twin's 0 → 130 Å step, measured
     against a reference at 4·10⁴ e/Å² that shows only the first graphene order: a ring's
@@ -528,8 +529,8 @@ def _transfer_misfit(
     the reference saw as 0 ± σ_R fits any model whose g·σ_R covers the frames' power: a
     sharpening envelope, σ² -0.59 Å², beat the true return from 100 Å to focus that way),
     and the frames' power there is not the optics' to explain: at low k the content in view,
-    which the sample's drift changes (the twin's stream after frame 1000: rings 1-4 grew ×20
-    over 100 frames, and with them the envelope's χ² fell below every defocus's); beyond
+    which the sample's drift changes (the twin's stream after frame 1000: rings 1-2 grew
+    ×30-60 over 110 frames, and with them the envelope's χ² fell below every defocus's); beyond
     the reference's information limit, orders the frames show and the reference's noise hid
     (with them a low draw of that noise, the twin's second graphene order at -0.29 ± 0.21
     for a true +0.25, brought the false minimum at 90 Å back as the best).
@@ -573,7 +574,7 @@ def envelope_fits_better(
     (scaled as ``_posterior`` scales χ², by the better fit's own misfit per ring) is a
     likelihood ratio under e^½, a preference the data do not hold at one standard error, and
     goes to the defocus. (Without it a batch at 4·10⁴ e/Å² and 80 Å, whose noise leaves
-    either model a χ² of 15.8 on 15 rings, was read a source change by 0.04.)
+    either model a χ² of 15.8 on 14 rings, was read a source change by 0.04.)
     """
     if not np.isfinite(envelope_misfit):
         return False
