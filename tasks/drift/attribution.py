@@ -19,6 +19,7 @@ from .spectrum import (
     SpectrumReference,
     defocus_bound,
     depth_of_focus,
+    envelope_fits_better,
     fit_defocus,
     fit_envelope,
 )
@@ -126,21 +127,11 @@ def attribute(
             att["defocus_misfit"] = misfit
             att["defocus_change_A"] = df - reference_defocus
             if np.isfinite(df):
-                # What the frames allow at best (Cramér–Rao), beside what the fit achieved.
+                # What the frames allow at best (Cramér–Rao, local to the estimate), beside what
+                # the fit achieved. The fit's own error is its likelihood's spread over every
+                # candidate (``fit_defocus``), so it holds on one frame too, and near focus,
+                # where the transfer is even in defocus and the local bound is huge.
                 att["defocus_bound_A"] = defocus_bound(spectrum, images, shape, **probe, defocus=df)
-                if not np.isfinite(err):
-                    # One frame has no spread to measure: no unbiased estimate from its rings
-                    # is surer than the Cramér–Rao bound, so the bound is its error.
-                    att["defocus_err_A"] = att["defocus_bound_A"]
-                    # Near focus the transfer is even in defocus (Cs = 0), so the bound at an
-                    # estimate of ~0 Å is huge and a return to focus from 145 Å could never be
-                    # told from no change. Whether the defocus moved is also a test at the
-                    # reference's defocus (the score test: the bound if nothing changed); the
-                    # smaller of the two bounds decides.
-                    null = reference_defocus if spectrum_defocus is None else spectrum_defocus
-                    att["defocus_null_bound_A"] = defocus_bound(
-                        spectrum, images, shape, **probe, defocus=null
-                    )
         change = att.get("defocus_change_A", float("nan"))
         # A defocus change is named when it is outside twice its error and beyond Rayleigh's
         # quarter-wave depth of focus λ/(4α²) (~20 Å at 60 kV, 25 mrad): a smaller one
@@ -155,14 +146,16 @@ def attribute(
         # A source or probe size change is a Gaussian envelope on every frequency: it empties
         # the higher lattice orders first. A defocus (Cs = 0) lowers the middle of the band and
         # leaves the transfer near the aperture's cutoff 2α/λ: the higher orders stay. Of the
-        # two one-parameter models (same rings, weights and upper limits) the one that misfits
-        # less names the change; a tie goes to the defocus, as before.
-        envelope = att.get("envelope_misfit", float("nan")) < att.get("defocus_misfit", float("nan"))
+        # two one-parameter models (same rings and errors) the one that misfits less by more
+        # than the χ²'s own noise names the change; a tie goes to the defocus, as before.
+        envelope = "envelope_misfit" in att and envelope_fits_better(
+            spectrum, images[0].pixel_size, att["defocus_misfit"], att["envelope_misfit"]
+        )
         if "lattice" in changed and "defocus_A" in att:
             # The fit then read the new object, not the optics: it is kept for the record
             # (``defocus_fit_A``) but is no estimate of the defocus.
             att["defocus_fit_A"] = att.pop("defocus_A")
-            for key in ("defocus_change_A", "defocus_err_A", "defocus_bound_A", "defocus_null_bound_A"):
+            for key in ("defocus_change_A", "defocus_err_A", "defocus_bound_A"):
                 att.pop(key, None)
         if "lattice" not in changed and envelope:
             # The envelope explains the spectrum better than any defocus: the defocus is then
@@ -177,16 +170,11 @@ def attribute(
                 f"source/probe size: σ² {att['source_var_A2']:+.2f} Å² (a Gaussian envelope fits "
                 "better than a defocus)"
             )
-        elif resolved and abs(change) > max(
-            2 * min(att["defocus_err_A"], att.get("defocus_null_bound_A", np.inf)), depth
-        ):
+        elif resolved and abs(change) > max(2 * att["defocus_err_A"], depth):
             changed.append("defocus")
             defocus_next = att["defocus_A"]
-            note = ""
-            if att.get("defocus_null_bound_A", np.inf) < att["defocus_err_A"]:
-                note = f"; a move from {reference_defocus:.0f} Å: ±{att['defocus_null_bound_A']:.0f} there"
             words.append(
-                f"|defocus| {reference_defocus:.0f} → {att['defocus_A']:.0f} Å (±{att['defocus_err_A']:.0f}{note})"
+                f"|defocus| {reference_defocus:.0f} → {att['defocus_A']:.0f} Å (±{att['defocus_err_A']:.0f})"
             )
         elif "blur" in fired:
             changed.append("blur")

@@ -53,7 +53,7 @@ class Decision:
     ``changed``: the conditions named as changed (``dose``, ``defocus``, ``blur``,
     ``contrast``, ``lattice``, ``network``); ``attribution`` the estimates behind them
     (``dose_ratio``, ``defocus_A`` (|defocus| now), ``defocus_change_A``, ``defocus_err_A``,
-    ``defocus_bound_A``, ``defocus_null_bound_A``, ``blur_A2``, ``contrast_ratio``,
+    ``defocus_bound_A``, ``blur_A2``, ``contrast_ratio``,
     ``source_var_A2`` (Δσ² of a Gaussian envelope, Å²) with the two models' misfits
     ``envelope_misfit`` and ``defocus_misfit``, ``spacing_change``, ``rotation_deg``,
     ``new_reflections``); ``summary`` says it in words.
@@ -196,8 +196,9 @@ class DriftMonitor(ReferenceKeeper):
         arrays = {f"history_{k}": v for k, v in pack(self.history).items()}
         if self.carried is not None:
             spectrum = self.carried[0]
-            for name in ("profile", "band", "reflections", "ring_k", "ring_bins"):
-                arrays[f"carried_{name}"] = np.asarray(getattr(spectrum, name), dtype=np.float64)
+            for name in ("profile", "band", "reflections", "ring_k", "ring_bins", "signal", "signal_se"):
+                if getattr(spectrum, name) is not None:
+                    arrays[f"carried_{name}"] = np.asarray(getattr(spectrum, name), dtype=np.float64)
         arrays["recent_features"] = np.stack(self.recent) if self.recent else np.empty((0, len(DETECTORS)))
         return attrs, arrays
 
@@ -240,6 +241,9 @@ class DriftMonitor(ReferenceKeeper):
                 # States stored before the rotation's spread was kept name no rotation from it.
                 float(carried.get("rotation_centre_deg", 0.0)),
                 float(carried.get("rotation_scatter_deg", float("nan"))),
+                # States stored before the mean signal was kept fit against the profile.
+                None if "carried_signal" not in arrays else np.asarray(arrays["carried_signal"]),
+                None if "carried_signal_se" not in arrays else np.asarray(arrays["carried_signal_se"]),
             )
             self.carried = (spectrum, float(carried["defocus_A"]))
         on = int(attrs.get("calibrated_on", 0))

@@ -151,12 +151,17 @@ class SpectrumReference:
     # own offset), and that mean's standard error across the reflections.
     rotation_centre_deg: float = 0.0
     rotation_scatter_deg: float = float("nan")
+    # The frames' mean signal per ring and its standard error (``mean_signal``), what the
+    # transfer fits compare with: the reference's own noise, propagated into every fit against
+    # it. None (states stored before they were kept): ``profile``, taken as exact.
+    signal: np.ndarray | None = None
+    signal_se: np.ndarray | None = None
 
     @classmethod
     def fit(cls, stats: Sequence[ImageStats]) -> SpectrumReference:
         """The reference of a stretch of frames of one shape and pixel size."""
-        rel = np.stack([_relative_signal(s) for s in stats])
-        profile = np.median(rel, axis=0)
+        profile = mean_profile(stats)
+        fit_signal, fit_signal_se = mean_signal(stats)
         s0 = stats[0]
         noise_rel = np.median([s.noise / max(s.mean, 1e-12) ** 2 for s in stats])
         # A ring holds signal where the median frame's excess over the floor exceeds three
@@ -189,7 +194,18 @@ class SpectrumReference:
             if np.isfinite(s.peaks[:, 2]).any()
         ]
         share = float(np.median(shares)) if shares else 1.0
-        ref = cls(profile, band, k_info, refl, tolerance, s0.ring_k, s0.ring_bins, share)
+        ref = cls(
+            profile,
+            band,
+            k_info,
+            refl,
+            tolerance,
+            s0.ring_k,
+            s0.ring_bins,
+            share,
+            signal=fit_signal,
+            signal_se=fit_signal_se,
+        )
         measured = ref.rotation_spread(stats)
         if measured is None:
             return ref
@@ -356,6 +372,32 @@ def mean_profile(stats: Sequence[ImageStats]) -> np.ndarray:
     return np.median(np.stack([_relative_signal(s) for s in stats]), axis=0)
 
 
+def mean_signal(stats: Sequence[ImageStats]) -> tuple[np.ndarray, np.ndarray]:
+    """The frames' mean relative signal per ring (noise removed, / mean²) and its standard
+    error, for the transfer fits.
+
+    The mean, not the median (``mean_profile``, what a single frame is compared with): a ring
+    of few Fourier bins is skewed (a Gamma of B/2 degrees), so its median over frames lies
+    below its mean by ~N/(3·B/2) for a noise floor N — nothing at high dose, but at 4·10⁴
+    e/Å² (N ≈ 6 mean²) it sank the weak higher orders of a batch by as much as their signal,
+    which read as a 27 Å defocus against an in-focus reference at 5·10⁶.
+
+    Two sources, the larger kept per ring: counting noise, propagated from the frames' own
+    measured noise floor N (a periodogram bin of signal S over white noise N varies by
+    N² + 2SN, and a ring of B Hann-windowed bins holds B/2 independent ones), and what the
+    frames show beyond it — the ring's spread over the frames (the content in view changes as
+    a sample drifts under the probe).
+    """
+    rel = np.stack([_relative_signal(s) for s in stats])
+    n = len(rel)
+    centre = rel.mean(axis=0)
+    floor = float(np.median([s.noise / max(s.mean, 1e-12) ** 2 for s in stats]))
+    bins = np.maximum(stats[0].ring_bins, 1)
+    counting = np.sqrt((floor**2 + 2.0 * np.clip(centre, 0.0, None) * floor) * 2.0 / bins)
+    scatter = rel.std(axis=0, ddof=1) if n > 2 else np.zeros_like(centre)
+    return centre, np.maximum(counting, scatter) / np.sqrt(n)
+
+
 def _ring_transfer(
     reference: SpectrumReference,
     shape: tuple[int, int],
@@ -457,48 +499,150 @@ def _through_window(
 
 def _transfer_misfit(
     reference: SpectrumReference, stats: Sequence[ImageStats], models: np.ndarray
-) -> np.ndarray | None:
-    """Weighted squared misfit of each candidate transfer ``models`` (m, rings: ln of the
-    frames' signal over the reference's, per ring) to the frames' mean signal profile; None
-    where fewer than three rings carry signal.
+) -> tuple[np.ndarray, int] | None:
+    """χ² of each candidate transfer ``models`` (m, rings: ln of the frames' signal over the
+    reference's, per ring) against the frames' signal profile, and the number of rings it
+    sums; None where the reference holds signal in fewer than two rings.
+
+    Both profiles are measurements (``mean_signal``): the frames' D ± σ_D and the
+    reference's R ± σ_R of one true spectrum T, with D = g·T for a transfer g. Profiled over
+    T, each ring adds (D - g·R)² / (σ_D² + g²·σ_R²) (errors in both variables). So a ring
+    weighs what both stretches measured of it: little where the reference is noisy (a
+    low-dose reference) or where the transfer multiplies the reference's noise, and a ring
+    lost in the frames' noise says "at most this much" by its own error, with no cut into
+    seen and unseen rings. (Weighting rings by the reference's
+    profile without its noise, and holding lost rings as hard upper limits, had put a narrow
+    false minimum at 90 Å beside the true 125-140 Å for the twin's 0 → 130 Å step, measured
+    against a reference at 4·10⁴ e/Å² that shows only the first graphene order: a ring's
+    error decides its weight now, and the likelihood's mass, not its deepest point, the
+    estimate — ``fit_defocus``.)
 
     No free amplitude: defocus and a source or probe size change the probe's transfer but not
     its zero frequency (the probe's intensity is conserved, OTF(0) = 1), and the signal is
-    relative to mean² (dose-free), so a transfer model predicts the ratio itself, not its
-    shape alone. (A free amplitude absorbed the whole change where a defocus lowers every
-    lattice order alike: MoS2 at 40 Å, ×0.66 from the first order to the third.) Rings of
-    the reference's band that the frames' signal no longer reaches (below three standard
-    errors of their noise) are kept as upper limits: a model that predicts more there than the
-    frames could hide misfits by the excess (a larger source empties the higher orders, a
-    defocus keeps them: its transfer recovers towards the aperture's cutoff 2α/λ)."""
-    signal = mean_profile(stats)
-    seen = _informative_rings(reference, stats, signal)
-    if seen.sum() < 2:
+    relative to mean² (dose-free), so a transfer model predicts the ratio itself. (A free
+    amplitude absorbed the whole change where a defocus lowers every lattice order alike:
+    MoS2 at 40 Å, ×0.66 from the first order to the third.)
+
+    The rings summed are those where the reference measured the object — its signal three
+    standard errors above zero — from two bins to Nyquist. Elsewhere the reference knows
+    nothing of the object (where the transfer rises many-fold, as on a return to focus, a ring
+    the reference saw as 0 ± σ_R fits any model whose g·σ_R covers the frames' power: a
+    sharpening envelope, σ² -0.59 Å², beat the true return from 100 Å to focus that way),
+    and the frames' power there is not the optics' to explain: at low k the content in view,
+    which the sample's drift changes (the twin's stream after frame 1000: rings 1-2 grew
+    ×30-60 over 110 frames, and with them the envelope's χ² fell below every defocus's); beyond
+    the reference's information limit, orders the frames show and the reference's noise hid
+    (with them a low draw of that noise, the twin's second graphene order at -0.29 ± 0.21
+    for a true +0.25, brought the false minimum at 90 Å back as the best).
+    """
+    rings = _fit_rings(reference, stats[0].pixel_size)
+    if rings is None:
         return None
-    band = reference.band & (reference.profile > 0)
-    noise_rel = np.median([s.noise / max(s.mean, 1e-12) ** 2 for s in stats])
-    limit = 3.0 * noise_rel * np.sqrt(2.0 / np.maximum(reference.ring_bins, 1) / len(stats))
-    y = np.log(np.maximum(np.where(seen, signal, limit), 1e-300) / np.maximum(reference.profile, 1e-300))
-    r = y[None, band] - _through_window(reference, stats, models)[:, band]
-    lost = ~seen[band]
-    r[:, lost] = np.minimum(r[:, lost], 0.0)
-    w = reference.profile[band] * np.sqrt(reference.ring_bins[band])
-    return (w * r**2).sum(axis=1)
+    signal, signal_se = mean_signal(stats)
+    ref, ref_se = _reference_signal(reference)
+    g = np.exp(np.clip(_through_window(reference, stats, models)[:, rings], -700.0, 50.0))
+    # An exactly noise-free pair of profiles (rendered frames) is known to float precision.
+    tiny = np.finfo(np.float64).eps * float(np.abs(signal[rings]).max())
+    var = signal_se[rings] ** 2 + g**2 * ref_se[rings] ** 2 + tiny**2
+    return ((signal[rings] - g * ref[rings]) ** 2 / var).sum(axis=1), int(rings.sum())
+
+
+def _reference_signal(reference: SpectrumReference) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's ``signal`` and ``signal_se`` (its ``profile``, exact, where not kept)."""
+    if reference.signal is None or reference.signal_se is None:
+        return reference.profile, np.zeros_like(reference.profile)
+    return reference.signal, reference.signal_se
+
+
+def _fit_rings(reference: SpectrumReference, pixel_size: float) -> np.ndarray | None:
+    """The rings the transfer fits sum (``_transfer_misfit``); None where fewer than two hold
+    the reference's signal."""
+    index = np.arange(len(reference.profile))
+    inside = (index >= 2) & (reference.ring_k <= 0.5 / pixel_size)
+    ref, ref_se = _reference_signal(reference)
+    measured = inside & (ref > 3.0 * ref_se)
+    return measured if measured.sum() >= 2 else None
+
+
+def envelope_fits_better(
+    reference: SpectrumReference, pixel_size: float, defocus_misfit: float, envelope_misfit: float
+) -> bool:
+    """Whether a Gaussian envelope (``fit_envelope``) explains the frames' spectrum better than
+    any defocus (``fit_defocus``), from the two fits' χ² on the same rings.
+
+    Both models have one parameter, so their χ² compare directly; a difference within one
+    (scaled as ``_posterior`` scales χ², by the better fit's own misfit per ring) is a
+    likelihood ratio under e^½, a preference the data do not hold at one standard error, and
+    goes to the defocus. (Without it a batch at 4·10⁴ e/Å² and 80 Å, whose noise leaves
+    either model a χ² of 15.8 on 14 rings, was read a source change by 0.04.)
+    """
+    if not np.isfinite(envelope_misfit):
+        return False
+    if not np.isfinite(defocus_misfit):
+        return True
+    rings = _fit_rings(reference, pixel_size)
+    count = 2 if rings is None else int(rings.sum())
+    scale = max(1.0, min(defocus_misfit, envelope_misfit) / max(count - 1, 1))
+    return defocus_misfit - envelope_misfit > scale
+
+
+def _posterior(misfit: np.ndarray, rings: int) -> np.ndarray:
+    """Normalised likelihood exp(-χ²/2) of candidates whose χ² over ``rings`` rings is
+    ``misfit``; when the best candidate misfits more than its rings' count allows (the
+    model is not the whole truth: abTEM's multislice against a probe convolution, a
+    drifting crop's content), χ² is scaled down by χ²_min / (rings - 1) (Birge's ratio), so
+    the data's own misfit widens the error rather than a chosen constant."""
+    p = np.exp(-(misfit - misfit.min()) / (2.0 * _chi2_scale(misfit, rings)))
+    return p / p.sum()
+
+
+def _chi2_scale(misfit: np.ndarray, rings: int) -> float:
+    """Birge's ratio of the best candidate's χ² over ``rings`` rings (at least 1)."""
+    return max(1.0, float(np.min(misfit)) / max(rings - 1, 1))
+
+
+@lru_cache(maxsize=8)
+def _transfer_table(
+    shape: tuple[int, int], pixel_size: float, voltage_kv: float, semiangle_mrad: float, cs_mm: float
+) -> np.ndarray:
+    """The probe's |OTF|² per spectrum ring (``_ring_transfer``) at every whole Å of |defocus|
+    in ``DEFOCI``: computed once per frame shape and optics."""
+    ring = _grid(shape, pixel_size)[3].ravel()
+    counts = np.maximum(np.bincount(ring), 1)
+    out = np.empty((len(DEFOCI), len(counts)))
+    for i, df in enumerate(DEFOCI):
+        otf = np.abs(probe_otf(shape, pixel_size, voltage_kv, semiangle_mrad, float(df), cs_mm, 0.0)) ** 2
+        out[i] = np.bincount(ring, weights=otf.ravel(), minlength=len(counts)) / counts
+    out.setflags(write=False)
+    return out
+
+
+# |Defocus| candidates (Å) in 1 Å steps, below the Cramér–Rao bound of a batch at a strong
+# defocus (~1 Å at 80 Å): where the transfer is steep (80 Å) a coarser grid's error is a
+# change of ln ratio at a lattice order that near focus, where the transfer is flat, reads as
+# tens of Å (held-out hBN: 80 → 0 Å read 25 Å on a 2.5 Å grid); and a narrow minimum between
+# coarse candidates would be missed, not weighed.
+DEFOCI = np.arange(0.0, 301.0, 1.0)
 
 
 def _defocus_models(
     reference: SpectrumReference,
     shape: tuple[int, int],
     pixel_size: float,
-    grid: np.ndarray,
+    grid: np.ndarray | None,
     voltage_kv: float,
     semiangle_mrad: float,
     cs_mm: float,
     reference_defocus: float,
 ) -> np.ndarray:
+    """ln |OTF(df)|² / |OTF(reference_defocus)|² per ring for each df of ``grid`` (None: ``DEFOCI``)."""
     radial = _ring_transfer(reference, shape, pixel_size, voltage_kv, semiangle_mrad, cs_mm)
     base = np.maximum(radial(reference_defocus), 1e-300)
-    return np.stack([np.log(np.maximum(radial(df), 1e-300) / base) for df in grid])
+    if grid is None:
+        table = _transfer_table(shape, float(pixel_size), voltage_kv, semiangle_mrad, cs_mm)
+    else:
+        table = np.stack([radial(float(df)) for df in grid])
+    return np.log(np.maximum(table, 1e-300) / base)
 
 
 def fit_defocus(
@@ -513,86 +657,82 @@ def fit_defocus(
     defoci: np.ndarray | None = None,
 ) -> tuple[float, float, float]:
     """|Defocus| (Å) that makes the probe's transfer explain the frames' spectrum, its ± (Å),
-    and the fit's weighted misfit (``_transfer_misfit``, comparable with ``fit_envelope``'s).
+    and the fit's χ² (``_transfer_misfit``, comparable with ``fit_envelope``'s).
 
     The ratio of the frames' signal profile to the reference's is modelled as
-    |OTF(df)|² / |OTF(df_ref)|² (``_transfer_misfit``: no free amplitude, lost rings as upper
-    limits), the OTF being the probe's (``scopeflow.optics.probe_otf``, the same physics the
-    twin renders with) at the instrument's voltage and aperture; ``reference_defocus`` is where
-    the operator focused (0: in focus). With Cs = 0, +df and -df transfer alike, so the sign is
-    not observable. The ± is the robust spread (MAD) of the per-frame fits divided by √frames
-    (a standard error).
+    |OTF(df)|² / |OTF(df_ref)|² (``_transfer_misfit``: no free amplitude, both profiles'
+    noise propagated), the OTF being the probe's (``scopeflow.optics.probe_otf``, the same
+    physics the twin renders with) at the instrument's voltage and aperture;
+    ``reference_defocus`` is where the operator focused (0: in focus). With Cs = 0, +df and
+    -df transfer alike, so the sign is not observable.
+
+    The transfer at one lattice order is not monotonic in defocus: where the reference shows
+    a single order, a steep crossing of the right attenuation (a narrow minimum) and a flat
+    stretch of it (a broad one) can both fit. The likelihood over the candidates (flat prior
+    over ``defoci``, default every Å to 300 Å) weighs them by what each holds, not by the
+    depth of its deepest point: the estimate is the best candidate of the basin holding the
+    most likelihood, and the ± the larger distance from it to the likelihood's 16th or 84th
+    percentile — so a minimum the data cannot reject lies inside the error. NaN where the likelihood's peak is at the last candidate (too little signal
+    survives to bound the defocus).
     """
     nan = float("nan")
-    grid = np.arange(0.0, 305.0, 5.0) if defoci is None else np.asarray(defoci, float)
+    grid = DEFOCI if defoci is None else np.asarray(defoci, float)
     models = _defocus_models(
-        reference, shape, stats[0].pixel_size, grid, voltage_kv, semiangle_mrad, cs_mm, reference_defocus
+        reference,
+        shape,
+        stats[0].pixel_size,
+        None if defoci is None else grid,
+        voltage_kv,
+        semiangle_mrad,
+        cs_mm,
+        reference_defocus,
     )
-    misfit = _transfer_misfit(reference, stats, models)
-    if misfit is None:
+    fit = _transfer_misfit(reference, stats, models)
+    if fit is None:
         return nan, nan, nan
-    estimate = float(grid[int(np.argmin(misfit))])
-    if estimate >= grid[-1]:
-        # At the edge of the candidates the spectrum no longer constrains the defocus (too
-        # little signal survives): no estimate rather than the largest candidate.
-        return nan, nan, float(misfit.min())
+    misfit, rings = fit
     best = float(misfit.min())
-    if defoci is None:
-        # Refined to 1 Å around the best candidate, below the Cramér–Rao bound of a batch at
-        # a strong defocus (~1 Å at 80 Å): the estimate becomes the next reference's
-        # defocus, and where the transfer is steep (80 Å) a 2.5 Å grid error is a 0.25 change
-        # of ln ratio at a lattice order, which near focus, where the transfer is flat, reads
-        # as 25 Å (held-out hBN, noise-free abTEM frames: 80 → 0 Å read 25 Å against a
-        # reference placed at 80 Å; abTEM's "80 Å" fits 77 Å, its sheet 2 Å below the
-        # entrance surface).
-        fine = np.arange(max(estimate - 5.0, 0.0), estimate + 5.0 + 1e-9, 1.0)
-        refined = _transfer_misfit(
-            reference,
-            stats,
-            _defocus_models(
-                reference,
-                shape,
-                stats[0].pixel_size,
-                fine,
-                voltage_kv,
-                semiangle_mrad,
-                cs_mm,
-                reference_defocus,
-            ),
-        )
-        if refined is not None and refined.min() < best:
-            estimate, best = float(fine[int(np.argmin(refined))]), float(refined.min())
-    per_frame = []
-    for s in stats:
-        m = _transfer_misfit(reference, [s], models)
-        if m is not None:
-            per_frame.append(float(grid[int(np.argmin(m))]))
-    # A robust spread (MAD): a frame whose fit lands on a far candidate (a noisy ring pulls a
-    # grid search to a distant local minimum) must not make the estimate of all look unsure;
-    # the twin's 40 Å step read "40 ± 27 Å" from 8 frames by the plain standard deviation.
-    pf = np.array(per_frame)
-    mad = 1.4826 * float(np.median(np.abs(pf - np.median(pf)))) if len(pf) else nan
-    spread = mad / np.sqrt(len(pf)) if len(pf) > 1 else nan
-    # (The error is never below half the candidates' step: the per-frame fits are on them.)
+    if int(np.argmin(misfit)) == len(grid) - 1:
+        return nan, nan, best
+    posterior = _posterior(misfit, rings)
+    # Basins: the stretches between the misfit's local maxima. The estimate is the best
+    # candidate of the basin that holds the most likelihood (not the deepest point overall, a
+    # narrow basin can hold that; not the likelihood's median either, which a basin piled
+    # against 0 Å pushes off focus by half its width).
+    # A barrier less than one (scaled) χ² above the minima either side of it is noise in the
+    # misfit, not two basins.
+    scale = _chi2_scale(misfit, rings)
+    peaks = np.nonzero((misfit[1:-1] > misfit[:-2]) & (misfit[1:-1] >= misfit[2:]))[0] + 1
+    bounds = [0, *peaks.tolist(), len(grid)]
+    edges = [
+        e
+        for i, e in enumerate(peaks.tolist())
+        if misfit[e] - max(misfit[bounds[i] : e].min(), misfit[e : bounds[i + 2]].min()) > scale
+    ]
+    basins = np.split(np.arange(len(grid)), edges)
+    heaviest = max(basins, key=lambda b: float(posterior[b].sum()))
+    estimate = float(grid[heaviest[int(np.argmin(misfit[heaviest]))]])
+    cdf = np.cumsum(posterior)
+    lo, hi = (float(grid[min(int(np.searchsorted(cdf, q)), len(grid) - 1)]) for q in (0.16, 0.84))
+    # (The error is never below half the candidates' step: the estimate is one of them.)
     step = float(np.median(np.diff(grid))) if len(grid) > 1 else 0.0
-    return estimate, max(spread, step / 2), best
+    return estimate, max(estimate - lo, hi - estimate, step / 2), best
 
 
 def fit_envelope(reference: SpectrumReference, stats: Sequence[ImageStats]) -> tuple[float, float]:
     """The change of a Gaussian envelope's variance Δσ² (Å²) — a source or probe size change,
     exp(-4π²Δσ²k²) on the signal power — that best explains the frames' spectrum, and its
-    weighted misfit (the same rings, weights and upper limits as ``fit_defocus``'s, no free
-    amplitude: comparable with its misfit). NaN, NaN with fewer than two rings of signal."""
+    χ² (``_transfer_misfit``, as ``fit_defocus``'s, no free amplitude: comparable with its). NaN, NaN with fewer than two rings of signal."""
     # Candidates from -1 to 2 Å² (a source σ from 0.35 to 1.5 Å and back) in 0.005 Å² steps,
     # a tenth of the smallest change the issue asks for (+0.3 Å on 0.35 Å: 0.33 Å²).
     grid = np.arange(-1.0, 2.0 + 1e-9, 0.005)
     k2 = reference.ring_k**2
     models = -4.0 * np.pi**2 * grid[:, None] * k2[None, :]
-    misfit = _transfer_misfit(reference, stats, models)
-    if misfit is None:
+    fit = _transfer_misfit(reference, stats, models)
+    if fit is None:
         return float("nan"), float("nan")
-    i = int(np.argmin(misfit))
-    return float(grid[i]), float(misfit[i])
+    i = int(np.argmin(fit[0]))
+    return float(grid[i]), float(fit[0][i])
 
 
 def defocus_bound(

@@ -31,6 +31,7 @@ from tasks.drift.spectrum import (
     ImageStats,
     SpectrumReference,
     depth_of_focus,
+    envelope_fits_better,
     fit_defocus,
     fit_envelope,
     image_stats,
@@ -139,7 +140,7 @@ def estimate_conditions(
         # As the drift attribution decides (``tasks.drift.attribution``): a Gaussian envelope
         # that fits the spectrum better than any defocus is a source (or probe) size change,
         # kept when it is beyond twice its standard error over the frames.
-        if envelope_misfit < df_misfit or (np.isfinite(envelope_misfit) and not np.isfinite(df_misfit)):
+        if envelope_fits_better(spec, pixel_size, df_misfit, envelope_misfit):
             _, var_err = _robust_mean(np.array([fit_envelope(spec, [s])[0] for s in stats]))
             if np.isfinite(var_err) and abs(var) > 2.0 * var_err:
                 source = float(np.sqrt(max(source**2 + var, 0.0)))

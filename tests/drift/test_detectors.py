@@ -295,8 +295,8 @@ def test_a_larger_source_is_named_a_blur_and_a_defocus_a_defocus(schedule, named
 
 def test_a_return_to_focus_seen_on_one_frame_is_named_a_defocus():
     # Near focus the transfer is even in defocus, so the Cramér–Rao bound at an estimate of
-    # ~0 Å is enormous and "145 → 0 Å (±1500)" was named a contrast change. Whether the defocus
-    # moved is also tested at the reference's defocus, where the frames pin it to a few Å.
+    # ~0 Å is enormous and "145 → 0 Å (±1500)" was named a contrast change. The fit's error is
+    # its likelihood's spread over all candidates: wide near focus, but not that wide.
     from tasks.drift.attribution import DETECTORS, attribute
 
     c, stats, reference, before = _spectra("defocus=100@0,defocus=0@32", 34)
@@ -312,4 +312,4 @@ def test_a_return_to_focus_seen_on_one_frame_is_named_a_defocus():
         reference_defocus=100.0,
     )
     assert "defocus" in changed and nxt is not None and nxt < 50.0
-    assert att["defocus_null_bound_A"] < att["defocus_err_A"]
+    assert att["defocus_A"] <= 2.0 * att["defocus_err_A"] < att["defocus_bound_A"]
