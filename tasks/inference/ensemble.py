@@ -11,6 +11,7 @@ its uncertainty.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,12 +25,18 @@ from scopeflow.errors import InputError
 from .execution import Execution
 from .network import DEFAULT_WIDTHS, FusedUNet
 from .peaks import local_maxima
+from .refine import one_blas_thread
 from .resample import Scaling, check_pixel_size, scaling_for, to_model_scale
-from .verify import verify_many
+from .verify import pooled, verify, verify_many
 
 BORDER = 4  # model px mirrored around each frame: columns on the edge are found whole
 MAX_OFFSET = 1.5  # model px: an offset beyond this belongs to another pixel's column
 BATCH = 16  # frames per forward pass: bounds memory (~40 MB per 256² frame for K=5)
+# A checked batch's network runs in this many parts, each part's frames checked beside the
+# next part's network (``Ensemble._checked``). Only the first part's network and the last
+# frames' checks run alone; a part of 4 of 16 frames (168² model px) costs the network no
+# more per frame than the whole batch (1 thread, 2026-11-30).
+PIPELINE_PARTS = 4
 
 
 @dataclass(frozen=True)
@@ -225,10 +232,74 @@ class Ensemble:
         n = 1 if isinstance(frames, np.ndarray) and frames.ndim == 2 else len(frames)
         out: list[Atoms] = [Atoms.empty()] * n
         features = np.zeros((n, self.members * self.config.widths[2]), np.float32)
+        if self.check and torch.get_num_threads() >= 2:
+            for idx, stack, p in self._batches(frames, pixel_size):
+                checked, features[idx] = self._checked(stack, p)
+                for i, atoms in zip(idx, checked, strict=True):
+                    out[i] = atoms
+            return out, features
         for part in self._passes(frames, pixel_size):
             self._atoms_into(out, part, None)
             features[part.index] = part.features
         return out, features
+
+    def _checked(self, stack: np.ndarray, pixel_size: float) -> tuple[list[Atoms], np.ndarray]:
+        """Checked atoms and features of ``stack`` (B, H, W), the network and the check side by side.
+
+        The network runs on the batch in ``PIPELINE_PARTS`` parts; each part's frames are
+        checked (``verify``) in worker threads while the network runs on the next part, on
+        half the threads torch may use (the first part on all of them: nothing is checked
+        yet). Once the network is done, this thread checks the frames no worker has started,
+        last first. Both halves of the work cost about the same per frame on a CPU (the
+        network on one thread 9–12 ms, the check 9–10 ms, 2026-11-30), so both cores stay
+        busy; run one after the other, the check's threads spend much of their time waiting
+        on each other's GIL-held Python, and the cores idle. The network's outputs do not
+        depend on its batch size or thread count (equal to the bit), so the atoms are those
+        of ``verify_many`` over the whole batch, which pools the batch's frames at the end
+        (``verify.pooled``) as it does.
+        """
+        threads = torch.get_num_threads()
+        cpu = self.device.type == "cpu"
+        beside = max(1, threads // 2) if cpu else threads  # the network's threads beside a check
+        step = -(-len(stack) // PIPELINE_PARTS)
+        n_cls = self.net.n_classes
+        proposals: list[Atoms] = []
+        features: list[np.ndarray] = []
+        # BLAS on one thread throughout (``verify_many``); the limit is process-wide, so it is
+        # entered once around every thread that fits.
+        with (
+            one_blas_thread(),
+            ThreadPoolExecutor(threads - beside if cpu else threads, thread_name_prefix="verify") as pool,
+        ):
+            pending = []
+            try:
+                for start in range(0, len(stack), step):
+                    part = stack[start : start + step]
+                    x, scaling = self._prepare(part, pixel_size)
+                    h, w = scaling.model_shape
+                    if start == 0:
+                        raw, feats = self.runner(x)
+                        # Every part by the path chosen for the first, whatever the thread
+                        # count: the batch's frames all come from one path (paths differ by
+                        # float round-off).
+                        run = self.runner.runner(self.runner.path_for(x))
+                        assert run is not None
+                    else:
+                        raw, feats = run(x)
+                    raw = raw[..., BORDER : BORDER + h, BORDER : BORDER + w]
+                    atoms = self._decode(raw[:, :, :n_cls], raw[:, :, n_cls:], scaling, logits=True)
+                    pending.extend(pool.submit(verify, img, a) for img, a in zip(part, atoms, strict=True))
+                    proposals.extend(atoms)
+                    features.append(feats.float().cpu().numpy())
+                    torch.set_num_threads(beside)
+            finally:
+                torch.set_num_threads(threads)
+            done: list[Atoms | None] = [None] * len(stack)
+            for i in reversed(range(len(stack))):
+                if pending[i].cancel():
+                    done[i] = verify(stack[i], proposals[i])
+            checked = [c if c is not None else f.result() for c, f in zip(done, pending, strict=True)]
+        return pooled(stack, proposals, checked), np.concatenate(features)
 
     @torch.inference_mode()
     def outputs(

@@ -173,6 +173,10 @@ class Execution:
                 return run(x)
         return self._trial(x)
 
+    def path_for(self, x: torch.Tensor) -> str:
+        """The path that ran frames of ``x``'s shape at this thread count (after a call on them)."""
+        return self.path if self.path != "auto" else _CHOICES[self._key(x)].path
+
     def _prefix(self) -> tuple:
         net = self.net
         return (net.members, net.widths, net.n_classes, str(self.device), torch.get_num_threads())
