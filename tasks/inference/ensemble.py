@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from scopeflow.atoms import Atoms
 from scopeflow.errors import InputError
@@ -374,10 +373,15 @@ class Ensemble:
             # Each member votes for the column if its own heatmap passes the threshold within
             # one pixel of it; the votes' standard deviation is the column's uncertainty. (The
             # spread of the members' peak heights is no guide: it is as large on familiar frames.)
-            local = F.max_pool2d(per_member, 3, stride=1, padding=1)
-            votes = (
-                (local[b, :, r, c] > (cfg.threshold if threshold is None else threshold)).float().mean(dim=1)
-            )
+            # Each member's maximum over the 3×3 pixels around each column, gathered there alone
+            # (pooling the whole (B, K, h, w) maps cost ~2 ms a frame); indices clamped to the
+            # map repeat an edge pixel, which leaves a maximum as it is.
+            h, w = per_member.shape[-2:]
+            step = torch.arange(-1, 2, device=r.device)
+            rows = (r[:, None] + step).clamp(0, h - 1)[:, :, None]
+            cols = (c[:, None] + step).clamp(0, w - 1)[:, None, :]
+            local = per_member[b[:, None, None], :, rows, cols].amax(dim=(1, 2))  # (n, K)
+            votes = (local > (cfg.threshold if threshold is None else threshold)).float().mean(dim=1)
             spread = (votes * (1.0 - votes)).sqrt()
             position_std = shifts.var(dim=1, unbiased=False).sum(dim=1).sqrt() * cfg.model_pixel_size
         else:
