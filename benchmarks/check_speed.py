@@ -7,8 +7,8 @@ Run: ``PYTHONPATH=. python benchmarks/check_speed.py --old DIR [--frames 32] [--
 - the checked pipeline on 256² twin frames at 0.12 Å/px (the frames of ``inference.py``), batches
   of 16, torch's threads (2): per batch ``Ensemble.locate`` with the check of the two codes (the
   older ``ensemble.py`` with its ``verify.py`` and the rest of its package) in alternating order,
-  both on the one execution path the automatic trial picks for a batch here (paths differ by
-  float round-off); median wall and CPU (process) ms per frame of each, the median of the
+  both on the one execution path the automatic trial picks for a batch here, or ``--path``
+  (paths differ by float round-off); median wall and CPU (process) ms per frame of each, the median of the
   per-batch ratios, checked frames/s of each, the network alone (raw) beside them, F1 of each;
 - the check alone, CPU ms per frame in one thread with one BLAS thread, on the twin frames and the
   abTEM frames (../shared/data, evaluation only), the two ``verify`` alternating round by round;
@@ -84,6 +84,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--path", default="auto", help="the execution path of both codes (auto: the trial's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     old_verify, old_ensemble = _older(args.old)
@@ -99,7 +100,7 @@ def main() -> None:
     p = shots[0].pixel_size
     batches = [frames[i : i + BATCH] for i in range(0, len(frames), BATCH)]
     ensemble.locate(batches[0], p)  # the automatic trial for a batch's shape
-    path = ensemble.runner.path_for(ensemble._prepare(batches[0], p)[0])
+    path = ensemble.runner.path_for(ensemble._prepare(batches[0], p)[0]) if args.path == "auto" else args.path
     pipelines = {
         "old": old_ensemble.Ensemble(ensemble.net, ensemble.config, ensemble.version, cpu, execution=path),
         "new": Ensemble(ensemble.net, ensemble.config, ensemble.version, cpu, execution=path),

@@ -255,7 +255,9 @@ class Ensemble:
         on each other's GIL-held Python, and the cores idle. The network's outputs do not
         depend on its batch size or thread count (equal to the bit), so the atoms are those
         of ``verify_many`` over the whole batch, which pools the batch's frames at the end
-        (``verify.pooled``) as it does.
+        (``verify.pooled``) as it does. torch's thread count is the process's: it is lowered for
+        the later parts and restored before this returns (torch run meanwhile from another
+        thread runs on fewer threads).
         """
         threads = torch.get_num_threads()
         cpu = self.device.type == "cpu"
