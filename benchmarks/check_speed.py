@@ -100,7 +100,7 @@ def main() -> None:
     p = shots[0].pixel_size
     batches = [frames[i : i + BATCH] for i in range(0, len(frames), BATCH)]
     ensemble.locate(batches[0], p)  # the automatic trial for a batch's shape
-    path = ensemble.runner.path_for(ensemble._prepare(batches[0], p)[0]) if args.path == "auto" else args.path
+    path = ensemble.runner.chosen(ensemble._prepare(batches[0], p)[0]) if args.path == "auto" else args.path
     pipelines = {
         "old": old_ensemble.Ensemble(ensemble.net, ensemble.config, ensemble.version, cpu, execution=path),
         "new": Ensemble(ensemble.net, ensemble.config, ensemble.version, cpu, execution=path),

@@ -231,20 +231,29 @@ class Ensemble:
         n = 1 if isinstance(frames, np.ndarray) and frames.ndim == 2 else len(frames)
         out: list[Atoms] = [Atoms.empty()] * n
         features = np.zeros((n, self.members * self.config.widths[2]), np.float32)
-        if self.check and torch.get_num_threads() >= 2:
-            for idx, stack, p in self._batches(frames, pixel_size):
-                checked, features[idx] = self._checked(stack, p)
-                for i, atoms in zip(idx, checked, strict=True):
-                    out[i] = atoms
-            return out, features
-        for part in self._passes(frames, pixel_size):
-            self._atoms_into(out, part, None)
-            features[part.index] = part.features
+        for idx, stack, p in self._batches(frames, pixel_size):
+            x, scaling = self._prepare(stack, p)
+            path = self.runner.chosen(x) if self.check and torch.get_num_threads() >= 2 else None
+            if path is None or self.runner.runner(path) is None:
+                # Unchecked, on one thread, or the first batch of its shape (the trial's).
+                part = self._pass(idx, stack, x, scaling)
+                self._atoms_into(out, part, None)
+                features[idx] = part.features
+                continue
+            checked, features[idx] = self._checked(stack, x, scaling, path)
+            for i, atoms in zip(idx, checked, strict=True):
+                out[i] = atoms
         return out, features
 
-    def _checked(self, stack: np.ndarray, pixel_size: float) -> tuple[list[Atoms], np.ndarray]:
+    def _checked(
+        self, stack: np.ndarray, x: torch.Tensor, scaling: Scaling, path: str
+    ) -> tuple[list[Atoms], np.ndarray]:
         """Checked atoms and features of ``stack`` (B, H, W), the network and the check side by side.
 
+        ``x`` is the batch at the model's scale, ``path`` the network's path chosen for its
+        shape (``Execution.chosen``): every part runs on it (at the part's thread count), so that a batch's frames come from
+        the one path chosen for the batch (paths differ by float round-off), and the trial,
+        made on a whole batch, is not made again for a part's shape.
         The network runs on the batch in ``PIPELINE_PARTS`` parts; each part's frames are
         checked (``verify``) in worker threads while the network runs on the next part, on
         half the threads torch may use (the first part on all of them: nothing is checked
@@ -264,6 +273,7 @@ class Ensemble:
         beside = max(1, threads // 2) if cpu else threads  # the network's threads beside a check
         step = -(-len(stack) // PIPELINE_PARTS)
         n_cls = self.net.n_classes
+        h, w = scaling.model_shape
         proposals: list[Atoms] = []
         features: list[np.ndarray] = []
         # BLAS on one thread throughout (``verify_many``); the limit is process-wide, so it is
@@ -276,17 +286,9 @@ class Ensemble:
             try:
                 for start in range(0, len(stack), step):
                     part = stack[start : start + step]
-                    x, scaling = self._prepare(part, pixel_size)
-                    h, w = scaling.model_shape
-                    if start == 0:
-                        raw, feats = self.runner(x)
-                        # Every part by the path chosen for the first, whatever the thread
-                        # count: the batch's frames all come from one path (paths differ by
-                        # float round-off).
-                        run = self.runner.runner(self.runner.path_for(x))
-                        assert run is not None
-                    else:
-                        raw, feats = run(x)
+                    run = self.runner.runner(path)
+                    assert run is not None  # it ran the batch's shape at the full thread count
+                    raw, feats = run(x[start : start + step])
                     raw = raw[..., BORDER : BORDER + h, BORDER : BORDER + w]
                     atoms = self._decode(raw[:, :, :n_cls], raw[:, :, n_cls:], scaling, logits=True)
                     pending.extend(pool.submit(verify, img, a) for img, a in zip(part, atoms, strict=True))
@@ -323,11 +325,13 @@ class Ensemble:
 
     def _passes(self, frames: np.ndarray | Sequence[np.ndarray], pixel_size: float | Sequence[float]):
         for idx, stack, p in self._batches(frames, pixel_size):
-            x, scaling = self._prepare(stack, p)
-            h, w = scaling.model_shape
-            raw, feats = self.runner(x)
-            crop = (..., slice(BORDER, BORDER + h), slice(BORDER, BORDER + w))
-            yield _Pass(idx, stack, raw[crop], scaling, feats.float().cpu().numpy())
+            yield self._pass(idx, stack, *self._prepare(stack, p))
+
+    def _pass(self, idx: list[int], stack: np.ndarray, x: torch.Tensor, scaling: Scaling) -> _Pass:
+        h, w = scaling.model_shape
+        raw, feats = self.runner(x)
+        crop = (..., slice(BORDER, BORDER + h), slice(BORDER, BORDER + w))
+        return _Pass(idx, stack, raw[crop], scaling, feats.float().cpu().numpy())
 
     def _atoms_into(self, out: list[Atoms], part: _Pass, members: Sequence[int] | None) -> None:
         raw = part.raw if members is None else part.raw[:, list(members)]

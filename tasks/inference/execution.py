@@ -175,9 +175,13 @@ class Execution:
                 return run(x)
         return self._trial(x)
 
-    def path_for(self, x: torch.Tensor) -> str:
-        """The path that ran frames of ``x``'s shape at this thread count (after a call on them)."""
-        return self.path if self.path != "auto" else _CHOICES[self._key(x)].path
+    def chosen(self, x: torch.Tensor) -> str | None:
+        """The path that runs frames of ``x``'s shape at this thread count: the named path, or
+        the one a trial chose; None while no trial has been made for that shape."""
+        if self.path != "auto":
+            return self.path
+        choice = _CHOICES.get(self._key(x))
+        return None if choice is None else choice.path
 
     def _prefix(self) -> tuple:
         net = self.net
