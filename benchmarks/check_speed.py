@@ -1,15 +1,17 @@
 """The frame check's speed, this code against an older copy of it, in one process and alternation.
 
 Run: ``PYTHONPATH=. python benchmarks/check_speed.py --old DIR [--frames 32] [--rounds 3]``, where
-``DIR/tasks/inference`` holds the older ``verify.py``, ``refine.py`` and ``lattice.py`` (e.g.
-``git worktree add DIR 41e8724``). Writes ``benchmarks/results/check_speed.json``:
+``DIR/tasks/inference`` holds the older inference package (e.g. ``git archive REV tasks | tar -x
+-C DIR``). Writes ``benchmarks/results/check_speed.json``:
 
 - the checked pipeline on 256² twin frames at 0.12 Å/px (the frames of ``inference.py``), batches
-  of 16, torch's threads (2): per batch the network's raw columns once, then ``verify_many`` of
-  the two codes in alternating order; median ms per frame of each check, median of the per-batch
-  ratios, checked frames/s of each (raw + check), F1 of each;
+  of 16, torch's threads (2): per batch ``Ensemble.locate`` with the check of the two codes (the
+  older ``ensemble.py`` with its ``verify.py`` and the rest of its package) in alternating order,
+  both on the one execution path the automatic trial picks for a batch here, or ``--path``
+  (paths differ by float round-off); median wall and CPU (process) ms per frame of each, the median of the
+  per-batch ratios, checked frames/s of each, the network alone (raw) beside them, F1 of each;
 - the check alone, CPU ms per frame in one thread with one BLAS thread, on the twin frames and the
-  abTEM frames (../shared/data, evaluation only), the two codes alternating round by round;
+  abTEM frames (../shared/data, evaluation only), the two ``verify`` alternating round by round;
 - whether the two codes' outputs agree: the largest difference of every field of every frame's
   ``Atoms`` (positions in px; counts and flags must be equal).
 """
@@ -30,7 +32,7 @@ from _common import write_result
 
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 from tasks.inference import verify as new_verify
-from tasks.inference.ensemble import BATCH
+from tasks.inference.ensemble import BATCH, Ensemble
 from tasks.inference.metrics import evaluate
 from tasks.inference.refine import one_blas_thread
 from tasks.inference.registry import load_ensemble
@@ -38,22 +40,24 @@ from tasks.inference.registry import load_ensemble
 ABTEM = Path(__file__).resolve().parents[2] / "shared" / "data" / "abtem-graphene"
 
 
-def _older(root: Path) -> ModuleType:
-    """The older ``verify`` module, imported as the package ``older_check`` (its relative
-    imports of ``lattice`` and ``refine`` resolve to the older files)."""
+def _older(root: Path) -> tuple[ModuleType, ModuleType]:
+    """The older ``verify`` and ``ensemble`` modules, imported from the package ``older_check``
+    (their relative imports resolve to the older files)."""
     package = root / "tasks" / "inference"
     spec = importlib.util.spec_from_file_location(
         "older_check", package / "__init__.py", submodule_search_locations=[str(package)]
     )
     assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["older_check"] = module  # the package without running its __init__ (the ensemble)
-    verify_spec = importlib.util.spec_from_file_location("older_check.verify", package / "verify.py")
-    assert verify_spec is not None and verify_spec.loader is not None
-    verify = importlib.util.module_from_spec(verify_spec)
-    sys.modules["older_check.verify"] = verify
-    verify_spec.loader.exec_module(verify)
-    return verify
+    sys.modules["older_check"] = importlib.util.module_from_spec(spec)  # without running its __init__
+    modules = []
+    for name in ("verify", "ensemble"):
+        module_spec = importlib.util.spec_from_file_location(f"older_check.{name}", package / f"{name}.py")
+        assert module_spec is not None and module_spec.loader is not None
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[f"older_check.{name}"] = module
+        module_spec.loader.exec_module(module)
+        modules.append(module)
+    return modules[0], modules[1]
 
 
 def _largest_difference(a: list, b: list) -> dict[str, float]:
@@ -80,35 +84,41 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--path", default="auto", help="the execution path of both codes (auto: the trial's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    old_verify = _older(args.old)
+    old_verify, old_ensemble = _older(args.old)
     codes = {"old": old_verify, "new": new_verify}
     load = [os.getloadavg()[0]]
+    cpu = torch.device("cpu")
 
-    ensemble = load_ensemble("production", device=torch.device("cpu"))
+    ensemble = load_ensemble("production", device=cpu)
     ensemble.check = False
     twin = DigitalTwin(7, DriftSchedule(base={"region": 11}), (256, 256))
     shots = [twin.acquire(i) for i in range(args.frames)]
     frames = np.stack([f.image for f in shots]).astype(np.float32)
     p = shots[0].pixel_size
     batches = [frames[i : i + BATCH] for i in range(0, len(frames), BATCH)]
-    ensemble.locate(batches[0], p)
-    for code in codes.values():  # first use: compilation, caches
-        code.verify_many(list(batches[0]), ensemble.locate(batches[0], p), workers=args.threads)
+    ensemble.locate(batches[0], p)  # the automatic trial for a batch's shape
+    path = ensemble.runner.chosen(ensemble._prepare(batches[0], p)[0]) if args.path == "auto" else args.path
+    pipelines = {
+        "old": old_ensemble.Ensemble(ensemble.net, ensemble.config, ensemble.version, cpu, execution=path),
+        "new": Ensemble(ensemble.net, ensemble.config, ensemble.version, cpu, execution=path),
+    }
+    for pipeline in pipelines.values():  # first use: compilation, caches, the parts' runners
+        pipeline.locate(batches[0], p)
 
     seconds: dict[str, list[float]] = {"raw": [], "old": [], "new": []}
+    cpu_ms: dict[str, list[float]] = {"raw": [], "old": [], "new": []}
     checked: dict[str, list] = {"old": [], "new": []}
     for r in range(args.rounds):
         for b, batch in enumerate(batches):
-            start = time.perf_counter()
-            proposals = ensemble.locate(batch, p)
-            seconds["raw"].append((time.perf_counter() - start) / len(batch))
-            for name in ("old", "new") if (r + b) % 2 == 0 else ("new", "old"):
-                start = time.perf_counter()
-                result = codes[name].verify_many(list(batch), proposals, workers=args.threads)
+            for name in ("raw", "old", "new") if (r + b) % 2 == 0 else ("raw", "new", "old"):
+                start, start_cpu = time.perf_counter(), time.process_time()
+                result = (ensemble if name == "raw" else pipelines[name]).locate(batch, p)
                 seconds[name].append((time.perf_counter() - start) / len(batch))
-                if r == 0:
+                cpu_ms[name].append(1e3 * (time.process_time() - start_cpu) / len(batch))
+                if r == 0 and name != "raw":
                     checked[name].extend(result)
     raw, old, new = (np.array(seconds[k]) for k in ("raw", "old", "new"))
 
@@ -143,17 +153,15 @@ def main() -> None:
             "rounds": args.rounds,
             "threads": args.threads,
             "pipeline": {
+                "execution_path": path,
                 "raw_frames_per_s": float(1 / np.median(raw)),
-                "check_ms_per_frame": {
-                    "old": 1e3 * float(np.median(old)),
-                    "new": 1e3 * float(np.median(new)),
+                "checked_frames_per_s": {"old": float(1 / np.median(old)), "new": float(1 / np.median(new))},
+                "checked_new_over_old": float(np.median(old / new)),
+                "cpu_ms_per_frame": {k: float(np.median(v)) for k, v in cpu_ms.items()},
+                "check_wall_ms_per_frame": {
+                    "old": 1e3 * float(np.median(old - raw)),
+                    "new": 1e3 * float(np.median(new - raw)),
                 },
-                "check_old_over_new": float(np.median(old / new)),
-                "checked_frames_per_s": {
-                    "old": float(1 / np.median(raw + old)),
-                    "new": float(1 / np.median(raw + new)),
-                },
-                "checked_new_over_old": float(np.median((raw + old) / (raw + new))),
                 "f1": {
                     k: evaluate([a.rowcol for a in v], truth, p).as_dict()["f1"] for k, v in checked.items()
                 },

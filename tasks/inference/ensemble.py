@@ -11,12 +11,12 @@ its uncertainty.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from scopeflow.atoms import Atoms
 from scopeflow.errors import InputError
@@ -24,12 +24,18 @@ from scopeflow.errors import InputError
 from .execution import Execution
 from .network import DEFAULT_WIDTHS, FusedUNet
 from .peaks import local_maxima
+from .refine import one_blas_thread
 from .resample import Scaling, check_pixel_size, scaling_for, to_model_scale
-from .verify import verify_many
+from .verify import pooled, verify, verify_many
 
 BORDER = 4  # model px mirrored around each frame: columns on the edge are found whole
 MAX_OFFSET = 1.5  # model px: an offset beyond this belongs to another pixel's column
 BATCH = 16  # frames per forward pass: bounds memory (~40 MB per 256² frame for K=5)
+# A checked batch's network runs in this many parts, each part's frames checked beside the
+# next part's network (``Ensemble._checked``). Only the first part's network and the last
+# frames' checks run alone; a part of 4 of 16 frames (168² model px) costs the network no
+# more per frame than the whole batch (1 thread, 2026-11-30).
+PIPELINE_PARTS = 4
 
 
 @dataclass(frozen=True)
@@ -225,10 +231,78 @@ class Ensemble:
         n = 1 if isinstance(frames, np.ndarray) and frames.ndim == 2 else len(frames)
         out: list[Atoms] = [Atoms.empty()] * n
         features = np.zeros((n, self.members * self.config.widths[2]), np.float32)
-        for part in self._passes(frames, pixel_size):
-            self._atoms_into(out, part, None)
-            features[part.index] = part.features
+        for idx, stack, p in self._batches(frames, pixel_size):
+            x, scaling = self._prepare(stack, p)
+            path = self.runner.chosen(x) if self.check and torch.get_num_threads() >= 2 else None
+            if path is None or self.runner.runner(path) is None:
+                # Unchecked, on one thread, or the first batch of its shape (the trial's).
+                part = self._pass(idx, stack, x, scaling)
+                self._atoms_into(out, part, None)
+                features[idx] = part.features
+                continue
+            checked, features[idx] = self._checked(stack, x, scaling, path)
+            for i, atoms in zip(idx, checked, strict=True):
+                out[i] = atoms
         return out, features
+
+    def _checked(
+        self, stack: np.ndarray, x: torch.Tensor, scaling: Scaling, path: str
+    ) -> tuple[list[Atoms], np.ndarray]:
+        """Checked atoms and features of ``stack`` (B, H, W), the network and the check side by side.
+
+        ``x`` is the batch at the model's scale, ``path`` the network's path chosen for its
+        shape (``Execution.chosen``): every part runs on it (at the part's thread count), so that a batch's frames come from
+        the one path chosen for the batch (paths differ by float round-off), and the trial,
+        made on a whole batch, is not made again for a part's shape.
+        The network runs on the batch in ``PIPELINE_PARTS`` parts; each part's frames are
+        checked (``verify``) in worker threads while the network runs on the next part, on
+        half the threads torch may use (the first part on all of them: nothing is checked
+        yet). Once the network is done, this thread checks the frames no worker has started,
+        last first. Both halves of the work cost about the same per frame on a CPU (the
+        network on one thread 9–12 ms, the check 9–10 ms, 2026-11-30), so both cores stay
+        busy; run one after the other, the check's threads spend much of their time waiting
+        on each other's GIL-held Python, and the cores idle. The network's outputs do not
+        depend on its batch size or thread count (equal to the bit), so the atoms are those
+        of ``verify_many`` over the whole batch, which pools the batch's frames at the end
+        (``verify.pooled``) as it does. torch's thread count is the process's: it is lowered for
+        the later parts and restored before this returns (torch run meanwhile from another
+        thread runs on fewer threads).
+        """
+        threads = torch.get_num_threads()
+        cpu = self.device.type == "cpu"
+        beside = max(1, threads // 2) if cpu else threads  # the network's threads beside a check
+        step = -(-len(stack) // PIPELINE_PARTS)
+        n_cls = self.net.n_classes
+        h, w = scaling.model_shape
+        proposals: list[Atoms] = []
+        features: list[np.ndarray] = []
+        # BLAS on one thread throughout (``verify_many``); the limit is process-wide, so it is
+        # entered once around every thread that fits.
+        with (
+            one_blas_thread(),
+            ThreadPoolExecutor(threads - beside if cpu else threads, thread_name_prefix="verify") as pool,
+        ):
+            pending = []
+            try:
+                for start in range(0, len(stack), step):
+                    part = stack[start : start + step]
+                    run = self.runner.runner(path)
+                    assert run is not None  # it ran the batch's shape at the full thread count
+                    raw, feats = run(x[start : start + step])
+                    raw = raw[..., BORDER : BORDER + h, BORDER : BORDER + w]
+                    atoms = self._decode(raw[:, :, :n_cls], raw[:, :, n_cls:], scaling, logits=True)
+                    pending.extend(pool.submit(verify, img, a) for img, a in zip(part, atoms, strict=True))
+                    proposals.extend(atoms)
+                    features.append(feats.float().cpu().numpy())
+                    torch.set_num_threads(beside)
+            finally:
+                torch.set_num_threads(threads)
+            done: list[Atoms | None] = [None] * len(stack)
+            for i in reversed(range(len(stack))):
+                if pending[i].cancel():
+                    done[i] = verify(stack[i], proposals[i])
+            checked = [c if c is not None else f.result() for c, f in zip(done, pending, strict=True)]
+        return pooled(stack, proposals, checked), np.concatenate(features)
 
     @torch.inference_mode()
     def outputs(
@@ -251,11 +325,13 @@ class Ensemble:
 
     def _passes(self, frames: np.ndarray | Sequence[np.ndarray], pixel_size: float | Sequence[float]):
         for idx, stack, p in self._batches(frames, pixel_size):
-            x, scaling = self._prepare(stack, p)
-            h, w = scaling.model_shape
-            raw, feats = self.runner(x)
-            crop = (..., slice(BORDER, BORDER + h), slice(BORDER, BORDER + w))
-            yield _Pass(idx, stack, raw[crop], scaling, feats.float().cpu().numpy())
+            yield self._pass(idx, stack, *self._prepare(stack, p))
+
+    def _pass(self, idx: list[int], stack: np.ndarray, x: torch.Tensor, scaling: Scaling) -> _Pass:
+        h, w = scaling.model_shape
+        raw, feats = self.runner(x)
+        crop = (..., slice(BORDER, BORDER + h), slice(BORDER, BORDER + w))
+        return _Pass(idx, stack, raw[crop], scaling, feats.float().cpu().numpy())
 
     def _atoms_into(self, out: list[Atoms], part: _Pass, members: Sequence[int] | None) -> None:
         raw = part.raw if members is None else part.raw[:, list(members)]
@@ -303,10 +379,15 @@ class Ensemble:
             # Each member votes for the column if its own heatmap passes the threshold within
             # one pixel of it; the votes' standard deviation is the column's uncertainty. (The
             # spread of the members' peak heights is no guide: it is as large on familiar frames.)
-            local = F.max_pool2d(per_member, 3, stride=1, padding=1)
-            votes = (
-                (local[b, :, r, c] > (cfg.threshold if threshold is None else threshold)).float().mean(dim=1)
-            )
+            # Each member's maximum over the 3×3 pixels around each column, gathered there alone
+            # (pooling the whole (B, K, h, w) maps cost ~2 ms a frame); indices clamped to the
+            # map repeat an edge pixel, which leaves a maximum as it is.
+            h, w = per_member.shape[-2:]
+            step = torch.arange(-1, 2, device=r.device)
+            rows = (r[:, None] + step).clamp(0, h - 1)[:, :, None]
+            cols = (c[:, None] + step).clamp(0, w - 1)[:, None, :]
+            local = per_member[b[:, None, None], :, rows, cols].amax(dim=(1, 2))  # (n, K)
+            votes = (local > (cfg.threshold if threshold is None else threshold)).float().mean(dim=1)
             spread = (votes * (1.0 - votes)).sqrt()
             position_std = shifts.var(dim=1, unbiased=False).sum(dim=1).sqrt() * cfg.model_pixel_size
         else:

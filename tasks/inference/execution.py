@@ -70,9 +70,11 @@ def _loop(nets: list[FusedUNet], channels_last: bool, dtype: torch.dtype = torch
 
     def run(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.to(dtype).contiguous(memory_format=fmt)
-        outs = [m.logits_and_features(x) for m in nets]
-        raw = torch.cat([o[0] for o in outs], dim=1).float()
-        return raw, torch.cat([o[1] for o in outs], dim=1).float()
+        n, _, h, w = x.shape
+        # Each member writes its outputs into its slot of the batch's (no concatenation after).
+        raw = torch.empty((n, len(nets), nets[0].outputs, h, w), dtype=torch.float32, device=x.device)
+        features = [m.logits_and_features(x, raw[:, k : k + 1])[1] for k, m in enumerate(nets)]
+        return raw, torch.cat(features, dim=1).float()
 
     return run
 
@@ -172,6 +174,14 @@ class Execution:
             if run is not None:
                 return run(x)
         return self._trial(x)
+
+    def chosen(self, x: torch.Tensor) -> str | None:
+        """The path that runs frames of ``x``'s shape at this thread count: the named path, or
+        the one a trial chose; None while no trial has been made for that shape."""
+        if self.path != "auto":
+            return self.path
+        choice = _CHOICES.get(self._key(x))
+        return None if choice is None else choice.path
 
     def _prefix(self) -> tuple:
         net = self.net

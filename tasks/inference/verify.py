@@ -241,7 +241,7 @@ def verify_many(
     BLAS calls that release the GIL. BLAS runs on one thread throughout (``joint_heights``
     solves a few hundred unknowns, too small to split), so ``workers`` threads use
     ``workers`` cores. The results are those of ``verify`` frame by frame, except for frames
-    whose own spectrum shows no crystal, which the batch's frames together may (``_pooled``).
+    whose own spectrum shows no crystal, which the batch's frames together may (``pooled``).
     """
     if len(images) != len(proposals):
         raise ValueError(f"verify_many got {len(images)} frames and {len(proposals)} proposals")
@@ -253,10 +253,10 @@ def verify_many(
                 checked = list(
                     pool.map(lambda pair: verify(*pair, alpha), zip(images, proposals, strict=True))
                 )
-    return _pooled(images, proposals, checked)
+    return pooled(images, proposals, checked)
 
 
-def _pooled(images: Sequence[np.ndarray], proposals: Sequence[Atoms], checked: list[Atoms]) -> list[Atoms]:
+def pooled(images: Sequence[np.ndarray], proposals: Sequence[Atoms], checked: list[Atoms]) -> list[Atoms]:
     """Frames whose own spectrum showed no crystal, looked at again with the batch's frames of
     their shape together (``pooled_reflections``): a small frame at low dose (128² px at
     4·10⁴ e/Å²) may show none of its lattice's reflections above the whole-spectrum threshold,

@@ -161,6 +161,40 @@ def test_frames_checked_in_parallel_give_the_serial_answer(ensemble) -> None:  #
         verify_many(images[:2], raw[:1])
 
 
+def test_a_batch_checked_beside_its_network_gives_the_batchs_answer(ensemble) -> None:  # type: ignore[no-untyped-def]
+    # With two threads or more a checked batch's network runs in parts, each part's frames
+    # checked beside the next part's network on fewer threads: atoms and features must be
+    # those of the network on the whole batch and ``verify_many`` after it, bit for bit, and
+    # torch's thread count what it was.
+    import torch
+
+    from tasks.inference.ensemble import Ensemble
+    from tasks.inference.verify import verify_many
+
+    fixed = Ensemble(ensemble.net, ensemble.config, ensemble.version, torch.device("cpu"), execution="fused")
+    twin = DigitalTwin(4, DriftSchedule(base={"vacancy_rate": 0.02}), (160, 160))
+    frames = [twin.acquire(i) for i in range(7)]
+    images, p = [f.image for f in frames], frames[0].pixel_size
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fixed.check = False
+        raw, raw_features = fixed.analyse(images, p)
+        fixed.check = True
+        checked, features = fixed.analyse(images, p)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(features, raw_features)
+    want = verify_many(images, raw, workers=2)
+    assert sum(len(a) for a in want) > 100
+    for one, other in zip(want, checked, strict=True):
+        for name in one.__dataclass_fields__:
+            assert np.array_equal(
+                np.asarray(getattr(one, name)), np.asarray(getattr(other, name)), equal_nan=True
+            )
+
+
 def test_a_column_lighter_than_its_site_is_a_column_not_a_vacancy(ensemble) -> None:  # type: ignore[no-untyped-def]
     # MoS2 with one S of many S2 pairs gone: half a column, between "an S2 column" and
     # "nothing". It is still a column; no site of these frames is empty.
