@@ -185,7 +185,9 @@ def archive_entry(image: np.ndarray, pixel_size: float, lattice: str) -> tuple[n
     return scipy.fft.rfft2(_turned(res, -theta, SIDE), s=(SIDE, SIDE)).astype(np.complex64), theta
 
 
-def query_poses(image: np.ndarray, pixel_size: float, lattice: str) -> np.ndarray:
+def query_poses(
+    image: np.ndarray, pixel_size: float, lattice: str, fan: tuple[float, ...] = (0.0,)
+) -> np.ndarray:
     """The copy at every pose of its lattice's point group, canonical, windowed: unit-phase
     spectra (poses, SIDE, SIDE // 2 + 1)."""
     n = FOLD[lattice]
@@ -204,7 +206,8 @@ def query_poses(image: np.ndarray, pixel_size: float, lattice: str) -> np.ndarra
         # Every half step of the lattice's n-fold turn: frame to frame, the strongest family of
         # reflections can be another one (MoS2's (10) and (11) come close), 180/n off.
         for k in range(2 * n):
-            out.append(_turned(res, -theta + k * 180.0 / n, SIDE))
+            for d in fan:  # offsets (degrees) around each pose, for a lattice angle read poorly
+                out.append(_turned(res, -theta + k * 180.0 / n + d, SIDE))
     return scipy.fft.rfft2(np.stack(out), s=(SIDE, SIDE), axes=(-2, -1)).astype(np.complex64)
 
 
@@ -243,6 +246,8 @@ def main() -> None:
     ap.add_argument("--notch", type=float, default=3.0)
     ap.add_argument("--k-min", type=float, default=0.6)
     ap.add_argument("--others", type=float, default=1.0, help="share of other regions' frames scored")
+    ap.add_argument("--fan", default="0", help="angle offsets (degrees) tried around each pose")
+    ap.add_argument("--only", default="", help="score only these query positions (diagnosis)")
     ap.add_argument("--prepare-only", action="store_true", help="render and cache the archive only")
     args = ap.parse_args()
     bench.SEED = args.twin_seed
@@ -291,10 +296,14 @@ def main() -> None:
         emb = np.load(cached)["emb"]
     sampled = np.random.default_rng(123).random(len(spectra)) < args.others
     out_rows = []
+    only = {int(x) for x in args.only.split(",")} if args.only else None
+    fan = tuple(float(x) for x in args.fan.split(","))
     for j, qi in enumerate(qids[: args.queries]):
         r = int(region_[qi])
         src = twins[r].acquire(int(qi - starts[r]))
         copy, px = bench.transformed_copy(src.image, src.pixel_size, rng)
+        if only is not None and j not in only:
+            continue
         if emb is None:  # the descriptor's nearest frame's lattice needs the archive's descriptors
             emb = np.array(
                 [
@@ -307,7 +316,7 @@ def main() -> None:
         # Every frame of the lattice, or (``--others``) the source's region's and a fixed sample
         # of the rest: the best other region's score then stands for a sample's.
         cand = np.flatnonzero((lattice_ == lat) & ((region_ == r) | sampled))
-        z = scores(unit(query_poses(copy, px, lat), drop[lat]), spectra[cand])
+        z = scores(unit(query_poses(copy, px, lat, fan), drop[lat]), spectra[cand])
         seconds = time.perf_counter() - t1
         order = np.argsort(-z)
         best = int(cand[order[0]])
@@ -339,6 +348,8 @@ def main() -> None:
         "k_min": args.k_min,
         "notch": args.notch,
         "others_share": args.others,
+        "fan_degrees": list(fan),
+        "only": sorted(only) if only else None,
         "region_first": float(np.mean([r["region_first"] for r in out_rows])),
         "source_first": float(np.mean([r["source_first"] for r in out_rows])),
         "lattice_right": float(np.mean([r["lattice_right"] for r in out_rows])),
