@@ -30,7 +30,10 @@ lattice's leftovers (``notch``). The lattice is the one of the copy's nearest ar
 the descriptor (``lattice-polar-v2``; its lattice precision is 1.00): a wrong lattice counts
 as a miss. ``--others f`` scores the source region's frames and a fixed share f of the other
 regions' (the 10k archive at ~20 s a query on the shared machine), whose best stands for a
-sample of the whole lattice's.
+sample of the whole lattice's. ``--contrast`` scores a frame by its best pose's peak less its
+median pose's: what lines up with every frame (the lattice's leftovers, a defect class's look)
+does so at every pose of the point group, a frame's own noise at one. ``--fan`` and ``--only``
+are for diagnosis: angle offsets tried around each pose, and the copies scored.
 """
 
 from __future__ import annotations
@@ -211,16 +214,18 @@ def query_poses(
     return scipy.fft.rfft2(np.stack(out), s=(SIDE, SIDE), axes=(-2, -1)).astype(np.complex64)
 
 
-def scores(poses: np.ndarray, spectra: np.ndarray, chunk: int = 48) -> np.ndarray:
+def scores(poses: np.ndarray, spectra: np.ndarray, chunk: int = 48, contrast: bool = False) -> np.ndarray:
     """Each archive spectrum's best phase-correlation peak over the poses, in units of the
-    correlation surface's standard deviation."""
+    correlation surface's standard deviation; with ``contrast``, less the median pose's peak
+    (what lines up with the lattice's leftovers or a defect class's look lines up at every pose
+    of the point group; a frame's own noise at one)."""
     out = np.empty(len(spectra), np.float32)
     conj = np.conj(poses)[None]
     for a in range(0, len(spectra), chunk):
         corr = scipy.fft.irfft2(spectra[a : a + chunk, None] * conj, s=(SIDE, SIDE), workers=2)
         flat = corr.reshape(corr.shape[0], corr.shape[1], -1)
         z = (flat.max(-1) - flat.mean(-1)) / (flat.std(-1) + 1e-12)
-        out[a : a + chunk] = z.max(1)
+        out[a : a + chunk] = z.max(1) - np.median(z, 1) if contrast else z.max(1)
     return out
 
 
@@ -248,6 +253,7 @@ def main() -> None:
     ap.add_argument("--others", type=float, default=1.0, help="share of other regions' frames scored")
     ap.add_argument("--fan", default="0", help="angle offsets (degrees) tried around each pose")
     ap.add_argument("--only", default="", help="score only these query positions (diagnosis)")
+    ap.add_argument("--contrast", action="store_true", help="score: best pose less the median pose")
     ap.add_argument("--prepare-only", action="store_true", help="render and cache the archive only")
     args = ap.parse_args()
     bench.SEED = args.twin_seed
@@ -316,7 +322,7 @@ def main() -> None:
         # Every frame of the lattice, or (``--others``) the source's region's and a fixed sample
         # of the rest: the best other region's score then stands for a sample's.
         cand = np.flatnonzero((lattice_ == lat) & ((region_ == r) | sampled))
-        z = scores(unit(query_poses(copy, px, lat, fan), drop[lat]), spectra[cand])
+        z = scores(unit(query_poses(copy, px, lat, fan), drop[lat]), spectra[cand], contrast=args.contrast)
         seconds = time.perf_counter() - t1
         order = np.argsort(-z)
         best = int(cand[order[0]])
@@ -349,6 +355,7 @@ def main() -> None:
         "notch": args.notch,
         "others_share": args.others,
         "fan_degrees": list(fan),
+        "score": "best pose less median pose" if args.contrast else "best pose",
         "only": sorted(only) if only else None,
         "region_first": float(np.mean([r["region_first"] for r in out_rows])),
         "source_first": float(np.mean([r["source_first"] for r in out_rows])),
