@@ -163,7 +163,7 @@ class ChunkFiles:
                 lo, hi = max(n, shard * r), min(n + k, (shard + 1) * r)
                 key = self._key(shard)
                 if self.raw:
-                    # Uncompressed rows: written from where they lie, in one ``pwritev``, with no
+                    # Uncompressed rows: written from where they lie, with ``pwritev`` (``pwritev_all``), with no
                     # encoding thread to hand them to (a hand-off costs ~40 µs, the copy ~10 µs);
                     # their views are taken in the writing thread too.
                     rows = range(lo - n, hi - n)

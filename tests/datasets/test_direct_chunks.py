@@ -338,3 +338,19 @@ def test_buffers_beyond_one_system_call_are_written_in_order(tmp_path):
     finally:
         os.close(fd)
     assert target.read_bytes() == b"x" * 5 + b"".join(buffers)
+
+
+def test_buffers_larger_than_one_call_are_split_and_written_in_order(tmp_path):
+    # Frames of a few MiB are written in calls of at most WRITE_BYTES each.
+    from storage.datasets.file_writes import WRITE_BYTES
+
+    rng = np.random.default_rng(0)
+    buffers = [rng.bytes(n) for n in (WRITE_BYTES + 3, 7, 2 * WRITE_BYTES + 11, WRITE_BYTES)]
+    target = tmp_path / "big"
+    target.write_bytes(b"y" * 3)
+    fd = os.open(target, os.O_WRONLY)
+    try:
+        pwritev_all(fd, buffers, 3)
+    finally:
+        os.close(fd)
+    assert target.read_bytes() == b"y" * 3 + b"".join(buffers)
