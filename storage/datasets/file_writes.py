@@ -29,7 +29,7 @@ _IOV_MAX = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 16
 # page cache) one call that dirties many MiB at once is throttled as a whole: a batch of 32 raw
 # 256² frames (8 MiB) took 15.6-16.3 ms in one ``pwritev``, 11-14 ms in calls of 2 MiB, and
 # 1.5-1.9 ms in calls of 1 MiB or less, where ``numpy.save`` writes it in 2.6 ms (its own
-# writes are 256 KiB each; measured 2026-11-30, idle, /work/scratch/pw4.py).
+# writes are 256 KiB each; measured 2026-11-30, idle; ``benchmarks/write_calls.py``).
 WRITE_BYTES = 2**20
 
 
