@@ -23,7 +23,7 @@ from scopeflow.frame import Frame
 from storage.datasets import DatasetWriter
 from storage.datasets.chunk_files import SPARE, ChunkFiles, array_metadata
 from storage.datasets.dataset import COUNTS_CODEC
-from storage.datasets.file_writes import pwritev_all
+from storage.datasets.file_writes import WRITE_BYTES, pwritev_all
 from storage.datasets.tables import STRING_ROWS, Table, commit, fill_for, open_root
 from tasks.acquisition.twin import DigitalTwin
 
@@ -326,10 +326,19 @@ def test_string_columns_span_chunks_of_their_own_size(tmp_path):
     assert np.array_equal(committed["index"][...], np.arange(len(names)))
 
 
-def test_buffers_beyond_one_system_call_are_written_in_order(tmp_path):
-    # A shard of small frames takes up to 4096 encoded rows in one write: more than one
-    # pwritev accepts (IOV_MAX), and empty rows among them.
-    buffers = [bytes([i % 251]) * (i % 7) for i in range(3000)]
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        # A shard of small frames takes up to 4096 encoded rows in one write: more than one
+        # pwritev accepts (IOV_MAX), and empty rows among them.
+        pytest.param([i % 7 for i in range(3000)], id="more-buffers-than-iov-max"),
+        # Frames of a few MiB are written in calls of at most WRITE_BYTES each.
+        pytest.param([WRITE_BYTES + 3, 7, 2 * WRITE_BYTES + 11, WRITE_BYTES], id="larger-than-one-call"),
+    ],
+)
+def test_buffers_beyond_one_system_call_are_written_in_order(tmp_path, sizes):
+    rng = np.random.default_rng(0)
+    buffers = [rng.bytes(n) for n in sizes]
     target = tmp_path / "f"
     target.write_bytes(b"x" * 5)
     fd = os.open(target, os.O_WRONLY)
@@ -338,19 +347,3 @@ def test_buffers_beyond_one_system_call_are_written_in_order(tmp_path):
     finally:
         os.close(fd)
     assert target.read_bytes() == b"x" * 5 + b"".join(buffers)
-
-
-def test_buffers_larger_than_one_call_are_split_and_written_in_order(tmp_path):
-    # Frames of a few MiB are written in calls of at most WRITE_BYTES each.
-    from storage.datasets.file_writes import WRITE_BYTES
-
-    rng = np.random.default_rng(0)
-    buffers = [rng.bytes(n) for n in (WRITE_BYTES + 3, 7, 2 * WRITE_BYTES + 11, WRITE_BYTES)]
-    target = tmp_path / "big"
-    target.write_bytes(b"y" * 3)
-    fd = os.open(target, os.O_WRONLY)
-    try:
-        pwritev_all(fd, buffers, 3)
-    finally:
-        os.close(fd)
-    assert target.read_bytes() == b"y" * 3 + b"".join(buffers)
