@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import uuid
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
@@ -37,28 +38,27 @@ def pwritev_all(fd: int, buffers: list[bytes], offset: int) -> None:
     """``buffers`` one after another at ``offset``, without joining them first (joining a
     batch's frames copied ~7 MiB into fresh memory for nothing, page faults included), in
     calls of at most ``WRITE_BYTES`` and ``IOV_MAX`` buffers."""
-    views = [memoryview(b).cast("B") for b in buffers if len(b)]
+    views = deque(memoryview(b).cast("B") for b in buffers if len(b))
     while views:
         call: list[memoryview] = []
         size = 0
         while views and len(call) < _IOV_MAX and size < WRITE_BYTES:
-            view = views[0]
+            view = views.popleft()
             take = min(len(view), WRITE_BYTES - size)
             call.append(view[:take])
             size += take
-            if take == len(view):
-                views.pop(0)
-            else:
-                views[0] = view[take:]
+            if take < len(view):
+                views.appendleft(view[take:])
         done = os.pwritev(fd, call, offset)
         offset += done
-        if done < size:  # a short write: what it left goes first in the next call
-            rest = [v for v in call]
-            skipped = done
-            while skipped >= len(rest[0]):
-                skipped -= len(rest.pop(0))
-            rest[0] = rest[0][skipped:]
-            views[:0] = rest
+        if done == size:
+            continue
+        # A short write: what it left goes first in the next call.
+        left = deque(call)
+        while done >= len(left[0]):
+            done -= len(left.popleft())
+        left[0] = left[0][done:]
+        views.extendleft(reversed(left))
 
 
 SPARE = ".scopeflow-spare"  # per directory: the file a replacement is written into, then swapped in

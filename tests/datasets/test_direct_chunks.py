@@ -347,3 +347,25 @@ def test_buffers_beyond_one_system_call_are_written_in_order(tmp_path, sizes):
     finally:
         os.close(fd)
     assert target.read_bytes() == b"x" * 5 + b"".join(buffers)
+
+
+def test_a_short_write_is_resumed_where_it_stopped(tmp_path, monkeypatch):
+    # The kernel may write less than asked (a signal, a nearly full disk): the rest follows.
+    from storage.datasets import file_writes
+
+    real = os.pwritev
+
+    def short(fd, views, offset):
+        data = b"".join(bytes(v) for v in views)[:1000]
+        return real(fd, [data], offset)
+
+    monkeypatch.setattr(file_writes.os, "pwritev", short)
+    buffers = [np.random.default_rng(1).bytes(n) for n in (700, 1, 2500, 300)]
+    target = tmp_path / "short"
+    target.write_bytes(b"")
+    fd = os.open(target, os.O_WRONLY)
+    try:
+        pwritev_all(fd, buffers, 0)
+    finally:
+        os.close(fd)
+    assert target.read_bytes() == b"".join(buffers)
