@@ -208,8 +208,7 @@ class Dataset:
         if self._decisions is not None:
             entries |= self._decisions.table.metadata()
         for writer in self._predictions.values():
-            for table in (writer.atoms, writer.vacancies, writer.frames):
-                entries |= table.metadata()
+            entries |= writer.columns()
         return entries
 
     def _dropped(self) -> list[str]:

@@ -55,12 +55,16 @@ class PredictionWriter:
         self.vacancies = Table(group, VACANCY_DIM)
         self.frames = Table(group, FRAME_DIM)
 
-    def metadata(self) -> dict[str, Any]:
-        """What a commit of this set publishes: its group and its tables' columns."""
-        entries: dict[str, Any] = {self.group.path: None}
+    def columns(self) -> dict[str, Any]:
+        """Its tables' columns' metadata as written (``Table.metadata``)."""
+        entries: dict[str, Any] = {}
         for table in (self.atoms, self.vacancies, self.frames):
             entries |= table.metadata()
         return entries
+
+    def metadata(self) -> dict[str, Any]:
+        """What a commit of this set publishes: its group and its columns."""
+        return {self.group.path: None} | self.columns()
 
     def done(self) -> np.ndarray:
         """Frame positions already processed (committed or appended by this writer)."""
