@@ -111,7 +111,8 @@ def attribute(
     if "dose" in fired:
         changed.append("dose")
         words.append(f"dose ×{att['dose_ratio']:.2g}")
-    if fired & {"blur", "contrast"}:
+    # ``defocus``: the monitor's cumulative test against its first reference (``defocus_drift``).
+    if fired & {"blur", "contrast", "defocus"}:
         if optics is not None:
             shape = shape_of(images[0])
             probe = probe_of(optics)

@@ -35,7 +35,7 @@ import numpy as np
 
 from scopeflow.errors import InputError
 
-from .attribution import DETECTORS, IMAGE_DETECTORS
+from .attribution import DETECTORS, IMAGE_DETECTORS, attribute
 from .calibration import MIN_REFERENCE
 from .observation import Observation, pack, unpack
 from .physics import Proxies, proxy_score
@@ -122,6 +122,7 @@ class DriftMonitor(ReferenceKeeper):
         first_alarm = None
         for i, obs in enumerate(todo):
             self.recent.append(self.features(ref, obs))
+            self.recent_obs.append(obs)
             ratio = cal.statistics(np.stack(self.recent)) / cal.threshold
             best = np.fmax(best, ratio)
             deciding = ratio[: len(IMAGE_DETECTORS)]
@@ -133,6 +134,9 @@ class DriftMonitor(ReferenceKeeper):
                     before = np.nanmean(np.stack(self.recent)[: -cal.window], axis=0)
         scores = {name: float(v) for name, v in zip(DETECTORS, best, strict=True)}
         if first_alarm is None:
+            drift = self._defocus_drift(frame_start, batch, offset, scores)
+            if drift is not None:
+                return drift
             self._grow(todo)
             return Decision(frame_start, frame_start + k - 1, False, scores)
         # The frames after the alarm are under the new conditions: they start the next
@@ -142,6 +146,59 @@ class DriftMonitor(ReferenceKeeper):
         changed, attribution, summary = self.attribute(scores, since, before)
         return Decision(
             frame_start, frame_start + k - 1, True, scores, first_alarm, changed, attribution, summary
+        )
+
+    def _defocus_drift(
+        self, frame_start: int, batch: list[Observation], offset: int, scores: dict[str, float]
+    ) -> Decision | None:
+        """The cumulative defocus test against the anchor (``ReferenceKeeper.defocus_drift``),
+        once per batch on the window and look-back's frames; its score joins ``scores`` as
+        ``defocus``. A detection (the change named a defocus by the attribution against the
+        anchor) or None. The first alarm is the first frame of the batch whose window and
+        look-back already hold the change."""
+        k = len(batch)
+        if self.optics is None:
+            return None  # no defocus can be fitted, and no score is reported
+        if self.anchor is None or len(self.recent_obs) < self.recent_obs.maxlen:
+            scores["defocus"] = float("nan")
+            return None
+        frames = list(self.recent_obs)
+        _, _, ratio = self.defocus_drift([o.image for o in frames], k)
+        scores["defocus"] = ratio
+        if not ratio > 1.0:
+            return None
+        # Where in the batch the change first reached the threshold (only after an alarm: one
+        # fit a batch otherwise).
+        span = len(frames)
+        first = k - 1
+        for i in range(offset, k - 1):
+            earlier = frames[: span - (k - 1 - i)]
+            if len(earlier) >= self.window and self.defocus_drift([o.image for o in earlier], k)[2] > 1.0:
+                first = i
+                break
+        anchor = self.anchor
+        before = np.concatenate([anchor.centre, np.full(len(DETECTORS) - len(anchor.centre), np.nan)])
+        ref = self.reference
+        assert ref is not None
+        changed, attribution, words, defocus_next = attribute(
+            anchor.spectrum,
+            ref.calibration,
+            scores,
+            [o.image for o in frames],
+            before,
+            optics=self.optics,
+            reference_defocus=self.reference_defocus,
+            spectrum_defocus=anchor.defocus,
+        )
+        if "defocus" not in changed:
+            # The anchor's fit found a defocus the attribution, with the envelope and the lattice
+            # beside it, does not name: not a change of the probe's focus.
+            return None
+        self._defocus_next = defocus_next
+        self._since_alarm = batch[first + 1 :][:MIN_REFERENCE]
+        summary = words + " (cumulative, against the first reference)"
+        return Decision(
+            frame_start, frame_start + k - 1, True, scores, frame_start + first, changed, attribution, summary
         )
 
     def physics_shift(self, proxies: Sequence[Proxies]) -> float:
@@ -200,6 +257,8 @@ class DriftMonitor(ReferenceKeeper):
                 if getattr(spectrum, name) is not None:
                     arrays[f"carried_{name}"] = np.asarray(getattr(spectrum, name), dtype=np.float64)
         arrays["recent_features"] = np.stack(self.recent) if self.recent else np.empty((0, len(DETECTORS)))
+        # The frames the cumulative defocus test fits (the window and look-back's).
+        arrays.update({f"recentobs_{k}": v for k, v in pack(list(self.recent_obs)).items()})
         return attrs, arrays
 
     def restore(self, attrs: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
@@ -261,3 +320,7 @@ class DriftMonitor(ReferenceKeeper):
         if self.reference is not None:
             cal = self.reference.calibration
             self.recent = deque(list(recent), maxlen=cal.window + cal.lookback)
+            stored = unpack(
+                {k.removeprefix("recentobs_"): v for k, v in arrays.items() if k.startswith("recentobs_")}
+            )
+            self.recent_obs = deque(stored, maxlen=cal.window + cal.lookback)

@@ -34,6 +34,7 @@ import warnings
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import numpy as np
 
@@ -41,7 +42,7 @@ from .attribution import DETECTORS, IMAGE_DETECTORS, attribute, probe_of, shape_
 from .calibration import MIN_REFERENCE, Calibration, calibrate, change_inside
 from .observation import Observation
 from .physics import Proxies, median_proxies, proxy_score
-from .spectrum import ImageStats, SpectrumReference, depth_of_focus
+from .spectrum import ImageStats, SpectrumReference, depth_of_focus, fit_defocus
 
 REFERENCE_GROWTH = (1, 2, 4)  # calibrate at these multiples of ``reference_frames``
 BANDWIDTH = 3.0  # embedding kernel width as a multiple of the reference's median distance
@@ -60,6 +61,20 @@ class Reference:
     self_similarity: float
     calibration: Calibration
     defocus: float = 0.0
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """The first full reference since the last re-reference, kept while the reference grows
+    (``ReferenceKeeper.defocus_drift``): its spectrum, the |defocus| (Å) it was taken at, its
+    frames' median image features (``IMAGE_DETECTORS``, against its own spectrum) and the
+    scatter (Å, RMS) of the defocus fitted to blocks of its own frames held out of the
+    spectrum they are fitted against."""
+
+    spectrum: SpectrumReference
+    defocus: float
+    centre: np.ndarray
+    scatter_A: float
 
 
 def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -95,6 +110,10 @@ class ReferenceKeeper:
     # short reference are measured against it, out of sample (a spectrum fitted to 16 frames
     # fits those frames better than the next ones, and their spread would look too small).
     carried: tuple[SpectrumReference, float] | None = field(default=None, init=False, repr=False)
+    # The first full reference since the last re-reference (``defocus_drift``), and the
+    # frames the window and look-back hold (their spectra are what it is tested on).
+    anchor: Anchor | None = field(default=None, init=False, repr=False)
+    recent_obs: deque = field(default_factory=deque, init=False, repr=False)
     # The frames after the last alarm, which start the next reference.
     _since_alarm: list[Observation] | None = field(default=None, init=False, repr=False)
     reference: Reference | None = field(default=None, init=False)
@@ -146,9 +165,11 @@ class ReferenceKeeper:
         # (A detection on a short reference keeps the floor it was deciding under.)
         self.reference = None
         self.grown_from = None
+        self.anchor = None
         self.history = list(self._since_alarm or [])
         self._since_alarm = None
         self.recent.clear()
+        self.recent_obs.clear()
         self.calibrated_on = 0
         if self._defocus_next is not None:
             self.reference_defocus, self._defocus_next = self._defocus_next, None
@@ -288,9 +309,73 @@ class ReferenceKeeper:
         )
         self.reference = Reference(spectrum, proxies, emb, gamma, self_similarity, cal, spectrum_defocus)
         self.calibrated_on = len(obs)
+        if self.anchor is None and self.optics is not None and not short and len(obs) >= self.reference_frames:
+            first = obs[: self.reference_frames]
+            self.anchor = self._anchor(spectrum if len(obs) == len(first) else None, first, spectrum_defocus)
         # Prime the window and look-back with the end of the reference.
         span = self.window + lookback
         self.recent = deque(feats[-span:], maxlen=span)
+        self.recent_obs = deque(obs[-span:], maxlen=span)
+
+    def _anchor(self, spectrum: SpectrumReference | None, obs: list[Observation], defocus: float) -> Anchor:
+        """The anchor of a full reference's first ``reference_frames`` frames (``spectrum``: their
+        fitted spectrum when at hand). Its scatter is measured out of sample: each block of
+        ``window + lookback`` frames (what ``defocus_drift`` fits) against the spectrum of the
+        other frames, so the wander of the content in view within the reference counts, as it
+        will against later frames."""
+        images = [o.image for o in obs]
+        spectrum = SpectrumReference.fit(images) if spectrum is None else spectrum
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            centre = np.nanmedian(
+                np.array([[spectrum.features(s)[n] for n in IMAGE_DETECTORS] for s in images]), axis=0
+            )
+        span = 2 * self.window
+        probe = probe_of(self.optics or {})
+        shape = shape_of(images[0])
+        deviations = []
+        for a in range(0, len(images) - span + 1, span):
+            rest = images[:a] + images[a + span :]
+            held_out = SpectrumReference.fit(rest)
+            df, _, _ = fit_defocus(held_out, images[a : a + span], shape, **probe, reference_defocus=defocus)
+            if np.isfinite(df):
+                deviations.append(df - defocus)
+        scatter = float(np.sqrt(np.mean(np.square(deviations)))) if deviations else float("nan")
+        return Anchor(spectrum, defocus, centre, scatter)
+
+    def defocus_drift(self, images: Sequence[ImageStats], frames: int) -> tuple[float, float, float]:
+        """The cumulative test: |defocus| (Å) of ``images`` (the latest frames) against the
+        anchor, its error (Å), and the change as a multiple of its threshold (> 1: a defocus
+        change), for a test made every ``frames`` frames. NaN, NaN, NaN without an anchor or
+        where the fit finds no defocus.
+
+        The window-against-look-back statistics absorb a change slower than their threshold per
+        look-back (``Calibration.absorbed_rate``), and a growing reference takes such a ramp into
+        itself (the held-out MoS2 defocus ramp 0 → 80 Å over 100 frames: 0.95 of the contrast's
+        threshold at 32 Å, then frames at 0–45 Å became the reference). Against the anchor the
+        change is cumulative, so no ramp is absorbed; and the fitted quantity is the probe's
+        defocus itself, which the content in view, contamination and the scan do not shift the way
+        they shift the contrast (the twin's contamination moved the contrast +0.6 ln over
+        250 frames, the fitted |defocus| ≤ 15 Å). The threshold: the depth of focus (physics: a
+        smaller change leaves the probe as it was; attribution names no defocus below it), or
+        z standard errors where larger — the fit's own error and the anchor's held-out scatter
+        in quadrature, z the normal quantile of one false alarm per ERT at one test per
+        ``frames`` frames (two-sided)."""
+        anchor = self.anchor
+        nan = float("nan")
+        if anchor is None or self.optics is None or not images:
+            return nan, nan, nan
+        probe = probe_of(self.optics)
+        df, err, _ = fit_defocus(
+            anchor.spectrum, images, shape_of(images[0]), **probe, reference_defocus=anchor.defocus
+        )
+        if not (np.isfinite(df) and np.isfinite(err)):
+            return nan, nan, nan
+        z = NormalDist().inv_cdf(1.0 - min(0.5, frames / (2.0 * self.ert)))
+        scatter = anchor.scatter_A if np.isfinite(anchor.scatter_A) else 0.0
+        depth = depth_of_focus(probe["voltage_kv"], probe["semiangle_mrad"])
+        threshold = max(depth, z * float(np.hypot(err, scatter)))
+        return df, err, abs(df - anchor.defocus) / threshold
 
     def _change_in_reference(
         self, end: int, rest: list[Observation]
@@ -371,6 +456,7 @@ class ReferenceKeeper:
         if pending is not None:
             done = pending.result()
             self.reference, self.calibrated_on, self.recent = done.reference, done.calibrated_on, done.recent
+            self.anchor, self.recent_obs = done.anchor, done.recent_obs
             # A full reference reached retires the last full one's floor (``_calibrate``).
             self.floor, self.floor_scale, self.carried = done.floor, done.floor_scale, done.carried
             self.grown_from, self.memory = done.grown_from, done.memory
