@@ -74,7 +74,7 @@ class Anchor:
     spectrum: SpectrumReference
     defocus: float
     centre: np.ndarray
-    scatter_A: float
+    scatter: float
 
 
 def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -309,7 +309,12 @@ class ReferenceKeeper:
         )
         self.reference = Reference(spectrum, proxies, emb, gamma, self_similarity, cal, spectrum_defocus)
         self.calibrated_on = len(obs)
-        if self.anchor is None and self.optics is not None and not short and len(obs) >= self.reference_frames:
+        if (
+            self.anchor is None
+            and self.optics is not None
+            and not short
+            and len(obs) >= self.reference_frames
+        ):
             first = obs[: self.reference_frames]
             self.anchor = self._anchor(spectrum if len(obs) == len(first) else None, first, spectrum_defocus)
         # Prime the window and look-back with the end of the reference.
@@ -372,7 +377,7 @@ class ReferenceKeeper:
         if not (np.isfinite(df) and np.isfinite(err)):
             return nan, nan, nan
         z = NormalDist().inv_cdf(1.0 - min(0.5, frames / (2.0 * self.ert)))
-        scatter = anchor.scatter_A if np.isfinite(anchor.scatter_A) else 0.0
+        scatter = anchor.scatter if np.isfinite(anchor.scatter) else 0.0
         depth = depth_of_focus(probe["voltage_kv"], probe["semiangle_mrad"])
         threshold = max(depth, z * float(np.hypot(err, scatter)))
         return df, err, abs(df - anchor.defocus) / threshold
