@@ -34,9 +34,9 @@ import warnings
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from statistics import NormalDist
 
 import numpy as np
+from scipy.stats import t as student_t
 
 from .attribution import DETECTORS, IMAGE_DETECTORS, attribute, probe_of, shape_of
 from .calibration import MIN_REFERENCE, Calibration, calibrate, change_inside
@@ -68,13 +68,14 @@ class Anchor:
     """The first full reference since the last re-reference, kept while the reference grows
     (``ReferenceKeeper.defocus_drift``): its spectrum, the |defocus| (Å) it was taken at, its
     frames' median image features (``IMAGE_DETECTORS``, against its own spectrum) and the
-    scatter (Å, RMS) of the defocus fitted to blocks of its own frames held out of the
-    spectrum they are fitted against."""
+    scatter (Å, RMS about ``defocus``) of the defocus fitted to ``blocks`` blocks of its own
+    frames held out of the spectrum they are fitted against."""
 
     spectrum: SpectrumReference
     defocus: float
     centre: np.ndarray
     scatter: float
+    blocks: int = 0  # held-out blocks the scatter was measured on (its degrees of freedom)
 
 
 def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -325,9 +326,10 @@ class ReferenceKeeper:
     def _anchor(self, spectrum: SpectrumReference | None, obs: list[Observation], defocus: float) -> Anchor:
         """The anchor of a full reference's first ``reference_frames`` frames (``spectrum``: their
         fitted spectrum when at hand). Its scatter is measured out of sample: each block of
-        ``window + lookback`` frames (what ``defocus_drift`` fits) against the spectrum of the
-        other frames, so the wander of the content in view within the reference counts, as it
-        will against later frames."""
+        frames against the spectrum of the other frames, so the wander of the content in view
+        within the reference counts, as it will against later frames. The blocks are one window
+        long: twice as many as of the tested length (the scatter's degrees of freedom set the
+        quantile), each noisier than the tested stretch, so the scatter errs towards no alarm."""
         images = [o.image for o in obs]
         spectrum = SpectrumReference.fit(images) if spectrum is None else spectrum
         with warnings.catch_warnings():
@@ -335,7 +337,7 @@ class ReferenceKeeper:
             centre = np.nanmedian(
                 np.array([[spectrum.features(s)[n] for n in IMAGE_DETECTORS] for s in images]), axis=0
             )
-        span = 2 * self.window
+        span = self.window
         probe = probe_of(self.optics or {})
         shape = shape_of(images[0])
         deviations = []
@@ -346,7 +348,7 @@ class ReferenceKeeper:
             if np.isfinite(df):
                 deviations.append(df - defocus)
         scatter = float(np.sqrt(np.mean(np.square(deviations)))) if deviations else float("nan")
-        return Anchor(spectrum, defocus, centre, scatter)
+        return Anchor(spectrum, defocus, centre, scatter, len(deviations))
 
     def defocus_drift(self, images: Sequence[ImageStats], frames: int) -> tuple[float, float, float]:
         """The cumulative test: |defocus| (Å) of ``images`` (the latest frames) against the
@@ -364,11 +366,13 @@ class ReferenceKeeper:
         250 frames, the fitted |defocus| ≤ 15 Å). The threshold: the depth of focus (physics: a
         smaller change leaves the probe as it was; attribution names no defocus below it), or
         z standard errors where larger — the fit's own error and the anchor's held-out scatter
-        in quadrature, z the normal quantile of one false alarm per ERT at one test per
-        ``frames`` frames (two-sided)."""
+        in quadrature, z the two-sided quantile of one false alarm per ERT at one test per
+        ``frames`` frames (Student's t, the scatter's degrees of freedom)."""
         anchor = self.anchor
         nan = float("nan")
-        if anchor is None or self.optics is None or not images:
+        if anchor is None or self.optics is None or not images or not anchor.blocks:
+            # (No held-out block of the anchor could be fitted: its scatter is unknown, and
+            # without it no threshold; a reference with too little signal to fit.)
             return nan, nan, nan
         probe = probe_of(self.optics)
         df, err, _ = fit_defocus(
@@ -376,10 +380,14 @@ class ReferenceKeeper:
         )
         if not (np.isfinite(df) and np.isfinite(err)):
             return nan, nan, nan
-        z = NormalDist().inv_cdf(1.0 - min(0.5, frames / (2.0 * self.ert)))
-        scatter = anchor.scatter if np.isfinite(anchor.scatter) else 0.0
+        # The scatter is measured on a few held-out blocks (``blocks`` degrees of freedom): the
+        # quantile is Student's t, not the normal one, for a spread known that poorly (on the
+        # twin a 64-frame anchor's three blocks gave 8 Å while its later stationary blocks read
+        # 24 Å from focus, 3 σ under the normal quantile, within t's).
+        tail = min(0.5, frames / (2.0 * self.ert))
+        z = float(student_t.isf(tail, anchor.blocks))
         depth = depth_of_focus(probe["voltage_kv"], probe["semiangle_mrad"])
-        threshold = max(depth, z * float(np.hypot(err, scatter)))
+        threshold = max(depth, z * float(np.hypot(err, anchor.scatter)))
         return df, err, abs(df - anchor.defocus) / threshold
 
     def _change_in_reference(
