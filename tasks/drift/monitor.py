@@ -172,8 +172,10 @@ class DriftMonitor(ReferenceKeeper):
         span = len(frames)
         first = k - 1
         for i in range(offset, k - 1):
-            earlier = frames[: span - (k - 1 - i)]
-            if len(earlier) >= self.window and self.defocus_drift([o.image for o in earlier], k)[2] > 1.0:
+            cut = span - (k - 1 - i)  # the frames held up to the batch's frame i
+            if cut < self.window:
+                continue  # (a batch longer than the look-back: too few of them held)
+            if self.defocus_drift([o.image for o in frames[:cut]], k)[2] > 1.0:
                 first = i
                 break
         anchor = self.anchor
