@@ -187,6 +187,7 @@ def driven_ids(
     where: list[ColumnElement[bool]],
     scope: Callable[[Any], ColumnElement[bool]] | None = None,
     lateral: bool = False,
+    entries: Any = MetadataEntry,
 ) -> Select[Any]:
     """``SELECT records.id`` of the records matching the expression and ``where`` (a record
     may come more than once),
@@ -199,6 +200,9 @@ def driven_ids(
 
     ``scope``: a condition on the driver term's index rows (their copied owner or project,
     ``Route.on_entry``) that narrows its range to the records of one owner or project.
+    ``entries``: the index the driver term and, with a ``scope`` and ``lateral``, the other
+    terms are read from: ``MetadataEntry``, or ``SharedEntry`` with a ``scope`` on its holders
+    (the other terms then from the same holder's copies).
 
     ``lateral`` (PostgreSQL): each other term is a ``LATERAL`` subquery with ``LIMIT 1``, which
     the planner cannot flatten into a join of its own choosing. Wrapped values stop it from
@@ -214,7 +218,7 @@ def driven_ids(
     where = [w for w in where if not isinstance(w, True_)]
     joined = probed = False
     if isinstance(driver, _Leaf):
-        D = aliased(MetadataEntry)
+        D = aliased(entries)
         query = select(D.record_id).where(
             *([scope(D)] if scope is not None else []),
             D.key == driver.key,
@@ -264,9 +268,10 @@ def driven_ids(
             # hash the other term's range of it (5 053 rows of ``conditions.dose > 50`` for
             # 1 008 of ``defocus`` here) where a probe per row costs ~10x a row read in order
             # (CPU per search 0.88-0.90x, restricted user, 1 M records, three alternating runs).
-            P = aliased(MetadataEntry)
+            P = aliased(entries)
             conds = [c(P.num, P.text, P.kind) for c in part.conditions]
-            on = [P.record_id == anchor, scope(P), P.key == part.key, *conds]
+            same = [P.holder == D.holder] if entries is not MetadataEntry else []
+            on = [P.record_id == anchor, scope(P), *same, P.key == part.key, *conds]
             query = query.join(P, and_(*on))
         elif isinstance(part, _Leaf) and lateral:
             P = aliased(MetadataEntry)

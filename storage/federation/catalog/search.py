@@ -14,6 +14,7 @@ from sqlalchemy import (
     Integer,
     Select,
     String,
+    and_,
     any_,
     bindparam,
     cast,
@@ -43,7 +44,7 @@ from storage.federation.catalog.lookup import (
 from storage.federation.catalog.record_json import record_dicts
 from storage.federation.database import FTS_TABLE
 from storage.federation.identifiers import MAX_ID
-from storage.federation.models import Collection, CollectionItem, Record, RecordTag
+from storage.federation.models import Collection, CollectionItem, Record, RecordTag, SharedEntry
 from storage.federation.query_language import and_terms, compile_expression, driven_ids, leaf_rows
 
 #: Up to this many matches, a search sorts the matching ids instead of walking an index.
@@ -339,12 +340,28 @@ def _readable_matches(
         for r in routes
         if r.on_entry is not None
     ]
-    probed = [r.ids for r in routes if r.on_entry is None]
+    shared = [r for r in routes if r.holders]
+    if shared:
+        # Grants and collection links: one range of the shared index per holder, all in one
+        # part (a record reached by several holders comes once per holder).
+        holders = [h for r in shared for h in r.holders]
+        level = max(r.level for r in shared)
+
+        def held(e: Any) -> ColumnElement[bool]:
+            return and_(e.holder.in_(holders), e.level >= level)
+
+        parts.append(driven_ids(text, leaf, where, scope=held, lateral=lateral, entries=SharedEntry))
+    probed = [r.ids for r in routes if _probed(r)]
     if probed:
         parts.append(driven_ids(text, probed, where, lateral=lateral))
     if len(parts) == 1:
         return parts[0]
     return select(union_all(*parts).subquery().c[0])
+
+
+def _probed(route: Route) -> bool:
+    """Whether the metadata indexes cannot scope ``route``: its ids are probed per term."""
+    return route.on_entry is None and not route.holders
 
 
 def _few_probed(
@@ -360,12 +377,12 @@ def _few_probed(
     when those ids are fewer than that."""
     if known is not None:
         term_rows, route_rows = known
-        probed = sum(rows for route, rows in zip(routes, route_rows, strict=True) if route.on_entry is None)
+        probed = sum(rows for route, rows in zip(routes, route_rows, strict=True) if _probed(route))
         if probed < ESTIMATE_CAP:  # every part counted exactly
             return all(rows >= probed for rows in term_rows)
     rows = 0
     for route in routes:
-        if route.on_entry is None:
+        if _probed(route):
             rows += count(route.ids, RANK_CAP - rows, RANK_CAP)
             if rows >= RANK_CAP:
                 return False
