@@ -85,7 +85,7 @@ class Route:
     #: The record ids it admits, from an index.
     ids: Select[Any]
     #: The same as a condition on a ``MetadataEntry`` (an alias of it), from the record's
-    #: owner or project copied into each index row; None for routes only ``ids`` answers.
+    #: owner or project copied into each index row; None for grants and links (``holders``).
     on_entry: Callable[[type[MetadataEntry]], ColumnElement[bool]] | None = None
     #: For a grant or a collection link: the holders whose copies of the records' index rows
     #: (``SharedEntry``, at ``level`` or above) are exactly the records it admits.
