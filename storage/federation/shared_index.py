@@ -93,23 +93,34 @@ _SQLITE_NAMES = [f"{TABLE}_{n}" for n in ("grant_insert", "grant_delete", "grant
 
 def _pg_statements() -> list[str]:
     same = "IS NOT DISTINCT FROM"
+    # Each function first locks the rows of the records it copies for, as a metadata rewrite's
+    # UPDATE of the record does: a grant revoked while another transaction rewrote the record's
+    # metadata otherwise left that transaction's new copies behind (READ COMMITTED: neither saw
+    # the other's uncommitted rows; reproduced). Each statement after the lock reads with a
+    # fresh snapshot, so the second of the two sees what the first committed.
+    lock = "PERFORM 1 FROM records WHERE id = {rec}.{column} FOR NO KEY UPDATE"
     # A grant's target kind 'd' only ("grants" also holds grants on projects and collections).
     grants = f"""CREATE FUNCTION {TABLE}_grants() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  IF TG_OP <> 'INSERT' AND OLD.target_kind = 'd' THEN {_grant_refresh("OLD", same)}; END IF;
-  IF TG_OP <> 'DELETE' AND NEW.target_kind = 'd' THEN {_grant_refresh("NEW", same)}; END IF;
+  IF TG_OP <> 'INSERT' AND OLD.target_kind = 'd' THEN
+    {lock.format(rec="OLD", column="target_id")}; {_grant_refresh("OLD", same)};
+  END IF;
+  IF TG_OP <> 'DELETE' AND NEW.target_kind = 'd' THEN
+    {lock.format(rec="NEW", column="target_id")}; {_grant_refresh("NEW", same)};
+  END IF;
   RETURN NULL;
 END $$"""
     links = f"""CREATE FUNCTION {TABLE}_links() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  IF TG_OP <> 'INSERT' THEN {_LINK_DROP.format(rec="OLD")}; END IF;
-  IF TG_OP <> 'DELETE' THEN {_LINK_COPIES.format(rec="NEW")}; END IF;
+  IF TG_OP <> 'INSERT' THEN {lock.format(rec="OLD", column="record_id")}; {_LINK_DROP.format(rec="OLD")}; END IF;
+  IF TG_OP <> 'DELETE' THEN {lock.format(rec="NEW", column="record_id")}; {_LINK_COPIES.format(rec="NEW")}; END IF;
   RETURN NULL;
 END $$"""
     # Once per statement over its new rows (a batch of 1 000 records writes ~7 000 index rows:
     # a trigger per row cost 53-89 ms of them at load 9, two joins cost ~1 ms).
     entries = f"""CREATE FUNCTION {TABLE}_entries() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+  PERFORM 1 FROM records AS r WHERE r.id IN (SELECT record_id FROM new_entries) FOR NO KEY UPDATE OF r;
   {_entry_copies(pg=True)};
   RETURN NULL;
 END $$"""
