@@ -33,6 +33,7 @@ from typing import Any
 from _common import write_result
 from sqlalchemy import func, select, text
 
+from storage.federation import shared_index
 from storage.federation.catalog.context import Limits
 from storage.federation.client import StoreClient
 from storage.federation.database import FTS_TABLE, TRIGRAM_SUFFIX, Database, sqlite_url
@@ -112,6 +113,8 @@ def populate(url: str, n: int, seed: int = 0) -> float:
             conn.exec_driver_sql("DROP TRIGGER records_fts_insert")
         for ix in indexes:
             ix.drop(conn)
+        # The shared records' index is filled once after the load, not by a trigger per row.
+        shared_index.uninstall(conn)
         # PostgreSQL's trigram indexes (migration 0006) have no model: dropped and rebuilt too.
         trigram = [
             (name, definition)
@@ -184,6 +187,8 @@ def populate(url: str, n: int, seed: int = 0) -> float:
             ix.create(conn)
         for _, definition in trigram:
             conn.exec_driver_sql(definition)
+        shared_index.rebuild(conn)
+        shared_index.install(conn)
         if sqlite:
             conn.exec_driver_sql(fts_trigger)
             conn.exec_driver_sql(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('rebuild')")

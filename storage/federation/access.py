@@ -85,8 +85,12 @@ class Route:
     #: The record ids it admits, from an index.
     ids: Select[Any]
     #: The same as a condition on a ``MetadataEntry`` (an alias of it), from the record's
-    #: owner or project copied into each index row; None for routes only ``ids`` answers.
+    #: owner or project copied into each index row; None for grants and links (``holders``).
     on_entry: Callable[[type[MetadataEntry]], ColumnElement[bool]] | None = None
+    #: For a grant or a collection link: the holders whose copies of the records' index rows
+    #: (``SharedEntry``, at ``level`` or above) are exactly the records it admits.
+    holders: tuple[int, ...] = ()
+    level: int = 0
 
 
 @dataclass
@@ -118,17 +122,19 @@ class Grants:
                 Route(member, select(Record.id).where(member), lambda e: e.project_id.in_(projects))
             )
         # Grants to the user and grants to everyone (user NULL): two ranges of one index.
-        for grantee in (Grant.user_id == p.user_id, Grant.user_id.is_(None)):
+        # Their holders in the shared metadata index: the user's id, 0 (``shared_index``).
+        for grantee, holder in ((Grant.user_id == p.user_id, p.user_id), (Grant.user_id.is_(None), 0)):
             direct = select(Grant.target_id).where(
                 grantee, Grant.target_kind == "d", Grant.level >= int(level)
             )
-            routes.append(Route(Record.id.in_(direct), direct))
+            routes.append(Route(Record.id.in_(direct), direct, holders=(holder,), level=int(level)))
         collections = [cid for cid, lvl in self.collections.items() if lvl >= level]
         if collections:
             held = select(CollectionItem.record_id).where(
                 and_(CollectionItem.collection_id.in_(collections), CollectionItem.max_level >= int(level))
             )
-            routes.append(Route(Record.id.in_(held), held))
+            links = tuple(-cid for cid in collections)
+            routes.append(Route(Record.id.in_(held), held, holders=links, level=int(level)))
         return routes
 
     def collection_filter(self, level: Level) -> ColumnElement[bool]:

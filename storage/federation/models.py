@@ -251,6 +251,29 @@ class MetadataEntry(Base):
     text: Mapped[str | None] = mapped_column(String(256), nullable=True)
 
 
+class SharedEntry(Base):
+    """A copy of one ``MetadataEntry`` of a record shared by a grant or a collection link,
+    under its ``holder``: the grantee's user id, 0 for a grant to everyone, minus the
+    collection's id for a link; ``level`` is the grant's level or the link's cap. Kept exact by
+    triggers (``shared_index``, migration 0011): never written by the application."""
+
+    __tablename__ = "record_md_shared"
+    # A term among the records one holder reaches, from the index alone; ``level`` last, a
+    # filter on the range's rows.
+    __table_args__ = (
+        Index("ix_record_md_shared_holder", "holder", "key", "kind", "num", "text", "record_id", "level"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("record_md.id", ondelete="CASCADE"), index=True)
+    holder: Mapped[int] = mapped_column(Integer)
+    level: Mapped[int] = mapped_column(Integer)
+    record_id: Mapped[int] = mapped_column(Integer)
+    key: Mapped[str] = mapped_column(String(256))
+    kind: Mapped[str] = mapped_column(String(1))
+    num: Mapped[float | None] = mapped_column(Float, nullable=True)
+    text: Mapped[str | None] = mapped_column(String(256), nullable=True)
+
+
 class CollectionItem(Base):
     """A record linked into a collection; a record may be linked into several."""
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Integer,
     Select,
     String,
+    and_,
     any_,
     bindparam,
     cast,
@@ -43,7 +44,7 @@ from storage.federation.catalog.lookup import (
 from storage.federation.catalog.record_json import record_dicts
 from storage.federation.database import FTS_TABLE
 from storage.federation.identifiers import MAX_ID
-from storage.federation.models import Collection, CollectionItem, Record, RecordTag
+from storage.federation.models import Collection, CollectionItem, Record, RecordTag, SharedEntry
 from storage.federation.query_language import and_terms, compile_expression, driven_ids, leaf_rows
 
 #: Up to this many matches, a search sorts the matching ids instead of walking an index.
@@ -52,13 +53,6 @@ SMALL_RESULT = 2000
 #: has fewer, every match is collected from it and sorted (cost in proportion to its rows),
 #: else the sort order's index is walked.
 ESTIMATE_CAP = 20_000
-#: When every metadata term passes ``ESTIMATE_CAP`` for a restricted user, the ids of the
-#: routes the metadata index cannot scope (explicit grants, collection links) are counted up
-#: to this many, and the terms up to that number, to pick whether a search probes those ids.
-#: Counting an index row costs ~1/30 of probing a term for it (1.5 ms to count 34 000 ids,
-#: ~50 ms to probe one term for each, SQLite, 1 M records), so counting this far (~9 ms at
-#: most) is worth a choice that saves a probe per row.
-RANK_CAP = 10 * ESTIMATE_CAP
 
 SORT_KEYS = {
     "created": Record.created,
@@ -242,7 +236,7 @@ def _matches(ctx: Ctx, q: SearchIn) -> tuple[Select[Any], int | None, bool, bool
     an owner, a date range..., or the records a non-admin user may read (their own, their
     projects', granted ones, those of collections granted to them: one index each). When that
     and every metadata term pass ``ESTIMATE_CAP``, a term is read within what the user may read
-    (``_readable_matches``) unless the ids that takes probing are more than the term's rows.
+    (``_readable_matches``: one index range per route).
     """
     where, drivers = _criteria(ctx, q, md=False)
     count = _capped_counter(ctx)
@@ -262,14 +256,13 @@ def _matches(ctx: Ctx, q: SearchIn) -> tuple[Select[Any], int | None, bool, bool
     )
     rows_of = iter(batch[0] if batch else [])
     ranked: list[tuple[int, int, Any]] = []
-    full: dict[int, list[int]] = {}  # PostgreSQL: each candidate's parts, up to ESTIMATE_CAP
     fewest = None
     for i, (driver, selects) in enumerate(candidates):
         if batch:
-            full[i] = [next(rows_of) for _ in selects]
+            parts = sum(next(rows_of) for _ in selects)
             # A union counts as the sum of its parts (an upper bound). A candidate is ranked by
             # its rows up to the fewest so far, as if counted no further (ties go to the first).
-            rows = sum(full[i]) if fewest is None else min(sum(full[i]), fewest)
+            rows = parts if fewest is None else min(parts, fewest)
         else:
             rows = 0
             for part in selects:  # a union counts as the sum of its parts: an upper bound
@@ -308,10 +301,10 @@ def _matches(ctx: Ctx, q: SearchIn) -> tuple[Select[Any], int | None, bool, bool
     # choice (or the fewest metadata term's range) finds those soonest.
     if q.md:
         leaves = [driver for _, _, driver in ranked if not isinstance(driver, list)]
-        known = ([full[i][0] for i in range(len(terms))], full[len(candidates) - 1]) if batch else None
-        if routes is not None and leaves and _few_probed(count, routes, leaves, known):
-            # A restricted user: the fewest term within what they may read. No records row is
-            # read for the permission, where the term's whole range reads one per row it holds.
+        if routes is not None and leaves:
+            # A restricted user: the fewest term within what they may read, one index range
+            # per route. No records row is read for the permission, where the term's whole
+            # range reads one per row it holds.
             return _readable_matches(q.md, leaves[0], routes, _unfiltered(where), pg), None, True, False
         if leaves:
             return driven_ids(q.md, leaves[0], where, lateral=pg), None, False, False
@@ -331,45 +324,30 @@ def _readable_matches(
     """``SELECT`` the ids of the records a restricted user may read that match ``text`` and
     ``where`` (without the permission filter: the routes are exactly what it admits; an id may
     come more than once). For an owner or a project, ``leaf``'s index rows within it (one
-    range of ``ix_record_md_owner`` or ``ix_record_md_project`` per owner or project), the
-    other terms probed per row (``lateral``, PostgreSQL: joined within the same scope); the ids
-    of the other routes (grants, collection links) are probed for every term."""
+    range of ``ix_record_md_owner`` or ``ix_record_md_project`` per owner or project), and
+    for grants and collection links the same within their holders' copies (``SharedEntry``),
+    the other terms probed per row (``lateral``, PostgreSQL: joined within the same scope)."""
+    # Every route is one of the two (``Route``): none may be left out.
+    assert all((r.on_entry is not None) != bool(r.holders) for r in routes)
     parts = [
         driven_ids(text, leaf, where, scope=r.on_entry, lateral=lateral)
         for r in routes
         if r.on_entry is not None
     ]
-    probed = [r.ids for r in routes if r.on_entry is None]
-    if probed:
-        parts.append(driven_ids(text, probed, where, lateral=lateral))
+    shared = [r for r in routes if r.holders]
+    if shared:
+        # Grants and collection links: one range of the shared index per holder, all in one
+        # part (a record reached by several holders comes once per holder).
+        holders = [h for r in shared for h in r.holders]
+        level = max(r.level for r in shared)
+
+        def held(e: Any) -> ColumnElement[bool]:
+            return and_(e.holder.in_(holders), e.level >= level)
+
+        parts.append(driven_ids(text, leaf, where, scope=held, lateral=lateral, entries=SharedEntry))
     if len(parts) == 1:
         return parts[0]
     return select(union_all(*parts).subquery().c[0])
-
-
-def _few_probed(
-    count: Callable[..., int],
-    routes: list[Route],
-    leaves: list[Any],
-    known: tuple[list[int], list[int]] | None = None,
-) -> bool:
-    """Whether the ids of the routes the metadata index cannot scope (grants, collection
-    links; counted up to ``RANK_CAP``) are fewer than the index rows of every metadata term
-    (each counted up to that number). ``known``: every term's rows and each route's ids as
-    ``_counted`` counted them (up to ``ESTIMATE_CAP``), which decide without another statement
-    when those ids are fewer than that."""
-    if known is not None:
-        term_rows, route_rows = known
-        probed = sum(rows for route, rows in zip(routes, route_rows, strict=True) if route.on_entry is None)
-        if probed < ESTIMATE_CAP:  # every part counted exactly
-            return all(rows >= probed for rows in term_rows)
-    rows = 0
-    for route in routes:
-        if route.on_entry is None:
-            rows += count(route.ids, RANK_CAP - rows, RANK_CAP)
-            if rows >= RANK_CAP:
-                return False
-    return all(count(leaf_rows(leaf), rows, RANK_CAP) >= rows for leaf in leaves)
 
 
 def _count(ctx: Ctx, matches: Select[Any], cap: int | None) -> int:
