@@ -34,6 +34,14 @@ sample of the whole lattice's. ``--contrast`` scores a frame by its best pose's 
 median pose's: what lines up with every frame (the lattice's leftovers, a defect class's look)
 does so at every pose of the point group, a frame's own noise at one. ``--fan`` and ``--only``
 are for diagnosis: angle offsets tried around each pose, and the copies scored.
+
+As a second stage (``--candidates K``): the verifier scores only the index's first K (exact
+search on the descriptor) instead of every frame of the lattice, and (``--trust T``) keeps the
+index's first where the verifier's best score is under T: no frame's own noise was found, and
+the lattice's leftovers are no better a guide than the descriptor. ``--crops``: the first stage
+takes a frame's best of its own descriptor and those of a grid of crops of it, each the view a
+turned copy can have (``CROP_SHARE``): a copy holds ~42 % of its source, and the whole frame's
+descriptor counts defects and contamination the copy does not show.
 """
 
 from __future__ import annotations
@@ -239,6 +247,34 @@ def _render_block(job: tuple[Any, int, str]) -> list[tuple[Any, ...]]:
     return rows
 
 
+#: Side of the crops an archive frame is also described by (``--crops``), as a share of its side:
+#: a copy turned by any angle that keeps only the frame's pixels holds at most the inscribed
+#: square, 1/√2 of the side; less the copy's room to move (16 of 256 px) and the crops are the
+#: view a turned copy has. A 3×3 grid of them, so that a view anywhere is near one.
+CROP_SHARE = 1 / np.sqrt(2) - 16 / 256
+CROP_GRID = 3
+
+
+def crop_boxes(shape: tuple[int, int]) -> list[tuple[int, int, int]]:
+    """(row, column, side) of the ``CROP_GRID``² crops of a frame of ``shape`` px."""
+    side = int(min(shape) * CROP_SHARE)
+    rows = np.linspace(0, shape[0] - side, CROP_GRID).round().astype(int)
+    cols = np.linspace(0, shape[1] - side, CROP_GRID).round().astype(int)
+    return [(int(a), int(b), side) for a in rows for b in cols]
+
+
+def _describe_block(job: tuple[Any, int, str]) -> list[np.ndarray]:
+    """Each frame's descriptor and its crops' ((1 + CROP_GRID²), DIM)."""
+    twin, count, _lattice = job
+    out = []
+    for i in range(count):
+        im = twin.acquire(i)
+        img, px = im.image.astype(np.float32), im.pixel_size
+        views = [img] + [img[a : a + s, b : b + s] for a, b, s in crop_boxes(img.shape)]
+        out.append(np.stack([embed_frame(v, px) for v in views]))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--frames", type=int, default=10_000)
@@ -254,6 +290,20 @@ def main() -> None:
     ap.add_argument("--fan", default="0", help="angle offsets (degrees) tried around each pose")
     ap.add_argument("--only", default="", help="score only these query positions (diagnosis)")
     ap.add_argument("--contrast", action="store_true", help="score: best pose less the median pose")
+    ap.add_argument(
+        "--candidates",
+        type=int,
+        default=0,
+        help="verify only the index's first K (0: every frame of the lattice)",
+    )
+    ap.add_argument(
+        "--trust", type=float, default=0.0, help="below this best score keep the index's first (0: never)"
+    )
+    ap.add_argument(
+        "--crops",
+        action="store_true",
+        help="first stage: a frame's best of its own and its crops' descriptors",
+    )
     ap.add_argument("--prepare-only", action="store_true", help="render and cache the archive only")
     args = ap.parse_args()
     bench.SEED = args.twin_seed
@@ -283,6 +333,18 @@ def main() -> None:
         dose = np.array([r[3] for r in rows])
         bench.WORK.mkdir(parents=True, exist_ok=True)
         np.savez(cache, spectra=spectra, sizes=sizes, dose=dose)
+    views = None
+    if args.crops:
+        crops_cache = bench.WORK / f"crops_{args.seed}_{args.twin_seed}_{args.frames}_{CROP_GRID}.npy"
+        if crops_cache.exists():
+            views = np.load(crops_cache)
+        else:
+            t0 = time.perf_counter()
+            with Pool(args.procs) as pool:
+                blocks = pool.map(_describe_block, jobs, chunksize=1)
+            views = np.stack([v for b in blocks for v in b])
+            print(f"crops: {len(views)} frames described in {time.perf_counter() - t0:.0f} s", flush=True)
+            np.save(crops_cache, views)
     if args.prepare_only:
         return
     region_, lattice_ = np.array(region), np.array(lattice)
@@ -317,18 +379,32 @@ def main() -> None:
                     for i in range(len(spectra))
                 ]
             )
-        lat = lattice_[int(np.argmax(emb @ embed_frame(copy, px)))]
+        sims = (views @ embed_frame(copy, px)).max(1) if views is not None else emb @ embed_frame(copy, px)
+        lat = lattice_[int(np.argmax(sims))]
         t1 = time.perf_counter()
-        # Every frame of the lattice, or (``--others``) the source's region's and a fixed sample
-        # of the rest: the best other region's score then stands for a sample's.
-        cand = np.flatnonzero((lattice_ == lat) & ((region_ == r) | sampled))
+        by_index = np.argsort(-sims)
+        if args.candidates:
+            # A second stage: the index's (exact search's) first K of the copy's lattice only.
+            top = by_index[: args.candidates]
+            cand = top[lattice_[top] == lat]
+        else:
+            # Every frame of the lattice, or (``--others``) the source's region's and a fixed
+            # sample of the rest: the best other region's score then stands for a sample's.
+            cand = np.flatnonzero((lattice_ == lat) & ((region_ == r) | sampled))
         z = scores(unit(query_poses(copy, px, lat, fan), drop[lat]), spectra[cand], contrast=args.contrast)
         seconds = time.perf_counter() - t1
         order = np.argsort(-z)
         best = int(cand[order[0]])
         own = region_[cand] == r
         is_src = cand == qi
+        # The index's first is kept where the verifier's best is under ``--trust``: no frame's
+        # own noise was found, and the lattice's leftovers are no better a guide than the index.
+        kept_first = best if float(z[order[0]]) >= args.trust else int(by_index[0])
         row = {
+            "index_region_first": bool(region_[by_index[0]] == r),
+            "source_index_rank": int(np.flatnonzero(by_index == qi)[0]),
+            "region_first_trusted": bool(region_[kept_first] == r),
+            "z_best": float(z[order[0]]),
             "query": int(qi),
             "lattice_right": bool(lat == lattice_[qi]),
             "dose": float(dose[qi]),
@@ -336,8 +412,8 @@ def main() -> None:
             "source_first": bool(best == qi),
             "z_source": float(z[is_src][0]) if is_src.any() else None,
             "z_best_other_region": float(z[~own].max()) if (~own).any() else 0.0,
-            "z_best_own_region_not_source": float(z[own & ~is_src].max()),
-            "other_region_frames_above_own_best": int((z[~own] >= z[own].max()).sum()),
+            "z_best_own_region_not_source": float(z[own & ~is_src].max()) if (own & ~is_src).any() else None,
+            "other_region_frames_above_own_best": int((z[~own] >= z[own].max()).sum()) if own.any() else None,
             "other_region_frames_scored": int((~own).sum()),
             "best_other_region_frame": int(cand[~own][int(np.argmax(z[~own]))]),
             "source_rank": int(np.flatnonzero(cand[order] == qi)[0]) if is_src.any() else None,
@@ -357,7 +433,13 @@ def main() -> None:
         "fan_degrees": list(fan),
         "score": "best pose less median pose" if args.contrast else "best pose",
         "only": sorted(only) if only else None,
+        "candidates": args.candidates,
+        "first_stage": f"best of the frame and {CROP_GRID}x{CROP_GRID} crops" if args.crops else "frame",
+        "trust": args.trust,
         "region_first": float(np.mean([r["region_first"] for r in out_rows])),
+        "region_first_trusted": float(np.mean([r["region_first_trusted"] for r in out_rows])),
+        "index_region_first": float(np.mean([r["index_region_first"] for r in out_rows])),
+        "source_candidate": float(np.mean([r["source_rank"] is not None for r in out_rows])),
         "source_first": float(np.mean([r["source_first"] for r in out_rows])),
         "lattice_right": float(np.mean([r["lattice_right"] for r in out_rows])),
         "rows": out_rows,
