@@ -51,7 +51,9 @@ class ChunkFiles:
         self.root = root  # the dataset directory
         self.path = path  # the array's path in the group
         self.directory = root / path
-        self.spare = self.directory / SPARE  # one replacement at a time per array: chunk, then metadata
+        # The file a replacement is written into (``atomic_write``), one at a time; a ``Table``
+        # gives its columns one spare (``Table._share_spare``).
+        self.spare = self.directory / SPARE
         self.meta = meta
         self.rows = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
         self.separator = (meta["chunk_key_encoding"].get("configuration") or {}).get("separator", "/")
@@ -131,6 +133,12 @@ class ChunkFiles:
     def _empty(self) -> np.ndarray:
         shape = (self.rows, *self.meta["shape"][1:])
         return np.full(shape, self.fill, dtype=self.dtype)
+
+    def start_empty(self, n: int) -> None:
+        """Take the array as new, with no row stored yet (its first ``n`` rows are missing
+        values): the chunk that row ``n`` falls in is not read (nor its ``zarr.json``, which the
+        first ``resize`` writes)."""
+        self._tail, self._tail_start = self._empty(), n - n % self.rows
 
     def _tail_for(self, n: int) -> np.ndarray:
         """The chunk that row ``n`` falls in, holding rows before ``n`` as stored (read once)."""
@@ -298,7 +306,10 @@ class ChunkFiles:
         entries[first : first + len(blobs), 0] = entries.nbytes + np.cumsum(sizes) - sizes
         entries[first : first + len(blobs), 1] = sizes
         if atomic:
-            atomic_write(key, b"".join([entries.tobytes(), *blobs]), self.spare)
+            # A temporary file, not the spare: this runs in a writing thread, and the spare may
+            # be in use by the appending thread (``Table._share_spare``). Rare: only after rows
+            # committed without a shard file.
+            atomic_write(key, b"".join([entries.tobytes(), *blobs]))
             return
         if self.separator == "/":
             key.parent.mkdir(parents=True, exist_ok=True)
