@@ -138,7 +138,8 @@ class ChunkFiles:
         """Take the array as new, with no row stored yet (its first ``n`` rows are missing
         values): the chunk that row ``n`` falls in is not read (nor its ``zarr.json``, which the
         first ``resize`` writes)."""
-        self._tail, self._tail_start = self._empty(), n - n % self.rows
+        if not self.sharded:  # a shard's rows are never read back (its tail would be 16 MiB)
+            self._tail, self._tail_start = self._empty(), n - n % self.rows
 
     def _tail_for(self, n: int) -> np.ndarray:
         """The chunk that row ``n`` falls in, holding rows before ``n`` as stored (read once)."""
