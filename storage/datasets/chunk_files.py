@@ -221,7 +221,7 @@ class ChunkFiles:
         if self.separator == "/":
             key.parent.mkdir(parents=True, exist_ok=True)
         with open(key, "wb") as f:
-            f.write(self._encode(rows))
+            f.write(self._bytes(rows))
 
     def read_rows(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start``..``stop``-1 of a sharded array, straight from its shard files: per shard
@@ -267,6 +267,14 @@ class ChunkFiles:
             [memoryview(np.ascontiguousarray(values[i : i + 1], dtype=self._little)).cast("B") for i in rows]
         )
         return done
+
+    def _bytes(self, rows: np.ndarray) -> Any:
+        """``rows`` as a chunk's bytes: a raw chunk's straight from memory (a new column's first
+        chunks are mostly fill values, ~2 MiB in a dataset's first batch, copied once less), to
+        be written before the rows change (``writes``' jobs run before the next ``writes``)."""
+        if self.raw:
+            return memoryview(np.ascontiguousarray(rows, dtype=self._little)).cast("B")
+        return self._encode(rows)
 
     def _encode_rows(self, values: Any, rows: range) -> list[bytes]:
         return [self._encode(values[i : i + 1]) for i in rows]
@@ -324,7 +332,7 @@ class ChunkFiles:
         """Rows ``lo``..``hi``-1 of the raw chunk ``buf`` into its file, in place; the whole chunk
         atomically where the file is not the full raw chunk (zarr skips writing a chunk that
         holds only fill values)."""
-        data = self._encode(buf[lo:hi])
+        data = self._bytes(buf[lo:hi])
         try:
             fd = os.open(key, os.O_WRONLY)
         except FileNotFoundError:
