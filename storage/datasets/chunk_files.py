@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -70,7 +69,6 @@ class ChunkFiles:
         self._little = self.dtype.newbyteorder("<") if self.dtype.kind != "O" else self.dtype
         self._tail: np.ndarray | None = None  # the decoded chunk holding the next row to append
         self._tail_start = -1  # its first row
-        self._open_tail: tuple[Path, int, weakref.finalize] | None = None  # ``_tail_fd``
 
     @classmethod
     def of(cls, arr: zarr.Array) -> ChunkFiles | None:
@@ -334,32 +332,19 @@ class ChunkFiles:
         """Rows ``lo``..``hi``-1 of the raw chunk ``buf`` into its file, in place; the whole chunk
         atomically where the file is not the full raw chunk (zarr skips writing a chunk that
         holds only fill values)."""
-        fd = self._tail_fd(key, buf.nbytes)
-        if fd is None:
-            atomic_write(key, self._encode(buf), self.spare)
-            return
-        pwrite_all(fd, self._bytes(buf[lo:hi]), lo * buf[0].nbytes)
-
-    def _tail_fd(self, key: Path, size: int) -> int | None:
-        """The raw chunk file ``key`` open for writing, kept open while new rows go into it
-        (batch after batch: an open, a size check and a close less per column and batch); None
-        where it is absent or not the full chunk. Only this writer writes it, and never replaces
-        a full raw chunk, so the descriptor keeps naming the chunk's file."""
-        if self._open_tail is not None:
-            if self._open_tail[0] == key:
-                return self._open_tail[1]
-            self._open_tail[2]()  # the previous chunk is full: closed
-            self._open_tail = None
+        data = self._bytes(buf[lo:hi])
         try:
             fd = os.open(key, os.O_WRONLY)
         except FileNotFoundError:
-            return None
-        if os.fstat(fd).st_size != size:
+            atomic_write(key, self._encode(buf), self.spare)
+            return
+        try:
+            if os.fstat(fd).st_size != buf.nbytes:
+                atomic_write(key, self._encode(buf), self.spare)
+                return
+            pwrite_all(fd, data, lo * buf[0].nbytes)
+        finally:
             os.close(fd)
-            return None
-        # Closed when the next chunk is opened, or with this object.
-        self._open_tail = (key, fd, weakref.finalize(self, os.close, fd))
-        return fd
 
     def resize(self, length: int) -> None:
         """Write the new row count into the array's own ``zarr.json`` (atomically)."""
