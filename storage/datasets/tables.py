@@ -37,7 +37,7 @@ from zarr.core.group import GroupMetadata
 from zarr.core.sync import sync
 from zarr.storage import LocalStore, StorePath
 
-from scopeflow.errors import ShapeMismatchError, StorageError
+from scopeflow.errors import InputError, ShapeMismatchError, StorageError
 
 from .chunk_files import ChunkFiles
 from .file_writes import atomic_write, json_bytes, start_writes
@@ -523,8 +523,13 @@ class Table:
         # that ``trim`` removes as never committed.
         try:
             files.directory.mkdir()
-        except FileExistsError:  # debris of a creation killed before its commit
-            shutil.rmtree(files.directory)
+        except FileExistsError:
+            if (files.directory / "zarr.json").exists():
+                # Another node (a group, another table's column): never overwritten.
+                raise InputError(
+                    f"column {path!r} of {self.dim!r}: a node of that name exists in {store.root}"
+                ) from None
+            shutil.rmtree(files.directory)  # a creation killed before its zarr.json
             files.directory.mkdir()
         files.start_empty(n)
         self._files[name] = self._share_spare(files)
