@@ -102,8 +102,20 @@ def test_a_dataset_killed_while_creating_its_columns_reopens_and_completes(tmp_p
         deadline = time.monotonic() + 60
         while len(list(runs.glob("*.zarr"))) < 4 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
-        # Anywhere in a dataset's creation or its first batches (each takes a few ms).
-        time.sleep(np.random.default_rng(attempt).uniform(0, 0.03))
+        # The first kill where a new column has its directory but not yet its zarr.json (the
+        # writer paused to look, up to 50 times), the second anywhere in a dataset's creation or
+        # its first batches (each takes a few ms).
+        rng = np.random.default_rng(attempt)
+        for _ in range(50 if attempt == 0 else 1):
+            time.sleep(rng.uniform(0, 0.03))
+            proc.send_signal(signal.SIGSTOP)
+            os.waitpid(proc.pid, os.WUNTRACED)  # stopped: what is seen is what a kill leaves
+            last = max(runs.glob("*.zarr"))
+            if attempt or any(p.is_dir() and not (p / "zarr.json").exists() for p in last.iterdir()):
+                break
+            proc.send_signal(signal.SIGCONT)
+        else:
+            raise AssertionError("never caught a column without its zarr.json")
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert proc.returncode == -signal.SIGKILL
