@@ -293,6 +293,18 @@ def _unfinished_arrays(path: Path, prefix: str = "") -> Iterator[str]:
             yield from _unfinished_arrays(Path(entry.path), f"{name}/")
 
 
+def _may_hold_nodes(group: zarr.Group) -> bool:
+    """False for a local group directory without subdirectories (a new dataset's root): zarr's
+    listing of it costs ~0.2 ms a call, and a dataset's creation and first batch make three."""
+    if not isinstance(group.store, LocalStore):
+        return True
+    try:
+        with os.scandir(Path(group.store.root) / group.path) as entries:
+            return any(entry.is_dir() for entry in entries)
+    except FileNotFoundError:
+        return True  # zarr's to say
+
+
 class Table:
     """Columns of one length along ``dim`` in a group; ``append`` adds rows to all of them.
 
@@ -319,7 +331,7 @@ class Table:
         # zarr's handles: of direct columns only as opened (their shape goes stale), else current.
         self._arrays = {
             name: arr
-            for name, arr in group.arrays()
+            for name, arr in (group.arrays() if _may_hold_nodes(group) else ())
             if arr.metadata.dimension_names and arr.metadata.dimension_names[0] == dim
         }
         self._spare: Path | None = None
