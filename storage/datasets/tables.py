@@ -289,7 +289,9 @@ def _unfinished_arrays(path: Path, prefix: str = "") -> Iterator[str]:
         except FileNotFoundError:
             yield name
             continue
-        if meta.get("node_type") == "group":
+        except ValueError:
+            continue  # not this writer's to judge: zarr reports it when it opens the node
+        if isinstance(meta, dict) and meta.get("node_type") == "group":
             yield from _unfinished_arrays(Path(entry.path), f"{name}/")
 
 
