@@ -51,7 +51,9 @@ class ChunkFiles:
         self.root = root  # the dataset directory
         self.path = path  # the array's path in the group
         self.directory = root / path
-        self.spare = self.directory / SPARE  # one replacement at a time per array: chunk, then metadata
+        # The file a replacement is written into (``atomic_write``), one at a time; a ``Table``
+        # gives its columns one spare (``Table._share_spare``).
+        self.spare = self.directory / SPARE
         self.meta = meta
         self.rows = int(meta["chunk_grid"]["configuration"]["chunk_shape"][0])
         self.separator = (meta["chunk_key_encoding"].get("configuration") or {}).get("separator", "/")
@@ -131,6 +133,13 @@ class ChunkFiles:
     def _empty(self) -> np.ndarray:
         shape = (self.rows, *self.meta["shape"][1:])
         return np.full(shape, self.fill, dtype=self.dtype)
+
+    def start_empty(self, n: int) -> None:
+        """Take the array as new, with no row stored yet (its first ``n`` rows are missing
+        values): the chunk that row ``n`` falls in is not read (nor its ``zarr.json``, which the
+        first ``resize`` writes)."""
+        if not self.sharded:  # a shard's rows are never read back (its tail would be 16 MiB)
+            self._tail, self._tail_start = self._empty(), n - n % self.rows
 
     def _tail_for(self, n: int) -> np.ndarray:
         """The chunk that row ``n`` falls in, holding rows before ``n`` as stored (read once)."""
@@ -212,7 +221,7 @@ class ChunkFiles:
         if self.separator == "/":
             key.parent.mkdir(parents=True, exist_ok=True)
         with open(key, "wb") as f:
-            f.write(self._encode(rows))
+            f.write(self._bytes(rows))
 
     def read_rows(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start``..``stop``-1 of a sharded array, straight from its shard files: per shard
@@ -259,6 +268,14 @@ class ChunkFiles:
         )
         return done
 
+    def _bytes(self, rows: np.ndarray) -> Any:
+        """``rows`` as a chunk's bytes: a raw chunk's straight from memory (a new column's first
+        chunks are mostly fill values, ~2 MiB in a dataset's first batch, copied once less), to
+        be written before the rows change (``writes``' jobs run before the next ``writes``)."""
+        if self.raw:
+            return memoryview(np.ascontiguousarray(rows, dtype=self._little)).cast("B")
+        return self._encode(rows)
+
     def _encode_rows(self, values: Any, rows: range) -> list[bytes]:
         return [self._encode(values[i : i + 1]) for i in rows]
 
@@ -298,7 +315,10 @@ class ChunkFiles:
         entries[first : first + len(blobs), 0] = entries.nbytes + np.cumsum(sizes) - sizes
         entries[first : first + len(blobs), 1] = sizes
         if atomic:
-            atomic_write(key, b"".join([entries.tobytes(), *blobs]), self.spare)
+            # A temporary file, not the spare: this runs in a writing thread, and the spare may
+            # be in use by the appending thread (``Table._share_spare``). Rare: only after rows
+            # committed without a shard file.
+            atomic_write(key, b"".join([entries.tobytes(), *blobs]))
             return
         if self.separator == "/":
             key.parent.mkdir(parents=True, exist_ok=True)
@@ -312,7 +332,7 @@ class ChunkFiles:
         """Rows ``lo``..``hi``-1 of the raw chunk ``buf`` into its file, in place; the whole chunk
         atomically where the file is not the full raw chunk (zarr skips writing a chunk that
         holds only fill values)."""
-        data = self._encode(buf[lo:hi])
+        data = self._bytes(buf[lo:hi])
         try:
             fd = os.open(key, os.O_WRONLY)
         except FileNotFoundError:

@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import tensorstore as ts
 import xarray as xr
 
+from storage.datasets import DatasetWriter
 from tasks.acquisition.loop import acquire_run
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 
@@ -69,3 +71,85 @@ def test_sigkill_at_any_moment_then_resume(tmp_path):
     final = xr.open_zarr(path)
     assert np.array_equal(final["truth_row"].values, reference["truth_row"].values)
     assert not list(path.rglob("*.partial"))
+
+
+# New datasets one after another, each created and given its first batches (its columns'
+# directories, chunks and ``zarr.json`` are written then), until killed.
+CREATING = textwrap.dedent(
+    """
+    import itertools, sys
+    from pathlib import Path
+    from storage.datasets import DatasetWriter
+    from tasks.acquisition.twin import DigitalTwin, DriftSchedule
+    twin = DigitalTwin(seed=11, schedule=DriftSchedule.parse("defocus=40@2"), shape=(32, 32))
+    frames = [twin.acquire(i) for i in range(6)]
+    for n in itertools.count():
+        writer = DatasetWriter.open(Path(sys.argv[1]) / f"{n:05d}.zarr", twin.state())
+        writer.append(frames[:3])
+        writer.append(frames[3:])
+    """
+)
+
+
+def test_a_dataset_killed_while_creating_its_columns_reopens_and_completes(tmp_path):
+    twin = DigitalTwin(seed=11, schedule=DriftSchedule.parse("defocus=40@2"), shape=(32, 32))
+    frames = [twin.acquire(i) for i in range(6)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    for attempt in range(2):
+        runs = tmp_path / f"runs{attempt}"
+        runs.mkdir()
+        proc = subprocess.Popen([sys.executable, "-c", CREATING, str(runs)], env=env)
+        deadline = time.monotonic() + 60
+        while len(list(runs.glob("*.zarr"))) < 4 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        # The first kill where a new column has its directory but not yet its zarr.json (the
+        # writer paused to look, up to 50 times), the second anywhere in a dataset's creation or
+        # its first batches (each takes a few ms).
+        rng = np.random.default_rng(attempt)
+        for _ in range(50 if attempt == 0 else 1):
+            time.sleep(rng.uniform(0, 0.03))
+            proc.send_signal(signal.SIGSTOP)
+            os.waitpid(proc.pid, os.WUNTRACED)  # stopped: what is seen is what a kill leaves
+            last = max(runs.glob("*.zarr"))
+            if attempt or any(p.is_dir() and not (p / "zarr.json").exists() for p in last.iterdir()):
+                break
+            proc.send_signal(signal.SIGCONT)
+        else:
+            raise AssertionError("never caught a column without its zarr.json")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL
+        last = sorted(runs.glob("*.zarr"))[-1]  # the one being written when killed
+        writer = DatasetWriter.open(last, twin.state())  # repairs it (warnings are errors here)
+        assert writer.n_frames in (0, 3, 6)
+        if writer.n_frames < 6:
+            writer.append(frames[writer.n_frames :])
+        ds = xr.open_zarr(last, consolidated=True)
+        assert list(ds["frame_index"].values) == list(range(6))
+        assert np.array_equal(ds["frames"].values, np.stack([f.image for f in frames]))
+        assert list(ds["conditions"].sel(condition="defocus").values) == [0.0] * 2 + [40.0] * 4
+        assert np.array_equal(
+            ds["truth_frame"].values, np.repeat(np.arange(6), [len(f.truth.cls) for f in frames])
+        )
+        # Another Zarr v3 implementation reads the frames the same.
+        store = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(last / "frames")}}
+        assert np.array_equal(
+            ts.open(store, open=True, read=True).result().read().result(), ds["frames"].values
+        )
+
+
+def test_a_column_directory_left_without_metadata_is_removed_on_reopening(tmp_path):
+    """What a writer killed between a new column's chunks and its ``zarr.json`` leaves."""
+    twin = DigitalTwin(seed=11, schedule=DriftSchedule.parse("defocus=40@2"), shape=(32, 32))
+    path = tmp_path / "run.zarr"
+    DatasetWriter.open(path, twin.state())
+    (path / "frames").mkdir()
+    (path / "frames" / "c.0.0.0").write_bytes(b"\xff" * 100_000)  # a stale shard
+    (path / "time").mkdir()
+    writer = DatasetWriter.open(path, twin.state())
+    assert not (path / "frames").exists() and not (path / "time").exists()
+    frames = [twin.acquire(i) for i in range(3)]
+    writer.append(frames)
+    ds = xr.open_zarr(path)
+    assert np.array_equal(ds["frames"].values, np.stack([f.image for f in frames]))
+    assert (path / "frames" / "c.0.0.0").stat().st_size < 100_000

@@ -1,9 +1,11 @@
+import json
 import threading
 import time
 
 import numpy as np
 import pytest
 import xarray as xr
+import zarr
 
 from scopeflow.errors import InputError, ShapeMismatchError, StorageError
 from scopeflow.frame import Frame
@@ -156,3 +158,15 @@ def test_detector_counts_are_stored_compressed_and_noisy_frames_raw(tmp_path, tw
         assert np.array_equal(stored, np.stack([f.image for f in batch]))
     on_disk = sum(p.stat().st_size for p in (tmp_path / "counts.zarr" / "frames").rglob("c*"))
     assert on_disk < 4 * 64 * 64 * 4 / 2
+
+
+def test_a_text_condition_named_like_a_group_is_refused_and_the_group_kept(tmp_path, twin):
+    path = tmp_path / "run.zarr"
+    writer = DatasetWriter.open(path, twin.state())
+    writer.append([twin.acquire(0)])
+    zarr.open_group(path, mode="a", use_consolidated=False).create_group("drift")  # the edge's
+    frame = twin.acquire(1)
+    clash = Frame(1, frame.image, 0.12, frame.time, {**frame.conditions, "drift": "high"}, None, "f1")
+    with pytest.raises(InputError, match="a node of that name exists"):
+        writer.append([clash])
+    assert json.loads((path / "drift" / "zarr.json").read_bytes())["node_type"] == "group"
