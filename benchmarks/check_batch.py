@@ -5,8 +5,12 @@ its batch averaged (``tasks.inference.verify.pooled``); a small frame at very lo
 shows its lattice alone. This runs the shipped production ensemble, checked, on 24 frames of
 ``benchmarks/drift.py``'s twin stream (seed 21, 128², the standard schedule) at dose 4·10⁴
 e/Å² (frames 520–543) and in distribution (frames 40–63), in calls of 1, 3, 4, 8 and 24
-frames, and scores them as drift.py does (``tasks.inference.metrics.evaluate``).
-Writes ``results/check_batch.json``. Run: ``PYTHONPATH=. python benchmarks/check_batch.py``.
+frames, and scores them as drift.py does (``tasks.inference.metrics.evaluate``). Each size is
+run three ways: every call alone (``no context``); with a ``verify.CheckContext`` carried
+from call to call, as the edge carries it, empty at the stretch's first frame (``context``:
+as if the drift monitor had reported a change just before it); and the same, the context
+first given the 16 frames before the stretch in one call (``context, warm``: a stationary
+run). Writes ``results/check_batch.json``. Run: ``PYTHONPATH=. python benchmarks/check_batch.py``.
 """
 
 from __future__ import annotations
@@ -19,32 +23,41 @@ from storage.models import ModelRegistry
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 from tasks.inference.metrics import evaluate
 from tasks.inference.registry import load_ensemble
+from tasks.inference.verify import CONTEXT_FRAMES, CheckContext
 
 SIZES = (1, 3, 4, 8, 24)
+MODES = ("no context", "context", "context, warm")
 STRETCHES = {"dose 4e4 (frames 520-543)": 520, "in distribution (frames 40-63)": 40}
 
 
 def main() -> None:
     ensemble = load_ensemble("production", ModelRegistry(default_registry_dir()))
     twin = DigitalTwin(seed=21, schedule=DriftSchedule.parse("standard"), shape=(128, 128))
-    out: dict[str, dict[str, dict[str, float]]] = {}
+    out: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     for name, start in STRETCHES.items():
         frames = [twin.acquire(i) for i in range(start, start + 24)]
+        before = [twin.acquire(i).image for i in range(start - CONTEXT_FRAMES, start)]
         pixel = float(frames[0].pixel_size)
+        truth = [f.truth.rowcol for f in frames]
         out[name] = {}
-        for size in SIZES:
-            found = []
-            for s in range(0, len(frames), size):
-                found += [a.rowcol for a in ensemble.locate([f.image for f in frames[s : s + size]], pixel)]
-            truth = [f.truth.rowcol for f in frames]
-            scores = evaluate(found, truth, pixel)
-            out[name][str(size)] = {
-                "f1": round(float(scores.f1), 4),
-                "frames_empty": int(sum(len(x) == 0 for x in found)),
-                "columns_per_frame": round(float(np.mean([len(x) for x in found])), 1),
-                "truth_per_frame": round(float(np.mean([len(t) for t in truth])), 1),
-            }
-            print(name, size, out[name][str(size)], flush=True)
+        for mode in MODES:
+            out[name][mode] = {}
+            for size in SIZES:
+                context = None if mode == "no context" else CheckContext()
+                if mode == "context, warm":
+                    ensemble.locate(before, pixel, context)
+                found = []
+                for s in range(0, len(frames), size):
+                    part = [f.image for f in frames[s : s + size]]
+                    found += [a.rowcol for a in ensemble.locate(part, pixel, context)]
+                scores = evaluate(found, truth, pixel)
+                out[name][mode][str(size)] = {
+                    "f1": round(float(scores.f1), 4),
+                    "frames_empty": int(sum(len(x) == 0 for x in found)),
+                    "columns_per_frame": round(float(np.mean([len(x) for x in found])), 1),
+                    "truth_per_frame": round(float(np.mean([len(t) for t in truth])), 1),
+                }
+                print(name, mode, size, out[name][mode][str(size)], flush=True)
     write_result("check_batch", {"model": ensemble.version, "frames": 24, "by_batch_size": out})
 
 

@@ -32,6 +32,8 @@ The significance level is ``alpha``, the expected number of false calls per fram
 
 from __future__ import annotations
 
+import hashlib
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -45,13 +47,14 @@ from .kernels import kernels
 from .lattice import (
     TOLERANCE,
     SiteLattice,
+    averaged_reflections,
     beyond_edge,
     bragg_reflections,
     carried_reflections,
     empty_sites,
     independent,
     noise_limited,
-    pooled_reflections,
+    periodic_power,
     predicted_by,
     site_lattice,
     translation_hits,
@@ -233,7 +236,12 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
 
 
 def verify_many(
-    images: Sequence[np.ndarray], proposals: Sequence[Atoms], workers: int = 1, alpha: float = ALPHA
+    images: Sequence[np.ndarray],
+    proposals: Sequence[Atoms],
+    workers: int = 1,
+    alpha: float = ALPHA,
+    context: CheckContext | None = None,
+    pixel_size: float = float("nan"),
 ) -> list[Atoms]:
     """``verify`` of each frame of ``images`` with its ``proposals``, ``workers`` frames at a time.
 
@@ -241,7 +249,8 @@ def verify_many(
     BLAS calls that release the GIL. BLAS runs on one thread throughout (``joint_heights``
     solves a few hundred unknowns, too small to split), so ``workers`` threads use
     ``workers`` cores. The results are those of ``verify`` frame by frame, except for frames
-    whose own spectrum shows no crystal, which the batch's frames together may (``pooled``).
+    whose own spectrum shows no crystal, which the batch's frames together may, with the
+    run's recent frames of ``context`` (at ``pixel_size`` Å/px) if given (``pooled``).
     """
     if len(images) != len(proposals):
         raise ValueError(f"verify_many got {len(images)} frames and {len(proposals)} proposals")
@@ -253,39 +262,118 @@ def verify_many(
                 checked = list(
                     pool.map(lambda pair: verify(*pair, alpha), zip(images, proposals, strict=True))
                 )
-    return pooled(images, proposals, checked)
+    return pooled(images, proposals, checked, context, pixel_size)
 
 
-def pooled(images: Sequence[np.ndarray], proposals: Sequence[Atoms], checked: list[Atoms]) -> list[Atoms]:
+# Frames of a run a ``CheckContext`` holds per shape and pixel size: the edge's default batch
+# (``EdgeSettings.batch_size``), the pool a batch gave before the context existed. 128² twin
+# frames at 4·10⁴ e/Å² pooled 16 at a time scored F1 0.76-0.78 (``benchmarks/check_batch.py``,
+# 8 and 24 a call, 2026-11-30), so more frames buy little; fewer let the crystal of a regime
+# the drift monitor has not reported yet (it decides within a batch or so) linger a shorter time.
+CONTEXT_FRAMES = 16
+
+
+class _Seen:
+    """One frame a ``CheckContext`` holds: a fingerprint of its pixels, a copy of them, and
+    their power spectrum once asked for (``periodic_power``)."""
+
+    __slots__ = ("_power", "digest", "image")
+
+    def __init__(self, image: np.ndarray) -> None:
+        image = np.asarray(image)
+        # A fingerprint of every 4th pixel: two distinct frames of counts never share it, and a
+        # shared one could only leave a frame out of the pool (less evidence, never more).
+        self.digest = hashlib.blake2b(
+            np.ascontiguousarray(image[::4, ::4]).tobytes(), digest_size=16
+        ).digest()
+        self.image = np.array(image, copy=True)  # the caller's array may be reused or hold a batch
+        self._power: np.ndarray | None = None
+
+    @property
+    def power(self) -> np.ndarray:
+        if self._power is None:
+            self._power = periodic_power(np.asarray(self.image, np.float64))
+        return self._power
+
+
+class CheckContext:
+    """What the check carries from one call into the next within a run: the last ``frames``
+    frames of each shape and pixel size, whose spectra ``pooled`` averages with the call's
+    own. A small frame at very low dose seldom shows its lattice alone and was reported
+    "no crystal" unless its call held other frames of the crystal: the answer depended on how
+    many frames a call held. With the run's recent frames the pool is as large for a call of
+    one frame as for a batch of 16.
+
+    The pooled threshold assumes the pooled frames' noise independent: a frame seen again (a
+    batch retried after a failure, a frame checked twice) is held once (by a fingerprint of its
+    pixels). Frames are held whatever their answer (choosing the confirmed ones would pool
+    noise picked for passing). ``clear`` when the conditions change (the edge does on each
+    drift detection): another sample's, lattice's or pixel size's spectrum must not confirm
+    this one's frames. Spectra are computed only when a frame's own fails (``pooled``)."""
+
+    def __init__(self, frames: int = CONTEXT_FRAMES) -> None:
+        if frames < 1:
+            raise ValueError(f"a CheckContext holds at least one frame, got {frames}")
+        self.frames = frames
+        self._recent: dict[tuple[tuple[int, ...], float], deque[_Seen]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._recent.values())
+
+    def clear(self) -> None:
+        """Forget every frame (the conditions changed)."""
+        self._recent.clear()
+
+    def exchange(self, key: tuple[tuple[int, ...], float], seen: list[_Seen]) -> list[_Seen]:
+        """The frames held for ``key`` that are not among ``seen``; ``seen`` held from now on."""
+        recent = self._recent.setdefault(key, deque(maxlen=self.frames))
+        new = {s.digest for s in seen}
+        earlier = [s for s in recent if s.digest not in new]
+        recent.clear()
+        recent.extend([*earlier, *seen])  # the oldest fall out past ``frames``
+        return earlier
+
+
+def pooled(
+    images: Sequence[np.ndarray],
+    proposals: Sequence[Atoms],
+    checked: list[Atoms],
+    context: CheckContext | None = None,
+    pixel_size: float = float("nan"),
+) -> list[Atoms]:
     """Frames whose own spectrum showed no crystal, looked at again with the batch's frames of
-    their shape together (``pooled_reflections``): a small frame at low dose (128² px at
+    their shape together, and with the run's recent frames of that shape and ``pixel_size``
+    (Å/px) in ``context`` (``averaged_reflections``): a small frame at low dose (128² px at
     4·10⁴ e/Å²) may show none of its lattice's reflections above the whole-spectrum threshold,
     while 16 frames of the same sample do. A frame whose proposed columns carry two
-    independent pooled reflections keeps them unconfirmed (the batch shows the crystal; this
+    independent pooled reflections keeps them unconfirmed (the pool shows the crystal; this
     frame alone cannot confirm its columns one by one). Noise frames pooled stay noise (the
     threshold is the pooled noise's), and a hallucinated lattice carries a real one's
-    reflections only by chance (``carried_reflections``' alpha)."""
-    lost = [
+    reflections only by chance (``carried_reflections``' alpha). The call's frames join
+    ``context``."""
+    lost = {
         i
         for i, (a, p) in enumerate(zip(checked, proposals, strict=True))
         if len(a) == 0 and not a.crystal and len(p) > 0
-    ]
-    if not lost or len(images) < 2:
+    }
+    if context is None and (not lost or len(images) < 2):
         return checked
     out = list(checked)
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, img in enumerate(images):
         by_shape.setdefault(np.shape(img), []).append(i)
-    for members in by_shape.values():
-        if len(members) < 2 or not any(i in lost for i in members):
+    for shape, members in by_shape.items():
+        seen = [_Seen(images[i]) for i in members]
+        earlier = [] if context is None else context.exchange((shape, float(pixel_size)), seen)
+        if len(seen) + len(earlier) < 2 or not lost.intersection(members):
             continue
-        pooled = pooled_reflections([images[i] for i in members])
-        if not independent(pooled):
+        found = averaged_reflections([s.power for s in [*earlier, *seen]], shape)
+        if not independent(found):
             continue
         for i in members:
             if (
                 i in lost
-                and independent(carried_reflections(proposals[i].rowcol, pooled))
+                and independent(carried_reflections(proposals[i].rowcol, found))
                 and noise_limited(np.asarray(images[i], np.float64))
             ):
                 out[i] = _unconfirmed(proposals[i])
