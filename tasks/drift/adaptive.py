@@ -8,7 +8,9 @@ regime statistics stored with the model) active;
 otherwise the members are scored one by one on the batch and the fitting subset becomes
 active. If the physics proxies of the active members' columns are back within the
 reference's bounds the action is ``select``, else ``retrain`` (the caller dispatches it).
-After any detection the monitor takes a new reference under the new conditions.
+After any detection the monitor takes a new reference under the new conditions, and the
+check forgets the frames it pooled (``CheckContext``: a frame too faint to show its crystal
+alone is judged with the run's recent frames, so the answer does not depend on the batch size).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from scopeflow.atoms import Atoms
 from tasks.inference.ensemble import Ensemble, Outputs
+from tasks.inference.verify import CheckContext
 
 from .monitor import Decision, DriftMonitor
 from .physics import frame_proxies
@@ -58,6 +61,8 @@ class AdaptiveEnsemble:
     ) -> None:
         self.monitor = monitor
         self.min_members = min_members
+        # The run's recent frames, pooled with each batch's by the check (``verify.pooled``).
+        self.context = CheckContext()
         self.use(ensemble, regime_statistics)
 
     def use(
@@ -75,7 +80,7 @@ class AdaptiveEnsemble:
         """Columns of a batch of frames (dataset positions ``start``…) and the drift decision."""
         frames = [np.asarray(f) for f in frames]
         pixel_sizes = [float(p) for p in pixel_sizes]
-        atoms, features = self.active.analyse(frames, list(pixel_sizes))
+        atoms, features = self.active.analyse(frames, list(pixel_sizes), self.context)
         proxies = [
             frame_proxies(a.rowcol, f.shape, p) for a, f, p in zip(atoms, frames, pixel_sizes, strict=True)
         ]
@@ -86,6 +91,8 @@ class AdaptiveEnsemble:
         version = self.ensemble.version
         if not decision.detected:
             return BatchOutcome(start, atoms, decision, "none", self.members, version)
+        # The conditions changed: the frames before must not confirm a crystal in those after.
+        self.context.clear()
         # Choose on the frames from the first alarm on: the batch may begin under the old conditions.
         since = decision.first_alarm - start if decision.first_alarm is not None else 0
         recent = slice(since if 0 <= since < len(frames) else 0, None)
