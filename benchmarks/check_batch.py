@@ -10,13 +10,19 @@ run three ways: every call alone (``no context``); with a ``verify.CheckContext`
 from call to call, as the edge carries it, empty at the stretch's first frame (``context``:
 as if the drift monitor had reported a change just before it); and the same, the context
 first given the 16 frames before the stretch in one call (``context, warm``: a stationary
-run). Writes ``results/check_batch.json``. Run: ``PYTHONPATH=. python benchmarks/check_batch.py``.
+run). Then frames without a crystal (shot noise, vacuum, amorphous contrast; 128² at the
+stream's pixel size), each checked alone after the 16 low-dose crystal frames before frame 520
+(a fresh copy of that context per frame: the worst case, the crystal not diluted by them), and
+as a run of their own with one context: frames reported with columns. Writes ``results/check_batch.json``. Run: ``PYTHONPATH=. python benchmarks/check_batch.py``.
 """
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from _common import write_result
+from accuracy import no_crystal_makers
 
 from scopeflow.config import default_registry_dir
 from storage.models import ModelRegistry
@@ -58,7 +64,39 @@ def main() -> None:
                     "truth_per_frame": round(float(np.mean([len(t) for t in truth])), 1),
                 }
                 print(name, mode, size, out[name][mode][str(size)], flush=True)
-    write_result("check_batch", {"model": ensemble.version, "frames": 24, "by_batch_size": out})
+    crystal = CheckContext()
+    start = STRETCHES["dose 4e4 (frames 520-543)"]
+    ensemble.locate([twin.acquire(i).image for i in range(start - CONTEXT_FRAMES, start)], pixel, crystal)
+    write_result(
+        "check_batch",
+        {
+            "model": ensemble.version,
+            "frames": 24,
+            "by_batch_size": out,
+            "no_crystal_one_a_call": no_crystal(ensemble, crystal, pixel),
+        },
+    )
+
+
+def no_crystal(ensemble, crystal: CheckContext, pixel: float, n: int = 30) -> dict:  # type: ignore[no-untyped-def]
+    """Frames with columns among ``n`` of each kind without a crystal, checked one a call after
+    the crystal frames of ``crystal`` and in a run of their own (128², ``pixel`` Å/px)."""
+    out = {}
+    for name, make in no_crystal_makers(np.random.default_rng(2027), (128, 128)).items():
+        frames = [np.asarray(make(), np.float32) for _ in range(n)]
+        ensemble.check = False  # what the check is given: the network's columns
+        raw = [len(a) for a in ensemble.locate(frames, pixel)]
+        ensemble.check = True
+        after = [len(ensemble.locate(f, pixel, copy.deepcopy(crystal))[0]) for f in frames]
+        run = CheckContext()
+        alone = [len(ensemble.locate(f, pixel, run)[0]) for f in frames]
+        out[name] = {
+            "raw": {"frames_with_columns": sum(c > 0 for c in raw), "columns_max": max(raw)},
+            "after_crystal": {"frames_with_columns": sum(c > 0 for c in after), "columns_max": max(after)},
+            "own_run": {"frames_with_columns": sum(c > 0 for c in alone), "columns_max": max(alone)},
+        }
+        print(name, out[name], flush=True)
+    return out
 
 
 if __name__ == "__main__":
