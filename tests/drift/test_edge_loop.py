@@ -29,13 +29,20 @@ def drifting_dataset(tmp_path_factory):
 
 def test_loop_decides_every_batch_detects_the_jump_and_escalates(drifting_dataset, tmp_path):
     escalations = []
-    summary = run_adaptive_edge(
-        drifting_dataset,
-        registry=ModelRegistry(tmp_path / "registry"),
-        settings=EdgeSettings(ert=1000, reference_frames=32, batch_size=8),
-        escalate=escalations.append,
-    )
+    registry = ModelRegistry(tmp_path / "registry")
+    settings = EdgeSettings(ert=1000, reference_frames=32, batch_size=8)
+    loop = EdgeLoop.open(drifting_dataset, registry=registry, settings=settings)
+    held = []  # after each batch: frames in the check's context (its pooled spectra)
+
+    def count(report) -> None:
+        held.append((report.outcome.decision.detected, len(loop.adaptive.context)))
+
+    summary = run_adaptive_edge(drifting_dataset, escalate=escalations.append, loop=loop, on_batch=count)
     decided = read_decisions(drifting_dataset)
+    # The conditions before a detection must not confirm a crystal after it: the check's
+    # context is emptied; in between it holds the last 16 frames.
+    assert [n for detected, n in held if detected] == [0] * int(decided["detected"].sum())
+    assert max(n for _, n in held) == 16
     assert list(decided["frame_start"]) == list(range(0, 80, 8))
     assert not decided["detected"][:4].any()  # the reference, then a stationary batch
     first = summary["detections"][0]
