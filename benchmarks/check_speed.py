@@ -13,7 +13,8 @@ Run: ``PYTHONPATH=. python benchmarks/check_speed.py --old DIR [--frames 32] [--
 - the check alone, CPU ms per frame in one thread with one BLAS thread, on the twin frames and the
   abTEM frames (../shared/data, evaluation only), the two ``verify`` alternating round by round;
 - with ``--context``, the new code carries a ``verify.CheckContext`` from batch to batch (as the
-  edge loop does; the older code has none), so its cost is in the new code's figures;
+  edge loop does; the older code has none), so its cost is in the new code's figures (written
+  to ``results/check_speed_context.json``);
 - whether the two codes' outputs agree: the largest difference of every field of every frame's
   ``Atoms`` (positions in px; counts and flags must be equal).
 """
@@ -152,7 +153,7 @@ def main() -> None:
     load.append(os.getloadavg()[0])
     truth = [f.truth.rowcol for f in shots]
     write_result(
-        "check_speed",
+        "check_speed_context" if args.context else "check_speed",
         {
             "old": str(args.old),
             "load_average": load,
