@@ -91,11 +91,13 @@ class AdaptiveEnsemble:
         version = self.ensemble.version
         if not decision.detected:
             return BatchOutcome(start, atoms, decision, "none", self.members, version)
-        # The conditions changed: the frames before must not confirm a crystal in those after.
-        self.context.clear()
         # Choose on the frames from the first alarm on: the batch may begin under the old conditions.
         since = decision.first_alarm - start if decision.first_alarm is not None else 0
         recent = slice(since if 0 <= since < len(frames) else 0, None)
+        # The conditions changed: the frames before must not confirm a crystal in those after
+        # (the check's pooled spectra); those from the first alarm on are under the new ones.
+        self.context.clear()
+        self.context.add(frames[recent], pixel_sizes[recent])
         # One pass of every member over these frames serves both the choice and its check.
         outputs = self.ensemble.outputs(frames[recent], pixel_sizes[recent])
         selection = self._select(frames[recent], pixel_sizes[recent], atoms[recent], outputs)

@@ -324,6 +324,15 @@ class CheckContext:
         """Forget every frame (the conditions changed)."""
         self._recent.clear()
 
+    def add(self, images: Sequence[np.ndarray], pixel_sizes: Sequence[float]) -> None:
+        """Hold ``images`` (at ``pixel_sizes`` Å/px) as frames of the run checked last (the
+        frames since a change, kept after ``clear``)."""
+        groups: dict[tuple[tuple[int, ...], float], list[_Seen]] = {}
+        for img, p in zip(images, pixel_sizes, strict=True):
+            groups.setdefault((np.shape(img), float(p)), []).append(_Seen(img))
+        for key, seen in groups.items():
+            self.exchange(key, seen)
+
     def exchange(self, key: tuple[tuple[int, ...], float], seen: list[_Seen]) -> list[_Seen]:
         """The frames held for ``key`` that are not among ``seen``; ``seen`` held from now on."""
         recent = self._recent.setdefault(key, deque(maxlen=self.frames))
