@@ -7,7 +7,10 @@ proposal is measured on the frame itself (``refine.fit_columns``) and judged by 
 
 1. **Is there a crystal?** Bragg reflections in the power spectrum that the proposed columns
    carry (``lattice``). Noise, vacuum and amorphous film have none: their proposals are
-   dropped and the frame is marked as holding no crystal.
+   dropped and the frame is marked as holding no crystal. A frame too faint to show its
+   lattice alone is judged with the spectra of its call's frames and of the run's recent
+   ones (``pooled``, ``CheckContext``), so that the answer does not depend on how many
+   frames a call holds.
 2. **Is there a column at each site?** Its height above the local background is compared
    with two hypotheses of equal spread: a column of the frame's lightest sublattice (the
    median height there) or nothing (height 0). The spread is the height's standard error
@@ -308,8 +311,9 @@ class CheckContext:
     batch retried after a failure, a frame checked twice) is held once (by a fingerprint of its
     pixels). Frames are held whatever their answer (choosing the confirmed ones would pool
     noise picked for passing). ``clear`` when the conditions change (the edge does on each
-    drift detection): another sample's, lattice's or pixel size's spectrum must not confirm
-    this one's frames. Spectra are computed only when a frame's own fails (``pooled``)."""
+    drift detection, then ``add``s the frames since the first alarm): another sample's or
+    lattice's spectrum must not confirm this one's frames. Spectra are computed only when a
+    frame's own fails (``pooled``). One run's, used by one thread at a time."""
 
     def __init__(self, frames: int = CONTEXT_FRAMES) -> None:
         if frames < 1:
@@ -372,7 +376,7 @@ def pooled(
     for i, img in enumerate(images):
         by_shape.setdefault(np.shape(img), []).append(i)
     for shape, members in by_shape.items():
-        seen = [_Seen(images[i]) for i in members]
+        seen = list({s.digest: s for s in (_Seen(images[i]) for i in members)}.values())  # each once
         earlier = [] if context is None else context.exchange((shape, float(pixel_size)), seen)
         if len(seen) + len(earlier) < 2 or not lost.intersection(members):
             continue

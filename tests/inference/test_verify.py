@@ -333,7 +333,7 @@ def test_a_context_holds_each_frame_once_and_the_last_ones() -> None:
     none = [Atoms.empty()] * 3
     context = CheckContext(frames=4)
     pooled(frames[:3], none, list(none), context, 0.12)
-    pooled(frames[:3], none, list(none), context, 0.12)
+    pooled([*frames[:3], frames[0]], [*none, none[0]], [*none, none[0]], context, 0.12)
     assert len(context) == 3
     pooled(frames[3:], none, list(none), context, 0.12)
     assert len(context) == 4
