@@ -13,20 +13,29 @@ first given the 16 frames before the stretch in one call (``context, warm``: a s
 run). Then frames without a crystal (shot noise, vacuum, amorphous contrast; 128² at the
 stream's pixel size), each checked alone after the 16 low-dose crystal frames before frame 520
 (a fresh copy of that context per frame: the worst case, the crystal not diluted by them), and
-as a run of their own with one context: frames reported with columns. Writes ``results/check_batch.json``. Run: ``PYTHONPATH=. python benchmarks/check_batch.py``.
+as a run of their own with one context: frames reported with columns. Last, the edge loop
+itself (``tasks.drift.edge_loop.EdgeLoop``, which carries the context) over a stationary run at
+4·10⁴ e/Å² (48 frames 128², the twin of seed 21 at the stream's pixel size) in batches of 1, 4
+and 16: F1 and empty frames over frames 16-47 (the first 16 fill the context). Writes ``results/check_batch.json``. Run: ``PYTHONPATH=. python benchmarks/check_batch.py``.
 """
 
 from __future__ import annotations
 
 import copy
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 from _common import write_result
 from accuracy import no_crystal_makers
 
 from scopeflow.config import default_registry_dir
+from scopeflow.settings import EdgeSettings
 from storage.models import ModelRegistry
+from tasks.acquisition.loop import acquire_run
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
+from tasks.drift.edge_loop import EdgeLoop
 from tasks.inference.metrics import evaluate
 from tasks.inference.registry import load_ensemble
 from tasks.inference.verify import CONTEXT_FRAMES, CheckContext
@@ -74,8 +83,39 @@ def main() -> None:
             "frames": 24,
             "by_batch_size": out,
             "no_crystal_one_a_call": no_crystal(ensemble, crystal, pixel),
+            "edge_stationary_4e4": edge_stationary(pixel),
         },
     )
+
+
+def edge_stationary(pixel: float, frames: int = 48, skip: int = CONTEXT_FRAMES) -> dict:
+    """F1 and empty frames after the first ``skip`` of a stationary low-dose run through the edge
+    loop, by batch size (fresh dataset and registry each; ``pixel`` Å/px)."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        twin = DigitalTwin(
+            seed=21, schedule=DriftSchedule(base={"dose": 4e4, "pixel_size": pixel}), shape=(128, 128)
+        )
+        source = Path(tmp) / "run.zarr"
+        acquire_run(twin, str(source), frames, batch_size=16)
+        truth = [twin.acquire(i).truth.rowcol for i in range(skip, frames)]
+        for size in (1, 4, 16):
+            path = Path(tmp) / f"run-{size}.zarr"
+            shutil.copytree(source, path)
+            loop = EdgeLoop.open(
+                path,
+                registry=ModelRegistry(Path(tmp) / f"registry-{size}"),
+                settings=EdgeSettings(batch_size=size),
+            )
+            reports = [r for r in iter(loop.advance, []) for r in r]
+            found = [a.rowcol for r in reports for a in r.atoms][skip:]
+            out[str(size)] = {
+                "f1": round(float(evaluate(found, truth, pixel).f1), 4),
+                "frames_empty": int(sum(len(x) == 0 for x in found)),
+                "detections": int(sum(r.outcome.decision.detected for r in reports)),
+            }
+            print("edge, stationary 4e4, batch", size, out[str(size)], flush=True)
+    return out
 
 
 def no_crystal(ensemble, crystal: CheckContext, pixel: float, n: int = 30) -> dict:  # type: ignore[no-untyped-def]

@@ -301,11 +301,12 @@ class _Seen:
 
 class CheckContext:
     """What the check carries from one call into the next within a run: the last ``frames``
-    frames of each shape and pixel size, whose spectra ``pooled`` averages with the call's
-    own. A small frame at very low dose seldom shows its lattice alone and was reported
-    "no crystal" unless its call held other frames of the crystal: the answer depended on how
-    many frames a call held. With the run's recent frames the pool is as large for a call of
-    one frame as for a batch of 16.
+    frames of each shape and pixel size. A small frame at very low dose seldom shows its
+    lattice alone and was reported "no crystal" unless its call held other frames of the
+    crystal: the answer depended on how many frames a call held. With a context, ``pooled``
+    judges each frame with the ``frames`` − 1 frames of the run before it, wherever the
+    calls' boundaries fall: once the run holds that many, a call of one frame gets the
+    answer of a batch of 24.
 
     The pooled threshold assumes the pooled frames' noise independent: a frame seen again (a
     batch retried after a failure, a frame checked twice) is held once (by a fingerprint of its
@@ -354,16 +355,18 @@ def pooled(
     context: CheckContext | None = None,
     pixel_size: float = float("nan"),
 ) -> list[Atoms]:
-    """Frames whose own spectrum showed no crystal, looked at again with the batch's frames of
-    their shape together, and with the run's recent frames of that shape and ``pixel_size``
-    (Å/px) in ``context`` (``averaged_reflections``): a small frame at low dose (128² px at
-    4·10⁴ e/Å²) may show none of its lattice's reflections above the whole-spectrum threshold,
-    while 16 frames of the same sample do. A frame whose proposed columns carry two
-    independent pooled reflections keeps them unconfirmed (the pool shows the crystal; this
-    frame alone cannot confirm its columns one by one). Noise frames pooled stay noise (the
-    threshold is the pooled noise's), and a hallucinated lattice carries a real one's
-    reflections only by chance (``carried_reflections``' alpha). The call's frames join
-    ``context``."""
+    """Frames whose own spectrum showed no crystal, looked at again with other frames of their
+    shape (``averaged_reflections``): a small frame at low dose (128² px at 4·10⁴ e/Å²) may show
+    none of its lattice's reflections above the whole-spectrum threshold, while 16 frames of
+    the same sample do. Without ``context``, the call's frames of its shape together; with
+    one, the frame and the ``context.frames`` − 1 frames of the run before it (those ``context``
+    holds at ``pixel_size`` Å/px, then the call's, in order), so that the answer does not depend
+    on how the run is cut into calls; while the run holds fewer, the first ``context.frames``
+    the call has. A frame whose proposed columns carry two independent pooled reflections
+    keeps them unconfirmed (the pool shows the crystal; this frame alone cannot confirm its
+    columns one by one). Noise frames pooled stay noise (the threshold is the pooled noise's),
+    and a hallucinated lattice carries a real one's reflections only by chance
+    (``carried_reflections``' alpha). The call's frames join ``context``."""
     lost = {
         i
         for i, (a, p) in enumerate(zip(checked, proposals, strict=True))
@@ -376,17 +379,25 @@ def pooled(
     for i, img in enumerate(images):
         by_shape.setdefault(np.shape(img), []).append(i)
     for shape, members in by_shape.items():
-        seen = list({s.digest: s for s in (_Seen(images[i]) for i in members)}.values())  # each once
+        frames = [_Seen(images[i]) for i in members]
+        seen = list({s.digest: s for s in frames}.values())  # a frame twice in the call: once
         earlier = [] if context is None else context.exchange((shape, float(pixel_size)), seen)
-        if len(seen) + len(earlier) < 2 or not lost.intersection(members):
-            continue
-        found = averaged_reflections([s.power for s in [*earlier, *seen]], shape)
-        if not independent(found):
-            continue
-        for i in members:
+        run = [*earlier, *seen]
+        at = {s.digest: len(earlier) + k for k, s in enumerate(seen)}
+        window = len(run) if context is None else context.frames
+        found: dict[tuple[int, int], np.ndarray] = {}
+        for i, frame in zip(members, frames, strict=True):
+            if i not in lost:
+                continue
+            k = at[frame.digest]
+            pool = (max(0, k - window + 1), max(k + 1, min(window, len(run))))
+            if pool[1] - pool[0] < 2:
+                continue
+            if pool not in found:
+                found[pool] = averaged_reflections([s.power for s in run[pool[0] : pool[1]]], shape)
             if (
-                i in lost
-                and independent(carried_reflections(proposals[i].rowcol, found))
+                independent(found[pool])
+                and independent(carried_reflections(proposals[i].rowcol, found[pool]))
                 and noise_limited(np.asarray(images[i], np.float64))
             ):
                 out[i] = _unconfirmed(proposals[i])

@@ -289,23 +289,25 @@ def _low_dose_run(n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
 
 def test_a_frame_checked_alone_in_a_run_gets_the_batchs_answer(ensemble) -> None:  # type: ignore[no-untyped-def]
     """A small frame at low dose seldom shows its crystal alone: checked one per call it was
-    reported empty, in a batch of 16 kept (the batch's spectra pooled). With the run's recent
-    frames carried from call to call (``CheckContext``) a call of one frame gets the batch's
-    answer."""
+    reported empty, in a batch kept (the batch's spectra pooled). With the run's frames carried
+    from call to call (``CheckContext``) each frame is pooled with the 15 before it, so a call
+    of one frame gets the answer of a batch of 16, column for column."""
     images, truth = _low_dose_run(32)
-    batch = ensemble.locate(images[:16], 0.12)
-    context = CheckContext()
-    ensemble.locate(images[16:], 0.12, context)  # the run's frames before (order does not matter)
-    alone = [ensemble.locate(img, 0.12, context)[0] for img in images[:16]]
+    run = CheckContext()
+    ensemble.locate(images[16:], 0.12, run)  # the run's frames before (order does not matter)
+    batch = ensemble.locate(images[:16], 0.12, copy.deepcopy(run))
+    one_a_call = copy.deepcopy(run)
+    alone = [ensemble.locate(img, 0.12, one_a_call)[0] for img in images[:16]]
     without = [ensemble.locate(img, 0.12)[0] for img in images[:16]]
-    empty = [sum(len(a) == 0 for a in found) for found in (batch, alone, without)]
-    assert empty[1] <= empty[0] + 1 and empty[2] >= empty[0] + 4, empty
-    f1 = [evaluate([a.rowcol for a in found], truth[:16], 0.12).f1 for found in (batch, alone, without)]
-    assert abs(f1[1] - f1[0]) < 0.03 and f1[2] < f1[0] - 0.1, f1
     for a, b in zip(alone, batch, strict=True):
-        if len(a) and len(b):  # the frame's answer itself, not only as many columns
-            np.testing.assert_allclose(a.rowcol, b.rowcol, atol=1e-4)
-            assert a.trusted == b.trusted
+        assert len(a) == len(b) and a.trusted == b.trusted
+        # A call's size may change the network's path, and its outputs by float round-off.
+        np.testing.assert_allclose(a.rowcol, b.rowcol, atol=1e-4)
+        np.testing.assert_allclose(a.uncertainty, b.uncertainty, atol=1e-4)
+    empty = [sum(len(a) == 0 for a in found) for found in (alone, without)]
+    assert empty[0] <= 1 and empty[1] >= empty[0] + 4, empty
+    f1 = [evaluate([a.rowcol for a in found], truth[:16], 0.12).f1 for found in (alone, without)]
+    assert f1[0] > 0.7 > f1[1] + 0.1, f1
 
 
 def test_noise_after_a_crystal_stays_empty_with_the_runs_context(ensemble) -> None:  # type: ignore[no-untyped-def]
