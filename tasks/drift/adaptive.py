@@ -9,8 +9,9 @@ otherwise the members are scored one by one on the batch and the fitting subset 
 active. If the physics proxies of the active members' columns are back within the
 reference's bounds the action is ``select``, else ``retrain`` (the caller dispatches it).
 After any detection the monitor takes a new reference under the new conditions, and the
-check forgets the frames it pooled (``CheckContext``: a frame too faint to show its crystal
-alone is judged with the run's recent frames, so the answer does not depend on the batch size).
+check keeps only the frames from the first alarm on (``CheckContext``: a frame too faint to
+show its crystal alone is judged with the run's frames before it, so that the answer does not
+depend on the batch size).
 """
 
 from __future__ import annotations
