@@ -274,6 +274,10 @@ def verify_many(
 # 8 and 24 a call, 2026-11-30), so more frames buy little; fewer let the crystal of a regime
 # the drift monitor has not reported yet (it decides within a batch or so) linger a shorter time.
 CONTEXT_FRAMES = 16
+# Shapes and pixel sizes a ``CheckContext`` holds frames of, the least recently checked dropped
+# first: a memory bound (4 × 16 frames), not a statistic. A run alternating a survey and a
+# detail scan keeps both; a zoom through many pixel sizes keeps the last few.
+CONTEXT_KEYS = 4
 
 
 class _Seen:
@@ -301,7 +305,7 @@ class _Seen:
 
 class CheckContext:
     """What the check carries from one call into the next within a run: the last ``frames``
-    frames of each shape and pixel size. A small frame at very low dose seldom shows its
+    frames of each shape and pixel size (of the last ``CONTEXT_KEYS`` checked). A small frame at very low dose seldom shows its
     lattice alone and was reported "no crystal" unless its call held other frames of the
     crystal: the answer depended on how many frames a call held. With a context, ``pooled``
     judges each frame with the ``frames`` − 1 frames of the run before it, wherever the
@@ -340,7 +344,10 @@ class CheckContext:
 
     def exchange(self, key: tuple[tuple[int, ...], float], seen: list[_Seen]) -> list[_Seen]:
         """The frames held for ``key`` that are not among ``seen``; ``seen`` held from now on."""
-        recent = self._recent.setdefault(key, deque(maxlen=self.frames))
+        recent = self._recent.pop(key, None) or deque(maxlen=self.frames)
+        self._recent[key] = recent  # the most recently checked last
+        while len(self._recent) > CONTEXT_KEYS:
+            del self._recent[next(iter(self._recent))]
         new = {s.digest for s in seen}
         earlier = [s for s in recent if s.digest not in new]
         recent.clear()

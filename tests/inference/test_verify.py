@@ -328,8 +328,8 @@ def test_noise_after_a_crystal_stays_empty_with_the_runs_context(ensemble) -> No
 
 def test_a_context_holds_each_frame_once_and_the_last_ones() -> None:
     """The pooled threshold assumes independent noise: a frame checked again (a retried batch)
-    is held once; past ``frames`` the oldest go; ``clear`` forgets them; shapes and pixel sizes
-    are pooled apart."""
+    is held once; past ``frames`` the oldest go; shapes and pixel sizes are pooled apart, the
+    last four of them held; ``clear`` forgets them."""
     rng = np.random.default_rng(2)
     frames = [rng.poisson(5.0, (32, 32)).astype(np.float32) for _ in range(6)]
     none = [Atoms.empty()] * 3
@@ -341,6 +341,9 @@ def test_a_context_holds_each_frame_once_and_the_last_ones() -> None:
     assert len(context) == 4
     pooled(frames[:3], none, list(none), context, 0.2)
     assert len(context) == 7
+    for p in (0.3, 0.4, 0.5):  # a fifth pixel size: the least recently checked (0.12) goes
+        pooled(frames[:1], none[:1], list(none[:1]), context, p)
+    assert len(context) == 6
     context.clear()
     assert len(context) == 0
     with pytest.raises(ValueError, match="at least one frame"):
