@@ -356,17 +356,17 @@ def _tally_false(kinds: dict[str, list], atoms, truth, vacancies, amorphous, pix
     kinds["other"] += doubt[~on_site & ~displaced].tolist()
 
 
-def no_crystal_makers(rng: np.random.Generator) -> dict[str, Callable[[], np.ndarray]]:
-    """256² frames without a crystal, each kind drawn from ``rng`` when called."""
+def no_crystal_makers(
+    rng: np.random.Generator, shape: tuple[int, int] = (256, 256)
+) -> dict[str, Callable[[], np.ndarray]]:
+    """Frames without a crystal (256² unless ``shape``), each kind drawn from ``rng`` when called."""
     return {
-        "shot noise (60 counts/px)": lambda: rng.poisson(60.0, (256, 256)),
-        "vacuum (0.2 counts/px)": lambda: rng.poisson(0.2, (256, 256)),
+        "shot noise (60 counts/px)": lambda: rng.poisson(60.0, shape),
+        "vacuum (0.2 counts/px)": lambda: rng.poisson(0.2, shape),
         "amorphous contrast, counted": lambda: rng.poisson(
-            np.clip(gaussian_filter(rng.normal(size=(256, 256)), 4.0) * 50 + 300, 0, None)
+            np.clip(gaussian_filter(rng.normal(size=shape), 4.0) * 50 + 300, 0, None)
         ),
-        "amorphous contrast, noise-free": lambda: (
-            gaussian_filter(rng.normal(size=(256, 256)), 3.0) * 50 + 300
-        ),
+        "amorphous contrast, noise-free": lambda: gaussian_filter(rng.normal(size=shape), 3.0) * 50 + 300,
     }
 
 

@@ -12,6 +12,9 @@ Run: ``PYTHONPATH=. python benchmarks/check_speed.py --old DIR [--frames 32] [--
   per-batch ratios, checked frames/s of each, the network alone (raw) beside them, F1 of each;
 - the check alone, CPU ms per frame in one thread with one BLAS thread, on the twin frames and the
   abTEM frames (../shared/data, evaluation only), the two ``verify`` alternating round by round;
+- with ``--context``, the new code carries a ``verify.CheckContext`` from batch to batch (as the
+  edge loop does; the older code has none), so its cost is in the new code's figures (written
+  to ``results/check_speed_context.json``);
 - whether the two codes' outputs agree: the largest difference of every field of every frame's
   ``Atoms`` (positions in px; counts and flags must be equal).
 """
@@ -85,6 +88,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--path", default="auto", help="the execution path of both codes (auto: the trial's)")
+    parser.add_argument("--context", action="store_true", help="the new code carries a CheckContext")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     old_verify, old_ensemble = _older(args.old)
@@ -108,6 +112,7 @@ def main() -> None:
     for pipeline in pipelines.values():  # first use: compilation, caches, the parts' runners
         pipeline.locate(batches[0], p)
 
+    context = new_verify.CheckContext() if args.context else None
     seconds: dict[str, list[float]] = {"raw": [], "old": [], "new": []}
     cpu_ms: dict[str, list[float]] = {"raw": [], "old": [], "new": []}
     checked: dict[str, list] = {"old": [], "new": []}
@@ -115,7 +120,10 @@ def main() -> None:
         for b, batch in enumerate(batches):
             for name in ("raw", "old", "new") if (r + b) % 2 == 0 else ("raw", "new", "old"):
                 start, start_cpu = time.perf_counter(), time.process_time()
-                result = (ensemble if name == "raw" else pipelines[name]).locate(batch, p)
+                if name == "new" and context is not None:
+                    result = pipelines[name].locate(batch, p, context)
+                else:
+                    result = (ensemble if name == "raw" else pipelines[name]).locate(batch, p)
                 seconds[name].append((time.perf_counter() - start) / len(batch))
                 cpu_ms[name].append(1e3 * (time.process_time() - start_cpu) / len(batch))
                 if r == 0 and name != "raw":
@@ -145,13 +153,14 @@ def main() -> None:
     load.append(os.getloadavg()[0])
     truth = [f.truth.rowcol for f in shots]
     write_result(
-        "check_speed",
+        "check_speed_context" if args.context else "check_speed",
         {
             "old": str(args.old),
             "load_average": load,
             "frames": args.frames,
             "rounds": args.rounds,
             "threads": args.threads,
+            "context": args.context,
             "pipeline": {
                 "execution_path": path,
                 "raw_frames_per_s": float(1 / np.median(raw)),

@@ -8,7 +8,10 @@ regime statistics stored with the model) active;
 otherwise the members are scored one by one on the batch and the fitting subset becomes
 active. If the physics proxies of the active members' columns are back within the
 reference's bounds the action is ``select``, else ``retrain`` (the caller dispatches it).
-After any detection the monitor takes a new reference under the new conditions.
+After any detection the monitor takes a new reference under the new conditions, and the
+check keeps only the frames from the first alarm on (``CheckContext``: a frame too faint to
+show its crystal alone is judged with the run's frames before it, so that the answer does not
+depend on the batch size).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 
 from scopeflow.atoms import Atoms
 from tasks.inference.ensemble import Ensemble, Outputs
+from tasks.inference.verify import CheckContext
 
 from .monitor import Decision, DriftMonitor
 from .physics import frame_proxies
@@ -58,6 +62,8 @@ class AdaptiveEnsemble:
     ) -> None:
         self.monitor = monitor
         self.min_members = min_members
+        # The run's recent frames, pooled with each batch's by the check (``verify.pooled``).
+        self.context = CheckContext()
         self.use(ensemble, regime_statistics)
 
     def use(
@@ -75,7 +81,7 @@ class AdaptiveEnsemble:
         """Columns of a batch of frames (dataset positions ``start``…) and the drift decision."""
         frames = [np.asarray(f) for f in frames]
         pixel_sizes = [float(p) for p in pixel_sizes]
-        atoms, features = self.active.analyse(frames, list(pixel_sizes))
+        atoms, features = self.active.analyse(frames, list(pixel_sizes), self.context)
         proxies = [
             frame_proxies(a.rowcol, f.shape, p) for a, f, p in zip(atoms, frames, pixel_sizes, strict=True)
         ]
@@ -89,6 +95,10 @@ class AdaptiveEnsemble:
         # Choose on the frames from the first alarm on: the batch may begin under the old conditions.
         since = decision.first_alarm - start if decision.first_alarm is not None else 0
         recent = slice(since if 0 <= since < len(frames) else 0, None)
+        # The conditions changed: the frames before must not confirm a crystal in those after
+        # (the check's pooled spectra); those from the first alarm on are under the new ones.
+        self.context.clear()
+        self.context.add(frames[recent], pixel_sizes[recent])
         # One pass of every member over these frames serves both the choice and its check.
         outputs = self.ensemble.outputs(frames[recent], pixel_sizes[recent])
         selection = self._select(frames[recent], pixel_sizes[recent], atoms[recent], outputs)

@@ -26,7 +26,7 @@ from .network import DEFAULT_WIDTHS, FusedUNet
 from .peaks import local_maxima
 from .refine import one_blas_thread
 from .resample import Scaling, check_pixel_size, scaling_for, to_model_scale
-from .verify import pooled, verify, verify_many
+from .verify import CheckContext, pooled, verify, verify_many
 
 BORDER = 4  # model px mirrored around each frame: columns on the edge are found whole
 MAX_OFFSET = 1.5  # model px: an offset beyond this belongs to another pixel's column
@@ -218,16 +218,24 @@ class Ensemble:
         return Maps(torch.cat([torch.sigmoid(raw[:, :, :n_cls]), raw[:, :, n_cls:]], dim=2), scaling)
 
     def locate(
-        self, frames: np.ndarray | Sequence[np.ndarray], pixel_size: float | Sequence[float]
+        self,
+        frames: np.ndarray | Sequence[np.ndarray],
+        pixel_size: float | Sequence[float],
+        context: CheckContext | None = None,
     ) -> list[Atoms]:
-        """Atom columns of each frame (2-D counts; pixel sizes in Å/px), in input pixels."""
-        return self.analyse(frames, pixel_size)[0]
+        """Atom columns of each frame (2-D counts; pixel sizes in Å/px), in input pixels.
+        ``context``: the run's recent frames, carried from call to call (``verify.CheckContext``)."""
+        return self.analyse(frames, pixel_size, context)[0]
 
     @torch.inference_mode()
     def analyse(
-        self, frames: np.ndarray | Sequence[np.ndarray], pixel_size: float | Sequence[float]
+        self,
+        frames: np.ndarray | Sequence[np.ndarray],
+        pixel_size: float | Sequence[float],
+        context: CheckContext | None = None,
     ) -> tuple[list[Atoms], np.ndarray]:
-        """Atoms of each frame and its encoder features (n, K·c3), from one pass of the network."""
+        """Atoms of each frame and its encoder features (n, K·c3), from one pass of the network;
+        ``context`` as for ``locate``."""
         n = 1 if isinstance(frames, np.ndarray) and frames.ndim == 2 else len(frames)
         out: list[Atoms] = [Atoms.empty()] * n
         features = np.zeros((n, self.members * self.config.widths[2]), np.float32)
@@ -237,16 +245,22 @@ class Ensemble:
             if path is None or self.runner.runner(path) is None:
                 # Unchecked, on one thread, or the first batch of its shape (the trial's).
                 part = self._pass(idx, stack, x, scaling)
-                self._atoms_into(out, part, None)
+                self._atoms_into(out, part, None, context, p)
                 features[idx] = part.features
                 continue
-            checked, features[idx] = self._checked(stack, x, scaling, path)
+            checked, features[idx] = self._checked(stack, x, scaling, path, context, p)
             for i, atoms in zip(idx, checked, strict=True):
                 out[i] = atoms
         return out, features
 
     def _checked(
-        self, stack: np.ndarray, x: torch.Tensor, scaling: Scaling, path: str
+        self,
+        stack: np.ndarray,
+        x: torch.Tensor,
+        scaling: Scaling,
+        path: str,
+        context: CheckContext | None,
+        pixel_size: float,
     ) -> tuple[list[Atoms], np.ndarray]:
         """Checked atoms and features of ``stack`` (B, H, W), the network and the check side by side.
 
@@ -302,7 +316,7 @@ class Ensemble:
                 if pending[i].cancel():
                     done[i] = verify(stack[i], proposals[i])
             checked = [c if c is not None else f.result() for c, f in zip(done, pending, strict=True)]
-        return pooled(stack, proposals, checked), np.concatenate(features)
+        return pooled(stack, proposals, checked, context, pixel_size), np.concatenate(features)
 
     @torch.inference_mode()
     def outputs(
@@ -333,7 +347,14 @@ class Ensemble:
         crop = (..., slice(BORDER, BORDER + h), slice(BORDER, BORDER + w))
         return _Pass(idx, stack, raw[crop], scaling, feats.float().cpu().numpy())
 
-    def _atoms_into(self, out: list[Atoms], part: _Pass, members: Sequence[int] | None) -> None:
+    def _atoms_into(
+        self,
+        out: list[Atoms],
+        part: _Pass,
+        members: Sequence[int] | None,
+        context: CheckContext | None = None,
+        pixel_size: float = float("nan"),
+    ) -> None:
         raw = part.raw if members is None else part.raw[:, list(members)]
         n_cls = self.net.n_classes
         # Logits, not probabilities: _decode applies the sigmoid only where it must.
@@ -341,7 +362,9 @@ class Ensemble:
         if self.check:
             # As many frames checked at once as torch may use threads (the user's thread cap):
             # the network has finished with the cores by now.
-            decoded = verify_many(part.stack, decoded, workers=torch.get_num_threads())
+            decoded = verify_many(
+                part.stack, decoded, workers=torch.get_num_threads(), context=context, pixel_size=pixel_size
+            )
         for i, atoms in zip(part.index, decoded, strict=True):
             out[i] = atoms
 

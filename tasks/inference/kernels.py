@@ -365,7 +365,7 @@ def kernels() -> SimpleNamespace:
     @jit
     def periodic_power(spectrum, row_jump, col_jump, phase_h, phase_w, denominator):  # type: ignore[no-untyped-def]
         """|F − S|² on the ``rfft2`` grid, S the transform of the smooth component that carries
-        the frame's edge jumps (``lattice._periodic_power``): S = (R[kx]·(1 − e^{2πi ky/h}) +
+        the frame's edge jumps (``lattice.periodic_power``): S = (R[kx]·(1 − e^{2πi ky/h}) +
         C[ky]·(1 − e^{2πi kx/w})) / λ(ky, kx), zero at k = 0 along with the mean."""
         h, w = spectrum.shape
         out = np.empty((h, w))

@@ -64,19 +64,30 @@ def bragg_reflections(image: np.ndarray, alpha: float = 1e-3, most: int = 64) ->
     h, w = img.shape
     if min(h, w) < 16:
         return np.zeros((0, 2))
-    return _reflections(_periodic_power(img), (h, w), 1, alpha, most)
+    return _reflections(periodic_power(img), (h, w), 1, alpha, most)
 
 
 def pooled_reflections(images: Sequence[np.ndarray], alpha: float = 1e-3, most: int = 64) -> np.ndarray:
     """``bragg_reflections`` of several frames of one shape together: their power spectra
     averaged, so a lattice that drifts under the probe (a translation changes only phases)
-    adds up while the noise averages down. The threshold is the mean of n unit exponentials'
-    (a Gamma(n, 1/n) tail at ``alpha`` over the spectrum), so noise passes as rarely as for one."""
+    adds up while the noise averages down (``averaged_reflections``)."""
     frames = [np.asarray(img, np.float64) for img in images]
-    if not frames or min(frames[0].shape) < 16 or any(f.shape != frames[0].shape for f in frames):
+    if not frames or any(f.shape != frames[0].shape for f in frames):
         return np.zeros((0, 2))
-    power = np.mean([_periodic_power(f) for f in frames], axis=0)
-    return _reflections(power, frames[0].shape, len(frames), alpha, most)
+    return averaged_reflections([periodic_power(f) for f in frames], frames[0].shape, alpha, most)
+
+
+def averaged_reflections(
+    spectra: Sequence[np.ndarray], shape: tuple[int, ...], alpha: float = 1e-3, most: int = 64
+) -> np.ndarray:
+    """The reflections of the mean of ``spectra`` (``periodic_power`` of distinct frames of
+    ``shape``), as ``bragg_reflections``. The threshold is the mean of n unit exponentials'
+    (a Gamma(n, 1/n) tail at ``alpha`` over the spectrum), so noise passes as rarely as for
+    one frame: provided the frames' noise is independent (no frame counted twice)."""
+    if not len(spectra) or min(shape) < 16:
+        return np.zeros((0, 2))
+    power = spectra[0] if len(spectra) == 1 else np.mean(spectra, axis=0)
+    return _reflections(power, shape, len(spectra), alpha, most)
 
 
 @functools.lru_cache(maxsize=64)
@@ -152,7 +163,7 @@ def noise_limited(image: np.ndarray) -> bool:
     h, w = img.shape
     if min(h, w) < 16:
         return False
-    power = _periodic_power(img)
+    power = periodic_power(img)
     ky = np.fft.fftfreq(h)[:, None] * 2
     kx = np.fft.rfftfreq(w)[None, :] * 2
     nyquist = np.broadcast_to(np.hypot(ky, kx), power.shape)  # 1 at the Nyquist frequency
@@ -223,7 +234,7 @@ def _phases(n: int, count: int) -> np.ndarray:
     return out
 
 
-def _periodic_power(image: np.ndarray) -> np.ndarray:
+def periodic_power(image: np.ndarray) -> np.ndarray:
     """Power spectrum (``rfft2`` grid) of the periodic component of ``image`` less its mean
     (Moisan's periodic-plus-smooth decomposition).
 

@@ -7,7 +7,10 @@ proposal is measured on the frame itself (``refine.fit_columns``) and judged by 
 
 1. **Is there a crystal?** Bragg reflections in the power spectrum that the proposed columns
    carry (``lattice``). Noise, vacuum and amorphous film have none: their proposals are
-   dropped and the frame is marked as holding no crystal.
+   dropped and the frame is marked as holding no crystal. A frame too faint to show its
+   lattice alone is judged with the spectra of its call's frames and of the run's recent
+   ones (``pooled``, ``CheckContext``), so that the answer does not depend on how many
+   frames a call holds.
 2. **Is there a column at each site?** Its height above the local background is compared
    with two hypotheses of equal spread: a column of the frame's lightest sublattice (the
    median height there) or nothing (height 0). The spread is the height's standard error
@@ -32,6 +35,8 @@ The significance level is ``alpha``, the expected number of false calls per fram
 
 from __future__ import annotations
 
+import hashlib
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -45,13 +50,14 @@ from .kernels import kernels
 from .lattice import (
     TOLERANCE,
     SiteLattice,
+    averaged_reflections,
     beyond_edge,
     bragg_reflections,
     carried_reflections,
     empty_sites,
     independent,
     noise_limited,
-    pooled_reflections,
+    periodic_power,
     predicted_by,
     site_lattice,
     translation_hits,
@@ -233,7 +239,12 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
 
 
 def verify_many(
-    images: Sequence[np.ndarray], proposals: Sequence[Atoms], workers: int = 1, alpha: float = ALPHA
+    images: Sequence[np.ndarray],
+    proposals: Sequence[Atoms],
+    workers: int = 1,
+    alpha: float = ALPHA,
+    context: CheckContext | None = None,
+    pixel_size: float = float("nan"),
 ) -> list[Atoms]:
     """``verify`` of each frame of ``images`` with its ``proposals``, ``workers`` frames at a time.
 
@@ -241,7 +252,8 @@ def verify_many(
     BLAS calls that release the GIL. BLAS runs on one thread throughout (``joint_heights``
     solves a few hundred unknowns, too small to split), so ``workers`` threads use
     ``workers`` cores. The results are those of ``verify`` frame by frame, except for frames
-    whose own spectrum shows no crystal, which the batch's frames together may (``pooled``).
+    whose own spectrum shows no crystal, which the batch's frames together may, with the
+    run's recent frames of ``context`` (at ``pixel_size`` Å/px) if given (``pooled``).
     """
     if len(images) != len(proposals):
         raise ValueError(f"verify_many got {len(images)} frames and {len(proposals)} proposals")
@@ -253,39 +265,146 @@ def verify_many(
                 checked = list(
                     pool.map(lambda pair: verify(*pair, alpha), zip(images, proposals, strict=True))
                 )
-    return pooled(images, proposals, checked)
+    return pooled(images, proposals, checked, context, pixel_size)
 
 
-def pooled(images: Sequence[np.ndarray], proposals: Sequence[Atoms], checked: list[Atoms]) -> list[Atoms]:
-    """Frames whose own spectrum showed no crystal, looked at again with the batch's frames of
-    their shape together (``pooled_reflections``): a small frame at low dose (128² px at
-    4·10⁴ e/Å²) may show none of its lattice's reflections above the whole-spectrum threshold,
-    while 16 frames of the same sample do. A frame whose proposed columns carry two
-    independent pooled reflections keeps them unconfirmed (the batch shows the crystal; this
-    frame alone cannot confirm its columns one by one). Noise frames pooled stay noise (the
-    threshold is the pooled noise's), and a hallucinated lattice carries a real one's
-    reflections only by chance (``carried_reflections``' alpha)."""
-    lost = [
+# Frames of a run a ``CheckContext`` holds per shape and pixel size: the edge's default batch
+# (``EdgeSettings.batch_size``), the pool a batch gave before the context existed. 128² twin
+# frames at 4·10⁴ e/Å² pooled 16 at a time scored F1 0.76-0.78 (``benchmarks/check_batch.py``,
+# 8 and 24 a call, 2026-11-30), so more frames buy little; fewer let the crystal of a regime
+# the drift monitor has not reported yet (it decides within a batch or so) linger a shorter time.
+CONTEXT_FRAMES = 16
+# Shapes and pixel sizes a ``CheckContext`` holds frames of, the least recently checked dropped
+# first: a memory bound (4 × 16 frames), not a statistic. A run alternating a survey and a
+# detail scan keeps both; a zoom through many pixel sizes keeps the last few.
+CONTEXT_KEYS = 4
+
+
+class _Seen:
+    """One frame a ``CheckContext`` holds: a fingerprint of its pixels, a copy of them, and
+    their power spectrum once asked for (``periodic_power``)."""
+
+    __slots__ = ("_power", "digest", "image")
+
+    def __init__(self, image: np.ndarray) -> None:
+        image = np.asarray(image)
+        # A fingerprint of every 4th pixel: two distinct frames of counts never share it, and a
+        # shared one could only leave a frame out of the pool (less evidence, never more).
+        self.digest = hashlib.blake2b(
+            np.ascontiguousarray(image[::4, ::4]).tobytes(), digest_size=16
+        ).digest()
+        self.image = np.array(image, copy=True)  # the caller's array may be reused or hold a batch
+        self._power: np.ndarray | None = None
+
+    @property
+    def power(self) -> np.ndarray:
+        if self._power is None:
+            self._power = periodic_power(np.asarray(self.image, np.float64))
+        return self._power
+
+
+class CheckContext:
+    """What the check carries from one call into the next within a run: the last ``frames``
+    frames of each shape and pixel size (of the last ``CONTEXT_KEYS`` checked). A small frame at very low dose seldom shows its
+    lattice alone and was reported "no crystal" unless its call held other frames of the
+    crystal: the answer depended on how many frames a call held. With a context, ``pooled``
+    judges each frame with the ``frames`` − 1 frames of the run before it, wherever the
+    calls' boundaries fall: once the run holds that many, a call of one frame gets the
+    answer of a batch of 24.
+
+    The pooled threshold assumes the pooled frames' noise independent: a frame seen again (a
+    batch retried after a failure, a frame checked twice) is held once (by a fingerprint of its
+    pixels). Frames are held whatever their answer (choosing the confirmed ones would pool
+    noise picked for passing). ``clear`` when the conditions change (the edge does on each
+    drift detection, then ``add``s the frames since the first alarm): another sample's or
+    lattice's spectrum must not confirm this one's frames. Spectra are computed only when a
+    frame's own fails (``pooled``). One run's, used by one thread at a time."""
+
+    def __init__(self, frames: int = CONTEXT_FRAMES) -> None:
+        if frames < 1:
+            raise ValueError(f"a CheckContext holds at least one frame, got {frames}")
+        self.frames = frames
+        self._recent: dict[tuple[tuple[int, ...], float], deque[_Seen]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._recent.values())
+
+    def clear(self) -> None:
+        """Forget every frame (the conditions changed)."""
+        self._recent.clear()
+
+    def add(self, images: Sequence[np.ndarray], pixel_sizes: Sequence[float]) -> None:
+        """Hold ``images`` (at ``pixel_sizes`` Å/px) as frames of the run checked last (the
+        frames since a change, kept after ``clear``)."""
+        groups: dict[tuple[tuple[int, ...], float], list[_Seen]] = {}
+        for img, p in zip(images, pixel_sizes, strict=True):
+            groups.setdefault((np.shape(img), float(p)), []).append(_Seen(img))
+        for key, seen in groups.items():
+            self.exchange(key, seen)
+
+    def exchange(self, key: tuple[tuple[int, ...], float], seen: list[_Seen]) -> list[_Seen]:
+        """The frames held for ``key`` that are not among ``seen``; ``seen`` held from now on."""
+        recent = self._recent.pop(key, None) or deque(maxlen=self.frames)
+        self._recent[key] = recent  # the most recently checked last
+        while len(self._recent) > CONTEXT_KEYS:
+            del self._recent[next(iter(self._recent))]
+        new = {s.digest for s in seen}
+        earlier = [s for s in recent if s.digest not in new]
+        recent.clear()
+        recent.extend([*earlier, *seen])  # the oldest fall out past ``frames``
+        return earlier
+
+
+def pooled(
+    images: Sequence[np.ndarray],
+    proposals: Sequence[Atoms],
+    checked: list[Atoms],
+    context: CheckContext | None = None,
+    pixel_size: float = float("nan"),
+) -> list[Atoms]:
+    """Frames whose own spectrum showed no crystal, looked at again with other frames of their
+    shape (``averaged_reflections``): a small frame at low dose (128² px at 4·10⁴ e/Å²) may show
+    none of its lattice's reflections above the whole-spectrum threshold, while 16 frames of
+    the same sample do. Without ``context``, the call's frames of its shape together; with
+    one, the frame and the ``context.frames`` − 1 frames of the run before it (those ``context``
+    holds at ``pixel_size`` Å/px, then the call's, in order), so that the answer does not depend
+    on how the run is cut into calls; while the run holds fewer, the first ``context.frames``
+    the call has. A frame whose proposed columns carry two independent pooled reflections
+    keeps them unconfirmed (the pool shows the crystal; this frame alone cannot confirm its
+    columns one by one). Noise frames pooled stay noise (the threshold is the pooled noise's),
+    and a hallucinated lattice carries a real one's reflections only by chance
+    (``carried_reflections``' alpha). The call's frames join ``context``."""
+    lost = {
         i
         for i, (a, p) in enumerate(zip(checked, proposals, strict=True))
         if len(a) == 0 and not a.crystal and len(p) > 0
-    ]
-    if not lost or len(images) < 2:
+    }
+    if context is None and (not lost or len(images) < 2):
         return checked
     out = list(checked)
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, img in enumerate(images):
         by_shape.setdefault(np.shape(img), []).append(i)
-    for members in by_shape.values():
-        if len(members) < 2 or not any(i in lost for i in members):
-            continue
-        pooled = pooled_reflections([images[i] for i in members])
-        if not independent(pooled):
-            continue
-        for i in members:
+    for shape, members in by_shape.items():
+        frames = [_Seen(images[i]) for i in members]
+        seen = list({s.digest: s for s in frames}.values())  # a frame twice in the call: once
+        earlier = [] if context is None else context.exchange((shape, float(pixel_size)), seen)
+        run = [*earlier, *seen]
+        at = {s.digest: len(earlier) + k for k, s in enumerate(seen)}
+        window = len(run) if context is None else context.frames
+        found: dict[tuple[int, int], np.ndarray] = {}
+        for i, frame in zip(members, frames, strict=True):
+            if i not in lost:
+                continue
+            k = at[frame.digest]
+            pool = (max(0, k - window + 1), max(k + 1, min(window, len(run))))
+            if pool[1] - pool[0] < 2:
+                continue
+            if pool not in found:
+                found[pool] = averaged_reflections([s.power for s in run[pool[0] : pool[1]]], shape)
             if (
-                i in lost
-                and independent(carried_reflections(proposals[i].rowcol, pooled))
+                independent(found[pool])
+                and independent(carried_reflections(proposals[i].rowcol, found[pool]))
                 and noise_limited(np.asarray(images[i], np.float64))
             ):
                 out[i] = _unconfirmed(proposals[i])

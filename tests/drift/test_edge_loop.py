@@ -29,13 +29,23 @@ def drifting_dataset(tmp_path_factory):
 
 def test_loop_decides_every_batch_detects_the_jump_and_escalates(drifting_dataset, tmp_path):
     escalations = []
-    summary = run_adaptive_edge(
-        drifting_dataset,
-        registry=ModelRegistry(tmp_path / "registry"),
-        settings=EdgeSettings(ert=1000, reference_frames=32, batch_size=8),
-        escalate=escalations.append,
-    )
+    registry = ModelRegistry(tmp_path / "registry")
+    settings = EdgeSettings(ert=1000, reference_frames=32, batch_size=8)
+    loop = EdgeLoop.open(drifting_dataset, registry=registry, settings=settings)
+    held = []  # after each batch: frames in the check's context (its pooled spectra), and since the change
+
+    def count(report) -> None:
+        d = report.outcome.decision
+        since = report.stop - max(report.start, d.first_alarm if d.first_alarm is not None else report.start)
+        held.append((d.detected, len(loop.adaptive.context), since))
+
+    summary = run_adaptive_edge(drifting_dataset, escalate=escalations.append, loop=loop, on_batch=count)
     decided = read_decisions(drifting_dataset)
+    # The conditions before a detection must not confirm a crystal after it: the check's
+    # context keeps only the frames from the first alarm on; in between it holds the last 16.
+    assert int(decided["detected"].sum()) >= 1
+    assert all(n == since for detected, n, since in held if detected)
+    assert max(n for _, n, _ in held) == 16
     assert list(decided["frame_start"]) == list(range(0, 80, 8))
     assert not decided["detected"][:4].any()  # the reference, then a stationary batch
     first = summary["detections"][0]

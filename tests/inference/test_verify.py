@@ -3,6 +3,7 @@ positions and standard errors from the input frame, defects in the CSV and the d
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -16,6 +17,7 @@ from scipy.spatial import cKDTree
 from typer.testing import CliRunner
 
 from flows.cli import app
+from scopeflow.atoms import Atoms
 from storage.datasets.handle import open_predictions
 from storage.datasets.predictions import read_atoms, read_predictions
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
@@ -29,6 +31,7 @@ from tasks.inference.lattice import (
 )
 from tasks.inference.metrics import evaluate, match
 from tasks.inference.refine import fit_columns, joint_heights
+from tasks.inference.verify import CheckContext, pooled
 
 ABTEM = Path(__file__).resolve().parents[3] / "shared" / "data" / "abtem-graphene"
 runner = CliRunner()
@@ -273,6 +276,78 @@ def test_a_batch_of_noise_frames_stays_empty(ensemble) -> None:  # type: ignore[
     frames = [rng.poisson(5.0, (128, 128)).astype(np.float32) for _ in range(8)]
     found = ensemble.locate(frames, [0.12] * len(frames))
     assert all(len(a) == 0 for a in found)
+
+
+def _low_dose_run(n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``n`` frames (and their true columns) of a stationary run at 4·10⁴ e/Å², 128² px."""
+    twin = DigitalTwin(
+        seed=21, schedule=DriftSchedule(base={"dose": 4e4, "pixel_size": 0.12}), shape=(128, 128)
+    )
+    frames = [twin.acquire(i) for i in range(n)]
+    return [f.image for f in frames], [f.truth.rowcol for f in frames]
+
+
+def test_a_frame_checked_alone_in_a_run_gets_the_batchs_answer(ensemble) -> None:  # type: ignore[no-untyped-def]
+    """A small frame at low dose seldom shows its crystal alone: checked one per call it was
+    reported empty, in a batch kept (the batch's spectra pooled). With the run's frames carried
+    from call to call (``CheckContext``) each frame is pooled with the 15 before it, so a call
+    of one frame gets the answer of a batch of 16, column for column."""
+    images, truth = _low_dose_run(32)
+    run = CheckContext()
+    ensemble.locate(images[16:], 0.12, run)  # the run's frames before (order does not matter)
+    batch = ensemble.locate(images[:16], 0.12, copy.deepcopy(run))
+    one_a_call = copy.deepcopy(run)
+    alone = [ensemble.locate(img, 0.12, one_a_call)[0] for img in images[:16]]
+    without = [ensemble.locate(img, 0.12)[0] for img in images[:16]]
+    for a, b in zip(alone, batch, strict=True):
+        assert len(a) == len(b) and a.trusted == b.trusted
+        # A call's size may change the network's path, and its outputs by float round-off.
+        np.testing.assert_allclose(a.rowcol, b.rowcol, atol=1e-4)
+        np.testing.assert_allclose(a.uncertainty, b.uncertainty, atol=1e-4)
+    empty = [sum(len(a) == 0 for a in found) for found in (alone, without)]
+    assert empty[0] <= 1 and empty[1] >= empty[0] + 4, empty
+    f1 = [evaluate([a.rowcol for a in found], truth[:16], 0.12).f1 for found in (alone, without)]
+    assert f1[0] > 0.7 > f1[1] + 0.1, f1
+
+
+def test_noise_after_a_crystal_stays_empty_with_the_runs_context(ensemble) -> None:  # type: ignore[no-untyped-def]
+    """The context's crystal confirms no column in a noise or vacuum frame (the vacuum beside
+    a flake, before the drift monitor reports it): a hallucinated lattice does not carry the
+    real one's reflections, and a noise run pooled stays noise."""
+    images, _ = _low_dose_run(16)
+    crystal = CheckContext()
+    ensemble.locate(images, 0.12, crystal)
+    rng = np.random.default_rng(17)
+    noise_run = CheckContext()
+    for counts in (0.2, 5.0, 60.0):
+        for _ in range(4):
+            frame = rng.poisson(counts, (128, 128)).astype(np.float32)
+            assert len(ensemble.locate(frame, 0.12, copy.deepcopy(crystal))[0]) == 0, counts
+            assert len(ensemble.locate(frame, 0.12, noise_run)[0]) == 0, counts
+
+
+def test_a_context_holds_each_frame_once_and_the_last_ones() -> None:
+    """The pooled threshold assumes independent noise: a frame checked again (a retried batch)
+    is held once; past ``frames`` the oldest go; shapes and pixel sizes are pooled apart, the
+    last four of them held; ``clear`` forgets them."""
+    rng = np.random.default_rng(2)
+    frames = [rng.poisson(5.0, (32, 32)).astype(np.float32) for _ in range(6)]
+    none = [Atoms.empty()] * 3
+    context = CheckContext(frames=4)
+    pooled(frames[:3], none, list(none), context, 0.12)
+    pooled([*frames[:3], frames[0]], [*none, none[0]], [*none, none[0]], context, 0.12)
+    assert len(context) == 3
+    pooled(frames[3:], none, list(none), context, 0.12)
+    assert len(context) == 4
+    pooled(frames[:3], none, list(none), context, 0.2)
+    assert len(context) == 7
+    for p in (0.3, 0.4, 0.5):  # a fifth pixel size: the least recently checked (0.12) goes
+        pooled(frames[:1], none[:1], list(none[:1]), context, p)
+    assert len(context) == 6
+    context.clear()
+    assert len(context) == 0
+    with pytest.raises(ValueError, match="at least one frame"):
+        CheckContext(frames=0)
 
 
 def test_reflections_are_carried_by_lattice_columns_not_by_random_ones() -> None:
