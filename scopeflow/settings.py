@@ -29,20 +29,39 @@ class EdgeSettings:
     batch_size: int = 16
     # Seed of the monitor's random projections (the same seed, the same decisions).
     seed: int = 0
-    # Optimiser steps of a drift retraining (tasks/training/retrain.py's default): minutes on
-    # the edge CPU; the promotion gate, not the step count, guards against a worse model.
-    retrain_steps: int = 120
+    # Optimiser steps of a drift retraining (tasks/training/retrain.py); None: the budget of
+    # the device the retraining runs on (``retrain_steps_for``). The promotion gate, not the
+    # step count, guards against a worse model.
+    retrain_steps: int | None = None
     # torch intra-op threads at most: the edge box has 2 cores, and more threads than cores
     # makes small convolutions slower, not faster.
     max_threads: int = 2
 
     def __post_init__(self) -> None:
         for name in ("window", "reference_frames", "batch_size", "retrain_steps", "max_threads"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
         if not self.ert > 0:
             raise ValueError(f"ert must be > 0 frames, got {self.ert}")
 
+    def retrain_steps_for(self, device_type: str) -> int:
+        """Optimiser steps of a retraining on a torch device of ``device_type`` ("cpu",
+        "cuda", ...): ``retrain_steps`` when set, else that device's budget."""
+        if self.retrain_steps is not None:
+            return self.retrain_steps
+        return RETRAIN_STEPS_CUDA if device_type == "cuda" else RETRAIN_STEPS_CPU
+
+
+# A retraining's budget by device. Truth F1 on drift.py's stream (seeds 21 and 22) rises with
+# every step added, at 130 Å defocus and at 4·10⁴ e/Å² alike, and more twin samples help on
+# top (``finetune.twin_samples_for``): 0.76 / 0.87 / 0.92 / 0.94 at 120 / 1500 / 3000 / 6000
+# steps at 130 Å, seed 21 (benchmarks/retrain_budget.py, README). No plateau was reached, so
+# the budget is set by what a retraining may cost, not read off that curve: on the edge CPU
+# (2 cores: 3 s a step of the six members, measured with the machine shared) minutes; on the cloud stage's GPU the same
+# minutes buy 50× the steps (6000 steps and 6000 twin samples: 3 min on one H200, the
+# samples rendered on 7 processes).
+RETRAIN_STEPS_CPU = 120
+RETRAIN_STEPS_CUDA = 6000
 
 DEFAULTS = EdgeSettings()
 

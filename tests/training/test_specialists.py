@@ -138,6 +138,7 @@ def test_fine_tuning_a_specialist_ensemble_replays_each_members_regime() -> None
         production, empty, conditions, twin_samples=4, replay_samples=2, steps=2, patch=32, log=lambda _: None
     )
     assert tuned.config == production.config  # regimes and threshold unchanged
+    assert lineage["steps"] == 2 and lineage["twin"]["samples"] == 4
     assert lineage["member_regimes"] == ["reference", "low-dose", "blur"]
     replay = lineage["replay"]
     assert set(replay) == {"reference", "low-dose", "blur"}
