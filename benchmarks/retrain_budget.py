@@ -9,7 +9,7 @@ pair (blur pair at 130 Å, low-dose pair at 4·10⁴), as ``retrain`` takes them
 every ``--score-every``-th frame after those 24, checked (as the edge reports) and raw (the
 network's decoding before the check) at several heatmap thresholds — recall lost in the
 network or in the decoder. ``twin_val``: twin frames at the same conditions (256², other
-regions), as ``retrain``'s validation.
+regions), and ``reference``: at the twin's defaults, as ``retrain``'s validation.
 
 Variants (comma-separated; parts joined by ``_``): ``sN`` N optimiser steps (default 120),
 ``lrX`` learning rate (5e-4), ``nN`` N matched twin samples (160), ``noreplay`` (no samples of
@@ -112,11 +112,17 @@ def main() -> None:
     pseudo = pseudo_labels(production.select(list(trusted_members)), train_frames, p, patch=64, seed=0)
     empty = TrainingSet(pseudo.images[:0], pseudo.targets[:0])
     twin_val = condition_frames("new", conditions, n=args.twin_val, seed=77)
-    results: dict[str, Any] = {
-        "production": {
-            **scores(production, frames, truth, p),
-            "twin_val": _prf(score_ensemble(production, twin_val)),
+    # The reference conditions retrain's gate guards (a candidate may lose ≤ 0.01 there).
+    reference = condition_frames("reference", {}, n=args.twin_val, seed=78)
+
+    def twin_scores(model: Ensemble) -> dict:
+        return {
+            "twin_val": _prf(score_ensemble(model, twin_val)),
+            "reference": _prf(score_ensemble(model, reference)),
         }
+
+    results: dict[str, Any] = {
+        "production": {**scores(production, frames, truth, p), **twin_scores(production)}
     }
     print("production", results["production"], flush=True)
     for v in variants:
@@ -134,7 +140,7 @@ def main() -> None:
             "train_s": round(time.perf_counter() - t0, 1),
             "final_loss": lineage["final_loss"],
             **scores(candidate, frames, truth, p),
-            "twin_val": _prf(score_ensemble(candidate, twin_val)),
+            **twin_scores(candidate),
         }
         print(v, results[v], flush=True)
     write_result(
