@@ -44,6 +44,21 @@ def twin_samples_for(steps: int) -> int:
     return max(MIN_TWIN_SAMPLES, steps)
 
 
+# Adam's step size (cosine-decayed to 5 %): a short run must move the weights further per step.
+# At 480 steps 2e-3 scored as 1500 steps at 5e-4 (130 Å 0.869 vs 0.830 at 5e-4; 4·10⁴ 0.911 vs
+# 0.890; drift.py's stream, seed 21); at the edge's 120 steps, chosen on seed 22 (130 Å 0.849
+# vs 0.807, 4·10⁴ 0.897 vs 0.892, reference conditions −0.003 / +0.001, within retrain's 0.01)
+# and scored on seed 21 (benchmarks/README.md, retrain_budget). Longer runs were measured at
+# 5e-4 only (1500–6000 steps), so they keep it.
+SHORT_RUN_STEPS = 480
+SHORT_RUN_LR, LONG_RUN_LR = 2e-3, 5e-4
+
+
+def lr_for(steps: int) -> float:
+    """Adam's initial step size for a fine-tune of ``steps`` optimiser steps."""
+    return SHORT_RUN_LR if steps <= SHORT_RUN_STEPS else LONG_RUN_LR
+
+
 def matched_ranges(conditions: dict[str, Any]) -> ConditionRanges:
     """Training ranges tight around estimated conditions (dose ×/÷ 1.6, defocus ± 15 Å, source
     size ×/÷ 1.2)."""
@@ -119,7 +134,7 @@ def fine_tune(
     twin_samples: int | None = None,
     replay_samples: int = 80,
     steps: int | None = None,
-    lr: float = 5e-4,
+    lr: float | None = None,
     patch: int = 64,
     seed: int = 0,
     log: Log = print,
@@ -129,10 +144,11 @@ def fine_tune(
     Every member trains on the matched twin samples and the pseudo-labels, plus
     ``replay_samples`` twin samples of its own regime. ``steps`` default: the budget of
     production's device (``EdgeSettings.retrain_steps_for``); ``twin_samples`` default:
-    ``twin_samples_for(steps)``.
+    ``twin_samples_for(steps)``; ``lr`` default: ``lr_for(steps)``.
     """
     steps = steps if steps is not None else DEFAULTS.retrain_steps_for(production.device.type)
     twin_samples = twin_samples if twin_samples is not None else twin_samples_for(steps)
+    lr = lr if lr is not None else lr_for(steps)
     torch.manual_seed(seed)
     cfg = production.config
     twin = make_training_set(

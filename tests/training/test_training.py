@@ -67,7 +67,7 @@ def test_tiny_training_is_reproducible() -> None:
 
 def test_retraining_budget_follows_the_device_unless_set() -> None:
     from scopeflow.settings import RETRAIN_STEPS_CPU, RETRAIN_STEPS_CUDA, EdgeSettings
-    from tasks.training.finetune import MIN_TWIN_SAMPLES, twin_samples_for
+    from tasks.training.finetune import MIN_TWIN_SAMPLES, lr_for, twin_samples_for
 
     assert EdgeSettings().retrain_steps_for("cpu") == RETRAIN_STEPS_CPU
     assert EdgeSettings().retrain_steps_for("cuda") == RETRAIN_STEPS_CUDA > RETRAIN_STEPS_CPU
@@ -75,3 +75,5 @@ def test_retraining_budget_follows_the_device_unless_set() -> None:
     # The edge's short run keeps its samples; a long one sees each sample a few times, not ~75.
     assert twin_samples_for(RETRAIN_STEPS_CPU) == MIN_TWIN_SAMPLES
     assert twin_samples_for(RETRAIN_STEPS_CUDA) == RETRAIN_STEPS_CUDA
+    # The edge's few steps take bigger ones; the long run keeps the step size it was measured at.
+    assert lr_for(RETRAIN_STEPS_CPU) > lr_for(RETRAIN_STEPS_CUDA)
