@@ -56,10 +56,11 @@ class EdgeSettings:
 # every step added, at 130 Å defocus and at 4·10⁴ e/Å² alike, and more twin samples help on
 # top (``finetune.twin_samples_for``): 0.76 / 0.87 / 0.92 / 0.94 at 120 / 1500 / 3000 / 6000
 # steps at 130 Å, seed 21 (benchmarks/retrain_budget.py, README). No plateau was reached, so
-# the budget is set by what a retraining may cost, not read off that curve: on the edge CPU
-# (2 cores: 3 s a step of the six members, measured with the machine shared) minutes; on the cloud stage's GPU the same
-# minutes buy 50× the steps (6000 steps and 6000 twin samples: 3 min on one H200, the
-# samples rendered on 7 processes).
+# the budget is set by what a retraining may cost, not read off that curve. The cloud stage's
+# GPU: 6000 steps and 6000 twin samples in 3 min on one H200 (samples rendered on 7
+# processes). The edge CPU (2 cores) is shared with inference: there 120 steps took 2-4.5 min
+# with the machine loaded (load ~10), 6000 steps 4 min with it quiet (load 2) — its cost
+# follows the load, so the edge keeps the short run.
 RETRAIN_STEPS_CPU = 120
 RETRAIN_STEPS_CUDA = 6000
 
