@@ -43,7 +43,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=2400)
     ap.add_argument("--side", type=int, default=128)
     ap.add_argument("--ert", type=float, default=1000.0)
-    ap.add_argument("--retrain-steps", type=int, default=120)
+    # Default: the budget of the device retraining runs on (scopeflow/settings.py).
+    ap.add_argument("--retrain-steps", type=int, default=None)
     args = ap.parse_args()
     torch.set_num_threads(2)
     work = Path(tempfile.mkdtemp(prefix="drift-bench-"))

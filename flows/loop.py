@@ -131,7 +131,7 @@ def loop_flow(
     ert: float = DEFAULTS.ert,
     reference_frames: int = DEFAULTS.reference_frames,
     registry: str | None = None,
-    retrain_steps: int = DEFAULTS.retrain_steps,
+    retrain_steps: int | None = DEFAULTS.retrain_steps,
     publish: bool = True,
 ) -> dict:
     """The whole loop on the twin; returns F1 per batch, decisions, retraining outcomes, store ids."""

@@ -48,7 +48,7 @@ def retrain_task(
     frame_end: int,
     members: list[int] | None,
     registry: str | None,
-    steps: int,
+    steps: int | None,
 ) -> RetrainOutcome:
     """The whole retraining run (one task: it is one unit of GPU work)."""
     logger = get_run_logger()
@@ -70,11 +70,12 @@ def retrain_flow(
     frame_end: int,
     members: str | None = None,
     registry: str | None = None,
-    steps: int = DEFAULTS.retrain_steps,
+    steps: int | None = DEFAULTS.retrain_steps,
 ) -> dict:
     """Fine-tune production on drifted frames; promote only a validated, better candidate.
 
-    ``members`` are the production members still trusted, comma-separated (from the event).
+    ``members`` are the production members still trusted, comma-separated (from the event);
+    ``steps`` None: the budget of the device the retraining runs on (a GPU's on the cloud pool).
     """
     outcome = retrain_task(dataset, frame_start, frame_end, parse_members(members), registry, steps)
     get_run_logger().info(outcome.reason)
@@ -97,7 +98,7 @@ def dispatch_retraining(
     instrument: str,
     mode: str,
     registry: str | None = None,
-    steps: int = DEFAULTS.retrain_steps,
+    steps: int | None = DEFAULTS.retrain_steps,
 ) -> dict:
     """Hand drift that selection could not absorb to retraining: one decision, two dispatches.
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from typing import Any
 
 import numpy as np
@@ -43,6 +46,33 @@ def concatenate(parts: Mapping[str, TrainingSet]) -> tuple[TrainingSet, dict[str
     return data, index
 
 
+def _render(
+    seed: int,
+    i: int,
+    ranges: ConditionRanges,
+    patch: int,
+    model_pixel_size: float,
+    sigma: float,
+    n_classes: int,
+) -> tuple[np.ndarray, np.ndarray, str, int]:
+    """Sample ``i`` of seed ``seed``: its image, its targets, its lattice and its column count."""
+    rng = np.random.default_rng([seed, i, 0x7A1])
+    conditions = sample_conditions(rng, ranges)
+    sample = render_sample(conditions, int(rng.integers(2**31 - 1)), patch, model_pixel_size)
+    target = make_targets((patch, patch), sample.rowcol, sample.cls, n_classes, sigma)
+    return sample.image, target, str(conditions["lattice"]), len(sample.rowcol)
+
+
+def _render_many(seed: int, indices: range, *args: Any) -> list[tuple[np.ndarray, np.ndarray, str, int]]:
+    return [_render(seed, i, *args) for i in indices]
+
+
+# Samples per rendering process: a spawned process spends ~2-3 s importing torch and the twin,
+# the time of ~60 samples (40 ms each on one core), so below a few hundred samples one
+# process is as fast.
+SAMPLES_PER_WORKER = 500
+
+
 def make_training_set(
     n: int,
     seed: int,
@@ -52,22 +82,31 @@ def make_training_set(
     sigma: float = 1.2,
     n_classes: int = 3,
     ranges: ConditionRanges = ConditionRanges(),
+    workers: int | None = None,
 ) -> TrainingSet:
-    """``n`` samples; sample ``i`` depends only on (``seed``, ``i``) and the ranges."""
+    """``n`` samples; sample ``i`` depends only on (``seed``, ``i``) and the ranges, not on
+    ``workers``: the processes that render them (default one per ``SAMPLES_PER_WORKER``
+    samples, at most the machine's cores)."""
+    if workers is None:
+        workers = min(os.cpu_count() or 1, n // SAMPLES_PER_WORKER)
+    workers = max(1, min(workers, n))
+    args = (ranges, patch, model_pixel_size, sigma, n_classes)
+    chunks = [range(k * n // workers, (k + 1) * n // workers) for k in range(workers)]
+    if workers == 1:
+        parts = [_render_many(seed, chunks[0], *args)]
+    else:
+        # spawn, not fork: the caller may hold CUDA or torch's thread pools, which a fork breaks.
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            parts = list(pool.map(_render_many, [seed] * workers, chunks, *([a] * workers for a in args)))
     images = torch.empty((n, 1, patch, patch), dtype=torch.float32)
     targets = torch.empty((n, n_classes + 2, patch, patch), dtype=torch.float16)
     lattices: Counter[str] = Counter()
     columns = 0
-    for i in range(n):
-        rng = np.random.default_rng([seed, i, 0x7A1])
-        conditions = sample_conditions(rng, ranges)
-        sample = render_sample(conditions, int(rng.integers(2**31 - 1)), patch, model_pixel_size)
-        images[i, 0] = torch.from_numpy(sample.image)
-        targets[i] = torch.from_numpy(
-            make_targets((patch, patch), sample.rowcol, sample.cls, n_classes, sigma)
-        )
-        lattices[conditions["lattice"]] += 1
-        columns += len(sample.rowcol)
+    for i, (image, target, lattice, count) in enumerate(r for part in parts for r in part):
+        images[i, 0] = torch.from_numpy(image)
+        targets[i] = torch.from_numpy(target)
+        lattices[lattice] += 1
+        columns += count
     lineage = {
         "source": "digital twin (tasks.acquisition.twin)",
         "samples": n,

@@ -32,6 +32,31 @@ from .train import Log, fit
 # A frame is used for pseudo-labels only if the members agree on nearly all its columns.
 MAX_UNCERTAINTY = 0.2
 MIN_CONFIDENT_SHARE = 0.9
+# Matched twin samples: at least the 160 of the edge's 120 steps, else one per step. A member
+# draws 8 samples a step, so each is seen ~8 times however long the training: at a fixed
+# 1500 steps, 1000 samples instead of 160 raised truth F1 at 130 Å from 0.87 to 0.90
+# (benchmarks/retrain_budget.py, seed 21) — a few samples seen ~75 times are learnt by heart.
+MIN_TWIN_SAMPLES = 160
+
+
+def twin_samples_for(steps: int) -> int:
+    """Matched twin samples for a fine-tune of ``steps`` optimiser steps."""
+    return max(MIN_TWIN_SAMPLES, steps)
+
+
+# Adam's step size (cosine-decayed to 5 %): a short run must move the weights further per step.
+# At 480 steps 2e-3 scored as 1500 steps at 5e-4 (130 Å 0.869 vs 0.830 at 5e-4; 4·10⁴ 0.911 vs
+# 0.890; drift.py's stream, seed 21); at the edge's 120 steps, chosen on seed 22 (130 Å 0.849
+# vs 0.807, 4·10⁴ 0.897 vs 0.892, reference conditions −0.003 / +0.001, within retrain's 0.01)
+# and scored on seed 21 (benchmarks/README.md, retrain_budget). Longer runs were measured at
+# 5e-4 only (1500–6000 steps), so they keep it.
+SHORT_RUN_STEPS = 480
+SHORT_RUN_LR, LONG_RUN_LR = 2e-3, 5e-4
+
+
+def lr_for(steps: int) -> float:
+    """Adam's initial step size for a fine-tune of ``steps`` optimiser steps."""
+    return SHORT_RUN_LR if steps <= SHORT_RUN_STEPS else LONG_RUN_LR
 
 
 def matched_ranges(conditions: dict[str, Any]) -> ConditionRanges:
@@ -106,10 +131,10 @@ def fine_tune(
     pseudo: TrainingSet,
     conditions: dict[str, Any],
     *,
-    twin_samples: int = 160,
+    twin_samples: int | None = None,
     replay_samples: int = 80,
-    steps: int = DEFAULTS.retrain_steps,
-    lr: float = 5e-4,
+    steps: int | None = None,
+    lr: float | None = None,
     patch: int = 64,
     seed: int = 0,
     log: Log = print,
@@ -117,8 +142,13 @@ def fine_tune(
     """A fine-tuned copy of ``production`` (same config and threshold) and the training lineage.
 
     Every member trains on the matched twin samples and the pseudo-labels, plus
-    ``replay_samples`` twin samples of its own regime.
+    ``replay_samples`` twin samples of its own regime. ``steps`` default: the budget of
+    production's device (``EdgeSettings.retrain_steps_for``); ``twin_samples`` default:
+    ``twin_samples_for(steps)``; ``lr`` default: ``lr_for(steps)``.
     """
+    steps = steps if steps is not None else DEFAULTS.retrain_steps_for(production.device.type)
+    twin_samples = twin_samples if twin_samples is not None else twin_samples_for(steps)
+    lr = lr if lr is not None else lr_for(steps)
     torch.manual_seed(seed)
     cfg = production.config
     twin = make_training_set(

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from scopeflow.atoms import Atoms
-from scopeflow.settings import DEFAULTS
 from storage.datasets import Dataset, open_dataset
 from storage.models import ModelRegistry
 from tasks.drift.physics import Proxies, columns_proxies, frame_proxies, proxy_score
@@ -55,7 +54,7 @@ def retrain(
     registry: ModelRegistry | None = None,
     members: Sequence[int] | None = None,
     reference: dict[str, Any] | None = None,
-    steps: int = DEFAULTS.retrain_steps,
+    steps: int | None = None,
     validation_frames: int = 6,
     seed: int = 0,
     log: Log = print,
@@ -64,7 +63,8 @@ def retrain(
 
     ``members`` are the production members still trusted (the drift selection); their
     consensus gives the pseudo-labels. ``reference`` are the conditions production must not
-    regress on (default: the twin's defaults).
+    regress on (default: the twin's defaults). ``steps``: optimiser steps (default: the budget
+    of the device production runs on, ``EdgeSettings.retrain_steps_for``).
     """
     registry = registry or ModelRegistry()
     production = load_ensemble("production", registry)

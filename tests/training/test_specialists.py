@@ -128,7 +128,7 @@ def test_tiny_specialisation_records_the_regimes() -> None:
 
 
 def test_fine_tuning_a_specialist_ensemble_replays_each_members_regime() -> None:
-    from tasks.training.finetune import fine_tune, pseudo_labels
+    from tasks.training.finetune import fine_tune, lr_for, pseudo_labels
 
     production = tiny_ensemble(3, ("reference", "low-dose", "blur"))
     before = [p.detach().clone() for p in production.net.parameters()]
@@ -138,6 +138,7 @@ def test_fine_tuning_a_specialist_ensemble_replays_each_members_regime() -> None
         production, empty, conditions, twin_samples=4, replay_samples=2, steps=2, patch=32, log=lambda _: None
     )
     assert tuned.config == production.config  # regimes and threshold unchanged
+    assert lineage["steps"] == 2 and lineage["twin"]["samples"] == 4 and lineage["lr"] == lr_for(2)
     assert lineage["member_regimes"] == ["reference", "low-dose", "blur"]
     replay = lineage["replay"]
     assert set(replay) == {"reference", "low-dose", "blur"}

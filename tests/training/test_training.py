@@ -24,6 +24,11 @@ def test_training_set_is_deterministic_and_augmentation_keeps_alignment() -> Non
     torch.testing.assert_close(a.targets, b.targets, equal_nan=True, rtol=0, atol=0)
     assert a.lineage["samples"] == 4 and sum(a.lineage["lattices"].values()) == 4
     assert not torch.equal(a.images, make_training_set(4, seed=4, patch=32).images)
+    # Rendered by two processes, the same samples in the same order.
+    c = make_training_set(4, seed=3, patch=32, workers=2)
+    assert torch.equal(a.images, c.images)
+    torch.testing.assert_close(a.targets, c.targets, equal_nan=True, rtol=0, atol=0)
+    assert c.lineage == a.lineage
     atom = np.array([[3.3, 7.8]], np.float32)
     target = torch.from_numpy(targets((32, 32), atom, np.array([0]), 3, 1.0))[None].repeat(8, 1, 1, 1)
     image = target[:, :1].clone()
@@ -58,3 +63,17 @@ def test_tiny_training_is_reproducible() -> None:
         assert torch.equal(value, second.ensemble.tensors()[name]), name
     assert first.lineage["training_data"]["samples"] == 8
     assert 0.0 <= first.metrics["validation_f1"] <= 1.0
+
+
+def test_retraining_budget_follows_the_device_unless_set() -> None:
+    from scopeflow.settings import RETRAIN_STEPS_CPU, RETRAIN_STEPS_CUDA, EdgeSettings
+    from tasks.training.finetune import MIN_TWIN_SAMPLES, lr_for, twin_samples_for
+
+    assert EdgeSettings().retrain_steps_for("cpu") == RETRAIN_STEPS_CPU
+    assert EdgeSettings().retrain_steps_for("cuda") == RETRAIN_STEPS_CUDA > RETRAIN_STEPS_CPU
+    assert EdgeSettings(retrain_steps=7).retrain_steps_for("cuda") == 7
+    # The edge's short run keeps its samples; a long one sees each sample a few times, not ~75.
+    assert twin_samples_for(RETRAIN_STEPS_CPU) == MIN_TWIN_SAMPLES
+    assert twin_samples_for(RETRAIN_STEPS_CUDA) == RETRAIN_STEPS_CUDA
+    # The edge's few steps take bigger ones; the long run keeps the step size it was measured at.
+    assert lr_for(RETRAIN_STEPS_CPU) > lr_for(RETRAIN_STEPS_CUDA)
