@@ -35,7 +35,7 @@ import numpy as np
 
 from scopeflow.errors import InputError
 
-from .attribution import DETECTORS, IMAGE_DETECTORS, attribute
+from .attribution import DETECTORS, IMAGE_DETECTORS
 from .calibration import MIN_REFERENCE
 from .observation import Observation, pack, unpack
 from .physics import Proxies, proxy_score
@@ -180,17 +180,8 @@ class DriftMonitor(ReferenceKeeper):
                 break
         anchor = self.anchor
         before = np.concatenate([anchor.centre, np.full(len(DETECTORS) - len(anchor.centre), np.nan)])
-        ref = self.reference
-        assert ref is not None
-        changed, attribution, words, defocus_next = attribute(
-            anchor.spectrum,
-            ref.calibration,
-            scores,
-            [o.image for o in frames],
-            before,
-            optics=self.optics,
-            reference_defocus=self.reference_defocus,
-            spectrum_defocus=anchor.defocus,
+        changed, attribution, words, defocus_next = self._attribute_against(
+            anchor.spectrum, anchor.defocus, scores, [o.image for o in frames], before
         )
         if "defocus" not in changed:
             # The anchor's fit found a defocus the attribution, with the envelope and the lattice

@@ -483,19 +483,34 @@ class ReferenceKeeper:
         named defocus becomes the next reference's."""
         ref = self.reference
         assert ref is not None
-        changed, att, words, defocus_next = attribute(
-            ref.spectrum,
-            ref.calibration,
+        changed, att, words, defocus_next = self._attribute_against(
+            ref.spectrum, ref.defocus, scores, images, before
+        )
+        if defocus_next is not None:
+            self._defocus_next = defocus_next
+        return changed, att, words
+
+    def _attribute_against(
+        self,
+        spectrum: SpectrumReference,
+        spectrum_defocus: float,
+        scores: Mapping[str, float],
+        images: Sequence[ImageStats],
+        before: np.ndarray | None,
+    ) -> tuple[tuple[str, ...], dict[str, float], str, float | None]:
+        """``attribution.attribute`` of ``images`` against ``spectrum`` (taken at
+        ``spectrum_defocus``, Å) under this reference's calibration; changes no state."""
+        assert self.reference is not None
+        return attribute(
+            spectrum,
+            self.reference.calibration,
             scores,
             images,
             before,
             optics=self.optics,
             reference_defocus=self.reference_defocus,
-            spectrum_defocus=ref.defocus,
+            spectrum_defocus=spectrum_defocus,
         )
-        if defocus_next is not None:
-            self._defocus_next = defocus_next
-        return changed, att, words
 
 
 class _Background:
