@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
+from multiprocessing import current_process, get_context
 from typing import Any
 
 import numpy as np
@@ -89,6 +89,10 @@ def make_training_set(
     samples, at most the machine's cores)."""
     if workers is None:
         workers = min(os.cpu_count() or 1, n // SAMPLES_PER_WORKER)
+    if current_process().daemon:
+        # A daemonic process may not start children (a Dask worker, a pool's worker): render
+        # here rather than fail the retraining.
+        workers = 1
     workers = max(1, min(workers, n))
     args = (ranges, patch, model_pixel_size, sigma, n_classes)
     chunks = [range(k * n // workers, (k + 1) * n // workers) for k in range(workers)]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -77,3 +80,19 @@ def test_retraining_budget_follows_the_device_unless_set() -> None:
     assert twin_samples_for(RETRAIN_STEPS_CUDA) == RETRAIN_STEPS_CUDA
     # The edge's few steps take bigger ones; the long run keeps the step size it was measured at.
     assert lr_for(RETRAIN_STEPS_CPU) > lr_for(RETRAIN_STEPS_CUDA)
+
+
+def _render_in_daemon(queue: Any) -> None:
+    queue.put(make_training_set(4, seed=3, patch=32, workers=2).images.numpy())
+
+
+def test_training_set_renders_in_a_daemonic_process() -> None:
+    """A Dask worker is daemonic and may not start processes: rendering falls back to one."""
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_render_in_daemon, args=(queue,), daemon=True)
+    child.start()
+    images = queue.get(timeout=120)
+    child.join(30)
+    assert child.exitcode == 0
+    np.testing.assert_array_equal(images, make_training_set(4, seed=3, patch=32).images.numpy())
