@@ -40,7 +40,7 @@ from zarr.storage import LocalStore, StorePath
 from scopeflow.errors import InputError, ShapeMismatchError, StorageError
 
 from .chunk_files import ChunkFiles
-from .file_writes import atomic_write, json_bytes, start_writes
+from .file_writes import SPARE, atomic_write, json_bytes, start_writes
 from .zarr_metadata import array_metadata
 
 ROW_CHUNK = 8192  # rows per chunk of 1-D columns: few files, cheap partial rewrites
@@ -287,12 +287,26 @@ def _unfinished_arrays(path: Path, prefix: str = "") -> Iterator[str]:
         try:
             meta = json.loads((Path(entry.path) / "zarr.json").read_bytes())
         except FileNotFoundError:
-            yield name
-            continue
+            if _only_chunks(Path(entry.path)):
+                yield name
+            continue  # (anything else in it is not ours to remove: a user's own directory)
         except ValueError:
             continue  # not this writer's to judge: zarr reports it when it opens the node
         if isinstance(meta, dict) and meta.get("node_type") == "group":
             yield from _unfinished_arrays(Path(entry.path), f"{name}/")
+
+
+def _only_chunks(directory: Path) -> bool:
+    """Whether ``directory`` holds nothing but what ``Table._create`` writes before an array's
+    ``zarr.json``: chunk files (``c`` or ``c.<n>...``, the "." key separator), the spare and
+    temporary files of ``atomic_write``."""
+    for entry in os.scandir(directory):
+        name = entry.name
+        if not entry.is_file(follow_symlinks=False):
+            return False
+        if not (name == "c" or name.startswith("c.") or name == SPARE or name.endswith(".partial")):
+            return False
+    return True
 
 
 def _may_hold_nodes(group: zarr.Group) -> bool:

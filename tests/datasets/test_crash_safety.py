@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tensorstore as ts
 import xarray as xr
 
@@ -153,3 +154,20 @@ def test_a_column_directory_left_without_metadata_is_removed_on_reopening(tmp_pa
     ds = xr.open_zarr(path)
     assert np.array_equal(ds["frames"].values, np.stack([f.image for f in frames]))
     assert (path / "frames" / "c.0.0.0").stat().st_size < 100_000
+
+
+# zarr warns of a directory it does not recognise, and skips it.
+@pytest.mark.filterwarnings("ignore:.*not recognized as a component")
+def test_a_users_own_directory_in_a_dataset_survives_its_repair(tmp_path):
+    """Only what a killed creation leaves (chunk files, no ``zarr.json``) is removed: a directory
+    of the user's own inside the dataset, files or subdirectories, is not ours to delete."""
+    twin = DigitalTwin(seed=11, schedule=DriftSchedule.parse("defocus=40@2"), shape=(32, 32))
+    path = tmp_path / "run.zarr"
+    DatasetWriter.open(path, twin.state())
+    (path / "notes").mkdir()
+    (path / "notes" / "c.txt").write_text("the sample was tilted")  # a user's file named like a chunk
+    (path / "notes" / "figures").mkdir()
+    writer = DatasetWriter.open(path, twin.state())
+    writer.append([twin.acquire(i) for i in range(3)])
+    assert (path / "notes" / "c.txt").read_text() == "the sample was tilted"
+    assert (path / "notes" / "figures").is_dir()
