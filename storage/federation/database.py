@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from scopeflow.errors import ServiceError
+from storage.federation.errors import ConflictError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -99,6 +100,19 @@ def _sqlite_engine(url: str, begin: str) -> Engine:
     return engine
 
 
+# PostgreSQL's transient failures of a transaction that ran into another (SQLSTATE): a
+# deadlock detected and a serialization failure. The whole transaction may simply run again.
+RETRY_STATES = frozenset({"40P01", "40001"})
+
+
+def is_transient_error(error: BaseException) -> bool:
+    """True for a write that failed only because of another transaction at the same moment:
+    SQLite locked past its busy timeout, a PostgreSQL deadlock or serialization failure."""
+    if is_locked_error(error):
+        return True
+    return isinstance(error, DBAPIError) and getattr(error.orig, "sqlstate", None) in RETRY_STATES
+
+
 def is_locked_error(error: BaseException) -> bool:
     """True for SQLite's transient 'database is locked' / 'database is busy' errors only."""
     if not isinstance(error, OperationalError):
@@ -139,21 +153,28 @@ class Database:
         """Run ``fn(session)`` in one write transaction and commit.
 
         Retried (the whole of ``fn``, so it must be free of side effects outside the session)
-        only when SQLite reports the database locked past its busy timeout.
+        only when another transaction made it fail (``is_transient_error``). A constraint the
+        database refuses that ``fn`` did not turn into an error of ours (a row it refers to
+        deleted by a concurrent request meanwhile) is a ``ConflictError`` (HTTP 409), not a 500.
         """
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
                 with self._write() as session, session.begin():
                     return fn(session)
-            except OperationalError as error:
-                if not is_locked_error(error) or attempt == WRITE_ATTEMPTS:
-                    if is_locked_error(error):
+            except IntegrityError as error:
+                raise ConflictError(
+                    "the catalog changed while this request was written (a row it refers to was"
+                    " removed or taken meanwhile); try again"
+                ) from error
+            except DBAPIError as error:
+                if not is_transient_error(error) or attempt == WRITE_ATTEMPTS:
+                    if is_transient_error(error):
                         raise ServiceError(
-                            f"the catalog database stayed locked through {WRITE_ATTEMPTS} attempts"
+                            f"the catalog database stayed busy through {WRITE_ATTEMPTS} attempts"
                         ) from error
                     raise
                 delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
-                log.warning("database is locked (attempt %d); retrying in %.2f s", attempt, delay)
+                log.warning("write met another transaction (attempt %d); retrying in %.2f s", attempt, delay)
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
