@@ -82,6 +82,9 @@ class AdaptiveEnsemble:
         frames = [np.asarray(f) for f in frames]
         pixel_sizes = [float(p) for p in pixel_sizes]
         atoms, features = self.active.analyse(frames, list(pixel_sizes), self.context)
+        # The frames held are named by their dataset positions: a restarted run reads them again.
+        positions = list(range(start, start + len(frames)))
+        self.context.name(frames, positions)
         proxies = [
             frame_proxies(a.rowcol, f.shape, p) for a, f, p in zip(atoms, frames, pixel_sizes, strict=True)
         ]
@@ -98,7 +101,7 @@ class AdaptiveEnsemble:
         # The conditions changed: the frames before must not confirm a crystal in those after
         # (the check's pooled spectra); those from the first alarm on are under the new ones.
         self.context.clear()
-        self.context.add(frames[recent], pixel_sizes[recent])
+        self.context.add(frames[recent], pixel_sizes[recent], positions[recent])
         # One pass of every member over these frames serves both the choice and its check.
         outputs = self.ensemble.outputs(frames[recent], pixel_sizes[recent])
         selection = self._select(frames[recent], pixel_sizes[recent], atoms[recent], outputs)

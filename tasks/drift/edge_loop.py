@@ -10,11 +10,13 @@ choice before the first batch (at open on a dataset with frames; ``tasks/drift/p
 overlaps acquisition with the loop). Between batches it adopts a newly
 promoted ``production`` version without restarting; a refused or failed retraining leaves it on
 the version it had. A new loop resumes after the last decided frame, with the drift monitor
-(reference, calibration, window) and the members in use as the last run left them.
+(reference, calibration, window), the members in use and the check's context (the run's recent
+frames it pools a faint frame with, ``verify.CheckContext``) as the last run left them.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from scopeflow.errors import NotFoundError
+from scopeflow.errors import NotFoundError, ScopeflowError
 from scopeflow.settings import EdgeSettings
 from storage.datasets import Dataset
 from storage.datasets.decisions import DecisionRow
@@ -36,6 +38,10 @@ from tasks.inference.registry import load_ensemble
 from .adaptive import AdaptiveEnsemble, BatchOutcome
 from .monitor import DriftMonitor
 from .regimes import RegimeStatistics, read_statistics
+
+log = logging.getLogger(__name__)
+# The check's context (``verify.CheckContext.state``) among the drift monitor's stored attrs.
+CONTEXT_ATTR = "check_context"
 
 
 @dataclass(frozen=True)
@@ -131,14 +137,30 @@ class EdgeLoop:
         except (OSError, KeyError, ValueError):
             # A run killed between replacing the state and committing it: start a fresh reference.
             stored = None
+        adaptive.context.clear()  # a failed batch's frames are not the committed run's
         if stored is not None and int(stored[0].get("frames_seen", -1)) == start:
             adaptive.monitor.restore(*stored)
+            self._restore_context(stored[0].get(CONTEXT_ATTR))
             if str(decided["model_version"][-1]) == adaptive.ensemble.version:
                 members = tuple(int(m) for m in str(decided["members"][-1]).split(",") if m)
                 if members:
                     adaptive.members = members
                     adaptive.active = adaptive.ensemble.select(list(members))
         return start
+
+    def _restore_context(self, state: Any) -> None:
+        """The check's context as the last run left it (its frames read again from the dataset);
+        empty, with a warning, when none was stored or it cannot be restored: the run goes on, and
+        its first low-dose batches are judged with fewer frames (``verify.pooled``)."""
+        context = self.adaptive.context
+        if state is None:
+            log.warning("%s: no check context stored with the monitor state: it starts empty", self.path)
+            return
+        try:
+            context.restore(state, lambda ids: [self.data.frames(i, i + 1)[0] for i in ids])
+        except (ValueError, OSError, ScopeflowError) as e:
+            context.clear()
+            log.warning("%s: the stored check context is not usable (%s): it starts empty", self.path, e)
 
     def advance(self, stop_at: int | None = None, max_batches: int | None = None) -> list[BatchReport]:
         """Process committed frames before ``stop_at`` not yet decided, at most ``max_batches``
@@ -200,7 +222,8 @@ class EdgeLoop:
         with self.data.batch():  # the batch's atoms, its decision and the monitor state: one commit
             writer.append(list(range(start, stop)), outcome.atoms, commit_now=False)
             decisions.append([row], commit_now=False)
-            self.data.write_monitor_state(*adaptive.monitor.state())
+            attrs, arrays = adaptive.monitor.state()
+            self.data.write_monitor_state({**attrs, CONTEXT_ATTR: adaptive.context.state()}, arrays)
         self.next_frame = stop
         truths = self.data.truths(start, stop)
         scores = None

@@ -26,7 +26,7 @@ from .network import DEFAULT_WIDTHS, FusedUNet
 from .peaks import local_maxima
 from .refine import one_blas_thread
 from .resample import Scaling, check_pixel_size, scaling_for, to_model_scale
-from .verify import CheckContext, pooled, verify, verify_many
+from .verify import CheckContext, pooled, verify_many, verify_with_spectrum
 
 BORDER = 4  # model px mirrored around each frame: columns on the edge are found whole
 MAX_OFFSET = 1.5  # model px: an offset beyond this belongs to another pixel's column
@@ -305,18 +305,22 @@ class Ensemble:
                     raw, feats = run(x[start : start + step])
                     raw = raw[..., BORDER : BORDER + h, BORDER : BORDER + w]
                     atoms = self._decode(raw[:, :, :n_cls], raw[:, :, n_cls:], scaling, logits=True)
-                    pending.extend(pool.submit(verify, img, a) for img, a in zip(part, atoms, strict=True))
+                    pending.extend(
+                        pool.submit(verify_with_spectrum, img, a) for img, a in zip(part, atoms, strict=True)
+                    )
                     proposals.extend(atoms)
                     features.append(feats.float().cpu().numpy())
                     torch.set_num_threads(beside)
             finally:
                 torch.set_num_threads(threads)
-            done: list[Atoms | None] = [None] * len(stack)
+            done: list[tuple[Atoms, np.ndarray | None] | None] = [None] * len(stack)
             for i in reversed(range(len(stack))):
                 if pending[i].cancel():
-                    done[i] = verify(stack[i], proposals[i])
-            checked = [c if c is not None else f.result() for c, f in zip(done, pending, strict=True)]
-        return pooled(stack, proposals, checked, context, pixel_size), np.concatenate(features)
+                    done[i] = verify_with_spectrum(stack[i], proposals[i])
+            results = [c if c is not None else f.result() for c, f in zip(done, pending, strict=True)]
+        # The spectra the check took go to ``pooled``, which keeps them rather than take them again.
+        checked, spectra = [a for a, _ in results], [power for _, power in results]
+        return pooled(stack, proposals, checked, context, pixel_size, spectra), np.concatenate(features)
 
     @torch.inference_mode()
     def outputs(

@@ -78,16 +78,21 @@ def pooled_reflections(images: Sequence[np.ndarray], alpha: float = 1e-3, most: 
 
 
 def averaged_reflections(
-    spectra: Sequence[np.ndarray], shape: tuple[int, ...], alpha: float = 1e-3, most: int = 64
+    spectra: Sequence[np.ndarray],
+    shape: tuple[int, ...],
+    alpha: float = 1e-3,
+    most: int = 64,
+    tiles: int = 1,
 ) -> np.ndarray:
     """The reflections of the mean of ``spectra`` (``periodic_power`` of distinct frames of
-    ``shape``), as ``bragg_reflections``. The threshold is the mean of n unit exponentials'
-    (a Gamma(n, 1/n) tail at ``alpha`` over the spectrum), so noise passes as rarely as for
-    one frame: provided the frames' noise is independent (no frame counted twice)."""
+    ``shape``; each the mean of ``tiles`` such spectra of distinct tiles of ``shape`` px), as
+    ``bragg_reflections``. The threshold is the mean of n unit exponentials' (a Gamma(n, 1/n)
+    tail at ``alpha`` over the spectrum, n = spectra × tiles), so noise passes as rarely as
+    for one frame: provided the frames' noise is independent (no frame counted twice)."""
     if not len(spectra) or min(shape) < 16:
         return np.zeros((0, 2))
     power = spectra[0] if len(spectra) == 1 else np.mean(spectra, axis=0)
-    return _reflections(power, shape, len(spectra), alpha, most)
+    return _reflections(power, shape, len(spectra) * tiles, alpha, most)
 
 
 @functools.lru_cache(maxsize=64)
@@ -154,16 +159,17 @@ def _centroids(ratio: np.ndarray, peaks: np.ndarray, h: int) -> np.ndarray:
     )
 
 
-def noise_limited(image: np.ndarray) -> bool:
+def noise_limited(image: np.ndarray, power: np.ndarray | None = None) -> bool:
     """Whether the frame's finest detail is noise: its power spectrum is flat (within a factor
     of two) between 0.6–0.75 and 0.85–1 of the Nyquist frequency, as shot and detector noise
     are. Only then does ``bragg_reflections``' noise model hold without columns to confirm it
-    (a noise-free smooth image falls by orders of magnitude there)."""
-    img = np.asarray(image, np.float64)
-    h, w = img.shape
+    (a noise-free smooth image falls by orders of magnitude there). ``power``: the frame's
+    ``periodic_power`` if already taken."""
+    h, w = np.shape(image)
     if min(h, w) < 16:
         return False
-    power = periodic_power(img)
+    if power is None:
+        power = periodic_power(np.asarray(image, np.float64))
     ky = np.fft.fftfreq(h)[:, None] * 2
     kx = np.fft.rfftfreq(w)[None, :] * 2
     nyquist = np.broadcast_to(np.hypot(ky, kx), power.shape)  # 1 at the Nyquist frequency

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -52,7 +52,6 @@ from .lattice import (
     SiteLattice,
     averaged_reflections,
     beyond_edge,
-    bragg_reflections,
     carried_reflections,
     empty_sites,
     independent,
@@ -75,14 +74,36 @@ def verify(image: np.ndarray, atoms: Atoms, alpha: float = ALPHA) -> Atoms:
     Positions (px of ``image``) become the inverse-variance mean of the network's and the
     fit's, each weighed by its scatter about the lattice (``_combine``).
     """
+    return verify_with_spectrum(image, atoms, alpha)[0]
+
+
+def verify_with_spectrum(
+    image: np.ndarray, atoms: Atoms, alpha: float = ALPHA
+) -> tuple[Atoms, np.ndarray | None]:
+    """``verify``, and the frame's ``periodic_power`` that it took (None: it took none, the
+    frame had no proposal or is under 16 px), for ``pooled`` to keep rather than take again."""
     image = np.asarray(image, np.float64)
     shape = (int(image.shape[0]), int(image.shape[1]))
     if len(atoms) == 0:
-        return Atoms.empty(crystal=False)
-    reflections = bragg_reflections(image)
+        return Atoms.empty(crystal=False), None
+    power = periodic_power(image) if min(shape) >= 16 else None
+    # ``bragg_reflections`` of the frame, from the spectrum kept.
+    reflections = np.zeros((0, 2)) if power is None else averaged_reflections([power], shape)
+    return _verified(image, atoms, alpha, shape, power, reflections), power
+
+
+def _verified(
+    image: np.ndarray,
+    atoms: Atoms,
+    alpha: float,
+    shape: tuple[int, int],
+    power: np.ndarray | None,
+    reflections: np.ndarray,
+) -> Atoms:
+    """``verify``'s check, given the frame's spectrum (if taken) and its reflections."""
     carried = carried_reflections(atoms.rowcol, reflections)
     if not independent(carried):
-        if (independent(reflections) or len(carried)) and noise_limited(image):
+        if (independent(reflections) or len(carried)) and noise_limited(image, power):
             # A crystal the network's columns do not follow (strong defocus, a lattice it was
             # not trained for), or one whose second direction is lost in the noise (a small
             # frame at low dose: 128² px at 4·10⁴ e/Å² shows one reflection of graphene's
@@ -259,13 +280,16 @@ def verify_many(
         raise ValueError(f"verify_many got {len(images)} frames and {len(proposals)} proposals")
     with one_blas_thread():
         if workers <= 1 or len(images) <= 1:
-            checked = [verify(img, atoms, alpha) for img, atoms in zip(images, proposals, strict=True)]
+            done = [verify_with_spectrum(img, a, alpha) for img, a in zip(images, proposals, strict=True)]
         else:
             with ThreadPoolExecutor(min(workers, len(images)), thread_name_prefix="verify") as pool:
-                checked = list(
-                    pool.map(lambda pair: verify(*pair, alpha), zip(images, proposals, strict=True))
+                done = list(
+                    pool.map(
+                        lambda pair: verify_with_spectrum(*pair, alpha), zip(images, proposals, strict=True)
+                    )
                 )
-    return pooled(images, proposals, checked, context, pixel_size)
+    checked = [a for a, _ in done]
+    return pooled(images, proposals, checked, context, pixel_size, [power for _, power in done])
 
 
 # Frames of a run a ``CheckContext`` holds per shape and pixel size: the edge's default batch
@@ -275,74 +299,151 @@ def verify_many(
 # the drift monitor has not reported yet (it decides within a batch or so) linger a shorter time.
 CONTEXT_FRAMES = 16
 # Shapes and pixel sizes a ``CheckContext`` holds frames of, the least recently checked dropped
-# first: a memory bound (4 × 16 frames), not a statistic. A run alternating a survey and a
+# first: a memory bound (4 × 16 spectra), not a statistic. A run alternating a survey and a
 # detail scan keeps both; a zoom through many pixel sizes keeps the last few.
 CONTEXT_KEYS = 4
+# The largest side (px) of the spectra the pooled test averages: a frame up to this on each
+# side is pooled as its whole spectrum (its own test's); a larger one as the mean of its tiles'
+# spectra, each tile at most this on a side (Bartlett's method: the noise of the mean of as
+# many exponentials, ``averaged_reflections``' ``tiles``). A memory bound, not a statistic: a
+# spectrum is then at most 256 × 129 float64 (264 kB), a full context (4 × 16) 17 MB, whatever
+# the frames' size. A tile of 256 px still holds the 4 cycles the test asks of a period
+# (``lattice.LOW_FREQUENCY_CYCLES``) up to 64 px: graphene's 2.13 Å reflections at the
+# ensemble's finest 0.05 Å/px (43 px), perovskite's 3.9 Å cell from 0.061 Å/px (its 1.95 Å
+# second order below). The twin's and the benchmarks' frames (128², 256²) are pooled whole.
+POOL_SIDE = 256
+CONTEXT_SCHEMA = 1  # of ``CheckContext.state``
+
+
+def _tiling(shape: tuple[int, ...]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The tile shape (px) a frame of ``shape`` is pooled at (``POOL_SIDE``) and the tiles per
+    axis: as few as keep each side within ``POOL_SIDE``, as large as fit (the remainder, under
+    one pixel per tile, left out)."""
+    counts = (-(-int(shape[0]) // POOL_SIDE), -(-int(shape[1]) // POOL_SIDE))
+    return (int(shape[0]) // counts[0], int(shape[1]) // counts[1]), counts
+
+
+def pool_spectrum(image: np.ndarray, power: np.ndarray | None = None) -> np.ndarray:
+    """What the pooled test keeps of a frame (H, W): its ``periodic_power`` (``power`` if
+    already taken: kept, not copied) when both sides are within ``POOL_SIDE`` px, else the mean
+    of its tiles' (``_tiling``)."""
+    (th, tw), (ny, nx) = _tiling(np.shape(image))
+    if ny * nx == 1:
+        return power if power is not None else periodic_power(np.asarray(image, np.float64))
+    total = np.zeros((th, tw // 2 + 1))
+    for i in range(ny):
+        for j in range(nx):
+            total += periodic_power(
+                np.asarray(image[i * th : (i + 1) * th, j * tw : (j + 1) * tw], np.float64)
+            )
+    return total / (ny * nx)
+
+
+def _tile_columns(rowcol: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The columns (n, 2) px of the tile (``_tiling``) of a frame of ``shape`` that holds most of
+    them, for ``carried_reflections``: a reflection measured on a tile's grid is known to a
+    fraction of the tile's cycle, and its phase would wander across the whole frame. All of
+    them when the frame is pooled whole."""
+    (th, tw), (ny, nx) = _tiling(shape)
+    rowcol = np.asarray(rowcol, np.float64).reshape(-1, 2)
+    if ny * nx == 1 or len(rowcol) == 0:
+        return rowcol
+    cell = np.floor(rowcol / np.array([th, tw], float)).astype(np.int64)
+    inside = (cell[:, 0] >= 0) & (cell[:, 0] < ny) & (cell[:, 1] >= 0) & (cell[:, 1] < nx)
+    if not inside.any():
+        return rowcol[:0]
+    flat = cell[:, 0] * nx + cell[:, 1]
+    best = int(np.argmax(np.bincount(flat[inside], minlength=ny * nx)))
+    return rowcol[inside & (flat == best)]
+
+
+def _fingerprint(image: np.ndarray) -> bytes:
+    """A fingerprint of a frame's pixels: its shape and 16 evenly spaced rows (as float32, so
+    that a frame read again from a dataset, or stacked by the ensemble, gives the same). Two
+    distinct frames of counts never share it, and a shared one could only leave a frame out of
+    the pool (less evidence, never more). Reads 16 rows, copies none of a float32 frame."""
+    image = np.asarray(image)
+    h = int(image.shape[0])
+    digest = hashlib.blake2b(repr(tuple(image.shape)).encode(), digest_size=16)
+    for r in np.unique(np.linspace(0, h - 1, min(h, 16)).round().astype(np.int64)):
+        digest.update(np.ascontiguousarray(image[r], np.float32))
+    return digest.digest()
 
 
 class _Seen:
-    """One frame a ``CheckContext`` holds: a fingerprint of its pixels, a copy of them, and
-    their power spectrum once asked for (``periodic_power``)."""
+    """One frame a ``CheckContext`` holds: a fingerprint of its pixels (``_fingerprint``), its
+    ``pool_spectrum``, and the id its caller named it by (``CheckContext.name``), if any."""
 
-    __slots__ = ("_power", "digest", "image")
+    __slots__ = ("digest", "source", "spectrum")
 
-    def __init__(self, image: np.ndarray) -> None:
-        image = np.asarray(image)
-        # A fingerprint of every 4th pixel: two distinct frames of counts never share it, and a
-        # shared one could only leave a frame out of the pool (less evidence, never more).
-        self.digest = hashlib.blake2b(
-            np.ascontiguousarray(image[::4, ::4]).tobytes(), digest_size=16
-        ).digest()
-        self.image = np.array(image, copy=True)  # the caller's array may be reused or hold a batch
-        self._power: np.ndarray | None = None
+    def __init__(self, digest: bytes, spectrum: np.ndarray, source: int | None = None) -> None:
+        self.digest = digest
+        self.spectrum = spectrum
+        self.source = source
 
-    @property
-    def power(self) -> np.ndarray:
-        if self._power is None:
-            self._power = periodic_power(np.asarray(self.image, np.float64))
-        return self._power
+
+Key = tuple[tuple[int, ...], float]  # a frame's shape (px) and pixel size (Å/px)
 
 
 class CheckContext:
-    """What the check carries from one call into the next within a run: the last ``frames``
-    frames of each shape and pixel size (of the last ``CONTEXT_KEYS`` checked). A small frame at very low dose seldom shows its
-    lattice alone and was reported "no crystal" unless its call held other frames of the
-    crystal: the answer depended on how many frames a call held. With a context, ``pooled``
-    judges each frame with the ``frames`` − 1 frames of the run before it, wherever the
-    calls' boundaries fall: once the run holds that many, a call of one frame gets the
-    answer of a batch of 24.
+    """What the check carries from one call into the next within a run: the spectra of the last
+    ``frames`` frames of each shape and pixel size (of the last ``CONTEXT_KEYS`` checked). A
+    small frame at very low dose seldom shows its lattice alone and was reported "no crystal"
+    unless its call held other frames of the crystal: the answer depended on how many frames a
+    call held. With a context, ``pooled`` judges each frame with the ``frames`` − 1 frames of
+    the run before it, wherever the calls' boundaries fall: once the run holds that many, a
+    call of one frame gets the answer of a batch of 24.
 
-    The pooled threshold assumes the pooled frames' noise independent: a frame seen again (a
-    batch retried after a failure, a frame checked twice) is held once (by a fingerprint of its
-    pixels). Frames are held whatever their answer (choosing the confirmed ones would pool
-    noise picked for passing). ``clear`` when the conditions change (the edge does on each
-    drift detection, then ``add``s the frames since the first alarm): another sample's or
-    lattice's spectrum must not confirm this one's frames. Spectra are computed only when a
-    frame's own fails (``pooled``). One run's, used by one thread at a time."""
+    It holds no frame: per frame its fingerprint and what the pooled test averages
+    (``pool_spectrum``: at most ``POOL_SIDE``² / 2 float64, 264 kB; ``nbytes``). The pooled
+    threshold assumes the pooled frames' noise independent: a frame seen again (a batch retried
+    after a failure, a frame checked twice) is held once (by its fingerprint). Frames are held
+    whatever their answer (choosing the confirmed ones would pool noise picked for passing).
+    ``clear`` when the conditions change (the edge does on each drift detection, then ``add``s
+    the frames since the first alarm): another sample's or lattice's spectrum must not confirm
+    this one's frames. ``state`` and ``restore`` carry it across a restart (the edge loop keeps
+    it with the drift monitor's state). One run's, used by one thread at a time."""
 
     def __init__(self, frames: int = CONTEXT_FRAMES) -> None:
         if frames < 1:
             raise ValueError(f"a CheckContext holds at least one frame, got {frames}")
         self.frames = frames
-        self._recent: dict[tuple[tuple[int, ...], float], deque[_Seen]] = {}
+        self._recent: dict[Key, deque[_Seen]] = {}
 
     def __len__(self) -> int:
         return sum(len(q) for q in self._recent.values())
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the spectra and fingerprints held."""
+        return sum(s.spectrum.nbytes + len(s.digest) for q in self._recent.values() for s in q)
 
     def clear(self) -> None:
         """Forget every frame (the conditions changed)."""
         self._recent.clear()
 
-    def add(self, images: Sequence[np.ndarray], pixel_sizes: Sequence[float]) -> None:
-        """Hold ``images`` (at ``pixel_sizes`` Å/px) as frames of the run checked last (the
-        frames since a change, kept after ``clear``)."""
-        groups: dict[tuple[tuple[int, ...], float], list[_Seen]] = {}
-        for img, p in zip(images, pixel_sizes, strict=True):
-            groups.setdefault((np.shape(img), float(p)), []).append(_Seen(img))
+    def add(
+        self, images: Sequence[np.ndarray], pixel_sizes: Sequence[float], ids: Sequence[int] | None = None
+    ) -> None:
+        """Hold ``images`` (at ``pixel_sizes`` Å/px; named ``ids``, as ``name``) as frames of the
+        run checked last (the frames since a change, kept after ``clear``)."""
+        names: Sequence[int | None] = [None] * len(images) if ids is None else [int(i) for i in ids]
+        groups: dict[Key, list[_Seen]] = {}
+        for img, p, source in zip(images, pixel_sizes, names, strict=True):
+            seen = _Seen(_fingerprint(img), pool_spectrum(img), source)
+            groups.setdefault((np.shape(img), float(p)), []).append(seen)
         for key, seen in groups.items():
             self.exchange(key, seen)
 
-    def exchange(self, key: tuple[tuple[int, ...], float], seen: list[_Seen]) -> list[_Seen]:
+    def name(self, images: Sequence[np.ndarray], ids: Sequence[int]) -> None:
+        """Name the frames held that are among ``images`` by ``ids`` (their positions in the
+        run's dataset, say), for ``state``: a restarted run reads them again by these."""
+        by_digest = {_fingerprint(img): int(i) for img, i in zip(images, ids, strict=True)}
+        for q in self._recent.values():
+            for s in q:
+                s.source = by_digest.get(s.digest, s.source)
+
+    def exchange(self, key: Key, seen: list[_Seen]) -> list[_Seen]:
         """The frames held for ``key`` that are not among ``seen``; ``seen`` held from now on."""
         recent = self._recent.pop(key, None) or deque(maxlen=self.frames)
         self._recent[key] = recent  # the most recently checked last
@@ -354,6 +455,53 @@ class CheckContext:
         recent.extend([*earlier, *seen])  # the oldest fall out past ``frames``
         return earlier
 
+    def state(self) -> dict[str, object]:
+        """What ``restore`` needs to hold these frames again, as JSON: per shape and pixel size
+        (the least recently checked first) the ids of its frames (``name``, oldest first) and
+        their fingerprints. A frame never named is left out. A few kB, not the spectra (MBs,
+        rewritten with every batch's state): ``restore`` takes them again from the frames."""
+        keys = []
+        for (shape, p), q in self._recent.items():
+            named = [s for s in q if s.source is not None]
+            keys.append(
+                {
+                    "shape": [int(n) for n in shape],
+                    "pixel_size": float(p) if np.isfinite(p) else None,
+                    "ids": [int(s.source) for s in named if s.source is not None],
+                    "fingerprints": [s.digest.hex() for s in named],
+                }
+            )
+        return {"schema": CONTEXT_SCHEMA, "frames": self.frames, "keys": keys}
+
+    def restore(self, state: Mapping[str, object], read: Callable[[list[int]], Sequence[np.ndarray]]) -> None:
+        """Hold the frames of a ``state()`` again, in place of what is held; ``read(ids)``: their
+        pixels. ValueError (nothing held then) when the state is malformed or a frame read is
+        not the one named (its fingerprint differs): the caller starts empty."""
+        self.clear()
+        recent: dict[Key, deque[_Seen]] = {}
+        try:
+            if state.get("schema") != CONTEXT_SCHEMA:
+                raise ValueError(f"schema {state.get('schema')!r} is not {CONTEXT_SCHEMA}")
+            for entry in state["keys"]:  # type: ignore[attr-defined]
+                shape = tuple(int(n) for n in entry["shape"])
+                p = float("nan") if entry["pixel_size"] is None else float(entry["pixel_size"])
+                ids = [int(i) for i in entry["ids"]]
+                digests = [bytes.fromhex(f) for f in entry["fingerprints"]]
+                if len(ids) != len(digests):
+                    raise ValueError(f"{len(ids)} ids but {len(digests)} fingerprints")
+                images = list(read(ids)) if ids else []
+                q: deque[_Seen] = deque(maxlen=self.frames)
+                for img, digest, source in zip(images, digests, ids, strict=True):
+                    if np.shape(img) != shape or _fingerprint(img) != digest:
+                        raise ValueError(f"frame {source} is not the frame the context held")
+                    q.append(_Seen(digest, pool_spectrum(img), source))
+                recent[(shape, p)] = q
+        except (KeyError, TypeError, AttributeError, IndexError, ValueError) as e:
+            raise ValueError(f"a stored check context that cannot be restored: {e}") from e
+        while len(recent) > CONTEXT_KEYS:
+            del recent[next(iter(recent))]
+        self._recent = recent
+
 
 def pooled(
     images: Sequence[np.ndarray],
@@ -361,6 +509,7 @@ def pooled(
     checked: list[Atoms],
     context: CheckContext | None = None,
     pixel_size: float = float("nan"),
+    spectra: Sequence[np.ndarray | None] | None = None,
 ) -> list[Atoms]:
     """Frames whose own spectrum showed no crystal, looked at again with other frames of their
     shape (``averaged_reflections``): a small frame at low dose (128² px at 4·10⁴ e/Å²) may show
@@ -373,7 +522,9 @@ def pooled(
     keeps them unconfirmed (the pool shows the crystal; this frame alone cannot confirm its
     columns one by one). Noise frames pooled stay noise (the threshold is the pooled noise's),
     and a hallucinated lattice carries a real one's reflections only by chance
-    (``carried_reflections``' alpha). The call's frames join ``context``."""
+    (``carried_reflections``' alpha). Frames over ``POOL_SIDE`` px are pooled as their tiles
+    (``pool_spectrum``), their columns in one tile. ``spectra``: per frame the
+    ``periodic_power`` ``verify_with_spectrum`` took, or None. The call's frames join ``context``."""
     lost = {
         i
         for i, (a, p) in enumerate(zip(checked, proposals, strict=True))
@@ -381,17 +532,21 @@ def pooled(
     }
     if context is None and (not lost or len(images) < 2):
         return checked
+    own = list(spectra) if spectra is not None else [None] * len(images)
     out = list(checked)
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for i, img in enumerate(images):
         by_shape.setdefault(np.shape(img), []).append(i)
     for shape, members in by_shape.items():
-        frames = [_Seen(images[i]) for i in members]
+        if context is None and lost.isdisjoint(members):
+            continue
+        frames = [_Seen(_fingerprint(images[i]), pool_spectrum(images[i], own[i])) for i in members]
         seen = list({s.digest: s for s in frames}.values())  # a frame twice in the call: once
         earlier = [] if context is None else context.exchange((shape, float(pixel_size)), seen)
         run = [*earlier, *seen]
         at = {s.digest: len(earlier) + k for k, s in enumerate(seen)}
         window = len(run) if context is None else context.frames
+        tile, counts = _tiling(shape)
         found: dict[tuple[int, int], np.ndarray] = {}
         for i, frame in zip(members, frames, strict=True):
             if i not in lost:
@@ -401,11 +556,13 @@ def pooled(
             if pool[1] - pool[0] < 2:
                 continue
             if pool not in found:
-                found[pool] = averaged_reflections([s.power for s in run[pool[0] : pool[1]]], shape)
+                found[pool] = averaged_reflections(
+                    [s.spectrum for s in run[pool[0] : pool[1]]], tile, tiles=counts[0] * counts[1]
+                )
             if (
                 independent(found[pool])
-                and independent(carried_reflections(proposals[i].rowcol, found[pool]))
-                and noise_limited(np.asarray(images[i], np.float64))
+                and independent(carried_reflections(_tile_columns(proposals[i].rowcol, shape), found[pool]))
+                and noise_limited(images[i], own[i])
             ):
                 out[i] = _unconfirmed(proposals[i])
     return out

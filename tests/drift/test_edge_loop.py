@@ -204,3 +204,48 @@ def test_a_worse_candidate_is_never_promoted(f1, promote):
     assert ok is promote
     assert reason.startswith("promoted" if promote else "kept production")
     assert np.isfinite(f1["new_candidate"])
+
+
+def test_a_restarted_loop_keeps_the_checks_context(tmp_path, caplog):
+    # A frame too faint to show its crystal alone is judged with the run's frames before it
+    # (``verify.CheckContext``): a loop killed and started again continues with them (their
+    # positions and fingerprints stored with the monitor state), and answers as the loop it
+    # replaces; a stored context that cannot be used leaves it empty, with a warning.
+    import logging
+    import shutil
+
+    from storage.datasets import Dataset
+
+    twin = DigitalTwin(
+        seed=21, schedule=DriftSchedule(base={"dose": 4e4, "pixel_size": 0.12}), shape=(128, 128)
+    )
+    path = tmp_path / "run.zarr"
+    acquire_run(twin, str(path), 24, batch_size=8)
+    registry = ModelRegistry(tmp_path / "registry")
+    settings = EdgeSettings(batch_size=2)
+    first = EdgeLoop.open(path, registry=registry, settings=settings)
+    first.advance(stop_at=16)
+    assert len(first.adaptive.context) == 16
+    for copy in ("restarted.zarr", "corrupt.zarr"):
+        shutil.copytree(path, tmp_path / copy)
+    kept = [a for r in first.advance() for a in r.atoms]
+
+    restarted = EdgeLoop.open(tmp_path / "restarted.zarr", registry=registry, settings=settings)
+    assert len(restarted.adaptive.context) == 16
+    again = [a for r in restarted.advance() for a in r.atoms]
+    assert [len(a) for a in again] == [len(a) for a in kept]
+    for a, b in zip(again, kept, strict=True):
+        np.testing.assert_allclose(a.rowcol, b.rowcol, atol=1e-4)
+
+    attrs, arrays = read_monitor_state(tmp_path / "corrupt.zarr")
+    attrs["check_context"]["keys"][0]["fingerprints"][0] = "00" * 16
+    data = Dataset(tmp_path / "corrupt.zarr")
+    with data.batch():
+        data.write_monitor_state(attrs, arrays)
+    with caplog.at_level(logging.WARNING, logger="tasks.drift.edge_loop"):
+        corrupt = EdgeLoop.open(tmp_path / "corrupt.zarr", registry=registry, settings=settings)
+    assert "check context is not usable" in caplog.text
+    assert len(corrupt.adaptive.context) == 0
+    empty = [a for r in corrupt.advance() for a in r.atoms]
+    assert len(empty) == 8
+    assert sum(len(a) == 0 for a in empty) > sum(len(a) == 0 for a in kept)

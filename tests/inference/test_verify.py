@@ -23,6 +23,7 @@ from storage.datasets.predictions import read_atoms, read_predictions
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 from tasks.acquisition.twin.scene import VACANCY
 from tasks.inference.lattice import (
+    averaged_reflections,
     bragg_reflections,
     carried_reflections,
     independent,
@@ -348,6 +349,93 @@ def test_a_context_holds_each_frame_once_and_the_last_ones() -> None:
     assert len(context) == 0
     with pytest.raises(ValueError, match="at least one frame"):
         CheckContext(frames=0)
+
+
+def test_a_context_holds_spectra_not_frames_bounded_whatever_the_frames_size() -> None:
+    """An edge box beside the instrument keeps 16 frames of the run per shape: it holds what the
+    pooled test averages (a spectrum at most 256 px a side), not the frames (64 MB each at
+    4096² float32), and not a copy of each call's frames."""
+    import tracemalloc
+
+    rng = np.random.default_rng(5)
+    none = [Atoms.empty()]
+    context = CheckContext()
+    tracemalloc.start()
+    try:
+        for _ in range(3):
+            frame = rng.poisson(5.0, (2048, 2048)).astype(np.float32)  # 16 MB
+            base = tracemalloc.get_traced_memory()[0] - frame.nbytes
+            pooled([frame], none, list(none), context, 0.1)
+            del frame
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert len(context) == 3
+    assert held < 3 * 300_000, held  # three 256 × 129 float64 spectra (264 kB each)
+    assert context.nbytes < 3 * 300_000
+
+
+def test_a_large_frame_is_pooled_as_its_tiles() -> None:
+    """A frame over 256 px a side is pooled as the mean of its tiles' spectra, with the noise of
+    as many frames: noise stays noise, and a lattice its columns follow is confirmed."""
+    from tasks.inference.verify import _tile_columns, pool_spectrum
+
+    rng = np.random.default_rng(8)
+    noise = [rng.poisson(5.0, (600, 500)).astype(np.float64) for _ in range(2)]
+    spectra = [pool_spectrum(f) for f in noise]
+    assert spectra[0].shape == (200, 250 // 2 + 1)  # 3 × 2 tiles of 200 × 250 px
+    assert len(averaged_reflections(spectra, (200, 250), tiles=6)) == 0
+    # A faint square lattice of 9 px (a peak every 9 px on each axis), deep in shot noise.
+    r, c = np.mgrid[:600, :500]
+    lattice = 2.0 + 0.35 * (np.cos(2 * np.pi * r / 9) + np.cos(2 * np.pi * c / 9))
+    frames = [rng.poisson(lattice).astype(np.float64) for _ in range(2)]
+    found = averaged_reflections([pool_spectrum(f) for f in frames], (200, 250), tiles=6)
+    assert independent(found)
+    sites = np.stack(np.meshgrid(np.arange(0, 600, 9.0), np.arange(0, 500, 9.0), indexing="ij"), -1)
+    columns = _tile_columns(sites.reshape(-1, 2), (600, 500))
+    assert 0 < len(columns) <= (200 // 9 + 1) * (250 // 9 + 1)  # one tile's
+    assert independent(carried_reflections(columns, found))
+
+
+def test_a_context_survives_a_restart_with_the_same_answers(ensemble) -> None:  # type: ignore[no-untyped-def]
+    """A restarted edge loop gets its context back (``state``: the frames' ids and fingerprints;
+    ``restore``: their spectra taken again from the frames) and answers as the run it continues;
+    a context that cannot be restored (a frame not the one named, a malformed state) leaves
+    nothing held and says so."""
+    from tasks.inference.verify import verify_many
+
+    images, _ = _low_dose_run(24)
+    ensemble.check = False
+    try:  # calls of the sizes the tests before made (the network's path is chosen per shape)
+        raw = ensemble.locate(images[:16], 0.12) + ensemble.locate(images[8:], 0.12)[8:]
+    finally:
+        ensemble.check = True
+    run = CheckContext()
+    verify_many(images[:16], raw[:16], context=run, pixel_size=0.12)
+    run.name(images[:16], range(16))
+    state = json.loads(json.dumps(run.state()))  # as stored: JSON
+    restarted = CheckContext()
+    restarted.restore(state, lambda ids: [images[i] for i in ids])
+    assert len(restarted) == 16 and restarted.nbytes == run.nbytes
+    answers = [
+        [
+            verify_many([img], [p], context=c, pixel_size=0.12)[0]
+            for img, p in zip(images[16:], raw[16:], strict=True)
+        ]
+        for c in (run, restarted, CheckContext())
+    ]
+    for a, b in zip(answers[0], answers[1], strict=True):
+        for name in a.__dataclass_fields__:
+            assert np.array_equal(np.asarray(getattr(a, name)), np.asarray(getattr(b, name)), equal_nan=True)
+    # Started empty, the first frames of the restarted run are answered otherwise.
+    assert sum(len(a) == 0 for a in answers[2]) > sum(len(a) == 0 for a in answers[0])
+    with pytest.raises(ValueError, match="not the frame"):
+        restarted.restore(state, lambda ids: [images[i + 1] for i in ids])
+    assert len(restarted) == 0
+    for bad in ({"schema": 1, "keys": "x"}, {"schema": 9}, {"schema": 1, "keys": [{"shape": [128, 128]}]}):
+        with pytest.raises(ValueError, match="cannot be restored"):
+            restarted.restore(bad, lambda ids: [images[i] for i in ids])
+        assert len(restarted) == 0
 
 
 def test_reflections_are_carried_by_lattice_columns_not_by_random_ones() -> None:
