@@ -124,7 +124,13 @@ def attribute(
                 reference_defocus=reference_defocus if spectrum_defocus is None else spectrum_defocus,
             )
             att["defocus_A"], att["defocus_err_A"] = df, err
-            att["source_var_A2"], att["envelope_misfit"] = fit_envelope(spectrum, images)
+            att["source_var_A2"], att["envelope_misfit"] = fit_envelope(
+                spectrum,
+                images,
+                shape,
+                **probe,
+                reference_defocus=reference_defocus if spectrum_defocus is None else spectrum_defocus,
+            )
             att["defocus_misfit"] = misfit
             att["defocus_change_A"] = df - reference_defocus
             if np.isfinite(df):

@@ -498,7 +498,10 @@ def _through_window(
 
 
 def _transfer_misfit(
-    reference: SpectrumReference, stats: Sequence[ImageStats], models: np.ndarray
+    reference: SpectrumReference,
+    stats: Sequence[ImageStats],
+    models: np.ndarray,
+    diffuse: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, int] | None:
     """χ² of each candidate transfer ``models`` (m, rings: ln of the frames' signal over the
     reference's, per ring) against the frames' signal profile, and the number of rings it
@@ -544,7 +547,43 @@ def _transfer_misfit(
     # An exactly noise-free pair of profiles (rendered frames) is known to float precision.
     tiny = np.finfo(np.float64).eps * float(np.abs(signal[rings]).max())
     var = signal_se[rings] ** 2 + g**2 * ref_se[rings] ** 2 + tiny**2
-    return ((signal[rings] - g * ref[rings]) ** 2 / var).sum(axis=1), int(rings.sum())
+    residual = signal[rings] - g * ref[rings]
+    if diffuse is not None:
+        residual = residual - _diffuse_part(residual, var, diffuse, rings, ref)
+    return (residual**2 / var).sum(axis=1), int(rings.sum())
+
+
+def _diffuse_part(
+    residual: np.ndarray, var: np.ndarray, diffuse: tuple[np.ndarray, np.ndarray], rings: np.ndarray, ref: np.ndarray
+) -> np.ndarray:
+    """The part of each candidate's ``residual`` (m, fitted rings) that a change of the object's
+    diffuse scattering explains, profiled out per candidate (weighted least squares, 1/``var``).
+
+    Scatterers placed at random — a substitutional heavy atom or a vacancy coming into view,
+    amorphous carbon (contamination) thickening — add to the object's power a spectrum that is
+    flat in k (point scatterers at uncorrelated positions; an incoherent HAADF image is the
+    object convolved with the probe's intensity), which the frames see through the probe's
+    transfer at their defocus: a·|OTF(df)|² per ring, one amplitude a. The lattice's
+    reflections are what it cannot make: its shape is smooth in k, theirs is peaked at the
+    orders, so the defocus is still read from how the orders fell relative to each other and
+    to the rings between them. (Without it the twin's 130 Å stretch, where a substitutional
+    atom ×4.2 the weight of carbon drifts into the window at frame ~1050 and raises rings
+    0.13–0.33 1/Å ×100 over 300 frames, read 91 Å against its own anchor at 140 Å.)
+
+    ``diffuse``: (|OTF(df)|² per ring for each candidate (m, rings), the same at the
+    reference's defocus (rings)); a lower bound on a holds the reference's object power
+    non-negative: the diffuse power cannot fall by more than the reference had in any ring,
+    R / |OTF(df_ref)|²."""
+    transfer, at_reference = diffuse
+    t = transfer[:, rings]
+    w = 1.0 / var
+    stt = (w * t**2).sum(axis=1)
+    amplitude = (w * residual * t).sum(axis=1) / np.maximum(stt, 1e-300)
+    ref_t = at_reference[rings]
+    seen = ref_t > 0
+    lowest = -float(np.min(np.clip(ref[rings][seen], 0.0, None) / ref_t[seen])) if seen.any() else 0.0
+    amplitude = np.maximum(amplitude, lowest)
+    return amplitude[:, None] * t
 
 
 def _reference_signal(reference: SpectrumReference) -> tuple[np.ndarray, np.ndarray]:
@@ -634,15 +673,17 @@ def _defocus_models(
     semiangle_mrad: float,
     cs_mm: float,
     reference_defocus: float,
-) -> np.ndarray:
-    """ln |OTF(df)|² / |OTF(reference_defocus)|² per ring for each df of ``grid`` (None: ``DEFOCI``)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ln |OTF(df)|² / |OTF(reference_defocus)|² per ring for each df of ``grid`` (None:
+    ``DEFOCI``), and the two transfers: |OTF(df)|² per ring (candidates, rings) and
+    |OTF(reference_defocus)|² (rings)."""
     radial = _ring_transfer(reference, shape, pixel_size, voltage_kv, semiangle_mrad, cs_mm)
     base = np.maximum(radial(reference_defocus), 1e-300)
     if grid is None:
         table = _transfer_table(shape, float(pixel_size), voltage_kv, semiangle_mrad, cs_mm)
     else:
         table = np.stack([radial(float(df)) for df in grid])
-    return np.log(np.maximum(table, 1e-300) / base)
+    return np.log(np.maximum(table, 1e-300) / base), table, base
 
 
 def fit_defocus(
@@ -677,7 +718,7 @@ def fit_defocus(
     """
     nan = float("nan")
     grid = DEFOCI if defoci is None else np.asarray(defoci, float)
-    models = _defocus_models(
+    models, table, base = _defocus_models(
         reference,
         shape,
         stats[0].pixel_size,
@@ -687,7 +728,7 @@ def fit_defocus(
         cs_mm,
         reference_defocus,
     )
-    fit = _transfer_misfit(reference, stats, models)
+    fit = _transfer_misfit(reference, stats, models, (table, base))
     if fit is None:
         return nan, nan, nan
     misfit, rings = fit
@@ -719,16 +760,38 @@ def fit_defocus(
     return estimate, max(estimate - lo, hi - estimate, step / 2), best
 
 
-def fit_envelope(reference: SpectrumReference, stats: Sequence[ImageStats]) -> tuple[float, float]:
+def fit_envelope(
+    reference: SpectrumReference,
+    stats: Sequence[ImageStats],
+    shape: tuple[int, int] | None = None,
+    *,
+    voltage_kv: float | None = None,
+    semiangle_mrad: float | None = None,
+    cs_mm: float = 0.0,
+    reference_defocus: float = 0.0,
+) -> tuple[float, float]:
     """The change of a Gaussian envelope's variance Δσ² (Å²) — a source or probe size change,
     exp(-4π²Δσ²k²) on the signal power — that best explains the frames' spectrum, and its
-    χ² (``_transfer_misfit``, as ``fit_defocus``'s, no free amplitude: comparable with its). NaN, NaN with fewer than two rings of signal."""
+    χ² (``_transfer_misfit``, as ``fit_defocus``'s, no free amplitude: comparable with its).
+    NaN, NaN with fewer than two rings of signal.
+
+    With the probe's settings (frames of ``shape`` px, ``voltage_kv``, ``semiangle_mrad``,
+    ``cs_mm``, the reference at ``reference_defocus`` Å) the object's diffuse change is
+    profiled out as in ``fit_defocus`` (``_diffuse_part``: a flat object spectrum seen through
+    the probe's transfer, here the reference's under the envelope), so the two fits have the
+    same freedom and their χ² still compare; without them it is not, and its χ² is not
+    comparable with ``fit_defocus``'s."""
     # Candidates from -1 to 2 Å² (a source σ from 0.35 to 1.5 Å and back) in 0.005 Å² steps,
     # a tenth of the smallest change the issue asks for (+0.3 Å on 0.35 Å: 0.33 Å²).
     grid = np.arange(-1.0, 2.0 + 1e-9, 0.005)
     k2 = reference.ring_k**2
     models = -4.0 * np.pi**2 * grid[:, None] * k2[None, :]
-    fit = _transfer_misfit(reference, stats, models)
+    diffuse = None
+    if shape is not None and voltage_kv is not None and semiangle_mrad is not None:
+        radial = _ring_transfer(reference, shape, stats[0].pixel_size, voltage_kv, semiangle_mrad, cs_mm)
+        base = np.maximum(radial(reference_defocus), 1e-300)
+        diffuse = (np.exp(np.clip(models, -700.0, 50.0)) * base[None, :], base)
+    fit = _transfer_misfit(reference, stats, models, diffuse)
     if fit is None:
         return float("nan"), float("nan")
     i = int(np.argmin(fit[0]))
