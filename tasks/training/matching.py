@@ -142,7 +142,9 @@ def estimate_conditions(
         # kept when it is beyond twice its standard error over the frames.
         if envelope_fits_better(spec, pixel_size, df_misfit, envelope_misfit):
             _, var_err = _robust_mean(
-                np.array([fit_envelope(spec, [s], shape, **probe, reference_defocus=defocus)[0] for s in stats])
+                np.array(
+                    [fit_envelope(spec, [s], shape, **probe, reference_defocus=defocus)[0] for s in stats]
+                )
             )
             if np.isfinite(var_err) and abs(var) > 2.0 * var_err:
                 source = float(np.sqrt(max(source**2 + var, 0.0)))
