@@ -93,3 +93,29 @@ def test_a_reflection_between_two_rings_changes_as_one_on_a_return_to_focus():
     rings = int(_fit_rings(reference, 0.1).sum())
     assert misfit < 3.0 * rings
     assert estimate <= 10.0
+
+
+@pytest.mark.parametrize("defocus", [0.0, 60.0, 130.0])
+def test_contamination_thickening_at_a_fixed_defocus_is_not_a_defocus_change(defocus):
+    # Amorphous carbon growing over 30 % of the area at one dose: the mean counts rise ×1.37,
+    # so the lattice's power relative to mean² falls ×0.53 in every ring — read 40, 68 and
+    # 212 Å for 0, 60 and 130 Å as a defocus. With the dilution the mean's rise allows
+    # profiled out (``mass_dilution``), the estimate stays within ±20 Å and its ± holds it.
+    from tasks.drift.spectrum import mass_dilution
+
+    stats = _stats("contamination=0.3@64~136", [*range(64), *range(200, 216)], base={"defocus": defocus})
+    reference = SpectrumReference.fit(stats[:64])
+    dilution = mass_dilution(float(np.median([s.mean for s in stats[:64]])), stats[64:])
+    assert dilution < 0.6  # the mean rose: mass in view
+    estimate, error, _ = fit_defocus(
+        reference, stats[64:], (SIDE, SIDE), **OPTICS, reference_defocus=defocus, dilution=dilution
+    )
+    assert abs(estimate - defocus) <= 20.0
+    assert abs(estimate - defocus) <= max(2.0 * error, 1.0)
+
+
+def test_a_fall_of_the_mean_dilutes_nothing():
+    from tasks.drift.spectrum import mass_dilution
+
+    stats = _stats("vacancy_rate=0.05@64", [*range(64), *range(200, 216)])
+    assert mass_dilution(2.0 * float(np.median([s.mean for s in stats])), stats) == 1.0
