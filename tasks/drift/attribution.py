@@ -22,6 +22,7 @@ from .spectrum import (
     envelope_fits_better,
     fit_defocus,
     fit_envelope,
+    mass_dilution,
 )
 
 IMAGE_DETECTORS = ("dose", "blur", "contrast", "reflections")
@@ -116,15 +117,27 @@ def attribute(
         if optics is not None:
             shape = shape_of(images[0])
             probe = probe_of(optics)
+            # Without a dose change, a rise of the mean counts is mass added to the object
+            # (contamination), which dilutes the lattice's relative power (``mass_dilution``);
+            # with one, the mean's change is the dose's.
+            dilution = 1.0 if "dose" in fired else mass_dilution(float(np.exp(centre["dose"])), images)
             df, err, misfit = fit_defocus(
                 spectrum,
                 images,
                 shape,
                 **probe,
                 reference_defocus=reference_defocus if spectrum_defocus is None else spectrum_defocus,
+                dilution=dilution,
             )
             att["defocus_A"], att["defocus_err_A"] = df, err
-            att["source_var_A2"], att["envelope_misfit"] = fit_envelope(spectrum, images)
+            att["source_var_A2"], att["envelope_misfit"] = fit_envelope(
+                spectrum,
+                images,
+                shape,
+                **probe,
+                reference_defocus=reference_defocus if spectrum_defocus is None else spectrum_defocus,
+                dilution=dilution,
+            )
             att["defocus_misfit"] = misfit
             att["defocus_change_A"] = df - reference_defocus
             if np.isfinite(df):

@@ -42,7 +42,7 @@ from .attribution import DETECTORS, IMAGE_DETECTORS, attribute, probe_of, shape_
 from .calibration import MIN_REFERENCE, Calibration, calibrate, change_inside
 from .observation import Observation
 from .physics import Proxies, median_proxies, proxy_score
-from .spectrum import ImageStats, SpectrumReference, depth_of_focus, fit_defocus
+from .spectrum import ImageStats, SpectrumReference, depth_of_focus, fit_defocus, mass_dilution
 
 REFERENCE_GROWTH = (1, 2, 4)  # calibrate at these multiples of ``reference_frames``
 BANDWIDTH = 3.0  # embedding kernel width as a multiple of the reference's median distance
@@ -375,8 +375,15 @@ class ReferenceKeeper:
             # without it no threshold; a reference with too little signal to fit.)
             return nan, nan, nan
         probe = probe_of(self.optics)
+        # No dose change was detected since the anchor: a rise of the mean is mass in view.
+        dilution = mass_dilution(float(np.exp(anchor.centre[0])), images)
         df, err, _ = fit_defocus(
-            anchor.spectrum, images, shape_of(images[0]), **probe, reference_defocus=anchor.defocus
+            anchor.spectrum,
+            images,
+            shape_of(images[0]),
+            **probe,
+            reference_defocus=anchor.defocus,
+            dilution=dilution,
         )
         if not (np.isfinite(df) and np.isfinite(err)):
             return nan, nan, nan

@@ -498,7 +498,11 @@ def _through_window(
 
 
 def _transfer_misfit(
-    reference: SpectrumReference, stats: Sequence[ImageStats], models: np.ndarray
+    reference: SpectrumReference,
+    stats: Sequence[ImageStats],
+    models: np.ndarray,
+    diffuse: tuple[np.ndarray, np.ndarray] | None = None,
+    dilution: float = 1.0,
 ) -> tuple[np.ndarray, int] | None:
     """χ² of each candidate transfer ``models`` (m, rings: ln of the frames' signal over the
     reference's, per ring) against the frames' signal profile, and the number of rings it
@@ -540,11 +544,125 @@ def _transfer_misfit(
         return None
     signal, signal_se = mean_signal(stats)
     ref, ref_se = _reference_signal(reference)
+    models = _at_reflections(reference, models)
     g = np.exp(np.clip(_through_window(reference, stats, models)[:, rings], -700.0, 50.0))
     # An exactly noise-free pair of profiles (rendered frames) is known to float precision.
     tiny = np.finfo(np.float64).eps * float(np.abs(signal[rings]).max())
     var = signal_se[rings] ** 2 + g**2 * ref_se[rings] ** 2 + tiny**2
-    return ((signal[rings] - g * ref[rings]) ** 2 / var).sum(axis=1), int(rings.sum())
+    residual = signal[rings] - g * ref[rings]
+    if diffuse is not None:
+        residual = _object_residual(signal[rings], g * ref[rings], var, diffuse, rings, ref, dilution)
+    return (residual**2 / var).sum(axis=1), int(rings.sum())
+
+
+def _at_reflections(reference: SpectrumReference, models: np.ndarray) -> np.ndarray:
+    """Candidate transfers ``models`` (m, rings: ln change per ring) taken, in the rings a
+    reference reflection's window lobe covers (within the reference's ``tolerance``, a Hann
+    lobe's 1.5 bins), at that reflection's own |k| rather than at the ring's centre.
+
+    The power of those rings is the reflection's, leaked through the window, wherever between
+    the rings it lies: it changes as the transfer at the reflection does, in every ring of its
+    lobe alike. Taken at each ring's centre instead, a reflection between two rings got two
+    different transfers: MoS2's first order at 0.365 1/Å, between rings at 0.313 and 0.391,
+    where a probe 76 Å from focus falls steeply (×0.14 to ×0.10 of focus across the two), was
+    predicted to rise ×9.3 and ×12.6 on a return to focus while both rose ×9.8 (held-out
+    abTEM frames), and the fit read 21-23 Å for the in-focus frames. Interpolated linearly in
+    ln between the rings either side of the reflection's |k|."""
+    refl = reference.reflections
+    if len(refl) == 0:
+        return models
+    dk = float(reference.ring_k[1])
+    n = models.shape[1]
+    at = np.hypot(refl[:, 0], refl[:, 1]) / dk  # reflections' |k| in (fractional) rings
+    index = np.arange(n, dtype=np.float64)
+    distance = np.abs(index[:, None] - at[None, :])
+    nearest = np.argmin(distance, axis=1)
+    covered = distance[np.arange(n), nearest] <= reference.tolerance / dk
+    if not covered.any():
+        return models
+    where = np.clip(at[nearest[covered]], 0.0, n - 1.0)
+    low = np.minimum(np.floor(where).astype(np.int64), n - 2)
+    t = where - low
+    out = models.copy()
+    out[:, covered] = models[:, low] * (1.0 - t) + models[:, low + 1] * t
+    return out
+
+
+def _object_residual(
+    data: np.ndarray,
+    model: np.ndarray,
+    var: np.ndarray,
+    diffuse: tuple[np.ndarray, np.ndarray],
+    rings: np.ndarray,
+    ref: np.ndarray,
+    dilution: float,
+) -> np.ndarray:
+    """Each candidate's residual (m, fitted rings) of the frames' signal ``data`` against its
+    lattice ``model`` (g·R) once a change of the object itself is profiled out (weighted least
+    squares, 1/``var``, per candidate): data ≈ c·model + a·|OTF(df)|².
+
+    ``a``, the object's diffuse scattering: scatterers placed at random — a substitutional
+    heavy atom or a vacancy coming into view, amorphous carbon (contamination) thickening —
+    add to the object's power a spectrum flat in k (point scatterers at uncorrelated
+    positions; an incoherent HAADF image is the object convolved with the probe's intensity),
+    which the frames see through the probe's transfer at their defocus: one amplitude. The
+    lattice's reflections are what it cannot make: its shape is smooth in k, theirs is peaked
+    at the orders. (Without it the twin's 130 Å stretch, where a substitutional atom ×4.2 the
+    weight of carbon drifts into the window at frame ~1050 and raises rings 0.13–0.33 1/Å
+    ×100 over 300 frames, read 91 Å against its own anchor at 140 Å.) Its lower bound holds
+    the reference's object power non-negative: the diffuse power cannot fall by more than
+    the reference had in any ring, R / |OTF(df_ref)|².
+
+    ``c``, the lattice's dilution: mass added to the object raises the frame's mean without
+    adding lattice power, so the lattice's power relative to mean² falls by (M_before/M_now)²
+    in every ring alike — a thickening amorphous layer read as a defocus otherwise (the
+    twin's contamination growing to 10 % of the area: mean +11 %, 0 → 22 Å). It is held in
+    [``dilution``, 1]; the caller bounds it by the measured rise of the mean counts where the
+    dose is known not to have changed (1: no dilution, the mean's change is the dose's).
+
+    ``diffuse``: (|OTF(df)|² per ring for each candidate (m, rings), the same at the
+    reference's defocus (rings))."""
+    transfer, at_reference = diffuse
+    t = transfer[:, rings]
+    w = 1.0 / var
+    ref_t = at_reference[rings]
+    seen = ref_t > 0
+    lowest = -float(np.min(np.clip(ref[rings][seen], 0.0, None) / ref_t[seen])) if seen.any() else 0.0
+    lo = float(np.clip(dilution, 0.0, 1.0))
+    smm, stt, smt = (w * model**2).sum(1), (w * t**2).sum(1), (w * model * t).sum(1)
+    sdm, sdt = (w * data * model).sum(1), (w * data * t).sum(1)
+
+    def best_a(c: np.ndarray) -> np.ndarray:
+        return np.maximum((sdt - c * smt) / np.maximum(stt, 1e-300), lowest)
+
+    def best_c(a: np.ndarray) -> np.ndarray:
+        return np.clip((sdm - a * smt) / np.maximum(smm, 1e-300), lo, 1.0)
+
+    # A convex quadratic in (c, a) on the box c ∈ [lo, 1], a ≥ lowest: its minimum is the
+    # free one where that lies inside, else on an edge, each edge a 1-D clipped solution.
+    one = np.ones_like(smm)
+    candidates = [(one, best_a(one))]
+    if lo < 1.0:
+        det = np.maximum(smm * stt - smt**2, 1e-300)
+        c_free = (sdm * stt - sdt * smt) / det
+        a_free = (sdt * smm - sdm * smt) / det
+        inside = (c_free >= lo) & (c_free <= 1.0) & (a_free >= lowest)
+        at_lo = np.full_like(smm, lo)
+        a_low = np.full_like(smm, lowest)
+        candidates += [(at_lo, best_a(at_lo)), (best_c(a_low), a_low)]
+        candidates.append((np.where(inside, c_free, 1.0), np.where(inside, a_free, best_a(one))))
+    best = None
+    chi2 = None
+    for c, a in candidates:
+        r = data - c[:, None] * model - a[:, None] * t
+        x = (w * r**2).sum(1)
+        if best is None:
+            best, chi2 = r, x
+        else:
+            better = x < chi2
+            best = np.where(better[:, None], r, best)
+            chi2 = np.where(better, x, chi2)
+    return best
 
 
 def _reference_signal(reference: SpectrumReference) -> tuple[np.ndarray, np.ndarray]:
@@ -634,15 +752,17 @@ def _defocus_models(
     semiangle_mrad: float,
     cs_mm: float,
     reference_defocus: float,
-) -> np.ndarray:
-    """ln |OTF(df)|² / |OTF(reference_defocus)|² per ring for each df of ``grid`` (None: ``DEFOCI``)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ln |OTF(df)|² / |OTF(reference_defocus)|² per ring for each df of ``grid`` (None:
+    ``DEFOCI``), and the two transfers: |OTF(df)|² per ring (candidates, rings) and
+    |OTF(reference_defocus)|² (rings)."""
     radial = _ring_transfer(reference, shape, pixel_size, voltage_kv, semiangle_mrad, cs_mm)
     base = np.maximum(radial(reference_defocus), 1e-300)
     if grid is None:
         table = _transfer_table(shape, float(pixel_size), voltage_kv, semiangle_mrad, cs_mm)
     else:
         table = np.stack([radial(float(df)) for df in grid])
-    return np.log(np.maximum(table, 1e-300) / base)
+    return np.log(np.maximum(table, 1e-300) / base), table, base
 
 
 def fit_defocus(
@@ -655,6 +775,7 @@ def fit_defocus(
     cs_mm: float = 0.0,
     reference_defocus: float = 0.0,
     defoci: np.ndarray | None = None,
+    dilution: float = 1.0,
 ) -> tuple[float, float, float]:
     """|Defocus| (Å) that makes the probe's transfer explain the frames' spectrum, its ± (Å),
     and the fit's χ² (``_transfer_misfit``, comparable with ``fit_envelope``'s).
@@ -672,12 +793,15 @@ def fit_defocus(
     over ``defoci``, default every Å to 300 Å) weighs them by what each holds, not by the
     depth of its deepest point: the estimate is the best candidate of the basin holding the
     most likelihood, and the ± the larger distance from it to the likelihood's 16th or 84th
-    percentile — so a minimum the data cannot reject lies inside the error. NaN where the likelihood's peak is at the last candidate (too little signal
+    percentile — so a minimum the data cannot reject lies inside the error. A change of the
+    object is profiled out of every candidate (``_object_residual``): its diffuse scattering
+    always, and a dilution of the lattice by added mass down to ``dilution`` (the factor
+    (M_before/M_now)² the mean counts allow where the dose did not change; 1: none). NaN where the likelihood's peak is at the last candidate (too little signal
     survives to bound the defocus).
     """
     nan = float("nan")
     grid = DEFOCI if defoci is None else np.asarray(defoci, float)
-    models = _defocus_models(
+    models, table, base = _defocus_models(
         reference,
         shape,
         stats[0].pixel_size,
@@ -687,7 +811,7 @@ def fit_defocus(
         cs_mm,
         reference_defocus,
     )
-    fit = _transfer_misfit(reference, stats, models)
+    fit = _transfer_misfit(reference, stats, models, (table, base), dilution)
     if fit is None:
         return nan, nan, nan
     misfit, rings = fit
@@ -719,16 +843,39 @@ def fit_defocus(
     return estimate, max(estimate - lo, hi - estimate, step / 2), best
 
 
-def fit_envelope(reference: SpectrumReference, stats: Sequence[ImageStats]) -> tuple[float, float]:
+def fit_envelope(
+    reference: SpectrumReference,
+    stats: Sequence[ImageStats],
+    shape: tuple[int, int] | None = None,
+    *,
+    voltage_kv: float | None = None,
+    semiangle_mrad: float | None = None,
+    cs_mm: float = 0.0,
+    reference_defocus: float = 0.0,
+    dilution: float = 1.0,
+) -> tuple[float, float]:
     """The change of a Gaussian envelope's variance Δσ² (Å²) — a source or probe size change,
     exp(-4π²Δσ²k²) on the signal power — that best explains the frames' spectrum, and its
-    χ² (``_transfer_misfit``, as ``fit_defocus``'s, no free amplitude: comparable with its). NaN, NaN with fewer than two rings of signal."""
+    χ² (``_transfer_misfit``, as ``fit_defocus``'s, no free amplitude: comparable with its).
+    NaN, NaN with fewer than two rings of signal.
+
+    With the probe's settings (frames of ``shape`` px, ``voltage_kv``, ``semiangle_mrad``,
+    ``cs_mm``, the reference at ``reference_defocus`` Å) the object's diffuse change is
+    profiled out as in ``fit_defocus`` (``_object_residual``: a flat object spectrum seen through
+    the probe's transfer, here the reference's under the envelope), so the two fits have the
+    same freedom and their χ² still compare; without them it is not, and its χ² is not
+    comparable with ``fit_defocus``'s."""
     # Candidates from -1 to 2 Å² (a source σ from 0.35 to 1.5 Å and back) in 0.005 Å² steps,
     # a tenth of the smallest change the issue asks for (+0.3 Å on 0.35 Å: 0.33 Å²).
     grid = np.arange(-1.0, 2.0 + 1e-9, 0.005)
     k2 = reference.ring_k**2
     models = -4.0 * np.pi**2 * grid[:, None] * k2[None, :]
-    fit = _transfer_misfit(reference, stats, models)
+    diffuse = None
+    if shape is not None and voltage_kv is not None and semiangle_mrad is not None:
+        radial = _ring_transfer(reference, shape, stats[0].pixel_size, voltage_kv, semiangle_mrad, cs_mm)
+        base = np.maximum(radial(reference_defocus), 1e-300)
+        diffuse = (np.exp(np.clip(models, -700.0, 50.0)) * base[None, :], base)
+    fit = _transfer_misfit(reference, stats, models, diffuse, dilution)
     if fit is None:
         return float("nan"), float("nan")
     i = int(np.argmin(fit[0]))
@@ -774,6 +921,18 @@ def defocus_bound(
     w = 1.0 / var
     info = float((w * g**2).sum() - (w * g).sum() ** 2 / w.sum())
     return float(1.0 / np.sqrt(info)) if info > 0 else float("inf")
+
+
+def mass_dilution(mean_before: float, stats: Sequence[ImageStats]) -> float:
+    """The lowest factor (M_before / M_now)² ≤ 1 by which mass added to the object can have
+    diluted the lattice's relative power (``_object_residual``), from the frames' median mean
+    counts against ``mean_before`` (counts/px), for frames at the dose of those before them:
+    a rise of the mean at one dose is mass in view; a fall (vacancies, mass leaving) dilutes
+    nothing."""
+    now = float(np.median([s.mean for s in stats]))
+    if not (np.isfinite(mean_before) and mean_before > 0 and now > 0):
+        return 1.0
+    return float(min(1.0, (mean_before / now) ** 2))
 
 
 def depth_of_focus(voltage_kv: float, semiangle_mrad: float) -> float:

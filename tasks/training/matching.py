@@ -134,14 +134,18 @@ def estimate_conditions(
         }
         shape = (int(np.shape(frames[0])[0]), int(np.shape(frames[0])[1]))
         df, err, df_misfit = fit_defocus(spec, stats, shape, **probe, reference_defocus=defocus)
-        var, envelope_misfit = fit_envelope(spec, stats)
+        var, envelope_misfit = fit_envelope(spec, stats, shape, **probe, reference_defocus=defocus)
         # Rayleigh's quarter-wave depth of focus: a smaller change leaves the probe as it was.
         depth = depth_of_focus(probe["voltage_kv"], probe["semiangle_mrad"])
         # As the drift attribution decides (``tasks.drift.attribution``): a Gaussian envelope
         # that fits the spectrum better than any defocus is a source (or probe) size change,
         # kept when it is beyond twice its standard error over the frames.
         if envelope_fits_better(spec, pixel_size, df_misfit, envelope_misfit):
-            _, var_err = _robust_mean(np.array([fit_envelope(spec, [s])[0] for s in stats]))
+            _, var_err = _robust_mean(
+                np.array(
+                    [fit_envelope(spec, [s], shape, **probe, reference_defocus=defocus)[0] for s in stats]
+                )
+            )
             if np.isfinite(var_err) and abs(var) > 2.0 * var_err:
                 source = float(np.sqrt(max(source**2 + var, 0.0)))
                 note["source_size"] = f"a Gaussian envelope fits best: σ² {var:+.3f} ± {var_err:.3f} Å²"

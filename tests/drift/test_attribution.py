@@ -97,7 +97,7 @@ def test_a_larger_source_on_one_lattice_order_is_an_envelope_not_a_defocus():
 
     reference = SpectrumReference.fit(frames(0.35, 32, 1))
     after = frames(0.65, 16, 2)
-    var, envelope_misfit = fit_envelope(reference, after)
+    var, envelope_misfit = fit_envelope(reference, after, (SIDE, SIDE), **OPTICS)
     _, _, defocus_misfit = fit_defocus(reference, after, (SIDE, SIDE), **OPTICS)
     assert var == pytest.approx(0.65**2 - 0.35**2, abs=0.05)
     assert envelope_misfit < defocus_misfit
