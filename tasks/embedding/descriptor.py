@@ -194,7 +194,9 @@ def _crop_tiles(
     """(crops, tiles) weights averaging, for each crop box of a frame of ``shape`` px, the tiles
     (``tile`` px of the ``binned`` frame, ``scale`` frame px each) that lie mostly inside it."""
     boxes = crop_boxes(shape)
-    origins = [(r * scale, c * scale) for r in _starts(binned[0], tile[0]) for c in _starts(binned[1], tile[1])]
+    origins = [
+        (r * scale, c * scale) for r in _starts(binned[0], tile[0]) for c in _starts(binned[1], tile[1])
+    ]
     th, tw = tile[0] * scale, tile[1] * scale
     out = np.zeros((len(boxes), len(origins)))
     for i, (by, bx, side) in enumerate(boxes):
@@ -338,7 +340,9 @@ def describe_views(image: np.ndarray, pixel_size: float, crops: bool = False) ->
     # makes neighbours alike, and the quantiles of a quarter as many values cost a quarter
     # (they were most of the crops' cost). All crops have one side: one call for all.
     h = boxes[0][2] // 2
-    parts = np.stack([smooth[by // 2 : by // 2 + h : 2, bx // 2 : bx // 2 + h : 2].ravel() for by, bx, _ in boxes])
+    parts = np.stack(
+        [smooth[by // 2 : by // 2 + h : 2, bx // 2 : bx // 2 + h : 2].ravel() for by, bx, _ in boxes]
+    )
     c_intensity = _intensity(parts)
     for i in range(len(boxes)):
         views.append(
@@ -392,4 +396,21 @@ def embed_frames(
     out = np.zeros((len(frames), DIM), np.float32)
     for i, (img, p) in enumerate(zip(frames, sizes, strict=True)):
         out[i] = embed_frame(img, p)
+    return out
+
+
+def embed_views_of(
+    frames: np.ndarray | Sequence[np.ndarray], pixel_size: float | Sequence[float]
+) -> np.ndarray:
+    """``embed_views`` of frames (a stack or a list of 2-D images), pixel sizes in Å/px:
+    (n, 1 + ``N_CROPS``, ``DIM``), each frame's own descriptor first."""
+    if isinstance(frames, np.ndarray) and frames.ndim == 2:
+        frames = frames[None]
+    frames = list(frames)
+    sizes = [float(pixel_size)] * len(frames) if np.isscalar(pixel_size) else [float(p) for p in pixel_size]
+    if len(sizes) != len(frames):
+        raise InputError(f"{len(frames)} frames but {len(sizes)} pixel sizes")
+    out = np.zeros((len(frames), 1 + N_CROPS, DIM), np.float32)
+    for i, (img, p) in enumerate(zip(frames, sizes, strict=True)):
+        out[i] = embed_views(img, p)
     return out

@@ -103,7 +103,8 @@ def project(
             return {"embedder": index.embedder, "points": [], "truncated": False}
         lut = np.zeros(int(max(allowed.max(), index.record.max())) + 1, bool)
         lut[allowed] = True
-        mask = lut[index.record]
+        # One point per frame: its own vector, not its crops'.
+        mask = lut[index.record] & (index.view == 0)
         if selection is not None:
             wanted = {
                 (int(str(r).removeprefix("d/")), int(f))
