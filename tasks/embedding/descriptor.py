@@ -179,6 +179,15 @@ def _half_pad_sampler(tile: tuple[int, int], pixel_size: float) -> scipy.sparse.
     )
 
 
+@lru_cache(maxsize=32)
+def _half_pad_noise(tile: tuple[int, int]) -> np.ndarray:
+    """Flat indices of the noise cells (beyond ``FLOOR_FROM`` of Nyquist) of a spectrum padded
+    2× (rfft2 layout, unshifted)."""
+    fy = np.fft.fftfreq(2 * tile[0])[:, None]
+    fx = np.fft.rfftfreq(2 * tile[1])[None, :]
+    return np.flatnonzero(np.hypot(fy / 0.5, fx / 0.5) > FLOOR_FROM)
+
+
 def crop_boxes(shape: tuple[int, int]) -> list[tuple[int, int, int]]:
     """(row, column, side) in px of the ``N_CROPS`` crops of a frame of ``shape`` px."""
     side = int(min(shape) * CROP_SHARE)
@@ -309,7 +318,8 @@ def describe_views(image: np.ndarray, pixel_size: float, crops: bool = False) ->
     power = np.fft.fftshift(_padded_power(per_tile.mean(axis=0), tile), axes=0)
     # Every 4th noise sample: the median of a few thousand is within ~2 % and 4× cheaper.
     floor = float(_quantiles(power[noise][::4], (50,))[0])
-    polar = (ndimage.map_coordinates(power, coords, order=1, mode="nearest") - floor) / transfer
+    raw_polar = ndimage.map_coordinates(power, coords, order=1, mode="nearest")
+    polar = (raw_polar - floor) / transfer
     radial, angular = _spectral_blocks(polar)
     # Averaging 2×2 blocks first (a quarter of the pixels; the smoothing is wider than 2 px
     # at every pixel size the pipeline takes) makes the filter and the quantiles 4× cheaper.
@@ -331,10 +341,21 @@ def describe_views(image: np.ndarray, pixel_size: float, crops: bool = False) ->
     # Sparse products throughout: a BLAS matrix product here spun its threads against the
     # other core's work (28 ms instead of 0.3 on the loaded 2-core machine).
     crop_power = weights @ per_tile.reshape(len(per_tile), -1)
-    # The 2×-padded spectrum is 1/PAD² of the 4×-padded one's scale (fewer, coarser bins).
-    scale = (PAD / 2) ** 2
-    sampled = (_half_pad_sampler(tile, round(pb, 6)) @ crop_power.T).T * scale
-    crop_polar = (sampled.reshape(len(boxes), N_RADIAL, N_ANGLES) - floor) / transfer
+    # The 4×-padded spectrum holds the 2×-padded one's values at every other sample (the same
+    # autocorrelation transformed), but read between samples twice as far apart a reflection
+    # loses up to ~4 % depending on where the lattice's orientation puts it (``PAD``), and the
+    # rings between reflections gain up to ~30 %. The crops share the frame's lattice and its
+    # orientation, so the frame's own ratio of its 4×- to its 2×-padded reading, sample by
+    # sample, corrects theirs. Each crop's noise floor is its own (the dose is the frame's, but
+    # the floor is read from the crop's tiles, as describing the crop alone reads it).
+    # On the development twin (seed 11, 1080 frames, 300 copies; not the scored archive), crop
+    # rows so made gave top-1 0.757 with the frame's floor and 0.743 without the correction,
+    # 0.783 with both, as much as describing each crop from its pixels (0.78).
+    sampler = _half_pad_sampler(tile, round(pb, 6))
+    frame2 = sampler @ per_tile.mean(axis=0).ravel()
+    sampled = (sampler @ crop_power.T).T * np.clip(raw_polar.ravel() / np.maximum(frame2, 1e-30), 0.5, 2.0)
+    c_floor = _quantiles(crop_power[:, _half_pad_noise(tile)], (50,))[0][:, None, None]
+    crop_polar = (sampled.reshape(len(boxes), N_RADIAL, N_ANGLES) - c_floor) / transfer
     c_radial, c_angular = _spectral_blocks(crop_polar)
     # Every other smoothed pixel: the smoothing (σ ≥ 1.5 px of the half image at ≤ 0.12 Å/px)
     # makes neighbours alike, and the quantiles of a quarter as many values cost a quarter
