@@ -1,6 +1,6 @@
 """Similarity search: the embedder's invariance and semantics, its cost, the vector index, the map.
 
-Run: ``PYTHONPATH=. nice -n 5 python benchmarks/similarity.py [--part quality|index|map|all]``.
+Run: ``PYTHONPATH=. nice -n 5 python benchmarks/similarity.py [--part quality|index|index-views|map|all]``.
 Writes ``benchmarks/results/similarity.json`` (each part updates its own key).
 
 - quality: a 10k-frame twin archive of 36 sample regions (3 lattices × 4 defect classes × 3
@@ -13,7 +13,8 @@ Writes ``benchmarks/results/similarity.json`` (each part updates its own key).
   queries against the twin archive. Baselines on the same data: raw pixels downsampled to
   32×32, and the production ensemble's pooled encoder features, both by exact cosine search.
   Cost: the descriptor against edge inference of the same 256² frames (alternating runs).
-- index: see ``index_part``. map: see ``map_part``.
+- index: see ``index_part``; index-views: ``index_views_part`` (crop rows; needs the views cache
+  of ``similarity_crops.py``). map: see ``map_part``.
 """
 
 from __future__ import annotations
@@ -373,7 +374,9 @@ def cost(rounds: int = 5, batch: int = 16) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--part", choices=("quality", "index", "map", "rerank-store", "all"), default="all")
+    ap.add_argument(
+        "--part", choices=("quality", "index", "index-views", "map", "rerank-store", "all"), default="all"
+    )
     ap.add_argument("--frames", type=int, default=10_000)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--vectors", type=int, default=1_000_000)
@@ -390,6 +393,10 @@ def main() -> None:
         from similarity_index import index_part
 
         _update("index", index_part(args))
+    if args.part in ("index-views", "all"):
+        from similarity_index import index_views_part
+
+        _update("index_views", index_views_part(args))
     if args.part in ("rerank-store", "all"):
         from similarity_index import rerank_store_part
 

@@ -9,6 +9,7 @@
   latency of ``VectorIndex.search`` (the allowed record ids given, as the store passes
   them); build rate; resident memory per vector. The SQL side of a filter (the allowed ids)
   is timed separately on a real catalog of 1000 records.
+- index-views: the same with crop rows, as the store now holds them (``index_views_part``).
 - map: UMAP of 100k of those vectors (fit on a sample, the rest placed by ``transform``, as
   the store does) and of a 5k selection, warm (numba compiled once per process, timed apart).
 """
@@ -290,3 +291,106 @@ def rerank_store_part(args: Any) -> dict[str, Any]:
             for s in settings
         },
     }
+
+
+def index_views_part(args: argparse.Namespace) -> dict[str, Any]:
+    """``index_part`` with crop rows, as the store now holds them: ``args.vectors`` rows of
+    frames of 1 + N_CROPS rows each (each archive frame's views from ``similarity_crops.py``'s
+    cache, jittered as ``_vectors`` does, ten copies of the archive), 1000 records. Recall@10 of
+    frames (a frame's score its best row) against exact search over the same allowed rows;
+    latency of ``VectorIndex.search`` by filter."""
+    from similarity import COMBOS, SEED
+
+    from tasks.embedding import EMBEDDER_VERSION
+
+    z = np.load(WORK / f"views_{EMBEDDER_VERSION}_7_{SEED}_10000.npz")
+    views = z["views"]
+    n_arch, per, dim = views.shape
+    lattice = np.array([COMBOS[i // int(np.ceil(n_arch / len(COMBOS)))][0] for i in range(n_arch)])
+    rng = np.random.default_rng(11)
+    sigma = jitter(views[:, 0])
+    n_frames = args.vectors // per
+    n = n_frames * per
+    src = np.arange(n_frames) % n_arch
+    frames_per_record = n_frames // 1000
+    record_of_frame = np.arange(n_frames) // frames_per_record + 1
+    vectors = np.empty((n, dim), np.float32)
+    for start in range(0, n_frames, 10_000):
+        part = src[start : start + 10_000]
+        v = views[part] + rng.normal(0, sigma, (len(part), per, dim)).astype(np.float32)
+        v /= np.linalg.norm(v, axis=2, keepdims=True)
+        vectors[start * per : (start + len(part)) * per] = v.reshape(-1, dim)
+    record = np.repeat(record_of_frame, per)
+    frame = np.repeat(np.arange(n_frames) % frames_per_record, per)
+    view = np.tile(np.arange(per), n_frames)
+    proc = psutil.Process()
+    rss0 = proc.memory_info().rss
+    index = VectorIndex("bench", None)
+    t0 = time.perf_counter()
+    for start in range(0, n, 50_000):
+        stop = min(n, start + 50_000)
+        index.add(
+            np.arange(start, stop) + 1,
+            record[start:stop],
+            frame[start:stop],
+            vectors[start:stop],
+            view[start:stop],
+        )
+        index.reorganise()
+    build_s = time.perf_counter() - t0
+    rss = proc.memory_info().rss - rss0
+    print(f"built {n} rows in {build_s:.0f} s, {index.lists} lists, nprobe {index.nprobe}", flush=True)
+    record_lattice = lattice[src[::frames_per_record]]
+    records = np.arange(1, 1001)
+    qsrc = rng.choice(n_arch, 200, replace=False)
+    q = views[qsrc, 0] + rng.normal(0, sigma, (200, dim)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    q_lattice = lattice[qsrc]
+    lattices = sorted(set(record_lattice.tolist()))
+    narrow = rng.choice(records, 10, replace=False)
+    filters = {
+        "project_third": lambda i: records[records % 3 == 0],
+        "same_lattice": lambda i: records[record_lattice == q_lattice[i]],
+        "other_lattice": lambda i: records[
+            record_lattice == lattices[(lattices.index(q_lattice[i]) + 1) % len(lattices)]
+        ],
+        "one_percent_of_records": lambda i: narrow,
+        "none": lambda i: None,
+    }
+    out: dict[str, Any] = {
+        "rows": n,
+        "frames": n_frames,
+        "rows_per_frame": per,
+        "dim": dim,
+        "lists": index.lists,
+        "nprobe_calibrated": index.nprobe,
+        "build_s": build_s,
+        "build_rows_per_s": n / build_s,
+        "resident_bytes_per_row": rss / n,
+        "index_bytes_per_row": index.nbytes() / n,
+        "load_average_at_start": os.getloadavg(),
+    }
+    for name, allowed_for in filters.items():
+        lat, cpu, rec = [], [], []
+        for i, qi in enumerate(q):
+            allowed = allowed_for(i)
+            t, c = time.perf_counter(), time.thread_time()
+            hits = index.search(qi, 10, allowed)
+            lat.append(time.perf_counter() - t)
+            cpu.append(time.thread_time() - c)
+            fmask = np.ones(n_frames, bool) if allowed is None else np.isin(record_of_frame, allowed)
+            fidx = np.flatnonzero(fmask)
+            best = (vectors.reshape(n_frames, per, dim)[fidx] @ qi).max(axis=1)
+            top = fidx[np.argsort(-best)[:10]]
+            truth = {(int(record_of_frame[f]), int(f % frames_per_record)) for f in top}
+            rec.append(len(truth & {(h[0], h[1]) for h in hits}) / 10)
+        out[name] = {
+            "recall_at_10_frames": float(np.mean(rec)),
+            "p50_ms": float(np.percentile(lat, 50) * 1e3),
+            "p95_ms": float(np.percentile(lat, 95) * 1e3),
+            "cpu_p50_ms": float(np.percentile(cpu, 50) * 1e3),
+            "cpu_p95_ms": float(np.percentile(cpu, 95) * 1e3),
+        }
+        print(name, out[name], flush=True)
+    out["load_average_at_end"] = os.getloadavg()
+    return out

@@ -84,7 +84,8 @@ def backfill_flow(
                 writer = EmbeddingWriter.open(path, EMBEDDER_VERSION)
                 tasks = [dask.delayed(embed_block, pure=False)(frames_da[a:b], sizes[a:b]) for a, b in blocks]
                 for (a, b), future in zip(blocks, cluster.client.compute(tasks), strict=True):
-                    writer.append(list(range(a, b)), future.result())
+                    views = future.result()
+                    writer.append(list(range(a, b)), views[:, 0], views[:, 1:])
                     future.release()
                     done += b - a
                     progress.update(done, total)

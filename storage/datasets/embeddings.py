@@ -1,8 +1,9 @@
 """Frame embeddings of a dataset, one set per embedder version.
 
 Layout: subgroup ``embeddings/<embedder_version>`` of the dataset group, one table along
-``embedded``: ``embedded_frame`` (frame position in the dataset) and ``embedding``
-(``embedded`` × ``feature``, float32, unit length). Group attributes: ``embedder_version``,
+``embedded``: ``embedded_frame`` (frame position in the dataset), ``embedding``
+(``embedded`` × ``feature``, float32, unit length) and, for embedders that describe crops of
+each frame too, ``crop_embedding`` (``embedded`` × ``crop`` × ``feature``). Group attributes: ``embedder_version``,
 ``created``. Read with ``xarray.open_zarr(path, group="embeddings/<version>")``.
 """
 
@@ -57,17 +58,23 @@ class EmbeddingWriter:
         arr = self.table.columns().get("embedded_frame")
         return np.zeros(0, np.int64) if arr is None else np.asarray(arr[:])
 
-    def append(self, frames: Sequence[int], vectors: np.ndarray) -> int:
-        """Record the embeddings (n, d) of frames at positions ``frames`` and commit."""
+    def append(self, frames: Sequence[int], vectors: np.ndarray, crops: np.ndarray | None = None) -> int:
+        """Record the embeddings (n, d) of frames at positions ``frames`` (and of their crops,
+        (n, c, d)) and commit."""
         vectors = np.asarray(vectors, np.float32)
         if vectors.ndim != 2 or len(vectors) != len(frames):
             raise InputError(f"{len(frames)} frame positions but embeddings of shape {vectors.shape}")
+        columns = {"embedded_frame": np.asarray(frames, np.int64), "embedding": vectors}
+        if crops is not None:
+            crops = np.asarray(crops, np.float32)
+            if crops.ndim != 3 or len(crops) != len(frames) or crops.shape[2] != vectors.shape[1]:
+                raise InputError(f"crop embeddings of shape {crops.shape} for embeddings {vectors.shape}")
+            columns["crop_embedding"] = crops
         if not len(frames):
             return 0
         with writing(self.path), storage_errors(self.path):
             self.table.append(
-                {"embedded_frame": np.asarray(frames, np.int64), "embedding": vectors},
-                dims={"embedding": ("feature",)},
+                columns, dims={"embedding": ("feature",), "crop_embedding": ("crop", "feature")}
             )
             # Only this table's columns are published (its group was committed by ``open``):
             # zarr's whole consolidation opens every node of the dataset, ~30 ms a batch once
@@ -91,3 +98,17 @@ def read_embeddings(path: str | Path, embedder_version: str) -> tuple[np.ndarray
     if "embedded_frame" not in ds:
         return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
     return ds["embedded_frame"].values.astype(np.int64), ds["embedding"].values.astype(np.float32)
+
+
+def read_crop_embeddings(path: str | Path, embedder_version: str) -> tuple[np.ndarray, np.ndarray]:
+    """(frame positions, crop embeddings (n, crops, d)) committed for ``embedder_version``;
+    empty arrays if none (an embedder that describes no crops)."""
+    try:
+        ds = xr.open_zarr(
+            LocalStore(Path(path), read_only=True), group=f"{GROUP}/{embedder_version}", consolidated=True
+        )
+    except (FileNotFoundError, KeyError, ValueError):
+        return np.zeros(0, np.int64), np.zeros((0, 0, 0), np.float32)
+    if "crop_embedding" not in ds:
+        return np.zeros(0, np.int64), np.zeros((0, 0, 0), np.float32)
+    return ds["embedded_frame"].values.astype(np.int64), ds["crop_embedding"].values.astype(np.float32)

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -368,7 +369,7 @@ class FrameEmbedding(Base):
 
     __tablename__ = "frame_embeddings"
     __table_args__ = (
-        UniqueConstraint("record_id", "embedder", "frame", name="uq_frame_embedding"),
+        UniqueConstraint("record_id", "embedder", "frame", "view", name="uq_frame_embedding_view"),
         Index("ix_frame_embeddings_embedder_id", "embedder", "id"),
         {"sqlite_autoincrement": True},  # row ids only grow: the index catches up by id
     )
@@ -376,5 +377,7 @@ class FrameEmbedding(Base):
     record_id: Mapped[int] = mapped_column(ForeignKey("records.id", ondelete="CASCADE"))
     embedder: Mapped[str] = mapped_column(String(64))
     frame: Mapped[int] = mapped_column(Integer)
+    # 0: the frame's own descriptor; 1…: a crop of the frame (``tasks.embedding.embed_views``).
+    view: Mapped[int] = mapped_column(SmallInteger, default=0, server_default="0")
     vector: Mapped[bytes] = mapped_column(LargeBinary)
     thumbnail: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)

@@ -12,9 +12,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from storage.datasets.dataset import open_dataset
-from storage.datasets.embeddings import EmbeddingWriter, read_embeddings
+from storage.datasets.embeddings import EmbeddingWriter, read_crop_embeddings, read_embeddings
 
-from .descriptor import EMBEDDER_VERSION, embed_frames
+from .descriptor import EMBEDDER_VERSION, embed_views_of
 
 THUMBNAIL_PX = 64
 
@@ -45,10 +45,10 @@ class AppendedEmbedder:
         """Embed frames at positions ``first``… (pixel sizes in Å) and commit them; returns how many."""
         if not len(images):
             return 0
-        vectors = embed_frames(list(images), list(pixel_sizes))
+        views = embed_views_of(list(images), list(pixel_sizes))
         if self._writer is None:
             self._writer = EmbeddingWriter.open(self.dataset, EMBEDDER_VERSION)
-        return self._writer.append(list(range(first, first + len(images))), vectors)
+        return self._writer.append(list(range(first, first + len(images))), views[:, 0], views[:, 1:])
 
 
 def embed_missing(dataset: str | Path, batch: int = 64) -> int:
@@ -61,7 +61,8 @@ def embed_missing(dataset: str | Path, batch: int = 64) -> int:
         chunk = todo[start : start + batch]
         images = ds["frames"].isel(frame=chunk).values
         sizes = ds["pixel_size"].isel(frame=chunk).values
-        writer.append(chunk, embed_frames(list(images), [float(p) for p in sizes]))
+        views = embed_views_of(list(images), [float(p) for p in sizes])
+        writer.append(chunk, views[:, 0], views[:, 1:])
     return len(todo)
 
 
@@ -81,9 +82,11 @@ def thumbnail_png(image: np.ndarray, size: int = THUMBNAIL_PX) -> bytes:
 def upload_payload(dataset: str | Path, frames: Sequence[int] | None = None) -> dict[str, Any]:
     """The body of ``PUT /api/records/<id>/embeddings`` for the dataset's stored embeddings."""
     positions, vectors = read_embeddings(dataset, EMBEDDER_VERSION)
+    crop_positions, crops = read_crop_embeddings(dataset, EMBEDDER_VERSION)
     if frames is not None:
         keep = np.isin(positions, np.asarray(frames))
         positions, vectors = positions[keep], vectors[keep]
+        crops = crops[keep] if len(crop_positions) else crops
     ds = open_dataset(dataset)
     thumbs = [
         base64.b64encode(thumbnail_png(ds["frames"].isel(frame=int(i)).values)).decode() for i in positions
@@ -93,11 +96,19 @@ def upload_payload(dataset: str | Path, frames: Sequence[int] | None = None) -> 
         "frames": [int(i) for i in positions],
         "vectors": base64.b64encode(np.ascontiguousarray(vectors, "<f4").tobytes()).decode(),
         "thumbnails": thumbs,
+        **(
+            {
+                "crops": base64.b64encode(np.ascontiguousarray(crops, "<f4").tobytes()).decode(),
+                "crops_per_frame": int(crops.shape[1]),
+            }
+            if len(crop_positions) and crops.shape[1]
+            else {}
+        ),
     }
 
 
-#: Frames per embeddings upload: with thumbnails (~5 KiB a frame) well under the store's
-#: default 4 MiB body limit.
+#: Frames per embeddings upload: with thumbnails (~5 KiB a frame) and nine crops' vectors
+#: (~6.4 KiB a frame in base64) well under the store's default 4 MiB body limit.
 UPLOAD_FRAMES = 200
 
 
@@ -124,5 +135,6 @@ def missing_frames(dataset: str | Path) -> list[int]:
 
 
 def embed_block(frames: np.ndarray, pixel_sizes: np.ndarray) -> np.ndarray:
-    """Descriptors of a block of frames (runs on a dask worker: data in, data out)."""
-    return embed_frames(list(np.asarray(frames)), [float(p) for p in pixel_sizes])
+    """Descriptors (n, 1 + crops, d) of a block of frames, each frame's own first, then its
+    crops' (runs on a dask worker: data in, data out)."""
+    return embed_views_of(list(np.asarray(frames)), [float(p) for p in pixel_sizes])

@@ -44,3 +44,30 @@ def test_a_turned_lattice_keeps_its_spectral_blocks(angle: float) -> None:
         # move the descriptor less than that, or a rotated copy lands in another region.
         # Sampling the tile spectrum every whole bin moved it by 0.02-0.08.
         assert np.linalg.norm(_unit(source[block]) - _unit(turned[block])) < 0.01, block
+
+
+def test_crops_describe_the_part_of_a_frame_a_copy_shows() -> None:
+    from tasks.acquisition.twin import DigitalTwin, DriftSchedule
+    from tasks.embedding import N_CROPS, embed_frame, embed_views
+    from tasks.embedding.descriptor import crop_boxes
+
+    def frame(lattice: str) -> tuple[np.ndarray, float]:
+        f = DigitalTwin(seed=5, schedule=DriftSchedule((), {"lattice": lattice})).acquire(0)
+        return f.image.astype(np.float32), f.pixel_size
+
+    image, p = frame("graphene")
+    mos2, p2 = frame("mos2")
+    assert p2 == p
+    top, left, side = crop_boxes(image.shape)[0]
+    image[top : top + side, left : left + side] = mos2[top : top + side, left : left + side]
+    views = embed_views(image, p)
+    assert views.shape == (1 + N_CROPS, len(embed_frame(image, p)))
+    assert np.array_equal(views[0], embed_frame(image, p))  # the frame's own vector is unchanged
+    # Each crop's row, from the frame's tiles, is what describing the crop alone gives.
+    for row, (r, c, s) in zip(views[1:], crop_boxes(image.shape), strict=True):
+        assert float(row @ embed_frame(image[r : r + s, c : c + s], p)) > 0.97
+    # A turned, re-noised copy of the MoS2 part: its crop is its nearest row, well before the frame.
+    rng = np.random.default_rng(0)
+    copy = rng.poisson(np.clip(np.rot90(image[top : top + side, left : left + side]), 0, None) * 0.5)
+    sims = views @ embed_frame(copy.astype(np.float32), p)
+    assert int(np.argmax(sims)) == 1 and sims[1] > sims[0] + 0.02, sims

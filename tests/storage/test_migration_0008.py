@@ -1,5 +1,6 @@
 """Migrations on a catalog that has records: 0008 copies their owner and project into the metadata
-index, 0011 the shared records' index rows under their grants and links."""
+index, 0011 the shared records' index rows under their grants and links, 0012 frame embeddings'
+views (a frame's crops as rows of its own)."""
 
 from __future__ import annotations
 
@@ -104,3 +105,40 @@ def test_upgrade_copies_shared_records_rows_under_their_grants_and_links(empty_u
         rows = [tuple(r) for r in conn.execute(text(copies))]
     db.dispose()
     assert [r[2] for r in rows] == [2, 2, 3, 3, 4, 4]
+
+
+def test_upgrade_keeps_frame_embeddings_as_their_frames_own_view_and_takes_crops(empty_url: str) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    db = Database(empty_url)
+    db.migrate("0011")
+    with db.write_engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO users (id, name, is_admin, created) VALUES (1, 'ann', false, CURRENT_TIMESTAMP)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO records (id, title, description, md, owner_id, size, created, updated)"
+                " VALUES (1, 't', '', '{}', 1, 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            )
+        )
+        conn.execute(
+            text("INSERT INTO frame_embeddings (record_id, embedder, frame, vector) VALUES (1, 'e', 0, :v)"),
+            {"v": b"\0" * 8},
+        )
+    db.migrate()
+    insert = (
+        "INSERT INTO frame_embeddings (record_id, embedder, frame, view, vector) VALUES (1, 'e', 0, :w, :v)"
+    )
+    try:
+        with db.write_engine.begin() as conn:
+            assert [tuple(r) for r in conn.execute(text("SELECT frame, view FROM frame_embeddings"))] == [
+                (0, 0)
+            ]
+            conn.execute(text(insert), {"w": 1, "v": b"\0" * 8})  # a crop of the same frame: its own row
+        with pytest.raises(IntegrityError), db.write_engine.begin() as conn:
+            conn.execute(text(insert), {"w": 1, "v": b"\0" * 8})  # the same view twice is refused
+    finally:
+        db.dispose()

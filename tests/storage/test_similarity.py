@@ -12,13 +12,13 @@ from scipy import ndimage
 from typer.testing import CliRunner
 
 from storage.datasets import DatasetWriter
-from storage.datasets.embeddings import read_embeddings
+from storage.datasets.embeddings import read_crop_embeddings, read_embeddings
 from storage.federation.client import StoreClient
 from storage.federation.embedded import RunningStore
 from storage.federation.similarity import VectorIndexes
 from storage.federation.similarity.client import project, put_embeddings, similar
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
-from tasks.embedding import EMBEDDER_VERSION, embed_frame
+from tasks.embedding import DIM, EMBEDDER_VERSION, N_CROPS, embed_frame
 from tasks.embedding.ingest import embed_missing, upload_payload
 
 N = 4
@@ -63,6 +63,24 @@ def test_dataset_holds_embeddings_tagged_with_the_embedder(archive: dict[str, st
     frames, vectors = read_embeddings(archive["alice_graphene_path"], EMBEDDER_VERSION)
     assert frames.tolist() == list(range(N))
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    frames, crops = read_crop_embeddings(archive["alice_graphene_path"], EMBEDDER_VERSION)
+    assert frames.tolist() == list(range(N)) and crops.shape == (N, N_CROPS, DIM)
+
+
+def test_a_crop_row_finds_its_frame_once_and_only_for_readers(
+    archive: dict[str, str], alice: StoreClient, bob: StoreClient
+) -> None:
+    _, crops = read_crop_embeddings(archive["alice_mos2_path"], EMBEDDER_VERSION)
+    _, own = read_embeddings(archive["alice_mos2_path"], EMBEDDER_VERSION)
+    query = crops[2, 4]  # the middle crop of frame 2: what a copy of that part looks like
+    hits = similar(alice, embedder=EMBEDDER_VERSION, vector=query.tolist(), k=N)["items"]
+    # Found by its crop's row (distance ~0, nearer than its own vector), and once: hits are frames.
+    assert (hits[0]["id"], hits[0]["frame"]) == (archive["alice_mos2"], 2) and hits[0]["distance"] < 1e-5
+    assert 1 - float(own[2] @ query) > 1e-3
+    assert len({(h["id"], h["frame"]) for h in hits}) == len(hits) == N
+    # Bob may not read alice's MoS2 (nor her graphene): no row of it, crop or frame, reaches him.
+    found = {h["id"] for h in similar(bob, embedder=EMBEDDER_VERSION, vector=query.tolist(), k=50)["items"]}
+    assert archive["bob_graphene"] in found and not found & {archive["alice_mos2"], archive["alice_graphene"]}
 
 
 def test_similar_finds_the_same_lattice_and_only_readable_frames(
@@ -157,6 +175,9 @@ def test_map_projects_readable_frames_and_reprojects_a_selection(
     points = project(bob, embedder=EMBEDDER_VERSION)["points"]
     ids = {pt["id"] for pt in points}
     assert archive["bob_graphene"] in ids and archive["alice_graphene"] not in ids
+    # One point per frame, not one per row (a frame's crops are rows of the index too).
+    assert len({(pt["id"], pt["frame"]) for pt in points}) == len(points)
+    assert sum(pt["id"] == archive["bob_graphene"] for pt in points) == N
     assert all(0.0 <= pt["x"] <= 1.0 and 0.0 <= pt["y"] <= 1.0 for pt in points)
     chosen = [[pt["id"], pt["frame"]] for pt in points[:3]]
     again = project(bob, embedder=EMBEDDER_VERSION, selection=chosen)["points"]
@@ -185,6 +206,9 @@ def test_index_is_rebuilt_from_the_catalog_when_lost(archive: dict[str, str], st
             rebuilt = VectorIndexes(directory).get(EMBEDDER_VERSION)
             assert rebuilt.catch_up(session) == len(first)
         assert np.array_equal(rebuilt.vectors, first.vectors)
+        # Crop rows too, each naming its frame.
+        assert np.array_equal(rebuilt.view, first.view) and int(first.view.max()) == N_CROPS
+        assert np.array_equal(rebuilt.frame, first.frame)
         assert not (directory / f"{EMBEDDER_VERSION}.npz").exists()  # a query's catch-up writes nothing
         rebuilt.maintain(db.reading)
         assert (directory / f"{EMBEDDER_VERSION}.npz").exists()  # saved again, by the maintenance
@@ -192,6 +216,7 @@ def test_index_is_rebuilt_from_the_catalog_when_lost(archive: dict[str, str], st
             loaded = VectorIndexes(directory).get(EMBEDDER_VERSION)
             assert loaded.catch_up(session) == 0  # read from its files, nothing new
         assert np.array_equal(loaded.vectors, first.vectors) and len(loaded) == len(first)
+        assert np.array_equal(loaded.view, first.view)
         assert loaded.search(first.vectors[0], 1, None)[0][:2] == (int(first.record[0]), int(first.frame[0]))
         (directory / f"{EMBEDDER_VERSION}.faiss").write_bytes(b"garbage")
         with db.reading() as session:

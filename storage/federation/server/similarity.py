@@ -34,6 +34,12 @@ class EmbeddingsIn(_Body):
     frames: list[int] = Field(min_length=1, max_length=ops.MAX_FRAMES)
     vectors: str = Field(min_length=1, max_length=ops.MAX_FRAMES * ops.MAX_DIM * 6)
     thumbnails: list[str | None] | None = None
+    #: Crops' vectors (``crops_per_frame`` per frame, frame by frame, each of the vectors'
+    #: length): more rows of the index, each pointing at its frame.
+    crops: str | None = Field(
+        default=None, min_length=1, max_length=ops.MAX_FRAMES * ops.MAX_DIM * 6 * ops.MAX_CROPS
+    )
+    crops_per_frame: int | None = Field(default=None, ge=1, le=ops.MAX_CROPS)
 
 
 class QueryImage(_Body):
@@ -88,7 +94,17 @@ def put_embeddings(
     ix: VectorIndexes = Depends(indexes),
 ) -> Any:
     out = c.write(
-        p, lambda ctx: ops.put_embeddings(ctx, ref, body.embedder, body.frames, body.vectors, body.thumbnails)
+        p,
+        lambda ctx: ops.put_embeddings(
+            ctx,
+            ref,
+            body.embedder,
+            body.frames,
+            body.vectors,
+            body.thumbnails,
+            crops=body.crops,
+            crops_per_frame=body.crops_per_frame,
+        ),
     )
     # The index takes the new rows, rebuilds its lists when it has doubled and saves its
     # files in a thread of its own: neither this request nor any query waits for that.

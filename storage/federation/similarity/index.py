@@ -1,5 +1,11 @@
 """The vector index of one embedder version: a cache of the ``frame_embeddings`` rows.
 
+A frame may have several rows: its own descriptor (view 0) and those of crops of it (views
+1…, ``tasks.embedding.embed_views``): a copy of a part of a frame matches the crop it shows
+better than the whole frame. Every row names its frame; a query's hits are grouped by frame,
+a frame's distance its nearest row's. A frame's own vector (view 0) is what a query by frame
+and the map use.
+
 The vectors are held in a flat faiss index (``IndexFlatIP``, row order: exact scans, the
 map, a query frame's vector) and, past ``EXACT_BELOW`` vectors, in an inverted file
 (``IndexIVFFlat``, inner product on unit vectors: about √n lists, the query's ``nprobe``
@@ -130,6 +136,7 @@ class VectorIndex:
         self.rows = np.zeros(0, np.int64)
         self.record = np.zeros(0, np.int64)
         self.frame = np.zeros(0, np.int32)
+        self.view = np.zeros(0, np.int16)
         self.flat: Any = None
         self.ivf: Any = None
         self.vectors = np.zeros((0, 0), np.float32)
@@ -152,7 +159,13 @@ class VectorIndex:
         """Bytes the index holds: the flat vectors, the lists' vectors, ids and centroids, and
         the row, record and frame of each vector (not counting a rebuild's passing copy)."""
         n = len(self.rows)
-        held = n * (4 * self.dim + self.rows.itemsize + self.record.itemsize + self.frame.itemsize)
+        held = n * (
+            4 * self.dim
+            + self.rows.itemsize
+            + self.record.itemsize
+            + self.frame.itemsize
+            + self.view.itemsize
+        )
         if self.ivf is not None:
             held += self.ivf.ntotal * (4 * self.dim + 8) + 4 * self.dim * self.lists
         return held
@@ -186,18 +199,21 @@ class VectorIndex:
             return
         try:
             with np.load(paths[0]) as z:
-                rows, record, frame = z["rows"], z["record"], z["frame"]
+                # Files from before views (no "view") are unreadable here: rebuilt from the rows.
+                rows, record, frame, view = z["rows"], z["record"], z["frame"], z["view"]
                 nprobe, built_at = int(z["nprobe"]), int(z["built_at"])
             flat = faiss.read_index(str(paths[1]))
             ivf = faiss.read_index(str(paths[2])) if nprobe else None
-            if flat.ntotal != len(rows) or (
-                ivf is not None and (ivf.ntotal != len(rows) or nprobe > ivf.nlist)
+            if (
+                flat.ntotal != len(rows)
+                or len(view) != len(rows)
+                or (ivf is not None and (ivf.ntotal != len(rows) or nprobe > ivf.nlist))
             ):
                 raise ValueError("index files disagree")
         except (OSError, ValueError, KeyError, RuntimeError) as error:
             log.warning("similarity index %s unreadable (%s): rebuilding from the catalog", paths[0], error)
             return
-        self.rows, self.record, self.frame = rows, record, frame
+        self.rows, self.record, self.frame, self.view = rows, record, frame, view
         self.nprobe, self._built_at = nprobe, built_at
         self.dim = flat.d
         self.flat, self.ivf = flat, ivf
@@ -220,6 +236,7 @@ class VectorIndex:
                 "rows": self.rows,
                 "record": self.record,
                 "frame": self.frame,
+                "view": self.view,
                 "nprobe": self.nprobe,
                 "built_at": self._built_at,
             }
@@ -235,9 +252,17 @@ class VectorIndex:
         tmp_npz.replace(paths[0])
 
     # -- growth ---------------------------------------------------------------------------
-    def add(self, rows: np.ndarray, record: np.ndarray, frame: np.ndarray, vectors: np.ndarray) -> None:
-        """Append vectors (unit length, one per row id, ids increasing) to the index: cheap
-        (a list assignment each); the lists are rebuilt by ``reorganise``."""
+    def add(
+        self,
+        rows: np.ndarray,
+        record: np.ndarray,
+        frame: np.ndarray,
+        vectors: np.ndarray,
+        view: np.ndarray | None = None,
+    ) -> None:
+        """Append vectors (unit length, one per row id, ids increasing; ``view`` 0 for a frame's
+        own, 1… for its crops, None: all 0) to the index: cheap (a list assignment each); the
+        lists are rebuilt by ``reorganise``."""
         if not len(rows):
             return
         vectors = np.ascontiguousarray(vectors, np.float32)
@@ -257,6 +282,9 @@ class VectorIndex:
         self.rows = np.concatenate([self.rows, rows.astype(np.int64)])
         self.record = np.concatenate([self.record, record.astype(np.int64)])
         self.frame = np.concatenate([self.frame, frame.astype(np.int32)])
+        self.view = np.concatenate(
+            [self.view, np.zeros(len(rows), np.int16) if view is None else np.asarray(view, np.int16)]
+        )
         self.last_id = int(rows[-1])
         self._unsaved += len(rows)
 
@@ -346,7 +374,11 @@ class VectorIndex:
         while True:
             batch = session.execute(
                 select(
-                    FrameEmbedding.id, FrameEmbedding.record_id, FrameEmbedding.frame, FrameEmbedding.vector
+                    FrameEmbedding.id,
+                    FrameEmbedding.record_id,
+                    FrameEmbedding.frame,
+                    FrameEmbedding.vector,
+                    FrameEmbedding.view,
                 )
                 .where(FrameEmbedding.embedder == self.embedder, FrameEmbedding.id > self.last_id)
                 .order_by(FrameEmbedding.id)
@@ -369,6 +401,7 @@ class VectorIndex:
                 np.array([b[1] for b in ok]),
                 np.array([b[2] for b in ok]),
                 np.frombuffer(b"".join(b[3] for b in ok), np.float32).reshape(len(ok), dim),
+                np.array([b[4] for b in ok], np.int16),
             )
             self.last_id = int(batch[-1][0])
             added += len(batch)
@@ -382,8 +415,9 @@ class VectorIndex:
     def search(
         self, query: np.ndarray, k: int, allowed_records: np.ndarray | None
     ) -> list[tuple[int, int, float]]:
-        """The ``k`` nearest (record id, frame, cosine distance) among vectors of allowed
-        records (None: all), nearest first, one hit per (record, frame)."""
+        """The ``k`` nearest frames (record id, frame, cosine distance) among vectors of allowed
+        records (None: all), nearest first: one hit per (record, frame), at its nearest row
+        (its own vector's or a crop's)."""
         import faiss
 
         if self.flat is None or not len(self.rows):
@@ -419,8 +453,8 @@ class VectorIndex:
             n_allowed = int(counts[ids].sum())
         if n_allowed == 0:
             return []
-        # Several hits may name one (record, frame) (a frame re-embedded): ask for 4k.
-        want = min(n_allowed, 4 * k)
+        # Several rows name one frame (its crops): ask for 4k frames' worth of rows.
+        want = min(n_allowed, 4 * k * self.views_per_frame())
         if n_allowed <= EXACT_BELOW and lut is not None:
             idx = self._positions_of(np.flatnonzero(lut))
             sims = self.vectors[idx] @ q[0]
@@ -468,6 +502,10 @@ class VectorIndex:
                 break
         return out
 
+    def views_per_frame(self) -> int:
+        """Most rows one frame holds (1 + its crops)."""
+        return int(self.view.max()) + 1 if len(self.view) else 1
+
     def _record_counts(self) -> np.ndarray:
         """Vectors per record id (counted once per growth)."""
         if self._counts is None or self._counts[0] != len(self.record):
@@ -497,8 +535,8 @@ class VectorIndex:
         return order[np.cumsum(steps)]
 
     def vector_of(self, record: int, frame: int) -> np.ndarray | None:
-        """The stored vector of one frame (the newest), or None."""
-        hit = np.flatnonzero((self.record == record) & (self.frame == frame))
+        """The stored vector of one frame (its own, not a crop's; the newest), or None."""
+        hit = np.flatnonzero((self.record == record) & (self.frame == frame) & (self.view == 0))
         return None if not len(hit) else self.vectors[hit[-1]].copy()
 
 

@@ -103,7 +103,8 @@ def project(
             return {"embedder": index.embedder, "points": [], "truncated": False}
         lut = np.zeros(int(max(allowed.max(), index.record.max())) + 1, bool)
         lut[allowed] = True
-        mask = lut[index.record]
+        # One point per frame: its own vector, not its crops'.
+        mask = lut[index.record] & (index.view == 0)
         if selection is not None:
             wanted = {
                 (int(str(r).removeprefix("d/")), int(f))
@@ -154,7 +155,7 @@ button{margin:2px 0}
 </style></head><body>
 <div id="side">
 <label>Token <input id="token" type="password"></label>
-<label>Embedder <input id="embedder" value="lattice-polar-v2"></label>
+<label>Embedder <input id="embedder" value="lattice-polar-v3"></label>
 <label>Metadata filter <input id="md" placeholder='md.lattice == "mos2"'></label>
 <label>Colour by metadata field <input id="colour" value="lattice"></label>
 <button id="load">Load map</button>

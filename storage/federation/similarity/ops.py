@@ -32,6 +32,8 @@ from storage.federation.similarity.index import VectorIndex
 MAX_DIM = 4096
 MAX_FRAMES = 10_000
 MAX_THUMBNAIL_BYTES = 64 * 1024
+#: Most crops per frame an upload may add as rows of the index.
+MAX_CROPS = 16
 #: Most candidates one query may re-rank (each costs a frame read and ~20-60 ms of CPU).
 MAX_RERANK = 200
 #: Largest query image sent for re-ranking, px a side (the client bins larger ones): 512²
@@ -61,15 +63,34 @@ def decode_vectors(text: str, n: int) -> np.ndarray:
 
 
 def put_embeddings(
-    ctx: Ctx, ref: str, embedder: str, frames: list[int], vectors: str, thumbnails: list[str | None] | None
+    ctx: Ctx,
+    ref: str,
+    embedder: str,
+    frames: list[int],
+    vectors: str,
+    thumbnails: list[str | None] | None,
+    crops: str | None = None,
+    crops_per_frame: int | None = None,
 ) -> dict[str, Any]:
-    """Store (replacing) the embeddings of frames of one record; needs write permission."""
+    """Store (replacing every view of them) the embeddings of frames of one record, and with
+    ``crops`` those of ``crops_per_frame`` crops of each frame (views 1…, frame by frame);
+    needs write permission."""
     record = resolve_record(ctx, ref, Level.WRITE)
     if not frames or len(frames) > MAX_FRAMES:
         raise InputError(f"1 to {MAX_FRAMES} frames per upload, got {len(frames)}")
     if len(set(frames)) != len(frames) or min(frames) < 0:
         raise InputError("frames must be distinct and ≥ 0")
     matrix = decode_vectors(vectors, len(frames))
+    if (crops is None) != (crops_per_frame is None):
+        raise InputError("crops and crops_per_frame go together")
+    crop_rows = np.zeros((len(frames), 0, matrix.shape[1]), np.float32)
+    if crops is not None and crops_per_frame is not None:
+        if not 1 <= crops_per_frame <= MAX_CROPS:
+            raise InputError(f"1 to {MAX_CROPS} crops per frame, got {crops_per_frame}")
+        flat = decode_vectors(crops, len(frames) * crops_per_frame)
+        if flat.shape[1] != matrix.shape[1]:
+            raise InputError(f"crops' vectors of {flat.shape[1]} values, the frames' of {matrix.shape[1]}")
+        crop_rows = flat.reshape(len(frames), crops_per_frame, -1)
     held = ctx.session.scalar(
         select(func.length(FrameEmbedding.vector)).where(FrameEmbedding.embedder == embedder).limit(1)
     )
@@ -99,15 +120,25 @@ def put_embeddings(
             FrameEmbedding.frame.in_(frames),
         )
     )
+    # Rows frame by frame, the frame's own first: the index reads them in id order.
     ctx.session.add_all(
-        FrameEmbedding(record_id=record.id, embedder=embedder, frame=int(f), vector=v.tobytes(), thumbnail=t)
-        for f, v, t in zip(frames, matrix, thumbs, strict=True)
+        FrameEmbedding(
+            record_id=record.id,
+            embedder=embedder,
+            frame=int(f),
+            view=view,
+            vector=vec.tobytes(),
+            thumbnail=t if view == 0 else None,
+        )
+        for f, v, t, c in zip(frames, matrix, thumbs, crop_rows, strict=True)
+        for view, vec in enumerate([v, *c])
     )
     ctx.audit("embeddings.put", format_id("d", record.id), embedder=embedder, frames=len(frames))
     return {
         "id": format_id("d", record.id),
         "embedder": embedder,
         "frames": len(frames),
+        "crops": len(frames) * crop_rows.shape[1],
         "dim": matrix.shape[1],
     }
 
@@ -286,6 +317,7 @@ def thumbnail(ctx: Ctx, ref: str, embedder: str, frame: int) -> bytes:
             FrameEmbedding.record_id == record.id,
             FrameEmbedding.embedder == embedder,
             FrameEmbedding.frame == frame,
+            FrameEmbedding.view == 0,
         )
     )
     if png is None:
