@@ -56,7 +56,9 @@ def test_a_slow_defocus_ramp_is_caught_and_named_against_the_first_reference():
     assert len(found) == 1
     d = found[0]
     assert 96 < d.first_alarm < 96 + 256 and "defocus" in d.changed
-    assert d.scores["defocus"] > 1  # the cumulative test's alarm
+    # A cumulative test's alarm (the source test's envelope may see the blur first: the
+    # attribution then names the defocus).
+    assert max(d.scores[t] for t in ("defocus", "source_drift")) > 1
     assert d.attribution["defocus_A"] == pytest.approx(defocus[d.first_alarm], abs=20.0)
 
 
