@@ -20,7 +20,9 @@ A detection carries its attribution: what changed, by how much, in physical unit
 The reference the detectors are measured against (the first ``reference_frames`` quiet frames,
 widened while the stream stays quiet; its thresholds from the reference and the ERT alone; the
 short one taken after a detection) is kept by ``reference.ReferenceKeeper``, which
-``DriftMonitor`` extends; that module's docstring says how and why.
+``DriftMonitor`` extends; that module's docstring says how and why. Changes slower than the
+window statistics see (ramps of defocus, dose, source size) are caught by cumulative tests
+against the first full reference since the last re-reference (``ReferenceKeeper.anchor_drift``).
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ SCHEMA = 1  # version of the monitor state stored with a dataset's decisions
 class Decision:
     """What the monitor concluded about frames ``frame_start``..``frame_end`` (inclusive).
 
-    ``scores``: each detector's statistic as a multiple of its threshold (> 1 fired).
+    ``scores``: each detector's statistic as a multiple of its threshold (> 1 fired), with the
+    cumulative tests' (``reference.CUMULATIVE``: ``defocus``, ``dose_drift``, ``source_drift``)
+    where the optics are known.
     ``changed``: the conditions named as changed (``dose``, ``defocus``, ``blur``,
     ``contrast``, ``lattice``, ``network``); ``attribution`` the estimates behind them
     (``dose_ratio``, ``defocus_A`` (|defocus| now), ``defocus_change_A``, ``defocus_err_A``,
