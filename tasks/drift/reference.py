@@ -42,7 +42,14 @@ from .attribution import DETECTORS, IMAGE_DETECTORS, attribute, probe_of, shape_
 from .calibration import MIN_REFERENCE, Calibration, calibrate, change_inside
 from .observation import Observation
 from .physics import Proxies, median_proxies, proxy_score
-from .spectrum import ImageStats, SpectrumReference, depth_of_focus, fit_defocus, fit_envelope
+from .spectrum import (
+    ImageStats,
+    SpectrumReference,
+    depth_of_focus,
+    envelope_error,
+    fit_defocus,
+    fit_envelope,
+)
 
 REFERENCE_GROWTH = (1, 2, 4)  # calibrate at these multiples of ``reference_frames``
 BANDWIDTH = 3.0  # embedding kernel width as a multiple of the reference's median distance
@@ -368,13 +375,13 @@ class ReferenceKeeper:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per cumulative test (``CUMULATIVE``), the estimate from ``images`` against
         ``spectrum`` (taken at |defocus| ``defocus`` Å) and its standard error: |defocus| (Å,
-        ``fit_defocus``), mean ln counts, and the Gaussian envelope's Δσ² (Å², ``fit_envelope``;
-        its error is left to the held-out scatter: 0)."""
+        ``fit_defocus``), mean ln counts, and the Gaussian envelope's Δσ² (Å², ``fit_envelope``,
+        ``envelope_error``)."""
         probe = probe_of(self.optics or {})
         df, err, _ = fit_defocus(spectrum, images, shape_of(images[0]), **probe, reference_defocus=defocus)
         dose, dose_err = _ln_counts(images)
         source, _ = fit_envelope(spectrum, images)
-        return np.array([df, dose, source]), np.array([err, dose_err, 0.0])
+        return np.array([df, dose, source]), np.array([err, dose_err, envelope_error(spectrum, images)])
 
     def anchor_drift(self, images: Sequence[ImageStats], frames: int) -> tuple[np.ndarray, np.ndarray]:
         """The cumulative tests against the anchor (``CUMULATIVE``): each change of ``images``

@@ -725,14 +725,38 @@ def fit_envelope(reference: SpectrumReference, stats: Sequence[ImageStats]) -> t
     χ² (``_transfer_misfit``, as ``fit_defocus``'s, no free amplitude: comparable with its). NaN, NaN with fewer than two rings of signal."""
     # Candidates from -1 to 2 Å² (a source σ from 0.35 to 1.5 Å and back) in 0.005 Å² steps,
     # a tenth of the smallest change the issue asks for (+0.3 Å on 0.35 Å: 0.33 Å²).
-    grid = np.arange(-1.0, 2.0 + 1e-9, 0.005)
-    k2 = reference.ring_k**2
-    models = -4.0 * np.pi**2 * grid[:, None] * k2[None, :]
-    fit = _transfer_misfit(reference, stats, models)
+    fit = _envelope_misfit(reference, stats)
     if fit is None:
         return float("nan"), float("nan")
     i = int(np.argmin(fit[0]))
-    return float(grid[i]), float(fit[0][i])
+    return float(ENVELOPE_GRID[i]), float(fit[0][i])
+
+
+ENVELOPE_GRID = np.arange(-1.0, 2.0 + 1e-9, 0.005)
+
+
+def _envelope_misfit(
+    reference: SpectrumReference, stats: Sequence[ImageStats]
+) -> tuple[np.ndarray, int] | None:
+    """``_transfer_misfit`` of the Gaussian envelopes of ``ENVELOPE_GRID``'s Δσ² (Å²)."""
+    k2 = reference.ring_k**2
+    return _transfer_misfit(reference, stats, -4.0 * np.pi**2 * ENVELOPE_GRID[:, None] * k2[None, :])
+
+
+def envelope_error(reference: SpectrumReference, stats: Sequence[ImageStats]) -> float:
+    """The ± (Å²) of ``fit_envelope``'s Δσ², as ``fit_defocus``'s: the larger distance from the
+    estimate to the likelihood's 16th or 84th percentile over the candidates, the χ² scaled by
+    Birge's ratio where the envelope misfits more than its rings allow (a change no envelope
+    explains — the content in view, contamination — then gets a wide error, not a precise
+    wrong one). NaN with fewer than two rings of signal."""
+    fit = _envelope_misfit(reference, stats)
+    if fit is None:
+        return float("nan")
+    misfit, rings = fit
+    estimate = float(ENVELOPE_GRID[int(np.argmin(misfit))])
+    cdf = np.cumsum(_posterior(misfit, rings))
+    lo, hi = (float(ENVELOPE_GRID[min(int(np.searchsorted(cdf, q)), len(cdf) - 1)]) for q in (0.16, 0.84))
+    return max(estimate - lo, hi - estimate, 0.0025)  # (never below half the candidates' step)
 
 
 def defocus_bound(
