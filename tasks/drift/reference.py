@@ -402,7 +402,8 @@ class ReferenceKeeper:
         Each threshold is the larger of a physical floor and z standard errors — the fit's own
         error and the anchor's held-out scatter in quadrature, z the two-sided Student's t
         quantile (the scatter's degrees of freedom) of one false alarm per ERT for all the tests
-        together at one test per ``frames`` frames (Bonferroni over the tests). The floors:
+        together at one test per ``frames`` frames (``_tails``: a Bonferroni split over the tests
+        that the floor does not already decide). The floors:
         - defocus: the depth of focus (a smaller change leaves the probe as it was;
           attribution names no defocus below it);
         - source/probe size: the blur variance that change of defocus makes, the per-axis
@@ -428,10 +429,34 @@ class ReferenceKeeper:
         # quantile is Student's t, not the normal one, for a spread known that poorly (on the
         # twin a 64-frame anchor's three blocks gave 8 Å while its later stationary blocks read
         # 24 Å from focus, 3 σ under the normal quantile, within t's).
-        tail = min(0.5, frames / (2.0 * self.ert * len(CUMULATIVE)))
-        z = float(student_t.isf(tail, anchor.blocks))
-        threshold = np.maximum(floor, z * np.hypot(err, anchor.scatter))  # (NaN: no test)
+        se = np.hypot(err, anchor.scatter)
+        tail = self._tails(floor / se, anchor.blocks, min(1.0, frames / self.ert))
+        z = student_t.isf(tail / 2.0, anchor.blocks)
+        threshold = np.maximum(floor, z * se)  # (NaN: no test)
         return change, np.abs(change) / threshold
+
+    @staticmethod
+    def _tails(floor_z: np.ndarray, dof: int, alpha: float) -> np.ndarray:
+        """Two-sided false-alarm probabilities per test, summing to at most ``alpha`` (one false
+        alarm per ERT for all the tests together, by the union bound): a test whose physical
+        floor lies ``floor_z`` standard errors out already alarms less often than an equal share
+        (the dose floor at ×1.7 is ~100 errors out): it keeps that probability, and the rest is
+        shared equally by the others (a Bonferroni split that spends no share on a test the
+        floor decides). NaN for a test without an error."""
+        at_floor = 2.0 * student_t.sf(np.where(np.isfinite(floor_z), floor_z, np.inf), dof)
+        tails = np.full(len(floor_z), np.nan)
+        todo = np.isfinite(floor_z)
+        budget = alpha
+        while todo.any():
+            share = budget / todo.sum()
+            bound = todo & (at_floor <= share)
+            if not bound.any():
+                tails[todo] = share
+                break
+            tails[bound] = at_floor[bound]
+            budget -= float(at_floor[bound].sum())
+            todo &= ~bound
+        return np.minimum(tails, 1.0)
 
     def _change_in_reference(
         self, end: int, rest: list[Observation]
