@@ -79,3 +79,18 @@ def test_the_same_brightness_wander_without_a_ramp_raises_no_alarm():
     assert not found, [(d.first_alarm, d.summary) for d in found]
     tested = [s["dose_drift"] for s in scores if np.isfinite(s.get("dose_drift", np.nan))]
     assert len(tested) >= 20 and max(tested) < 1.0
+
+
+def test_the_tests_share_one_false_alarm_per_ert():
+    # Union bound: the three tests' false-alarm probabilities sum to the budget; a test whose
+    # floor is far out (the dose's, ~100 errors) keeps its tiny probability and the others share
+    # the rest; with no floor in play the split is Bonferroni's.
+    from scipy.stats import t as student_t
+
+    tails = DriftMonitor._tails(np.array([0.5, 100.0, 2.0]), 6, 0.016)
+    assert tails.sum() == pytest.approx(0.016)
+    assert tails[1] == pytest.approx(2 * student_t.sf(100.0, 6))
+    assert tails[0] == pytest.approx(tails[2])
+    assert np.allclose(DriftMonitor._tails(np.zeros(3), 6, 0.016), 0.016 / 3)
+    # A test without an error gets no share.
+    assert np.isnan(DriftMonitor._tails(np.array([np.nan, 0.0, 0.0]), 6, 0.016)[0])
