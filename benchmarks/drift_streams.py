@@ -35,6 +35,7 @@ class Stream:
     dose: np.ndarray
     changes: tuple[tuple[int, str, str], ...]
     optics: dict[str, float]
+    source: np.ndarray | None = None  # per-frame source size σ (Å) where the stream changes it
 
 
 def _data_dir() -> Path:
@@ -124,6 +125,7 @@ def build(
         np.asarray(dose, float),
         changes,
         {"voltage_kv": 60.0, "semiangle_mrad": 25.0},
+        None if source is None else np.asarray(source, float),
     )
 
 
@@ -175,3 +177,64 @@ def stationary(n: int = 1000, side: int = 128, seed: int = 3, crops: str = "drif
     """No change: crops (drifting with scan jitter, or random) at 2e7, in focus."""
     name = "abtem-stationary" + ("" if crops == "drifting" else f"-{crops}")
     return build(name, np.zeros(n), np.full(n, 2e7), (), side=side, seed=seed, crops=crops)
+
+
+def log_ramp(n: int, start: int, frames: int, ratio: float) -> np.ndarray:
+    """Per-frame factor 1 → ``ratio`` log-linearly over ``frames`` frames from ``start``, then held."""
+    return np.exp(np.clip((np.arange(n) - start) / frames, 0, 1) * np.log(ratio))
+
+
+def slow_dose_ramps(
+    dose0: float = 2e7,
+    side: int = 128,
+    seed: int = 5,
+    name: str = "abtem-dose-ramps",
+    frames: int = 150,
+    **kw,
+) -> Stream:
+    """Dose ×1 → ×0.3 over ``frames`` frames from 200, then (150 quiet frames) ×1 → ×3 of that
+    over ``frames`` frames: ramps the window statistics see as small steps, or (long ramps)
+    not at all (drifting crops, in focus). ``kw``: ``build``'s (``clean``, ``source``)."""
+    second = 200 + frames + 150
+    n = second + frames + 150
+    dose = dose0 * log_ramp(n, 200, frames, 0.3) * log_ramp(n, second, frames, 3.0)
+    changes = ((200, "dose", "ramp"), (second, "dose", "ramp"))
+    return build(name, np.zeros(n), dose, changes, side=side, seed=seed, crops="drifting", **kw)
+
+
+def source_sizes(base: float, extra: float, n: int, start: int, frames: int) -> np.ndarray:
+    """Per-frame source size σ (Å) from ``base`` to ``base + extra`` linearly over ``frames``
+    frames from ``start``, in 0.01 Å steps (each step's blur is computed once)."""
+    t = np.clip((np.arange(n) - start) / frames, 0, 1)
+    return np.round((base + extra * t) / 0.01) * 0.01
+
+
+def slow_source_ramp(
+    base: float = 0.35,
+    side: int = 128,
+    seed: int = 6,
+    name: str = "abtem-source-ramp",
+    frames: int = 150,
+    **kw,
+) -> Stream:
+    """Source size ``base`` → ``base`` + 0.3 Å over ``frames`` frames from 200 (drifting crops,
+    in focus, 2e7 e/Å²), then 150 quiet frames. The abTEM graphene frames carry a ``base``
+    source blur already: the added Gaussian blur is the difference in quadrature. ``kw``:
+    ``build``'s (``clean``, ``dose0``)."""
+    n = 200 + frames + 150
+    total = source_sizes(base, 0.3, n, 200, frames)
+    dose0 = kw.pop("dose0", 2e7)
+    # (A caller's noise-free frames carry no source blur: theirs is all added.)
+    added = np.sqrt(np.maximum(total**2 - base**2, 0.0)) if kw.get("clean") is None else total
+    st = build(
+        name,
+        np.zeros(n),
+        np.full(n, dose0),
+        ((200, "blur", "ramp"),),
+        side=side,
+        seed=seed,
+        crops="drifting",
+        source=np.round(added, 4),
+        **kw,
+    )
+    return Stream(st.name, st.frames, st.pixel_size, st.defocus, st.dose, st.changes, st.optics, total)

@@ -18,6 +18,8 @@ The streams (fixed before the first run, not tuned after it), per material:
 - source: source size 0.35 → 0.65 Å (+0.3 Å) at 150, back at 300, defocus 0 → 80 Å at 450,
   back to focus with dose ×0.1 at 600 (drifting crops);
 - ramps: defocus 0 → 80 Å over 100 frames, then dose ×0.1 over 100 frames (drifting crops);
+- slow ramps (``drift_streams.slow_dose_ramps`` / ``slow_source_ramp``): dose ×0.3 over 150
+  frames and ×3 back over 150; source size +0.3 Å over 150 frames (drifting crops);
 - stationary: 1500 drifting and 750 random crops, no change.
 Base doses (chosen a priori for the materials' scattering, never changed): MoS2 5·10⁶ e/Å² (Mo
 scatters to high angles ~10× more than C), hBN 2·10⁷ e/Å² (as the graphene streams).
@@ -103,7 +105,7 @@ def streams(material: str, clean: tuple[dict[float, np.ndarray], float]) -> list
     def build(name, df, dose, changes, crops, seed, source=None):
         src = np.full(len(df), SOURCE) if source is None else source
         st = S.build(name, df, dose, changes, crops=crops, seed=seed, clean=clean, source=src)
-        return S.Stream(st.name, st.frames, st.pixel_size, st.defocus, st.dose, st.changes, OPTICS)
+        return S.Stream(st.name, st.frames, st.pixel_size, st.defocus, st.dose, st.changes, OPTICS, st.source)
 
     out = []
     for crops, seed in (("random", 11), ("drifting", 12)):
@@ -132,6 +134,18 @@ def streams(material: str, clean: tuple[dict[float, np.ndarray], float]) -> list
             f"{material}-ramps", df, dose, ((200, "defocus", "ramp"), (450, "dose", "ramp")), "drifting", 14
         )
     )
+    # Ramps slower than the window statistics' look-back (added with the cumulative dose and
+    # source tests; the streams were fixed before their first run): dose ×0.3 and back ×3 over
+    # 150 frames each, source size +0.3 Å over 150 frames.
+    for st in (
+        S.slow_dose_ramps(
+            d0, seed=17, name=f"{material}-dose-ramps", clean=clean, source=np.full(800, SOURCE)
+        ),
+        S.slow_source_ramp(SOURCE, seed=18, name=f"{material}-source-ramp", clean=clean, dose0=d0),
+    ):
+        out.append(
+            S.Stream(st.name, st.frames, st.pixel_size, st.defocus, st.dose, st.changes, OPTICS, st.source)
+        )
     out.append(build(f"{material}-stationary", np.zeros(1500), np.full(1500, d0), (), "drifting", 15))
     out.append(build(f"{material}-stationary-random", np.zeros(750), np.full(750, d0), (), "random", 16))
     return out
@@ -162,6 +176,7 @@ def main() -> None:
                 found,
                 st.dose,
                 st.defocus,
+                st.source,
             )
             ours.update(D.ert_interval(ours["false_alarms"], watched))
             base_found, base_watched = D.baseline_detections(st.frames, args.ert)

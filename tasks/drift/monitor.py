@@ -20,7 +20,9 @@ A detection carries its attribution: what changed, by how much, in physical unit
 The reference the detectors are measured against (the first ``reference_frames`` quiet frames,
 widened while the stream stays quiet; its thresholds from the reference and the ERT alone; the
 short one taken after a detection) is kept by ``reference.ReferenceKeeper``, which
-``DriftMonitor`` extends; that module's docstring says how and why.
+``DriftMonitor`` extends; that module's docstring says how and why. Changes slower than the
+window statistics see (ramps of defocus, dose, source size) are caught by cumulative tests
+against the first full reference since the last re-reference (``ReferenceKeeper.anchor_drift``).
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ from .attribution import DETECTORS, IMAGE_DETECTORS
 from .calibration import MIN_REFERENCE
 from .observation import Observation, pack, unpack
 from .physics import Proxies, proxy_score
-from .reference import ReferenceKeeper
-from .spectrum import SpectrumReference, image_stats
+from .reference import CUMULATIVE, ReferenceKeeper
+from .spectrum import SpectrumReference, envelope_fits_better, image_stats
 
 SCHEMA = 1  # version of the monitor state stored with a dataset's decisions
 
@@ -49,7 +51,9 @@ SCHEMA = 1  # version of the monitor state stored with a dataset's decisions
 class Decision:
     """What the monitor concluded about frames ``frame_start``..``frame_end`` (inclusive).
 
-    ``scores``: each detector's statistic as a multiple of its threshold (> 1 fired).
+    ``scores``: each detector's statistic as a multiple of its threshold (> 1 fired), with the
+    cumulative tests' (``reference.CUMULATIVE``: ``defocus``, ``dose_drift``, ``source_drift``)
+    where the optics are known.
     ``changed``: the conditions named as changed (``dose``, ``defocus``, ``blur``,
     ``contrast``, ``lattice``, ``network``); ``attribution`` the estimates behind them
     (``dose_ratio``, ``defocus_A`` (|defocus| now), ``defocus_change_A``, ``defocus_err_A``,
@@ -134,7 +138,7 @@ class DriftMonitor(ReferenceKeeper):
                     before = np.nanmean(np.stack(self.recent)[: -cal.window], axis=0)
         scores = {name: float(v) for name, v in zip(DETECTORS, best, strict=True)}
         if first_alarm is None:
-            drift = self._defocus_drift(frame_start, batch, offset, scores)
+            drift = self._anchor_drift(frame_start, batch, offset, scores)
             if drift is not None:
                 return drift
             self._grow(todo)
@@ -148,24 +152,56 @@ class DriftMonitor(ReferenceKeeper):
             frame_start, frame_start + k - 1, True, scores, first_alarm, changed, attribution, summary
         )
 
-    def _defocus_drift(
+    def _anchor_drift(
         self, frame_start: int, batch: list[Observation], offset: int, scores: dict[str, float]
     ) -> Decision | None:
-        """The cumulative defocus test against the anchor (``ReferenceKeeper.defocus_drift``),
-        once per batch on the window and look-back's frames; its score joins ``scores`` as
-        ``defocus``. A detection (the change named a defocus by the attribution against the
-        anchor) or None. The first alarm is the first frame of the batch whose window and
-        look-back already hold the change."""
+        """The cumulative tests against the anchor (``ReferenceKeeper.anchor_drift``: defocus,
+        dose, source/probe size), once per batch on the window and look-back's frames; their
+        scores join ``scores`` (``CUMULATIVE``). A detection (the change named by the attribution
+        against the anchor as what a test that fired stands for) or None. The first alarm is the
+        first frame of the batch whose window and look-back already hold the change."""
         k = len(batch)
         if self.optics is None:
             return None  # no defocus can be fitted, and no score is reported
         if self.anchor is None or len(self.recent_obs) < self.recent_obs.maxlen:
-            scores["defocus"] = float("nan")
+            scores.update(dict.fromkeys(CUMULATIVE, float("nan")))
             return None
         frames = list(self.recent_obs)
-        _, _, ratio = self.defocus_drift([o.image for o in frames], k)
-        scores["defocus"] = ratio
-        if not ratio > 1.0:
+        _, ratio = self.anchor_drift([o.image for o in frames], k)
+        scores.update(zip(CUMULATIVE, map(float, ratio), strict=True))
+        fired = ratio > 1.0
+        if not fired.any():
+            return None
+        anchor = self.anchor
+        before = np.concatenate([anchor.centre, np.full(len(DETECTORS) - len(anchor.centre), np.nan)])
+        # The attribution fits what a fired test stands for: a dose change as the dose
+        # detector's, a source/probe size change as the blur detector's (the envelope and the
+        # defocus fitted side by side), a defocus as itself.
+        seen = dict(scores)
+        for test, detector in (("dose_drift", "dose"), ("source_drift", "blur")):
+            if scores[test] > 1.0:
+                seen[detector] = max(scores[test], np.nan_to_num(scores[detector]))
+        changed, attribution, words, defocus_next = self._attribute_against(
+            anchor.spectrum, anchor.defocus, seen, [o.image for o in frames], before
+        )
+        # A source/probe size change is named where the Gaussian envelope explains the spectrum
+        # better than a defocus (``envelope_fits_better``, as the attribution decides), or as a
+        # defocus where the probe's transfer does: a blur neither model explains is not one.
+        envelope = "envelope_misfit" in attribution and envelope_fits_better(
+            anchor.spectrum,
+            frames[0].image.pixel_size,
+            attribution["defocus_misfit"],
+            attribution["envelope_misfit"],
+        )
+        named = {
+            "defocus": "defocus" in changed,
+            "dose_drift": "dose" in changed,
+            "source_drift": "defocus" in changed or ("blur" in changed and envelope),
+        }
+        if not any(named[t] for t, f in zip(CUMULATIVE, fired, strict=True) if f):
+            # The anchor's fits found a change the attribution, with the envelope, the defocus
+            # and the lattice beside each other, does not name as the test's: not a change of the
+            # imaging the test watches (a new lattice reads as a defocus or an envelope).
             return None
         # Where in the batch the change first reached the threshold (only after an alarm: one
         # fit a batch otherwise).
@@ -175,19 +211,11 @@ class DriftMonitor(ReferenceKeeper):
             cut = span - (k - 1 - i)  # the frames held up to the batch's frame i
             if cut < self.window:
                 continue  # (a batch longer than the look-back: too few of them held)
-            if self.defocus_drift([o.image for o in frames[:cut]], k)[2] > 1.0:
+            if (self.anchor_drift([o.image for o in frames[:cut]], k)[1][fired] > 1.0).any():
                 first = i
                 break
-        anchor = self.anchor
-        before = np.concatenate([anchor.centre, np.full(len(DETECTORS) - len(anchor.centre), np.nan)])
-        changed, attribution, words, defocus_next = self._attribute_against(
-            anchor.spectrum, anchor.defocus, scores, [o.image for o in frames], before
-        )
-        if "defocus" not in changed:
-            # The anchor's fit found a defocus the attribution, with the envelope and the lattice
-            # beside it, does not name: not a change of the probe's focus.
-            return None
-        self._defocus_next = defocus_next
+        if "defocus" in changed:
+            self._defocus_next = defocus_next
         self._since_alarm = batch[first + 1 :][:MIN_REFERENCE]
         summary = words + " (cumulative, against the first reference)"
         return Decision(
@@ -250,7 +278,7 @@ class DriftMonitor(ReferenceKeeper):
                 if getattr(spectrum, name) is not None:
                     arrays[f"carried_{name}"] = np.asarray(getattr(spectrum, name), dtype=np.float64)
         arrays["recent_features"] = np.stack(self.recent) if self.recent else np.empty((0, len(DETECTORS)))
-        # The frames the cumulative defocus test fits (the window and look-back's).
+        # The frames the cumulative tests fit (the window and look-back's).
         arrays.update({f"recentobs_{k}": v for k, v in pack(list(self.recent_obs)).items()})
         return attrs, arrays
 

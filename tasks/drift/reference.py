@@ -42,7 +42,15 @@ from .attribution import DETECTORS, IMAGE_DETECTORS, attribute, probe_of, shape_
 from .calibration import MIN_REFERENCE, Calibration, calibrate, change_inside
 from .observation import Observation
 from .physics import Proxies, median_proxies, proxy_score
-from .spectrum import ImageStats, SpectrumReference, depth_of_focus, fit_defocus, mass_dilution
+from .spectrum import (
+    ImageStats,
+    SpectrumReference,
+    depth_of_focus,
+    envelope_error,
+    fit_defocus,
+    fit_envelope,
+    mass_dilution,
+)
 
 REFERENCE_GROWTH = (1, 2, 4)  # calibrate at these multiples of ``reference_frames``
 BANDWIDTH = 3.0  # embedding kernel width as a multiple of the reference's median distance
@@ -63,19 +71,26 @@ class Reference:
     defocus: float = 0.0
 
 
+# The cumulative tests against the anchor (``ReferenceKeeper.anchor_drift``), in this order:
+# |defocus| (Å), dose (ln mean counts) and the source/probe size (Δσ² of a Gaussian envelope, Å²).
+CUMULATIVE = ("defocus", "dose_drift", "source_drift")
+
+
 @dataclass(frozen=True)
 class Anchor:
     """The first full reference since the last re-reference, kept while the reference grows
-    (``ReferenceKeeper.defocus_drift``): its spectrum, the |defocus| (Å) it was taken at, its
-    frames' median image features (``IMAGE_DETECTORS``, against its own spectrum) and the
-    scatter (Å, RMS about ``defocus``) of the defocus fitted to ``blocks`` blocks of its own
-    frames held out of the spectrum they are fitted against."""
+    (``ReferenceKeeper.anchor_drift``): its spectrum, the |defocus| (Å) it was taken at, its
+    frames' median image features (``IMAGE_DETECTORS``, against its own spectrum), their mean
+    ln counts, and per cumulative test (``CUMULATIVE``) the scatter (RMS, the test's units) of
+    the estimate on ``blocks`` blocks of its own frames, each held out of the spectrum and the
+    mean it is measured against."""
 
     spectrum: SpectrumReference
     defocus: float
     centre: np.ndarray
-    scatter: float
+    scatter: np.ndarray
     blocks: int = 0  # held-out blocks the scatter was measured on (its degrees of freedom)
+    dose: float = 0.0
 
 
 def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -92,6 +107,9 @@ class ReferenceKeeper:
     reference_frames: int = 64
     seed: int = 0
     optics: Mapping[str, float] | None = None
+    # The smallest dose ratio (or its inverse) the user asks to be told of: the issue's ×3 / ×0.3.
+    # The cumulative dose test's floor is half of it in ln (``anchor_drift``).
+    dose_step: float = 3.0
     # |Defocus| (Å) of the current reference: 0 at the start (the operator focused), then what
     # the last detection estimated, so a return to focus is measured as the change it is.
     reference_defocus: float = field(default=0.0, init=False)
@@ -111,7 +129,7 @@ class ReferenceKeeper:
     # short reference are measured against it, out of sample (a spectrum fitted to 16 frames
     # fits those frames better than the next ones, and their spread would look too small).
     carried: tuple[SpectrumReference, float] | None = field(default=None, init=False, repr=False)
-    # The first full reference since the last re-reference (``defocus_drift``), and the
+    # The first full reference since the last re-reference (``anchor_drift``), and the
     # frames the window and look-back hold (their spectra are what it is tested on).
     anchor: Anchor | None = field(default=None, init=False, repr=False)
     recent_obs: deque = field(default_factory=deque, init=False, repr=False)
@@ -326,10 +344,11 @@ class ReferenceKeeper:
     def _anchor(self, spectrum: SpectrumReference | None, obs: list[Observation], defocus: float) -> Anchor:
         """The anchor of a full reference's first ``reference_frames`` frames (``spectrum``: their
         fitted spectrum when at hand). Its scatter is measured out of sample: each block of
-        frames against the spectrum of the other frames, so the wander of the content in view
-        within the reference counts, as it will against later frames. The blocks are one window
-        long: twice as many as of the tested length (the scatter's degrees of freedom set the
-        quantile), each noisier than the tested stretch, so the scatter errs towards no alarm."""
+        frames against the spectrum (and mean counts) of the other frames, so the wander of the
+        content in view within the reference counts, as it will against later frames. The blocks
+        are one window long: twice as many as of the tested length (the scatter's degrees of
+        freedom set the quantile), each noisier than the tested stretch, so the scatter errs
+        towards no alarm."""
         images = [o.image for o in obs]
         spectrum = SpectrumReference.fit(images) if spectrum is None else spectrum
         with warnings.catch_warnings():
@@ -338,64 +357,118 @@ class ReferenceKeeper:
                 np.array([[spectrum.features(s)[n] for n in IMAGE_DETECTORS] for s in images]), axis=0
             )
         span = self.window
-        probe = probe_of(self.optics or {})
-        shape = shape_of(images[0])
         deviations = []
         for a in range(0, len(images) - span + 1, span):
             rest = images[:a] + images[a + span :]
             held_out = SpectrumReference.fit(rest)
-            df, _, _ = fit_defocus(held_out, images[a : a + span], shape, **probe, reference_defocus=defocus)
-            if np.isfinite(df):
-                deviations.append(df - defocus)
-        scatter = float(np.sqrt(np.mean(np.square(deviations)))) if deviations else float("nan")
-        return Anchor(spectrum, defocus, centre, scatter, len(deviations))
+            rest_dose = _ln_counts(rest)[0]
+            estimate, _ = self._estimates(held_out, images[a : a + span], defocus, rest_dose)
+            deviations.append(estimate - np.array([defocus, rest_dose, 0.0]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            dev = np.array(deviations).reshape(-1, len(CUMULATIVE))
+            scatter = np.sqrt(np.nanmean(np.square(dev), axis=0))
+            # A test's degrees of freedom: the blocks it could be measured on (the fewest).
+            blocks = int(np.isfinite(dev).sum(axis=0).min()) if len(dev) else 0
+        return Anchor(spectrum, defocus, centre, scatter, blocks, _ln_counts(images)[0])
 
-    def defocus_drift(self, images: Sequence[ImageStats], frames: int) -> tuple[float, float, float]:
-        """The cumulative test: |defocus| (Å) of ``images`` (the latest frames) against the
-        anchor, its error (Å), and the change as a multiple of its threshold (> 1: a defocus
-        change), for a test made every ``frames`` frames. NaN, NaN, NaN without an anchor or
-        where the fit finds no defocus.
+    def _estimates(
+        self, spectrum: SpectrumReference, images: Sequence[ImageStats], defocus: float, ln_counts: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per cumulative test (``CUMULATIVE``), the estimate from ``images`` against
+        ``spectrum`` (taken at |defocus| ``defocus`` Å, mean ln counts ``ln_counts``) and its
+        standard error: |defocus| (Å, ``fit_defocus``), mean ln counts, and the Gaussian
+        envelope's Δσ² (Å², ``fit_envelope``, ``envelope_error``). Both transfer fits profile
+        out a rise of the mean as mass in view (``mass_dilution``): a dose change large enough
+        to matter is the dose test's to see, so here the mean's rise is taken as contamination
+        (the twin's contamination growing to 10 % read 0 → 22 Å without it)."""
+        probe = probe_of(self.optics or {})
+        shape = shape_of(images[0])
+        fit = {
+            **probe,
+            "reference_defocus": defocus,
+            "dilution": mass_dilution(float(np.exp(ln_counts)), images),
+        }
+        df, err, _ = fit_defocus(spectrum, images, shape, **fit)
+        dose, dose_err = _ln_counts(images)
+        source, _ = fit_envelope(spectrum, images, shape, **fit)
+        error = envelope_error(spectrum, images, shape, **fit)
+        return np.array([df, dose, source]), np.array([err, dose_err, error])
+
+    def anchor_drift(self, images: Sequence[ImageStats], frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """The cumulative tests against the anchor (``CUMULATIVE``): each change of ``images``
+        (the latest frames) from the anchor — |defocus| (Å), ln dose ratio, source/probe size
+        Δσ² (Å²) — and that change as a multiple of its threshold (> 1: a change), for tests
+        made every ``frames`` frames. NaN where there is no anchor or a fit finds nothing.
 
         The window-against-look-back statistics absorb a change slower than their threshold per
         look-back (``Calibration.absorbed_rate``), and a growing reference takes such a ramp into
         itself (the held-out MoS2 defocus ramp 0 → 80 Å over 100 frames: 0.95 of the contrast's
-        threshold at 32 Å, then frames at 0–45 Å became the reference). Against the anchor the
-        change is cumulative, so no ramp is absorbed; and the fitted quantity is the probe's
-        defocus itself, which the content in view, contamination and the scan do not shift the way
-        they shift the contrast (the twin's contamination moved the contrast +0.6 ln over
-        250 frames, the fitted |defocus| ≤ 15 Å). The threshold: the depth of focus (physics: a
-        smaller change leaves the probe as it was; attribution names no defocus below it), or
-        z standard errors where larger — the fit's own error and the anchor's held-out scatter
-        in quadrature, z the two-sided quantile of one false alarm per ERT at one test per
-        ``frames`` frames (Student's t, the scatter's degrees of freedom)."""
+        threshold at 32 Å, then frames at 0–45 Å became the reference; a dose ramp ×1 → ×0.3 over
+        150 frames moves ln counts 0.08 a window). Against the anchor the change is cumulative,
+        so no ramp is absorbed; and each fitted quantity is one of the imaging's own, which the
+        content in view, contamination and the scan shift little (the twin's contamination
+        moved the contrast +0.6 ln over 250 frames, the fitted |defocus| ≤ 15 Å, ln counts
+        ≤ 0.04 over 2000 frames).
+
+        Each threshold is the larger of a physical floor and z standard errors — the fit's own
+        error and the anchor's held-out scatter in quadrature, z the two-sided Student's t
+        quantile (the scatter's degrees of freedom) of one false alarm per ERT for all the tests
+        together at one test per ``frames`` frames (``_tails``: a Bonferroni split over the tests
+        that the floor does not already decide). The floors:
+        - defocus: the depth of focus (a smaller change leaves the probe as it was;
+          attribution names no defocus below it);
+        - source/probe size: the blur variance that change of defocus makes, the per-axis
+          variance r²/4 of its disc of confusion r = α·λ/(4α²): λ²/(64α²) (0.06 Å² at 60 kV,
+          25 mrad; the issue's +0.3 Å on a 0.35 Å source is 0.33 Å²);
+        - dose: half the smallest dose change the user asks to be told of (``dose_step``, in
+          ln: the geometric midpoint between no change and it), so that a ramp is named on its
+          way there and a sample's slow brightness wander (a few %) is not a dose change.
+        """
         anchor = self.anchor
-        nan = float("nan")
+        nan = np.full(len(CUMULATIVE), np.nan)
         if anchor is None or self.optics is None or not images or not anchor.blocks:
             # (No held-out block of the anchor could be fitted: its scatter is unknown, and
             # without it no threshold; a reference with too little signal to fit.)
-            return nan, nan, nan
+            return nan, nan
+        estimate, err = self._estimates(anchor.spectrum, images, anchor.defocus, anchor.dose)
+        change = estimate - np.array([anchor.defocus, anchor.dose, 0.0])
         probe = probe_of(self.optics)
-        # No dose change was detected since the anchor: a rise of the mean is mass in view.
-        dilution = mass_dilution(float(np.exp(anchor.centre[0])), images)
-        df, err, _ = fit_defocus(
-            anchor.spectrum,
-            images,
-            shape_of(images[0]),
-            **probe,
-            reference_defocus=anchor.defocus,
-            dilution=dilution,
-        )
-        if not (np.isfinite(df) and np.isfinite(err)):
-            return nan, nan, nan
+        depth = depth_of_focus(probe["voltage_kv"], probe["semiangle_mrad"])
+        alpha = probe["semiangle_mrad"] * 1e-3
+        floor = np.array([depth, 0.5 * np.log(self.dose_step), (alpha * depth) ** 2 / 4.0])
         # The scatter is measured on a few held-out blocks (``blocks`` degrees of freedom): the
         # quantile is Student's t, not the normal one, for a spread known that poorly (on the
         # twin a 64-frame anchor's three blocks gave 8 Å while its later stationary blocks read
         # 24 Å from focus, 3 σ under the normal quantile, within t's).
-        tail = min(0.5, frames / (2.0 * self.ert))
-        z = float(student_t.isf(tail, anchor.blocks))
-        depth = depth_of_focus(probe["voltage_kv"], probe["semiangle_mrad"])
-        threshold = max(depth, z * float(np.hypot(err, anchor.scatter)))
-        return df, err, abs(df - anchor.defocus) / threshold
+        se = np.hypot(err, anchor.scatter)
+        tail = self._tails(floor / se, anchor.blocks, min(1.0, frames / self.ert))
+        z = student_t.isf(tail / 2.0, anchor.blocks)
+        threshold = np.maximum(floor, z * se)  # (NaN: no test)
+        return change, np.abs(change) / threshold
+
+    @staticmethod
+    def _tails(floor_z: np.ndarray, dof: int, alpha: float) -> np.ndarray:
+        """Two-sided false-alarm probabilities per test, summing to at most ``alpha`` (one false
+        alarm per ERT for all the tests together, by the union bound): a test whose physical
+        floor lies ``floor_z`` standard errors out already alarms less often than an equal share
+        (the dose floor at ×1.7 is ~100 errors out): it keeps that probability, and the rest is
+        shared equally by the others (a Bonferroni split that spends no share on a test the
+        floor decides). NaN for a test without an error."""
+        at_floor = 2.0 * student_t.sf(np.where(np.isfinite(floor_z), floor_z, np.inf), dof)
+        tails = np.full(len(floor_z), np.nan)
+        todo = np.isfinite(floor_z)
+        budget = alpha
+        while todo.any():
+            share = budget / todo.sum()
+            bound = todo & (at_floor <= share)
+            if not bound.any():
+                tails[todo] = share
+                break
+            tails[bound] = at_floor[bound]
+            budget -= float(at_floor[bound].sum())
+            todo &= ~bound
+        return np.minimum(tails, 1.0)
 
     def _change_in_reference(
         self, end: int, rest: list[Observation]
@@ -518,6 +591,13 @@ class ReferenceKeeper:
             reference_defocus=self.reference_defocus,
             spectrum_defocus=spectrum_defocus,
         )
+
+
+def _ln_counts(images: Sequence[ImageStats]) -> tuple[float, float]:
+    """Mean ln mean counts of frames and its standard error (ln units; NaN for one frame)."""
+    ln = np.log(np.maximum([s.mean for s in images], 1e-12))
+    se = float(ln.std(ddof=1) / np.sqrt(len(ln))) if len(ln) > 1 else float("nan")
+    return float(ln.mean()), se
 
 
 class _Background:

@@ -6,6 +6,7 @@ import pytest
 
 from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 from tasks.drift import DriftMonitor, frame_proxies
+from tasks.drift.reference import CUMULATIVE
 
 BATCH = 16
 
@@ -56,22 +57,26 @@ def test_a_slow_defocus_ramp_is_caught_and_named_against_the_first_reference():
     assert len(found) == 1
     d = found[0]
     assert 96 < d.first_alarm < 96 + 256 and "defocus" in d.changed
-    assert d.scores["defocus"] > 1  # the cumulative test's alarm
+    # A cumulative test's alarm (the source test's envelope may see the blur first: the
+    # attribution then names the defocus).
+    assert max(d.scores[t] for t in ("defocus", "source_drift")) > 1
     assert d.attribution["defocus_A"] == pytest.approx(defocus[d.first_alarm], abs=20.0)
 
 
-def test_contamination_and_sample_drift_raise_no_defocus_alarm():
+def test_contamination_and_sample_drift_raise_no_cumulative_alarm():
     # The twin's stationary stream: slow sample drift, scan jitter, contamination growing to
     # 10 % of the area (it moves the contrast against the first reference by +0.6 ln over 250
-    # frames; the fitted defocus stays within the depth of focus).
+    # frames; the fitted defocus stays within the depth of focus, the counts within 4 %): none
+    # of the cumulative tests (defocus, dose, source size) fires.
     optics, _, batches = _monitor_and_stream("contamination=0.1@0~320", 320, 3)
     mon = DriftMonitor(ert=500, window=8, reference_frames=32, optics=optics)
     scores = []
     for batch in batches:
         d = mon.observe(*batch)
         assert "defocus" not in d.changed
-        scores.append(d.scores.get("defocus", np.nan))
+        scores.append(d.scores)
         if d.detected:
             mon.rereference()
-    tested = [s for s in scores if np.isfinite(s)]
-    assert len(tested) >= 10 and max(tested) < 1.0
+    for name in CUMULATIVE:
+        tested = [s[name] for s in scores if np.isfinite(s.get(name, np.nan))]
+        assert len(tested) >= 10 and max(tested) < 1.0, name
