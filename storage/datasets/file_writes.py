@@ -1,5 +1,5 @@
 """Files replaced atomically (``atomic_write``), bytes written in place (``pwrite_all``), the
-threads that run a batch's file writes and encodings (``start_writes``, ``thread_pool``), and the
+threads that run a batch's file writes and encodings (``Beside``, ``thread_pool``), and the
 compact JSON a ``zarr.json`` is written as (``json_bytes``)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 import os
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -86,12 +86,18 @@ def atomic_write(target: Path, data: bytes, spare: Path | None = None) -> None:
         return
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        if not _exchange(tmp, target):
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            pwrite_all(fd, data, 0)
+        finally:
+            os.close(fd)
+        if _exchange(tmp, target):
+            os.unlink(tmp)  # the old file, under the temporary name
+        else:
             os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)  # after an exchange: the old file, under the temporary name
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 _RENAME_EXCHANGE = 2  # linux/fs.h
@@ -131,19 +137,51 @@ def thread_pool(role: str, threads: int) -> ThreadPoolExecutor:
     return pool
 
 
-def start_writes(heavy: list[Callable[[], None]]) -> Callable[[], None]:
-    """Start the ``heavy`` file writes in the module's threads; returns the call that waits for
-    them all and raises the first error (call it on every path, errors included, so that none
-    is still writing when the caller's error handling or lock release runs)."""
-    pool = thread_pool("write", WRITE_THREADS)
-    futures = [pool.submit(job) for job in heavy]
+Job = Callable[[], "Sequence[Job] | None"]
 
-    def done() -> None:
-        wait(futures)
-        for future in futures:
-            future.result()
 
-    return done
+class Beside:
+    """Jobs run in turn by one of the module's threads beside the caller's own work: started on
+    entering, more added with ``add``; ``run(main)`` runs ``main`` in the calling thread, which
+    then takes the jobs not yet started. A job may return more jobs, queued for either thread.
+    Leaving the block waits for the other thread (so that nothing is still writing when the
+    caller's error handling or lock release runs) and raises its first error; after an error in
+    the block, jobs not yet started are dropped.
+
+    Jobs must not depend on each other, nor on the caller's work: either thread may run any of
+    them. One thread beside the caller: the edge box has two cores.
+    """
+
+    def __init__(self, jobs: Sequence[Job] = ()) -> None:
+        self._queue: deque[Job] = deque(jobs)
+        self._helper = thread_pool("write", WRITE_THREADS).submit(self._drain)
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                job = self._queue.popleft()  # (atomic: each job runs once, in one thread)
+            except IndexError:
+                return
+            self._queue.extend(job() or ())
+
+    def add(self, jobs: Sequence[Job]) -> None:
+        """More jobs (run by the other thread if it is still at work, else by ``run``)."""
+        self._queue.extend(jobs)
+
+    def run(self, main: Callable[[], None]) -> None:
+        """``main`` in this thread, then the jobs not yet started."""
+        main()
+        self._drain()
+
+    def __enter__(self) -> Beside:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None:
+            self._queue.clear()  # the caller failed: nothing more to start
+        wait([self._helper])
+        if kind is None:
+            self._helper.result()
 
 
 def json_bytes(doc: Any) -> bytes:
