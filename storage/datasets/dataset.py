@@ -100,7 +100,10 @@ class DatasetWriter:
                 "created": dt.datetime.now(dt.UTC).isoformat(),
             }
             root = open_root(path, create=True, attributes=attributes)
-        return cls(path, root)
+        writer = cls(path, root)
+        if not exists:
+            writer._conditions = []  # none stored yet in a dataset this writer made
+        return writer
 
     @property
     def n_frames(self) -> int:
@@ -115,7 +118,7 @@ class DatasetWriter:
 
     def condition_names(self) -> list[str]:
         """Names of the numeric conditions, in the column order of ``conditions``."""
-        if not self._conditions:  # written once, with the first batch that has conditions
+        if self._conditions is None:  # written once, with the first batch that has conditions
             # Looked for on disk first: a new dataset has none, and zarr's lookup costs ~0.2 ms.
             stored = (self.path / CONDITION_DIM / "zarr.json").exists() and CONDITION_DIM in self.root
             arr = self.root.get(CONDITION_DIM) if stored else None

@@ -585,13 +585,6 @@ class Table:
         # Until its commit the array is invisible to readers; killed before its ``zarr.json``,
         # it is a directory that ``trim`` removes (zarr ignores it), killed after, an array
         # that ``trim`` removes as never committed.
-        if files.directory.exists():
-            if (files.directory / "zarr.json").exists():
-                # Another node (a group, another table's column): never overwritten.
-                raise InputError(
-                    f"column {path!r} of {self.dim!r}: a node of that name exists in {store.root}"
-                )
-            shutil.rmtree(files.directory)  # a creation killed before its zarr.json
         files.start_empty(n)
         self._files[name] = self._share_spare(files)
         # Until its first ``zarr.json`` is written, a temporary file of its own for each file
@@ -603,7 +596,17 @@ class Table:
         """The directory of new column ``name``, before its first chunk is written."""
         files = self._files[name]
         assert files is not None  # (zarr made the directories of the columns it made)
-        files.directory.mkdir(exist_ok=True)  # (a batch that failed after making it: reused)
+        try:
+            files.directory.mkdir()
+        except FileExistsError:
+            if (files.directory / "zarr.json").exists():
+                # Another node (a group, another table's column): never overwritten.
+                raise InputError(
+                    f"column {files.path!r} of {self.dim!r}: a node of that name exists in {files.root}"
+                ) from None
+            # A creation killed before its zarr.json, or a batch of this writer's that failed.
+            shutil.rmtree(files.directory)
+            files.directory.mkdir()
 
 
 @dataclass(frozen=True)
