@@ -36,9 +36,10 @@ class ChunkFiles:
     zarr-python spends ~1 ms of event-loop and codec-pipeline work per chunk and array: a frame
     is one chunk, and every batch touches a dozen small columns, so at microscope rates that
     overhead (and the read-modify-write of each column's last chunk) dominated the append. Here
-    the last, partly filled chunk of each column is kept decoded in memory (read once), so a batch
-    encodes each touched chunk once and writes it, and the new shape is written straight into the
-    array's ``zarr.json``. What to write is read from that ``zarr.json`` as the specification
+    new rows of a raw column are written into its last chunk file at their offset (nothing read),
+    the last, partly filled chunk of an encoded column is kept decoded in memory (read once), so a
+    batch encodes each touched chunk once and writes it, and the new shape is written straight into
+    the array's ``zarr.json``. What to write is read from that ``zarr.json`` as the specification
     spells it (``bytes`` or ``vlen-utf8``, then optionally ``blosc`` or ``zstd``; a regular grid
     of whole rows; the ``default`` chunk-key encoding), not from zarr-python's classes, so a zarr
     release that renames its internals cannot silently change the bytes; numcodecs (the library
