@@ -378,8 +378,12 @@ class ChunkFiles:
         buf[at - start : at - start + len(rows)] = rows
         atomic_write(key, self._encode(buf), self.spare)
 
+    def meta_at(self, length: int) -> dict[str, Any]:
+        """The array's ``zarr.json`` as ``resize(length)`` writes it."""
+        return dict(self.meta, shape=[length, *self.meta["shape"][1:]])
+
     def resize(self, length: int) -> None:
         """Write the new row count into the array's own ``zarr.json`` (atomically)."""
-        meta = dict(self.meta, shape=[length, *self.meta["shape"][1:]])
+        meta = self.meta_at(length)
         atomic_write(self.directory / "zarr.json", json_bytes(meta), self.spare)
         self.meta = meta

@@ -8,6 +8,7 @@ import ctypes
 import errno
 import json
 import os
+import threading
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -142,11 +143,13 @@ Job = Callable[[], "Sequence[Job] | None"]
 
 class Beside:
     """Jobs run in turn by one of the module's threads beside the caller's own work: started on
-    entering, more added with ``add``; ``run(main)`` runs ``main`` in the calling thread, which
-    then takes the jobs not yet started. A job may return more jobs, queued for either thread.
-    Leaving the block waits for the other thread (so that nothing is still writing when the
-    caller's error handling or lock release runs) and raises its first error; after an error in
-    the block, jobs not yet started are dropped.
+    entering, more added with ``add``; ``run(main, last)`` runs ``main`` in the calling thread,
+    which then takes the jobs not yet started. A job may return more jobs, queued for either
+    thread. ``last`` runs once every job has finished, in whichever thread finishes the last one
+    (while ``main`` may still run), unless a job failed. Leaving the block waits for the other
+    thread (so that nothing is still writing when the caller's error handling or lock release
+    runs) and raises its first error; after an error in the block, jobs not yet started are
+    dropped.
 
     Jobs must not depend on each other, nor on the caller's work: either thread may run any of
     them. One thread beside the caller: the edge box has two cores.
@@ -154,22 +157,42 @@ class Beside:
 
     def __init__(self, jobs: Sequence[Job] = ()) -> None:
         self._queue: deque[Job] = deque(jobs)
+        self._lock = threading.Lock()
+        self._running = 0
+        self._last: Callable[[], None] | None = None
+        self._failed = False
         self._helper = thread_pool("write", WRITE_THREADS).submit(self._drain)
 
     def _drain(self) -> None:
         while True:
+            with self._lock:
+                if self._queue:
+                    job: Job | Callable[[], None] = self._queue.popleft()
+                elif self._running == 0 and self._last is not None and not self._failed:
+                    job, self._last = self._last, None
+                else:
+                    return
+                self._running += 1
             try:
-                job = self._queue.popleft()  # (atomic: each job runs once, in one thread)
-            except IndexError:
-                return
-            self._queue.extend(job() or ())
+                more = job()
+            except BaseException:
+                with self._lock:
+                    self._failed = True
+                    self._running -= 1
+                raise
+            with self._lock:
+                self._queue.extend(more or ())
+                self._running -= 1
 
     def add(self, jobs: Sequence[Job]) -> None:
         """More jobs (run by the other thread if it is still at work, else by ``run``)."""
-        self._queue.extend(jobs)
+        with self._lock:
+            self._queue.extend(jobs)
 
-    def run(self, main: Callable[[], None]) -> None:
-        """``main`` in this thread, then the jobs not yet started."""
+    def run(self, main: Callable[[], None], last: Callable[[], None] | None = None) -> None:
+        """``main`` in this thread, then the jobs not yet started; ``last`` after every job."""
+        with self._lock:
+            self._last = last
         main()
         self._drain()
 
@@ -178,7 +201,9 @@ class Beside:
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
         if kind is not None:
-            self._queue.clear()  # the caller failed: nothing more to start
+            with self._lock:
+                self._queue.clear()  # the caller failed: nothing more to start
+                self._last = None
         wait([self._helper])
         if kind is None:
             self._helper.result()

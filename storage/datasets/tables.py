@@ -166,12 +166,25 @@ def commit(
     A root without consolidated metadata (a group some other tool made) is consolidated whole.
     """
     with storage_errors(path):
-        root_file = path / "zarr.json"
-        root = json.loads(root_file.read_bytes())
-        entries = (root.get("consolidated_metadata") or {}).get("metadata")
-        if entries is None:
+        data = commit_bytes(path, arrays, drop)
+        if data is None:
             consolidate(LocalStore(path))
             return
+        # No spare file in the root itself: zarr would take it for a node when listing the
+        # group; the caller's lies in one of its arrays' directories.
+        atomic_write(path / "zarr.json", data, spare)
+
+
+def commit_bytes(
+    path: Path, arrays: Mapping[str, Mapping[str, Any] | None], drop: Sequence[str] = ()
+) -> bytes | None:
+    """The root's ``zarr.json`` that ``commit`` writes (None: the root has no consolidated
+    metadata, to be consolidated whole); the caller holds the writers' lock until it is written."""
+    with storage_errors(path):
+        root = json.loads((path / "zarr.json").read_bytes())
+        entries = (root.get("consolidated_metadata") or {}).get("metadata")
+        if entries is None:
+            return None
         for gone in drop:
             for name in [n for n in entries if n == gone or n.startswith(f"{gone}/")]:
                 del entries[name]
@@ -188,9 +201,7 @@ def commit(
         # In path order, as zarr writes them: zarr 3.1 nests the entries of one group's
         # children only where they stand together (``_flat_to_nested`` groups runs of them).
         root["consolidated_metadata"]["metadata"] = dict(sorted(entries.items()))
-        # No spare file in the root itself: zarr would take it for a node when listing the
-        # group; the caller's lies in one of its arrays' directories.
-        atomic_write(root_file, json_bytes(root), spare)
+        return json_bytes(root)
 
 
 GROUP_META = {"attributes": {}, "zarr_format": 3, "node_type": "group"}
@@ -458,7 +469,7 @@ class Table:
                 files = self._files[name]
                 assert files is not None  # (a column zarr made is never new here)
                 self._write_new(name, files, [], n)
-            return AppendPlan([], _nothing, lambda: n)
+            return AppendPlan([], _nothing, lambda: n, self.metadata)
         through_zarr = []
         small: list[ChunkFiles] = []
         big: list[ChunkFiles] = []
@@ -508,9 +519,12 @@ class Table:
                 files.resize(n + k)
             return n + k
 
+        def published() -> dict[str, dict[str, Any] | None]:
+            return self.metadata() | {files.path: files.meta_at(n + k) for files in big}
+
         if light or through_zarr or small:
             units.insert(0, write_light)
-        return AppendPlan(units, write_heavy, finish)
+        return AppendPlan(units, write_heavy, finish, published)
 
     def _write_new(
         self, name: str, files: ChunkFiles, writes: list[Callable[[], None]], length: int | None
@@ -622,6 +636,9 @@ class AppendPlan:
     light: list[Callable[[], None]]
     heavy: Callable[[], None]
     finish: Callable[[], int]
+    # The table's metadata as ``finish`` leaves it (``Table.metadata``), once ``light`` is done:
+    # what the commit publishes, prepared while the frames are still being written.
+    published: Callable[[], dict[str, dict[str, Any] | None]]
 
 
 def _nothing() -> None:

@@ -435,11 +435,16 @@ def test_beside_runs_each_job_once_and_waits_before_raising(tmp_path):
 
         return run
 
+    def last() -> None:
+        with lock:
+            ran.append((-1, f"last, after {len(ran)} jobs"))
+
     with Beside([job(i) for i in range(6)]) as beside:
         beside.add([job(i) for i in range(6, 10)])
-        beside.run(lambda: working.wait(5))  # meanwhile the other thread works
-    assert sorted(i for i, _ in ran) == [*range(10), 100, 101, 102]
-    assert helping.is_set() and len({name for _, name in ran}) == 2  # both threads took jobs
+        beside.run(lambda: working.wait(5), last=last)  # meanwhile the other thread works
+    assert sorted(i for i, _ in ran) == [-1, *range(10), 100, 101, 102]
+    assert ran[-1] == (-1, "last, after 13 jobs")  # once, after every job
+    assert helping.is_set() and len({name for _, name in ran[:-1]}) == 2  # both threads took jobs
 
     started, finished = threading.Event(), threading.Event()
 
@@ -455,8 +460,11 @@ def test_beside_runs_each_job_once_and_waits_before_raising(tmp_path):
     # A failing job is raised only once the other thread's job has finished (nothing writing
     # when the caller's error handling runs); after the caller's own error, no new job starts.
     with pytest.raises(OSError, match="disk refused"), Beside([slow]) as beside:
-        beside.run(fails)
+        beside.run(fails, last=lambda: ran.append((-2, "never")))
     assert finished.is_set()
+    with pytest.raises(OSError, match="disk refused"), Beside([fails]) as beside:
+        beside.run(lambda: None, last=lambda: ran.append((-2, "never")))
+    assert (-2, "never") not in ran  # no ``last`` after a failure
     later: list[int] = []
 
     def caller_fails() -> None:
