@@ -23,6 +23,9 @@ from zarr.storage import LocalStore
 from .file_writes import ENCODE_THREADS, SPARE, atomic_write, json_bytes, pwrite_all, pwritev_all, thread_pool
 from .zarr_metadata import array_metadata, decoder, encoder, fill_from_json
 
+# Fill values as raw chunks' bytes, by (little-endian dtype, fill value, elements): ``_fill_bytes``.
+_FILL_BYTES: dict[tuple[str, str, int], bytes] = {}
+
 # Where tests and callers have imported them from.
 __all__ = ["SPARE", "ChunkFiles", "array_metadata"]
 
@@ -33,9 +36,10 @@ class ChunkFiles:
     zarr-python spends ~1 ms of event-loop and codec-pipeline work per chunk and array: a frame
     is one chunk, and every batch touches a dozen small columns, so at microscope rates that
     overhead (and the read-modify-write of each column's last chunk) dominated the append. Here
-    the last, partly filled chunk of each column is kept decoded in memory (read once), so a batch
-    encodes each touched chunk once and writes it, and the new shape is written straight into the
-    array's ``zarr.json``. What to write is read from that ``zarr.json`` as the specification
+    new rows of a raw column are written into its last chunk file at their offset (nothing read),
+    the last, partly filled chunk of an encoded column is kept decoded in memory (read once), so a
+    batch encodes each touched chunk once and writes it, and the new shape is written straight into
+    the array's ``zarr.json``. What to write is read from that ``zarr.json`` as the specification
     spells it (``bytes`` or ``vlen-utf8``, then optionally ``blosc`` or ``zstd``; a regular grid
     of whole rows; the ``default`` chunk-key encoding), not from zarr-python's classes, so a zarr
     release that renames its internals cannot silently change the bytes; numcodecs (the library
@@ -138,22 +142,35 @@ class ChunkFiles:
         """Take the array as new, with no row stored yet (its first ``n`` rows are missing
         values): the chunk that row ``n`` falls in is not read (nor its ``zarr.json``, which the
         first ``resize`` writes)."""
-        if not self.sharded:  # a shard's rows are never read back (its tail would be 16 MiB)
+        # A shard's rows are never read back (its tail would be 16 MiB), nor a raw chunk's: new
+        # rows are written at their offset (``_patch``).
+        if not (self.sharded or self.raw):
             self._tail, self._tail_start = self._empty(), n - n % self.rows
 
     def _tail_for(self, n: int) -> np.ndarray:
         """The chunk that row ``n`` falls in, holding rows before ``n`` as stored (read once)."""
         start = n - n % self.rows
         if self._tail is None or self._tail_start != start:
-            tail = self._empty()
-            if n > start:
-                stored = zarr.open_array(
-                    store=LocalStore(self.root, read_only=True), path=self.path, mode="r"
-                )
-                stored = stored[start:n]
-                tail[: n - start] = np.asarray(stored, dtype=self.dtype)
-            self._tail, self._tail_start = tail, start
+            self._tail, self._tail_start = self._stored(start, n), start
         return self._tail
+
+    def _stored(self, start: int, n: int) -> np.ndarray:
+        """The chunk that starts at row ``start``, holding its rows before ``n`` as stored."""
+        tail = self._empty()
+        if n > start:
+            stored = zarr.open_array(store=LocalStore(self.root, read_only=True), path=self.path, mode="r")
+            tail[: n - start] = np.asarray(stored[start:n], dtype=self.dtype)
+        return tail
+
+    def _fill_bytes(self, rows: int) -> memoryview:
+        """``rows`` rows of fill values as a raw chunk's bytes (made once per layout and process:
+        a new column's first chunk is mostly fill values, 64-512 KiB each in a new dataset)."""
+        per_row = int(np.prod(self.meta["shape"][1:], dtype=np.int64))
+        key = (self._little.str, repr(self.fill), self.rows * per_row)
+        full = _FILL_BYTES.get(key)
+        if full is None:
+            full = _FILL_BYTES[key] = np.full(key[2], self.fill, dtype=self._little).tobytes()
+        return memoryview(full)[: rows * per_row * self.dtype.itemsize]
 
     def writes(self, n: int, values: np.ndarray) -> list[Callable[[], None]]:
         """The file writes that put rows ``n``… from ``values`` in place, one per touched chunk,
@@ -198,18 +215,23 @@ class ChunkFiles:
         for chunk in range(n // r, (n + k - 1) // r + 1):
             lo, hi = max(n, chunk * r), min(n + k, (chunk + 1) * r)
             key = self._key(chunk)
-            if lo == chunk * r and hi == lo + r:
-                rows = values[lo - n : hi - n]  # a whole chunk of new rows: no copy
+            if (lo == chunk * r and hi == lo + r) or (self.raw and lo == chunk * r):
+                # A new chunk: its rows, no copy (a raw chunk's rest: fill values, ``_fresh``).
+                rows = values[lo - n : hi - n]
                 jobs.append(lambda key=key, rows=rows: self._fresh(key, rows))
+                continue
+            if self.raw:
+                # New rows after committed ones: their bytes at their offset (``_patch``).
+                rows = values[lo - n : hi - n]
+                jobs.append(
+                    lambda key=key, rows=rows, start=chunk * r, at=lo: self._patch(key, rows, start, at)
+                )
                 continue
             buf = self._tail_for(n) if chunk == n // r else self._empty()
             buf[lo - chunk * r : hi - chunk * r] = values[lo - n : hi - n]
             self._tail, self._tail_start = buf, chunk * r
             if lo == chunk * r:
                 jobs.append(lambda key=key, buf=buf: self._fresh(key, buf))
-            elif self.raw:
-                span = (lo - chunk * r, hi - chunk * r)
-                jobs.append(lambda key=key, buf=buf, span=span: self._patch(key, buf, *span))
             else:
                 jobs.append(lambda key=key, buf=buf: atomic_write(key, self._encode(buf), self.spare))
         if (n + k) % r == 0:
@@ -217,11 +239,18 @@ class ChunkFiles:
         return jobs
 
     def _fresh(self, key: Path, rows: np.ndarray) -> None:
-        """A chunk no reader looks at yet (beyond the committed shape): written in place."""
+        """A chunk no reader looks at yet (beyond the committed shape): written in place; a raw
+        chunk's rows after ``rows`` are fill values, as zarr writes them."""
         if self.separator == "/":
             key.parent.mkdir(parents=True, exist_ok=True)
-        with open(key, "wb") as f:
-            f.write(self._bytes(rows))
+        data = [self._bytes(rows)]
+        if len(rows) < self.rows:
+            data.append(self._fill_bytes(self.rows - len(rows)))
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            pwritev_all(fd, data, 0)
+        finally:
+            os.close(fd)
 
     def read_rows(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start``..``stop``-1 of a sharded array, straight from its shard files: per shard
@@ -328,26 +357,33 @@ class ChunkFiles:
         finally:
             os.close(fd)
 
-    def _patch(self, key: Path, buf: np.ndarray, lo: int, hi: int) -> None:
-        """Rows ``lo``..``hi``-1 of the raw chunk ``buf`` into its file, in place; the whole chunk
-        atomically where the file is not the full raw chunk (zarr skips writing a chunk that
-        holds only fill values)."""
-        data = self._bytes(buf[lo:hi])
+    def _patch(self, key: Path, rows: np.ndarray, start: int, at: int) -> None:
+        """``rows`` into the raw chunk file ``key`` (rows ``start``…) from row ``at`` on, in
+        place; the whole chunk atomically where the file is not the full raw chunk (zarr skips
+        writing a chunk that holds only fill values)."""
+        row_bytes = int(np.prod(self.meta["shape"][1:], dtype=np.int64)) * self.dtype.itemsize
         try:
             fd = os.open(key, os.O_WRONLY)
         except FileNotFoundError:
-            atomic_write(key, self._encode(buf), self.spare)
-            return
+            fd = -1
         try:
-            if os.fstat(fd).st_size != buf.nbytes:
-                atomic_write(key, self._encode(buf), self.spare)
+            if fd >= 0 and os.fstat(fd).st_size == self.rows * row_bytes:
+                pwrite_all(fd, self._bytes(rows), (at - start) * row_bytes)
                 return
-            pwrite_all(fd, data, lo * buf[0].nbytes)
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
+        # No file: every row stored so far is a fill value (a column new in this batch too).
+        buf = self._stored(start, at) if fd >= 0 else self._empty()
+        buf[at - start : at - start + len(rows)] = rows
+        atomic_write(key, self._encode(buf), self.spare)
+
+    def meta_at(self, length: int) -> dict[str, Any]:
+        """The array's ``zarr.json`` as ``resize(length)`` writes it."""
+        return dict(self.meta, shape=[length, *self.meta["shape"][1:]])
 
     def resize(self, length: int) -> None:
         """Write the new row count into the array's own ``zarr.json`` (atomically)."""
-        meta = dict(self.meta, shape=[length, *self.meta["shape"][1:]])
+        meta = self.meta_at(length)
         atomic_write(self.directory / "zarr.json", json_bytes(meta), self.spare)
         self.meta = meta

@@ -21,6 +21,8 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,7 @@ from zarr.storage import LocalStore, StorePath
 from scopeflow.errors import InputError, ShapeMismatchError, StorageError
 
 from .chunk_files import ChunkFiles
-from .file_writes import SPARE, atomic_write, json_bytes, start_writes
+from .file_writes import SPARE, atomic_write, json_bytes
 from .zarr_metadata import array_metadata
 
 ROW_CHUNK = 8192  # rows per chunk of 1-D columns: few files, cheap partial rewrites
@@ -164,12 +166,25 @@ def commit(
     A root without consolidated metadata (a group some other tool made) is consolidated whole.
     """
     with storage_errors(path):
-        root_file = path / "zarr.json"
-        root = json.loads(root_file.read_bytes())
-        entries = (root.get("consolidated_metadata") or {}).get("metadata")
-        if entries is None:
+        data = commit_bytes(path, arrays, drop)
+        if data is None:
             consolidate(LocalStore(path))
             return
+        # No spare file in the root itself: zarr would take it for a node when listing the
+        # group; the caller's lies in one of its arrays' directories.
+        atomic_write(path / "zarr.json", data, spare)
+
+
+def commit_bytes(
+    path: Path, arrays: Mapping[str, Mapping[str, Any] | None], drop: Sequence[str] = ()
+) -> bytes | None:
+    """The root's ``zarr.json`` that ``commit`` writes (None: the root has no consolidated
+    metadata, to be consolidated whole); the caller holds the writers' lock until it is written."""
+    with storage_errors(path):
+        root = json.loads((path / "zarr.json").read_bytes())
+        entries = (root.get("consolidated_metadata") or {}).get("metadata")
+        if entries is None:
+            return None
         for gone in drop:
             for name in [n for n in entries if n == gone or n.startswith(f"{gone}/")]:
                 del entries[name]
@@ -186,9 +201,7 @@ def commit(
         # In path order, as zarr writes them: zarr 3.1 nests the entries of one group's
         # children only where they stand together (``_flat_to_nested`` groups runs of them).
         root["consolidated_metadata"]["metadata"] = dict(sorted(entries.items()))
-        # No spare file in the root itself: zarr would take it for a node when listing the
-        # group; the caller's lies in one of its arrays' directories.
-        atomic_write(root_file, json_bytes(root), spare)
+        return json_bytes(root)
 
 
 GROUP_META = {"attributes": {}, "zarr_format": 3, "node_type": "group"}
@@ -351,6 +364,7 @@ class Table:
             if arr.metadata.dimension_names and arr.metadata.dimension_names[0] == dim
         }
         self._spare: Path | None = None
+        self._new: set[str] = set()  # columns made by this writer whose zarr.json is not written
         self._files = {name: self._share_spare(ChunkFiles.of(arr)) for name, arr in self._arrays.items()}
 
     def _share_spare(self, files: ChunkFiles | None) -> ChunkFiles | None:
@@ -418,20 +432,22 @@ class Table:
         Not visible to readers until ``commit``. ``dims`` names trailing dimensions of new
         multi-dimensional columns; ``attrs`` sets attributes of new columns.
         """
-        return self.start_append(data, dims=dims, attrs=attrs)()
+        plan = self.plan_append(data, dims=dims, attrs=attrs)
+        for unit in plan.light:
+            unit()
+        plan.heavy()
+        return plan.finish()
 
-    def start_append(
+    def plan_append(
         self,
         data: Mapping[str, np.ndarray | Sequence[np.ndarray]],
         *,
         dims: Mapping[str, tuple[str, ...]] | None = None,
         attrs: Mapping[str, Mapping[str, Any]] | None = None,
-    ) -> Callable[[], int]:
-        """``append`` that returns while the big columns' rows (frames) are still being written
-        in threads, so the caller can write other tables meanwhile; the returned call waits for
-        them, resizes their arrays and returns the new length. Call it on every path (errors
-        included) before committing or releasing the writers' lock, and append nothing to this
-        table before it."""
+    ) -> AppendPlan:
+        """``append`` in parts that the caller runs (``AppendPlan``): the big columns' rows
+        (frames) in one thread while the small columns are written in another, or the caller's
+        other tables; nothing is written yet, but for columns that go through zarr (not local)."""
         data = {name: _normalise(v) for name, v in data.items()}
         sizes = {len(v) for v in data.values()}
         if len(sizes) != 1:
@@ -449,12 +465,17 @@ class Table:
                     f"got {values.dtype} of shape (n, {', '.join(map(str, values.shape[1:]))})"
                 )
         if not k:
-            return lambda: n
+            for name in list(self._new):
+                files = self._files[name]
+                assert files is not None  # (a column zarr made is never new here)
+                self._write_new(name, files, [], n)
+            return AppendPlan([], _nothing, lambda: n, self.metadata)
         through_zarr = []
         small: list[ChunkFiles] = []
         big: list[ChunkFiles] = []
         heavy: list[Callable[[], None]] = []
         light: list[Callable[[], None]] = []
+        units: list[Callable[[], None]] = []
         for name, files in self._files.items():
             values = data.get(name)
             if values is None:
@@ -463,34 +484,60 @@ class Table:
             if files is None:
                 through_zarr.append((self._arrays[name].async_array, np.asarray(values)))
             elif files.rows == 1 or files.sharded:
-                # Rows of a chunk each (frames) are most of a batch's bytes: written in threads
-                # while this one writes the small columns (tens of µs each, less than a hand-off).
+                # Rows of a chunk each (frames): most of a batch's bytes.
+                if name in self._new:
+                    # (No other part of this batch swaps a file through the table's spare: new
+                    # columns' parts use none, and the existing ones' spare lies in their own.)
+                    heavy.append(partial(self._write_new, name, files, [], None))
                 heavy.extend(files.writes(n, values))
                 big.append(files)
+            elif name in self._new:
+                # A new column: its directory, rows and first ``zarr.json``, written apart from
+                # the others (no shared spare file), so that a new dataset's first batch shares
+                # its dozen columns' file creations (~0.1-0.4 ms each here) between two threads.
+                units.append(partial(self._write_new, name, files, files.writes(n, values), n + k))
             else:
                 light.extend(files.writes(n, values))
                 small.append(files)
-        # Chunks first, then each array's shape: a reader of an array's own metadata never
-        # finds rows whose chunks are not written.
-        written = start_writes(heavy)
-        try:
+
+        def write_light() -> None:
+            # Chunks first, then each array's shape: a reader of an array's own metadata never
+            # finds rows whose chunks are not written.
             for job in light:
                 job()
             if through_zarr:
                 sync(_grow_and_write(through_zarr, n, k))
             for files in small:
                 files.resize(n + k)
-        except BaseException:
-            written()  # none still writing when the caller's error handling runs
-            raise
+
+        def write_heavy() -> None:
+            for job in heavy:
+                job()
 
         def finish() -> int:
-            written()
             for files in big:
                 files.resize(n + k)
             return n + k
 
-        return finish
+        def published() -> dict[str, dict[str, Any] | None]:
+            return self.metadata() | {files.path: files.meta_at(n + k) for files in big}
+
+        if light or through_zarr or small:
+            units.insert(0, write_light)
+        return AppendPlan(units, write_heavy, finish, published)
+
+    def _write_new(
+        self, name: str, files: ChunkFiles, writes: list[Callable[[], None]], length: int | None
+    ) -> None:
+        """A new column's first rows: its directory, its chunks, then its ``zarr.json`` (for a
+        big column, written by ``finish`` with the others': ``length`` None)."""
+        self._make_directory(name)
+        for job in writes:
+            job()
+        if length is not None:
+            files.resize(length)  # through a temporary file of its own (``files.spare`` is None)
+        files.spare = self._spare  # from now on, the table's (one thread's at a time)
+        self._new.discard(name)
 
     def _create(
         self,
@@ -500,6 +547,8 @@ class Table:
         trailing: tuple[str, ...] | None,
         attrs: Mapping[str, Any] | None,
     ) -> None:
+        """Take ``name`` as a new column (written from row ``n`` on, the rows before it missing);
+        on local disk its directory is made by the batch's writes (``_make_directory``)."""
         extra = values.shape[1:]
         if trailing is None:
             trailing = tuple(f"{name}_{i}" for i in range(len(extra)))
@@ -543,26 +592,57 @@ class Table:
             self._files[name] = self._share_spare(ChunkFiles.of(arr))
             return
         # zarr's create_array costs ~2.5 ms a column (a dataset's first batch makes a dozen).
-        # Here the array's directory only: its ``zarr.json`` is written once, by the append's
-        # ``resize`` after its chunks, through the table's spare file (creating a file costs
-        # ~0.1-0.5 ms on this project's disks, and the first batch creates one per column less).
+        # Here the array's directory only, made by the job that writes its first rows
+        # (``_make_directory``); its ``zarr.json`` is written once, by the append's ``resize``
+        # after its chunks, through the table's spare file (creating a file costs ~0.1-0.5 ms
+        # on this project's disks, and the first batch creates one per column less).
         # Until its commit the array is invisible to readers; killed before its ``zarr.json``,
         # it is a directory that ``trim`` removes (zarr ignores it), killed after, an array
         # that ``trim`` removes as never committed.
+        files.start_empty(n)
+        self._files[name] = self._share_spare(files)
+        # Until its first ``zarr.json`` is written, a temporary file of its own for each file
+        # replaced (rare: rows after missing ones), not the table's spare (``_write_new``).
+        files.spare = None
+        self._new.add(name)
+
+    def _make_directory(self, name: str) -> None:
+        """The directory of new column ``name``, before its first chunk is written."""
+        files = self._files[name]
+        assert files is not None  # (zarr made the directories of the columns it made)
         try:
             files.directory.mkdir()
         except FileExistsError:
             if (files.directory / "zarr.json").exists():
                 # Another node (a group, another table's column): never overwritten.
                 raise InputError(
-                    f"column {path!r} of {self.dim!r}: a node of that name exists in {store.root}"
+                    f"column {files.path!r} of {self.dim!r}: a node of that name exists in {files.root}"
                 ) from None
-            shutil.rmtree(files.directory)  # a creation killed before its zarr.json
+            # A creation killed before its zarr.json, or a batch of this writer's that failed.
+            shutil.rmtree(files.directory)
             files.directory.mkdir()
-        files.start_empty(n)
-        self._files[name] = self._share_spare(files)
-        if not len(values):
-            files.resize(n)
+
+
+@dataclass(frozen=True)
+class AppendPlan:
+    """One batch's writes into a table (``Table.plan_append``). ``light``: the small columns'
+    writes in units that touch different files (each new column's directory, rows and first
+    ``zarr.json``; the existing columns' rows, then their ``zarr.json``), ``heavy``: the big
+    columns' rows (frames). They may run in any order and at once, in any threads; all must
+    have returned before ``finish`` (the big columns' own metadata, which returns the new
+    length) and the commit, on every path (errors included) before the writers' lock is
+    released."""
+
+    light: list[Callable[[], None]]
+    heavy: Callable[[], None]
+    finish: Callable[[], int]
+    # The table's metadata as ``finish`` leaves it (``Table.metadata``), once ``light`` is done:
+    # what the commit publishes, prepared while the frames are still being written.
+    published: Callable[[], dict[str, dict[str, Any] | None]]
+
+
+def _nothing() -> None:
+    pass
 
 
 async def _grow_and_write(writes: list[tuple[AsyncArray, np.ndarray]], n: int, k: int) -> None:

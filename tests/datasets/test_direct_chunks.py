@@ -369,3 +369,109 @@ def test_a_short_write_is_resumed_where_it_stopped(tmp_path, monkeypatch):
     finally:
         os.close(fd)
     assert target.read_bytes() == b"".join(buffers)
+
+
+def test_new_columns_written_apart_are_zarrs_bytes_with_their_fill_values(tmp_path):
+    # Columns this writer creates (each new one's directory, rows and zarr.json written as a
+    # unit of its own, either thread): the first chunk holds the rows, then fill values, as zarr
+    # writes it; a column first seen after rows exist starts mid-chunk, with no file yet.
+    rng = np.random.default_rng(5)
+    ints = rng.integers(0, 9, 300).astype(np.int64)
+    floats = rng.normal(size=(300, 3)).astype(np.float32)
+    late = rng.normal(size=300).astype(np.float64)
+    path = tmp_path / "ours.zarr"
+    open_root(path, create=True)
+    table = Table(open_root(path, create=False), "row", rows=128)
+    for lo, hi in ((0, 40), (40, 41), (41, 200), (200, 300)):
+        data = {"ints": ints[lo:hi], "floats": floats[lo:hi]}
+        if lo >= 41:
+            data["late"] = late[lo:hi]
+        table.append(data)
+        commit(path, table.metadata())
+    assert not list(path.rglob("*.partial"))
+    ref = zarr.open_group(tmp_path / "ref.zarr", mode="w")
+    committed = zarr.open_group(path, mode="r", use_consolidated=True)
+    for name, values in (("ints", ints), ("floats", floats), ("late", late)):
+        if name == "late":
+            values = np.concatenate([np.full(41, np.nan), late[41:]])
+        meta = json.loads((path / name / "zarr.json").read_bytes())
+        chunks = tuple(meta["chunk_grid"]["configuration"]["chunk_shape"])
+        arr = ref.create_array(
+            name,
+            shape=values.shape,
+            chunks=chunks,
+            dtype=values.dtype,
+            fill_value=fill_for(values.dtype),
+            compressors=None,
+            chunk_key_encoding={"name": "default", "separator": "."},
+            dimension_names=meta["dimension_names"],
+        )
+        arr[...] = values
+        assert _chunk_files(path / name) == _chunk_files(tmp_path / "ref.zarr" / name), name
+        assert np.array_equal(committed[name][...], values, equal_nan=True)
+        assert np.array_equal(_tensorstore_read(path / name), values, equal_nan=True)
+
+
+def test_beside_runs_each_job_once_and_waits_before_raising(tmp_path):
+    import threading
+    import time
+
+    from storage.datasets.file_writes import Beside
+
+    ran: list[tuple[int, str]] = []
+    lock = threading.Lock()
+    working, helping = threading.Event(), threading.Event()  # each thread has taken a job
+
+    def job(i: int):
+        def run():
+            if threading.current_thread() is threading.main_thread():
+                helping.set()
+            elif i == 0:
+                working.set()
+                helping.wait(5)  # the other thread holds its first job until the caller helps
+            with lock:
+                ran.append((i, threading.current_thread().name))
+            return [job(100 + i)] if i < 3 else None  # a job may queue more
+
+        return run
+
+    def last() -> None:
+        with lock:
+            ran.append((-1, f"last, after {len(ran)} jobs"))
+
+    with Beside([job(i) for i in range(6)]) as beside:
+        beside.add([job(i) for i in range(6, 10)])
+        beside.run(lambda: working.wait(5), last=last)  # meanwhile the other thread works
+    assert sorted(i for i, _ in ran) == [-1, *range(10), 100, 101, 102]
+    assert ran[-1] == (-1, "last, after 13 jobs")  # once, after every job
+    assert helping.is_set() and len({name for _, name in ran[:-1]}) == 2  # both threads took jobs
+
+    started, finished = threading.Event(), threading.Event()
+
+    def slow() -> None:
+        started.set()
+        time.sleep(0.05)
+        finished.set()
+
+    def fails() -> None:
+        started.wait(5)
+        raise OSError("disk refused")
+
+    # A failing job is raised only once the other thread's job has finished (nothing writing
+    # when the caller's error handling runs); after the caller's own error, no new job starts.
+    with pytest.raises(OSError, match="disk refused"), Beside([slow]) as beside:
+        beside.run(fails, last=lambda: ran.append((-2, "never")))
+    assert finished.is_set()
+    with pytest.raises(OSError, match="disk refused"), Beside([fails]) as beside:
+        beside.run(lambda: None, last=lambda: ran.append((-2, "never")))
+    assert (-2, "never") not in ran  # no ``last`` after a failure
+    later: list[int] = []
+
+    def caller_fails() -> None:
+        with Beside([lambda: time.sleep(0.2)]) as beside:
+            beside.add([lambda: later.append(1)])
+            raise ValueError("the caller's own error")
+
+    with pytest.raises(ValueError, match="own error"):
+        caller_fails()
+    assert not later
