@@ -15,7 +15,7 @@ Deterministic given ``TrainConfig.seed`` on one device and thread count.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -71,14 +71,31 @@ OFFSET_WEIGHT = 0.5  # L1 offset loss (px) against the heatmap's cross-entropy
 SHRINK, PERTURB = 0.6, 0.4  # member init: SHRINK·baseline + PERTURB·fresh initialisation
 
 
+# A member's pool: sample indices drawn in shuffled epochs, or strata ``[(indices, k), ...]``
+# of which each batch takes k samples (the k's sum to the batch).
+Pool = torch.Tensor | Sequence[tuple[torch.Tensor, int]]
+
+
 def _step_batches(
-    n: int, steps: int, batch: int, gen: torch.Generator, pool: torch.Tensor | None = None
+    n: int, steps: int, batch: int, gen: torch.Generator, pool: Pool | None = None
 ) -> list[torch.Tensor]:
-    """Index batches for ``steps`` steps: shuffled epochs over ``pool`` (default all ``n``)."""
-    pool = torch.arange(n) if pool is None else pool
-    m = len(pool)
-    order = torch.cat([pool[torch.randperm(m, generator=gen)] for _ in range(steps * batch // m + 1)])
-    return [order[i * batch : (i + 1) * batch] for i in range(steps)]
+    """Index batches for ``steps`` steps: shuffled epochs over ``pool`` (default all ``n``);
+    with strata, each stratum's own shuffled epochs fill its k places of every batch, so its
+    share of each batch holds however long the training (not its share of the samples)."""
+    if pool is None or isinstance(pool, torch.Tensor):
+        strata = [(torch.arange(n) if pool is None else pool, batch)]
+    else:
+        strata = [(idx, k) for idx, k in pool if k > 0]
+    if sum(k for _, k in strata) != batch:
+        raise ValueError(f"strata take {sum(k for _, k in strata)} samples a batch, not {batch}")
+    plans = []
+    for idx, k in strata:
+        m = len(idx)
+        if m == 0:
+            raise ValueError("a stratum with places in the batch holds no samples")
+        order = torch.cat([idx[torch.randperm(m, generator=gen)] for _ in range(steps * k // m + 1)])
+        plans.append(order[: steps * k].view(steps, k))
+    return [torch.cat([plan[i] for plan in plans]) for i in range(steps)]
 
 
 def fit(
@@ -91,10 +108,10 @@ def fit(
     device: torch.device,
     log: Log,
     label: str,
-    pools: list[torch.Tensor] | None = None,
+    pools: Sequence[Pool] | None = None,
 ) -> list[float]:
     """Adam with cosine decay; member k of ``net`` trains on batches drawn by ``gens[k]``
-    from ``pools[k]`` (sample indices; all samples when None)."""
+    from ``pools[k]`` (sample indices or strata, ``_step_batches``; all samples when None)."""
     net.train().to(device)
     if device.type == "cpu":
         net = net.to(memory_format=torch.channels_last)
