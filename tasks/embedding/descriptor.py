@@ -404,16 +404,24 @@ def embed_frame(image: np.ndarray, pixel_size: float) -> np.ndarray:
     return _vector(describe(image, pixel_size))
 
 
-def embed_frames(
+def _frames_and_sizes(
     frames: np.ndarray | Sequence[np.ndarray], pixel_size: float | Sequence[float]
-) -> np.ndarray:
-    """Descriptors (n, ``DIM``) of frames (a stack or a list of 2-D images), pixel sizes in Å/px."""
+) -> tuple[list[np.ndarray], list[float]]:
+    """Frames (a stack, a list or one 2-D image) as a list, with one pixel size (Å/px) each."""
     if isinstance(frames, np.ndarray) and frames.ndim == 2:
         frames = frames[None]
     frames = list(frames)
     sizes = [float(pixel_size)] * len(frames) if np.isscalar(pixel_size) else [float(p) for p in pixel_size]
     if len(sizes) != len(frames):
         raise InputError(f"{len(frames)} frames but {len(sizes)} pixel sizes")
+    return frames, sizes
+
+
+def embed_frames(
+    frames: np.ndarray | Sequence[np.ndarray], pixel_size: float | Sequence[float]
+) -> np.ndarray:
+    """Descriptors (n, ``DIM``) of frames (a stack or a list of 2-D images), pixel sizes in Å/px."""
+    frames, sizes = _frames_and_sizes(frames, pixel_size)
     out = np.zeros((len(frames), DIM), np.float32)
     for i, (img, p) in enumerate(zip(frames, sizes, strict=True)):
         out[i] = embed_frame(img, p)
@@ -425,12 +433,7 @@ def embed_views_of(
 ) -> np.ndarray:
     """``embed_views`` of frames (a stack or a list of 2-D images), pixel sizes in Å/px:
     (n, 1 + ``N_CROPS``, ``DIM``), each frame's own descriptor first."""
-    if isinstance(frames, np.ndarray) and frames.ndim == 2:
-        frames = frames[None]
-    frames = list(frames)
-    sizes = [float(pixel_size)] * len(frames) if np.isscalar(pixel_size) else [float(p) for p in pixel_size]
-    if len(sizes) != len(frames):
-        raise InputError(f"{len(frames)} frames but {len(sizes)} pixel sizes")
+    frames, sizes = _frames_and_sizes(frames, pixel_size)
     out = np.zeros((len(frames), 1 + N_CROPS, DIM), np.float32)
     for i, (img, p) in enumerate(zip(frames, sizes, strict=True)):
         out[i] = embed_views(img, p)
