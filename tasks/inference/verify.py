@@ -482,13 +482,16 @@ class CheckContext:
         try:
             if state.get("schema") != CONTEXT_SCHEMA:
                 raise ValueError(f"schema {state.get('schema')!r} is not {CONTEXT_SCHEMA}")
-            for entry in state["keys"]:  # type: ignore[attr-defined]
+            # Only what a context holds is read back (the last keys, the last frames of each):
+            # a damaged state naming many frames must not make a resume read them all.
+            for entry in list(state["keys"])[-CONTEXT_KEYS:]:  # type: ignore[call-overload]
                 shape = tuple(int(n) for n in entry["shape"])
                 p = float("nan") if entry["pixel_size"] is None else float(entry["pixel_size"])
                 ids = [int(i) for i in entry["ids"]]
                 digests = [bytes.fromhex(f) for f in entry["fingerprints"]]
                 if len(ids) != len(digests):
                     raise ValueError(f"{len(ids)} ids but {len(digests)} fingerprints")
+                ids, digests = ids[-self.frames :], digests[-self.frames :]
                 images = list(read(ids)) if ids else []
                 q: deque[_Seen] = deque(maxlen=self.frames)
                 for img, digest, source in zip(images, digests, ids, strict=True):

@@ -533,3 +533,20 @@ def test_predictions_keep_defects_and_trust(tmp_path: Path, ensemble) -> None:  
     assert np.allclose(back.vacancies, atoms[0].vacancies)
     assert (back.kind == atoms[0].kind).all()
     assert np.allclose(back.sigma, atoms[0].sigma, equal_nan=True)
+
+
+def test_a_restore_reads_back_only_what_a_context_holds() -> None:
+    """A stored context naming more frames than a context holds (damaged, or written with a
+    larger context) makes a resume read only the last ones, not every frame it names."""
+    images, _ = _low_dose_run(24)
+    larger = CheckContext(frames=24)
+    larger.add(images, [0.12] * 24, range(24))
+    asked: list[int] = []
+
+    def read(ids: list[int]) -> list[np.ndarray]:
+        asked.extend(ids)
+        return [images[i] for i in ids]
+
+    restored = CheckContext()
+    restored.restore(larger.state(), read)
+    assert asked == list(range(8, 24)) and len(restored) == 16
