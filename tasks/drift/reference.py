@@ -48,7 +48,6 @@ from .spectrum import (
     depth_of_focus,
     envelope_error,
     fit_defocus,
-    fit_envelope,
     mass_dilution,
 )
 
@@ -378,7 +377,7 @@ class ReferenceKeeper:
         """Per cumulative test (``CUMULATIVE``), the estimate from ``images`` against
         ``spectrum`` (taken at |defocus| ``defocus`` Å, mean ln counts ``ln_counts``) and its
         standard error: |defocus| (Å, ``fit_defocus``), mean ln counts, and the Gaussian
-        envelope's Δσ² (Å², ``fit_envelope``, ``envelope_error``). The defocus fit profiles
+        envelope's Δσ² (Å², ``envelope_error``). The defocus fit profiles
         out a rise of the mean as mass in view (``mass_dilution``): a dose change large enough
         to matter is the dose test's to see, so here the mean's rise is taken as contamination
         (the twin's contamination growing to 10 % read 0 → 22 Å without it)."""
@@ -394,8 +393,7 @@ class ReferenceKeeper:
         # slow defocus ramp of tests/drift/test_defocus_drift.py only after the window
         # detectors did; a change no envelope explains gets a wide error instead
         # (``envelope_error``'s Birge scaling), which kept contamination from firing it.
-        source, _ = fit_envelope(spectrum, images)
-        error = envelope_error(spectrum, images)
+        source, error = envelope_error(spectrum, images)
         return np.array([df, dose, source]), np.array([err, dose_err, error])
 
     def anchor_drift(self, images: Sequence[ImageStats], frames: int) -> tuple[np.ndarray, np.ndarray]:

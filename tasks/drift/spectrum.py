@@ -865,8 +865,6 @@ def fit_envelope(
     the probe's transfer, here the reference's under the envelope), so the two fits have the
     same freedom and their χ² still compare; without them it is not, and its χ² is not
     comparable with ``fit_defocus``'s."""
-    # Candidates from -1 to 2 Å² (a source σ from 0.35 to 1.5 Å and back) in 0.005 Å² steps,
-    # a tenth of the smallest change the issue asks for (+0.3 Å on 0.35 Å: 0.33 Å²).
     fit = _envelope_misfit(
         reference,
         stats,
@@ -883,6 +881,8 @@ def fit_envelope(
     return float(ENVELOPE_GRID[i]), float(fit[0][i])
 
 
+# Candidates from -1 to 2 Å² (a source σ from 0.35 to 1.5 Å and back) in 0.005 Å² steps, a
+# tenth of the smallest change the issue asks for (+0.3 Å on 0.35 Å: 0.33 Å²).
 ENVELOPE_GRID = np.arange(-1.0, 2.0 + 1e-9, 0.005)
 
 
@@ -909,25 +909,20 @@ def _envelope_misfit(
     return _transfer_misfit(reference, stats, models, diffuse, dilution)
 
 
-def envelope_error(
-    reference: SpectrumReference,
-    stats: Sequence[ImageStats],
-    shape: tuple[int, int] | None = None,
-    **probe: float,
-) -> float:
-    """The ± (Å²) of ``fit_envelope``'s Δσ² (the same arguments), as ``fit_defocus``'s: the
-    larger distance from the estimate to the likelihood's 16th or 84th percentile over the
+def envelope_error(reference: SpectrumReference, stats: Sequence[ImageStats]) -> tuple[float, float]:
+    """``fit_envelope``'s Δσ² (Å², without the probe's settings) and its ±, as ``fit_defocus``'s:
+    the larger distance from the estimate to the likelihood's 16th or 84th percentile over the
     candidates, the χ² scaled by Birge's ratio where the envelope misfits more than its rings
     allow (a change no envelope explains — the content in view, contamination — then gets a
-    wide error, not a precise wrong one). NaN with fewer than two rings of signal."""
-    fit = _envelope_misfit(reference, stats, shape, **probe)
+    wide error, not a precise wrong one). NaN, NaN with fewer than two rings of signal."""
+    fit = _envelope_misfit(reference, stats)
     if fit is None:
-        return float("nan")
+        return float("nan"), float("nan")
     misfit, rings = fit
     estimate = float(ENVELOPE_GRID[int(np.argmin(misfit))])
     cdf = np.cumsum(_posterior(misfit, rings))
     lo, hi = (float(ENVELOPE_GRID[min(int(np.searchsorted(cdf, q)), len(cdf) - 1)]) for q in (0.16, 0.84))
-    return max(estimate - lo, hi - estimate, 0.0025)  # (never below half the candidates' step)
+    return estimate, max(estimate - lo, hi - estimate, 0.0025)  # (never below half the candidates' step)
 
 
 def defocus_bound(
