@@ -216,6 +216,8 @@ class DriftMonitor(ReferenceKeeper):
                 break
         if "defocus" in changed:
             self._defocus_next = defocus_next
+        if "lattice" in changed:
+            self.focused = None  # (as ``ReferenceKeeper.attribute``)
         self._since_alarm = batch[first + 1 :][:MIN_REFERENCE]
         summary = words + " (cumulative, against the first reference)"
         return Decision(

@@ -113,6 +113,12 @@ class ReferenceKeeper:
     # the last detection estimated, so a return to focus is measured as the change it is.
     reference_defocus: float = field(default=0.0, init=False)
     _defocus_next: float | None = field(default=None, init=False, repr=False)
+    # Whether ``reference_defocus`` is a detection's estimate (not the operator's setting), and
+    # the spectrum and |defocus| (Å) of the last full reference taken at the operator's
+    # setting since the lattice last changed: a defocus is measured against it while the
+    # current reference's own defocus is an estimate (``attribution.attribute``'s ``focused``).
+    _defocus_estimated: bool = field(default=False, init=False, repr=False)
+    focused: tuple[SpectrumReference, float] | None = field(default=None, init=False, repr=False)
     # Thresholds (feature units, len(IMAGE_DETECTORS)) and per-frame scales of the last
     # reference of at least ``reference_frames`` frames, kept through a re-reference until the
     # new one is as long.
@@ -174,6 +180,8 @@ class ReferenceKeeper:
         self._pending = None  # a calibration of the forgotten reference is never adopted
         if self._since_alarm is None:
             self.floor, self.carried, self.memory = None, None, None
+            # A fresh start (a new model, a new session): the operator's setting again.
+            self.focused, self._defocus_estimated = None, False
         elif self.reference is not None and self.calibrated_on >= self.reference_frames:
             cal = self.reference.calibration
             m = len(IMAGE_DETECTORS)
@@ -191,6 +199,7 @@ class ReferenceKeeper:
         self.calibrated_on = 0
         if self._defocus_next is not None:
             self.reference_defocus, self._defocus_next = self._defocus_next, None
+            self._defocus_estimated = True
 
     # --- features --------------------------------------------------------------------------
 
@@ -313,6 +322,8 @@ class ReferenceKeeper:
             threshold[:m] = np.fmax(threshold[:m], self.floor / scale[:m])
         elif len(obs) >= self.reference_frames:
             self.floor, self.carried = None, None
+            if not self._defocus_estimated:
+                self.focused = (spectrum, spectrum_defocus)
             if self.grown_from is None:
                 self.grown_from = threshold[:m] * scale[:m]
         cal = Calibration(
@@ -553,7 +564,7 @@ class ReferenceKeeper:
             self.anchor, self.recent_obs = done.anchor, done.recent_obs
             # A full reference reached retires the last full one's floor (``_calibrate``).
             self.floor, self.floor_scale, self.carried = done.floor, done.floor_scale, done.carried
-            self.grown_from, self.memory = done.grown_from, done.memory
+            self.grown_from, self.memory, self.focused = done.grown_from, done.memory, done.focused
 
     # --- attribution -----------------------------------------------------------------------
 
@@ -569,6 +580,8 @@ class ReferenceKeeper:
         )
         if defocus_next is not None:
             self._defocus_next = defocus_next
+        if "lattice" in changed:
+            self.focused = None  # another object: its spectrum no longer shows this one
         return changed, att, words
 
     def _attribute_against(
@@ -591,6 +604,7 @@ class ReferenceKeeper:
             optics=self.optics,
             reference_defocus=self.reference_defocus,
             spectrum_defocus=spectrum_defocus,
+            focused=self.focused if self._defocus_estimated else None,
         )
 
 
