@@ -66,6 +66,14 @@ def _lattice_moved(spectrum: SpectrumReference, images: Sequence[ImageStats]) ->
     return bool(abs(now - spectrum.rotation_centre_deg) > allowed)
 
 
+def estimate_error(att: Mapping[str, float]) -> float:
+    """The ± (Å) of a named defocus (``attribute``'s ``defocus_err_A``): a reference taken at
+    it carries it. Never 0 (0 stands for the operator's setting): at least half a candidate
+    step of ``fit_defocus``."""
+    err = float(att.get("defocus_err_A", float("nan")))
+    return max(err, 0.5) if np.isfinite(err) else float("inf")
+
+
 def attribute(
     spectrum: SpectrumReference,
     cal: Calibration,
@@ -77,6 +85,7 @@ def attribute(
     reference_defocus: float = 0.0,
     spectrum_defocus: float | None = None,
     focused: tuple[SpectrumReference, float] | None = None,
+    spectrum_error: float = 0.0,
 ) -> tuple[tuple[str, ...], dict[str, float], str, float | None]:
     """What changed on ``images`` against the frames ``before`` them (their mean features;
     default the calibration's centre), by how much, and in words; and the |defocus| (Å) the
@@ -88,15 +97,20 @@ def attribute(
     the ``spectrum`` reference was taken at (default ``reference_defocus``; they differ while a
     short reference after a detection is measured against the previous full one's spectrum).
 
-    ``focused`` (a spectrum and the |defocus|, Å, it was taken at, as the operator set it) is
-    where the |defocus| is measured from when ``reference_defocus`` is itself an estimate: the
-    spectrum tells a defocus change (or a source change) as before, and the focused reference
-    how far from focus the frames are. Measured against a reference whose defocus is an
-    estimate, the fit compounds that estimate's error, where the transfer is steep, into a
-    reading near focus, where it is flat: the twin's return from 130 Å to focus, against a
-    reference at 130 Å estimated as 125 ± 17 Å, read 16 ± 11 Å (17 ± 11 with the true 130 Å;
-    the model misfits those frames 70-fold per ring, and the flat likelihood near focus let
-    the best point wander), and against in-focus references of that stream 0-11 Å.
+    ``spectrum_error`` (Å) is the error of the |defocus| ``spectrum`` was taken at (0: the
+    operator's setting; a detection's ± when it was estimated). It is propagated into the
+    fitted |defocus| (the fit against ``spectrum`` taken at that defocus ± its error: half the
+    spread of the two readings, in quadrature with the fit's own ±): where the reference's
+    transfer is steep (far from focus) and the frames' flat (near focus) a few Å of the
+    reference's become tens of Å of the frames'. ``focused`` (a spectrum and the |defocus|,
+    Å, the operator set it at) is then measured against as well, and the reading with the
+    smaller error is kept; the spectrum still decides which change it is (the envelope and
+    the two χ²). The twin's return from 130 Å to focus, against a reference at 130 Å
+    estimated as 125 ± 17 Å, read 16 ± 11 Å (17 ± 11 with the true 130 Å: the model misfits
+    those frames 70-fold per ring and the flat likelihood near focus let its best point
+    wander), and 0-11 Å against that stream's in-focus references; a reference at low dose
+    (few rings), though, reads a strong defocus worse than the current one (a twin stream's
+    104 Å against one at 4·10⁴ e/Å²: 272 ± 11 Å), hence the comparison of errors.
     """
     defocus_next: float | None = None
     feats = np.array([[spectrum.features(s)[n] for n in IMAGE_DETECTORS] for s in images])
@@ -150,13 +164,21 @@ def attribute(
                 dilution=dilution,
             )
             att["defocus_misfit"] = misfit
-            if focused is not None:
-                # How far from focus: against the reference whose defocus is known (the
-                # envelope and the χ² above, against the current one, still say which change).
-                known, known_defocus = focused
-                df, err, _ = fit_defocus(
-                    known, images, shape, **probe, reference_defocus=known_defocus, dilution=dilution
-                )
+            if spectrum_error > 0 and np.isfinite(df):
+                taken = reference_defocus if spectrum_defocus is None else spectrum_defocus
+                ends = [
+                    fit_defocus(spectrum, images, shape, **probe, reference_defocus=d, dilution=dilution)[0]
+                    for d in (max(taken - spectrum_error, 0.0), taken + spectrum_error)
+                ]
+                spread = abs(ends[1] - ends[0]) / 2 if np.all(np.isfinite(ends)) else float("inf")
+                err = float(np.hypot(err, spread))
+                if focused is not None:
+                    known, known_defocus = focused
+                    kdf, kerr, _ = fit_defocus(
+                        known, images, shape, **probe, reference_defocus=known_defocus, dilution=dilution
+                    )
+                    if np.isfinite(kdf) and kerr < err:
+                        df, err = kdf, kerr
                 att["defocus_A"], att["defocus_err_A"] = df, err
             att["defocus_change_A"] = df - reference_defocus
             if np.isfinite(df):

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import t as student_t
 
-from .attribution import DETECTORS, IMAGE_DETECTORS, attribute, probe_of, shape_of
+from .attribution import DETECTORS, IMAGE_DETECTORS, attribute, estimate_error, probe_of, shape_of
 from .calibration import MIN_REFERENCE, Calibration, calibrate, change_inside
 from .observation import Observation
 from .physics import Proxies, median_proxies, proxy_score
@@ -113,11 +113,13 @@ class ReferenceKeeper:
     # the last detection estimated, so a return to focus is measured as the change it is.
     reference_defocus: float = field(default=0.0, init=False)
     _defocus_next: float | None = field(default=None, init=False, repr=False)
-    # Whether ``reference_defocus`` is a detection's estimate (not the operator's setting), and
-    # the spectrum and |defocus| (Å) of the last full reference taken at the operator's
-    # setting since the lattice last changed: a defocus is measured against it while the
-    # current reference's own defocus is an estimate (``attribution.attribute``'s ``focused``).
-    _defocus_estimated: bool = field(default=False, init=False, repr=False)
+    # The error (Å) of ``reference_defocus`` (0: the operator's setting; a detection's ± once
+    # it is that detection's estimate), the next one's, and the spectrum and |defocus| (Å) of
+    # the last full reference taken at the operator's setting since the lattice last changed:
+    # while the current reference's defocus is an estimate, a defocus is also measured against
+    # that one (``attribution.attribute``'s ``focused``).
+    reference_defocus_err: float = field(default=0.0, init=False)
+    _defocus_next_err: float = field(default=0.0, init=False, repr=False)
     focused: tuple[SpectrumReference, float] | None = field(default=None, init=False, repr=False)
     # Thresholds (feature units, len(IMAGE_DETECTORS)) and per-frame scales of the last
     # reference of at least ``reference_frames`` frames, kept through a re-reference until the
@@ -181,7 +183,7 @@ class ReferenceKeeper:
         if self._since_alarm is None:
             self.floor, self.carried, self.memory = None, None, None
             # A fresh start (a new model, a new session): the operator's setting again.
-            self.focused, self._defocus_estimated = None, False
+            self.focused, self.reference_defocus_err = None, 0.0
         elif self.reference is not None and self.calibrated_on >= self.reference_frames:
             cal = self.reference.calibration
             m = len(IMAGE_DETECTORS)
@@ -199,7 +201,7 @@ class ReferenceKeeper:
         self.calibrated_on = 0
         if self._defocus_next is not None:
             self.reference_defocus, self._defocus_next = self._defocus_next, None
-            self._defocus_estimated = True
+            self.reference_defocus_err = self._defocus_next_err
 
     # --- features --------------------------------------------------------------------------
 
@@ -322,7 +324,7 @@ class ReferenceKeeper:
             threshold[:m] = np.fmax(threshold[:m], self.floor / scale[:m])
         elif len(obs) >= self.reference_frames:
             self.floor, self.carried = None, None
-            if not self._defocus_estimated:
+            if self.reference_defocus_err == 0.0:
                 self.focused = (spectrum, spectrum_defocus)
             if self.grown_from is None:
                 self.grown_from = threshold[:m] * scale[:m]
@@ -580,6 +582,7 @@ class ReferenceKeeper:
         )
         if defocus_next is not None:
             self._defocus_next = defocus_next
+            self._defocus_next_err = estimate_error(att)
         if "lattice" in changed:
             self.focused = None  # another object: its spectrum no longer shows this one
         return changed, att, words
@@ -604,7 +607,8 @@ class ReferenceKeeper:
             optics=self.optics,
             reference_defocus=self.reference_defocus,
             spectrum_defocus=spectrum_defocus,
-            focused=self.focused if self._defocus_estimated else None,
+            focused=self.focused,
+            spectrum_error=self.reference_defocus_err,
         )
 
 
