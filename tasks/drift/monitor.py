@@ -37,7 +37,7 @@ import numpy as np
 
 from scopeflow.errors import InputError
 
-from .attribution import DETECTORS, IMAGE_DETECTORS, estimate_error
+from .attribution import DETECTORS, IMAGE_DETECTORS
 from .calibration import MIN_REFERENCE
 from .observation import Observation, pack, unpack
 from .physics import Proxies, proxy_score
@@ -215,8 +215,7 @@ class DriftMonitor(ReferenceKeeper):
                 first = i
                 break
         if "defocus" in changed:
-            self._defocus_next = defocus_next
-            self._defocus_next_err = estimate_error(attribution)
+            self._carry_defocus(defocus_next, attribution)
         if "lattice" in changed:
             self.focused = None  # (as ``ReferenceKeeper.attribute``)
         self._since_alarm = batch[first + 1 :][:MIN_REFERENCE]
