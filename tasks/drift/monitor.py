@@ -249,6 +249,10 @@ class DriftMonitor(ReferenceKeeper):
             "frames_seen": self.frames_seen,
             "calibrated_on": self.calibrated_on,
             "reference_defocus_A": self.reference_defocus,
+            # Its ± (0: the operator's setting; None: an estimate of unknown error).
+            "reference_defocus_err_A": (
+                float(self.reference_defocus_err) if np.isfinite(self.reference_defocus_err) else None
+            ),
             # The calibration's physical bounds depend on the optics: a resumed monitor must
             # recalibrate with the same ones before the dataset's are read again.
             "optics": None if self.optics is None else {k: float(v) for k, v in self.optics.items()},
@@ -258,27 +262,16 @@ class DriftMonitor(ReferenceKeeper):
             "memory": None
             if self.memory is None
             else [None if np.isnan(v) else float(v) for v in self.memory],
-            "carried": None
-            if self.carried is None
-            else {
-                "k_info": self.carried[0].k_info,
-                "tolerance": self.carried[0].tolerance,
-                "share_resolution": self.carried[0].share_resolution,
-                "rotation_centre_deg": self.carried[0].rotation_centre_deg,
-                "rotation_scatter_deg": self.carried[0].rotation_scatter_deg,
-                "defocus_A": self.carried[1],
-            },
+            "carried": _spectrum_attrs(self.carried),
+            "focused": _spectrum_attrs(self.focused),
             "calibration": None if self.reference is None else self.reference.calibration.as_dict(),
             "recent_frames": len(self.recent),
             # The reference frames are all stored: a resumed run recalibrates on them.
             "calibration_pending": self.calibrating,
         }
         arrays = {f"history_{k}": v for k, v in pack(self.history).items()}
-        if self.carried is not None:
-            spectrum = self.carried[0]
-            for name in ("profile", "band", "reflections", "ring_k", "ring_bins", "signal", "signal_se"):
-                if getattr(spectrum, name) is not None:
-                    arrays[f"carried_{name}"] = np.asarray(getattr(spectrum, name), dtype=np.float64)
+        arrays.update(_spectrum_arrays("carried", self.carried))
+        arrays.update(_spectrum_arrays("focused", self.focused))
         arrays["recent_features"] = np.stack(self.recent) if self.recent else np.empty((0, len(DETECTORS)))
         # The frames the cumulative tests fit (the window and look-back's).
         arrays.update({f"recentobs_{k}": v for k, v in pack(list(self.recent_obs)).items()})
@@ -297,6 +290,8 @@ class DriftMonitor(ReferenceKeeper):
         )
         self.frames_seen = int(attrs.get("frames_seen", 0))
         self.reference_defocus = float(attrs.get("reference_defocus_A", 0.0))
+        err = attrs.get("reference_defocus_err_A", 0.0)
+        self.reference_defocus_err = float("inf") if err is None else float(err)
         if self.optics is None and attrs.get("optics") is not None:
             self.optics = {k: float(v) for k, v in attrs["optics"].items()}
         floor = attrs.get("floor")
@@ -309,25 +304,9 @@ class DriftMonitor(ReferenceKeeper):
         self.memory = (
             None if memory is None else np.array([np.nan if v is None else v for v in memory], float)
         )
-        carried = attrs.get("carried")
-        if carried is not None:
-            spectrum = SpectrumReference(
-                np.asarray(arrays["carried_profile"]),
-                np.asarray(arrays["carried_band"]) > 0,
-                float(carried["k_info"]),
-                np.asarray(arrays["carried_reflections"]).reshape(-1, 2),
-                float(carried["tolerance"]),
-                np.asarray(arrays["carried_ring_k"]),
-                np.asarray(arrays["carried_ring_bins"]),
-                float(carried["share_resolution"]),
-                # States stored before the rotation's spread was kept name no rotation from it.
-                float(carried.get("rotation_centre_deg", 0.0)),
-                float(carried.get("rotation_scatter_deg", float("nan"))),
-                # States stored before the mean signal was kept fit against the profile.
-                None if "carried_signal" not in arrays else np.asarray(arrays["carried_signal"]),
-                None if "carried_signal_se" not in arrays else np.asarray(arrays["carried_signal_se"]),
-            )
-            self.carried = (spectrum, float(carried["defocus_A"]))
+        self.carried = _spectrum_from("carried", attrs.get("carried"), arrays)
+        # (States stored before the focused reference was kept measure from the current one.)
+        self.focused = _spectrum_from("focused", attrs.get("focused"), arrays)
         on = int(attrs.get("calibrated_on", 0))
         if attrs.get("calibration_pending"):
             # Stored between the batch that completed a checkpoint and the adoption of its
@@ -347,3 +326,56 @@ class DriftMonitor(ReferenceKeeper):
                 {k.removeprefix("recentobs_"): v for k, v in arrays.items() if k.startswith("recentobs_")}
             )
             self.recent_obs = deque(stored, maxlen=cal.window + cal.lookback)
+
+
+def _spectrum_attrs(pair: tuple[SpectrumReference, float] | None) -> dict[str, float] | None:
+    """The JSON attrs of a stored (spectrum, |defocus| Å) pair (``DriftMonitor.state``)."""
+    if pair is None:
+        return None
+    spectrum, defocus = pair
+    return {
+        "k_info": spectrum.k_info,
+        "tolerance": spectrum.tolerance,
+        "share_resolution": spectrum.share_resolution,
+        "rotation_centre_deg": spectrum.rotation_centre_deg,
+        "rotation_scatter_deg": spectrum.rotation_scatter_deg,
+        "defocus_A": defocus,
+    }
+
+
+def _spectrum_arrays(prefix: str, pair: tuple[SpectrumReference, float] | None) -> dict[str, np.ndarray]:
+    """The arrays of a stored (spectrum, |defocus|) pair, named ``{prefix}_{field}``."""
+    if pair is None:
+        return {}
+    spectrum = pair[0]
+    names = ("profile", "band", "reflections", "ring_k", "ring_bins", "signal", "signal_se")
+    return {
+        f"{prefix}_{name}": np.asarray(getattr(spectrum, name), dtype=np.float64)
+        for name in names
+        if getattr(spectrum, name) is not None
+    }
+
+
+def _spectrum_from(
+    prefix: str, entry: Mapping[str, Any] | None, arrays: Mapping[str, np.ndarray]
+) -> tuple[SpectrumReference, float] | None:
+    """A (spectrum, |defocus| Å) pair back from ``_spectrum_attrs`` and ``_spectrum_arrays``."""
+    if entry is None:
+        return None
+    spectrum = SpectrumReference(
+        np.asarray(arrays[f"{prefix}_profile"]),
+        np.asarray(arrays[f"{prefix}_band"]) > 0,
+        float(entry["k_info"]),
+        np.asarray(arrays[f"{prefix}_reflections"]).reshape(-1, 2),
+        float(entry["tolerance"]),
+        np.asarray(arrays[f"{prefix}_ring_k"]),
+        np.asarray(arrays[f"{prefix}_ring_bins"]),
+        float(entry["share_resolution"]),
+        # States stored before the rotation's spread was kept name no rotation from it.
+        float(entry.get("rotation_centre_deg", 0.0)),
+        float(entry.get("rotation_scatter_deg", float("nan"))),
+        # States stored before the mean signal was kept fit against the profile.
+        None if f"{prefix}_signal" not in arrays else np.asarray(arrays[f"{prefix}_signal"]),
+        None if f"{prefix}_signal_se" not in arrays else np.asarray(arrays[f"{prefix}_signal_se"]),
+    )
+    return spectrum, float(entry["defocus_A"])

@@ -91,3 +91,9 @@ def test_the_monitor_carries_a_detections_defocus_error_and_its_focused_referenc
     assert monitor.focused is not None and monitor.focused[1] == 0.0  # the reference at focus
     assert abs(monitor.reference_defocus - 80.0) <= 20.0
     assert monitor.reference_defocus_err > 0.0  # an estimate now, with its ±
+    # A resumed run goes on from the same: the estimate's ± and the focused reference.
+    resumed = DriftMonitor(1000.0, 10, 64, optics=OPTICS)
+    resumed.restore(*monitor.state())
+    assert resumed.reference_defocus_err == monitor.reference_defocus_err
+    assert resumed.focused is not None and resumed.focused[1] == 0.0
+    assert np.array_equal(resumed.focused[0].profile, monitor.focused[0].profile)
