@@ -263,6 +263,7 @@ class DriftMonitor(ReferenceKeeper):
             if self.memory is None
             else [None if np.isnan(v) else float(v) for v in self.memory],
             "carried": _spectrum_attrs(self.carried),
+            "carried_defocus_err_A": float(self.carried_err) if np.isfinite(self.carried_err) else None,
             "focused": _spectrum_attrs(self.focused),
             "calibration": None if self.reference is None else self.reference.calibration.as_dict(),
             "recent_frames": len(self.recent),
@@ -305,6 +306,8 @@ class DriftMonitor(ReferenceKeeper):
             None if memory is None else np.array([np.nan if v is None else v for v in memory], float)
         )
         self.carried = _spectrum_from("carried", attrs.get("carried"), arrays)
+        err = attrs.get("carried_defocus_err_A", 0.0)
+        self.carried_err = float("inf") if err is None else float(err)
         # (States stored before the focused reference was kept measure from the current one.)
         self.focused = _spectrum_from("focused", attrs.get("focused"), arrays)
         on = int(attrs.get("calibrated_on", 0))

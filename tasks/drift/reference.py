@@ -136,6 +136,7 @@ class ReferenceKeeper:
     # short reference are measured against it, out of sample (a spectrum fitted to 16 frames
     # fits those frames better than the next ones, and their spread would look too small).
     carried: tuple[SpectrumReference, float] | None = field(default=None, init=False, repr=False)
+    carried_err: float = field(default=0.0, init=False, repr=False)  # its |defocus|'s ± (Å)
     # The first full reference since the last re-reference (``anchor_drift``), and the
     # frames the window and look-back hold (their spectra are what it is tested on).
     anchor: Anchor | None = field(default=None, init=False, repr=False)
@@ -190,6 +191,7 @@ class ReferenceKeeper:
             self.floor = cal.threshold[:m] * cal.scale[:m]
             self.floor_scale = cal.scale[:m].copy()
             self.carried = (self.reference.spectrum, self.reference.defocus)
+            self.carried_err = self.reference_defocus_err
         # (A detection on a short reference keeps the floor it was deciding under.)
         self.reference = None
         self.grown_from = None
@@ -621,7 +623,10 @@ class ReferenceKeeper:
             reference_defocus=self.reference_defocus,
             spectrum_defocus=spectrum_defocus,
             focused=self.focused,
-            spectrum_error=self.reference_defocus_err,
+            # (A short reference's spectrum is the last full one's, at that one's defocus.)
+            spectrum_error=self.carried_err
+            if self.carried is not None and spectrum is self.carried[0]
+            else self.reference_defocus_err,
         )
 
 
