@@ -4,8 +4,7 @@ After a defocus detection the next reference's |defocus| is that detection's est
 focus the transfer is steep and near it flat, so a few Å of error in the reference's defocus
 become tens of Å in a reading near focus: on these twin streams (0 → 130 Å at frame 64, back
 to focus at 400) the return read 0-7 Å against the 130 Å reference taken at 130 or 140 Å, and
-19-34 Å taken at 120 Å (seeds 1-6), each with a ± (14-22 Å) that did not hold the truth in
-most. The attribution propagates the reference's error into the reading and measures against
+19-34 Å taken at 120 Å (seeds 1-6), each with a ± (14-22 Å) that did not hold the truth. The attribution propagates the reference's error into the reading and measures against
 the last reference at the operator's focus too, keeping the reading with the smaller error.
 """
 
