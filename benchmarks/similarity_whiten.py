@@ -17,7 +17,7 @@ on all with that shrinkage (not in the product: see benchmarks/README.md).
 Scored set: ``similarity_crops.py``'s archive and copies exactly (10 000 frames, seed 7, twin
 2026; its views cache), the first ``--queries`` copies; the store's rows before (the cache) and
 after whitening (the same rows mapped), exact search. Writes
-``whitening`` in ``benchmarks/results/similarity.json``.
+``--key`` (``whitening``) in ``benchmarks/results/similarity.json``.
 """
 
 from __future__ import annotations
@@ -202,11 +202,15 @@ def main() -> None:
     ap.add_argument("--dev-queries", type=int, default=1200)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--skip-scored", action="store_true")
+    ap.add_argument("--key", default="whitening", help="results key written")
     args = ap.parse_args()
     t0 = time.perf_counter()
     n_dev = args.dev_per * len(bench.COMBOS)
     dev = render(DEV_SEED, DEV_TWIN, args.dev_per, n_dev, args.dev_queries, first=False)
-    cache = bench.WORK / f"whiten_dev_{DEV_SEED}_{DEV_TWIN}_{n_dev}_{args.dev_queries}.npz"
+    cache = (
+        bench.WORK
+        / f"whiten_dev_{desc.EMBEDDER_VERSION}_{DEV_SEED}_{DEV_TWIN}_{n_dev}_{args.dev_queries}.npz"
+    )
     if cache.exists():
         z = np.load(cache)
         d_views, d_doses, d_q = z["views"], z["doses"], z["queries"]
@@ -221,6 +225,7 @@ def main() -> None:
     rk, top = ranks(d_views, d_q, dev["qids"], dev["region"])
     result: dict[str, Any] = {
         "development": {
+            "embedder": desc.EMBEDDER_VERSION,
             "seed": DEV_SEED,
             "twin_seed": DEV_TWIN,
             "frames": n_dev,
@@ -258,18 +263,19 @@ def main() -> None:
     if not args.skip_scored:
         result["scored"] = scored(args.queries, w)
     result["load_average"] = os.getloadavg()
-    bench._update("whitening", result)
+    bench._update(args.key, result)
 
 
 def scored(n_queries: int, w: np.ndarray) -> dict[str, Any]:
     """``similarity_crops.py``'s archive (its cache) and copies, before and after whitening."""
     frames = 10_000
     s = render(7, bench.SEED, int(np.ceil(frames / len(bench.COMBOS))), frames, 1000, first=True)
-    cache = bench.WORK / f"views_lattice-polar-v3_7_{bench.SEED}_{frames}.npz"
+    # similarity_crops.py's cache of the archive's rows for the current embedder (run it first).
+    cache = bench.WORK / f"views_{desc.EMBEDDER_VERSION}_7_{bench.SEED}_{frames}.npz"
     z = np.load(cache)
     views, doses = z["views"], z["doses"]
     q, drawn, _ = copies(s, n_queries)
-    out: dict[str, Any] = {"frames": frames, "queries": len(q), "archive_rows": "lattice-polar-v3 cache"}
+    out: dict[str, Any] = {"frames": frames, "queries": len(q), "embedder": desc.EMBEDDER_VERSION}
     for name, (v, qq, ww) in {
         "plain": (views, q, None),
         "whitened": (apply(views, w), apply(q, w), w),
