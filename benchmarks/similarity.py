@@ -146,21 +146,34 @@ def _raw(image: np.ndarray) -> np.ndarray:
 
 
 def transformed_copy(
-    image: np.ndarray, pixel_size: float, rng: np.random.Generator
+    image: np.ndarray, pixel_size: float, rng: np.random.Generator, drawn: dict[str, float] | None = None
 ) -> tuple[np.ndarray, float]:
     """Re-noised at 30-100 % of the dose, rotated by any angle, mirrored half the time, shifted,
-    rescaled 0.8-1.25× (pixel size updated): only pixels the source saw are kept."""
-    rotated = ndimage.rotate(image.astype(np.float32), rng.uniform(0, 360), reshape=True, order=3)
+    rescaled 0.8-1.25× (pixel size updated): only pixels the source saw are kept. ``drawn``, if
+    given, receives the draws (angle °, shift px, mirror, scale, dose share)."""
+    angle = rng.uniform(0, 360)
+    rotated = ndimage.rotate(image.astype(np.float32), angle, reshape=True, order=3)
     side = int(image.shape[0] / np.sqrt(2)) - 16  # inside the rotated frame, with room to shift
-    cy, cx = np.array(rotated.shape) // 2 + rng.integers(-8, 9, 2)
+    shift = rng.integers(-8, 9, 2)
+    cy, cx = np.array(rotated.shape) // 2 + shift
     crop = rotated[cy - side // 2 : cy + side // 2, cx - side // 2 : cx + side // 2]
-    if rng.random() < 0.5:
+    mirror = rng.random() < 0.5
+    if mirror:
         crop = crop[:, ::-1]
     scale = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
     zoomed = ndimage.zoom(crop, scale, order=3)
     # Re-noised last, as a new acquisition would be: fresh white counting noise at 30-100 % of
     # the dose, on top of what resampling left of the old noise.
-    renoised = rng.poisson(np.clip(zoomed, 0, None) * rng.uniform(0.3, 1.0)).astype(np.float32)
+    share = rng.uniform(0.3, 1.0)
+    renoised = rng.poisson(np.clip(zoomed, 0, None) * share).astype(np.float32)
+    if drawn is not None:
+        drawn.update(
+            angle=float(angle),
+            shift=float(np.hypot(*shift)),
+            mirror=float(mirror),
+            scale=scale,
+            dose_share=share,
+        )
     return renoised, pixel_size / scale
 
 

@@ -155,7 +155,7 @@ button{margin:2px 0}
 </style></head><body>
 <div id="side">
 <label>Token <input id="token" type="password"></label>
-<label>Embedder <input id="embedder" value="lattice-polar-v3"></label>
+<label>Embedder <input id="embedder" value="lattice-polar-v4"></label>
 <label>Metadata filter <input id="md" placeholder='md.lattice == "mos2"'></label>
 <label>Colour by metadata field <input id="colour" value="lattice"></label>
 <button id="load">Load map</button>
