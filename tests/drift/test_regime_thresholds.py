@@ -3,7 +3,8 @@
 The shipped specialist ensemble (v0005) stores, for its low-dose and blur regimes, the heatmap
 threshold their members do best at on validation frames of each regime's own conditions
 (``tasks.training.regime_thresholds``); manifests made before (v0003, v0004) store none, and
-their regimes decode at the model's threshold.
+their regimes decode at the model's threshold. That the edge applies it when it selects the
+regime is in ``test_regime_selection.py`` (it shares that test's drifting stream).
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ import pytest
 
 from scopeflow.errors import InputError
 from storage.models import ModelRegistry
-from tasks.acquisition.twin import DigitalTwin, DriftSchedule
-from tasks.drift.adaptive import AdaptiveEnsemble
-from tasks.drift.monitor import DriftMonitor
 from tasks.drift.regimes import RegimeStatistics, RegimeVote, read_statistics, statistics_document
 from tasks.drift.selection import select_regime
 
@@ -59,31 +57,3 @@ def test_a_threshold_round_trips_and_a_bad_one_is_refused():
     doc["regimes"]["low-dose"]["threshold"] = 1.5
     with pytest.raises(InputError, match="threshold"):
         read_statistics(doc)
-
-
-def test_the_selected_regime_decodes_at_its_stored_threshold(registry, ensemble):
-    stats = read_statistics(registry.regime_statistics(ensemble.version))
-    twin = DigitalTwin(seed=5, schedule=DriftSchedule.parse("dose=4e4@44"), shape=(128, 128))
-    adaptive = AdaptiveEnsemble(ensemble, DriftMonitor(1000.0, reference_frames=32), regime_statistics=stats)
-    chosen = None
-    for start in range(0, 80, 8):
-        shots = [twin.acquire(i) for i in range(start, start + 8)]
-        outcome = adaptive.process([s.image for s in shots], [s.pixel_size for s in shots], start)
-        if outcome.selection is not None:
-            chosen = outcome
-            break
-    assert chosen is not None and chosen.selection.regime_name == "low-dose"
-    own = stats["low-dose"].threshold
-    assert chosen.selection.threshold == own and adaptive.threshold == own
-    assert adaptive.active.config.threshold == own != ensemble.config.threshold
-    # The next frames' columns are the regime's members' at its threshold, not at the model's.
-    shots = [twin.acquire(i) for i in range(80, 84)]
-    images, p = [s.image for s in shots], shots[0].pixel_size
-    found = adaptive.active.locate(images, p)
-    at_own = ensemble.select(list(chosen.members), threshold=own).locate(images, p)
-    at_model = ensemble.select(list(chosen.members)).locate(images, p)
-    assert [len(a) for a in found] == [len(a) for a in at_own]
-    assert sum(len(a) for a in at_own) != sum(len(a) for a in at_model)
-    # A new production ensemble starts again at its own threshold.
-    adaptive.use(ensemble, stats)
-    assert adaptive.threshold is None and adaptive.active.config.threshold == ensemble.config.threshold
