@@ -21,14 +21,12 @@ import torch
 from _common import write_result
 
 from storage.models import ModelRegistry
-from tasks.acquisition.twin import DigitalTwin, DriftSchedule
 from tasks.drift.regimes import read_statistics, regime_vote
 from tasks.drift.spectrum import image_stats
 from tasks.inference.ensemble import Ensemble
 from tasks.inference.metrics import evaluate
 from tasks.inference.registry import load_ensemble
-from tasks.training.conditions import ConditionRanges, sample_conditions
-from tasks.training.evaluation import TestFrame, condition_frames
+from tasks.training.evaluation import TestFrame, condition_frames, threshold_frames
 
 THRESHOLDS = [round(float(t), 2) for t in np.arange(0.05, 0.71, 0.05)]
 CONDITIONS = {
@@ -61,13 +59,7 @@ def main() -> None:
             out[t] = round(evaluate(found, [f.truth for f in frames], [f.pixel_size for f in frames]).f1, 4)
         return out
 
-    frames = []
-    for i in range(16):  # as calibrate_threshold draws them, another seed
-        rng = np.random.default_rng([31337, i, 0xCA1])
-        c = sample_conditions(rng, ConditionRanges())
-        fr = DigitalTwin(int(rng.integers(2**31 - 1)), DriftSchedule(base=c), (160, 160)).acquire(1)
-        frames.append(TestFrame(str(i), fr.image, fr.pixel_size, fr.truth.rowcol, 0.0))
-    curves = {"standard ranges": curve(frames)}
+    curves = {"standard ranges": curve(threshold_frames(31337, 16))}  # as calibrate_threshold, another seed
     selected = {}
     for name, change in CONDITIONS.items():
         held_out = condition_frames(name, {"pixel_size": 0.12, **change}, n=8, seed=4242, shape=(128, 128))

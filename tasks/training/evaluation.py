@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,24 +143,14 @@ def threshold_frames(
     return frames
 
 
-def best_threshold(
-    ensemble: Ensemble, frames: list[TestFrame], grid: Sequence[float]
-) -> tuple[float, float, dict[float, float]]:
-    """The heatmap threshold of ``grid`` maximising ``ensemble``'s F1 on ``frames`` (its raw
-    decoding, the first of equals), that F1, and the F1 at every threshold of the grid."""
-    maps = [ensemble.maps(f.image, f.pixel_size) for f in frames]
-    best = (ensemble.config.threshold, -1.0)
-    curve = {}
-    for t in grid:
-        found = [ensemble.decode(m, float(t))[0].rowcol for m in maps]
-        f1 = evaluate(found, [f.truth for f in frames], [f.pixel_size for f in frames]).f1
-        curve[round(float(t), 2)] = f1
-        if f1 > best[1]:
-            best = (round(float(t), 2), f1)
-    return best[0], best[1], curve
-
-
 def calibrate_threshold(ensemble: Ensemble, seed: int, n: int = 16, side: int = 160) -> tuple[float, float]:
     """The heatmap threshold maximising F1 on ``n`` held-out frames drawn like the training data."""
-    threshold, f1, _ = best_threshold(ensemble, threshold_frames(seed, n, side), np.arange(0.2, 0.71, 0.05))
-    return threshold, f1
+    frames = threshold_frames(seed, n, side)
+    maps = [ensemble.maps(f.image, f.pixel_size) for f in frames]
+    best = (ensemble.config.threshold, -1.0)
+    for t in np.arange(0.2, 0.71, 0.05):
+        found = [ensemble.decode(m, float(t))[0].rowcol for m in maps]
+        f1 = evaluate(found, [f.truth for f in frames], [f.pixel_size for f in frames]).f1
+        if f1 > best[1]:
+            best = (round(float(t), 2), f1)
+    return best
