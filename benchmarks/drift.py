@@ -45,6 +45,9 @@ def main() -> None:
     ap.add_argument("--ert", type=float, default=1000.0)
     # Default: the budget of the device retraining runs on (scopeflow/settings.py).
     ap.add_argument("--retrain-steps", type=int, default=None)
+    # Detection and selection only (the adaptive F1 does not depend on the retraining after it).
+    ap.add_argument("--no-retrain", action="store_true")
+    ap.add_argument("--name", default="drift", help="results/<name>.json")
     args = ap.parse_args()
     torch.set_num_threads(2)
     work = Path(tempfile.mkdtemp(prefix="drift-bench-"))
@@ -117,7 +120,9 @@ def main() -> None:
         # Frames spent re-referencing are not watched.
         stationary = args.frames - len(changes) * EdgeSettings().reference_frames
         retrained: dict[str, dict] = {}
-        for e in escalations:  # every one: a false alarm's retraining is what the gate must refuse
+        for e in (
+            [] if args.no_retrain else escalations
+        ):  # every one: a false alarm's retraining is what the gate must refuse
             outcome = retrain(
                 path,
                 e.frame_start,
@@ -138,7 +143,7 @@ def main() -> None:
                 "reason": outcome.reason,
             }
         write_result(
-            "drift",
+            args.name,
             {
                 "frames": args.frames,
                 "frame_side_px": args.side,

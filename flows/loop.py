@@ -166,6 +166,8 @@ def loop_flow(
         f1 = f"F1 {r.scores.f1:.3f}" if r.scores else ""
         sel = r.outcome.selection
         regime = f", the {sel.regime_name} regime's" if sel is not None and sel.regime_name else ""
+        if sel is not None and sel.threshold is not None:
+            regime += f" at its threshold {sel.threshold:g}"
         note = (
             f" [{r.outcome.action}: members {list(r.outcome.members)}{regime}]"
             if r.outcome.action != "none"
@@ -209,6 +211,7 @@ def loop_flow(
                 "action": r.outcome.action,
                 "members": list(r.outcome.members),
                 "regime": r.outcome.selection.regime_name if r.outcome.selection else None,
+                "threshold": r.outcome.selection.threshold if r.outcome.selection else None,
                 "scores": r.outcome.decision.scores,
             }
             for r in reports

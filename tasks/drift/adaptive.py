@@ -74,6 +74,7 @@ class AdaptiveEnsemble:
         self.ensemble = ensemble
         self.regime_statistics = dict(regime_statistics or {})
         self.members: tuple[int, ...] = tuple(range(ensemble.members))
+        self.threshold: float | None = None  # the active members' heatmap threshold (None: the model's)
         self.active = ensemble
         self.monitor.rereference()
 
@@ -106,7 +107,10 @@ class AdaptiveEnsemble:
         outputs = self.ensemble.outputs(frames[recent], pixel_sizes[recent])
         selection = self._select(frames[recent], pixel_sizes[recent], atoms[recent], outputs)
         self.members = selection.members
-        self.active = self.ensemble.select(list(self.members))
+        # A regime that stores its own decoder threshold decodes at it from now on (and its
+        # check below too); a consensus selection keeps the model's.
+        self.threshold = selection.threshold
+        self.active = self.ensemble.select(list(self.members), threshold=self.threshold)
         restored = self._restored(frames[recent], pixel_sizes[recent], outputs)
         self.monitor.rereference()
         action = "select" if restored else "retrain"
@@ -149,11 +153,13 @@ class AdaptiveEnsemble:
             return None
         vote = regime_vote([image_stats(f, p) for f in frames], known)
         standard = [name for name, r in known.items() if r.standard]
-        return select_regime(regimes, vote, standard)
+        return select_regime(
+            regimes, vote, standard, thresholds={name: r.threshold for name, r in known.items()}
+        )
 
     def _restored(self, frames: list[np.ndarray], pixel_sizes: Sequence[float], outputs: Outputs) -> bool:
         """Whether the selected members' columns look like the reference lattice again."""
-        atoms = self.ensemble.atoms_of(outputs, self.members)
+        atoms = self.ensemble.atoms_of(outputs, self.members, threshold=self.threshold)
         proxies = [
             frame_proxies(a.rowcol, f.shape, p) for a, f, p in zip(atoms, frames, pixel_sizes, strict=True)
         ]

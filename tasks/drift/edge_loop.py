@@ -42,6 +42,8 @@ from .regimes import RegimeStatistics, read_statistics
 log = logging.getLogger(__name__)
 # The check's context (``verify.CheckContext.state``) among the drift monitor's stored attrs.
 CONTEXT_ATTR = "check_context"
+# The active members' heatmap threshold (a selected regime's own; None: the model's), likewise.
+THRESHOLD_ATTR = "member_threshold"
 
 
 @dataclass(frozen=True)
@@ -145,7 +147,9 @@ class EdgeLoop:
                 members = tuple(int(m) for m in str(decided["members"][-1]).split(",") if m)
                 if members:
                     adaptive.members = members
-                    adaptive.active = adaptive.ensemble.select(list(members))
+                    # The regime's decoder threshold the members were chosen with (None: the model's).
+                    adaptive.threshold = stored[0].get(THRESHOLD_ATTR)
+                    adaptive.active = adaptive.ensemble.select(list(members), threshold=adaptive.threshold)
         return start
 
     def _restore_context(self, state: Any) -> None:
@@ -223,7 +227,9 @@ class EdgeLoop:
             writer.append(list(range(start, stop)), outcome.atoms, commit_now=False)
             decisions.append([row], commit_now=False)
             attrs, arrays = adaptive.monitor.state()
-            self.data.write_monitor_state({**attrs, CONTEXT_ATTR: adaptive.context.state()}, arrays)
+            self.data.write_monitor_state(
+                {**attrs, CONTEXT_ATTR: adaptive.context.state(), THRESHOLD_ATTR: adaptive.threshold}, arrays
+            )
         self.next_frame = stop
         truths = self.data.truths(start, stop)
         scores = None

@@ -7,6 +7,12 @@ frame's spectrum ``signature`` (counts per Å², contrast, high-frequency share)
 the signatures measured on each regime's training frames when the specialists were made,
 stored with the model (``RegimeStatistics``; no simulator runs at decision time). Each frame
 votes for the regime under which its signature is most likely (a Gaussian per regime).
+
+A regime may also carry the heatmap threshold its members decode at (``threshold``), chosen
+when the specialists were made on validation frames drawn from the regime's own training
+ranges (``tasks.training.specialists.regime_thresholds``): the threshold chosen on the
+standard ranges is far from the best one under low dose or strong defocus, where the
+members' heatmaps are weaker. A regime stored without one decodes at the model's threshold.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from scopeflow.errors import InputError
+
 from .spectrum import SIGNATURE, ImageStats, signature
 
 SCHEMA = 1
@@ -25,12 +33,14 @@ SCHEMA = 1
 @dataclass(frozen=True)
 class RegimeStatistics:
     """One regime's signature distribution on its training frames: mean (3,), covariance (3, 3),
-    frames measured, and whether it is the standard conditions."""
+    frames measured, and whether it is the standard conditions. ``threshold``: the heatmap
+    threshold (0–1) its members decode at when the edge selects them (None: the model's)."""
 
     mean: np.ndarray
     cov: np.ndarray
     frames: int
     standard: bool
+    threshold: float | None = None
 
     @classmethod
     def measure(cls, images: Sequence[ImageStats], standard: bool) -> RegimeStatistics:
@@ -43,18 +53,28 @@ class RegimeStatistics:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form (for the model's manifest or the file beside it)."""
-        return {
+        out: dict[str, Any] = {
             "mean": self.mean.tolist(),
             "cov": self.cov.tolist(),
             "frames": self.frames,
             "standard": self.standard,
         }
+        if self.threshold is not None:
+            out["threshold"] = self.threshold
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RegimeStatistics:
-        """Back from ``as_dict``."""
+        """Back from ``as_dict`` (a regime stored before thresholds were has none)."""
+        threshold = d.get("threshold")
+        if threshold is not None and not 0.0 < float(threshold) < 1.0:
+            raise InputError(f"a regime's heatmap threshold must be in (0, 1), got {threshold!r}")
         return cls(
-            np.asarray(d["mean"], float), np.asarray(d["cov"], float), int(d["frames"]), bool(d["standard"])
+            np.asarray(d["mean"], float),
+            np.asarray(d["cov"], float),
+            int(d["frames"]),
+            bool(d["standard"]),
+            None if threshold is None else float(threshold),
         )
 
     def log_likelihood(self, x: np.ndarray) -> np.ndarray:
@@ -65,13 +85,19 @@ class RegimeStatistics:
         return -0.5 * (np.einsum("ni,ij,nj->n", diff, inv, diff) + logdet)
 
 
-def statistics_document(regimes: Mapping[str, RegimeStatistics]) -> dict[str, Any]:
-    """The stored form: schema, signature names and each regime's statistics."""
-    return {
+def statistics_document(
+    regimes: Mapping[str, RegimeStatistics], thresholds: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The stored form: schema, signature names and each regime's statistics; ``thresholds``,
+    how the regimes' thresholds were chosen (kept as ``"threshold_calibration"``)."""
+    out: dict[str, Any] = {
         "schema": SCHEMA,
         "signature": list(SIGNATURE),
         "regimes": {name: r.as_dict() for name, r in regimes.items()},
     }
+    if thresholds is not None:
+        out["threshold_calibration"] = dict(thresholds)
+    return out
 
 
 def read_statistics(document: Mapping[str, Any] | None) -> dict[str, RegimeStatistics]:

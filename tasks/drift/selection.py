@@ -10,7 +10,7 @@ reference ones. Members close to the best score are kept; at least ``min_members
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +28,8 @@ class Selection:
     ``regime`` is set when the members were chosen as the specialists of the regime the frames
     vote for (``regimes.regime_vote``); each member's score is then its regime's share of the
     vote, and the per-member agreement and proxy deviation were not computed (empty).
+    ``threshold``: the heatmap threshold the kept members decode at (None: the model's), the
+    chosen regime's when it stores one.
     """
 
     members: tuple[int, ...]
@@ -35,6 +37,7 @@ class Selection:
     agreement: tuple[float, ...] = ()
     proxy_deviation: tuple[float, ...] = ()
     regime: RegimeVote | None = None
+    threshold: float | None = None
 
     @property
     def regime_name(self) -> str | None:
@@ -90,14 +93,26 @@ def select_members(
 
 
 def select_regime(
-    regimes: Sequence[str], vote: RegimeVote, standard: Sequence[str], *, min_share: float = 0.5
+    regimes: Sequence[str],
+    vote: RegimeVote,
+    standard: Sequence[str],
+    *,
+    min_share: float = 0.5,
+    thresholds: Mapping[str, float | None] | None = None,
 ) -> Selection | None:
     """The members of the regime ``vote`` chose (``regimes[k]`` is member k's regime name), or
     None when it chose a regime in ``standard`` or with less than ``min_share`` of the votes
-    (then the consensus selection, ``select_members``, decides)."""
+    (then the consensus selection, ``select_members``, decides). ``thresholds``: each regime's
+    stored heatmap threshold (``RegimeStatistics.threshold``); the chosen regime's goes with
+    its members."""
     if vote.regime in standard or vote.shares.get(vote.regime, 0.0) < min_share:
         return None
     members = tuple(k for k, name in enumerate(regimes) if name == vote.regime)
     if not members:
         return None
-    return Selection(members, tuple(vote.shares.get(name, 0.0) for name in regimes), regime=vote)
+    return Selection(
+        members,
+        tuple(vote.shares.get(name, 0.0) for name in regimes),
+        regime=vote,
+        threshold=(thresholds or {}).get(vote.regime),
+    )

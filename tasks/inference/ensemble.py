@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -331,14 +331,17 @@ class Ensemble:
         n = 1 if isinstance(frames, np.ndarray) and frames.ndim == 2 else len(frames)
         return Outputs(n, list(self._passes(frames, pixel_size)))
 
-    def atoms_of(self, outputs: Outputs, members: Sequence[int] | None = None) -> list[Atoms]:
+    def atoms_of(
+        self, outputs: Outputs, members: Sequence[int] | None = None, threshold: float | None = None
+    ) -> list[Atoms]:
         """Atoms of each frame as the ``members`` (all: None) alone find them: the columns
-        ``select(members).locate`` finds (to the network's float tolerance), decoded from ``outputs``."""
+        ``select(members, threshold=threshold).locate`` finds (to the network's float tolerance),
+        decoded from ``outputs`` at ``threshold`` (default the config's)."""
         if members is not None and (not members or any(not 0 <= k < self.members for k in members)):
             raise InputError(f"atoms_of needs member indices in 0..{self.members - 1}, got {list(members)}")
         out: list[Atoms] = [Atoms.empty()] * outputs.n
         for part in outputs.parts:
-            self._atoms_into(out, part, members)
+            self._atoms_into(out, part, members, threshold=threshold)
         return out
 
     def _passes(self, frames: np.ndarray | Sequence[np.ndarray], pixel_size: float | Sequence[float]):
@@ -358,11 +361,12 @@ class Ensemble:
         members: Sequence[int] | None,
         context: CheckContext | None = None,
         pixel_size: float = float("nan"),
+        threshold: float | None = None,
     ) -> None:
         raw = part.raw if members is None else part.raw[:, list(members)]
         n_cls = self.net.n_classes
         # Logits, not probabilities: _decode applies the sigmoid only where it must.
-        decoded = self._decode(raw[:, :, :n_cls], raw[:, :, n_cls:], part.scaling, logits=True)
+        decoded = self._decode(raw[:, :, :n_cls], raw[:, :, n_cls:], part.scaling, threshold, logits=True)
         if self.check:
             # As many frames checked at once as torch may use threads (the user's thread cap):
             # the network has finished with the cores by now.
@@ -469,14 +473,18 @@ class Ensemble:
             self.execution,
         )
 
-    def select(self, keep: Sequence[int]) -> Ensemble:
-        """The members in ``keep`` as a fused ensemble (drift-aware member selection)."""
+    def select(self, keep: Sequence[int], threshold: float | None = None) -> Ensemble:
+        """The members in ``keep`` as a fused ensemble (drift-aware member selection), decoding
+        at ``threshold`` (default the config's: a regime's members may store their own)."""
         keep = list(keep)
         if not keep or any(not 0 <= k < self.members for k in keep):
             raise InputError(f"select needs member indices in 0..{self.members - 1}, got {keep}")
+        if threshold is not None and not 0.0 < threshold < 1.0:
+            raise InputError(f"a heatmap threshold must be in (0, 1), got {threshold}")
+        config = self._config_for(keep)
         return Ensemble(
             self.net.select(keep),
-            self._config_for(keep),
+            config if threshold is None else replace(config, threshold=float(threshold)),
             f"{self.version}[{','.join(map(str, keep))}]",
             self.device,
             self.check,

@@ -9,6 +9,7 @@ those ranges that a specialist member is trained for (``REGIMES``; used by ``spe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -45,6 +46,11 @@ class ConditionRanges:
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form, for the model's lineage."""
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ConditionRanges:
+        """Back from ``as_dict`` (a lineage's ranges); fields it lacks keep their defaults."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -110,6 +116,11 @@ class Regime:
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form, for the model's lineage."""
         return {"name": self.name, "share": self.share, "ranges": self.ranges.as_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Regime:
+        """Back from ``as_dict`` (the regimes in a model's lineage)."""
+        return cls(str(data["name"]), ConditionRanges.from_dict(data["ranges"]), float(data["share"]))
 
 
 REFERENCE = Regime("reference", ConditionRanges(), share=1.0)

@@ -125,16 +125,27 @@ def report(
     return out
 
 
-def calibrate_threshold(ensemble: Ensemble, seed: int, n: int = 16, side: int = 160) -> tuple[float, float]:
-    """The heatmap threshold maximising F1 on ``n`` held-out frames drawn like the training data."""
+def threshold_frames(
+    seed: int, n: int = 16, side: int = 160, ranges: ConditionRanges | None = None
+) -> list[TestFrame]:
+    """``n`` twin frames (``side``² px) drawn from ``ranges`` (default the standard training
+    ranges) like the training data, each its own draw: the validation frames a threshold is
+    chosen on."""
+    ranges = ranges or ConditionRanges()
     frames = []
     for i in range(n):
         rng = np.random.default_rng([seed, i, 0xCA1])
-        conditions = sample_conditions(rng, ConditionRanges())
+        conditions = sample_conditions(rng, ranges)
         frame = DigitalTwin(
             int(rng.integers(2**31 - 1)), DriftSchedule(base=conditions), (side, side)
         ).acquire(1)
         frames.append(TestFrame(str(i), frame.image, frame.pixel_size, frame.truth.rowcol, 0.0))
+    return frames
+
+
+def calibrate_threshold(ensemble: Ensemble, seed: int, n: int = 16, side: int = 160) -> tuple[float, float]:
+    """The heatmap threshold maximising F1 on ``n`` held-out frames drawn like the training data."""
+    frames = threshold_frames(seed, n, side)
     maps = [ensemble.maps(f.image, f.pixel_size) for f in frames]
     best = (ensemble.config.threshold, -1.0)
     for t in np.arange(0.2, 0.71, 0.05):

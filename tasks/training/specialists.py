@@ -41,6 +41,9 @@ from tasks.inference.network import FusedUNet
 
 from .conditions import DEFAULT_LAYOUT, ConditionRanges, Regime, sample_conditions
 from .data import TrainingSet, concatenate, make_training_set
+from .regime_thresholds import FRAMES as REGIME_FRAMES
+from .regime_thresholds import SEED as REGIME_SEED
+from .regime_thresholds import regime_thresholds, with_thresholds
 from .train import Log, fit
 
 STANDARD = "standard"  # the source name of the samples drawn from the standard ranges
@@ -66,6 +69,7 @@ class SpecialiseConfig:
     seed: int = 0
     threads: int = 2
     calibration_frames: int = 16  # held-out standard frames (160² px) for the threshold
+    regime_threshold_frames: int = REGIME_FRAMES  # each drifted regime's frames for its own threshold
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form, for the model's lineage (regimes by name; ranges are in ``regimes``)."""
@@ -217,17 +221,30 @@ def specialise(
         "training_data": data.lineage,
         "specialise_config": config.as_dict(),
         "torch": torch.__version__,
-        "regime_statistics": regime_statistics(config.layout, seed=config.seed + 20_000),
+        "regime_statistics": regime_statistics(
+            config.layout,
+            seed=config.seed + 20_000,
+            # Each drifted regime's members decode at the threshold best on its own validation frames.
+            thresholds=regime_thresholds(
+                ensemble, config.layout, seed=config.seed + REGIME_SEED, frames=config.regime_threshold_frames
+            ),
+        ),
     }
     return SpecialiseResult(ensemble, lineage, metrics)
 
 
 def regime_statistics(
-    layout: tuple[Regime, ...] | list[Regime], *, frames: int = 96, side: int = 128, seed: int = 0
+    layout: tuple[Regime, ...] | list[Regime],
+    *,
+    frames: int = 96,
+    side: int = 128,
+    seed: int = 0,
+    thresholds: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Spectrum signatures of twin frames drawn from each regime's training ranges (lattices and
     pixel sizes included), as stored with the model: member selection compares the frames with
-    these at decision time instead of rendering twin frames then (``tasks.drift.regimes``)."""
+    these at decision time instead of rendering twin frames then (``tasks.drift.regimes``).
+    ``thresholds``: the regimes' decoder thresholds (``regime_thresholds``), stored with them."""
     out = {}
     for j, regime in enumerate(dict.fromkeys(layout)):
         rng = np.random.default_rng(seed + 7919 * j)
@@ -237,4 +254,5 @@ def regime_statistics(
             image = DigitalTwin(seed + i, DriftSchedule(base=base), (side, side)).acquire(0).image
             images.append(image_stats(image, float(base["pixel_size"])))
         out[regime.name] = RegimeStatistics.measure(images, regime.is_standard)
-    return statistics_document(out)
+    document = statistics_document(out)
+    return document if thresholds is None else with_thresholds(document, thresholds)

@@ -57,6 +57,13 @@ def test_loop_decides_every_batch_detects_the_jump_and_escalates(drifting_datase
     assert prediction_versions(drifting_dataset) == [summary["model_version"]]
     header = decisions_csv(drifting_dataset).splitlines()[0]
     assert header.startswith("frame_start,frame_end,detected,action,")
+    # The active members' decoder threshold is kept with the monitor state, and a loop opened
+    # again on the run decodes at it (a selected regime's own, or the model's: None).
+    attrs, _ = read_monitor_state(drifting_dataset)
+    assert attrs["member_threshold"] == loop.adaptive.threshold
+    again = EdgeLoop.open(drifting_dataset, registry=registry, settings=settings)
+    assert again.adaptive.members == loop.adaptive.members
+    assert again.adaptive.active.config.threshold == loop.adaptive.active.config.threshold
 
 
 def test_atoms_per_frame_in_plain_xarray_and_a_kept_loop_does_only_new_frames(tmp_path):

@@ -76,6 +76,17 @@ def test_on_drift_the_members_trained_for_the_new_conditions_take_over(productio
     assert chosen is not None and chosen.start >= 40, "the change at frame 44 should be detected"
     assert chosen.selection.regime is not None and chosen.selection.regime.regime == regime
     assert {production.config.regimes[k] for k in chosen.members} == {regime}
+    # The regime's own decoder threshold, where it stores one (v0005: low-dose 0.15), goes with them.
+    own = stats[regime].threshold
+    assert chosen.selection.threshold == own == adaptive.threshold
+    assert adaptive.active.config.threshold == (own if own is not None else production.config.threshold)
+    if own is not None and own != production.config.threshold:
+        shots = [twin.acquire(i) for i in range(80, 84)]
+        images, p = [s.image for s in shots], shots[0].pixel_size
+        at_own = production.select(list(chosen.members), threshold=own).locate(images, p)
+        at_model = production.select(list(chosen.members)).locate(images, p)
+        assert [len(a) for a in adaptive.active.locate(images, p)] == [len(a) for a in at_own]
+        assert sum(map(len, at_own)) != sum(map(len, at_model))
 
     if regime == "blur":  # the strong-defocus pair finds columns the full ensemble misses
         frames = [twin.acquire(i) for i in range(48, 56)]
@@ -85,3 +96,6 @@ def test_on_drift_the_members_trained_for_the_new_conditions_take_over(productio
         full = evaluate([a.rowcol for a in production.locate(images, p)], truth, p).f1
         pair = evaluate([a.rowcol for a in adaptive.active.locate(images, p)], truth, p).f1
         assert pair > full + 0.1, (pair, full)
+
+    adaptive.use(production, stats)  # a new production starts again at its own threshold
+    assert adaptive.threshold is None and adaptive.active.config.threshold == production.config.threshold

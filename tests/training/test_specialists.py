@@ -11,10 +11,13 @@ import torch
 
 from scopeflow.errors import InputError
 from storage.models import DEFAULT_MODELS_DIR, ModelRegistry
+from tasks.drift.regimes import read_statistics
 from tasks.inference.ensemble import Ensemble, EnsembleConfig
 from tasks.inference.network import FusedUNet
 from tasks.inference.registry import load_ensemble, save_ensemble
 from tasks.training.conditions import BLUR, DEFAULT_LAYOUT, LOW_DOSE, REFERENCE, ConditionRanges, Regime
+from tasks.training.regime_thresholds import GRID
+from tasks.training.regime_thresholds import main as threshold_cli
 from tasks.training.specialists import (
     STANDARD,
     SpecialiseConfig,
@@ -113,7 +116,14 @@ def test_old_config_without_regimes_loads() -> None:
 def test_tiny_specialisation_records_the_regimes() -> None:
     layout = (REFERENCE, LOW_DOSE, BLUR)
     config = SpecialiseConfig(
-        layout=layout, standard_samples=4, regime_samples=3, patch=32, steps=2, batch=2, calibration_frames=1
+        layout=layout,
+        standard_samples=4,
+        regime_samples=3,
+        patch=32,
+        steps=2,
+        batch=2,
+        calibration_frames=1,
+        regime_threshold_frames=1,
     )
     source = tiny_ensemble(2)
     result = specialise(source, config, log=lambda _: None, device=CPU)
@@ -125,6 +135,20 @@ def test_tiny_specialisation_records_the_regimes() -> None:
     # Member 2 repeats source member 0, perturbed; members 0 and 1 start from their own.
     assert result.lineage["member_init"][2].startswith(f"{source.version}#m0 +")
     assert 0.0 <= result.metrics["validation_f1"] <= 1.0
+    # Each drifted regime's members get a threshold of their own, stored with its statistics.
+    stored = read_statistics(result.lineage["regime_statistics"])
+    assert stored["reference"].threshold is None
+    assert {stored["low-dose"].threshold, stored["blur"].threshold} <= {None, *GRID}
+    assert result.lineage["regime_statistics"]["threshold_calibration"]["frames_per_regime"] == 1
+
+
+def test_regimes_come_back_from_a_lineage_and_a_bad_manifest_is_refused(tmp_path: Path, capsys) -> None:
+    for regime in DEFAULT_LAYOUT:
+        assert Regime.from_dict(json.loads(json.dumps(regime.as_dict()))) == regime
+    bad = tmp_path / "manifest.json"
+    bad.write_text(json.dumps({"version": "v0001-00000000", "lineage": {}}))
+    assert threshold_cli([str(bad)]) == 2
+    assert "not a specialist ensemble's manifest" in capsys.readouterr().err
 
 
 def test_fine_tuning_a_specialist_ensemble_replays_each_members_regime() -> None:
