@@ -93,6 +93,18 @@ def _build(vectors: np.ndarray, k: int = 10) -> tuple[Any, int, float]:
     return index, nprobe, recall
 
 
+def _add_to_lists(ivf: Any, vectors: np.ndarray) -> np.ndarray:
+    """Add ``vectors`` (contiguous float32) to the inverted file ``ivf`` (None: nothing) and
+    return each one's list (all 0 without lists): assigned once, for faiss and the tables."""
+    import faiss
+
+    if ivf is None:
+        return np.zeros(len(vectors), np.int64)
+    lists = np.ascontiguousarray(ivf.quantizer.assign(vectors, 1).ravel(), np.int64)
+    ivf.add_core(len(vectors), faiss.swig_ptr(vectors), None, faiss.swig_ptr(lists))
+    return lists
+
+
 def _calibrate_nprobe(index: Any, vectors: np.ndarray, rng: np.random.Generator, k: int) -> tuple[int, float]:
     """The fewest lists (1, 2, 4, …, all) whose recall@k on ``CALIBRATION_QUERIES`` of the
     index's own vectors (each query's own position left out of both answers) reaches
@@ -127,48 +139,95 @@ def _calibrate_nprobe(index: Any, vectors: np.ndarray, rng: np.random.Generator,
 
 @dataclass(frozen=True)
 class _Layout:
-    """What a query needs to know of the rows beside their vectors (see ``VectorIndex._layout``):
-    rows per record id; most rows of one frame (1 + crops); the rows as runs of one record
-    (a record's rows arrive together: a handful of runs per record), from which a filter's
-    bitmap of allowed positions is spread without a pass over a row table; the inverted
-    file's list sizes and a sparse (record id × list) count of rows."""
+    """What a query needs to know of the rows beside their vectors: rows per record id; most
+    rows of one frame (1 + crops); the rows as runs of one record (a record's rows arrive
+    together, a run per upload), from which a filter's allowed positions are spread without
+    a pass over a row table; the inverted file's list sizes and a sparse (record id × list)
+    count of rows. Kept up to date as rows arrive (``extended``), rebuilt with the lists."""
 
     counts: np.ndarray
     views: int
-    run_record: np.ndarray
+    run_start: np.ndarray
     run_length: np.ndarray
+    run_record: np.ndarray
     list_sizes: np.ndarray
     record_lists: sparse.csr_matrix
 
+    def nbytes(self) -> int:
+        """Bytes of these tables."""
+        m = self.record_lists
+        arrays = (self.counts, self.run_start, self.run_length, self.run_record, self.list_sizes)
+        return sum(a.nbytes for a in (*arrays, m.data, m.indices, m.indptr))
+
     @classmethod
-    def of(cls, index: VectorIndex) -> _Layout:
-        record = index.record
-        n = len(record)
-        counts = np.bincount(record) if n else np.zeros(1, np.int64)
-        starts = np.flatnonzero(np.diff(record)) + 1 if n else np.zeros(0, np.int64)
-        edges = np.concatenate([[0], starts, [n]]).astype(np.int64)
-        nlist = index.lists
-        list_of = np.zeros(n, np.int64)
-        if index.ivf is not None:
-            invlists = index.ivf.invlists
+    def of(cls, record: np.ndarray, view: np.ndarray, ivf: Any) -> _Layout:
+        """The tables of these rows (positions 0…), ``ivf`` holding them (None: no lists)."""
+        nlist = 1 if ivf is None else int(ivf.nlist)
+        list_of = np.zeros(len(record), np.int64)
+        if ivf is not None:
             import faiss
 
             for lst in range(nlist):
-                size = invlists.list_size(lst)
+                size = ivf.invlists.list_size(lst)
                 if size:
-                    list_of[faiss.rev_swig_ptr(invlists.get_ids(lst), size)] = lst
-        record_lists = sparse.csr_matrix(
-            (np.ones(n, np.float32), (record, list_of)), shape=(len(counts), max(nlist, 1))
+                    ids = faiss.rev_swig_ptr(ivf.invlists.get_ids(lst), size)
+                    list_of[ids[ids < len(record)]] = lst
+        empty = cls(
+            counts=np.zeros(1, np.int64),
+            views=1,
+            run_start=np.zeros(0, np.int64),
+            run_length=np.zeros(0, np.int64),
+            run_record=np.zeros(0, np.int64),
+            list_sizes=np.zeros(nlist, np.int64),
+            record_lists=sparse.csr_matrix((1, nlist), dtype=np.float32),
         )
-        record_lists.sum_duplicates()
-        return cls(
+        return empty.extended(0, record, view, list_of)
+
+    def extended(self, start: int, record: np.ndarray, view: np.ndarray, list_of: np.ndarray) -> _Layout:
+        """These tables with rows at positions ``start``… appended (``list_of``: their lists)."""
+        if not len(record):
+            return self
+        counts = np.bincount(record, minlength=len(self.counts))
+        counts[: len(self.counts)] += self.counts
+        edges = np.concatenate([[0], np.flatnonzero(np.diff(record)) + 1, [len(record)]])
+        run_start, run_length = edges[:-1] + start, np.diff(edges)
+        run_record = record[edges[:-1]]
+        nlist = len(self.list_sizes)
+        added = sparse.csr_matrix(
+            (np.ones(len(record), np.float32), (record, list_of)), shape=(len(counts), nlist)
+        )
+        old = self.record_lists
+        if old.shape[0] < len(counts):
+            old = sparse.vstack(
+                [old, sparse.csr_matrix((len(counts) - old.shape[0], nlist), dtype=np.float32)]
+            )
+        record_lists = (old + added).tocsr()
+        return _Layout(
             counts=counts,
-            views=int(index.view.max()) + 1 if n else 1,
-            run_record=record[edges[:-1]] if n else np.zeros(0, np.int64),
-            run_length=np.diff(edges),
-            list_sizes=np.bincount(list_of, minlength=max(nlist, 1)),
+            views=max(self.views, int(view.max()) + 1),
+            run_start=np.concatenate([self.run_start, run_start]),
+            run_length=np.concatenate([self.run_length, run_length]),
+            run_record=np.concatenate([self.run_record, run_record]),
+            list_sizes=self.list_sizes + np.bincount(list_of, minlength=nlist),
             record_lists=record_lists,
         )
+
+    def positions(self, lut: np.ndarray) -> np.ndarray:
+        """Positions of the rows of the records that ``lut`` (a table by record id) allows, in
+        order: the allowed runs' ranges concatenated without a Python loop."""
+        keep = lut[self.run_record]
+        lo, lengths = self.run_start[keep], self.run_length[keep]
+        if not len(lo):
+            return np.zeros(0, np.int64)
+        steps = np.ones(int(lengths.sum()), np.int64)
+        firsts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        steps[firsts] = lo - np.concatenate([[0], lo[:-1] + lengths[:-1] - 1])
+        steps[0] = lo[0]
+        return np.cumsum(steps)
+
+    def bitmap(self, lut: np.ndarray) -> np.ndarray:
+        """Allowed positions as faiss's ``IDSelectorBitmap`` reads them (bit i of byte i // 8)."""
+        return np.packbits(np.repeat(lut[self.run_record], self.run_length), bitorder="little")
 
 
 class VectorIndex:
@@ -192,7 +251,6 @@ class VectorIndex:
         self._built_at = 0
         self._unsaved = 0
         self._loaded = False
-        self._by_record: tuple[np.ndarray, np.ndarray] | None = None
         self._layout_cache: tuple[tuple[int, int], _Layout] | None = None
         self._worker: threading.Thread | None = None
         self._worker_lock = threading.Lock()
@@ -203,7 +261,8 @@ class VectorIndex:
 
     def nbytes(self) -> int:
         """Bytes the index holds: the flat vectors, the lists' vectors, ids and centroids, and
-        the row, record and frame of each vector (not counting a rebuild's passing copy)."""
+        the row, record and frame of each vector, and the queries' tables (``_layout``); not
+        counting a rebuild's passing copy."""
         n = len(self.rows)
         held = n * (
             4 * self.dim
@@ -214,7 +273,7 @@ class VectorIndex:
         )
         if self.ivf is not None:
             held += self.ivf.ntotal * (4 * self.dim + 8) + 4 * self.dim * self.lists
-        return held
+        return held + self._layout().nbytes()
 
     @property
     def lists(self) -> int:
@@ -321,16 +380,19 @@ class VectorIndex:
             raise InputError(
                 f"embedder {self.embedder}: vectors of {vectors.shape[1]} values, the index holds {self.dim}"
             )
+        start = len(self.rows)
         self.flat.add(vectors)
-        if self.ivf is not None:
-            self.ivf.add(vectors)
+        lists = _add_to_lists(self.ivf, vectors)
         self._view_vectors()
+        record = record.astype(np.int64)
+        view = np.zeros(len(rows), np.int16) if view is None else np.asarray(view, np.int16)
+        if self._layout_cache is not None and self._layout_cache[0] == (start, id(self.ivf)):
+            layout = self._layout_cache[1].extended(start, record, view, lists)
+            self._layout_cache = ((start + len(rows), id(self.ivf)), layout)
         self.rows = np.concatenate([self.rows, rows.astype(np.int64)])
-        self.record = np.concatenate([self.record, record.astype(np.int64)])
+        self.record = np.concatenate([self.record, record])
         self.frame = np.concatenate([self.frame, frame.astype(np.int32)])
-        self.view = np.concatenate(
-            [self.view, np.zeros(len(rows), np.int16) if view is None else np.asarray(view, np.int16)]
-        )
+        self.view = np.concatenate([self.view, view])
         self.last_id = int(rows[-1])
         self._unsaved += len(rows)
 
@@ -350,13 +412,17 @@ class VectorIndex:
             rebuild = self.due()
             # A copy: the flat index's buffer moves when a query's catch-up adds to it.
             snapshot = self.vectors[:n].copy() if rebuild else None
+            record, view = self.record, self.view  # replaced, never changed in place, by ``add``
         if snapshot is not None:
             index, nprobe, recall = _build(snapshot)
+            layout = _Layout.of(record[:n], view[:n], index)
             with self.lock:
                 m = len(self.rows)
                 if m > n:
-                    index.add(self.vectors[n:m])
+                    lists = _add_to_lists(index, np.ascontiguousarray(self.vectors[n:m]))
+                    layout = layout.extended(n, self.record[n:m], self.view[n:m], lists)
                 self.ivf, self.nprobe, self.recall, self._built_at = index, nprobe, recall, n
+                self._layout_cache = ((m, id(index)), layout)
                 self._unsaved = m
             log.info(
                 "similarity index %s: %d lists, nprobe %d reaches recall@10 %.3f at %d vectors",
@@ -534,7 +600,7 @@ class VectorIndex:
         if lut is not None and (n_allowed <= EXACT_BELOW or self.ivf is None):
             # Exact over the allowed rows only, read in place by faiss (one core, no copy of
             # them and no BLAS thread pool that a busy machine stalls).
-            idx = self._positions_of(np.flatnonzero(lut))
+            idx = layout.positions(lut)
             sims = np.empty(len(idx), np.float32)
             faiss.fvec_inner_products_by_idx(
                 faiss.swig_ptr(sims),
@@ -587,7 +653,7 @@ class VectorIndex:
         probe = int(np.ceil(self.nprobe * len(self.rows) / float(held.sum())))
         filled = int(np.searchsorted(np.cumsum(held), want)) + 1
         lists = np.ascontiguousarray(order[: max(probe, filled)], np.int64).reshape(1, -1)
-        bits = np.packbits(np.repeat(lut[layout.run_record], layout.run_length), bitorder="little")
+        bits = layout.bitmap(lut)
         params = faiss.SearchParametersIVF()
         params.nprobe = lists.shape[1]
         params.sel = faiss.IDSelectorBitmap(len(self.rows), faiss.swig_ptr(bits))
@@ -608,34 +674,14 @@ class VectorIndex:
         return sim, pos
 
     def _layout(self) -> _Layout:
-        """Per-record and per-list tables of the rows, recomputed when the index grows or its
-        lists are rebuilt (tens of milliseconds at 1M rows, once per growth, not per query)."""
-        key = (len(self.rows), id(self.ivf))
-        if self._layout_cache is None or self._layout_cache[0] != key:
-            self._layout_cache = (key, _Layout.of(self))
+        """The query tables of the rows (``_Layout``): extended as rows arrive, rebuilt with
+        the lists; made here only where neither happened (an index loaded from its files)."""
+        if self._layout_cache is None or self._layout_cache[0] != (len(self.rows), id(self.ivf)):
+            self._layout_cache = (
+                (len(self.rows), id(self.ivf)),
+                _Layout.of(self.record, self.view, self.ivf),
+            )
         return self._layout_cache[1]
-
-    def _positions_of(self, records: np.ndarray) -> np.ndarray:
-        """Index positions of every vector of these records, from the rows sorted by record
-        (sorted once per growth): no pass over all vectors per query."""
-        if self._by_record is None or len(self._by_record[0]) != len(self.record):
-            order = np.argsort(self.record, kind="stable")
-            self._by_record = (order, self.record[order])
-        order, sorted_record = self._by_record
-        records = np.unique(records)
-        lo = np.searchsorted(sorted_record, records, "left")
-        hi = np.searchsorted(sorted_record, records, "right")
-        keep = hi > lo
-        lo, hi = lo[keep], hi[keep]
-        if not len(lo):
-            return np.zeros(0, np.int64)
-        # Concatenated ranges [lo, hi) without a Python loop: a cumulative sum of steps.
-        lengths = hi - lo
-        steps = np.ones(int(lengths.sum()), np.int64)
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-        steps[starts] = lo - np.concatenate([[0], hi[:-1] - 1])
-        steps[0] = lo[0]
-        return order[np.cumsum(steps)]
 
     def vector_of(self, record: int, frame: int) -> np.ndarray | None:
         """The stored vector of one frame (its own, not a crop's; the newest), or None."""
