@@ -536,7 +536,7 @@ class VectorIndex:
         (its own vector's or a crop's)."""
         import faiss
 
-        if self.flat is None or not len(self.rows):
+        if self.flat is None or not len(self.rows) or k < 1:
             return []
         # One query, one core (OpenMP's thread count is per calling thread, restored after):
         # a single query gains nothing from a second thread, and faiss's parallel loops stall
