@@ -326,6 +326,7 @@ class VectorIndex:
         self.nprobe, self._built_at = nprobe, built_at
         self.dim = flat.d
         self.flat, self.ivf = flat, ivf
+        self._layout_cache = None  # the tables are made from these rows at the first query
         self._view_vectors()
         self.last_id = int(rows[-1]) if len(rows) else 0
 
