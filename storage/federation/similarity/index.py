@@ -15,7 +15,7 @@ took 20 ms per 10k vectors on the loaded machine, against under 1 ms from rows i
 filter that leaves more is answered by the lists nearest the query among those holding
 allowed rows, only the allowed rows compared (``_probe_allowed``): at 1M crop rows a filter
 to another material than the query's scanned a third of the archive (10 ms of one core),
-and now ~25 lists (under 1 ms). Queries only catch up with rows added since the index last
+now a few batches of ~25 lists (~2 ms). Queries only catch up with rows added since the index last
 looked (row ids only grow: each new vector is assigned to its list, microseconds). The work that costs
 seconds at scale (training the lists, measuring how many lists a query must scan, writing the
 files) is ``reorganise``'s, run after uploads (``maintain_soon``, a background thread of the
