@@ -332,6 +332,86 @@ def _payload(vectors: np.ndarray) -> dict[str, object]:
     }
 
 
+def test_the_probe_of_the_lists_never_returns_a_row_of_a_record_not_allowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Forbidden rows nearest the query, in the same lists as the allowed ones: the inverted
+    file's filtered probe (a bitmap of allowed positions) returns the exact answer among the
+    allowed rows and nothing else, as the exact scan does."""
+    from storage.federation.similarity import index as index_module
+
+    rng = np.random.default_rng(2)
+    base = rng.normal(size=(200, 16))
+    # Each base vector is a frame of record 1-10 (forbidden) and, further out, of 11-20.
+    near = base[np.arange(2000) % 200] + 0.01 * rng.normal(size=(2000, 16))
+    far = base[np.arange(2000) % 200] + 0.2 * rng.normal(size=(2000, 16))
+    vectors = np.concatenate([near, far]).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    record = np.arange(4000) // 200 + 1
+    ix = index_module.VectorIndex("t")
+    ix.add(np.arange(4000) + 1, record, np.arange(4000) % 200, vectors)
+    allowed = np.arange(11, 21)
+    monkeypatch.setattr(index_module, "EXACT_BELOW", 0)
+    assert ix.reorganise() and ix.lists
+    probed = [ix.search(v, 10, allowed) for v in vectors[:40]]
+    monkeypatch.setattr(index_module, "EXACT_BELOW", 10**9)
+    exact = [ix.search(v, 10, allowed) for v in vectors[:40]]
+    assert all(len(hits) == 10 and all(h[0] in allowed for h in hits) for hits in probed)
+    found = np.mean(
+        [len({h[:2] for h in p} & {h[:2] for h in e}) / 10 for p, e in zip(probed, exact, strict=True)]
+    )
+    assert found >= 0.95
+
+
+def test_rows_added_after_the_lists_are_found_by_a_filtered_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows that arrive after the lists were built (a query's catch-up) join the lists and the
+    query's tables at once: a filter to their record finds them, and only them."""
+    from storage.federation.similarity import index as index_module
+
+    rng = np.random.default_rng(4)
+    vectors = rng.normal(size=(3000, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ix = index_module.VectorIndex("t")
+    ix.add(np.arange(2000) + 1, np.arange(2000) // 100 + 1, np.arange(2000) % 100, vectors[:2000])
+    monkeypatch.setattr(index_module, "EXACT_BELOW", 0)
+    assert ix.reorganise() and ix.lists
+    ix.search(vectors[0], 5, np.array([1]))  # the tables exist before the new rows come
+    for start in (2000, 2500):  # two uploads of record 21, then of record 22
+        ix.add(
+            np.arange(start, start + 500) + 1,
+            np.full(500, 21 + (start - 2000) // 500),
+            np.arange(500),
+            vectors[start : start + 500],
+        )
+    for record, lo in ((21, 2000), (22, 2500)):
+        for v in vectors[lo : lo + 20]:
+            hits = ix.search(v, 5, np.array([record, 99]))
+            sims = vectors[lo : lo + 500] @ v
+            assert [h[:2] for h in hits] == [(record, int(i)) for i in np.argsort(-sims)[:5]]
+
+
+def test_frames_uploaded_twice_still_give_k_distinct_frames() -> None:
+    """A frame's rows are bounded by its views for the rows a query asks for; a frame whose
+    rows were uploaded several times holds more, and the query asks again for more rows
+    rather than return fewer than k frames."""
+    from storage.federation.similarity import index as index_module
+
+    rng = np.random.default_rng(3)
+    own = rng.normal(size=(30, 8)).astype(np.float32)
+    q = own[0] / np.linalg.norm(own[0])
+    # Frame 0 of record 1 uploaded five times (2 views each), near the query; 29 other frames.
+    vectors = np.concatenate([np.repeat(own[:1], 10, 0) + 0.01 * rng.normal(size=(10, 8)), own[1:]])
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    frame = np.concatenate([np.zeros(10, int), np.arange(1, 30)])
+    view = np.concatenate([np.tile([0, 1], 5), np.zeros(29, int)])
+    ix = index_module.VectorIndex("t")
+    ix.add(np.arange(39) + 1, np.ones(39, int), frame, vectors, view)
+    hits = ix.search(q, 5, np.array([1]))
+    assert len(hits) == 5 and len({h[1] for h in hits}) == 5 and hits[0][1] == 0
+    best = [int(f) for f in np.argsort(-(own / np.linalg.norm(own, axis=1, keepdims=True)) @ q)[:5]]
+    assert [h[1] for h in hits] == best
+
+
 def test_embedders_with_dotted_names_keep_their_own_index(
     archive: dict[str, str], alice: StoreClient, bob: StoreClient, tmp_path: Path
 ) -> None:
