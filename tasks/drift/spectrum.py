@@ -104,8 +104,11 @@ def image_stats(image: np.ndarray, pixel_size: float) -> ImageStats:
         fy = (r if r < (shape[0] + 1) // 2 else r - shape[0]) + np.arange(-1, 2)
         fx = c + np.arange(-1, 2)
         gy, gx = np.meshgrid(fy, fx, indexing="ij")
-        flip = gx < 0
-        w = power[np.where(flip, -gy, gy) % shape[0], np.abs(gx)]
+        # A peak at the Nyquist column has its right neighbour past the half-plane: kx = n/2 + 1
+        # is -(n/2 - 1), the mirror again (a MoS2 twin frame's reflection there raised IndexError).
+        wrapped = gx % shape[1]
+        flip = wrapped > shape[1] // 2
+        w = power[np.where(flip, -gy, gy) % shape[0], np.where(flip, shape[1] - wrapped, wrapped)]
         peaks[i, 0] = float((gy * dky * w).sum() / w.sum())
         peaks[i, 1] = float((gx * dkx * w).sum() / w.sum())
         peaks[i, 2] = power[r, c] / noise
