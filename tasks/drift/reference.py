@@ -584,8 +584,10 @@ class ReferenceKeeper:
         )
         if defocus_next is not None:
             self._carry_defocus(defocus_next, att)
-        if "lattice" in changed:
-            self.focused = None  # another object: its spectrum no longer shows this one
+        if "lattice" in changed and scores.get("reflections", 0.0) > 1.0:
+            # Another object: its spectrum no longer shows this one (a rotation alone leaves
+            # the ring profile the focused reference is compared by).
+            self.focused = None
         return changed, att, words
 
     def _carry_defocus(self, defocus: float, att: Mapping[str, float]) -> None:

@@ -856,6 +856,7 @@ def fit_envelope(
     cs_mm: float = 0.0,
     reference_defocus: float = 0.0,
     dilution: float = 1.0,
+    defocus: float | None = None,
 ) -> tuple[float, float]:
     """The change of a Gaussian envelope's variance Δσ² (Å²) — a source or probe size change,
     exp(-4π²Δσ²k²) on the signal power — that best explains the frames' spectrum, and its
@@ -867,7 +868,13 @@ def fit_envelope(
     profiled out as in ``fit_defocus`` (``_object_residual``: a flat object spectrum seen through
     the probe's transfer, here the reference's under the envelope), so the two fits have the
     same freedom and their χ² still compare; without them it is not, and its χ² is not
-    comparable with ``fit_defocus``'s."""
+    comparable with ``fit_defocus``'s.
+
+    ``defocus`` (Å, with the probe's settings; default ``reference_defocus``): the |defocus|
+    the frames are at under this hypothesis, when the reference was taken at another one —
+    the source changed while the probe stayed at ``defocus``, measured against an older
+    reference (the operator's focused one): the model is then |OTF(defocus)|² /
+    |OTF(reference_defocus)|² under the envelope."""
     fit = _envelope_misfit(
         reference,
         stats,
@@ -877,6 +884,7 @@ def fit_envelope(
         cs_mm=cs_mm,
         reference_defocus=reference_defocus,
         dilution=dilution,
+        defocus=defocus,
     )
     if fit is None:
         return float("nan"), float("nan")
@@ -899,15 +907,20 @@ def _envelope_misfit(
     cs_mm: float = 0.0,
     reference_defocus: float = 0.0,
     dilution: float = 1.0,
+    defocus: float | None = None,
 ) -> tuple[np.ndarray, int] | None:
     """``_transfer_misfit`` of the Gaussian envelopes of ``ENVELOPE_GRID``'s Δσ² (Å²); with the
-    probe's settings, the object's change profiled out as ``fit_envelope`` says."""
+    probe's settings, the object's change profiled out as ``fit_envelope`` says (the frames at
+    ``defocus``, default ``reference_defocus``)."""
     k2 = reference.ring_k**2
     models = -4.0 * np.pi**2 * ENVELOPE_GRID[:, None] * k2[None, :]
     diffuse = None
     if shape is not None and voltage_kv is not None and semiangle_mrad is not None:
         radial = _ring_transfer(reference, shape, stats[0].pixel_size, voltage_kv, semiangle_mrad, cs_mm)
         base = np.maximum(radial(reference_defocus), 1e-300)
+        if defocus is not None and defocus != reference_defocus:
+            at = np.maximum(radial(defocus), 1e-300)
+            models = models + np.log(at / base)[None, :]
         diffuse = (np.exp(np.clip(models, -700.0, 50.0)) * base[None, :], base)
     return _transfer_misfit(reference, stats, models, diffuse, dilution)
 
