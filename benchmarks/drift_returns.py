@@ -18,7 +18,6 @@ import argparse
 import itertools
 import time
 
-import numpy as np
 from _common import write_result
 from drift_detection import BATCH, REFERENCE, WINDOW, run_monitor, twin_stream
 
@@ -48,7 +47,9 @@ def stream(s: dict):
     if s["sample"] == "still":
         base.update(drift_x=0.0, drift_y=0.0, vacancy_rate=0.0, substitution_rate=0.0)
     schedule = f"defocus={s['step_A']}@{STEP_AT},defocus=0@{RETURN_AT}"
-    return twin_stream(f"{s['lattice']}-{s['step_A']:.0f}-{s['dose']:.0e}-{s['sample']}", schedule, FRAMES, s["seed"], base)
+    return twin_stream(
+        f"{s['lattice']}-{s['step_A']:.0f}-{s['dose']:.0e}-{s['sample']}", schedule, FRAMES, s["seed"], base
+    )
 
 
 def judge(found: list[dict], at: int, end: int, before: float, after: float) -> dict:
@@ -101,10 +102,7 @@ def main() -> None:
             print(
                 seed,
                 st.name,
-                *(
-                    f"{k}:{row[k].get('summary', 'missed')!r}"
-                    for k in ("step", "return")
-                ),
+                *(f"{k}:{row[k].get('summary', 'missed')!r}" for k in ("step", "return")),
                 flush=True,
             )
     summary: dict = {}
