@@ -135,6 +135,20 @@ def attribute(
     # neighbourhood, not only along |k| (the twin's 0 → 130 Å steps read rotations of ±0.1°
     # against references whose reflections agreed to 0.02°: named "lattice" and no defocus).
     new_object = "reflections" in fired
+    if new_object and focused is not None and focused[0] is not spectrum:
+        # Which reference the reflections are new to: a reference taken out of focus misses
+        # the orders its transfer hid, and a return to focus shows them again (the twin's
+        # perovskite at 130 Å and back: "new reflections 30 %"). Reflections the focused
+        # reference (the same object, at the operator's setting) saw are the object's own:
+        # new only where their share of the power against it reaches that reference's
+        # resolution (``SpectrumReference.share_resolution``: one typical reflection's share).
+        known = focused[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            share = float(np.nanmedian([known.features(s)["reflections"] for s in images]))
+        att["new_reflections_focused"] = share
+        new_object = not share < known.share_resolution
+    att["new_object"] = float(new_object)
     if new_object or _lattice_moved(spectrum, images):
         changed.append("lattice")
         words.append(

@@ -584,9 +584,9 @@ class ReferenceKeeper:
         )
         if defocus_next is not None:
             self._carry_defocus(defocus_next, att)
-        if "lattice" in changed and scores.get("reflections", 0.0) > 1.0:
-            # Another object: its spectrum no longer shows this one (a rotation alone leaves
-            # the ring profile the focused reference is compared by).
+        if "lattice" in changed and att.get("new_object", 0.0) > 0.0:
+            # Another object: its spectrum no longer shows this one (a rotation alone, or the
+            # object's own orders seen again, leaves what the focused reference is compared by).
             self.focused = None
         return changed, att, words
 
