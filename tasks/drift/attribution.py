@@ -23,6 +23,7 @@ from .spectrum import (
     fit_defocus,
     fit_envelope,
     mass_dilution,
+    ring_misfits,
 )
 
 IMAGE_DETECTORS = ("dose", "blur", "contrast", "reflections")
@@ -163,6 +164,7 @@ def attribute(
         if optics is not None:
             shape = shape_of(images[0])
             probe = probe_of(optics)
+            taken = reference_defocus if spectrum_defocus is None else spectrum_defocus
             # Without a dose change, a rise of the mean counts is mass added to the object
             # (contamination), which dilutes the lattice's relative power (``mass_dilution``);
             # with one, the mean's change is the dose's.
@@ -172,7 +174,7 @@ def attribute(
                 images,
                 shape,
                 **probe,
-                reference_defocus=reference_defocus if spectrum_defocus is None else spectrum_defocus,
+                reference_defocus=taken,
                 dilution=dilution,
             )
             att["defocus_A"], att["defocus_err_A"] = df, err
@@ -181,12 +183,11 @@ def attribute(
                 images,
                 shape,
                 **probe,
-                reference_defocus=reference_defocus if spectrum_defocus is None else spectrum_defocus,
+                reference_defocus=taken,
                 dilution=dilution,
             )
             att["defocus_misfit"] = misfit
             if spectrum_error > 0 and np.isfinite(df):
-                taken = reference_defocus if spectrum_defocus is None else spectrum_defocus
                 ends = [
                     fit_defocus(spectrum, images, shape, **probe, reference_defocus=d, dilution=dilution)[0]
                     for d in (max(taken - spectrum_error, 0.0), taken + spectrum_error)
@@ -225,7 +226,11 @@ def attribute(
         # two one-parameter models (same rings and errors) the one that misfits less by more
         # than the χ²'s own noise names the change; a tie goes to the defocus, as before.
         envelope = "envelope_misfit" in att and envelope_fits_better(
-            spectrum, images[0].pixel_size, att["defocus_misfit"], att["envelope_misfit"]
+            spectrum,
+            images[0].pixel_size,
+            att["defocus_misfit"],
+            att["envelope_misfit"],
+            ring_misfits(spectrum, images, shape, **probe, reference_defocus=taken, dilution=dilution),
         )
         if envelope and focused is not None and optics is not None and focused[0] is not spectrum:
             # Which reference a change is measured against: away from the operator's setting
@@ -237,7 +242,6 @@ def attribute(
             # defocus and the envelope changed: both hypotheses, one parameter each, are fitted
             # on that reference's rings and compared by the same rule.
             known, known_defocus = focused
-            taken = reference_defocus if spectrum_defocus is None else spectrum_defocus
             if abs(taken - known_defocus) > depth_of_focus(
                 float(optics["voltage_kv"]), float(optics["semiangle_mrad"])
             ):
@@ -254,7 +258,22 @@ def attribute(
                     defocus=taken,
                 )
                 att["focused_defocus_misfit"], att["focused_envelope_misfit"] = kmisfit, kenvelope
-                envelope = envelope_fits_better(known, images[0].pixel_size, kmisfit, kenvelope)
+                envelope = envelope_fits_better(
+                    known,
+                    images[0].pixel_size,
+                    kmisfit,
+                    kenvelope,
+                    ring_misfits(
+                        known,
+                        images,
+                        shape,
+                        **probe,
+                        reference_defocus=known_defocus,
+                        dilution=dilution,
+                        defocus=taken,
+                    ),
+                )
+        att["envelope_named"] = float(not new_object and envelope)
         if new_object and "defocus_A" in att:
             # The fit then read the new object, not the optics: it is kept for the record
             # (``defocus_fit_A``) but is no estimate of the defocus.
