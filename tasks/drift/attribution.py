@@ -305,6 +305,18 @@ def attribute(
         else:
             changed.append("contrast")
             words.append(f"contrast ×{att['contrast_ratio']:.2g}")
+    if (
+        "lattice" in changed
+        and "defocus" not in changed
+        and "defocus_change_A" in att
+        and att.get("envelope_named", 0.0) == 0.0
+    ):
+        # A lattice that turned, with no defocus named: the fit is kept for the record
+        # (``defocus_fit_A``) as for a new object, not reported as an estimate (a new
+        # region of the twin's graphene, rotated 0.7°, read 20 Å for an unchanged focus).
+        att["defocus_fit_A"] = att.pop("defocus_A")
+        for key in ("defocus_change_A", "defocus_err_A", "defocus_bound_A"):
+            att.pop(key, None)
     network = sorted(fired & set(NETWORK_DETECTORS))
     if network:
         changed.append("network")
