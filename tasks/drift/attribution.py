@@ -105,10 +105,11 @@ def attribute(
     transfer is steep (far from focus) and the frames' flat (near focus) a few Å of the
     reference's become tens of Å of the frames'. ``focused`` (a spectrum and the |defocus|,
     Å, the operator set it at) is then measured against as well, and the reading with the
-    smaller error is kept; the spectrum still decides which change it is (the envelope and
-    the two χ²). The twin's return from 130 Å to focus, against a reference at 130 Å
-    estimated as 125 ± 17 Å, read 16 ± 11 Å (17 ± 11 with the true 130 Å: the model misfits
-    those frames 70-fold per ring and the flat likelihood near focus let its best point
+    smaller error is kept; an envelope named against ``spectrum`` must beat a defocus
+    against ``focused`` too (both fitted there), and reflections new to ``spectrum`` but seen by
+    ``focused`` are the object's own orders, not a new lattice. The twin's return from 130 Å
+    to focus, against a reference at 130 Å estimated as 125 ± 17 Å, read 16 ± 11 Å (17 ± 11
+    with the true 130 Å: the model misfits those frames 70-fold per ring and the flat likelihood near focus let its best point
     wander), and 0-11 Å against that stream's in-focus references; a reference at low dose
     (few rings), though, reads a strong defocus worse than the current one (a twin stream's
     104 Å against one at 4·10⁴ e/Å²: 272 ± 11 Å), hence the comparison of errors.
