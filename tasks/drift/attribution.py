@@ -23,6 +23,7 @@ from .spectrum import (
     fit_defocus,
     fit_envelope,
     mass_dilution,
+    ring_misfits,
 )
 
 IMAGE_DETECTORS = ("dose", "blur", "contrast", "reflections")
@@ -104,10 +105,11 @@ def attribute(
     transfer is steep (far from focus) and the frames' flat (near focus) a few Å of the
     reference's become tens of Å of the frames'. ``focused`` (a spectrum and the |defocus|,
     Å, the operator set it at) is then measured against as well, and the reading with the
-    smaller error is kept; the spectrum still decides which change it is (the envelope and
-    the two χ²). The twin's return from 130 Å to focus, against a reference at 130 Å
-    estimated as 125 ± 17 Å, read 16 ± 11 Å (17 ± 11 with the true 130 Å: the model misfits
-    those frames 70-fold per ring and the flat likelihood near focus let its best point
+    smaller error is kept; an envelope named against ``spectrum`` must beat a defocus
+    against ``focused`` too (both fitted there), and reflections new to ``spectrum`` but seen by
+    ``focused`` are the object's own orders, not a new lattice. The twin's return from 130 Å
+    to focus, against a reference at 130 Å estimated as 125 ± 17 Å, read 16 ± 11 Å (17 ± 11
+    with the true 130 Å: the model misfits those frames 70-fold per ring and the flat likelihood near focus let its best point
     wander), and 0-11 Å against that stream's in-focus references; a reference at low dose
     (few rings), though, reads a strong defocus worse than the current one (a twin stream's
     104 Å against one at 4·10⁴ e/Å²: 272 ± 11 Å), hence the comparison of errors.
@@ -128,7 +130,28 @@ def attribute(
     fired = {n for n, v in scores.items() if np.isfinite(v) and v > 1.0}
     changed: list[str] = []
     words: list[str] = []
-    if "reflections" in fired or _lattice_moved(spectrum, images):
+    # New reflections mean another object: the rings' ratio to the reference's is then no
+    # transfer. A rotation alone leaves every ring's power as it was (a ring is an average over
+    # all directions), so the transfer fits still read the optics from it; and a transfer
+    # change itself pulls each reflection's windowed centroid over its lobe's asymmetric 3×3
+    # neighbourhood, not only along |k| (the twin's 0 → 130 Å steps read rotations of ±0.1°
+    # against references whose reflections agreed to 0.02°: named "lattice" and no defocus).
+    new_object = "reflections" in fired
+    if new_object and focused is not None and focused[0] is not spectrum:
+        # Which reference the reflections are new to: a reference taken out of focus misses
+        # the orders its transfer hid, and a return to focus shows them again (the twin's
+        # perovskite at 130 Å and back: "new reflections 30 %"). Reflections the focused
+        # reference (the same object, at the operator's setting) saw are the object's own:
+        # new only where their share of the power against it reaches that reference's
+        # resolution (``SpectrumReference.share_resolution``: one typical reflection's share).
+        known = focused[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            share = float(np.nanmedian([known.features(s)["reflections"] for s in images]))
+        att["new_reflections_focused"] = share
+        new_object = not share < known.share_resolution
+    att["new_object"] = float(new_object)
+    if new_object or _lattice_moved(spectrum, images):
         changed.append("lattice")
         words.append(
             f"lattice: spacing {100 * att['spacing']:+.0f} %, rotation {att['rotation_deg']:+.1f}°, "
@@ -142,6 +165,7 @@ def attribute(
         if optics is not None:
             shape = shape_of(images[0])
             probe = probe_of(optics)
+            taken = reference_defocus if spectrum_defocus is None else spectrum_defocus
             # Without a dose change, a rise of the mean counts is mass added to the object
             # (contamination), which dilutes the lattice's relative power (``mass_dilution``);
             # with one, the mean's change is the dose's.
@@ -151,7 +175,7 @@ def attribute(
                 images,
                 shape,
                 **probe,
-                reference_defocus=reference_defocus if spectrum_defocus is None else spectrum_defocus,
+                reference_defocus=taken,
                 dilution=dilution,
             )
             att["defocus_A"], att["defocus_err_A"] = df, err
@@ -160,12 +184,11 @@ def attribute(
                 images,
                 shape,
                 **probe,
-                reference_defocus=reference_defocus if spectrum_defocus is None else spectrum_defocus,
+                reference_defocus=taken,
                 dilution=dilution,
             )
             att["defocus_misfit"] = misfit
             if spectrum_error > 0 and np.isfinite(df):
-                taken = reference_defocus if spectrum_defocus is None else spectrum_defocus
                 ends = [
                     fit_defocus(spectrum, images, shape, **probe, reference_defocus=d, dilution=dilution)[0]
                     for d in (max(taken - spectrum_error, 0.0), taken + spectrum_error)
@@ -197,22 +220,68 @@ def attribute(
         # A changed lattice (a new region, a rotated grain) changes the rings' content, so
         # their ratio to the reference's is no longer the probe's transfer: the fitted defocus
         # then reads the new object, not the optics, and no defocus is named from it.
-        resolved = "lattice" not in changed and np.isfinite(change)
+        resolved = not new_object and np.isfinite(change)
         # A source or probe size change is a Gaussian envelope on every frequency: it empties
         # the higher lattice orders first. A defocus (Cs = 0) lowers the middle of the band and
         # leaves the transfer near the aperture's cutoff 2α/λ: the higher orders stay. Of the
         # two one-parameter models (same rings and errors) the one that misfits less by more
         # than the χ²'s own noise names the change; a tie goes to the defocus, as before.
         envelope = "envelope_misfit" in att and envelope_fits_better(
-            spectrum, images[0].pixel_size, att["defocus_misfit"], att["envelope_misfit"]
+            spectrum,
+            images[0].pixel_size,
+            att["defocus_misfit"],
+            att["envelope_misfit"],
+            ring_misfits(spectrum, images, shape, **probe, reference_defocus=taken, dilution=dilution),
         )
-        if "lattice" in changed and "defocus_A" in att:
+        if envelope and focused is not None and optics is not None and focused[0] is not spectrum:
+            # Which reference a change is measured against: away from the operator's setting
+            # the current reference is at a defocus that was itself a change, and a sharpening
+            # envelope against it can mimic the transfer's rise on a return to focus (the
+            # twin's 128 → 0 Å: χ² 11 against 81 for the best defocus, a reference at 130 Å
+            # showing one lattice order). A source or probe size change must also explain the
+            # frames against the focused reference, where the probe stayed at the current
+            # defocus and the envelope changed: both hypotheses, one parameter each, are fitted
+            # on that reference's rings and compared by the same rule.
+            known, known_defocus = focused
+            if abs(taken - known_defocus) > depth_of_focus(
+                float(optics["voltage_kv"]), float(optics["semiangle_mrad"])
+            ):
+                kdf, _, kmisfit = fit_defocus(
+                    known, images, shape, **probe, reference_defocus=known_defocus, dilution=dilution
+                )
+                _, kenvelope = fit_envelope(
+                    known,
+                    images,
+                    shape,
+                    **probe,
+                    reference_defocus=known_defocus,
+                    dilution=dilution,
+                    defocus=taken,
+                )
+                att["focused_defocus_misfit"], att["focused_envelope_misfit"] = kmisfit, kenvelope
+                envelope = envelope_fits_better(
+                    known,
+                    images[0].pixel_size,
+                    kmisfit,
+                    kenvelope,
+                    ring_misfits(
+                        known,
+                        images,
+                        shape,
+                        **probe,
+                        reference_defocus=known_defocus,
+                        dilution=dilution,
+                        defocus=taken,
+                    ),
+                )
+        att["envelope_named"] = float(not new_object and envelope)
+        if new_object and "defocus_A" in att:
             # The fit then read the new object, not the optics: it is kept for the record
             # (``defocus_fit_A``) but is no estimate of the defocus.
             att["defocus_fit_A"] = att.pop("defocus_A")
             for key in ("defocus_change_A", "defocus_err_A", "defocus_bound_A"):
                 att.pop(key, None)
-        if "lattice" not in changed and envelope:
+        if not new_object and envelope:
             # The envelope explains the spectrum better than any defocus: the defocus is then
             # estimated unchanged (as retraining's estimate decides, ``training.matching``), the
             # transfer's best fit kept for the record. (Reported as a change it had read the
@@ -237,6 +306,18 @@ def attribute(
         else:
             changed.append("contrast")
             words.append(f"contrast ×{att['contrast_ratio']:.2g}")
+    if (
+        "lattice" in changed
+        and "defocus" not in changed
+        and "defocus_change_A" in att
+        and att.get("envelope_named", 0.0) == 0.0
+    ):
+        # A lattice that turned, with no defocus named: the fit is kept for the record
+        # (``defocus_fit_A``) as for a new object, not reported as an estimate (a new
+        # region of the twin's graphene, rotated 0.7°, read 20 Å for an unchanged focus).
+        att["defocus_fit_A"] = att.pop("defocus_A")
+        for key in ("defocus_change_A", "defocus_err_A", "defocus_bound_A"):
+            att.pop(key, None)
     network = sorted(fired & set(NETWORK_DETECTORS))
     if network:
         changed.append("network")

@@ -42,7 +42,7 @@ from .calibration import MIN_REFERENCE
 from .observation import Observation, pack, unpack
 from .physics import Proxies, proxy_score
 from .reference import CUMULATIVE, ReferenceKeeper
-from .spectrum import SpectrumReference, envelope_fits_better, image_stats
+from .spectrum import SpectrumReference, image_stats
 
 SCHEMA = 1  # version of the monitor state stored with a dataset's decisions
 
@@ -185,14 +185,9 @@ class DriftMonitor(ReferenceKeeper):
             anchor.spectrum, anchor.defocus, seen, [o.image for o in frames], before
         )
         # A source/probe size change is named where the Gaussian envelope explains the spectrum
-        # better than a defocus (``envelope_fits_better``, as the attribution decides), or as a
+        # better than a defocus (as the attribution decided it, ``envelope_named``), or as a
         # defocus where the probe's transfer does: a blur neither model explains is not one.
-        envelope = "envelope_misfit" in attribution and envelope_fits_better(
-            anchor.spectrum,
-            frames[0].image.pixel_size,
-            attribution["defocus_misfit"],
-            attribution["envelope_misfit"],
-        )
+        envelope = attribution.get("envelope_named", 0.0) > 0.0
         named = {
             "defocus": "defocus" in changed,
             "dose_drift": "dose" in changed,
@@ -216,7 +211,7 @@ class DriftMonitor(ReferenceKeeper):
                 break
         if "defocus" in changed:
             self._carry_defocus(defocus_next, attribution)
-        if "lattice" in changed:
+        if "lattice" in changed and attribution.get("new_object", 0.0) > 0.0:
             self.focused = None  # (as ``ReferenceKeeper.attribute``)
         self._since_alarm = batch[first + 1 :][:MIN_REFERENCE]
         summary = words + " (cumulative, against the first reference)"

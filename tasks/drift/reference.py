@@ -584,8 +584,10 @@ class ReferenceKeeper:
         )
         if defocus_next is not None:
             self._carry_defocus(defocus_next, att)
-        if "lattice" in changed:
-            self.focused = None  # another object: its spectrum no longer shows this one
+        if "lattice" in changed and att.get("new_object", 0.0) > 0.0:
+            # Another object: its spectrum no longer shows this one (a rotation alone, or the
+            # object's own orders seen again, leaves what the focused reference is compared by).
+            self.focused = None
         return changed, att, words
 
     def _carry_defocus(self, defocus: float, att: Mapping[str, float]) -> None:

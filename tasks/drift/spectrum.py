@@ -104,8 +104,11 @@ def image_stats(image: np.ndarray, pixel_size: float) -> ImageStats:
         fy = (r if r < (shape[0] + 1) // 2 else r - shape[0]) + np.arange(-1, 2)
         fx = c + np.arange(-1, 2)
         gy, gx = np.meshgrid(fy, fx, indexing="ij")
-        flip = gx < 0
-        w = power[np.where(flip, -gy, gy) % shape[0], np.abs(gx)]
+        # A peak at the Nyquist column has its right neighbour past the half-plane: kx = n/2 + 1
+        # is -(n/2 - 1), the mirror again (a MoS2 twin frame's reflection there raised IndexError).
+        wrapped = gx % shape[1]
+        flip = wrapped > shape[1] // 2
+        w = power[np.where(flip, -gy, gy) % shape[0], np.where(flip, shape[1] - wrapped, wrapped)]
         peaks[i, 0] = float((gy * dky * w).sum() / w.sum())
         peaks[i, 1] = float((gx * dkx * w).sum() / w.sum())
         peaks[i, 2] = power[r, c] / noise
@@ -503,8 +506,9 @@ def _transfer_misfit(
     models: np.ndarray,
     diffuse: tuple[np.ndarray, np.ndarray] | None = None,
     dilution: float = 1.0,
+    per_ring: bool = False,
 ) -> tuple[np.ndarray, int] | None:
-    """χ² of each candidate transfer ``models`` (m, rings: ln of the frames' signal over the
+    """χ² of each candidate transfer ``models`` (with ``per_ring``, each ring's term: (m, rings)) (m, rings: ln of the frames' signal over the
     reference's, per ring) against the frames' signal profile, and the number of rings it
     sums; None where the reference holds signal in fewer than two rings.
 
@@ -552,7 +556,8 @@ def _transfer_misfit(
     residual = signal[rings] - g * ref[rings]
     if diffuse is not None:
         residual = _object_residual(signal[rings], g * ref[rings], var, diffuse, rings, ref, dilution)
-    return (residual**2 / var).sum(axis=1), int(rings.sum())
+    terms = residual**2 / var
+    return (terms if per_ring else terms.sum(axis=1)), int(rings.sum())
 
 
 def _at_reflections(reference: SpectrumReference, models: np.ndarray) -> np.ndarray:
@@ -683,7 +688,11 @@ def _fit_rings(reference: SpectrumReference, pixel_size: float) -> np.ndarray | 
 
 
 def envelope_fits_better(
-    reference: SpectrumReference, pixel_size: float, defocus_misfit: float, envelope_misfit: float
+    reference: SpectrumReference,
+    pixel_size: float,
+    defocus_misfit: float,
+    envelope_misfit: float,
+    per_ring: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> bool:
     """Whether a Gaussian envelope (``fit_envelope``) explains the frames' spectrum better than
     any defocus (``fit_defocus``), from the two fits' χ² on the same rings.
@@ -701,7 +710,23 @@ def envelope_fits_better(
     rings = _fit_rings(reference, pixel_size)
     count = 2 if rings is None else int(rings.sum())
     scale = max(1.0, min(defocus_misfit, envelope_misfit) / max(count - 1, 1))
-    return defocus_misfit - envelope_misfit > scale
+    if not defocus_misfit - envelope_misfit > scale:
+        return False
+    if per_ring is None:
+        return True
+    # The two models are not nested (neither is the other at some parameter), so their χ²
+    # difference is a sum over rings of per-ring differences d_i whose own scatter says how
+    # much of it a different draw of the noise (or of the content in view) would move:
+    # Vuong's statistic Σd / (√n·sd(d)) is a standard normal where the two fit equally
+    # well. The envelope is named where it is more than one standard error above 0 (the same
+    # one-standard-error rule as the χ² margin): a few rings at low dose, where one ring's
+    # draw decides the sign of a difference of 1.5 (the twin's 0 → 40 Å at 2·10⁵ e/Å², 4.9
+    # against 6.5, named a source change), do not hold that.
+    d = np.asarray(per_ring[0], float) - np.asarray(per_ring[1], float)
+    if len(d) < 2:
+        return True
+    spread = float(np.std(d, ddof=1))
+    return spread == 0.0 or float(d.sum()) / (np.sqrt(len(d)) * spread) > 1.0
 
 
 def _posterior(misfit: np.ndarray, rings: int) -> np.ndarray:
@@ -853,6 +878,7 @@ def fit_envelope(
     cs_mm: float = 0.0,
     reference_defocus: float = 0.0,
     dilution: float = 1.0,
+    defocus: float | None = None,
 ) -> tuple[float, float]:
     """The change of a Gaussian envelope's variance Δσ² (Å²) — a source or probe size change,
     exp(-4π²Δσ²k²) on the signal power — that best explains the frames' spectrum, and its
@@ -864,7 +890,13 @@ def fit_envelope(
     profiled out as in ``fit_defocus`` (``_object_residual``: a flat object spectrum seen through
     the probe's transfer, here the reference's under the envelope), so the two fits have the
     same freedom and their χ² still compare; without them it is not, and its χ² is not
-    comparable with ``fit_defocus``'s."""
+    comparable with ``fit_defocus``'s.
+
+    ``defocus`` (Å, with the probe's settings; default ``reference_defocus``): the |defocus|
+    the frames are at under this hypothesis, when the reference was taken at another one —
+    the source changed while the probe stayed at ``defocus``, measured against an older
+    reference (the operator's focused one): the model is then |OTF(defocus)|² /
+    |OTF(reference_defocus)|² under the envelope."""
     fit = _envelope_misfit(
         reference,
         stats,
@@ -874,11 +906,48 @@ def fit_envelope(
         cs_mm=cs_mm,
         reference_defocus=reference_defocus,
         dilution=dilution,
+        defocus=defocus,
     )
     if fit is None:
         return float("nan"), float("nan")
     i = int(np.argmin(fit[0]))
     return float(ENVELOPE_GRID[i]), float(fit[0][i])
+
+
+def ring_misfits(
+    reference: SpectrumReference,
+    stats: Sequence[ImageStats],
+    shape: tuple[int, int],
+    *,
+    voltage_kv: float,
+    semiangle_mrad: float,
+    cs_mm: float = 0.0,
+    reference_defocus: float = 0.0,
+    dilution: float = 1.0,
+    defocus: float | None = None,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Each fitted ring's χ² term of ``fit_defocus``'s and ``fit_envelope``'s best candidates
+    (the least χ² of each; same rings, same arguments, ``defocus`` as ``fit_envelope``'s),
+    for ``envelope_fits_better``'s test of their difference; None where either cannot fit."""
+    models, table, base = _defocus_models(
+        reference, shape, stats[0].pixel_size, None, voltage_kv, semiangle_mrad, cs_mm, reference_defocus
+    )
+    d = _transfer_misfit(reference, stats, models, (table, base), dilution, per_ring=True)
+    e = _envelope_misfit(
+        reference,
+        stats,
+        shape,
+        voltage_kv=voltage_kv,
+        semiangle_mrad=semiangle_mrad,
+        cs_mm=cs_mm,
+        reference_defocus=reference_defocus,
+        dilution=dilution,
+        defocus=defocus,
+        per_ring=True,
+    )
+    if d is None or e is None:
+        return None
+    return d[0][int(np.argmin(d[0].sum(axis=1)))], e[0][int(np.argmin(e[0].sum(axis=1)))]
 
 
 # Candidates from -1 to 2 Å² (a source σ from 0.35 to 1.5 Å and back) in 0.005 Å² steps, a
@@ -896,17 +965,23 @@ def _envelope_misfit(
     cs_mm: float = 0.0,
     reference_defocus: float = 0.0,
     dilution: float = 1.0,
+    defocus: float | None = None,
+    per_ring: bool = False,
 ) -> tuple[np.ndarray, int] | None:
     """``_transfer_misfit`` of the Gaussian envelopes of ``ENVELOPE_GRID``'s Δσ² (Å²); with the
-    probe's settings, the object's change profiled out as ``fit_envelope`` says."""
+    probe's settings, the object's change profiled out as ``fit_envelope`` says (the frames at
+    ``defocus``, default ``reference_defocus``)."""
     k2 = reference.ring_k**2
     models = -4.0 * np.pi**2 * ENVELOPE_GRID[:, None] * k2[None, :]
     diffuse = None
     if shape is not None and voltage_kv is not None and semiangle_mrad is not None:
         radial = _ring_transfer(reference, shape, stats[0].pixel_size, voltage_kv, semiangle_mrad, cs_mm)
         base = np.maximum(radial(reference_defocus), 1e-300)
+        if defocus is not None and defocus != reference_defocus:
+            at = np.maximum(radial(defocus), 1e-300)
+            models = models + np.log(at / base)[None, :]
         diffuse = (np.exp(np.clip(models, -700.0, 50.0)) * base[None, :], base)
-    return _transfer_misfit(reference, stats, models, diffuse, dilution)
+    return _transfer_misfit(reference, stats, models, diffuse, dilution, per_ring)
 
 
 def envelope_error(reference: SpectrumReference, stats: Sequence[ImageStats]) -> tuple[float, float]:

@@ -101,3 +101,15 @@ def test_a_larger_source_on_one_lattice_order_is_an_envelope_not_a_defocus():
     _, _, defocus_misfit = fit_defocus(reference, after, (SIDE, SIDE), **OPTICS)
     assert var == pytest.approx(0.65**2 - 0.35**2, abs=0.05)
     assert envelope_misfit < defocus_misfit
+
+
+def test_a_reflection_at_the_nyquist_column_is_measured_not_a_crash():
+    # A peak in the last column of the half-plane (kx = n/2) has its right neighbour at
+    # -(n/2 - 1): summarising such a frame had raised IndexError (a MoS2 twin stream at 2·10⁶).
+    from tasks.drift.spectrum import image_stats
+
+    y, x = np.mgrid[0:SIDE, 0:SIDE]
+    image = 100.0 + 40.0 * np.cos(np.pi * x + 2 * np.pi * 10 * y / SIDE)
+    s = image_stats(image, P)
+    strongest = s.peaks[np.nanargmax(s.peaks[:, 2])]
+    assert abs(abs(strongest[1]) - 0.5 / P) < 1.0 / (SIDE * P)
