@@ -507,6 +507,7 @@ def _transfer_misfit(
     diffuse: tuple[np.ndarray, np.ndarray] | None = None,
     dilution: float = 1.0,
     per_ring: bool = False,
+    exact: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int] | None:
     """χ² of each candidate transfer ``models`` (with ``per_ring``, each ring's term: (m, rings)) (m, rings: ln of the frames' signal over the
     reference's, per ring) against the frames' signal profile, and the number of rings it
@@ -548,7 +549,7 @@ def _transfer_misfit(
         return None
     signal, signal_se = mean_signal(stats)
     ref, ref_se = _reference_signal(reference)
-    models = _at_reflections(reference, models)
+    models = _at_reflections(reference, models, exact)
     g = np.exp(np.clip(_through_window(reference, stats, models)[:, rings], -700.0, 50.0))
     # An exactly noise-free pair of profiles (rendered frames) is known to float precision.
     tiny = np.finfo(np.float64).eps * float(np.abs(signal[rings]).max())
@@ -560,7 +561,9 @@ def _transfer_misfit(
     return (terms if per_ring else terms.sum(axis=1)), int(rings.sum())
 
 
-def _at_reflections(reference: SpectrumReference, models: np.ndarray) -> np.ndarray:
+def _at_reflections(
+    reference: SpectrumReference, models: np.ndarray, exact: np.ndarray | None = None
+) -> np.ndarray:
     """Candidate transfers ``models`` (m, rings: ln change per ring) taken, in the rings a
     reference reflection's window lobe covers (within the reference's ``tolerance``, a Hann
     lobe's 1.5 bins), at that reflection's own |k| rather than at the ring's centre.
@@ -571,8 +574,15 @@ def _at_reflections(reference: SpectrumReference, models: np.ndarray) -> np.ndar
     different transfers: MoS2's first order at 0.365 1/Å, between rings at 0.313 and 0.391,
     where a probe 76 Å from focus falls steeply (×0.14 to ×0.10 of focus across the two), was
     predicted to rise ×9.3 and ×12.6 on a return to focus while both rose ×9.8 (held-out
-    abTEM frames), and the fit read 21-23 Å for the in-focus frames. Interpolated linearly in
-    ln between the rings either side of the reflection's |k|."""
+    abTEM frames), and the fit read 21-23 Å for the in-focus frames.
+
+    ``exact`` (m, reflections: ln change at each of ``reference.reflections``' |k|, from
+    ``_reflection_models``) where the model can be evaluated there; otherwise interpolated
+    linearly in ln between the rings either side of the reflection's |k| — which is right for
+    a smooth model (an envelope) but not near a zero of the probe's transfer: each ring's value
+    is |OTF|² averaged over the ring's whole width, so a narrow zero inside one ring lowers it
+    while the reflection beside the zero is transferred well (MoS2 and perovskite 0 → 130 Å on
+    the twin, still sample, 2·10⁷ e/Å²: read 157 Å and 227 Å, seed 1)."""
     refl = reference.reflections
     if len(refl) == 0:
         return models
@@ -585,6 +595,10 @@ def _at_reflections(reference: SpectrumReference, models: np.ndarray) -> np.ndar
     covered = distance[np.arange(n), nearest] <= reference.tolerance / dk
     if not covered.any():
         return models
+    if exact is not None:
+        out = models.copy()
+        out[:, covered] = exact[:, nearest[covered]]
+        return out
     where = np.clip(at[nearest[covered]], 0.0, n - 1.0)
     low = np.minimum(np.floor(where).astype(np.int64), n - 2)
     t = where - low
@@ -760,6 +774,83 @@ def _transfer_table(
     return out
 
 
+# The probe's transfer along kx sampled this many times finer than the frames' bins (the
+# frame padded in x): fine enough that |OTF|² is near linear between samples next to a zero of
+# the transfer (a zero's width at 130 Å is about one bin of a 128-px frame).
+POINT_OVERSAMPLE = 8
+
+
+def _point_transfer(
+    shape: tuple[int, int],
+    pixel_size: float,
+    voltage_kv: float,
+    semiangle_mrad: float,
+    df: float,
+    cs_mm: float,
+) -> np.ndarray:
+    """|OTF(df)|² along kx at ``POINT_OVERSAMPLE`` samples per frame bin (index j: |k| = j·dk /
+    ``POINT_OVERSAMPLE``, dk = 1 / (shape[1]·pixel_size) 1/Å): the transfer at a point, not
+    averaged over a ring (with Cs and no astigmatism it is round)."""
+    fine = (shape[0], shape[1] * POINT_OVERSAMPLE)
+    otf = probe_otf(fine, pixel_size, voltage_kv, semiangle_mrad, df, cs_mm, 0.0)
+    return np.abs(otf[0]) ** 2
+
+
+@lru_cache(maxsize=8)
+def _point_table(
+    shape: tuple[int, int], pixel_size: float, voltage_kv: float, semiangle_mrad: float, cs_mm: float
+) -> np.ndarray:
+    """``_point_transfer`` at every |defocus| of ``DEFOCI`` (candidates, fine k): computed once
+    per frame shape and optics."""
+    out = np.stack(
+        [_point_transfer(shape, pixel_size, voltage_kv, semiangle_mrad, float(df), cs_mm) for df in DEFOCI]
+    )
+    out.setflags(write=False)
+    return out
+
+
+def _reflection_models(
+    reference: SpectrumReference,
+    shape: tuple[int, int],
+    pixel_size: float,
+    grid: np.ndarray | None,
+    voltage_kv: float,
+    semiangle_mrad: float,
+    cs_mm: float,
+    reference_defocus: float,
+) -> np.ndarray | None:
+    """ln |OTF(df)|² / |OTF(reference_defocus)|² at each reference reflection's own |k| for
+    each df of ``grid`` (None: ``DEFOCI``): (candidates, reflections), for ``_at_reflections``;
+    None without reflections.
+
+    A reflection is a point of the object's spectrum: the frames see it multiplied by the
+    transfer at its |k| (then spread by the window over its lobe's rings), not by the transfer
+    averaged over a ring. Linear in |OTF|² between the fine samples."""
+    refl = reference.reflections
+    if len(refl) == 0:
+        return None
+    step = 1.0 / (shape[1] * pixel_size * POINT_OVERSAMPLE)
+    at = np.hypot(refl[:, 0], refl[:, 1]) / step
+
+    def sample(table: np.ndarray) -> np.ndarray:
+        where = np.clip(at, 0.0, table.shape[-1] - 1.0)
+        low = np.minimum(np.floor(where).astype(np.int64), table.shape[-1] - 2)
+        t = where - low
+        return table[..., low] * (1.0 - t) + table[..., low + 1] * t
+
+    base = np.maximum(
+        sample(_point_transfer(shape, pixel_size, voltage_kv, semiangle_mrad, reference_defocus, cs_mm)),
+        1e-300,
+    )
+    if grid is None:
+        table = _point_table(shape, float(pixel_size), voltage_kv, semiangle_mrad, cs_mm)
+    else:
+        table = np.stack(
+            [_point_transfer(shape, pixel_size, voltage_kv, semiangle_mrad, float(df), cs_mm) for df in grid]
+        )
+    return np.log(np.maximum(sample(table), 1e-300) / base[None, :])
+
+
 # |Defocus| candidates (Å) in 1 Å steps, below the Cramér–Rao bound of a batch at a strong
 # defocus (~1 Å at 80 Å): where the transfer is steep (80 Å) a coarser grid's error is a
 # change of ln ratio at a lattice order that near focus, where the transfer is flat, reads as
@@ -836,7 +927,17 @@ def fit_defocus(
         cs_mm,
         reference_defocus,
     )
-    fit = _transfer_misfit(reference, stats, models, (table, base), dilution)
+    exact = _reflection_models(
+        reference,
+        shape,
+        stats[0].pixel_size,
+        None if defoci is None else grid,
+        voltage_kv,
+        semiangle_mrad,
+        cs_mm,
+        reference_defocus,
+    )
+    fit = _transfer_misfit(reference, stats, models, (table, base), dilution, exact=exact)
     if fit is None:
         return nan, nan, nan
     misfit, rings = fit
@@ -932,7 +1033,10 @@ def ring_misfits(
     models, table, base = _defocus_models(
         reference, shape, stats[0].pixel_size, None, voltage_kv, semiangle_mrad, cs_mm, reference_defocus
     )
-    d = _transfer_misfit(reference, stats, models, (table, base), dilution, per_ring=True)
+    exact = _reflection_models(
+        reference, shape, stats[0].pixel_size, None, voltage_kv, semiangle_mrad, cs_mm, reference_defocus
+    )
+    d = _transfer_misfit(reference, stats, models, (table, base), dilution, per_ring=True, exact=exact)
     e = _envelope_misfit(
         reference,
         stats,
