@@ -507,7 +507,6 @@ def _transfer_misfit(
     diffuse: tuple[np.ndarray, np.ndarray] | None = None,
     dilution: float = 1.0,
     per_ring: bool = False,
-    exact: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int] | None:
     """χ² of each candidate transfer ``models`` (with ``per_ring``, each ring's term: (m, rings)) (m, rings: ln of the frames' signal over the
     reference's, per ring) against the frames' signal profile, and the number of rings it
@@ -549,7 +548,7 @@ def _transfer_misfit(
         return None
     signal, signal_se = mean_signal(stats)
     ref, ref_se = _reference_signal(reference)
-    models = _at_reflections(reference, models, exact)
+    models = _at_reflections(reference, models)
     g = np.exp(np.clip(_through_window(reference, stats, models)[:, rings], -700.0, 50.0))
     # An exactly noise-free pair of profiles (rendered frames) is known to float precision.
     tiny = np.finfo(np.float64).eps * float(np.abs(signal[rings]).max())
@@ -561,9 +560,7 @@ def _transfer_misfit(
     return (terms if per_ring else terms.sum(axis=1)), int(rings.sum())
 
 
-def _at_reflections(
-    reference: SpectrumReference, models: np.ndarray, exact: np.ndarray | None = None
-) -> np.ndarray:
+def _at_reflections(reference: SpectrumReference, models: np.ndarray) -> np.ndarray:
     """Candidate transfers ``models`` (m, rings: ln change per ring) taken, in the rings a
     reference reflection's window lobe covers (within the reference's ``tolerance``, a Hann
     lobe's 1.5 bins), at that reflection's own |k| rather than at the ring's centre.
@@ -574,15 +571,8 @@ def _at_reflections(
     different transfers: MoS2's first order at 0.365 1/Å, between rings at 0.313 and 0.391,
     where a probe 76 Å from focus falls steeply (×0.14 to ×0.10 of focus across the two), was
     predicted to rise ×9.3 and ×12.6 on a return to focus while both rose ×9.8 (held-out
-    abTEM frames), and the fit read 21-23 Å for the in-focus frames.
-
-    ``exact`` (m, reflections: ln change at each of ``reference.reflections``' |k|, from
-    ``_reflection_models``) where the model can be evaluated there; otherwise interpolated
-    linearly in ln between the rings either side of the reflection's |k| — which is right for
-    a smooth model (an envelope) but not near a zero of the probe's transfer: each ring's value
-    is |OTF|² averaged over the ring's whole width, so a narrow zero inside one ring lowers it
-    while the reflection beside the zero is transferred well (MoS2 and perovskite 0 → 130 Å on
-    the twin, still sample, 2·10⁷ e/Å²: read 157 Å and 227 Å, seed 1)."""
+    abTEM frames), and the fit read 21-23 Å for the in-focus frames. Interpolated linearly in
+    ln between the rings either side of the reflection's |k|."""
     refl = reference.reflections
     if len(refl) == 0:
         return models
@@ -595,10 +585,6 @@ def _at_reflections(
     covered = distance[np.arange(n), nearest] <= reference.tolerance / dk
     if not covered.any():
         return models
-    if exact is not None:
-        out = models.copy()
-        out[:, covered] = exact[:, nearest[covered]]
-        return out
     where = np.clip(at[nearest[covered]], 0.0, n - 1.0)
     low = np.minimum(np.floor(where).astype(np.int64), n - 2)
     t = where - low
@@ -774,85 +760,6 @@ def _transfer_table(
     return out
 
 
-# The aperture's disc sampled by this many points across for ``_point_transfer``: the
-# transfer far from focus at a high order is a near-cancelling sum over the disc (at 130 Å,
-# 60 kV, 25 mrad, 0.63 1/Å: 6·10⁻⁴ of focus), within 1 % of a 512-point sum at 256 and off by
-# 15-20 % on a probe sampled at a frame's own bins.
-APERTURE_POINTS = 256
-# Where the point transfer is tabulated (1/Å): a transfer zero's width in |k| at 300 Å, 25 mrad
-# is ~1/(2π·300 Å·0.025) ≈ 0.02 1/Å, so linear interpolation on 10⁻³ 1/Å follows it.
-POINT_STEP = 1e-3
-
-
-@lru_cache(maxsize=4096)
-def _point_transfer(
-    step: int, defoci: tuple[float, ...], voltage_kv: float, semiangle_mrad: float, cs_mm: float
-) -> np.ndarray:
-    """The probe's |OTF|² at the single spatial frequency |k| = ``step``·``POINT_STEP`` 1/Å for
-    each |defocus| of ``defoci`` (Å): the continuous aperture's autocorrelation,
-    OTF(q) = ⟨exp(-i(χ(k+q) - χ(k)))⟩ over the k where both k and k+q lie in the aperture
-    (OTF(0) = 1), not sampled on a frame's Fourier bins. Round without astigmatism, so taken
-    along kx. The defocus enters the phase as df·u(k); points are summed in bins of u fine
-    enough that the largest defocus turns a bin by at most 0.01 rad."""
-    q = step * POINT_STEP
-    lam = wavelength(voltage_kv)
-    kmax = semiangle_mrad * 1e-3 / lam
-    g = ((np.arange(APERTURE_POINTS) + 0.5) / APERTURE_POINTS * 2.0 - 1.0) * kmax
-    kx, ky = np.meshgrid(g, g)
-    disc = kx**2 + ky**2 <= kmax**2
-    kx, ky = kx[disc], ky[disc]
-    both = (kx + q) ** 2 + ky**2 <= kmax**2
-    df = np.asarray(defoci, dtype=np.float64)
-    if not both.any():
-        return np.zeros(len(df))
-    a2 = kx[both] ** 2 + ky[both] ** 2
-    b2 = (kx[both] + q) ** 2 + ky[both] ** 2
-    u = np.pi * lam * (b2 - a2)
-    fixed = 0.5 * np.pi * cs_mm * 1e7 * lam**3 * (b2**2 - a2**2)
-    width = 0.01 / max(float(np.abs(df).max()), 1.0)
-    index = np.floor((u - u.min()) / width).astype(np.int64)
-    weight = np.bincount(index, np.cos(fixed)) - 1j * np.bincount(index, np.sin(fixed))
-    centre = u.min() + (np.arange(len(weight)) + 0.5) * width
-    otf = np.exp(-1j * df[:, None] * centre[None, :]) @ weight / disc.sum()
-    return np.abs(otf) ** 2
-
-
-def _reflection_models(
-    reference: SpectrumReference,
-    grid: np.ndarray | None,
-    voltage_kv: float,
-    semiangle_mrad: float,
-    cs_mm: float,
-    reference_defocus: float,
-) -> np.ndarray | None:
-    """ln |OTF(df)|² / |OTF(reference_defocus)|² at each reference reflection's own |k| for
-    each df of ``grid`` (None: ``DEFOCI``): (candidates, reflections), for ``_at_reflections``;
-    None without reflections.
-
-    A reflection is a point of the object's spectrum: the frames see it multiplied by the
-    transfer at its |k| (then spread by the window over its lobe's rings), not by the transfer
-    averaged over a ring (``_point_transfer``). Linear in |OTF|² between its samples."""
-    refl = reference.reflections
-    if len(refl) == 0:
-        return None
-    at = np.hypot(refl[:, 0], refl[:, 1]) / POINT_STEP
-    low = np.floor(at).astype(np.int64)
-    t = at - low
-    grid = DEFOCI if grid is None else grid
-
-    def sample(defoci: tuple[float, ...]) -> np.ndarray:
-        lo, hi = (
-            np.stack(
-                [_point_transfer(int(i), defoci, voltage_kv, semiangle_mrad, cs_mm) for i in low + d], axis=1
-            )
-            for d in (0, 1)
-        )
-        return lo * (1.0 - t) + hi * t
-
-    base = np.maximum(sample((float(reference_defocus),))[0], 1e-300)
-    return np.log(np.maximum(sample(tuple(float(x) for x in grid)), 1e-300) / base[None, :])
-
-
 # |Defocus| candidates (Å) in 1 Å steps, below the Cramér–Rao bound of a batch at a strong
 # defocus (~1 Å at 80 Å): where the transfer is steep (80 Å) a coarser grid's error is a
 # change of ln ratio at a lattice order that near focus, where the transfer is flat, reads as
@@ -929,10 +836,7 @@ def fit_defocus(
         cs_mm,
         reference_defocus,
     )
-    exact = _reflection_models(
-        reference, None if defoci is None else grid, voltage_kv, semiangle_mrad, cs_mm, reference_defocus
-    )
-    fit = _transfer_misfit(reference, stats, models, (table, base), dilution, exact=exact)
+    fit = _transfer_misfit(reference, stats, models, (table, base), dilution)
     if fit is None:
         return nan, nan, nan
     misfit, rings = fit
@@ -1028,8 +932,7 @@ def ring_misfits(
     models, table, base = _defocus_models(
         reference, shape, stats[0].pixel_size, None, voltage_kv, semiangle_mrad, cs_mm, reference_defocus
     )
-    exact = _reflection_models(reference, None, voltage_kv, semiangle_mrad, cs_mm, reference_defocus)
-    d = _transfer_misfit(reference, stats, models, (table, base), dilution, per_ring=True, exact=exact)
+    d = _transfer_misfit(reference, stats, models, (table, base), dilution, per_ring=True)
     e = _envelope_misfit(
         reference,
         stats,

@@ -60,26 +60,21 @@ def test_the_object_change_cannot_remove_more_power_than_the_reference_had():
 def _lattice_through_probe(defocus, counts, seed, n, k=0.365):
     # A hexagonal lattice (first order at ``k`` 1/Å, MoS2's 0.365: between the rings at
     # 0.31 and 0.39 on 128² px at 0.1 Å/px; second order √3 k) under the probe at
-    # ``defocus`` Å, counted with Poisson noise at ``counts`` per px. Rendered on a 4× larger
-    # field and cropped, as the twin pads: the probe's aperture is then sampled 4× finer
-    # than on the frame's own bins (there, 6.5 samples across its radius, its transfer at
-    # 76 Å is the frame's bins' and not the microscope's).
+    # ``defocus`` Å, counted with Poisson noise at ``counts`` per px.
     from scopeflow.optics import probe_otf
 
     rng = np.random.default_rng(seed)
-    field = 4 * SIDE
-    crop = slice((field - SIDE) // 2, (field + SIDE) // 2)
-    y, x = np.mgrid[0:field, 0:field] * 0.1
-    otf = probe_otf((field, field), 0.1, OPTICS["voltage_kv"], OPTICS["semiangle_mrad"], defocus, 0.0, 0.35)
+    y, x = np.mgrid[0:SIDE, 0:SIDE] * 0.1
+    otf = probe_otf((SIDE, SIDE), 0.1, OPTICS["voltage_kv"], OPTICS["semiangle_mrad"], defocus, 0.0, 0.35)
     out = []
     for _ in range(n):
         shift = rng.uniform(0, 20, 2)
-        obj = np.ones((field, field))
+        obj = np.ones((SIDE, SIDE))
         for size, amp, offset in ((k, 0.5, 0.0), (np.sqrt(3) * k, 0.25, 30.0)):
             for a in np.radians(offset + np.array([7.0, 67.0, 127.0])):
                 g = size * np.array([np.sin(a), np.cos(a)])
                 obj += amp * np.cos(2 * np.pi * (g[0] * (y + shift[0]) + g[1] * (x + shift[1])))
-        image = np.fft.irfft2(np.fft.rfft2(obj) * otf, s=obj.shape)[crop, crop]
+        image = np.fft.irfft2(np.fft.rfft2(obj) * otf, s=obj.shape)
         out.append(image_stats(rng.poisson(np.clip(image, 0, None) * counts), 0.1))
     return out
 
@@ -89,9 +84,7 @@ def test_a_reflection_between_two_rings_changes_as_one_on_a_return_to_focus():
     # then back in focus at a tenth of the dose (the held-out MoS2 stream's last change, read
     # 76 → 23 Å when each ring's power was given the transfer at its own centre).
     # Seen so, the frames' power in both rings is the model's within the noise (χ² ~1 a
-    # ring; each ring at its own centre: 1035 on 13 rings, and 15 Å read for 0). With the
-    # probe rendered finer than the frame's bins, the ring-averaged transfer interpolated to the
-    # reflection read 12 Å (χ² 26 on 8 rings); the transfer at the reflection's |k|, 0 Å (χ² 19).
+    # ring; each ring at its own centre: 1035 on 13 rings, and 15 Å read for 0).
     from tasks.drift.spectrum import _fit_rings
 
     reference = SpectrumReference.fit(_lattice_through_probe(76.0, 400.0, 1, 32))
