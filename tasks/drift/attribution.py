@@ -87,6 +87,7 @@ def attribute(
     spectrum_defocus: float | None = None,
     focused: tuple[SpectrumReference, float] | None = None,
     spectrum_error: float = 0.0,
+    dose_step: float | None = None,
 ) -> tuple[tuple[str, ...], dict[str, float], str, float | None]:
     """What changed on ``images`` against the frames ``before`` them (their mean features;
     default the calibration's centre), by how much, and in words; and the |defocus| (Å) the
@@ -113,6 +114,10 @@ def attribute(
     wander), and 0-11 Å against that stream's in-focus references; a reference at low dose
     (few rings), though, reads a strong defocus worse than the current one (a twin stream's
     104 Å against one at 4·10⁴ e/Å²: 272 ± 11 Å), hence the comparison of errors.
+
+    ``dose_step``: the smallest dose ratio (or its inverse) the user asks to be told of; a
+    fired dose under half of it (in ln) beside a named defocus, envelope or lattice is not
+    named (None: every fired dose is).
     """
     defocus_next: float | None = None
     feats = np.array([[spectrum.features(s)[n] for n in IMAGE_DETECTORS] for s in images])
@@ -318,6 +323,20 @@ def attribute(
         att["defocus_fit_A"] = att.pop("defocus_A")
         for key in ("defocus_change_A", "defocus_err_A", "defocus_bound_A"):
             att.pop(key, None)
+    if (
+        dose_step is not None
+        and "dose" in changed
+        and {"defocus", "lattice", "blur"} & set(changed)
+        and abs(np.log(att["dose_ratio"])) < 0.5 * np.log(dose_step)
+    ):
+        # The counts' detector is as fine as the Poisson noise allows: at 2·10⁷ e/Å² a change
+        # of the probe alone moves the mean counts by 0.1 %, which fires it (twin returns to
+        # focus read "dose ×1; |defocus| …"). Beside a change of the optics or the object, a
+        # dose ratio under half the smallest step the user asks to be told of (in ln, the
+        # cumulative dose test's floor, ``ReferenceKeeper.dose_step``) is that change's, not
+        # the source's: kept in ``dose_ratio``, not named. Alone, it is still named.
+        i = changed.index("dose")
+        del changed[i], words[i]
     network = sorted(fired & set(NETWORK_DETECTORS))
     if network:
         changed.append("network")

@@ -629,6 +629,7 @@ class ReferenceKeeper:
             spectrum_error=self.carried_err
             if self.carried is not None and spectrum is self.carried[0]
             else self.reference_defocus_err,
+            dose_step=self.dose_step,
         )
 
 

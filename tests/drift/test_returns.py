@@ -75,3 +75,13 @@ def test_a_step_out_of_focus_and_the_return_are_each_named_a_defocus(seed, base,
     assert "defocus" in out.changed and abs(out.attribution["defocus_change_A"] - step) <= 20.0
     assert "defocus" in back.changed and not {"blur", "lattice"} & set(back.changed)
     assert abs(back.attribution["defocus_A"]) <= 20.0
+
+
+def test_a_refocus_that_moves_the_counts_by_a_permille_is_not_named_a_dose_change():
+    # At 2·10⁷ e/Å² the counts' detector fires on the 0.1 % the probe's change moves the mean
+    # ("dose ×1; |defocus| 81 → 0 Å"): beside the defocus, under the user's dose step, unnamed.
+    found = _detections(6, {"lattice": "mos2", "dose": 2e7, **STILL}, 80.0)
+    back = next(d for d in found if d.first_alarm >= 224)
+    assert back.changed == ("defocus",)
+    assert "dose" not in back.summary
+    assert abs(np.log(back.attribution["dose_ratio"])) < 0.01  # still reported, as measured
