@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
+from functools import cache
 
 import numpy as np
 
@@ -73,6 +74,14 @@ def estimate_error(att: Mapping[str, float]) -> float:
     step of ``fit_defocus``."""
     err = float(att.get("defocus_err_A", float("nan")))
     return max(err, 0.5) if np.isfinite(err) else float("inf")
+
+
+def _keep_for_the_record(att: dict[str, float]) -> None:
+    """A defocus fit that is no estimate of the defocus: its reading kept as ``defocus_fit_A``,
+    the estimate's keys dropped."""
+    att["defocus_fit_A"] = att.pop("defocus_A")
+    for key in ("defocus_change_A", "defocus_err_A", "defocus_bound_A"):
+        att.pop(key, None)
 
 
 def attribute(
@@ -193,6 +202,16 @@ def attribute(
                 dilution=dilution,
             )
             att["defocus_misfit"] = misfit
+
+            @cache
+            def at_focused() -> tuple[float, float, float]:
+                # The frames' defocus fit against the focused reference (``focused`` is set
+                # where it is called): the error comparison and the envelope's test both use it.
+                assert focused is not None
+                return fit_defocus(
+                    focused[0], images, shape, **probe, reference_defocus=focused[1], dilution=dilution
+                )
+
             if spectrum_error > 0 and np.isfinite(df):
                 ends = [
                     fit_defocus(spectrum, images, shape, **probe, reference_defocus=d, dilution=dilution)[0]
@@ -201,10 +220,7 @@ def attribute(
                 spread = abs(ends[1] - ends[0]) / 2 if np.all(np.isfinite(ends)) else float("inf")
                 err = float(np.hypot(err, spread))
                 if focused is not None:
-                    known, known_defocus = focused
-                    kdf, kerr, _ = fit_defocus(
-                        known, images, shape, **probe, reference_defocus=known_defocus, dilution=dilution
-                    )
+                    kdf, kerr, _ = at_focused()
                     if np.isfinite(kdf) and kerr < err:
                         df, err = kdf, kerr
                 att["defocus_A"], att["defocus_err_A"] = df, err
@@ -251,9 +267,7 @@ def attribute(
             if abs(taken - known_defocus) > depth_of_focus(
                 float(optics["voltage_kv"]), float(optics["semiangle_mrad"])
             ):
-                kdf, _, kmisfit = fit_defocus(
-                    known, images, shape, **probe, reference_defocus=known_defocus, dilution=dilution
-                )
+                kmisfit = at_focused()[2]
                 _, kenvelope = fit_envelope(
                     known,
                     images,
@@ -283,9 +297,7 @@ def attribute(
         if new_object and "defocus_A" in att:
             # The fit then read the new object, not the optics: it is kept for the record
             # (``defocus_fit_A``) but is no estimate of the defocus.
-            att["defocus_fit_A"] = att.pop("defocus_A")
-            for key in ("defocus_change_A", "defocus_err_A", "defocus_bound_A"):
-                att.pop(key, None)
+            _keep_for_the_record(att)
         if not new_object and envelope:
             # The envelope explains the spectrum better than any defocus: the defocus is then
             # estimated unchanged (as retraining's estimate decides, ``training.matching``), the
@@ -320,9 +332,7 @@ def attribute(
         # A lattice that turned, with no defocus named: the fit is kept for the record
         # (``defocus_fit_A``) as for a new object, not reported as an estimate (a new
         # region of the twin's graphene, rotated 0.7°, read 20 Å for an unchanged focus).
-        att["defocus_fit_A"] = att.pop("defocus_A")
-        for key in ("defocus_change_A", "defocus_err_A", "defocus_bound_A"):
-            att.pop(key, None)
+        _keep_for_the_record(att)
     if (
         dose_step is not None
         and "dose" in changed

@@ -209,10 +209,7 @@ class DriftMonitor(ReferenceKeeper):
             if (self.anchor_drift([o.image for o in frames[:cut]], k)[1][fired] > 1.0).any():
                 first = i
                 break
-        if "defocus" in changed:
-            self._carry_defocus(defocus_next, attribution)
-        if "lattice" in changed and attribution.get("new_object", 0.0) > 0.0:
-            self.focused = None  # (as ``ReferenceKeeper.attribute``)
+        self._after_detection(changed, attribution, defocus_next)
         self._since_alarm = batch[first + 1 :][:MIN_REFERENCE]
         summary = words + " (cumulative, against the first reference)"
         return Decision(

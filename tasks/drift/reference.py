@@ -582,13 +582,20 @@ class ReferenceKeeper:
         changed, att, words, defocus_next = self._attribute_against(
             ref.spectrum, ref.defocus, scores, images, before
         )
+        self._after_detection(changed, att, defocus_next)
+        return changed, att, words
+
+    def _after_detection(
+        self, changed: Sequence[str], att: Mapping[str, float], defocus_next: float | None
+    ) -> None:
+        """What a detection's attribution leaves for the next reference: a named |defocus|
+        (``_carry_defocus``), and no focused reference once the object is another."""
         if defocus_next is not None:
             self._carry_defocus(defocus_next, att)
         if "lattice" in changed and att.get("new_object", 0.0) > 0.0:
             # Another object: its spectrum no longer shows this one (a rotation alone, or the
             # object's own orders seen again, leaves what the focused reference is compared by).
             self.focused = None
-        return changed, att, words
 
     def _carry_defocus(self, defocus: float, att: Mapping[str, float]) -> None:
         """Make a named |defocus| (Å) the next reference's, with its error (``estimate_error``);
